@@ -1,0 +1,2 @@
+//! The Rewind stack walker (being written).
+#![no_std]

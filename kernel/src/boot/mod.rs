@@ -1,0 +1,6 @@
+//! Boot: the PVH entry (assembly) and the start information QEMU hands us.
+
+mod entry;
+pub mod pvh;
+
+pub use entry::BOOT_STACK_SIZE;

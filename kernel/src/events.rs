@@ -1,0 +1,169 @@
+//! The machine-readable event stream: one JSON object per line on COM2.
+//!
+//! Schema: `docs/events.md`. Every event has `"ev"` (its kind) and `"tsc"`
+//! (the guest time stamp counter: under `-icount shift=0` one tick is one
+//! guest instruction, so the stream is reproducible). Fields are written in
+//! the order the code gives them, and the writer is allocation-free, so the
+//! fatal paths can emit events too.
+//!
+//! Usage: `Event::new("boot").str("version", V).u64("mem_bytes", n).emit();`
+
+use core::fmt::{self, Write};
+use spin::{Mutex, MutexGuard};
+use uart_16550::Uart16550;
+use uart_16550::backend::PioBackend;
+
+/// COM2's I/O base.
+const COM2: u16 = 0x2f8;
+
+struct Port(Uart16550<PioBackend>);
+
+impl Write for Port {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.send_bytes_exact(s.as_bytes());
+        Ok(())
+    }
+}
+
+static STREAM: Mutex<Option<Port>> = Mutex::new(None);
+
+/// Initialises COM2. Events emitted before this are dropped.
+pub fn init() {
+    // SAFETY: 0x2f8 is COM2 on the PC platform QEMU emulates; this module is
+    // its only user.
+    let Ok(mut uart) = (unsafe { Uart16550::new_port(COM2) }) else { return };
+    if uart.init(uart_16550::Config::default()).is_ok() {
+        *STREAM.lock() = Some(Port(uart));
+    }
+}
+
+/// Breaks the stream lock on fatal paths (see `console::write_fmt_fatal`).
+pub fn unlock_for_fatal() {
+    // SAFETY: only called on paths that end the machine.
+    unsafe { STREAM.force_unlock() };
+}
+
+/// One event being written. Holds the stream lock so lines never interleave.
+pub struct Event {
+    out: MutexGuard<'static, Option<Port>>,
+}
+
+impl Event {
+    pub fn new(kind: &str) -> Event {
+        let mut ev = Event { out: STREAM.lock() };
+        ev.raw("{\"ev\":");
+        ev.quoted(kind);
+        ev.key("tsc");
+        ev.fmt(format_args!("{}", crate::arch::rdtsc()));
+        ev
+    }
+
+    pub fn str(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        self.quoted(value);
+        self
+    }
+
+    pub fn u64(mut self, key: &str, value: u64) -> Self {
+        self.key(key);
+        self.fmt(format_args!("{value}"));
+        self
+    }
+
+    pub fn i64(mut self, key: &str, value: i64) -> Self {
+        self.key(key);
+        self.fmt(format_args!("{value}"));
+        self
+    }
+
+    pub fn bool(mut self, key: &str, value: bool) -> Self {
+        self.key(key);
+        self.raw(if value { "true" } else { "false" });
+        self
+    }
+
+    /// A number printed as a `"0x…"` string (addresses, registers).
+    pub fn hex(mut self, key: &str, value: u64) -> Self {
+        self.key(key);
+        self.fmt(format_args!("\"{value:#x}\""));
+        self
+    }
+
+    /// A string field whose value is formatted in place (escaped).
+    pub fn display(mut self, key: &str, value: fmt::Arguments) -> Self {
+        self.key(key);
+        self.raw("\"");
+        self.fmt_escaped(value);
+        self.raw("\"");
+        self
+    }
+
+    /// A nested object of hex strings, e.g. the register file.
+    pub fn hex_map(mut self, key: &str, pairs: &[(&str, u64)]) -> Self {
+        self.key(key);
+        self.raw("{");
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                self.raw(",");
+            }
+            self.quoted(k);
+            self.fmt(format_args!(":\"{v:#x}\""));
+        }
+        self.raw("}");
+        self
+    }
+
+    pub fn emit(mut self) {
+        self.raw("}\n");
+    }
+
+    fn key(&mut self, key: &str) {
+        self.raw(",");
+        self.quoted(key);
+        self.raw(":");
+    }
+
+    fn raw(&mut self, s: &str) {
+        if let Some(port) = self.out.as_mut() {
+            let _ = port.write_str(s);
+        }
+    }
+
+    fn fmt(&mut self, args: fmt::Arguments) {
+        if let Some(port) = self.out.as_mut() {
+            let _ = port.write_fmt(args);
+        }
+    }
+
+    fn quoted(&mut self, s: &str) {
+        self.raw("\"");
+        self.fmt_escaped(format_args!("{s}"));
+        self.raw("\"");
+    }
+
+    fn fmt_escaped(&mut self, args: fmt::Arguments) {
+        if let Some(port) = self.out.as_mut() {
+            let _ = Escaper(port).write_fmt(args);
+        }
+    }
+}
+
+/// Escapes text for a JSON string as it streams through.
+struct Escaper<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Escaper<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            match c {
+                '"' => self.0.write_str("\\\"")?,
+                '\\' => self.0.write_str("\\\\")?,
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if (c as u32) < 0x20 => write!(self.0, "\\u{:04x}", c as u32)?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
