@@ -1,0 +1,110 @@
+//! Harness for the QEMU integration tests in `tests/`.
+//!
+//! Each test boots the kernel built by `cargo xtask test` (passed in
+//! `REWIND_KERNEL`) through the same code as `cargo xtask run`, with the
+//! console and the event stream in files under
+//! `target/rewind/qemu-tests/<run name>/`, and a timeout so a hung guest
+//! fails the test with its console instead of hanging CI. Tests then assert
+//! on what the system did: the parsed events and the exit verdict.
+
+use abi::exit::GuestExit;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use xtask::qemu::{Boot, Console, Verdict};
+
+/// How long a single boot may take before the test fails (TCG, loaded CI).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The kernel ELF under test.
+pub fn kernel() -> PathBuf {
+    match std::env::var_os("REWIND_KERNEL") {
+        Some(path) => PathBuf::from(path),
+        None => panic!(
+            "REWIND_KERNEL is not set: run the QEMU tests through `cargo xtask test` \
+             (or set REWIND_KERNEL to the path `cargo xtask build` prints)"
+        ),
+    }
+}
+
+/// One finished boot.
+pub struct Run {
+    pub name: String,
+    pub verdict: Verdict,
+    pub console: String,
+    /// The raw event stream.
+    pub raw_events: Vec<u8>,
+    pub events: Vec<Value>,
+}
+
+/// Options for a boot.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub cmdline: String,
+    pub icount: bool,
+}
+
+/// Boots the kernel with `cmdline` and waits for the verdict.
+pub fn boot(name: &str, cmdline: &str) -> Run {
+    boot_with(name, Options { cmdline: cmdline.into(), ..Options::default() })
+}
+
+pub fn boot_with(name: &str, options: Options) -> Run {
+    let dir = xtask::paths::rewind_dir().join("qemu-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the run directory");
+    let console_path = dir.join("console.log");
+    let mut boot = Boot::new(kernel(), dir.join("events.jsonl"));
+    boot.console = Console::File(console_path.clone());
+    boot.cmdline = options.cmdline;
+    boot.icount = options.icount;
+    boot.timeout = Some(BOOT_TIMEOUT);
+    let outcome = boot.run().unwrap_or_else(|e| panic!("{name}: could not boot QEMU: {e:#}"));
+    let console = std::fs::read_to_string(&console_path).unwrap_or_default();
+    let raw_events = std::fs::read(&outcome.events).unwrap_or_default();
+    let mut events = Vec::new();
+    for (i, line) in String::from_utf8_lossy(&raw_events).lines().enumerate() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.get("ev").and_then(Value::as_str).is_some() => events.push(v),
+            _ => panic!("{name}: event line {} is not a JSON object with \"ev\": {line:?}\nconsole:\n{console}", i + 1),
+        }
+    }
+    if let Verdict::Timeout(t) = outcome.verdict {
+        panic!("{name}: QEMU timed out after {:.0} s and was killed.\nconsole:\n{console}", t.as_secs_f64());
+    }
+    Run { name: name.into(), verdict: outcome.verdict, console, raw_events, events }
+}
+
+impl Run {
+    /// Asserts the guest exited with `code`.
+    pub fn expect_exit(&self, code: GuestExit) -> &Self {
+        assert_eq!(
+            self.verdict,
+            Verdict::Guest(code),
+            "{}: expected guest exit {:?}, got {}\nconsole:\n{}",
+            self.name,
+            code,
+            self.verdict.describe(),
+            self.console
+        );
+        self
+    }
+
+    /// All events of kind `ev`.
+    pub fn events_of(&self, ev: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["ev"] == ev).collect()
+    }
+
+    /// The one event of kind `ev` (panics with the stream otherwise).
+    pub fn event(&self, ev: &str) -> &Value {
+        let found = self.events_of(ev);
+        assert_eq!(found.len(), 1, "{}: expected exactly one {ev:?} event, got {}: {:#?}", self.name, found.len(), self.events);
+        found[0]
+    }
+}
+
+/// Parses a `"0x…"` field.
+pub fn hex(v: &Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("expected a hex string, got {v}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("bad hex {s:?}"))
+}

@@ -1,1 +1,132 @@
-fn main(){}
+//! `cargo xtask`: everything you do with Rewind goes through here.
+//!
+//! - `cargo xtask run`   build, boot the default image in QEMU, console on the terminal
+//! - `cargo xtask test`  host unit tests, then the QEMU integration tests
+//! - `cargo xtask build` build the kernel only
+//!
+//! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's
+//! exit code (`abi::exit::GuestExit`), 100 machine reset (triple fault), 101
+//! timeout, 102 QEMU error.
+
+mod test;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+use xtask::build::{self, Profile};
+use xtask::paths;
+use xtask::qemu::{Boot, Console, Verdict};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test Rewind", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build everything and boot the default image in QEMU.
+    Run(RunArgs),
+    /// Run the host unit tests, then the QEMU integration tests.
+    Test(test::TestArgs),
+    /// Build the kernel and print the path of its ELF.
+    Build(BuildArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Build with the release profile.
+    #[arg(long)]
+    release: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Build and boot the release profile.
+    #[arg(long)]
+    release: bool,
+    /// Don't attach the terminal: console to target/rewind/console.log,
+    /// printed when the run ends (for scripts).
+    #[arg(long)]
+    headless: bool,
+    /// Open QEMU's display window (default: no display).
+    #[arg(long, conflicts_with = "headless")]
+    display: bool,
+    /// Start halted with a gdb stub on localhost:1234 and print the gdb command.
+    #[arg(long)]
+    gdb: bool,
+    /// Deterministic run: `-icount shift=0,sleep=off` (guest TSC = instructions).
+    #[arg(long)]
+    icount: bool,
+    /// Kernel command line (e.g. `test=page-fault`).
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Kill QEMU after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Extra arguments passed to QEMU as they are (after `--`).
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Test(args) => test::run(args),
+        Command::Build(args) => build(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn build(args: BuildArgs) -> Result<ExitCode> {
+    let profile = if args.release { Profile::Release } else { Profile::Debug };
+    let kernel = build::kernel(profile)?;
+    println!("{}", kernel.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let profile = if args.release { Profile::Release } else { Profile::Debug };
+    let kernel = build::kernel(profile)?;
+    let out = paths::rewind_dir();
+    let mut boot = Boot::new(&kernel, out.join("events.jsonl"));
+    boot.cmdline = args.append;
+    boot.icount = args.icount;
+    boot.gdb = args.gdb;
+    boot.display = args.display;
+    boot.timeout = args.timeout.map(Duration::from_secs_f64);
+    boot.extra_args = args.qemu_args;
+    let console_log = out.join("console.log");
+    if args.headless {
+        boot.console = Console::File(console_log.clone());
+    }
+    if args.gdb {
+        eprintln!("xtask: QEMU waits for gdb on localhost:1234. In another terminal:");
+        eprintln!("  gdb {} -ex 'target remote localhost:1234' -ex 'hbreak kmain' -ex continue", kernel.display());
+    }
+    let outcome = boot.run()?;
+    if args.headless {
+        print!("{}", std::fs::read_to_string(&console_log).unwrap_or_default());
+    }
+    eprintln!(
+        "xtask: {} after {:.2} s; events in {}",
+        outcome.verdict.describe(),
+        outcome.wall.as_secs_f64(),
+        outcome.events.display()
+    );
+    let status = outcome.verdict.exit_status();
+    if matches!(outcome.verdict, Verdict::Guest(abi::exit::GuestExit::Success)) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(status))
+    }
+}

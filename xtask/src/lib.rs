@@ -1,0 +1,17 @@
+//! Rewind's host build tool, as a library.
+//!
+//! `main.rs` is the `cargo xtask` command line; the QEMU integration tests
+//! (`qemu-tests/`) use the same modules, so a test boots the system exactly
+//! the way `cargo xtask run` does.
+//!
+//! | module    | job |
+//! |-----------|-----|
+//! | `paths`   | where the workspace, targets and run outputs are |
+//! | `build`   | builds the kernel with build-std for `targets/*.json` |
+//! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
+//! | `install` | installs a missing Debian package, or says what to install |
+
+pub mod build;
+pub mod install;
+pub mod paths;
+pub mod qemu;

@@ -1,0 +1,99 @@
+//! `cargo xtask test`: the host unit tests, then the QEMU integration tests.
+//!
+//! Both are ordinary `cargo test` runs; we stream their output and add up
+//! their `test result:` lines into one closing `N passed, M failed` line. A
+//! test binary that does not even build counts as one failure, so a broken
+//! build can never look like "0 failed".
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
+use xtask::build::{self, Profile};
+use xtask::{paths, qemu};
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Only run tests whose name contains this string.
+    filter: Option<String>,
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+pub fn run(args: TestArgs) -> Result<ExitCode> {
+    let kernel = build::kernel(Profile::Debug)?;
+    qemu::ensure_qemu()?;
+    let mut totals = Totals::default();
+
+    eprintln!("xtask: host unit tests");
+    cargo_test(&["--workspace", "--exclude", "kernel", "--exclude", "qemu-tests"], &args, &[], &mut totals)?;
+
+    eprintln!("xtask: QEMU integration tests");
+    let kernel = kernel.display().to_string();
+    cargo_test(&["--package", "qemu-tests"], &args, &[("REWIND_KERNEL", kernel.as_str())], &mut totals)?;
+
+    if totals.ignored > 0 {
+        eprintln!("xtask: {} tests ignored", totals.ignored);
+    }
+    println!("{} passed, {} failed", totals.passed, totals.failed);
+    Ok(if totals.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn cargo_test(selection: &[&str], args: &TestArgs, env: &[(&str, &str)], totals: &mut Totals) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(paths::root()).arg("test").args(selection).arg("--no-fail-fast");
+    cmd.envs(env.iter().copied());
+    if let Some(filter) = &args.filter {
+        cmd.args(["--", filter.as_str()]);
+    }
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("running cargo test")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut saw_result = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some((p, f, i)) = parse_result_line(&line) {
+            saw_result = true;
+            totals.passed += p;
+            totals.failed += f;
+            totals.ignored += i;
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && (!saw_result || totals.failed == 0) {
+        eprintln!("xtask: `cargo test {}` failed ({status}) without a failing test: counted as one failure", selection.join(" "));
+        totals.failed += 1;
+    }
+    Ok(())
+}
+
+/// Parses `test result: ok. 3 passed; 1 failed; 0 ignored; ...`.
+fn parse_result_line(line: &str) -> Option<(u64, u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';').find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
+    };
+    Some((count(" passed")?, count(" failed")?, count(" ignored").unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn parses_cargo_test_summary_lines() {
+        assert_eq!(
+            parse_result_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"),
+            Some((12, 0, 1))
+        );
+        assert_eq!(parse_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored"), Some((3, 2, 0)));
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+}
