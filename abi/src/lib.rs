@@ -2,8 +2,15 @@
 //!
 //! `#![no_std]` and free of target assumptions, so the same definitions are
 //! compiled into the kernel, into tasks, and into host tools and tests
-//! (`xtask`, `qemu-tests`), which is what keeps them in agreement.
+//! (`xtask`, `qemu-tests`), which is what keeps them in agreement. The
+//! `alloc` feature adds host-side writers (e.g. packing a boot image).
 #![no_std]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod exit;
+pub mod image;
+pub mod layout;
+pub mod syscall;
 pub mod trap;

@@ -11,9 +11,12 @@
 //! | `backtrace` | walks the kernel's own stack with its `.eh_frame` |
 //! | `console`   | COM1 for people, and the `log` backend |
 //! | `events`    | COM2 JSON-lines event stream for tools (`docs/events.md`) |
+//! | `mem`       | frames, kernel heap, task address spaces |
+//! | `task`      | tasks, their save areas, ELF loading, the boot image |
+//! | `sched`     | priorities, round robin, ticks, idle, shutdown when all are done |
+//! | `syscall`   | system call handlers (ABI in `abi::syscall`) |
 //! | `selftest`  | test hooks chosen on the kernel command line |
 //! | `power`     | the `shutdown` event and QEMU exit |
-//! | `mem`       | the kernel address-space layout |
 //!
 //! Boot order (`kmain`): console and event stream first, so that anything
 //! after them can report; then CPU tables, so that a fault is caught and
@@ -28,9 +31,15 @@ mod console;
 mod events;
 mod fatal;
 mod mem;
+mod platform;
 mod power;
+mod sched;
 mod selftest;
+mod syscall;
+mod task;
 mod trap;
+
+extern crate alloc;
 
 use abi::exit::GuestExit;
 use events::Event;
@@ -44,6 +53,9 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     console::init();
     events::init();
     arch::init();
+    arch::percpu::init(boot::boot_stack_top());
+    arch::syscall_entry::init();
+    let protections = arch::enable_protections();
     drop_identity_map();
 
     // SAFETY: `start_info_paddr` is the EBX value QEMU passed to the PVH entry.
@@ -55,6 +67,13 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             power::exit(GuestExit::BootError);
         }
     };
+
+    // The boot modules (the task image) must survive frame allocation.
+    let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
+    for m in info.modules {
+        let _ = reserved.push((m.paddr, m.paddr.saturating_add(m.size)));
+    }
+    let frames = mem::init(info.memmap, &reserved);
 
     let ram = info.ram_bytes();
     kprintln!("Rewind {VERSION} — tasks that survive their own faults");
@@ -68,15 +87,33 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         .u64("memmap_entries", info.memmap.len() as u64)
         .hex("rsdp", info.rsdp_paddr)
         .str("cmdline", info.cmdline)
+        .u64("free_frames", frames.free_frames as u64)
+        .bool("smep", protections.smep)
+        .bool("smap", protections.smap)
         .emit();
 
-    // Interrupts on: the PIC is remapped and masked, so nothing arrives yet,
-    // but a stray one would now be reported instead of mistaken for a fault.
-    x86_64::instructions::interrupts::enable();
+    let platform = match platform::init(info.rsdp_paddr) {
+        Ok(platform) => platform,
+        Err(e) => {
+            kprintln!("rewind: platform discovery failed: {e}");
+            Event::new("boot_error").display("error", format_args!("{e}")).emit();
+            power::exit(GuestExit::BootError);
+        }
+    };
 
-    let code = selftest::run(info.cmdline);
-    x86_64::instructions::interrupts::disable();
-    power::exit(code)
+    if let Some(code) = selftest::run(info.cmdline) {
+        power::exit(code);
+    }
+
+    let Some(module) = info.modules.first() else {
+        kprintln!("no boot image: nothing to run");
+        power::exit(GuestExit::Success);
+    };
+    let image = mem::phys_slice(module.paddr, module.size);
+    let started = task::boot_image::start_tasks(image);
+    kprintln!("started {started} tasks");
+    platform.start_timer(sched::TICK_HZ);
+    sched::start()
 }
 
 /// Removes the boot identity map (PML4 slot 0), so that null and other

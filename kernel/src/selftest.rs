@@ -4,13 +4,11 @@
 
 use abi::exit::GuestExit;
 
-/// Runs the test named on the command line; returns the exit code to use.
-pub fn run(cmdline: &str) -> GuestExit {
-    let Some(name) = cmdline.split_whitespace().find_map(|w| w.strip_prefix("test=")) else {
-        return GuestExit::Success;
-    };
+/// Runs the test named on the command line, if any; returns the exit code.
+pub fn run(cmdline: &str) -> Option<GuestExit> {
+    let name = cmdline.split_whitespace().find_map(|w| w.strip_prefix("test="))?;
     crate::kprintln!("selftest: {name}");
-    match name {
+    Some(match name {
         "page-fault" => page_fault(),
         "invalid-opcode" => {
             // SAFETY: deliberately raises #UD to test the fatal trap path.
@@ -24,7 +22,7 @@ pub fn run(cmdline: &str) -> GuestExit {
             crate::events::Event::new("check").str("name", "selftest").bool("ok", false).display("error", format_args!("unknown test {other:?}")).emit();
             GuestExit::CheckFailed
         }
-    }
+    })
 }
 
 #[inline(never)]

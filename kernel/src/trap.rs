@@ -1,24 +1,89 @@
-//! Trap dispatch: where every exception lands after the entry stubs.
+//! Trap dispatch: where every entry into the kernel lands after the stubs.
 //!
-//! For now there are only kernel-mode traps, and each is a kernel bug: it
-//! ends in a fatal report (`fatal.rs`). Ring-3 faults will be turned into
-//! fault messages here once tasks exist.
+//! `trap_common` calls [`dispatch`] with the saved frame and returns through
+//! whatever frame `dispatch` returns. From ring 3 the frame is the current
+//! task's save area; we handle the event (syscall, timer, fault) and let the
+//! scheduler choose the task to resume. From ring 0 the only expected
+//! entries are interrupts while the kernel idles; anything else is a kernel
+//! bug and ends in the fatal report.
 
+use crate::arch::syscall_entry::SYSCALL_VECTOR;
 use crate::arch::trap_entry::TrapFrame;
+use crate::events::Event;
+use crate::platform::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::sched::{self, SCHED};
+use crate::task::State;
 use abi::exit::GuestExit;
+use abi::trap::exception_name;
 
-/// Called by `trap_common` with the saved frame.
+/// Called by `trap_common` with the saved frame; returns the frame to resume.
 ///
 /// # Safety
 /// Only `trap_common` calls this, with a pointer to the frame it just built.
-pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) {
-    // SAFETY: `trap_common` passes a valid, exclusive pointer to the frame on
-    // the current kernel stack; it outlives this call.
-    let frame = unsafe { &mut *frame };
-    let vector = frame.vector as u8;
-    let code = match vector {
-        2 | 8 | 18 => GuestExit::FatalTrap,
-        _ => GuestExit::KernelFault,
-    };
-    crate::fatal::kernel_trap(frame, code)
+pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
+    // SAFETY: `trap_common` passes a valid, exclusive pointer to the frame
+    // (a task's save area, or the kernel stack); it outlives this call.
+    let f = unsafe { &mut *frame };
+    let vector = f.vector;
+    if !f.from_user() {
+        return kernel_entry(f, frame);
+    }
+    match vector {
+        SYSCALL_VECTOR => crate::syscall::handle(&mut SCHED.lock()),
+        2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
+        0..=31 => user_fault(f),
+        v if v == TIMER_VECTOR as u64 => {
+            SCHED.lock().tick(true);
+            platform::eoi();
+        }
+        v if v == SPURIOUS_VECTOR as u64 => {}
+        _ => platform::eoi(),
+    }
+    sched::next()
+}
+
+/// A trap that interrupted the kernel itself.
+fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
+    match f.vector {
+        v if v == TIMER_VECTOR as u64 => {
+            SCHED.lock().tick(false);
+            platform::eoi();
+        }
+        v if v == SPURIOUS_VECTOR as u64 => {}
+        // Legacy PIC lines (masked; a spurious IRQ 7/15 can still arrive).
+        32..=47 => {}
+        2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
+        0..=31 => crate::fatal::kernel_trap(f, GuestExit::KernelFault),
+        _ => platform::eoi(),
+    }
+    frame
+}
+
+/// A CPU exception in ring 3: the task is stopped and reported; every other
+/// task keeps running. (With the fault server, this becomes a message.)
+fn user_fault(f: &TrapFrame) {
+    let mut s = SCHED.lock();
+    let task = s.current();
+    let vector = f.vector as u8;
+    crate::kprintln!(
+        "task {} ({}) faulted: {} at rip {:#x} (error code {:#x}, cr2 {:#x})",
+        task.id,
+        task.name,
+        exception_name(vector),
+        f.rip,
+        f.error_code,
+        f.cr2
+    );
+    Event::new("fault")
+        .u64("task", task.id as u64)
+        .str("name", &task.name)
+        .u64("vector", vector as u64)
+        .str("exception", exception_name(vector))
+        .hex("error_code", f.error_code)
+        .hex("cr2", f.cr2)
+        .hex("rip", f.rip)
+        .hex_map("regs", &f.registers().named())
+        .emit();
+    task.state = State::Faulted { vector };
+    task.space = None;
 }

@@ -37,11 +37,47 @@ pub struct Run {
     pub events: Vec<Value>,
 }
 
+/// The folder of task binaries built by `cargo xtask test`.
+pub fn task_bins() -> PathBuf {
+    match std::env::var_os("REWIND_TASK_BINS") {
+        Some(path) => PathBuf::from(path),
+        None => panic!("REWIND_TASK_BINS is not set: run the QEMU tests through `cargo xtask test`"),
+    }
+}
+
+/// The bytes of task binary `bin`.
+pub fn task_elf(bin: &str) -> Vec<u8> {
+    let path = task_bins().join(bin);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The packed image of manifest `images/NAME.toml` (packed by `cargo xtask test`).
+pub fn image(name: &str) -> PathBuf {
+    let path = xtask::paths::rewind_dir().join("images").join(format!("{name}.img"));
+    assert!(path.exists(), "{} is missing: run the QEMU tests through `cargo xtask test`", path.display());
+    path
+}
+
 /// Options for a boot.
 #[derive(Clone, Default)]
 pub struct Options {
     pub cmdline: String,
     pub icount: bool,
+    /// The boot image file (`-initrd`).
+    pub image: Option<PathBuf>,
+}
+
+/// Boots image `images/IMAGE.toml`.
+pub fn boot_image(name: &str, image_name: &str) -> Run {
+    boot_with(name, Options { image: Some(image(image_name)), ..Options::default() })
+}
+
+/// Boots an image packed from `tasks` (for tests that build odd images).
+pub fn boot_tasks(name: &str, tasks: &[abi::image::TaskSpec<'_>]) -> Run {
+    let dir = xtask::paths::rewind_dir().join("qemu-tests").join(format!("{name}.img"));
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    std::fs::write(&dir, abi::image::write(tasks)).expect("write the test image");
+    boot_with(name, Options { image: Some(dir), ..Options::default() })
 }
 
 /// Boots the kernel with `cmdline` and waits for the verdict.
@@ -58,6 +94,7 @@ pub fn boot_with(name: &str, options: Options) -> Run {
     boot.console = Console::File(console_path.clone());
     boot.cmdline = options.cmdline;
     boot.icount = options.icount;
+    boot.image = options.image;
     boot.timeout = Some(BOOT_TIMEOUT);
     let outcome = boot.run().unwrap_or_else(|e| panic!("{name}: could not boot QEMU: {e:#}"));
     let console = std::fs::read_to_string(&console_path).unwrap_or_default();
@@ -88,6 +125,16 @@ impl Run {
             self.console
         );
         self
+    }
+
+    /// The `check` events named `name`.
+    pub fn checks(&self, name: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["ev"] == "check" && e["name"] == name).collect()
+    }
+
+    /// Events of kind `ev` about task `task_name` (field `name` or `task_name`).
+    pub fn task_events(&self, ev: &str, task_name: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["ev"] == ev && (e["name"] == task_name || e["task_name"] == task_name)).collect()
     }
 
     /// All events of kind `ev`.

@@ -59,3 +59,20 @@ pub fn kernel(profile: Profile) -> Result<PathBuf> {
     }
     Ok(elf)
 }
+
+/// Builds every task crate (`tasks/*`, packages `task-*`); returns the folder
+/// holding their binaries.
+pub fn tasks(profile: Profile) -> Result<PathBuf> {
+    let spec = paths::root().join("targets/x86_64-rewind-task.json");
+    cargo_build("task-*", &spec, profile)?;
+    Ok(paths::target_dir().join("x86_64-rewind-task").join(profile.dir()))
+}
+
+/// Builds the kernel and the tasks; packs image `image`. Returns the kernel
+/// ELF and the image file.
+pub fn system(profile: Profile, image: &str) -> Result<(PathBuf, PathBuf)> {
+    let kernel = kernel(profile)?;
+    let bins = tasks(profile)?;
+    let img = crate::images::pack_to_file(image, &bins)?;
+    Ok((kernel, img))
+}

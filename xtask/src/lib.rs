@@ -7,11 +7,13 @@
 //! | module    | job |
 //! |-----------|-----|
 //! | `paths`   | where the workspace, targets and run outputs are |
-//! | `build`   | builds the kernel with build-std for `targets/*.json` |
+//! | `build`   | builds the kernel and tasks with build-std for `targets/*.json` |
+//! | `images`  | image manifests (`images/*.toml`) and packing boot images |
 //! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
 //! | `install` | installs a missing Debian package, or says what to install |
 
 pub mod build;
+pub mod images;
 pub mod install;
 pub mod paths;
 pub mod qemu;

@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask run`   build, boot the default image in QEMU, console on the terminal
 //! - `cargo xtask test`  host unit tests, then the QEMU integration tests
-//! - `cargo xtask build` build the kernel only
+//! - `cargo xtask build` build the kernel and tasks, pack an image
+//! - `cargo xtask images` list the image manifests in `images/`
 //!
 //! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's
 //! exit code (`abi::exit::GuestExit`), 100 machine reset (triple fault), 101
@@ -15,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
 use xtask::build::{self, Profile};
-use xtask::paths;
+use xtask::{images, paths};
 use xtask::qemu::{Boot, Console, Verdict};
 
 #[derive(Parser)]
@@ -31,8 +32,10 @@ enum Command {
     Run(RunArgs),
     /// Run the host unit tests, then the QEMU integration tests.
     Test(test::TestArgs),
-    /// Build the kernel and print the path of its ELF.
+    /// Build the kernel and the tasks, pack an image; print their paths.
     Build(BuildArgs),
+    /// List the image manifests (images/*.toml).
+    Images,
 }
 
 #[derive(Args)]
@@ -40,10 +43,16 @@ struct BuildArgs {
     /// Build with the release profile.
     #[arg(long)]
     release: bool,
+    /// The image manifest to pack (images/NAME.toml).
+    #[arg(long, default_value = images::DEFAULT_IMAGE)]
+    image: String,
 }
 
 #[derive(Args)]
 struct RunArgs {
+    /// The image to boot: a manifest in images/ (see `cargo xtask images`).
+    #[arg(long, default_value = images::DEFAULT_IMAGE)]
+    image: String,
     /// Build and boot the release profile.
     #[arg(long)]
     release: bool,
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Test(args) => test::run(args),
         Command::Build(args) => build(args),
+        Command::Images => list_images(),
     };
     match result {
         Ok(code) => code,
@@ -89,16 +99,28 @@ fn main() -> ExitCode {
 
 fn build(args: BuildArgs) -> Result<ExitCode> {
     let profile = if args.release { Profile::Release } else { Profile::Debug };
-    let kernel = build::kernel(profile)?;
+    let (kernel, image) = build::system(profile, &args.image)?;
     println!("{}", kernel.display());
+    println!("{}", image.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_images() -> Result<ExitCode> {
+    for name in images::list()? {
+        let manifest = images::Manifest::load(&name)?;
+        let tasks: u32 = manifest.tasks.iter().map(|t| t.count).sum();
+        let default = if name == images::DEFAULT_IMAGE { " (default)" } else { "" };
+        println!("{name:<12} {tasks:>3} tasks  {}{default}", manifest.description);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let profile = if args.release { Profile::Release } else { Profile::Debug };
-    let kernel = build::kernel(profile)?;
+    let (kernel, image) = build::system(profile, &args.image)?;
     let out = paths::rewind_dir();
     let mut boot = Boot::new(&kernel, out.join("events.jsonl"));
+    boot.image = Some(image);
     boot.cmdline = args.append;
     boot.icount = args.icount;
     boot.gdb = args.gdb;

@@ -31,6 +31,8 @@ pub struct Boot {
     pub kernel: PathBuf,
     /// Kernel command line (`-append`).
     pub cmdline: String,
+    /// The packed boot image (`-initrd`), if any.
+    pub image: Option<PathBuf>,
     pub console: Console,
     /// Where COM2's event stream is written.
     pub events: PathBuf,
@@ -51,6 +53,7 @@ impl Boot {
         Boot {
             kernel: kernel.into(),
             cmdline: String::new(),
+            image: None,
             console: Console::Terminal,
             events: events.into(),
             icount: false,
@@ -77,6 +80,9 @@ impl Boot {
             }
         }
         a.extend(["-serial".into(), format!("file:{}", self.events.display())]);
+        if let Some(image) = &self.image {
+            a.extend(["-initrd".into(), image.display().to_string()]);
+        }
         if !self.cmdline.is_empty() {
             a.extend(["-append".into(), self.cmdline.clone()]);
         }

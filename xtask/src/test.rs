@@ -10,7 +10,7 @@ use clap::Args;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 use xtask::build::{self, Profile};
-use xtask::{paths, qemu};
+use xtask::{images, paths, qemu};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -27,15 +27,22 @@ struct Totals {
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
     let kernel = build::kernel(Profile::Debug)?;
+    let bins = build::tasks(Profile::Debug)?;
+    for name in images::list()? {
+        images::pack_to_file(&name, &bins)?;
+    }
     qemu::ensure_qemu()?;
     let mut totals = Totals::default();
 
     eprintln!("xtask: host unit tests");
-    cargo_test(&["--workspace", "--exclude", "kernel", "--exclude", "qemu-tests"], &args, &[], &mut totals)?;
+    let host_only = ["--workspace", "--exclude", "kernel", "--exclude", "libtask", "--exclude", "task-*", "--exclude", "qemu-tests"];
+    cargo_test(&host_only, &args, &[], &mut totals)?;
 
     eprintln!("xtask: QEMU integration tests");
     let kernel = kernel.display().to_string();
-    cargo_test(&["--package", "qemu-tests"], &args, &[("REWIND_KERNEL", kernel.as_str())], &mut totals)?;
+    let bins = bins.display().to_string();
+    let env = [("REWIND_KERNEL", kernel.as_str()), ("REWIND_TASK_BINS", bins.as_str())];
+    cargo_test(&["--package", "qemu-tests"], &args, &env, &mut totals)?;
 
     if totals.ignored > 0 {
         eprintln!("xtask: {} tests ignored", totals.ignored);

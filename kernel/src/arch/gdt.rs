@@ -33,7 +33,9 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS. Mutable because RSP0 changes at every switch to a task; only
+/// [`set_rsp0`] writes it after `init`, with interrupts disabled.
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
 
 fn ist_top(index: usize) -> VirtAddr {
@@ -43,17 +45,18 @@ fn ist_top(index: usize) -> VirtAddr {
 }
 
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
+    // SAFETY: single-threaded boot, interrupts off: nothing else uses the
+    // TSS yet. After this, the CPU reads it and only `set_rsp0` writes it.
+    let tss: &'static TaskStateSegment = unsafe {
+        let tss = &mut *core::ptr::addr_of_mut!(TSS);
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = ist_top(0);
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = ist_top(1);
         tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = ist_top(2);
-        // Until tasks exist, ring-3 entry cannot happen; RSP0 points at the
-        // double-fault stack so a stray privilege change still lands on a
-        // valid stack.
+        // Until a task runs, a privilege change cannot happen; RSP0 points
+        // at the double-fault stack so a stray one still has a valid stack.
         tss.privilege_stack_table[0] = ist_top(0);
-        tss
-    });
+        &*core::ptr::addr_of!(TSS)
+    };
     let (gdt, sel) = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let kernel_code = gdt.append(Descriptor::kernel_code_segment());
@@ -72,6 +75,17 @@ pub fn init() {
         DS::set_reg(sel.kernel_data);
         ES::set_reg(sel.kernel_data);
         load_tss(sel.tss);
+    }
+}
+
+/// Sets the stack the CPU switches to on a trap from ring 3: the end of the
+/// next task's save area, so the hardware frame lands in its trap frame.
+pub fn set_rsp0(top: u64) {
+    // SAFETY: called with interrupts disabled on the only CPU; the CPU reads
+    // RSP0 only when it takes a trap from ring 3, which cannot happen now.
+    unsafe {
+        let slot = core::ptr::addr_of_mut!(TSS.privilege_stack_table[0]);
+        slot.write_volatile(VirtAddr::new(top));
     }
 }
 

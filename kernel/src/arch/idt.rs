@@ -3,10 +3,10 @@
 //! A typed gate array of our own rather than `x86_64`'s IDT type, because
 //! every one of the 32 exception vectors (reserved ones included) must point
 //! at our assembly stubs, and the stubs are plain addresses, not Rust
-//! handler functions.
+//! handler functions. Vectors 32..256 go to the interrupt stubs.
 
 use super::gdt;
-use super::trap_entry::TRAP_STUBS;
+use super::trap_entry::{IRQ_STUB_STRIDE, IRQ_STUBS, TRAP_STUBS};
 use x86_64::VirtAddr;
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
@@ -32,11 +32,11 @@ const GATE_PRESENT: u16 = 1 << 15;
 impl Gate {
     const MISSING: Gate = Gate { offset_low: 0, selector: 0, options: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
 
-    fn interrupt(handler: u64, selector: u16, ist: u8) -> Gate {
+    fn interrupt(handler: u64, selector: u16, ist: u8, dpl: u16) -> Gate {
         Gate {
             offset_low: handler as u16,
             selector,
-            options: GATE_PRESENT | GATE_INTERRUPT | (ist as u16 & 0x7),
+            options: GATE_PRESENT | GATE_INTERRUPT | (dpl & 3) << 13 | (ist as u16 & 0x7),
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
             reserved: 0,
@@ -63,7 +63,14 @@ pub fn init() {
                 18 => gdt::IST_MACHINE_CHECK,
                 _ => 0,
             };
-            idt.0[vector] = Gate::interrupt(*stub, cs, ist);
+            // `int3` and `into` may be used from ring 3 (they then arrive as
+            // ordinary faults); any other `int n` from ring 3 is a #GP.
+            let dpl = if matches!(vector, 3 | 4) { 3 } else { 0 };
+            idt.0[vector] = Gate::interrupt(*stub, cs, ist, dpl);
+        }
+        let irq_base = core::ptr::addr_of!(IRQ_STUBS) as u64;
+        for vector in 32..256 {
+            idt.0[vector] = Gate::interrupt(irq_base + (vector as u64 - 32) * IRQ_STUB_STRIDE, cs, 0, 0);
         }
         let pointer = DescriptorTablePointer {
             limit: (core::mem::size_of::<Idt>() - 1) as u16,

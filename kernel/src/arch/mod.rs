@@ -2,7 +2,9 @@
 
 pub mod gdt;
 pub mod idt;
+pub mod percpu;
 pub mod pic;
+pub mod syscall_entry;
 pub mod trap_entry;
 
 /// Reads the time stamp counter (under `-icount shift=0`: guest instructions).
@@ -17,6 +19,31 @@ pub fn init() {
     gdt::init();
     idt::init();
     pic::remap_and_mask();
+}
+
+/// Which CPU protections are on.
+pub struct Protections {
+    pub smep: bool,
+    pub smap: bool,
+}
+
+/// Turns on SMEP (no kernel execution of user pages) and SMAP (no kernel
+/// access to user pages; the kernel reaches task memory only through the
+/// direct map) when the CPU has them (`-cpu max` does).
+pub fn enable_protections() -> Protections {
+    // CPUID leaf 7 (structured extended features): EBX bit 7 SMEP, bit 20 SMAP.
+    let ebx = core::arch::x86_64::__cpuid_count(7, 0).ebx;
+    let p = Protections { smep: ebx & (1 << 7) != 0, smap: ebx & (1 << 20) != 0 };
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    // SAFETY: setting SMEP/SMAP only restricts ring 0's access to user
+    // pages, which the kernel never touches directly.
+    unsafe {
+        Cr4::update(|f| {
+            f.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, p.smep);
+            f.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, p.smap);
+        })
+    };
+    p
 }
 
 /// Halts forever with interrupts disabled.

@@ -20,6 +20,7 @@
 
 use abi::trap::Registers;
 
+
 /// The frame `trap_common` builds, lowest address first.
 #[repr(C)]
 #[derive(Debug)]
@@ -238,15 +239,26 @@ trap_common:
     push rax
     .cfi_adjust_cfa_offset 8
 
-    /* 25 qwords below a 16-byte aligned hardware frame: realign for the call. */
+    /* RBX = the frame; CFA = RBX + 200 from here on, so a walk through a
+       handler finds the frame even after RSP moves. */
+    mov rbx, rsp
+    .cfi_def_cfa_register rbx
     mov rdi, rsp
-    sub rsp, 8
-    .cfi_adjust_cfa_offset 8
-    cld
+    test byte ptr [rbx + {cs_offset}], 3
+    jz 1f
+    mov rsp, gs:[{kernel_stack_top}]   /* from ring 3: onto the kernel stack */
+    jmp 2f
+1:  and rsp, -16                       /* from ring 0: stay, realign */
+2:  cld
     call {dispatch}
-    add rsp, 8 + 24                 /* alignment pad, CR2, GS base, FS base */
-    .cfi_adjust_cfa_offset -32
 
+    /* RAX = the frame to resume: this one, or another task's. */
+    mov rsp, rax
+    .cfi_def_cfa rsp, 200
+    .global trap_return
+trap_return:
+    add rsp, 24                     /* CR2, GS base, FS base: set by the scheduler */
+    .cfi_adjust_cfa_offset -24
     pop rax
     .cfi_adjust_cfa_offset -8
     pop rbx
@@ -279,13 +291,54 @@ trap_common:
     .cfi_adjust_cfa_offset -8
 
     test byte ptr [rsp + 24], 3     /* returning to ring 3? */
-    jz 2f
+    jz 3f
     swapgs
-2:  add rsp, 16                     /* vector, error code */
+3:  add rsp, 16                     /* vector, error code */
     .cfi_adjust_cfa_offset -16
     iretq
     .cfi_endproc
     .size trap_common, . - trap_common
     "#,
     dispatch = sym crate::trap::dispatch,
+    cs_offset = const core::mem::offset_of!(TrapFrame, cs),
+    kernel_stack_top = const super::percpu::KERNEL_STACK_TOP,
 );
+
+/// Distance between two interrupt stubs (vectors 32..256).
+pub const IRQ_STUB_STRIDE: u64 = 16;
+
+unsafe extern "C" {
+    /// The stub of vector 32; vector v's is at `+ (v - 32) * IRQ_STUB_STRIDE`.
+    pub static IRQ_STUBS: u8;
+    fn trap_return();
+}
+
+// Interrupt stubs for vectors 32..256: no error code, so each pushes 0 and
+// its vector. Fixed 16-byte stride, so the IDT computes their addresses.
+core::arch::global_asm!(
+    r#"
+    .section .text.irq_stubs, "ax"
+    .p2align 4
+    .global IRQ_STUBS
+IRQ_STUBS:
+    .set irq_vector, 32
+    .rept 224
+    .p2align 4
+    push 0
+    push irq_vector
+    jmp trap_common
+    .set irq_vector, irq_vector + 1
+    .endr
+    "#
+);
+
+/// Leaves the kernel into the context saved in `frame` (a task's save area).
+///
+/// # Safety
+/// `frame` must be a complete trap frame that the scheduler has made
+/// current (TSS.RSP0, per-CPU save area, CR3, FS/GS bases all set for it).
+pub unsafe fn resume(frame: *mut TrapFrame) -> ! {
+    // SAFETY: per the contract; `trap_return` restores the frame's registers
+    // and `iretq`s, never returning here.
+    unsafe { core::arch::asm!("mov rsp, {0}", "jmp {1}", in(reg) frame, sym trap_return, options(noreturn)) }
+}

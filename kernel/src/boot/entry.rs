@@ -10,10 +10,12 @@
 //! `kernel_entry64` in the higher half, which calls [`crate::kmain`] with the
 //! start-info address in RDI. The boot tables map, with 2 MiB pages:
 //!
-//! * the first 1 GiB of physical memory at 0 (identity, so this code keeps
-//!   running after paging is switched on),
-//! * the same 1 GiB at `PHYS_OFFSET` (the kernel's direct map), and
-//! * the same 1 GiB at `KERNEL_VMA` (where the kernel is linked).
+//! * the first 4 GiB of physical memory at 0 (identity, so this code keeps
+//!   running after paging is switched on; `kmain` removes it),
+//! * the same 4 GiB at `PHYS_OFFSET` (the kernel's direct map, which also
+//!   reaches the local APIC, I/O APIC and HPET below 4 GiB: the top 32 MiB
+//!   are mapped uncached), and
+//! * the first 1 GiB at `KERNEL_VMA` (where the kernel is linked).
 //!
 //! Register contract of `pvh_entry32`: EBX in (start info), everything else
 //! clobbered; it never returns. `kernel_entry64` is marked with an undefined
@@ -36,7 +38,7 @@ core::arch::global_asm!(
 boot_pml4:      .skip 4096
 boot_pdpt:      .skip 4096
 boot_pdpt_high: .skip 4096
-boot_pd:        .skip 4096
+boot_pd:        .skip 4 * 4096
 
     .section .boot.rodata, "a"
     .p2align 4
@@ -60,21 +62,33 @@ pvh_entry32:
     jne 9f
     movl %ebx, %edi
 
-    /* PD: 512 x 2 MiB pages covering the first GiB. */
+    /* 4 PDs: 2048 x 2 MiB pages covering the first 4 GiB. */
     xorl %ecx, %ecx
 1:  movl %ecx, %eax
     shll $21, %eax
     orl $0x83, %eax                       /* present | writable | huge */
-    movl %eax, boot_pd(,%ecx,8)
+    cmpl $2032, %ecx                      /* top 32 MiB: MMIO, uncached */
+    jb 2f
+    orl $0x18, %eax                       /* PWT | PCD */
+2:  movl %eax, boot_pd(,%ecx,8)
     movl $0, boot_pd+4(,%ecx,8)
     incl %ecx
-    cmpl $512, %ecx
+    cmpl $2048, %ecx
     jne 1b
+
+    xorl %ecx, %ecx
+3:  movl %ecx, %eax
+    shll $12, %eax
+    addl $boot_pd, %eax
+    orl $0x3, %eax
+    movl %eax, boot_pdpt(,%ecx,8)         /* PDPT[i] -> PD i */
+    incl %ecx
+    cmpl $4, %ecx
+    jne 3b
 
     movl $boot_pd, %eax
     orl $0x3, %eax
-    movl %eax, boot_pdpt                  /* PDPT[0] -> PD */
-    movl %eax, boot_pdpt_high + 510*8     /* PDPT_high[510] -> PD (KERNEL_VMA) */
+    movl %eax, boot_pdpt_high + 510*8     /* PDPT_high[510] -> PD 0 (KERNEL_VMA) */
     movl $boot_pdpt, %eax
     orl $0x3, %eax
     movl %eax, boot_pml4                  /* PML4[0]: identity */
@@ -143,6 +157,12 @@ pub struct Stack<const N: usize>(pub [u8; N]);
 /// The boot stack. `kernel_entry64` points RSP at its top.
 #[unsafe(no_mangle)]
 static mut BOOT_STACK: Stack<BOOT_STACK_SIZE> = Stack([0; BOOT_STACK_SIZE]);
+
+/// Top of the boot stack, which stays the kernel stack all trap handlers
+/// run on once tasks exist.
+pub fn boot_stack_top() -> u64 {
+    (core::ptr::addr_of!(BOOT_STACK) as u64) + BOOT_STACK_SIZE as u64
+}
 
 core::arch::global_asm!(
     ".set BOOT_STACK_TOP, BOOT_STACK + {size}",

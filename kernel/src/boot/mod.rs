@@ -3,4 +3,4 @@
 mod entry;
 pub mod pvh;
 
-pub use entry::BOOT_STACK_SIZE;
+pub use entry::boot_stack_top;

@@ -1,0 +1,118 @@
+//! The system call interface.
+//!
+//! A task enters the kernel with the `syscall` instruction:
+//!
+//! * `rax` = the call number ([`nr`]); arguments in `rdi`, `rsi`, `rdx`,
+//!   `r10`, `r8`, `r9` (the Linux convention: `rcx` and `r11` are taken by
+//!   the instruction itself);
+//! * on return `rax` holds the result: a non-negative value, or a negative
+//!   [`Error`] code (`-(error as i64)`); `rcx` and `r11` are clobbered; every
+//!   other register is preserved.
+//!
+//! Every pointer argument is checked by the kernel (user range, mapped, the
+//! right permission) and a bad one yields [`Error::BadPointer`], never a
+//! kernel fault.
+
+/// System call numbers.
+pub mod nr {
+    /// Does nothing; returns 0. For measuring the entry/exit path.
+    pub const NULL: u64 = 0;
+    /// `write(ptr, len)`: writes UTF-8 bytes to the console; returns `len`.
+    pub const WRITE: u64 = 1;
+    /// `yield()`: gives up the rest of the time slice.
+    pub const YIELD: u64 = 2;
+    /// `sleep(ms)`: blocks for at least `ms` milliseconds.
+    pub const SLEEP: u64 = 3;
+    /// `exit(code)`: ends the task; never returns.
+    pub const EXIT: u64 = 4;
+    /// `task_id()`: the caller's task id.
+    pub const TASK_ID: u64 = 5;
+    /// `clock()`: the time stamp counter (guest instructions under icount).
+    pub const CLOCK: u64 = 6;
+    /// `map(hint, len, flags)`: maps `len` bytes (rounded up to pages) of
+    /// zeroed anonymous memory; at `hint` if nonzero (page-aligned, free),
+    /// else where the kernel chooses. Returns the address. See [`map_flags`].
+    pub const MAP: u64 = 7;
+    /// `unmap(addr, len)`: unmaps pages previously returned by `map`.
+    pub const UNMAP: u64 = 8;
+    /// `report(name_ptr, name_len, ok, value)`: emits a `check` event
+    /// stamped with the caller's task id.
+    pub const REPORT: u64 = 9;
+    /// `panic(msg_ptr, msg_len, file_ptr, file_len, line)`: reports a panic
+    /// of the calling task (event `task_panic`) and ends it; never returns.
+    pub const PANIC: u64 = 10;
+    /// `ticks()`: timer ticks since boot (the scheduler's clock, in ms).
+    pub const TICKS: u64 = 11;
+
+    /// One past the highest call number.
+    pub const COUNT: u64 = 12;
+}
+
+/// Flags of [`nr::MAP`].
+pub mod map_flags {
+    /// Writable (default: read-only).
+    pub const WRITE: u64 = 1 << 0;
+    /// Executable (default: no-execute).
+    pub const EXEC: u64 = 1 << 1;
+    /// All known flags.
+    pub const ALL: u64 = WRITE | EXEC;
+}
+
+/// Error codes, returned as `-(code)`.
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No such system call.
+    NoSuchCall = 1,
+    /// A pointer argument is outside user space, unmapped, or lacks the
+    /// needed permission.
+    BadPointer = 2,
+    /// An argument is out of range.
+    BadArgument = 3,
+    /// Out of memory (or of address space).
+    NoMemory = 4,
+    /// The operation is not permitted to this task.
+    Denied = 5,
+}
+
+impl Error {
+    pub const ALL: [Error; 5] = [Error::NoSuchCall, Error::BadPointer, Error::BadArgument, Error::NoMemory, Error::Denied];
+
+    /// The raw `rax` value for this error.
+    pub const fn to_raw(self) -> u64 {
+        (-(self as i64)) as u64
+    }
+
+    /// Decodes a raw `rax` value: `Ok(value)` or `Err(error)`.
+    pub fn decode(raw: u64) -> Result<u64, Error> {
+        let signed = raw as i64;
+        if signed >= 0 {
+            return Ok(raw);
+        }
+        Err(Self::ALL.into_iter().find(|e| *e as i64 == -signed).unwrap_or(Error::BadArgument))
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::NoSuchCall => "no_such_call",
+            Error::BadPointer => "bad_pointer",
+            Error::BadArgument => "bad_argument",
+            Error::NoMemory => "no_memory",
+            Error::Denied => "denied",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_round_trip_through_rax() {
+        for e in Error::ALL {
+            assert_eq!(Error::decode(e.to_raw()), Err(e));
+        }
+        assert_eq!(Error::decode(42), Ok(42));
+        assert_eq!(Error::decode(0), Ok(0));
+    }
+}

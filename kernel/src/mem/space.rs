@@ -1,0 +1,250 @@
+//! Task address spaces.
+//!
+//! Each task has its own PML4. The upper half (slots 256..512: the direct
+//! map and the kernel image) is copied from the kernel's PML4, so those
+//! entries point at the *same* lower-level tables in every space and carry
+//! no USER bit: the kernel is present everywhere and reachable from ring 0
+//! only. The lower half belongs to the task; its mappings always carry
+//! USER at every level, and NX unless the page is meant to execute.
+//!
+//! Access to task memory from the kernel never dereferences a user pointer:
+//! [`AddressSpace::read`] and [`AddressSpace::write`] translate page by page
+//! (checking range, presence, USER and, for writes, WRITABLE) and copy
+//! through the direct map. A bad pointer is an `Err`, not a kernel fault,
+//! and SMAP can stay on for everything else.
+
+use super::frames::{self, Frames};
+use super::{PHYS_OFFSET, phys_to_virt};
+use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
+use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
+use x86_64::structures::paging::{
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB, Translate,
+};
+use x86_64::registers::control::Cr3;
+use x86_64::{PhysAddr, VirtAddr};
+
+/// Why a memory operation on a task's space failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceError {
+    /// Outside user space, unmapped, or without the needed permission.
+    BadAddress,
+    /// The range is (partly) mapped already.
+    AlreadyMapped,
+    OutOfMemory,
+}
+
+/// Permissions of a user mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perm {
+    pub write: bool,
+    pub exec: bool,
+}
+
+static KERNEL_ROOT: spin::Once<PhysFrame> = spin::Once::new();
+
+/// Remembers the boot PML4 as the kernel's own (call once, at boot).
+pub fn init() {
+    KERNEL_ROOT.call_once(|| Cr3::read().0);
+}
+
+/// The kernel's PML4: the kernel half only.
+pub fn kernel_root() -> PhysFrame {
+    *KERNEL_ROOT.get().expect("mem::space::init ran")
+}
+
+pub struct AddressSpace {
+    pml4: PhysFrame,
+}
+
+impl AddressSpace {
+    /// A new space with the kernel half shared and an empty user half.
+    pub fn new() -> Result<AddressSpace, SpaceError> {
+        let pml4 = frames::alloc().ok_or(SpaceError::OutOfMemory)?;
+        let kernel = kernel_root();
+        // SAFETY: both frames are page tables reached through the direct
+        // map; the new one is ours alone, the kernel's is only read.
+        unsafe {
+            let src = &*(phys_to_virt(kernel.start_address().as_u64()) as *const PageTable);
+            let dst = &mut *(phys_to_virt(pml4.start_address().as_u64()) as *mut PageTable);
+            for i in 256..512 {
+                dst[i] = src[i].clone();
+            }
+        }
+        Ok(AddressSpace { pml4 })
+    }
+
+    /// The PML4 frame, for CR3.
+    pub fn root(&self) -> PhysFrame {
+        self.pml4
+    }
+
+    fn mapper(&self) -> OffsetPageTable<'static> {
+        // SAFETY: the PML4 frame belongs to this space and lives as long as
+        // it; the direct map at PHYS_OFFSET covers every page-table frame.
+        unsafe {
+            let table = &mut *(phys_to_virt(self.pml4.start_address().as_u64()) as *mut PageTable);
+            OffsetPageTable::new(table, VirtAddr::new(PHYS_OFFSET))
+        }
+    }
+
+    /// Maps `[addr, addr + len)` (page-aligned) to fresh zeroed frames.
+    pub fn map_zeroed(&mut self, addr: u64, len: u64, perm: Perm) -> Result<(), SpaceError> {
+        if addr % PAGE_SIZE != 0 || len == 0 || !is_user_range(addr, len) {
+            return Err(SpaceError::BadAddress);
+        }
+        let pages = len.div_ceil(PAGE_SIZE);
+        for i in 0..pages {
+            if self.translate(addr + i * PAGE_SIZE).is_some() {
+                return Err(SpaceError::AlreadyMapped);
+            }
+        }
+        let mut flags = F::PRESENT | F::USER_ACCESSIBLE;
+        if perm.write {
+            flags |= F::WRITABLE;
+        }
+        if !perm.exec {
+            flags |= F::NO_EXECUTE;
+        }
+        let parent = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
+        let mut mapper = self.mapper();
+        for i in 0..pages {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr + i * PAGE_SIZE));
+            let frame = frames::alloc().ok_or(SpaceError::OutOfMemory)?;
+            // SAFETY: the page is in the user half and was unmapped; the
+            // frame is fresh. The flush is for this CPU, the only one.
+            match unsafe { mapper.map_to_with_table_flags(page, frame, flags, parent, &mut Frames) } {
+                Ok(flush) => flush.flush(),
+                Err(MapToError::FrameAllocationFailed) => {
+                    frames::free(frame);
+                    return Err(SpaceError::OutOfMemory);
+                }
+                Err(_) => {
+                    frames::free(frame);
+                    return Err(SpaceError::AlreadyMapped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps whatever is mapped in `[addr, addr + len)` and frees the frames.
+    pub fn unmap(&mut self, addr: u64, len: u64) -> Result<(), SpaceError> {
+        if addr % PAGE_SIZE != 0 || !is_user_range(addr, len) {
+            return Err(SpaceError::BadAddress);
+        }
+        let mut mapper = self.mapper();
+        for i in 0..len.div_ceil(PAGE_SIZE) {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr + i * PAGE_SIZE));
+            if let Ok((frame, flush)) = mapper.unmap(page) {
+                flush.flush();
+                frames::free(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// The physical address and flags behind user address `addr`.
+    pub fn translate(&self, addr: u64) -> Option<(PhysAddr, F)> {
+        if addr >= USER_END {
+            return None;
+        }
+        match self.mapper().translate(VirtAddr::new(addr)) {
+            TranslateResult::Mapped { frame, offset, flags } => Some((frame.start_address() + offset, flags)),
+            _ => None,
+        }
+    }
+
+    /// Checks that `[addr, addr+len)` is user memory with the given access,
+    /// and calls `each` with the direct-map pointer and length of each piece.
+    fn for_each_piece(&self, addr: u64, len: u64, write: bool, mut each: impl FnMut(*mut u8, usize)) -> Result<(), SpaceError> {
+        if !is_user_range(addr, len) {
+            return Err(SpaceError::BadAddress);
+        }
+        // Check everything first, so a failed write changes nothing.
+        let mut at = addr;
+        while at < addr + len {
+            let (_, flags) = self.translate(at).ok_or(SpaceError::BadAddress)?;
+            if !flags.contains(F::USER_ACCESSIBLE) || (write && !flags.contains(F::WRITABLE)) {
+                return Err(SpaceError::BadAddress);
+            }
+            at = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+        }
+        let mut at = addr;
+        while at < addr + len {
+            let (phys, _) = self.translate(at).ok_or(SpaceError::BadAddress)?;
+            let piece = ((at & !(PAGE_SIZE - 1)) + PAGE_SIZE).min(addr + len) - at;
+            each(phys_to_virt(phys.as_u64()) as *mut u8, piece as usize);
+            at += piece;
+        }
+        Ok(())
+    }
+
+    /// Copies task memory at `addr` into `buf`.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), SpaceError> {
+        let mut done = 0;
+        self.for_each_piece(addr, buf.len() as u64, false, |src, n| {
+            // SAFETY: `src` is a direct-map pointer to `n` bytes of a frame
+            // mapped in this space (checked above); `buf` has room.
+            unsafe { core::ptr::copy_nonoverlapping(src, buf[done..].as_mut_ptr(), n) };
+            done += n;
+        })
+    }
+
+    /// Copies `data` into task memory at `addr` (must be user-writable).
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), SpaceError> {
+        self.write_as_kernel(addr, data, true)
+    }
+
+    /// Like `write`, but `check_writable = false` also fills read-only pages
+    /// (used by the loader to fill text and rodata).
+    pub fn write_as_kernel(&mut self, addr: u64, data: &[u8], check_writable: bool) -> Result<(), SpaceError> {
+        let mut done = 0;
+        self.for_each_piece(addr, data.len() as u64, check_writable, |dst, n| {
+            // SAFETY: as in `read`, with the roles swapped.
+            unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), dst, n) };
+            done += n;
+        })
+    }
+}
+
+impl Drop for AddressSpace {
+    /// Frees every user frame and page table, then the PML4.
+    fn drop(&mut self) {
+        // Never free the tables the CPU is using: fall back to the kernel's.
+        let (current, flags) = Cr3::read();
+        if current == self.pml4 {
+            // SAFETY: the kernel PML4 maps the kernel half like every space.
+            unsafe { Cr3::write(kernel_root(), flags) };
+        }
+        // SAFETY: only the user half (slots 0..256) is walked: this space
+        // built those tables alone. The kernel half is shared and untouched.
+        unsafe {
+            let pml4 = &*(phys_to_virt(self.pml4.start_address().as_u64()) as *const PageTable);
+            for entry in pml4.iter().take(256) {
+                if entry.flags().contains(F::PRESENT) {
+                    free_table(entry.addr(), 3);
+                }
+            }
+        }
+        frames::free(self.pml4);
+    }
+}
+
+/// Frees a user page table at `table` (level 3 = PDPT .. 1 = PT), every
+/// table below it and every frame its leaves map.
+///
+/// # Safety
+/// `table` is a page table of a user half that is being destroyed.
+unsafe fn free_table(table: PhysAddr, level: u8) {
+    // SAFETY: page-table frames are reachable through the direct map.
+    let entries = unsafe { &*(phys_to_virt(table.as_u64()) as *const PageTable) };
+    for e in entries.iter().filter(|e| e.flags().contains(F::PRESENT)) {
+        if level == 1 {
+            frames::free(PhysFrame::containing_address(e.addr()));
+        } else {
+            // SAFETY: one level down in the same user half.
+            unsafe { free_table(e.addr(), level - 1) };
+        }
+    }
+    frames::free(PhysFrame::containing_address(table));
+}

@@ -1,0 +1,173 @@
+//! The scheduler: which task runs next, the tick clock, sleeping, idling.
+//!
+//! Policy: strict priorities (0 most urgent), round robin within a priority.
+//! A running task keeps the CPU until it blocks, exits, faults or uses up
+//! its time slice ([`SLICE_TICKS`] timer ticks); then the next runnable task
+//! of the best priority, after it in table order, runs.
+//!
+//! The kernel is not preemptible: it runs with interrupts off, on one kernel
+//! stack, and every entry ends by choosing a save area to return through
+//! ([`next`]). When nothing is runnable the kernel idles *inside* `next`
+//! with `sti; hlt` — the only place where interrupts nest into ring 0; those
+//! nested traps only count ticks and wake sleepers, then return to the idle
+//! loop. When no task is alive any more, the kernel shuts down.
+
+use crate::arch::trap_entry::TrapFrame;
+use crate::arch::{gdt, percpu};
+use crate::events::Event;
+use crate::task::{State, Task, TaskId};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use spin::Mutex;
+use x86_64::registers::control::Cr3;
+use x86_64::registers::model_specific::{FsBase, KernelGsBase};
+use x86_64::VirtAddr;
+
+/// Timer interrupts per second.
+pub const TICK_HZ: u32 = 1000;
+/// Ticks a task may run before another task of its priority gets the CPU.
+pub const SLICE_TICKS: u32 = 10;
+
+pub struct Scheduler {
+    pub tasks: Vec<Box<Task>>,
+    current: Option<usize>,
+    pub ticks: u64,
+    slice_left: u32,
+    next_id: TaskId,
+}
+
+pub static SCHED: Mutex<Scheduler> =
+    Mutex::new(Scheduler { tasks: Vec::new(), current: None, ticks: 0, slice_left: SLICE_TICKS, next_id: 1 });
+
+impl Scheduler {
+    pub fn allocate_id(&mut self) -> TaskId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub fn add(&mut self, task: Task) {
+        self.tasks.push(Box::new(task));
+    }
+
+    /// The task that entered the kernel (valid during a trap from ring 3).
+    pub fn current(&mut self) -> &mut Task {
+        let i = self.current.expect("a trap from ring 3 has a current task");
+        &mut self.tasks[i]
+    }
+
+    pub fn current_index(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// Makes the current task give up the rest of its slice.
+    pub fn yield_current(&mut self) {
+        self.slice_left = 0;
+    }
+
+    /// Counts a timer tick: wakes sleepers, charges the running task.
+    pub fn tick(&mut self, from_user: bool) {
+        self.ticks += 1;
+        let now = self.ticks;
+        for t in self.tasks.iter_mut() {
+            if let State::Sleeping { until_tick } = t.state
+                && until_tick <= now
+            {
+                t.state = State::Runnable;
+            }
+        }
+        if from_user {
+            self.slice_left = self.slice_left.saturating_sub(1);
+        }
+    }
+
+    /// Picks the next task: the best priority among runnable tasks, the
+    /// first after the current one in table order (round robin). The
+    /// current task stays if its slice is not used up and nothing more
+    /// urgent is runnable.
+    fn pick(&self) -> Option<usize> {
+        let n = self.tasks.len();
+        let best = self.tasks.iter().filter(|t| t.state == State::Runnable).map(|t| t.priority).min()?;
+        if let Some(c) = self.current
+            && self.slice_left > 0
+            && self.tasks[c].state == State::Runnable
+            && self.tasks[c].priority == best
+        {
+            return Some(c);
+        }
+        let start = self.current.map_or(0, |c| c + 1);
+        (0..n).map(|k| (start + k) % n).find(|&i| self.tasks[i].state == State::Runnable && self.tasks[i].priority == best)
+    }
+
+    fn any_alive(&self) -> bool {
+        self.tasks.iter().any(|t| t.state.is_alive())
+    }
+
+    /// Makes task `i` the one the CPU returns to; returns its frame.
+    fn switch_to(&mut self, i: usize) -> *mut TrapFrame {
+        if self.current != Some(i) {
+            self.slice_left = SLICE_TICKS;
+        }
+        self.current = Some(i);
+        let task = &mut self.tasks[i];
+        let top = task.save_top();
+        gdt::set_rsp0(top);
+        percpu::set_save_top(top);
+        if let Some(space) = &task.space {
+            let (cur, flags) = Cr3::read();
+            if cur != space.root() {
+                // SAFETY: the task's PML4 maps the kernel half like every
+                // other space, so the kernel keeps running after the switch.
+                unsafe { Cr3::write(space.root(), flags) };
+            }
+        }
+        // The user's FS base now; its GS base goes into KERNEL_GS_BASE,
+        // where the `swapgs` on the way out picks it up.
+        let f = &task.save.frame;
+        if is_canonical(f.fs_base) && is_canonical(f.gs_base) {
+            FsBase::write(VirtAddr::new(f.fs_base));
+            KernelGsBase::write(VirtAddr::new(f.gs_base));
+        }
+        task.frame_ptr()
+    }
+}
+
+fn is_canonical(a: u64) -> bool {
+    VirtAddr::try_new(a).is_ok()
+}
+
+/// Chooses the frame to return through. Idles while nothing is runnable;
+/// shuts the machine down when no task is alive.
+pub fn next() -> *mut TrapFrame {
+    loop {
+        {
+            let mut s = SCHED.lock();
+            if let Some(i) = s.pick() {
+                return s.switch_to(i);
+            }
+            if !s.any_alive() {
+                let (exited, faulted) = s.tasks.iter().fold((0, 0), |(e, f), t| match t.state {
+                    State::Exited { .. } => (e + 1, f),
+                    State::Faulted { .. } => (e, f + 1),
+                    _ => (e, f),
+                });
+                drop(s);
+                Event::new("all_tasks_done").u64("exited", exited).u64("faulted", faulted).emit();
+                crate::power::exit(abi::exit::GuestExit::Success);
+            }
+            s.current = None;
+        }
+        // Nothing runnable, something sleeping: wait for the next interrupt.
+        // `sti; hlt` is atomic (STI's one-instruction shadow).
+        // SAFETY: the scheduler lock is released; nested interrupt handlers
+        // may take it.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    }
+}
+
+/// Enters the first task; never returns.
+pub fn start() -> ! {
+    let frame = next();
+    // SAFETY: `next` made `frame`'s task current (RSP0, CR3, bases).
+    unsafe { crate::arch::trap_entry::resume(frame) }
+}

@@ -1,0 +1,153 @@
+//! System call handlers (ABI: `abi/src/syscall.rs`).
+//!
+//! Arguments come from the caller's trap frame and the result goes back in
+//! its RAX. Every pointer is checked through the caller's address space
+//! (`AddressSpace::read`/`write` translate and check each page), so a bad
+//! pointer yields `Error::BadPointer`, never a kernel fault.
+
+use crate::events::Event;
+use crate::mem::space::{Perm, SpaceError};
+use crate::sched::Scheduler;
+use crate::task::{State, Task};
+use abi::layout::{PAGE_SIZE, USER_MAP_BASE, USER_STACK_TOP, is_user_range};
+use abi::syscall::{Error, map_flags, nr};
+
+/// Largest write accepted in one call (longer writes are cut: the return
+/// value says how much was written).
+const MAX_WRITE: usize = 4096;
+/// Largest single `map`.
+const MAX_MAP: u64 = 64 << 20;
+/// Longest name in a `report`, message in a `panic`.
+const MAX_TEXT: usize = 256;
+
+type SysResult = Result<u64, Error>;
+
+/// Handles the syscall in the current task's frame.
+pub fn handle(s: &mut Scheduler) {
+    let ticks = s.ticks;
+    let task = s.current();
+    let f = &task.save.frame;
+    let (number, a0, a1, a2, a3, a4) = (f.rax, f.rdi, f.rsi, f.rdx, f.r10, f.r8);
+    let result = match number {
+        nr::NULL => Ok(0),
+        nr::WRITE => write(task, a0, a1),
+        nr::YIELD => {
+            s.yield_current();
+            Ok(0)
+        }
+        nr::SLEEP => {
+            task.state = State::Sleeping { until_tick: ticks.saturating_add(a0.max(1)) };
+            Ok(0)
+        }
+        nr::EXIT => {
+            exit(task, a0 as i64);
+            Ok(0)
+        }
+        nr::TASK_ID => Ok(task.id as u64),
+        nr::CLOCK => Ok(crate::arch::rdtsc()),
+        nr::TICKS => Ok(ticks),
+        nr::MAP => map(task, a0, a1, a2),
+        nr::UNMAP => unmap(task, a0, a1),
+        nr::REPORT => report(task, a0, a1, a2, a3),
+        nr::PANIC => panic(task, a0, a1, a2, a3, a4),
+        _ => Err(Error::NoSuchCall),
+    };
+    let task = s.current();
+    task.save.frame.rax = match result {
+        Ok(v) => v,
+        Err(e) => e.to_raw(),
+    };
+}
+
+fn bad_pointer(_: SpaceError) -> Error {
+    Error::BadPointer
+}
+
+/// Copies a user string of at most `MAX_TEXT` bytes into `buf`.
+fn user_text<'b>(task: &Task, ptr: u64, len: u64, buf: &'b mut [u8; MAX_TEXT]) -> Result<&'b str, Error> {
+    let len = (len as usize).min(MAX_TEXT);
+    let space = task.space.as_ref().ok_or(Error::BadPointer)?;
+    space.read(ptr, &mut buf[..len]).map_err(bad_pointer)?;
+    Ok(core::str::from_utf8(&buf[..len]).unwrap_or("<invalid UTF-8>"))
+}
+
+fn write(task: &Task, ptr: u64, len: u64) -> SysResult {
+    let len = (len as usize).min(MAX_WRITE);
+    let mut buf = [0u8; MAX_WRITE];
+    let space = task.space.as_ref().ok_or(Error::BadPointer)?;
+    space.read(ptr, &mut buf[..len]).map_err(bad_pointer)?;
+    for chunk in buf[..len].utf8_chunks() {
+        crate::kprint!("{}", chunk.valid());
+        if !chunk.invalid().is_empty() {
+            crate::kprint!("\u{fffd}");
+        }
+    }
+    Ok(len as u64)
+}
+
+pub fn exit(task: &mut Task, code: i64) {
+    task.state = State::Exited { code };
+    task.space = None;
+    Event::new("task_exit").u64("task", task.id as u64).str("name", &task.name).i64("code", code).emit();
+}
+
+fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {
+    if len == 0 || len > MAX_MAP || flags & !map_flags::ALL != 0 {
+        return Err(Error::BadArgument);
+    }
+    let perm = Perm { write: flags & map_flags::WRITE != 0, exec: flags & map_flags::EXEC != 0 };
+    if perm.write && perm.exec {
+        return Err(Error::BadArgument); // W^X
+    }
+    let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let addr = if hint != 0 {
+        // Hints must stay in the map area, clear of the image and the stack.
+        let ok = hint % PAGE_SIZE == 0 && hint >= USER_MAP_BASE && is_user_range(hint, len) && hint + len <= USER_STACK_TOP - (1 << 30);
+        if !ok {
+            return Err(Error::BadArgument);
+        }
+        hint
+    } else {
+        task.map_next
+    };
+    let space = task.space.as_mut().ok_or(Error::NoMemory)?;
+    match space.map_zeroed(addr, len, perm) {
+        Ok(()) => {}
+        Err(SpaceError::OutOfMemory) => {
+            let _ = space.unmap(addr, len);
+            return Err(Error::NoMemory);
+        }
+        Err(_) => return Err(Error::BadArgument),
+    }
+    if hint == 0 {
+        // Leave an unmapped page between allocations.
+        task.map_next += len + PAGE_SIZE;
+    }
+    Ok(addr)
+}
+
+fn unmap(task: &mut Task, addr: u64, len: u64) -> SysResult {
+    if addr < USER_MAP_BASE || len == 0 || len > MAX_MAP {
+        return Err(Error::BadArgument);
+    }
+    let space = task.space.as_mut().ok_or(Error::BadArgument)?;
+    space.unmap(addr, len.div_ceil(PAGE_SIZE) * PAGE_SIZE).map_err(|_| Error::BadArgument)?;
+    Ok(0)
+}
+
+fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> SysResult {
+    let mut buf = [0u8; MAX_TEXT];
+    let name = user_text(task, name_ptr, name_len, &mut buf)?;
+    Event::new("check").u64("task", task.id as u64).str("task_name", &task.name).str("name", name).bool("ok", ok != 0).u64("value", value).emit();
+    Ok(0)
+}
+
+fn panic(task: &mut Task, msg: u64, msg_len: u64, file: u64, file_len: u64, line: u64) -> SysResult {
+    let (mut mbuf, mut fbuf) = ([0u8; MAX_TEXT], [0u8; MAX_TEXT]);
+    let message = user_text(task, msg, msg_len, &mut mbuf).unwrap_or("<unreadable message>");
+    let file = user_text(task, file, file_len, &mut fbuf).unwrap_or("<unreadable>");
+    crate::kprintln!("task {} ({}) panicked at {file}:{line}: {message}", task.id, task.name);
+    Event::new("task_panic").u64("task", task.id as u64).str("name", &task.name).str("message", message).str("file", file).u64("line", line).emit();
+    exit(task, 101);
+    Ok(0)
+}

@@ -1,0 +1,52 @@
+//! `libtask`: what a Rewind task is written against.
+//!
+//! A task is a `#![no_std]`, `#![no_main]` Rust binary in `tasks/<name>/`
+//! that depends on this crate and names its `main` with [`entry!`]. That is
+//! all it needs: this crate supplies everything a bare-metal binary would
+//! otherwise have to write itself.
+//!
+//! | module | what it gives a task | why it is here |
+//! |---|---|---|
+//! | [`start`] | `_start`, [`entry!`], [`Start`] | the kernel's entry contract (registers, stack, "never return") is met once, in assembly with CFI that ends stack walks |
+//! | [`syscall`] | one typed function per system call, `Result<_, Error>` | tasks never handle call numbers or negative `rax` codes |
+//! | [`print`] | [`print!`], [`println!`] | one line = one `WRITE`, so preempted tasks' lines do not tear |
+//! | [`heap`] | the global allocator (`alloc::vec::Vec`, `Box`... work) | grows with `MAP` on demand; a task that never allocates never maps |
+//! | [`panic`] | the panic handler | reports message, file and line (event `task_panic`) without allocating, then the task ends |
+//! | [`buf`] | [`FixedBuf`], text formatting without a heap | shared by `println!` and the panic handler |
+//!
+//! [`report`] emits a `check` event: the way test tasks tell the QEMU tests
+//! (which read the event stream) what happened.
+//!
+//! How a task is built and linked (the linker script `targets/task.ld`
+//! reaches every task through this crate's build.rs) is described at the
+//! top of that script; a walk-through for a new task is in
+//! `docs/first-task.md`. Later issues add checkpoints, the shared `Mutex`
+//! and `Arc` and their registries here (see DESIGN.md).
+#![no_std]
+
+pub mod buf;
+pub mod heap;
+pub mod panic;
+pub mod print;
+pub mod start;
+pub mod syscall;
+
+/// The kernel interface this crate is built on (layout, syscall numbers).
+pub use abi;
+pub use abi::syscall::Error;
+pub use buf::FixedBuf;
+pub use start::{Start, Termination};
+
+/// Emits a `check` event named `name` with result `ok` and a `value`: how
+/// test tasks report their outcome. A report the kernel refuses (a name it
+/// finds unusable) is not silently lost: it is printed on the console.
+pub fn report(name: &str, ok: bool, value: u64) {
+    if let Err(e) = syscall::report(name, ok, value) {
+        println!("report {name:?} (ok={ok}, value={value:#x}) refused: {}", e.name());
+    }
+}
+
+/// Ends the task with `code` (the `EXIT` system call).
+pub fn exit(code: u64) -> ! {
+    syscall::exit(code)
+}
