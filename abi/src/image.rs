@@ -166,18 +166,27 @@ impl<'a> Image<'a> {
     }
 }
 
-/// Packs `tasks` into an image (host side).
+/// Packs `tasks` into an image (host side). Identical ELF files are stored
+/// once and shared by their entries (32 instances of a task cost one copy).
 #[cfg(feature = "alloc")]
 pub fn write(tasks: &[TaskSpec<'_>]) -> alloc::vec::Vec<u8> {
     let mut table = alloc::vec::Vec::new();
     let mut blobs = alloc::vec::Vec::new();
+    let mut stored: alloc::vec::Vec<(&[u8], u64)> = alloc::vec::Vec::new();
     let data_start = HEADER_SIZE + tasks.len() * ENTRY_SIZE;
     for t in tasks {
-        while (data_start + blobs.len()) % 8 != 0 {
-            blobs.push(0);
-        }
-        let offset = (data_start + blobs.len()) as u64;
-        blobs.extend_from_slice(t.elf);
+        let offset = match stored.iter().find(|(elf, _)| *elf == t.elf) {
+            Some(&(_, offset)) => offset,
+            None => {
+                while (data_start + blobs.len()) % 8 != 0 {
+                    blobs.push(0);
+                }
+                let offset = (data_start + blobs.len()) as u64;
+                blobs.extend_from_slice(t.elf);
+                stored.push((t.elf, offset));
+                offset
+            }
+        };
         let mut entry = [0u8; ENTRY_SIZE];
         let name = t.name.as_bytes();
         let n = name.len().min(NAME_LEN);
@@ -218,6 +227,16 @@ mod tests {
         assert_eq!(image.task(0), Some(Ok(tasks[0])));
         assert_eq!(image.task(1), Some(Ok(tasks[1])));
         assert_eq!(image.task(2), None);
+    }
+
+    #[test]
+    fn identical_elfs_are_stored_once() {
+        let elf = [7u8; 1000];
+        let one = write(&[spec("a", &elf)]);
+        let two = write(&[spec("a", &elf), spec("b", &elf)]);
+        assert_eq!(two.len(), one.len() + ENTRY_SIZE);
+        let image = parse(&two).unwrap();
+        assert_eq!(image.task(1).unwrap().unwrap().elf, &elf[..]);
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub fn set_rsp0(top: u64) {
     // RSP0 only when it takes a trap from ring 3, which cannot happen now.
     unsafe {
         let slot = core::ptr::addr_of_mut!(TSS.privilege_stack_table[0]);
-        slot.write_volatile(VirtAddr::new(top));
+        // The TSS is packed: RSP0 sits at offset 4, not 8-aligned.
+        slot.write_unaligned(VirtAddr::new(top));
     }
 }
 

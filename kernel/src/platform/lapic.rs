@@ -114,7 +114,6 @@ impl Lapic {
     }
 
     /// Starts the timer in periodic mode: `vector` every `count` ticks.
-    #[allow(dead_code, reason = "called by the scheduler through Platform::start_timer")]
     pub fn start_periodic(&self, count: u32, vector: u8) {
         self.write(reg::TIMER_DIVIDE, TIMER_DIVIDE_BITS);
         self.write(reg::LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(vector));
@@ -152,7 +151,6 @@ impl Lapic {
 
 /// Signals end of interrupt to the local APIC. Before `platform::init` no
 /// LAPIC interrupt can have been delivered, and this does nothing.
-#[allow(dead_code, reason = "called by the trap path for LAPIC interrupts")]
 pub fn eoi() {
     let base = BASE.load(Ordering::Acquire);
     if base != 0 {

@@ -72,7 +72,6 @@ impl Platform {
     /// Starts the LAPIC timer in periodic mode at `hz` interrupts per second
     /// on [`TIMER_VECTOR`] (1000 = 1 ms ticks); `hz == 0` stops it. The
     /// period is rounded to whole LAPIC timer ticks.
-    #[allow(dead_code, reason = "called by the scheduler")]
     pub fn start_timer(&self, hz: u32) {
         if hz == 0 {
             self.lapic.stop_timer();
@@ -209,7 +208,7 @@ impl Platform {
         let first_ioapic = self.ioapics.first().map_or(0, |io| io.paddr);
         let ticks_per_ms = self.calibration.lapic_hz / 1000;
         kprintln!(
-            "  ACPI {}: {} CPU(s), local APIC {:#x} (id {}), {} I/O APIC(s) with {} pins, all masked",
+            "  ACPI {}: {} CPU(s); local APIC {:#x} (id {}); {} I/O APIC(s), {} pins, all masked",
             self.acpi_revision,
             self.cpus,
             self.lapic.paddr,
@@ -217,6 +216,9 @@ impl Platform {
             self.ioapics.len(),
             pins
         );
+        for io in &self.ioapics {
+            kprintln!("    I/O APIC {} at {:#x}: GSIs {}..{}", io.id, io.paddr, io.gsi_base, io.gsi_base + io.pins);
+        }
         kprintln!(
             "  timers: {} at {:#x} ({} Hz) -> LAPIC timer {} ticks/ms (divide {}), TSC {} kHz",
             self.ref_timer.name(),
