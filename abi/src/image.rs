@@ -2,10 +2,13 @@
 //! handed to the kernel as a PVH boot module (QEMU's `-initrd`).
 //!
 //! ```text
-//! Header   magic "RWNDIMG1", version, task count, total size
-//! Entry[count]   one fixed-size record per task (name, where its ELF is,
-//!                scheduling and recovery parameters)
-//! ELF bytes      the task images, each 8-byte aligned
+//! Header          magic "RWNDIMG1", version, counts, total size
+//! Entry[tasks]    one fixed-size record per task (name, where its ELF is,
+//!                 scheduling and recovery parameters, fault endpoint)
+//! Name[endpoints] the names of the endpoints the image declares
+//! Name[notifs]    the names of its notifications
+//! Cap[caps]       capabilities: which task holds what, with which rights
+//! ELF bytes       the task images, each 8-byte aligned, identical ones shared
 //! ```
 //!
 //! The kernel treats the module as hostile: [`parse`] checks the header and
@@ -15,16 +18,24 @@
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"RWNDIMG1";
 /// Format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Longest task name.
 pub const NAME_LEN: usize = 24;
 /// Most tasks in one image.
 pub const MAX_TASKS: usize = 64;
 
 /// Size of the header in bytes.
-pub const HEADER_SIZE: usize = 24;
+pub const HEADER_SIZE: usize = 40;
 /// Size of one entry in bytes.
 pub const ENTRY_SIZE: usize = 64;
+/// Size of one capability record in bytes.
+pub const CAP_SIZE: usize = 48;
+/// Most endpoints, notifications or capabilities in one image.
+pub const MAX_OBJECTS: usize = 256;
+/// `fault_endpoint` value meaning "none".
+const NO_ENDPOINT: u16 = u16::MAX;
+
+use crate::ipc::CapKind;
 
 /// One task as the manifest describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +51,33 @@ pub struct TaskSpec<'a> {
     pub flags: u32,
     /// A word passed to the task at start (in `rsi`), chosen in the manifest.
     pub arg: u64,
+    /// Index of the endpoint its faults go to, if any.
+    pub fault_endpoint: Option<u16>,
+}
+
+/// One capability as the manifest grants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapSpec<'a> {
+    /// Index of the task that holds it.
+    pub task: u16,
+    pub kind: CapKind,
+    /// `ipc::rights` bits.
+    pub rights: u8,
+    /// Index of the endpoint or notification (0 for supervisor).
+    pub object: u32,
+    /// Badge delivered with messages sent through it.
+    pub badge: u64,
+    /// The name `cap_lookup` finds it by.
+    pub name: &'a str,
+}
+
+/// Everything an image holds, for [`write`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImageSpec<'a> {
+    pub tasks: &'a [TaskSpec<'a>],
+    pub endpoints: &'a [&'a str],
+    pub notifications: &'a [&'a str],
+    pub caps: &'a [CapSpec<'a>],
 }
 
 /// Task flags.
@@ -62,6 +100,12 @@ pub enum ImageError {
     BadName { index: usize },
     /// Entry `index` asks for an unusable stack size.
     BadStack { index: usize },
+    /// Too many endpoints, notifications or capabilities.
+    TooManyObjects,
+    /// Entry `index` names a fault endpoint that does not exist.
+    BadFaultEndpoint { index: usize },
+    /// Capability record `index` is malformed (kind, object, task, badge, name).
+    BadCap { index: usize },
 }
 
 impl ImageError {
@@ -75,6 +119,9 @@ impl ImageError {
             ImageError::ElfOutOfBounds { .. } => "task ELF lies outside the image",
             ImageError::BadName { .. } => "bad task name",
             ImageError::BadStack { .. } => "bad stack size",
+            ImageError::TooManyObjects => "too many endpoints, notifications or capabilities",
+            ImageError::BadFaultEndpoint { .. } => "fault endpoint does not exist",
+            ImageError::BadCap { .. } => "malformed capability",
         }
     }
 }
@@ -100,6 +147,17 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 pub struct Image<'a> {
     bytes: &'a [u8],
     count: usize,
+    endpoints: usize,
+    notifications: usize,
+    caps: usize,
+}
+
+fn name_at(bytes: &[u8]) -> Option<&str> {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    match core::str::from_utf8(&bytes[..len]) {
+        Ok(n) if !n.is_empty() => Some(n),
+        _ => None,
+    }
 }
 
 /// Checks the header and the entry table of `bytes`.
@@ -119,11 +177,16 @@ pub fn parse(bytes: &[u8]) -> Result<Image<'_>, ImageError> {
         return Err(ImageError::TooManyTasks(count));
     }
     let total = u64_at(bytes, 16);
+    let (endpoints, notifications, caps) = (u32_at(bytes, 24) as usize, u32_at(bytes, 28) as usize, u32_at(bytes, 32) as usize);
+    if endpoints > MAX_OBJECTS || notifications > MAX_OBJECTS || caps > MAX_OBJECTS {
+        return Err(ImageError::TooManyObjects);
+    }
+    let tables = HEADER_SIZE + count as usize * ENTRY_SIZE + (endpoints + notifications) * NAME_LEN + caps * CAP_SIZE;
     // The module may be padded by the loader, never shorter.
-    if total > bytes.len() as u64 || (total as usize) < HEADER_SIZE + count as usize * ENTRY_SIZE {
+    if total > bytes.len() as u64 || (total as usize) < tables {
         return Err(ImageError::SizeMismatch { header: total, actual: bytes.len() as u64 });
     }
-    Ok(Image { bytes: &bytes[..total as usize], count: count as usize })
+    Ok(Image { bytes: &bytes[..total as usize], count: count as usize, endpoints, notifications, caps })
 }
 
 impl<'a> Image<'a> {
@@ -135,6 +198,65 @@ impl<'a> Image<'a> {
         self.count == 0
     }
 
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints
+    }
+
+    pub fn notification_count(&self) -> usize {
+        self.notifications
+    }
+
+    pub fn cap_count(&self) -> usize {
+        self.caps
+    }
+
+    fn names_start(&self) -> usize {
+        HEADER_SIZE + self.count * ENTRY_SIZE
+    }
+
+    /// The name of endpoint `i` (`"?"` if unreadable).
+    pub fn endpoint_name(&self, i: usize) -> &'a str {
+        if i >= self.endpoints {
+            return "?";
+        }
+        let at = self.names_start() + i * NAME_LEN;
+        name_at(&self.bytes[at..at + NAME_LEN]).unwrap_or("?")
+    }
+
+    /// The name of notification `i` (`"?"` if unreadable).
+    pub fn notification_name(&self, i: usize) -> &'a str {
+        if i >= self.notifications {
+            return "?";
+        }
+        let at = self.names_start() + (self.endpoints + i) * NAME_LEN;
+        name_at(&self.bytes[at..at + NAME_LEN]).unwrap_or("?")
+    }
+
+    /// Capability record `index`, checked on its own.
+    pub fn cap(&self, index: usize) -> Option<Result<CapSpec<'a>, ImageError>> {
+        if index >= self.caps {
+            return None;
+        }
+        let at = self.names_start() + (self.endpoints + self.notifications) * NAME_LEN + index * CAP_SIZE;
+        let raw = &self.bytes[at..at + CAP_SIZE];
+        let bad = Some(Err(ImageError::BadCap { index }));
+        let task = u16::from_le_bytes([raw[0], raw[1]]);
+        let Some(kind) = CapKind::from_u8(raw[2]) else { return bad };
+        let rights = raw[3];
+        let object = u32_at(raw, 4);
+        let badge = u64_at(raw, 8);
+        let Some(name) = name_at(&raw[16..16 + NAME_LEN]) else { return bad };
+        let object_ok = match kind {
+            CapKind::Endpoint => (object as usize) < self.endpoints,
+            CapKind::Notification => (object as usize) < self.notifications,
+            CapKind::Supervisor => object == 0,
+        };
+        if task as usize >= self.count || !object_ok || rights & !crate::ipc::rights::ALL != 0 || badge > crate::ipc::MAX_BADGE {
+            return bad;
+        }
+        Some(Ok(CapSpec { task, kind, rights, object, badge, name }))
+    }
+
     /// Entry `index`, checked on its own.
     pub fn task(&self, index: usize) -> Option<Result<TaskSpec<'a>, ImageError>> {
         if index >= self.count {
@@ -142,11 +264,8 @@ impl<'a> Image<'a> {
         }
         let e = HEADER_SIZE + index * ENTRY_SIZE;
         let raw = &self.bytes[e..e + ENTRY_SIZE];
-        let name_bytes = &raw[..NAME_LEN];
-        let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
-        let name = match core::str::from_utf8(&name_bytes[..name_len]) {
-            Ok(n) if !n.is_empty() => n,
-            _ => return Some(Err(ImageError::BadName { index })),
+        let Some(name) = name_at(&raw[..NAME_LEN]) else {
+            return Some(Err(ImageError::BadName { index }));
         };
         let offset = u64_at(raw, 24);
         let size = u64_at(raw, 32);
@@ -154,6 +273,11 @@ impl<'a> Image<'a> {
         let priority = raw[48];
         let flags = u32_at(raw, 52);
         let arg = u64_at(raw, 56);
+        let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
+            NO_ENDPOINT => None,
+            e if (e as usize) < self.endpoints => Some(e),
+            _ => return Some(Err(ImageError::BadFaultEndpoint { index })),
+        };
         let end = match offset.checked_add(size) {
             Some(end) if end <= self.bytes.len() as u64 => end,
             _ => return Some(Err(ImageError::ElfOutOfBounds { index })),
@@ -162,18 +286,29 @@ impl<'a> Image<'a> {
             return Some(Err(ImageError::BadStack { index }));
         }
         let elf = &self.bytes[offset as usize..end as usize];
-        Some(Ok(TaskSpec { name, elf, priority, stack_bytes, flags, arg }))
+        Some(Ok(TaskSpec { name, elf, priority, stack_bytes, flags, arg, fault_endpoint }))
     }
 }
 
-/// Packs `tasks` into an image (host side). Identical ELF files are stored
-/// once and shared by their entries (32 instances of a task cost one copy).
+/// Packs an image (host side). Identical ELF files are stored once and
+/// shared by their entries (32 instances of a task cost one copy).
 #[cfg(feature = "alloc")]
-pub fn write(tasks: &[TaskSpec<'_>]) -> alloc::vec::Vec<u8> {
-    let mut table = alloc::vec::Vec::new();
-    let mut blobs = alloc::vec::Vec::new();
-    let mut stored: alloc::vec::Vec<(&[u8], u64)> = alloc::vec::Vec::new();
-    let data_start = HEADER_SIZE + tasks.len() * ENTRY_SIZE;
+pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
+    use alloc::vec::Vec;
+    fn name_field(name: &str) -> [u8; NAME_LEN] {
+        let mut out = [0u8; NAME_LEN];
+        let n = name.len().min(NAME_LEN);
+        out[..n].copy_from_slice(&name.as_bytes()[..n]);
+        out
+    }
+    let tasks = spec.tasks;
+    let mut tables = Vec::new();
+    let mut blobs = Vec::new();
+    let mut stored: Vec<(&[u8], u64)> = Vec::new();
+    let data_start = HEADER_SIZE
+        + tasks.len() * ENTRY_SIZE
+        + (spec.endpoints.len() + spec.notifications.len()) * NAME_LEN
+        + spec.caps.len() * CAP_SIZE;
     for t in tasks {
         let offset = match stored.iter().find(|(elf, _)| *elf == t.elf) {
             Some(&(_, offset)) => offset,
@@ -188,26 +323,48 @@ pub fn write(tasks: &[TaskSpec<'_>]) -> alloc::vec::Vec<u8> {
             }
         };
         let mut entry = [0u8; ENTRY_SIZE];
-        let name = t.name.as_bytes();
-        let n = name.len().min(NAME_LEN);
-        entry[..n].copy_from_slice(&name[..n]);
+        entry[..NAME_LEN].copy_from_slice(&name_field(t.name));
         entry[24..32].copy_from_slice(&offset.to_le_bytes());
         entry[32..40].copy_from_slice(&(t.elf.len() as u64).to_le_bytes());
         entry[40..48].copy_from_slice(&t.stack_bytes.to_le_bytes());
         entry[48] = t.priority;
+        entry[50..52].copy_from_slice(&t.fault_endpoint.unwrap_or(NO_ENDPOINT).to_le_bytes());
         entry[52..56].copy_from_slice(&t.flags.to_le_bytes());
         entry[56..64].copy_from_slice(&t.arg.to_le_bytes());
-        table.extend_from_slice(&entry);
+        tables.extend_from_slice(&entry);
+    }
+    for name in spec.endpoints.iter().chain(spec.notifications) {
+        tables.extend_from_slice(&name_field(name));
+    }
+    for c in spec.caps {
+        let mut rec = [0u8; CAP_SIZE];
+        rec[0..2].copy_from_slice(&c.task.to_le_bytes());
+        rec[2] = c.kind as u8;
+        rec[3] = c.rights;
+        rec[4..8].copy_from_slice(&c.object.to_le_bytes());
+        rec[8..16].copy_from_slice(&c.badge.to_le_bytes());
+        rec[16..16 + NAME_LEN].copy_from_slice(&name_field(c.name));
+        tables.extend_from_slice(&rec);
     }
     let total = (data_start + blobs.len()) as u64;
-    let mut out = alloc::vec::Vec::with_capacity(total as usize);
+    let mut out = Vec::with_capacity(total as usize);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(tasks.len() as u32).to_le_bytes());
     out.extend_from_slice(&total.to_le_bytes());
-    out.extend_from_slice(&table);
+    out.extend_from_slice(&(spec.endpoints.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(spec.notifications.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(spec.caps.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&tables);
     out.extend_from_slice(&blobs);
     out
+}
+
+/// Packs an image of tasks only (no IPC objects).
+#[cfg(feature = "alloc")]
+pub fn write_tasks(tasks: &[TaskSpec<'_>]) -> alloc::vec::Vec<u8> {
+    write(&ImageSpec { tasks, ..ImageSpec::default() })
 }
 
 #[cfg(all(test, feature = "alloc"))]
@@ -215,13 +372,48 @@ mod tests {
     use super::*;
 
     fn spec<'a>(name: &'a str, elf: &'a [u8]) -> TaskSpec<'a> {
-        TaskSpec { name, elf, priority: 2, stack_bytes: 16384, flags: 0, arg: 7 }
+        TaskSpec { name, elf, priority: 2, stack_bytes: 16384, flags: 0, arg: 7, fault_endpoint: None }
+    }
+
+    #[test]
+    fn objects_and_caps_round_trip() {
+        let tasks = [spec("server", b"elf1"), TaskSpec { fault_endpoint: Some(1), ..spec("client", b"elf2") }];
+        let caps = [
+            CapSpec { task: 0, kind: CapKind::Endpoint, rights: crate::ipc::rights::RECV, object: 0, badge: 0, name: "ping" },
+            CapSpec { task: 1, kind: CapKind::Endpoint, rights: crate::ipc::rights::SEND, object: 0, badge: 42, name: "ping" },
+            CapSpec { task: 0, kind: CapKind::Supervisor, rights: 0, object: 0, badge: 0, name: "supervisor" },
+        ];
+        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["ping", "faults"], notifications: &["tick"], caps: &caps });
+        let image = parse(&bytes).unwrap();
+        assert_eq!(image.task(1), Some(Ok(tasks[1])));
+        assert_eq!((image.endpoint_name(1), image.notification_name(0)), ("faults", "tick"));
+        for (i, c) in caps.iter().enumerate() {
+            assert_eq!(image.cap(i), Some(Ok(*c)));
+        }
+        assert_eq!(image.cap(3), None);
+    }
+
+    #[test]
+    fn bad_caps_are_rejected_one_by_one() {
+        let tasks = [spec("a", b"elf")];
+        let caps = [
+            CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "ok" },
+            CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 5, badge: 0, name: "no-such-object" },
+            CapSpec { task: 9, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "no-such-task" },
+            CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 0, badge: crate::ipc::FAULT_BADGE, name: "forged" },
+        ];
+        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["e"], notifications: &[], caps: &caps });
+        let image = parse(&bytes).unwrap();
+        assert!(image.cap(0).unwrap().is_ok());
+        for i in 1..4 {
+            assert_eq!(image.cap(i), Some(Err(ImageError::BadCap { index: i })), "cap {i}");
+        }
     }
 
     #[test]
     fn round_trips() {
         let tasks = [spec("hello", b"\x7fELF-one"), spec("world", b"two")];
-        let bytes = write(&tasks);
+        let bytes = write_tasks(&tasks);
         let image = parse(&bytes).unwrap();
         assert_eq!(image.len(), 2);
         assert_eq!(image.task(0), Some(Ok(tasks[0])));
@@ -232,8 +424,8 @@ mod tests {
     #[test]
     fn identical_elfs_are_stored_once() {
         let elf = [7u8; 1000];
-        let one = write(&[spec("a", &elf)]);
-        let two = write(&[spec("a", &elf), spec("b", &elf)]);
+        let one = write_tasks(&[spec("a", &elf)]);
+        let two = write_tasks(&[spec("a", &elf), spec("b", &elf)]);
         assert_eq!(two.len(), one.len() + ENTRY_SIZE);
         let image = parse(&two).unwrap();
         assert_eq!(image.task(1).unwrap().unwrap().elf, &elf[..]);
@@ -241,7 +433,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        let bytes = write(&[spec("a", b"x")]);
+        let bytes = write_tasks(&[spec("a", b"x")]);
         assert_eq!(parse(&bytes[..10]).unwrap_err(), ImageError::TooShort);
         let mut bad = bytes.clone();
         bad[0] = b'X';
@@ -254,7 +446,7 @@ mod tests {
 
     #[test]
     fn a_bad_entry_does_not_hide_the_good_ones() {
-        let mut bytes = write(&[spec("good", b"elf"), spec("bad", b"elf")]);
+        let mut bytes = write_tasks(&[spec("good", b"elf"), spec("bad", b"elf2")]);
         let e1 = HEADER_SIZE + ENTRY_SIZE;
         bytes[e1 + 24..e1 + 32].copy_from_slice(&u64::MAX.to_le_bytes());
         let image = parse(&bytes).unwrap();

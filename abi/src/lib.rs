@@ -10,7 +10,9 @@
 extern crate alloc;
 
 pub mod exit;
+pub mod fault;
 pub mod image;
+pub mod ipc;
 pub mod layout;
 pub mod syscall;
 pub mod trap;

@@ -43,9 +43,29 @@ pub mod nr {
     pub const PANIC: u64 = 10;
     /// `ticks()`: timer ticks since boot (the scheduler's clock, in ms).
     pub const TICKS: u64 = 11;
+    /// `send(cap, msg)`: see `abi::ipc` for the registers.
+    pub const SEND: u64 = 12;
+    /// `recv(cap, timeout) -> (badge, msg)`.
+    pub const RECV: u64 = 13;
+    /// `call(cap, msg) -> reply`: send, then wait for the reply.
+    pub const CALL: u64 = 14;
+    /// `reply(msg)`: answers the last `call` this task received.
+    pub const REPLY: u64 = 15;
+    /// `reply_recv(cap, msg, timeout)`: reply, then receive on `cap`.
+    pub const REPLY_RECV: u64 = 16;
+    /// `signal(cap, bits)`: ORs `bits` into a notification.
+    pub const SIGNAL: u64 = 17;
+    /// `wait(cap, timeout) -> bits`: takes a notification's bits, blocking
+    /// while they are 0 (timeout in `rbx`, as for `recv`).
+    pub const WAIT: u64 = 18;
+    /// `cap_lookup(name_ptr, name_len) -> index`: finds a capability by the
+    /// name the manifest gave it.
+    pub const CAP_LOOKUP: u64 = 19;
+    /// `task_ctl(op, task, ...)`: supervisor operations (`abi::ipc::task_ctl`).
+    pub const TASK_CTL: u64 = 20;
 
     /// One past the highest call number.
-    pub const COUNT: u64 = 12;
+    pub const COUNT: u64 = 21;
 }
 
 /// Flags of [`nr::MAP`].
@@ -73,10 +93,28 @@ pub enum Error {
     NoMemory = 4,
     /// The operation is not permitted to this task.
     Denied = 5,
+    /// The capability index is out of range or of the wrong kind.
+    BadCapability = 6,
+    /// A receive or wait timed out (or had nothing to take, with `POLL`).
+    Timeout = 7,
+    /// `reply` without a caller waiting for it.
+    NoCaller = 8,
+    /// No such task, or the task is not in a state the operation needs.
+    BadTask = 9,
 }
 
 impl Error {
-    pub const ALL: [Error; 5] = [Error::NoSuchCall, Error::BadPointer, Error::BadArgument, Error::NoMemory, Error::Denied];
+    pub const ALL: [Error; 9] = [
+        Error::NoSuchCall,
+        Error::BadPointer,
+        Error::BadArgument,
+        Error::NoMemory,
+        Error::Denied,
+        Error::BadCapability,
+        Error::Timeout,
+        Error::NoCaller,
+        Error::BadTask,
+    ];
 
     /// The raw `rax` value for this error.
     pub const fn to_raw(self) -> u64 {
@@ -99,6 +137,10 @@ impl Error {
             Error::BadArgument => "bad_argument",
             Error::NoMemory => "no_memory",
             Error::Denied => "denied",
+            Error::BadCapability => "bad_capability",
+            Error::Timeout => "timeout",
+            Error::NoCaller => "no_caller",
+            Error::BadTask => "bad_task",
         }
     }
 }

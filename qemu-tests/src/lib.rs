@@ -76,7 +76,7 @@ pub fn boot_image(name: &str, image_name: &str) -> Run {
 pub fn boot_tasks(name: &str, tasks: &[abi::image::TaskSpec<'_>]) -> Run {
     let dir = xtask::paths::rewind_dir().join("qemu-tests").join(format!("{name}.img"));
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    std::fs::write(&dir, abi::image::write(tasks)).expect("write the test image");
+    std::fs::write(&dir, abi::image::write_tasks(tasks)).expect("write the test image");
     boot_with(name, Options { image: Some(dir), ..Options::default() })
 }
 

@@ -6,6 +6,8 @@
 //!
 //! ```toml
 //! description = "one line"
+//! endpoints = ["ping", "faults"]  # IPC endpoints the image declares
+//! notifications = ["tick"]       # notifications
 //! [[task]]
 //! name = "hello"     # at most 24 bytes; with count > 1: name-0, name-1, ...
 //! bin = "hello"      # a binary built from tasks/
@@ -13,7 +15,17 @@
 //! stack_kib = 64     # default 64
 //! arg = 0            # passed to the task in rsi (default 0)
 //! count = 1          # instances (default 1)
+//! caps = ["ping:send"]   # capabilities, see below
+//! fault_endpoint = "faults"  # where its faults go (default below)
 //! ```
+//!
+//! A capability is `OBJECT:RIGHTS[@BADGE]`: an endpoint with `send`, `recv`
+//! or `send+recv`; a notification with `signal`, `wait` or `signal+wait`;
+//! or the word `supervisor` (control over other tasks: the fault server's).
+//! A send capability's badge defaults to the task's index in the image + 1,
+//! so a server can tell its callers apart. If the image declares an endpoint
+//! named `faults`, every task that cannot receive on it sends its faults
+//! there unless it names another `fault_endpoint`.
 
 use crate::paths;
 use abi::image::{NAME_LEN, TaskSpec};
@@ -29,9 +41,16 @@ pub const DEFAULT_IMAGE: &str = "demo";
 pub struct Manifest {
     #[serde(default)]
     pub description: String,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub notifications: Vec<String>,
     #[serde(rename = "task", default)]
     pub tasks: Vec<TaskEntry>,
 }
+
+/// The endpoint that receives faults by default.
+pub const DEFAULT_FAULT_ENDPOINT: &str = "faults";
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +65,20 @@ pub struct TaskEntry {
     pub arg: u64,
     #[serde(default = "default_count")]
     pub count: u32,
+    #[serde(default)]
+    pub caps: Vec<String>,
+    #[serde(default)]
+    pub fault_endpoint: Option<String>,
+}
+
+/// A parsed capability string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapString {
+    pub kind: abi::ipc::CapKind,
+    pub object: u32,
+    pub rights: u8,
+    pub badge: Option<u64>,
+    pub name: String,
 }
 
 fn default_priority() -> u8 {
@@ -109,11 +142,67 @@ impl Manifest {
                 bail!("task {:?}: count must be at least 1", t.name);
             }
         }
+        for t in &self.tasks {
+            for cap in &t.caps {
+                self.parse_cap(cap).with_context(|| format!("task {:?}", t.name))?;
+            }
+            if let Some(ep) = &t.fault_endpoint
+                && !self.endpoints.contains(ep)
+            {
+                bail!("task {:?}: fault_endpoint {ep:?} is not declared in `endpoints`", t.name);
+            }
+        }
+        let objects = [&self.endpoints, &self.notifications];
+        for list in objects {
+            for name in list {
+                if name.is_empty() || name.len() > NAME_LEN || name == "supervisor" {
+                    bail!("object name {name:?} must be 1..={NAME_LEN} bytes and not `supervisor`");
+                }
+            }
+        }
         let total: u32 = self.tasks.iter().map(|t| t.count).sum();
         if total as usize > abi::image::MAX_TASKS {
             bail!("{total} tasks; an image holds at most {}", abi::image::MAX_TASKS);
         }
         Ok(())
+    }
+
+    /// Parses `OBJECT:RIGHTS[@BADGE]` or `supervisor`.
+    pub fn parse_cap(&self, text: &str) -> Result<CapString> {
+        use abi::ipc::{CapKind, rights};
+        if text == "supervisor" {
+            return Ok(CapString { kind: CapKind::Supervisor, object: 0, rights: 0, badge: None, name: text.into() });
+        }
+        let (object, rest) = text.split_once(':').with_context(|| format!("capability {text:?} is not OBJECT:RIGHTS"))?;
+        let (rights_text, badge) = match rest.split_once('@') {
+            Some((r, b)) => {
+                let badge: u64 = b.parse().with_context(|| format!("capability {text:?}: bad badge"))?;
+                if badge > abi::ipc::MAX_BADGE {
+                    bail!("capability {text:?}: badge too large");
+                }
+                (r, Some(badge))
+            }
+            None => (rest, None),
+        };
+        let (kind, index, names) = if let Some(i) = self.endpoints.iter().position(|e| e == object) {
+            (CapKind::Endpoint, i, ["send", "recv"])
+        } else if let Some(i) = self.notifications.iter().position(|n| n == object) {
+            (CapKind::Notification, i, ["signal", "wait"])
+        } else {
+            bail!("capability {text:?}: no endpoint or notification named {object:?}");
+        };
+        let mut bits = 0;
+        for r in rights_text.split('+') {
+            bits |= match r {
+                r if r == names[0] => rights::SEND,
+                r if r == names[1] => rights::RECV,
+                _ => bail!("capability {text:?}: unknown right {r:?} (expected {} or {})", names[0], names[1]),
+            };
+        }
+        if badge.is_some() && (kind != CapKind::Endpoint || bits & rights::SEND == 0) {
+            bail!("capability {text:?}: only endpoint send rights carry a badge");
+        }
+        Ok(CapString { kind, object: index as u32, rights: bits, badge, name: object.to_string() })
     }
 
     /// The binaries the manifest needs.
@@ -139,9 +228,20 @@ impl Manifest {
                 names.push(if t.count > 1 { format!("{}-{i}", t.name) } else { t.name.clone() });
             }
         }
+        let fault_ep = self.endpoints.iter().position(|e| e == DEFAULT_FAULT_ENDPOINT);
         let mut specs = Vec::new();
+        let mut caps = Vec::new();
         let mut n = 0;
         for t in &self.tasks {
+            let parsed: Vec<CapString> = t.caps.iter().map(|c| self.parse_cap(c)).collect::<Result<_>>()?;
+            let receives_faults = parsed.iter().any(|c| {
+                Some(c.object as usize) == fault_ep && c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::RECV != 0
+            });
+            let fault_endpoint = match &t.fault_endpoint {
+                Some(ep) => self.endpoints.iter().position(|e| e == ep).map(|i| i as u16),
+                None if receives_faults => None,
+                None => fault_ep.map(|i| i as u16),
+            };
             for _ in 0..t.count {
                 specs.push(TaskSpec {
                     name: &names[n],
@@ -150,11 +250,33 @@ impl Manifest {
                     stack_bytes: t.stack_kib * 1024,
                     flags: abi::image::flags::NONE,
                     arg: t.arg,
+                    fault_endpoint,
                 });
+                for c in &parsed {
+                    let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {
+                        c.badge.unwrap_or(n as u64 + 1)
+                    } else {
+                        0
+                    };
+                    caps.push((n as u16, c.clone(), badge));
+                }
                 n += 1;
             }
         }
-        Ok(abi::image::write(&specs))
+        let cap_specs: Vec<abi::image::CapSpec> = caps
+            .iter()
+            .map(|(task, c, badge)| abi::image::CapSpec {
+                task: *task,
+                kind: c.kind,
+                rights: c.rights,
+                object: c.object,
+                badge: *badge,
+                name: &c.name,
+            })
+            .collect();
+        let endpoints: Vec<&str> = self.endpoints.iter().map(String::as_str).collect();
+        let notifications: Vec<&str> = self.notifications.iter().map(String::as_str).collect();
+        Ok(abi::image::write(&abi::image::ImageSpec { tasks: &specs, endpoints: &endpoints, notifications: &notifications, caps: &cap_specs }))
     }
 }
 

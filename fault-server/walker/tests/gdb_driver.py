@@ -37,16 +37,25 @@ for sig in ["SIGSEGV", "SIGUSR1", "SIGPROF", "SIGALRM", "SIGPIPE"]:
     gdb.execute("handle %s nostop noprint pass" % sig, to_string=True)
 gdb.execute("file %s" % exe, to_string=True)
 
+# Stop at the first instruction to learn the load bias (static-pie Rust
+# programs are loaded at a randomized-off but non-zero base): AT_ENTRY minus
+# the ELF entry point. Breakpoints are then set at relocated addresses.
+gdb.execute("starti", to_string=True)
+auxv = gdb.execute("info auxv", to_string=True)
+m = re.search(r"AT_ENTRY\s.*?(0x[0-9a-f]+)", auxv)
+bias = int(m.group(1), 16) - int(os.environ["WALKER_GDB_ENTRY"], 16) if m else 0
+
 budget = {}
 bps = {}
 for addr, b in points:
+    addr += bias
     bp = gdb.Breakpoint("*0x%x" % addr, internal=True)
     bps[addr] = bp
     budget[addr] = b
 
 out = open(os.path.join(outdir, "gdb.txt"), "w")
 n = 0
-gdb.execute("run", to_string=True)
+gdb.execute("continue", to_string=True)
 while True:
     inf = gdb.selected_inferior()
     if inf.pid == 0 or gdb.selected_thread() is None:

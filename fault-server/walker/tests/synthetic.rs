@@ -348,3 +348,57 @@ fn memory_read_sized() {
     assert_eq!(m.read_u64(u64::MAX - 3), None);
     assert_eq!(m.read_sized(0x1000, 9), None);
 }
+
+/// Writes the fuzz seed corpus (fuzz/corpus/walk) from the synthetic cases
+/// above. Run with `WALKER_WRITE_SEEDS=1 cargo test -p rewind-walker --test
+/// synthetic write_fuzz_seeds`; it does nothing otherwise.
+#[test]
+fn write_fuzz_seeds() {
+    if std::env::var_os("WALKER_WRITE_SEEDS").is_none() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/walk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = |name: &str, mode: u8, eh: &[u8], hdr: &[u8], r: walker::Regs, stack: &[u8]| {
+        let mut v = vec![mode];
+        v.extend_from_slice(&(eh.len() as u16).to_le_bytes());
+        v.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+        for x in r.as_array() {
+            v.extend_from_slice(&x.unwrap_or(0).to_le_bytes());
+        }
+        v.extend_from_slice(eh);
+        v.extend_from_slice(hdr);
+        v.extend_from_slice(stack);
+        std::fs::write(dir.join(name), v).unwrap();
+    };
+    let eh = chain_cfi();
+    let hdr = make_hdr(&eh, EH_FRAME_ADDR, EH_FRAME_ADDR - 0x1000, None);
+    let (s, r, _) = chain_stack();
+    for mode in 0..4u8 {
+        seed(&format!("chain-{mode}"), mode, &eh, &hdr, r, &s.bytes[..0x200]);
+    }
+    // Signal frame with expressions.
+    let mut c = Cfi::new();
+    c.fde(false, 0x2000, 0x10, vec![]);
+    c.fde(
+        true,
+        0x20ff,
+        0x11,
+        vec![
+            (0, I::CfaExpression(breg_rsp(160, true))),
+            (0, I::Expression(RBP, breg_rsp(120, false))),
+            (0, I::Expression(RIP, breg_rsp(168, false))),
+        ],
+    );
+    c.fde(false, 0x2200, 0x20, vec![(0, I::RememberState), (4, I::CfaOffset(24)), (8, I::RestoreState)]);
+    let eh = c.bytes();
+    let hdr = make_hdr(&eh, EH_FRAME_ADDR, EH_FRAME_ADDR - 0x1000, None);
+    let mut st = Stack::new(BASE, 0x300);
+    st.put(BASE + 0x100, 0x2100);
+    st.put(BASE + 0x108 + 160, BASE + 0x280);
+    st.put(BASE + 0x108 + 168, 0x2200);
+    st.put(BASE + 0x280, 0x2004);
+    for mode in 0..4u8 {
+        seed(&format!("signal-{mode}"), mode, &eh, &hdr, regs(0x2004, BASE + 0x100, None), &st.bytes);
+    }
+}

@@ -33,8 +33,8 @@ use ::acpi::sdt::madt::{EntryHeader, Madt, MadtEntry};
 use ::acpi::sdt::{SdtHeader, Signature};
 use ::acpi::{AcpiError, AcpiTable, AcpiTables, Handler, PciAddress, PhysicalMapping};
 use core::mem::{align_of, offset_of, size_of};
-use x86_64::instructions::port::{PortRead, PortWrite};
 use core::ptr::NonNull;
+use x86_64::instructions::port::{PortRead, PortWrite};
 
 /// Longest RSDT/XSDT we accept (8 KiB = 1000+ tables; QEMU lists < 10).
 const MAX_ROOT_TABLE_BYTES: u32 = 8 << 10;
@@ -166,7 +166,7 @@ fn find_checked<T: AcpiTable>(
     let Some(table) = tables.find_table::<T>() else { return Ok(None) };
     let paddr = table.physical_start as u64;
     let name = table_name(T::SIGNATURE);
-    if (table.region_length) < min_len {
+    if table.region_length < min_len {
         return Err(PlatformError::BadTable { table: name, paddr, problem: "too short for its fields" });
     }
     // `validate` sums the whole table, which `check_listed_tables` put
@@ -182,12 +182,12 @@ struct MadtInfo {
 }
 
 fn read_madt(tables: &AcpiTables<DirectMap>) -> Result<MadtInfo, PlatformError> {
-    let madt = find_checked::<Madt>(tables, size_of::<Madt>())?
-        .ok_or(PlatformError::MissingTable("APIC (MADT)"))?;
+    let madt = find_checked::<Madt>(tables, size_of::<Madt>())?.ok_or(PlatformError::MissingTable("APIC (MADT)"))?;
     let paddr = madt.physical_start as u64;
     check_madt_entries(paddr, madt.region_length)?;
 
-    let mut info = MadtInfo { lapic_paddr: u64::from(madt.get().local_apic_address), cpus: 0, ioapics: heapless::Vec::new() };
+    let mut info =
+        MadtInfo { lapic_paddr: u64::from(madt.get().local_apic_address), cpus: 0, ioapics: heapless::Vec::new() };
     let mut processors = 0;
     for entry in madt.get().entries() {
         match entry {
@@ -390,9 +390,15 @@ impl Handler for DirectMap {
             end.is_some_and(|e| e <= BOOT_DIRECT_MAP_BYTES),
             "acpi: {size:#x} bytes at {physical_address:#x} are outside the direct map"
         );
-        let virtual_start = NonNull::new(phys_to_virt(physical_address as u64) as *mut T)
-            .expect("direct-map addresses are never null");
-        PhysicalMapping { physical_start: physical_address, virtual_start, region_length: size, mapped_length: size, handler: *self }
+        let virtual_start =
+            NonNull::new(phys_to_virt(physical_address as u64) as *mut T).expect("direct-map addresses are never null");
+        PhysicalMapping {
+            physical_start: physical_address,
+            virtual_start,
+            region_length: size,
+            mapped_length: size,
+            handler: *self,
+        }
     }
 
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}

@@ -1,0 +1,108 @@
+//! Inter-process communication: endpoints, notifications, capabilities.
+//!
+//! The model is L4/seL4's. An **endpoint** is a rendezvous point: `send`
+//! blocks until a receiver takes the message, `recv` blocks until a sender
+//! comes, `call` is a send that then waits for the answer through a one-shot
+//! reply right that the receiver gets with the message and uses with `reply`
+//! (or `reply_recv`, the server loop's single call). A **notification** is
+//! a word of asynchronous bits: `signal` ORs bits in, `wait` takes them all.
+//!
+//! Tasks name kernel objects through **capabilities**: small indices into
+//! their capability table, which the image manifest fills. A capability
+//! carries rights (send, receive; signal, wait) and, for endpoint send
+//! rights, a **badge** the kernel hands to the receiver with each message,
+//! so a server knows who is calling; a task cannot choose or forge it.
+//!
+//! ## Registers (in addition to `abi::syscall`'s convention)
+//!
+//! | register | in | out (receiving calls) |
+//! |---|---|---|
+//! | `rdi` | capability index | the sender's badge |
+//! | `rsi` | message label | label |
+//! | `rdx`, `r10`, `r8`, `r9` | message words 0..4 | words |
+//! | `r12`, `r13` | send buffer pointer, length (≤ [`MAX_BUFFER`]) | — / `r13` = bytes received |
+//! | `r14`, `r15` | receive buffer pointer, capacity | unchanged |
+//! | `rbx` | receive timeout in ms ([`WAIT_FOREVER`], or [`POLL`]) | unchanged |
+//!
+//! The kernel copies at most [`MAX_BUFFER`] bytes of buffer per message; a
+//! receive buffer shorter than the message gets its first bytes (`r13` says
+//! how many arrived).
+
+/// Message words carried in registers.
+pub const MSG_WORDS: usize = 4;
+/// Largest buffer a message carries.
+pub const MAX_BUFFER: usize = 512;
+/// Most capabilities a task holds.
+pub const MAX_CAPS: usize = 16;
+/// `rbx` timeout: block until something arrives.
+pub const WAIT_FOREVER: u64 = 0;
+/// `rbx` timeout: do not block at all.
+pub const POLL: u64 = u64::MAX;
+
+/// The kernel's badge on fault messages; no capability can carry it.
+pub const FAULT_BADGE: u64 = u64::MAX;
+/// Largest badge a manifest may give.
+pub const MAX_BADGE: u64 = u64::MAX - 1;
+
+/// Kinds of capability.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapKind {
+    Endpoint = 1,
+    Notification = 2,
+    /// Control over other tasks: read/write their registers and memory,
+    /// resume, restart or stop them (the fault server's).
+    Supervisor = 3,
+}
+
+impl CapKind {
+    pub fn from_u8(v: u8) -> Option<CapKind> {
+        match v {
+            1 => Some(CapKind::Endpoint),
+            2 => Some(CapKind::Notification),
+            3 => Some(CapKind::Supervisor),
+            _ => None,
+        }
+    }
+}
+
+/// Rights bits of a capability.
+pub mod rights {
+    /// Endpoint: `send` and `call`. Notification: `signal`.
+    pub const SEND: u8 = 1 << 0;
+    /// Endpoint: `recv`. Notification: `wait`.
+    pub const RECV: u8 = 1 << 1;
+    pub const ALL: u8 = SEND | RECV;
+}
+
+/// A message: a label and four words (plus an optional buffer, passed
+/// separately).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    pub label: u64,
+    pub words: [u64; MSG_WORDS],
+}
+
+/// Operations of the `TASK_CTL` system call (needs a supervisor capability).
+/// Registers: `rdi` = op, `rsi` = target task id, `rdx`, `r10`, `r8` = args.
+pub mod task_ctl {
+    /// `(task, buf)`: copies the task's saved `Registers` to `buf`.
+    pub const GET_REGS: u64 = 1;
+    /// `(task, buf)`: replaces the task's saved registers from `buf`
+    /// (CS, SS and RFLAGS' privileged bits are forced to safe values).
+    pub const SET_REGS: u64 = 2;
+    /// `(task, addr, buf, len)`: reads the task's memory (len ≤ 4096).
+    pub const READ_MEM: u64 = 3;
+    /// `(task, addr, buf, len)`: writes the task's memory (len ≤ 4096).
+    pub const WRITE_MEM: u64 = 4;
+    /// `(task)`: resumes a faulted task with its saved registers.
+    pub const RESUME: u64 = 5;
+    /// `(task, delay_ms)`: restarts a task from its image after a delay.
+    pub const RESTART: u64 = 6;
+    /// `(task, reason)`: stops a task for good.
+    pub const STOP: u64 = 7;
+    /// `(task, offset, buf, len)`: reads the task's ELF image; returns the
+    /// bytes read (0 at the end).
+    pub const READ_IMAGE: u64 = 8;
+}
