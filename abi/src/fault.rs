@@ -66,14 +66,17 @@ pub struct FaultMessage {
 pub const FAULT_MESSAGE_SIZE: usize = core::mem::size_of::<FaultMessage>();
 const _: () = assert!(FAULT_MESSAGE_SIZE + 256 <= crate::ipc::MAX_BUFFER);
 
+const HEAD_WORDS: usize = 9;
+
 impl FaultMessage {
     /// The message as bytes (for the kernel to copy).
     pub fn to_bytes(&self) -> [u8; FAULT_MESSAGE_SIZE] {
         let mut out = [0u8; FAULT_MESSAGE_SIZE];
-        let words = self.as_words();
-        for (i, w) in words.iter().enumerate() {
+        let head = [self.task, self.kind, self.vector, self.error_code, self.cr2, self.seq, self.restarts, self.eh_frame_hdr, self.text_len];
+        for (i, w) in head.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
+        out[HEAD_WORDS * 8..].copy_from_slice(&self.regs.to_bytes());
         out
     }
 
@@ -87,7 +90,6 @@ impl FaultMessage {
             b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
             u64::from_le_bytes(b)
         };
-        let r = |i: usize| w(9 + i);
         Some(FaultMessage {
             task: w(0),
             kind: w(1),
@@ -98,41 +100,8 @@ impl FaultMessage {
             restarts: w(6),
             eh_frame_hdr: w(7),
             text_len: w(8),
-            regs: Registers {
-                rax: r(0),
-                rbx: r(1),
-                rcx: r(2),
-                rdx: r(3),
-                rsi: r(4),
-                rdi: r(5),
-                rbp: r(6),
-                r8: r(7),
-                r9: r(8),
-                r10: r(9),
-                r11: r(10),
-                r12: r(11),
-                r13: r(12),
-                r14: r(13),
-                r15: r(14),
-                rip: r(15),
-                rsp: r(16),
-                rflags: r(17),
-                cs: r(18),
-                ss: r(19),
-                fs_base: r(20),
-                gs_base: r(21),
-            },
+            regs: Registers::from_bytes(&bytes[HEAD_WORDS * 8..])?,
         })
-    }
-
-    fn as_words(&self) -> [u64; FAULT_MESSAGE_SIZE / 8] {
-        let mut out = [0u64; FAULT_MESSAGE_SIZE / 8];
-        let head = [self.task, self.kind, self.vector, self.error_code, self.cr2, self.seq, self.restarts, self.eh_frame_hdr, self.text_len];
-        out[..9].copy_from_slice(&head);
-        for (i, (_, v)) in self.regs.named().iter().enumerate() {
-            out[9 + i] = *v;
-        }
-        out
     }
 }
 

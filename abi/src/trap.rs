@@ -32,9 +32,59 @@ pub struct Registers {
     pub gs_base: u64,
 }
 
+/// Number of registers in [`Registers`].
+pub const REGISTER_COUNT: usize = 22;
+/// Size of [`Registers`] as little-endian bytes.
+pub const REGISTERS_BYTES: usize = REGISTER_COUNT * 8;
+
 impl Registers {
+    /// The registers as little-endian bytes, in [`Registers::named`] order.
+    pub fn to_bytes(&self) -> [u8; REGISTERS_BYTES] {
+        let mut out = [0u8; REGISTERS_BYTES];
+        for (i, (_, v)) in self.named().iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses [`Registers::to_bytes`]'s format; `None` if too short.
+    pub fn from_bytes(b: &[u8]) -> Option<Registers> {
+        if b.len() < REGISTERS_BYTES {
+            return None;
+        }
+        let w = |i: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(word)
+        };
+        Some(Registers {
+            rax: w(0),
+            rbx: w(1),
+            rcx: w(2),
+            rdx: w(3),
+            rsi: w(4),
+            rdi: w(5),
+            rbp: w(6),
+            r8: w(7),
+            r9: w(8),
+            r10: w(9),
+            r11: w(10),
+            r12: w(11),
+            r13: w(12),
+            r14: w(13),
+            r15: w(14),
+            rip: w(15),
+            rsp: w(16),
+            rflags: w(17),
+            cs: w(18),
+            ss: w(19),
+            fs_base: w(20),
+            gs_base: w(21),
+        })
+    }
+
     /// Name/value pairs in a fixed order, for reports and events.
-    pub fn named(&self) -> [(&'static str, u64); 22] {
+    pub fn named(&self) -> [(&'static str, u64); REGISTER_COUNT] {
         [
             ("rax", self.rax),
             ("rbx", self.rbx),
@@ -102,6 +152,16 @@ pub const fn exception_name(vector: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registers_round_trip_through_bytes() {
+        let mut r = Registers::default();
+        for (i, v) in [&mut r.rax, &mut r.r15, &mut r.rip, &mut r.gs_base].into_iter().enumerate() {
+            *v = 0x1111 * (i as u64 + 1);
+        }
+        assert_eq!(Registers::from_bytes(&r.to_bytes()), Some(r));
+        assert_eq!(Registers::from_bytes(&[0; 8]), None);
+    }
 
     #[test]
     fn names_cover_the_common_faults() {

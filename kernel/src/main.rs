@@ -15,6 +15,8 @@
 //! | `task`      | tasks, their save areas, ELF loading, the boot image |
 //! | `sched`     | priorities, round robin, ticks, idle, shutdown when all are done |
 //! | `syscall`   | system call handlers (ABI in `abi::syscall`) |
+//! | `ipc`       | endpoints, notifications, fault delivery, supervision |
+//! | `platform`  | ACPI discovery, local/I-O APIC, timer calibration |
 //! | `selftest`  | test hooks chosen on the kernel command line |
 //! | `power`     | the `shutdown` event and QEMU exit |
 //!
@@ -30,6 +32,7 @@ mod boot;
 mod console;
 mod events;
 mod fatal;
+mod ipc;
 mod mem;
 mod platform;
 mod power;

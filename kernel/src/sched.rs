@@ -15,6 +15,7 @@
 use crate::arch::trap_entry::TrapFrame;
 use crate::arch::{gdt, percpu};
 use crate::events::Event;
+use crate::ipc::{Endpoint, Notification};
 use crate::task::{State, Task, TaskId};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -28,22 +29,49 @@ pub const TICK_HZ: u32 = 1000;
 /// Ticks a task may run before another task of its priority gets the CPU.
 pub const SLICE_TICKS: u32 = 10;
 
+/// All task and IPC state, under one lock (the kernel is not preemptible).
 pub struct Scheduler {
     pub tasks: Vec<Box<Task>>,
+    pub endpoints: Vec<Endpoint>,
+    pub notifications: Vec<Notification>,
     current: Option<usize>,
     pub ticks: u64,
     slice_left: u32,
     next_id: TaskId,
+    /// Orders blocked senders (first come, first served).
+    order: u64,
+    /// The last fault sequence number handed out.
+    fault_seq: u64,
 }
 
-pub static SCHED: Mutex<Scheduler> =
-    Mutex::new(Scheduler { tasks: Vec::new(), current: None, ticks: 0, slice_left: SLICE_TICKS, next_id: 1 });
+pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
+    tasks: Vec::new(),
+    endpoints: Vec::new(),
+    notifications: Vec::new(),
+    current: None,
+    ticks: 0,
+    slice_left: SLICE_TICKS,
+    next_id: 1,
+    order: 0,
+    fault_seq: 0,
+});
 
 impl Scheduler {
     pub fn allocate_id(&mut self) -> TaskId {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    pub fn next_order(&mut self) -> u64 {
+        self.order += 1;
+        self.order
+    }
+
+    /// A new fault sequence number (unique for the run, from 1).
+    pub fn next_fault_seq(&mut self) -> u64 {
+        self.fault_seq += 1;
+        self.fault_seq
     }
 
     pub fn add(&mut self, task: Task) {
@@ -76,6 +104,7 @@ impl Scheduler {
                 t.state = State::Runnable;
             }
         }
+        crate::ipc::expire_timeouts(self);
         if from_user {
             self.slice_left = self.slice_left.saturating_sub(1);
         }
@@ -99,8 +128,11 @@ impl Scheduler {
         (0..n).map(|k| (start + k) % n).find(|&i| self.tasks[i].state == State::Runnable && self.tasks[i].priority == best)
     }
 
-    fn any_alive(&self) -> bool {
-        self.tasks.iter().any(|t| t.state.is_alive())
+    /// Whether anything can still happen: a task is runnable, or will be
+    /// woken by the clock. (Tasks blocked in IPC with no timeout can only be
+    /// woken by another task; if none can run, none ever will.)
+    fn can_progress(&self) -> bool {
+        self.tasks.iter().any(|t| t.state == State::Runnable || t.state.has_deadline())
     }
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
@@ -145,14 +177,21 @@ pub fn next() -> *mut TrapFrame {
             if let Some(i) = s.pick() {
                 return s.switch_to(i);
             }
-            if !s.any_alive() {
-                let (exited, faulted) = s.tasks.iter().fold((0, 0), |(e, f), t| match t.state {
-                    State::Exited { .. } => (e + 1, f),
-                    State::Faulted { .. } => (e, f + 1),
-                    _ => (e, f),
-                });
+            if !s.can_progress() {
+                let count = |f: fn(&State) -> bool| s.tasks.iter().filter(|t| f(&t.state)).count() as u64;
+                let exited = count(|st| matches!(st, State::Exited { .. }));
+                let faulted = count(|st| matches!(st, State::Faulted { .. }));
+                let stopped = count(|st| matches!(st, State::Stopped));
+                let blocked = count(|st| st.is_alive());
                 drop(s);
-                Event::new("all_tasks_done").u64("exited", exited).u64("faulted", faulted).emit();
+                // Servers waiting forever are normal; anything else blocked
+                // (a fault nobody takes, a call nobody answers) is reported.
+                Event::new("all_tasks_done")
+                    .u64("exited", exited)
+                    .u64("faulted", faulted)
+                    .u64("stopped", stopped)
+                    .u64("blocked", blocked)
+                    .emit();
                 crate::power::exit(abi::exit::GuestExit::Success);
             }
             s.current = None;

@@ -8,7 +8,9 @@
 use crate::events::Event;
 use crate::mem::space::{Perm, SpaceError};
 use crate::sched::Scheduler;
-use crate::task::{State, Task};
+use crate::ipc;
+use crate::task::{PendingFault, State, Task};
+use abi::fault::FaultKind;
 use abi::layout::{PAGE_SIZE, USER_MAP_BASE, USER_STACK_TOP, is_user_range};
 use abi::syscall::{Error, map_flags, nr};
 
@@ -40,7 +42,9 @@ pub fn handle(s: &mut Scheduler) {
             Ok(0)
         }
         nr::EXIT => {
+            let id = task.id;
             exit(task, a0 as i64);
+            ipc::abandon(s, id);
             Ok(0)
         }
         nr::TASK_ID => Ok(task.id as u64),
@@ -49,10 +53,20 @@ pub fn handle(s: &mut Scheduler) {
         nr::MAP => map(task, a0, a1, a2),
         nr::UNMAP => unmap(task, a0, a1),
         nr::REPORT => report(task, a0, a1, a2, a3),
-        nr::PANIC => panic(task, a0, a1, a2, a3, a4),
+        nr::PANIC => return panic(s, a0, a1, a2, a3, a4),
+        nr::SEND => ipc::endpoint::send(s, false),
+        nr::CALL => ipc::endpoint::send(s, true),
+        nr::RECV => ipc::endpoint::recv(s),
+        nr::REPLY => ipc::endpoint::reply(s),
+        nr::REPLY_RECV => ipc::endpoint::reply_recv(s),
+        nr::SIGNAL => ipc::notify::signal(s),
+        nr::WAIT => ipc::notify::wait(s),
+        nr::CAP_LOOKUP => cap_lookup(task, a0, a1),
+        nr::TASK_CTL => ipc::supervise::task_ctl(s),
         _ => Err(Error::NoSuchCall),
     };
-    let task = s.current();
+    let Some(me) = s.current_index() else { return };
+    let task = &mut s.tasks[me];
     task.save.frame.rax = match result {
         Ok(v) => v,
         Err(e) => e.to_raw(),
@@ -88,6 +102,7 @@ fn write(task: &Task, ptr: u64, len: u64) -> SysResult {
 pub fn exit(task: &mut Task, code: i64) {
     task.state = State::Exited { code };
     task.space = None;
+    task.reply_to = None;
     Event::new("task_exit").u64("task", task.id as u64).str("name", &task.name).i64("code", code).emit();
 }
 
@@ -142,12 +157,38 @@ fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> Sys
     Ok(0)
 }
 
-fn panic(task: &mut Task, msg: u64, msg_len: u64, file: u64, file_len: u64, line: u64) -> SysResult {
+fn cap_lookup(task: &Task, ptr: u64, len: u64) -> SysResult {
+    let mut buf = [0u8; MAX_TEXT];
+    let name = user_text(task, ptr, len, &mut buf)?;
+    task.caps.iter().position(|c| c.name == name).map(|i| i as u64).ok_or(Error::BadCapability)
+}
+
+/// A task panic: a synchronous fault of kind `panic` when the task has a
+/// fault endpoint, else reported and ended (exit code 101).
+fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, line: u64) {
+    let Some(me) = s.current_index() else { return };
+    let seq = s.next_fault_seq();
+    let task = &mut s.tasks[me];
     let (mut mbuf, mut fbuf) = ([0u8; MAX_TEXT], [0u8; MAX_TEXT]);
     let message = user_text(task, msg, msg_len, &mut mbuf).unwrap_or("<unreadable message>");
     let file = user_text(task, file, file_len, &mut fbuf).unwrap_or("<unreadable>");
     crate::kprintln!("task {} ({}) panicked at {file}:{line}: {message}", task.id, task.name);
-    Event::new("task_panic").u64("task", task.id as u64).str("name", &task.name).str("message", message).str("file", file).u64("line", line).emit();
-    exit(task, 101);
-    Ok(0)
+    Event::new("task_panic")
+        .u64("task", task.id as u64)
+        .str("name", &task.name)
+        .u64("seq", seq)
+        .str("message", message)
+        .str("file", file)
+        .u64("line", line)
+        .emit();
+    let mut fault = PendingFault { kind: FaultKind::Panic as u64, seq, ..PendingFault::default() };
+    let mut text = heapless::String::<256>::new();
+    let _ = core::fmt::write(&mut text, format_args!("{message} at {file}:{line}"));
+    fault.text_len = text.len();
+    fault.text[..text.len()].copy_from_slice(text.as_bytes());
+    // The panic returns nothing: if the task is ever resumed, it sees 0.
+    task.save.frame.rax = 0;
+    if !ipc::fault::raise(s, me, fault) {
+        exit(&mut s.tasks[me], 101);
+    }
 }

@@ -12,7 +12,8 @@ use crate::arch::trap_entry::TrapFrame;
 use crate::events::Event;
 use crate::platform::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::sched::{self, SCHED};
-use crate::task::State;
+use crate::task::{PendingFault, State};
+use abi::fault::FaultKind;
 use abi::exit::GuestExit;
 use abi::trap::exception_name;
 
@@ -59,14 +60,17 @@ fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
     frame
 }
 
-/// A CPU exception in ring 3: the task is stopped and reported; every other
-/// task keeps running. (With the fault server, this becomes a message.)
+/// A CPU exception in ring 3: reported, then delivered to the task's fault
+/// endpoint (the fault server decides); a task without one is stopped. Every
+/// other task keeps running either way.
 fn user_fault(f: &TrapFrame) {
     let mut s = SCHED.lock();
-    let task = s.current();
+    let Some(me) = s.current_index() else { return };
+    let seq = s.next_fault_seq();
+    let task = &mut s.tasks[me];
     let vector = f.vector as u8;
     crate::kprintln!(
-        "task {} ({}) faulted: {} at rip {:#x} (error code {:#x}, cr2 {:#x})",
+        "task {} ({}) faulted: {} at rip {:#x} (error code {:#x}, cr2 {:#x}), seq {seq}",
         task.id,
         task.name,
         exception_name(vector),
@@ -77,6 +81,8 @@ fn user_fault(f: &TrapFrame) {
     Event::new("fault")
         .u64("task", task.id as u64)
         .str("name", &task.name)
+        .u64("seq", seq)
+        .str("kind", "exception")
         .u64("vector", vector as u64)
         .str("exception", exception_name(vector))
         .hex("error_code", f.error_code)
@@ -84,6 +90,19 @@ fn user_fault(f: &TrapFrame) {
         .hex("rip", f.rip)
         .hex_map("regs", &f.registers().named())
         .emit();
-    task.state = State::Faulted { vector };
-    task.space = None;
+    let fault = PendingFault {
+        kind: FaultKind::Exception as u64,
+        vector: vector as u64,
+        error_code: f.error_code,
+        cr2: f.cr2,
+        seq,
+        ..PendingFault::default()
+    };
+    if !crate::ipc::fault::raise(&mut s, me, fault) {
+        let task = &mut s.tasks[me];
+        task.state = State::Faulted { vector };
+        task.space = None;
+        let id = task.id;
+        crate::ipc::abandon(&mut s, id);
+    }
 }

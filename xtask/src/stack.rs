@@ -39,10 +39,14 @@ fn describe(stop: Stop) -> String {
         Stop::Outermost => "outermost frame (return address undefined)".into(),
         Stop::NoFde { pc } => format!("no unwind info (FDE) for pc {pc:#x}"),
         Stop::Unreadable { addr } => format!("memory at {addr:#x} is not in the core"),
-        Stop::CfaNotIncreasing { cfa, prev } => format!("CFA {cfa:#x} not above the previous {prev:#x} (corrupt stack?)"),
+        Stop::CfaNotIncreasing { cfa, prev } => {
+            format!("CFA {cfa:#x} not above the previous {prev:#x} (corrupt stack?)")
+        }
         Stop::DepthLimit => "depth limit reached".into(),
         Stop::UnsupportedRule => "unsupported unwind rule".into(),
-        Stop::UnknownRegister { reg } => format!("rule needs register {reg}, unknown in this frame"),
+        Stop::UnknownRegister { reg } => {
+            format!("rule needs register {reg}, unknown in this frame")
+        }
         Stop::Expression(e) => format!("CFI expression failed: {e:?}"),
         Stop::BadCfi(e) => format!("malformed CFI: {e}"),
         Stop::Visitor => "stopped by caller".into(),
@@ -70,7 +74,11 @@ fn json_str(s: &str) -> String {
 /// Signal trampolines are looked up as is: their FDE starts one byte early
 /// precisely so that `pc - 1` finds it, but the symbol does not.
 fn symbol(exe: &Executable, f: &Frame, bias: u64) -> String {
-    let look = if f.exact_pc || f.signal { f.pc } else { f.pc.wrapping_sub(1) };
+    let look = if f.exact_pc || f.signal {
+        f.pc
+    } else {
+        f.pc.wrapping_sub(1)
+    };
     match exe.symbols(bias).lookup(look) {
         Some(s) => format!("{:#}+{:#x}", s.demangled(), f.pc.wrapping_sub(s.addr)),
         None => "??".into(),
@@ -96,12 +104,22 @@ pub fn run(args: &StackArgs) -> Result<()> {
         for (i, f) in frames.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
             let sym = json_str(&symbol(&exe, f, bias));
-            let _ = write!(out, "{sep}{{\"pc\":\"{:#x}\",\"cfa\":\"{:#x}\",\"symbol\":{sym}}}", f.pc, f.cfa);
+            let _ = write!(
+                out,
+                "{sep}{{\"pc\":\"{:#x}\",\"cfa\":\"{:#x}\",\"symbol\":{sym}}}",
+                f.pc, f.cfa
+            );
         }
         out.push_str("]\n");
     } else {
         for (i, f) in frames.iter().enumerate() {
-            let _ = writeln!(out, "#{i:<2} {:#018x}  cfa={:#x}  {}", f.pc, f.cfa, symbol(&exe, f, bias));
+            let _ = writeln!(
+                out,
+                "#{i:<2} {:#018x}  cfa={:#x}  {}",
+                f.pc,
+                f.cfa,
+                symbol(&exe, f, bias)
+            );
         }
     }
     print!("{out}");
@@ -141,4 +159,3 @@ pub fn run(args: &StackArgs) -> Result<()> {
     }
     Ok(())
 }
-

@@ -66,7 +66,10 @@ pub(crate) struct CieCache<'a> {
 
 impl<'a> CieCache<'a> {
     pub(crate) fn new() -> Self {
-        CieCache { slots: core::array::from_fn(|_| None), next: 0 }
+        CieCache {
+            slots: core::array::from_fn(|_| None),
+            next: 0,
+        }
     }
 
     pub(crate) fn clear(&mut self) {

@@ -113,7 +113,14 @@ impl<'a> HdrTable<'a> {
             return Ok(None);
         }
         let rows = rest.get(..count * 2 * width).ok_or(ImageError::BadHdr)?;
-        Ok(Some(HdrTable { rows, count, width, signed, base, eh_frame_ptr }))
+        Ok(Some(HdrTable {
+            rows,
+            count,
+            width,
+            signed,
+            base,
+            eh_frame_ptr,
+        }))
     }
 
     /// Number of rows.

@@ -82,7 +82,11 @@ impl<'a> Image<'a> {
             eh_frame: section,
             bases: BaseAddresses::default().set_eh_frame(eh_frame_addr),
             index,
-            id: ImageId { ptr: eh_frame.as_ptr() as usize, len: eh_frame.len(), addr: eh_frame_addr },
+            id: ImageId {
+                ptr: eh_frame.as_ptr() as usize,
+                len: eh_frame.len(),
+                addr: eh_frame_addr,
+            },
         }
     }
 
@@ -96,7 +100,10 @@ impl<'a> Image<'a> {
     ) -> Result<Self, ImageError> {
         let index = match HdrTable::parse(eh_frame_hdr, eh_frame_hdr_addr)? {
             Some(t) if t.eh_frame_ptr != eh_frame_addr => {
-                return Err(ImageError::HdrMismatch { hdr_says: t.eh_frame_ptr, given: eh_frame_addr });
+                return Err(ImageError::HdrMismatch {
+                    hdr_says: t.eh_frame_ptr,
+                    given: eh_frame_addr,
+                });
             }
             Some(t) => Index::Hdr(t),
             None => Index::Scan,
@@ -113,7 +120,10 @@ impl<'a> Image<'a> {
         eh_frame_addr: u64,
         table: &'a [FdeEntry],
     ) -> Result<Self, ImageError> {
-        if table.windows(2).any(|w| matches!(w, [a, b] if a.start > b.start)) {
+        if table
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.start > b.start))
+        {
             return Err(ImageError::UnsortedTable);
         }
         Ok(Self::base(eh_frame, eh_frame_addr, Index::Table(table)))
@@ -158,7 +168,9 @@ impl<'a> Image<'a> {
         let offset = match &self.index {
             Index::Hdr(t) => {
                 let fde_addr = t.lookup(pc).ok_or(gimli::Error::NoUnwindInfoForAddress)?;
-                fde_addr.checked_sub(self.id.addr).ok_or(gimli::Error::NoUnwindInfoForAddress)?
+                fde_addr
+                    .checked_sub(self.id.addr)
+                    .ok_or(gimli::Error::NoUnwindInfoForAddress)?
             }
             Index::Table(t) => lookup_offset(t, pc)?,
             #[cfg(feature = "alloc")]
@@ -169,11 +181,19 @@ impl<'a> Image<'a> {
         if offset >= self.id.len {
             return Err(gimli::Error::NoUnwindInfoForAddress);
         }
-        let fde = self.eh_frame.fde_from_offset(&self.bases, EhFrameOffset(offset), &mut get_cie)?;
-        if fde.contains(pc) { Ok(fde) } else { Err(gimli::Error::NoUnwindInfoForAddress) }
+        let fde =
+            self.eh_frame
+                .fde_from_offset(&self.bases, EhFrameOffset(offset), &mut get_cie)?;
+        if fde.contains(pc) {
+            Ok(fde)
+        } else {
+            Err(gimli::Error::NoUnwindInfoForAddress)
+        }
     }
 }
 
 fn lookup_offset(t: &[FdeEntry], pc: u64) -> Result<u64, gimli::Error> {
-    table::lookup(t, pc).map(|e| e.offset as u64).ok_or(gimli::Error::NoUnwindInfoForAddress)
+    table::lookup(t, pc)
+        .map(|e| e.offset as u64)
+        .ok_or(gimli::Error::NoUnwindInfoForAddress)
 }

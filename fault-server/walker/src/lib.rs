@@ -43,7 +43,7 @@ pub use image::{Image, ImageError};
 pub use memory::{Memory, NoMemory, SliceMemory};
 pub use regs::{NUM_REGS, Regs, dwarf};
 pub use symbols::{Symbol, SymbolTable};
-pub use table::{FdeEntry, build_fde_table_in};
 #[cfg(feature = "alloc")]
 pub use table::build_fde_table;
+pub use table::{FdeEntry, build_fde_table_in};
 pub use walk::{DEFAULT_MAX_DEPTH, Frame, Stats, Stop, WalkState, Walker};

@@ -19,7 +19,7 @@ pub trait Memory {
         if size == 0 || size > 8 {
             return None;
         }
-        if size == 8 && addr % 8 == 0 {
+        if size == 8 && addr.is_multiple_of(8) {
             return self.read_u64(addr);
         }
         let base = addr & !7;

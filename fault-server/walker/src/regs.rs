@@ -45,8 +45,8 @@ pub const NUM_REGS: usize = 17;
 
 /// Names of the tracked registers, indexed by DWARF number.
 pub const REG_NAMES: [&str; NUM_REGS] = [
-    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip",
+    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip",
 ];
 
 /// Whether the psABI says a callee preserves this register (rbx, rbp, r12-r15;
@@ -65,7 +65,9 @@ pub struct Regs {
 impl Regs {
     /// No register known.
     pub const fn new() -> Self {
-        Regs { vals: [None; NUM_REGS] }
+        Regs {
+            vals: [None; NUM_REGS],
+        }
     }
 
     /// A complete register file from the 17 values in DWARF order

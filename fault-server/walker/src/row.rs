@@ -78,7 +78,10 @@ pub struct Row {
 }
 
 fn expr(e: &gimli::UnwindExpression<usize>) -> Option<ExprRef> {
-    Some(ExprRef { offset: u32::try_from(e.offset).ok()?, len: u32::try_from(e.length).ok()? })
+    Some(ExprRef {
+        offset: u32::try_from(e.offset).ok()?,
+        len: u32::try_from(e.length).ok()?,
+    })
 }
 
 fn reg(r: gimli::Register) -> Option<u16> {
@@ -109,7 +112,9 @@ impl Row {
         signal: bool,
     ) -> Option<Row> {
         let cfa = match row.cfa() {
-            CfaRule::RegisterAndOffset { register, offset } => Cfa::RegOffset(reg(*register)?, *offset),
+            CfaRule::RegisterAndOffset { register, offset } => {
+                Cfa::RegOffset(reg(*register)?, *offset)
+            }
             CfaRule::Expression(e) => Cfa::Expr(expr(e)?),
         };
         let mut rules = [Rule::Unspecified; NUM_REGS];
@@ -118,11 +123,21 @@ impl Row {
                 *slot = rule(rl);
             }
         }
-        Some(Row { start: row.start_address(), end: row.end_address(), cfa, rules, ra, signal })
+        Some(Row {
+            start: row.start_address(),
+            end: row.end_address(),
+            cfa,
+            rules,
+            ra,
+            signal,
+        })
     }
 
     /// The rule for DWARF register `r`.
     pub fn rule(&self, r: u16) -> Rule {
-        self.rules.get(usize::from(r)).copied().unwrap_or(Rule::Unsupported)
+        self.rules
+            .get(usize::from(r))
+            .copied()
+            .unwrap_or(Rule::Unsupported)
     }
 }

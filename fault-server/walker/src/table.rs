@@ -41,9 +41,9 @@ fn for_each_fde<'a>(eh_frame: &'a [u8], addr: u64, mut f: impl FnMut(FdeEntry) -
     while let Ok(Some(entry)) = entries.next() {
         if let gimli::CieOrFde::Fde(partial) = entry {
             let offset = partial.offset();
-            let Ok(fde) = partial.parse(|s: &EhFrame<Reader<'a>>, b, o: EhFrameOffset| {
-                s.cie_from_offset(b, o)
-            }) else {
+            let Ok(fde) = partial
+                .parse(|s: &EhFrame<Reader<'a>>, b, o: EhFrameOffset| s.cie_from_offset(b, o))
+            else {
                 continue;
             };
             let start = fde.initial_address();

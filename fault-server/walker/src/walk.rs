@@ -114,7 +114,13 @@ impl WalkState {
     /// A walk starting at `regs` (the registers at the fault: the pc is used as
     /// is).
     pub fn new(regs: Regs) -> Self {
-        WalkState { regs, exact: true, prev: None, depth: 0, done: None }
+        WalkState {
+            regs,
+            exact: true,
+            prev: None,
+            depth: 0,
+            done: None,
+        }
     }
 
     /// Frames produced so far.
@@ -200,7 +206,13 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
 
     /// Walks into `out`; returns the number of frames written and why the walk
     /// ended (`DepthLimit` if `out` filled up first).
-    pub fn walk_into<M>(&mut self, image: &Image<'a>, regs: Regs, mem: &M, out: &mut [Frame]) -> (usize, Stop)
+    pub fn walk_into<M>(
+        &mut self,
+        image: &Image<'a>,
+        regs: Regs,
+        mem: &M,
+        out: &mut [Frame],
+    ) -> (usize, Stop)
     where
         M: Memory + ?Sized,
     {
@@ -213,7 +225,11 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             }
             None => false,
         });
-        let stop = if stop == Stop::Visitor { Stop::DepthLimit } else { stop };
+        let stop = if stop == Stop::Visitor {
+            Stop::DepthLimit
+        } else {
+            stop
+        };
         (n, stop)
     }
 
@@ -233,7 +249,12 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         r
     }
 
-    fn step_inner<M>(&mut self, image: &Image<'a>, st: &mut WalkState, mem: &M) -> Result<Frame, Stop>
+    fn step_inner<M>(
+        &mut self,
+        image: &Image<'a>,
+        st: &mut WalkState,
+        mem: &M,
+    ) -> Result<Frame, Stop>
     where
         M: Memory + ?Sized,
     {
@@ -241,15 +262,27 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             return Err(Stop::DepthLimit);
         }
         let pc = st.regs.pc().ok_or(Stop::Outermost)?;
-        let lookup = if st.exact { pc } else { pc.checked_sub(1).ok_or(Stop::NoFde { pc })? };
+        let lookup = if st.exact {
+            pc
+        } else {
+            pc.checked_sub(1).ok_or(Stop::NoFde { pc })?
+        };
         let row = self.row_for(image, lookup, pc)?;
         let cfa = cfa(image, &row, &st.regs, mem)?;
-        if let Some((prev, prev_signal)) = st.prev {
-            if cfa <= prev && !prev_signal && !row.signal {
-                return Err(Stop::CfaNotIncreasing { cfa, prev });
-            }
+        if let Some((prev, prev_signal)) = st.prev
+            && cfa <= prev
+            && !prev_signal
+            && !row.signal
+        {
+            return Err(Stop::CfaNotIncreasing { cfa, prev });
         }
-        let frame = Frame { pc, cfa, regs: st.regs, signal: row.signal, exact_pc: st.exact };
+        let frame = Frame {
+            pc,
+            cfa,
+            regs: st.regs,
+            signal: row.signal,
+            exact_pc: st.exact,
+        };
         match caller(image, &row, cfa, &st.regs, mem) {
             Ok(regs) => {
                 st.regs = regs;
@@ -268,18 +301,20 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             self.clear();
             self.tag = Tag(Some(image.id));
         }
-        if self.use_row_cache {
-            if let Some(row) = self.rows.get(lookup) {
-                self.stats.hits = self.stats.hits.wrapping_add(1);
-                return Ok(*row);
-            }
+        if self.use_row_cache
+            && let Some(row) = self.rows.get(lookup)
+        {
+            self.stats.hits = self.stats.hits.wrapping_add(1);
+            return Ok(*row);
         }
         self.stats.misses = self.stats.misses.wrapping_add(1);
         let cies = &mut self.cies;
-        let fde = image.find_fde(lookup, |s, b, o| cies.get(s, b, o)).map_err(|e| match e {
-            gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
-            e => Stop::BadCfi(e),
-        })?;
+        let fde = image
+            .find_fde(lookup, |s, b, o| cies.get(s, b, o))
+            .map_err(|e| match e {
+                gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
+                e => Stop::BadCfi(e),
+            })?;
         let ra = fde.cie().return_address_register().0;
         if usize::from(ra) >= NUM_REGS {
             return Err(Stop::UnsupportedRule);
@@ -308,7 +343,12 @@ fn expr_stop(e: ExprError) -> Stop {
 }
 
 /// Frame N's CFA from its registers.
-fn cfa<M: Memory + ?Sized>(image: &Image<'_>, row: &Row, regs: &Regs, mem: &M) -> Result<u64, Stop> {
+fn cfa<M: Memory + ?Sized>(
+    image: &Image<'_>,
+    row: &Row,
+    regs: &Regs,
+    mem: &M,
+) -> Result<u64, Stop> {
     match row.cfa {
         Cfa::RegOffset(reg, off) => {
             let base = regs.get(reg).ok_or(Stop::UnknownRegister { reg })?;
@@ -337,10 +377,13 @@ fn recover<M: Memory + ?Sized>(
         Rule::ValOffset(n) => Some(cfa.wrapping_add(n as u64)),
         Rule::Register(x) => Some(regs.get(x).ok_or(Stop::UnknownRegister { reg: x })?),
         Rule::Expr(e) => {
-            let addr = expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?;
+            let addr =
+                expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?;
             Some(read(addr)?)
         }
-        Rule::ValExpr(e) => Some(expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?),
+        Rule::ValExpr(e) => {
+            Some(expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?)
+        }
         Rule::Constant(c) => Some(c),
         Rule::Unsupported => return Err(Stop::UnsupportedRule),
     })
@@ -348,7 +391,13 @@ fn recover<M: Memory + ?Sized>(
 
 /// Frame N+1's registers. The return address and an explicit rsp rule must
 /// succeed; any other register that cannot be recovered becomes unknown.
-fn caller<M: Memory + ?Sized>(image: &Image<'_>, row: &Row, cfa: u64, regs: &Regs, mem: &M) -> Result<Regs, Stop> {
+fn caller<M: Memory + ?Sized>(
+    image: &Image<'_>,
+    row: &Row,
+    cfa: u64,
+    regs: &Regs,
+    mem: &M,
+) -> Result<Regs, Stop> {
     let mut out = Regs::new();
     for r in 0..NUM_REGS as u16 {
         if r == row.ra || r == dwarf::RIP {

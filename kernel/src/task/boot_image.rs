@@ -1,13 +1,15 @@
 //! Starting the tasks of the boot image (the PVH module `xtask` packs).
 //!
-//! Each entry is checked and loaded on its own: a malformed entry or ELF is
-//! rejected with a `task_rejected` event naming the reason, and the others
-//! still start. The module's memory stays reserved for the kernel's
-//! lifetime, so task specs can borrow their ELF bytes from it for good
-//! (a restart reloads from them).
+//! The image declares endpoints and notifications (created first), the
+//! tasks, and the capabilities each task holds. Each entry is checked and
+//! loaded on its own: a malformed task or capability is rejected with an
+//! event naming the reason, and the rest still starts. The module's memory
+//! stays reserved for the kernel's lifetime, so task specs borrow their ELF
+//! bytes from it for good (a restart reloads from them).
 
-use super::{Task, loader};
+use super::{Cap, Task, loader};
 use crate::events::Event;
+use crate::ipc::{Endpoint, Notification};
 use crate::sched::SCHED;
 
 /// Loads every task of the image in `bytes`; returns how many started.
@@ -20,6 +22,16 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
             return 0;
         }
     };
+    let mut s = SCHED.lock();
+    for i in 0..image.endpoint_count() {
+        s.endpoints.push(Endpoint::new(image.endpoint_name(i)));
+    }
+    for i in 0..image.notification_count() {
+        s.notifications.push(Notification::new(image.notification_name(i)));
+    }
+
+    // Image task index -> scheduler slot, for the capabilities.
+    let mut slots = [None; abi::image::MAX_TASKS];
     let mut started = 0;
     for index in 0..image.len() {
         let spec = match image.task(index) {
@@ -31,21 +43,39 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
             None => break,
         };
         match loader::load(&spec) {
-            Ok((space, entry)) => {
-                let mut s = SCHED.lock();
+            Ok(loaded) => {
                 let id = s.allocate_id();
-                Event::new("task_start")
+                let mut ev = Event::new("task_start")
                     .u64("task", id as u64)
                     .str("name", spec.name)
                     .u64("priority", spec.priority as u64)
                     .u64("arg", spec.arg)
-                    .hex("entry", entry)
-                    .u64("image_bytes", spec.elf.len() as u64)
-                    .emit();
-                s.add(Task::new(id, spec, space, entry));
+                    .hex("entry", loaded.entry)
+                    .u64("image_bytes", spec.elf.len() as u64);
+                if let Some(ep) = spec.fault_endpoint {
+                    ev = ev.str("fault_endpoint", image.endpoint_name(ep as usize));
+                }
+                ev.emit();
+                slots[index] = Some(s.tasks.len());
+                s.add(Task::new(id, spec, loaded));
                 started += 1;
             }
             Err(e) => reject(index, spec.name, e.reason()),
+        }
+    }
+
+    for index in 0..image.cap_count() {
+        let Some(Ok(c)) = image.cap(index) else {
+            crate::kprintln!("capability {index} rejected: malformed");
+            Event::new("cap_rejected").u64("index", index as u64).str("reason", "malformed capability").emit();
+            continue;
+        };
+        let Some(slot) = slots.get(c.task as usize).copied().flatten() else { continue };
+        let mut name = heapless::String::new();
+        let _ = name.push_str(c.name);
+        let cap = Cap { name, kind: c.kind, rights: c.rights, object: c.object, badge: c.badge };
+        if s.tasks[slot].caps.push(cap).is_err() {
+            Event::new("cap_rejected").u64("index", index as u64).str("reason", "too many capabilities for one task").emit();
         }
     }
     started

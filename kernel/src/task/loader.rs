@@ -19,7 +19,7 @@
 use crate::mem::space::{AddressSpace, Perm, SpaceError};
 use abi::image::TaskSpec;
 use abi::layout::{MAX_SEGMENT_BYTES, PAGE_SIZE, USER_IMAGE_BASE, USER_MAP_BASE, USER_STACK_TOP};
-use object::elf::{EM_X86_64, ET_EXEC, FileHeader64, PF_W, PF_X, PT_LOAD};
+use object::elf::{EM_X86_64, ET_EXEC, FileHeader64, PF_W, PF_X, PT_GNU_EH_FRAME, PT_LOAD};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian as LE;
 
@@ -84,8 +84,16 @@ impl Segment {
     }
 }
 
-/// Checks `spec.elf` and builds its address space; returns it with the entry.
-pub fn load(spec: &TaskSpec<'_>) -> Result<(AddressSpace, u64), LoadError> {
+/// A loaded image.
+pub struct Loaded {
+    pub space: AddressSpace,
+    pub entry: u64,
+    /// Where `.eh_frame_hdr` is in the task's memory (0 if absent).
+    pub eh_frame_hdr: u64,
+}
+
+/// Checks `spec.elf` and builds its address space.
+pub fn load(spec: &TaskSpec<'_>) -> Result<Loaded, LoadError> {
     let data = spec.elf;
     let header = FileHeader64::<LE>::parse(data).map_err(|_| LoadError::NotElf)?;
     let endian = header.endian().map_err(|_| LoadError::NotElf)?;
@@ -98,6 +106,7 @@ pub fn load(spec: &TaskSpec<'_>) -> Result<(AddressSpace, u64), LoadError> {
     let phdrs = header.program_headers(endian, data).map_err(|_| LoadError::BadProgramHeaders)?;
 
     let mut segs: heapless::Vec<Segment, MAX_SEGMENTS> = heapless::Vec::new();
+    let eh_frame_hdr = phdrs.iter().find(|ph| ph.p_type(endian) == PT_GNU_EH_FRAME).map_or(0, |ph| ph.p_vaddr(endian));
     let mut total = 0u64;
     for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == PT_LOAD) {
         let s = Segment {
@@ -154,5 +163,7 @@ pub fn load(spec: &TaskSpec<'_>) -> Result<(AddressSpace, u64), LoadError> {
     }
     let stack_base = USER_STACK_TOP - spec.stack_bytes;
     space.map_zeroed(stack_base, spec.stack_bytes, Perm { write: true, exec: false }).map_err(oom)?;
-    Ok((space, entry))
+    // Only trust the hdr address if it lies inside a loaded segment.
+    let eh_frame_hdr = if segs.iter().any(|s| eh_frame_hdr >= s.vaddr && eh_frame_hdr < s.vaddr + s.memsz) { eh_frame_hdr } else { 0 };
+    Ok(Loaded { space, entry, eh_frame_hdr })
 }

@@ -18,19 +18,75 @@ use abi::layout::{USER_MAP_BASE, USER_STACK_TOP};
 
 pub type TaskId = u32;
 
+/// A tick deadline; 0 means none.
+pub type Deadline = u64;
+
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Runnable,
     Sleeping { until_tick: u64 },
+    /// In `send`/`call` on endpoint `ep`, waiting for a receiver. `since`
+    /// orders waiting senders (first come, first served).
+    SendBlocked { ep: u16, call: bool, badge: u64, since: u64 },
+    /// In `recv` on endpoint `ep`.
+    RecvBlocked { ep: u16, deadline: Deadline },
+    /// Its `call` was received; waiting for `server`'s reply.
+    ReplyBlocked { server: TaskId },
+    /// In `wait` on notification `n`.
+    WaitBlocked { n: u16, deadline: Deadline },
+    /// Faulted; its fault message waits for a receiver on endpoint `ep`.
+    FaultPending { ep: u16, since: u64 },
+    /// Its fault message was delivered; waiting for the supervisor's decision.
+    FaultHeld,
     Exited { code: i64 },
-    /// Stopped by a fault it could not survive (until the fault server exists).
+    /// Stopped by a fault nobody handles (no fault endpoint).
     Faulted { vector: u8 },
+    /// Stopped by its supervisor.
+    Stopped,
 }
 
 impl State {
+    /// Not ended: the task may still run.
     pub fn is_alive(self) -> bool {
-        matches!(self, State::Runnable | State::Sleeping { .. })
+        !matches!(self, State::Exited { .. } | State::Faulted { .. } | State::Stopped)
+    }
+
+    /// Will become runnable by the clock alone (sleep, or a timeout).
+    pub fn has_deadline(self) -> bool {
+        match self {
+            State::Sleeping { .. } => true,
+            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } => deadline != 0,
+            _ => false,
+        }
+    }
+}
+
+/// A capability held by a task (see `abi::ipc`).
+#[derive(Clone, Debug)]
+pub struct Cap {
+    pub name: heapless::String<{ abi::image::NAME_LEN }>,
+    pub kind: abi::ipc::CapKind,
+    pub rights: u8,
+    pub object: u32,
+    pub badge: u64,
+}
+
+/// A fault whose message is not yet delivered (or just was).
+#[derive(Clone, Copy, Debug)]
+pub struct PendingFault {
+    pub kind: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub cr2: u64,
+    pub seq: u64,
+    pub text: [u8; 256],
+    pub text_len: usize,
+}
+
+impl Default for PendingFault {
+    fn default() -> Self {
+        PendingFault { kind: 0, vector: 0, error_code: 0, cr2: 0, seq: 0, text: [0; 256], text_len: 0 }
     }
 }
 
@@ -56,12 +112,22 @@ pub struct Task {
     pub map_next: u64,
     /// The manifest entry it was loaded from (to restart it from its image).
     pub spec: TaskSpec<'static>,
+    pub caps: heapless::Vec<Cap, { abi::ipc::MAX_CAPS }>,
+    /// One-shot reply right: the caller whose `call` this task received.
+    pub reply_to: Option<TaskId>,
+    /// The fault being handled, while `FaultPending`/`FaultHeld`.
+    pub fault: Option<PendingFault>,
+    /// Restarts from its image so far.
+    pub restarts: u64,
+    /// Address of its `.eh_frame_hdr` (from `PT_GNU_EH_FRAME`), 0 if none.
+    pub eh_frame_hdr: u64,
 }
 
 impl Task {
     /// A runnable task at `entry` in `space`, with the start contract of
     /// `docs/first-task.md`: RSP at the stack top, RDI = id, RSI = arg.
-    pub fn new(id: TaskId, spec: TaskSpec<'static>, space: AddressSpace, entry: u64) -> Task {
+    pub fn new(id: TaskId, spec: TaskSpec<'static>, loaded: loader::Loaded) -> Task {
+        let loader::Loaded { space, entry, eh_frame_hdr } = loaded;
         let mut name = heapless::String::new();
         let _ = name.push_str(spec.name);
         let mut task = Task {
@@ -74,16 +140,61 @@ impl Task {
             space: Some(space),
             map_next: USER_MAP_BASE,
             spec,
+            caps: heapless::Vec::new(),
+            reply_to: None,
+            fault: None,
+            restarts: 0,
+            eh_frame_hdr,
         };
-        let f = &mut task.save.frame;
+        task.reset_frame(entry);
+        task
+    }
+
+    /// Puts the start registers in the frame (also for a restart).
+    pub fn reset_frame(&mut self, entry: u64) {
+        // SAFETY: TrapFrame is plain integers; all-zero is a valid value.
+        self.save.frame = unsafe { core::mem::zeroed() };
+        let (id, arg) = (self.id, self.spec.arg);
+        let f = &mut self.save.frame;
         f.rip = entry;
         f.cs = USER_CS;
         f.rflags = 0x202; // IF
         f.rsp = USER_STACK_TOP;
         f.ss = USER_SS;
         f.rdi = id as u64;
-        f.rsi = spec.arg;
-        task
+        f.rsi = arg;
+    }
+
+    /// Reloads the task from its image: fresh memory, start registers.
+    pub fn reload(&mut self) -> Result<(), loader::LoadError> {
+        let loaded = loader::load(&self.spec)?;
+        self.map_next = USER_MAP_BASE;
+        self.eh_frame_hdr = loaded.eh_frame_hdr;
+        self.space = Some(loaded.space);
+        self.reset_frame(loaded.entry);
+        Ok(())
+    }
+
+    /// The capability at `index`, if it is of `kind` and has `rights`.
+    pub fn cap(&self, index: u64, kind: abi::ipc::CapKind, rights: u8) -> Result<&Cap, abi::syscall::Error> {
+        let cap = self.caps.get(index as usize).ok_or(abi::syscall::Error::BadCapability)?;
+        if cap.kind != kind {
+            return Err(abi::syscall::Error::BadCapability);
+        }
+        if cap.rights & rights != rights {
+            return Err(abi::syscall::Error::Denied);
+        }
+        Ok(cap)
+    }
+
+    /// The endpoint its faults go to (from the manifest).
+    pub fn fault_endpoint(&self) -> Option<u16> {
+        self.spec.fault_endpoint
+    }
+
+    /// Whether it holds a supervisor capability.
+    pub fn is_supervisor(&self) -> bool {
+        self.caps.iter().any(|c| c.kind == abi::ipc::CapKind::Supervisor)
     }
 
     /// The address TSS.RSP0 must hold while this task runs.

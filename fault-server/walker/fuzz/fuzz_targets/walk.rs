@@ -13,7 +13,12 @@ use walker::{FdeEntry, Image, Regs, SliceMemory, Stop, SymbolTable, Walker};
 
 const DEPTH: usize = 64;
 
-fn collect(w: &mut Walker<'_, 64>, image: &Image<'_>, regs: Regs, mem: &SliceMemory<'_>) -> (Vec<(u64, u64)>, Stop) {
+fn collect<'a>(
+    w: &mut Walker<'a, 64>,
+    image: &Image<'a>,
+    regs: Regs,
+    mem: &SliceMemory<'_>,
+) -> (Vec<(u64, u64)>, Stop) {
     let mut frames = Vec::new();
     let stop = w.walk(image, regs, mem, |f| {
         frames.push((f.pc, f.cfa));
@@ -24,7 +29,9 @@ fn collect(w: &mut Walker<'_, 64>, image: &Image<'_>, regs: Regs, mem: &SliceMem
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((head, rest)) = data.split_first_chunk::<{ 5 + 17 * 8 }>() else { return };
+    let Some((head, rest)) = data.split_first_chunk::<{ 5 + 17 * 8 }>() else {
+        return;
+    };
     let mode = head[0];
     let eh_len = usize::from(u16::from_le_bytes([head[1], head[2]])).min(rest.len());
     let mut vals = [0u64; 17];
@@ -35,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let hdr_len = usize::from(u16::from_le_bytes([head[3], head[4]])).min(rest.len());
     let (hdr, stack) = rest.split_at(hdr_len);
     let regs = Regs::from_dwarf_array(vals);
-    let mem = SliceMemory { base: vals[7] & !0xfff, bytes: stack };
+    let mem = SliceMemory {
+        base: vals[7] & !0xfff,
+        bytes: stack,
+    };
     let eh_addr = 0x40_0000;
     let hdr_addr = 0x3f_f000;
 
@@ -61,7 +71,11 @@ fuzz_target!(|data: &[u8]| {
     let mut cold: Box<Walker<'_, 64>> = Box::default();
     cold.max_depth = DEPTH;
     cold.use_row_cache = false;
-    assert_eq!(first, collect(&mut cold, &image, regs, &mem), "uncached walk differs");
+    assert_eq!(
+        first,
+        collect(&mut cold, &image, regs, &mem),
+        "uncached walk differs"
+    );
 
     // The symbol table reader gets the same hostile bytes.
     if let Some(s) = SymbolTable::new(eh, hdr, 0).lookup(vals[16]) {

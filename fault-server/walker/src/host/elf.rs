@@ -5,9 +5,9 @@
 //! programs) get their sorted FDE table built here, once.
 
 use std::format;
-use std::string::ToString;
 use std::path::Path;
 use std::string::String;
+use std::string::ToString;
 use std::vec::Vec;
 
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
@@ -68,13 +68,29 @@ impl Executable {
             .elf_program_headers()
             .iter()
             .filter(|p| p.p_type(e) == object::elf::PT_LOAD)
-            .map(|p| (p.p_vaddr(e), p.p_offset(e), p.p_filesz(e), p.p_flags(e).0 & object::elf::PF_X.0 != 0))
+            .map(|p| {
+                (
+                    p.p_vaddr(e),
+                    p.p_offset(e),
+                    p.p_filesz(e),
+                    p.p_flags(e).0 & object::elf::PF_X.0 != 0,
+                )
+            })
             .collect();
         let entry = file.entry();
         if eh_frame.is_none() {
             return err(format!("{name} has no .eh_frame section"));
         }
-        Ok(Executable { name: name.into(), eh_frame, eh_frame_hdr, symtab, strtab, entry, loads, data })
+        Ok(Executable {
+            name: name.into(),
+            eh_frame,
+            eh_frame_hdr,
+            symtab,
+            strtab,
+            entry,
+            loads,
+            data,
+        })
     }
 
     /// The file name given at load.
@@ -107,12 +123,11 @@ impl Executable {
     pub fn image(&self, bias: u64) -> Image<'_> {
         let (eh, eh_addr) = self.eh_frame();
         let eh_addr = eh_addr.wrapping_add(bias);
-        if let Some((hdr, hdr_addr)) = self.eh_frame_hdr() {
-            if let Ok(img) = Image::from_hdr(hdr, hdr_addr.wrapping_add(bias), eh, eh_addr) {
-                if img.index_kind() == "eh_frame_hdr" {
-                    return img;
-                }
-            }
+        if let Some((hdr, hdr_addr)) = self.eh_frame_hdr()
+            && let Ok(img) = Image::from_hdr(hdr, hdr_addr.wrapping_add(bias), eh, eh_addr)
+            && img.index_kind() == "eh_frame_hdr"
+        {
+            return img;
         }
         Image::with_built_table(eh, eh_addr)
     }

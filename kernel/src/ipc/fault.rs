@@ -1,0 +1,69 @@
+//! Fault delivery: a ring-3 fault becomes one message to the fault endpoint.
+//!
+//! The trap path hands the fault to [`raise`]. If the task has a fault
+//! endpoint, it is suspended (`FaultPending`) and its fault message is
+//! delivered as soon as a task receives on that endpoint — at once if the
+//! fault server is already waiting, else when it next calls `recv` (the
+//! task waits, with a `fault_pending` event; nothing is lost). The message
+//! is composed by the kernel from the task's saved registers, with the
+//! kernel's badge (`FAULT_BADGE`), so it cannot be forged. Once delivered
+//! the task is `FaultHeld` until its supervisor decides (`supervise.rs`).
+
+use super::message::Outgoing;
+use crate::events::Event;
+use crate::sched::Scheduler;
+use crate::task::{PendingFault, State};
+use abi::fault::{FAULT_LABEL, FAULT_MESSAGE_SIZE, FaultMessage};
+use abi::ipc::FAULT_BADGE;
+
+/// Suspends task `idx` for `fault` and queues its message; returns false if
+/// it has no fault endpoint (the caller then stops the task).
+pub fn raise(s: &mut Scheduler, idx: usize, fault: PendingFault) -> bool {
+    let Some(ep) = s.tasks[idx].fault_endpoint() else { return false };
+    if ep as usize >= s.endpoints.len() {
+        return false;
+    }
+    let since = s.next_order();
+    let task = &mut s.tasks[idx];
+    task.fault = Some(fault);
+    task.state = State::FaultPending { ep, since };
+    let receiver = s.tasks.iter().position(|t| matches!(t.state, State::RecvBlocked { ep: e, .. } if e == ep));
+    match receiver {
+        Some(r) => deliver(s, idx, r),
+        None => {
+            let t = &s.tasks[idx];
+            Event::new("fault_pending")
+                .u64("task", t.id as u64)
+                .str("name", &t.name)
+                .u64("seq", fault.seq)
+                .str("endpoint", &s.endpoints[ep as usize].name)
+                .emit();
+        }
+    }
+    true
+}
+
+/// Delivers the pending fault of task `from` to receiver `to`.
+pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
+    let t = &s.tasks[from];
+    let Some(fault) = t.fault else { return };
+    let body = FaultMessage {
+        task: t.id as u64,
+        kind: fault.kind,
+        vector: fault.vector,
+        error_code: fault.error_code,
+        cr2: fault.cr2,
+        seq: fault.seq,
+        restarts: t.restarts,
+        eh_frame_hdr: t.eh_frame_hdr,
+        text_len: fault.text_len as u64,
+        regs: t.save.frame.registers(),
+    };
+    let mut msg = Outgoing::new(FAULT_BADGE, FAULT_LABEL, [t.id as u64, fault.kind, fault.vector, fault.seq]);
+    msg.buf[..FAULT_MESSAGE_SIZE].copy_from_slice(&body.to_bytes());
+    msg.buf[FAULT_MESSAGE_SIZE..FAULT_MESSAGE_SIZE + fault.text_len].copy_from_slice(&fault.text[..fault.text_len]);
+    msg.len = FAULT_MESSAGE_SIZE + fault.text_len;
+    msg.deliver(&mut s.tasks[to]);
+    s.tasks[to].state = State::Runnable;
+    s.tasks[from].state = State::FaultHeld;
+}

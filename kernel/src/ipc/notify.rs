@@ -1,0 +1,43 @@
+//! Notifications: a word of bits; `signal` ORs in, `wait` takes them all.
+
+use super::deadline;
+use crate::sched::Scheduler;
+use crate::task::State;
+use abi::ipc::{CapKind, POLL, rights};
+use abi::syscall::Error;
+
+/// `signal(cap, bits)` by the current task.
+pub fn signal(s: &mut Scheduler) -> Result<u64, Error> {
+    let me = s.current_index().ok_or(Error::BadTask)?;
+    let f = &s.tasks[me].save.frame;
+    let bits = f.rsi;
+    let n = s.tasks[me].cap(f.rdi, CapKind::Notification, rights::SEND)?.object as u16;
+    let word = &mut s.notifications[n as usize].bits;
+    *word |= bits;
+    if *word != 0
+        && let Some(w) = s.tasks.iter().position(|t| matches!(t.state, State::WaitBlocked { n: m, .. } if m == n))
+    {
+        let taken = core::mem::take(&mut s.notifications[n as usize].bits);
+        s.tasks[w].state = State::Runnable;
+        s.tasks[w].save.frame.rax = taken;
+    }
+    Ok(0)
+}
+
+/// `wait(cap)` by the current task (timeout in `rbx`).
+pub fn wait(s: &mut Scheduler) -> Result<u64, Error> {
+    let me = s.current_index().ok_or(Error::BadTask)?;
+    let f = &s.tasks[me].save.frame;
+    let timeout = f.rbx;
+    let n = s.tasks[me].cap(f.rdi, CapKind::Notification, rights::RECV)?.object as u16;
+    let bits = core::mem::take(&mut s.notifications[n as usize].bits);
+    if bits != 0 {
+        return Ok(bits);
+    }
+    if timeout == POLL {
+        return Err(Error::Timeout);
+    }
+    let deadline = deadline(s.ticks, timeout);
+    s.tasks[me].state = State::WaitBlocked { n, deadline };
+    Ok(0)
+}

@@ -1,0 +1,160 @@
+//! `TASK_CTL`: what a supervisor may do to other tasks.
+//!
+//! Only a task holding a supervisor capability (the fault server, by its
+//! manifest) gets past [`task_ctl`]'s first check; any other gets `Denied`,
+//! so no task reads or writes another's registers or memory. Registers a
+//! supervisor writes are sanitised: ring 3 selectors, no privileged RFLAGS
+//! bits, user-half RIP/RSP and canonical FS/GS bases, so a resumed task can
+//! never make `iretq` fault in the kernel.
+
+use super::abandon;
+use crate::arch::syscall_entry::{USER_CS, USER_SS};
+use crate::events::Event;
+use crate::sched::Scheduler;
+use crate::task::State;
+use abi::ipc::task_ctl as op;
+use abi::layout::USER_END;
+use abi::syscall::Error;
+use abi::trap::{REGISTERS_BYTES, Registers};
+
+/// Largest memory or image transfer per call.
+const MAX_XFER: usize = 4096;
+/// RFLAGS bits a task may set: CF PF AF ZF SF TF DF OF AC ID.
+const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+const RFLAGS_IF: u64 = 0x200;
+const RFLAGS_RESERVED_1: u64 = 0x2;
+
+type SysResult = Result<u64, Error>;
+
+pub fn task_ctl(s: &mut Scheduler) -> SysResult {
+    let me = s.current_index().ok_or(Error::BadTask)?;
+    if !s.tasks[me].is_supervisor() {
+        return Err(Error::Denied);
+    }
+    let f = &s.tasks[me].save.frame;
+    let (operation, target_id, a, b, c) = (f.rdi, f.rsi, f.rdx, f.r10, f.r8);
+    let target = s.tasks.iter().position(|t| t.id as u64 == target_id).ok_or(Error::BadTask)?;
+    if target == me {
+        return Err(Error::BadTask);
+    }
+    match operation {
+        op::GET_REGS => {
+            let regs = s.tasks[target].save.frame.registers();
+            let bytes = regs.to_bytes();
+            let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
+            space.write(a, &bytes).map_err(|_| Error::BadPointer)?;
+            Ok(0)
+        }
+        op::SET_REGS => {
+            if s.tasks[target].state != State::FaultHeld {
+                return Err(Error::BadTask);
+            }
+            let mut bytes = [0u8; REGISTERS_BYTES];
+            s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?.read(a, &mut bytes).map_err(|_| Error::BadPointer)?;
+            let regs = sanitize(Registers::from_bytes(&bytes).ok_or(Error::BadArgument)?)?;
+            set_frame(&mut s.tasks[target].save.frame, &regs);
+            Ok(0)
+        }
+        op::READ_MEM | op::WRITE_MEM => {
+            let (addr, buf, len) = (a, b, c as usize);
+            if len > MAX_XFER {
+                return Err(Error::BadArgument);
+            }
+            let mut data = [0u8; MAX_XFER];
+            let (src, dst) = if operation == op::READ_MEM { (target, me) } else { (me, target) };
+            let (src_addr, dst_addr) = if operation == op::READ_MEM { (addr, buf) } else { (buf, addr) };
+            s.tasks[src].space.as_ref().ok_or(Error::BadTask)?.read(src_addr, &mut data[..len]).map_err(|_| Error::BadPointer)?;
+            s.tasks[dst].space.as_mut().ok_or(Error::BadTask)?.write(dst_addr, &data[..len]).map_err(|_| Error::BadPointer)?;
+            Ok(len as u64)
+        }
+        op::READ_IMAGE => {
+            let (offset, buf, len) = (a as usize, b, (c as usize).min(MAX_XFER));
+            let elf = s.tasks[target].spec.elf;
+            let chunk = elf.get(offset..).map(|rest| &rest[..len.min(rest.len())]).unwrap_or(&[]);
+            s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(buf, chunk).map_err(|_| Error::BadPointer)?;
+            Ok(chunk.len() as u64)
+        }
+        op::RESUME => {
+            let t = &mut s.tasks[target];
+            if t.state != State::FaultHeld {
+                return Err(Error::BadTask);
+            }
+            let seq = t.fault.take().map_or(0, |f| f.seq);
+            t.state = State::Runnable;
+            Event::new("resume").u64("task", t.id as u64).str("name", &t.name).u64("seq", seq).hex("rip", t.save.frame.rip).emit();
+            Ok(0)
+        }
+        op::RESTART => {
+            let delay_ms = a;
+            let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
+            let id = s.tasks[target].id;
+            abandon(s, id);
+            let now = s.ticks;
+            let t = &mut s.tasks[target];
+            t.space = None;
+            if let Err(e) = t.reload() {
+                t.state = State::Stopped;
+                Event::new("escalate").u64("task", id as u64).str("name", &t.name).u64("seq", seq).str("action", "stop").str("reason", e.reason()).emit();
+                return Err(Error::NoMemory);
+            }
+            t.restarts += 1;
+            t.state = if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+            Event::new("restart")
+                .u64("task", id as u64)
+                .str("name", &t.name)
+                .u64("seq", seq)
+                .str("from", "image")
+                .u64("delay_ms", delay_ms)
+                .u64("restarts", t.restarts)
+                .emit();
+            Ok(0)
+        }
+        op::STOP => {
+            let reason = a;
+            let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
+            let id = s.tasks[target].id;
+            abandon(s, id);
+            let t = &mut s.tasks[target];
+            t.state = State::Stopped;
+            t.space = None;
+            Event::new("escalate").u64("task", id as u64).str("name", &t.name).u64("seq", seq).str("action", "stop").u64("reason_code", reason).u64("restarts", t.restarts).emit();
+            Ok(0)
+        }
+        _ => Err(Error::BadArgument),
+    }
+}
+
+fn sanitize(mut r: Registers) -> Result<Registers, Error> {
+    if r.rip >= USER_END || r.rsp >= USER_END || r.fs_base >= USER_END || r.gs_base >= USER_END {
+        return Err(Error::BadArgument);
+    }
+    r.cs = USER_CS;
+    r.ss = USER_SS;
+    r.rflags = (r.rflags & USER_RFLAGS) | RFLAGS_IF | RFLAGS_RESERVED_1;
+    Ok(r)
+}
+
+fn set_frame(f: &mut crate::arch::trap_entry::TrapFrame, r: &Registers) {
+    f.rax = r.rax;
+    f.rbx = r.rbx;
+    f.rcx = r.rcx;
+    f.rdx = r.rdx;
+    f.rsi = r.rsi;
+    f.rdi = r.rdi;
+    f.rbp = r.rbp;
+    f.r8 = r.r8;
+    f.r9 = r.r9;
+    f.r10 = r.r10;
+    f.r11 = r.r11;
+    f.r12 = r.r12;
+    f.r13 = r.r13;
+    f.r14 = r.r14;
+    f.r15 = r.r15;
+    f.rip = r.rip;
+    f.rsp = r.rsp;
+    f.rflags = r.rflags;
+    f.cs = r.cs;
+    f.ss = r.ss;
+    f.fs_base = r.fs_base;
+    f.gs_base = r.gs_base;
+}
