@@ -64,9 +64,18 @@ pub mod nr {
     /// `task_ctl(op, task, ...)`: supervisor operations (`abi::ipc::task_ctl`).
     pub const TASK_CTL: u64 = 20;
 
+    /// `emit(kind_ptr, kind_len, body_ptr, body_len)`: writes an event for a
+    /// supervisor (the fault server): `{"ev":KIND,"tsc":…,"by":ID,BODY}`.
+    /// `KIND` must be one of [`super::EMIT_KINDS`]; `BODY` is the inside of a
+    /// JSON object (`"k":v,…`), one line, at most 2048 bytes.
+    pub const EMIT: u64 = 21;
+
     /// One past the highest call number.
-    pub const COUNT: u64 = 21;
+    pub const COUNT: u64 = 22;
 }
+
+/// Event kinds a supervisor may `emit`.
+pub const EMIT_KINDS: [&str; 5] = ["backtrace", "release", "escalate", "check", "fault_report"];
 
 /// Flags of [`nr::MAP`].
 pub mod map_flags {

@@ -113,6 +113,16 @@ impl Event {
         self
     }
 
+    /// Appends `body`, the inside of a JSON object (`"k":v,…`), as is. The
+    /// caller checks it is one line of JSON (see `syscall::emit`).
+    pub fn raw_fields(mut self, body: &str) -> Self {
+        if !body.is_empty() {
+            self.raw(",");
+            self.raw(body);
+        }
+        self
+    }
+
     pub fn emit(mut self) {
         self.raw("}\n");
     }

@@ -65,8 +65,8 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     let info = match unsafe { boot::pvh::StartInfo::from_phys(start_info_paddr) } {
         Ok(info) => info,
         Err(e) => {
-            kprintln!("rewind: unusable PVH start info: {e:?}");
-            Event::new("boot_error").display("error", format_args!("{e:?}")).emit();
+            kprintln!("rewind: unusable PVH start info: {e}");
+            Event::new("boot_error").display("error", format_args!("{e}")).emit();
             power::exit(GuestExit::BootError);
         }
     };
@@ -90,7 +90,9 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         .u64("memmap_entries", info.memmap.len() as u64)
         .hex("rsdp", info.rsdp_paddr)
         .str("cmdline", info.cmdline)
+        .u64("pvh_version", info.version as u64)
         .u64("free_frames", frames.free_frames as u64)
+        .u64("ram_above_4g_ignored", frames.ignored_bytes)
         .bool("smep", protections.smep)
         .bool("smap", protections.smap)
         .emit();

@@ -191,6 +191,7 @@ pub fn next() -> *mut TrapFrame {
                     .u64("faulted", faulted)
                     .u64("stopped", stopped)
                     .u64("blocked", blocked)
+                    .u64("free_frames", crate::mem::frames::free_count() as u64)
                     .emit();
                 crate::power::exit(abi::exit::GuestExit::Success);
             }

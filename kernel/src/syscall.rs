@@ -63,6 +63,7 @@ pub fn handle(s: &mut Scheduler) {
         nr::WAIT => ipc::notify::wait(s),
         nr::CAP_LOOKUP => cap_lookup(task, a0, a1),
         nr::TASK_CTL => ipc::supervise::task_ctl(s),
+        nr::EMIT => emit(task, a0, a1, a2, a3),
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
@@ -154,6 +155,33 @@ fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> Sys
     let mut buf = [0u8; MAX_TEXT];
     let name = user_text(task, name_ptr, name_len, &mut buf)?;
     Event::new("check").u64("task", task.id as u64).str("task_name", &task.name).str("name", name).bool("ok", ok != 0).u64("value", value).emit();
+    Ok(0)
+}
+
+/// Largest `emit` body.
+const MAX_EMIT_BODY: usize = 2048;
+
+fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64) -> SysResult {
+    if !task.is_supervisor() {
+        return Err(Error::Denied);
+    }
+    let mut kbuf = [0u8; MAX_TEXT];
+    let kind = user_text(task, kind_ptr, kind_len, &mut kbuf)?;
+    if !abi::syscall::EMIT_KINDS.contains(&kind) {
+        return Err(Error::BadArgument);
+    }
+    let len = body_len as usize;
+    if len > MAX_EMIT_BODY {
+        return Err(Error::BadArgument);
+    }
+    let mut bbuf = [0u8; MAX_EMIT_BODY];
+    task.space.as_ref().ok_or(Error::BadPointer)?.read(body_ptr, &mut bbuf[..len]).map_err(bad_pointer)?;
+    let body = core::str::from_utf8(&bbuf[..len]).map_err(|_| Error::BadArgument)?;
+    // One line, and it must at least look like object members.
+    if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
+        return Err(Error::BadArgument);
+    }
+    Event::new(kind).u64("by", task.id as u64).raw_fields(body).emit();
     Ok(0)
 }
 

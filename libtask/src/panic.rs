@@ -2,11 +2,12 @@
 //!
 //! The message is formatted into a [`FixedBuf`] on the stack: no heap, since
 //! the allocator may be what panicked. It goes to the kernel through the
-//! `PANIC` system call with the file and line as separate arguments (the
-//! `task_panic` event has one field for each), after one console line
-//! "task N panicked at file:line: message" for the human reading along.
-//! (A later issue routes panics to the fault server instead, so that a
-//! checkpoint can roll the task back; only this file changes then.)
+//! `PANIC` system call with the file and line as separate arguments: the
+//! `task_panic` event has one field for each, and the kernel also prints
+//! "task N (name) panicked at file:line: message" on the console, so the
+//! handler prints nothing itself. (A later issue routes panics to the fault
+//! server instead, so that a checkpoint can roll the task back; only this
+//! file changes then.)
 //!
 //! A panic while formatting the message (a `Display` impl that panics)
 //! would recurse; the second panic skips the formatting and reports a
@@ -31,6 +32,5 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     }
     let mut message = FixedBuf::<MESSAGE_MAX>::new();
     let _ = write!(message, "{}", info.message());
-    crate::println!("task {} panicked at {}:{}: {}", syscall::task_id(), file, line, message.as_str());
     syscall::panic(message.as_str(), file, line)
 }

@@ -5,8 +5,10 @@
 //! torn by another task's output. So the formatted text is collected in a
 //! [`FixedBuf`] on the stack (no heap: printing works before the allocator
 //! has memory, and from inside it) and written once at the end. Only text
-//! longer than the buffer takes several calls; each call still carries whole
-//! `&str` pieces, so the kernel always receives valid UTF-8.
+//! longer than the buffer takes several calls, each of at most [`LINE`]
+//! bytes cut at a character boundary: the kernel always receives valid
+//! UTF-8, and never more than it takes in one call (it caps a `WRITE` and
+//! returns how much it wrote; a short write is continued).
 
 use crate::buf::FixedBuf;
 use crate::syscall;
@@ -22,11 +24,8 @@ struct Console {
 
 impl Console {
     fn flush(&mut self) {
-        if !self.buf.as_str().is_empty() {
-            // Console output has no one to report a failure to.
-            let _ = syscall::write(self.buf.as_str());
-            self.buf.clear();
-        }
+        write_bytes(self.buf.as_str().as_bytes());
+        self.buf.clear();
     }
 }
 
@@ -36,11 +35,35 @@ impl Write for Console {
             self.flush();
         }
         if s.len() > LINE {
-            let _ = syscall::write(s);
+            write_long(s);
         } else {
             self.buf.push_str(s);
         }
         Ok(())
+    }
+}
+
+/// Writes `s` in pieces of at most [`LINE`] bytes, cut at char boundaries.
+fn write_long(mut s: &str) {
+    while !s.is_empty() {
+        let mut cut = s.len().min(LINE);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, rest) = s.split_at(cut);
+        write_bytes(piece.as_bytes());
+        s = rest;
+    }
+}
+
+/// Writes all of `bytes`, continuing after short writes. Console output has
+/// no one to report a failure to, so an error ends the attempt silently.
+fn write_bytes(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match syscall::write_raw(bytes.as_ptr() as u64, bytes.len() as u64) {
+            Ok(n) if n > 0 => bytes = &bytes[(n as usize).min(bytes.len())..],
+            _ => return,
+        }
     }
 }
 

@@ -78,6 +78,12 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
             Event::new("cap_rejected").u64("index", index as u64).str("reason", "too many capabilities for one task").emit();
         }
     }
+    for (i, n) in s.notifications.iter().enumerate() {
+        Event::new("object").str("kind", "notification").u64("index", i as u64).str("name", &n.name).emit();
+    }
+    for (i, e) in s.endpoints.iter().enumerate() {
+        Event::new("object").str("kind", "endpoint").u64("index", i as u64).str("name", &e.name).emit();
+    }
     started
 }
 

@@ -30,6 +30,7 @@ pub enum LoadError {
     NotX86_64,
     NotExecutable,
     BadProgramHeaders,
+    Truncated,
     NoLoadSegments,
     TooManySegments,
     SegmentOutsideFile,
@@ -49,6 +50,7 @@ impl LoadError {
             LoadError::NotX86_64 => "not an x86_64 executable",
             LoadError::NotExecutable => "not a static executable (ET_EXEC)",
             LoadError::BadProgramHeaders => "program headers lie outside the file",
+            LoadError::Truncated => "section headers lie outside the file (truncated?)",
             LoadError::NoLoadSegments => "no loadable segment",
             LoadError::TooManySegments => "too many loadable segments",
             LoadError::SegmentOutsideFile => "a segment's bytes lie outside the file (truncated?)",
@@ -104,6 +106,9 @@ pub fn load(spec: &TaskSpec<'_>) -> Result<Loaded, LoadError> {
         return Err(LoadError::NotExecutable);
     }
     let phdrs = header.program_headers(endian, data).map_err(|_| LoadError::BadProgramHeaders)?;
+    // The loader needs no sections, but section headers past the end of the
+    // file mean the file was cut short: refuse it rather than run a torso.
+    header.section_headers(endian, data).map_err(|_| LoadError::Truncated)?;
 
     let mut segs: heapless::Vec<Segment, MAX_SEGMENTS> = heapless::Vec::new();
     let eh_frame_hdr = phdrs.iter().find(|ph| ph.p_type(endian) == PT_GNU_EH_FRAME).map_or(0, |ph| ph.p_vaddr(endian));

@@ -30,7 +30,10 @@ pub unsafe fn syscall0(nr: u64) -> u64 {
     ret
 }
 
-/// A call with one argument. Safety: as [`syscall0`].
+/// A call with one argument.
+///
+/// # Safety
+/// As [`syscall0`].
 #[inline(always)]
 pub unsafe fn syscall1(nr: u64, a0: u64) -> u64 {
     let ret;
@@ -42,7 +45,10 @@ pub unsafe fn syscall1(nr: u64, a0: u64) -> u64 {
     ret
 }
 
-/// A call with two arguments. Safety: as [`syscall0`].
+/// A call with two arguments.
+///
+/// # Safety
+/// As [`syscall0`].
 #[inline(always)]
 pub unsafe fn syscall2(nr: u64, a0: u64, a1: u64) -> u64 {
     let ret;
@@ -54,7 +60,10 @@ pub unsafe fn syscall2(nr: u64, a0: u64, a1: u64) -> u64 {
     ret
 }
 
-/// A call with three arguments. Safety: as [`syscall0`].
+/// A call with three arguments.
+///
+/// # Safety
+/// As [`syscall0`].
 #[inline(always)]
 pub unsafe fn syscall3(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     let ret;
@@ -66,7 +75,10 @@ pub unsafe fn syscall3(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     ret
 }
 
-/// A call with four arguments (the fourth in `r10`). Safety: as [`syscall0`].
+/// A call with four arguments (the fourth in `r10`).
+///
+/// # Safety
+/// As [`syscall0`].
 #[inline(always)]
 pub unsafe fn syscall4(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     let ret;
@@ -78,7 +90,10 @@ pub unsafe fn syscall4(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     ret
 }
 
-/// A call with five arguments (the fifth in `r8`). Safety: as [`syscall0`].
+/// A call with five arguments (the fifth in `r8`).
+///
+/// # Safety
+/// As [`syscall0`].
 #[inline(always)]
 pub unsafe fn syscall5(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> u64 {
     let ret;
