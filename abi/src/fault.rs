@@ -22,6 +22,10 @@ pub enum FaultKind {
     Exception = 1,
     /// The task panicked; the panic text follows the message.
     Panic = 2,
+    /// The watchdog stopped it: it ran too long without a system call.
+    Watchdog = 3,
+    /// Its supervisor killed it (`TASK_CTL KILL`).
+    Kill = 4,
 }
 
 impl FaultKind {
@@ -29,6 +33,8 @@ impl FaultKind {
         match v {
             1 => Some(FaultKind::Exception),
             2 => Some(FaultKind::Panic),
+            3 => Some(FaultKind::Watchdog),
+            4 => Some(FaultKind::Kill),
             _ => None,
         }
     }
@@ -37,6 +43,8 @@ impl FaultKind {
         match self {
             FaultKind::Exception => "exception",
             FaultKind::Panic => "panic",
+            FaultKind::Watchdog => "watchdog",
+            FaultKind::Kill => "kill",
         }
     }
 }
@@ -59,6 +67,10 @@ pub struct FaultMessage {
     pub eh_frame_hdr: u64,
     /// Length in bytes of the panic text after this struct (0 if none).
     pub text_len: u64,
+    /// Address of the task's recovery page (0 if it registered none).
+    pub recovery: u64,
+    /// Checkpoint scopes open at the fault.
+    pub scopes: u64,
     pub regs: Registers,
 }
 
@@ -66,13 +78,25 @@ pub struct FaultMessage {
 pub const FAULT_MESSAGE_SIZE: usize = core::mem::size_of::<FaultMessage>();
 const _: () = assert!(FAULT_MESSAGE_SIZE + 256 <= crate::ipc::MAX_BUFFER);
 
-const HEAD_WORDS: usize = 9;
+const HEAD_WORDS: usize = 11;
 
 impl FaultMessage {
     /// The message as bytes (for the kernel to copy).
     pub fn to_bytes(&self) -> [u8; FAULT_MESSAGE_SIZE] {
         let mut out = [0u8; FAULT_MESSAGE_SIZE];
-        let head = [self.task, self.kind, self.vector, self.error_code, self.cr2, self.seq, self.restarts, self.eh_frame_hdr, self.text_len];
+        let head = [
+            self.task,
+            self.kind,
+            self.vector,
+            self.error_code,
+            self.cr2,
+            self.seq,
+            self.restarts,
+            self.eh_frame_hdr,
+            self.text_len,
+            self.recovery,
+            self.scopes,
+        ];
         for (i, w) in head.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
@@ -100,6 +124,8 @@ impl FaultMessage {
             restarts: w(6),
             eh_frame_hdr: w(7),
             text_len: w(8),
+            recovery: w(9),
+            scopes: w(10),
             regs: Registers::from_bytes(&bytes[HEAD_WORDS * 8..])?,
         })
     }
@@ -111,7 +137,7 @@ mod tests {
 
     #[test]
     fn fault_message_round_trips() {
-        let mut m = FaultMessage { task: 3, kind: 1, vector: 14, error_code: 6, cr2: 0xdead, seq: 9, restarts: 2, eh_frame_hdr: 0x4000, text_len: 0, regs: Registers::default() };
+        let mut m = FaultMessage { task: 3, kind: 1, vector: 14, error_code: 6, cr2: 0xdead, seq: 9, restarts: 2, eh_frame_hdr: 0x4000, text_len: 0, recovery: 0x5000, scopes: 2, regs: Registers::default() };
         m.regs.r15 = 0x1515;
         m.regs.rip = 0x401000;
         m.regs.gs_base = 7;

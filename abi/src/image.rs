@@ -7,6 +7,7 @@
 //!                 scheduling and recovery parameters, fault endpoint)
 //! Name[endpoints] the names of the endpoints the image declares
 //! Name[notifs]    the names of its notifications
+//! Region[regions] shared memory regions (name, size)
 //! Cap[caps]       capabilities: which task holds what, with which rights
 //! ELF bytes       the task images, each 8-byte aligned, identical ones shared
 //! ```
@@ -18,7 +19,7 @@
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"RWNDIMG1";
 /// Format version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Longest task name.
 pub const NAME_LEN: usize = 24;
 /// Most tasks in one image.
@@ -27,7 +28,11 @@ pub const MAX_TASKS: usize = 64;
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 40;
 /// Size of one entry in bytes.
-pub const ENTRY_SIZE: usize = 64;
+pub const ENTRY_SIZE: usize = 80;
+/// Size of one shared-region record in bytes (name, size).
+pub const REGION_SIZE: usize = 32;
+/// Largest shared region.
+pub const MAX_REGION_BYTES: u64 = 64 << 20;
 /// Size of one capability record in bytes.
 pub const CAP_SIZE: usize = 48;
 /// Most endpoints, notifications or capabilities in one image.
@@ -38,7 +43,7 @@ const NO_ENDPOINT: u16 = u16::MAX;
 use crate::ipc::CapKind;
 
 /// One task as the manifest describes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskSpec<'a> {
     pub name: &'a str,
     /// The task's ELF file.
@@ -53,6 +58,22 @@ pub struct TaskSpec<'a> {
     pub arg: u64,
     /// Index of the endpoint its faults go to, if any.
     pub fault_endpoint: Option<u16>,
+    /// Watchdog: the task is stopped and handled as a fault when it runs
+    /// this long without a system call (0 = no watchdog).
+    pub watchdog_ms: u32,
+    /// Restart policy for its supervisor: at most this many restarts ...
+    pub max_restarts: u32,
+    /// ... within this window (0 and 0 = the supervisor's defaults).
+    pub restart_window_ms: u32,
+}
+
+/// A shared memory region: mapped into every task that holds a capability
+/// for it, at the same address in each, and never rolled back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionSpec<'a> {
+    pub name: &'a str,
+    /// Size in bytes (a multiple of the page size, at most `MAX_REGION_BYTES`).
+    pub size: u64,
 }
 
 /// One capability as the manifest grants it.
@@ -77,6 +98,7 @@ pub struct ImageSpec<'a> {
     pub tasks: &'a [TaskSpec<'a>],
     pub endpoints: &'a [&'a str],
     pub notifications: &'a [&'a str],
+    pub regions: &'a [RegionSpec<'a>],
     pub caps: &'a [CapSpec<'a>],
 }
 
@@ -106,6 +128,8 @@ pub enum ImageError {
     BadFaultEndpoint { index: usize },
     /// Capability record `index` is malformed (kind, object, task, badge, name).
     BadCap { index: usize },
+    /// Region record `index` is malformed (name, size).
+    BadRegion { index: usize },
 }
 
 impl ImageError {
@@ -122,6 +146,7 @@ impl ImageError {
             ImageError::TooManyObjects => "too many endpoints, notifications or capabilities",
             ImageError::BadFaultEndpoint { .. } => "fault endpoint does not exist",
             ImageError::BadCap { .. } => "malformed capability",
+            ImageError::BadRegion { .. } => "malformed shared region",
         }
     }
 }
@@ -149,6 +174,7 @@ pub struct Image<'a> {
     count: usize,
     endpoints: usize,
     notifications: usize,
+    regions: usize,
     caps: usize,
 }
 
@@ -177,16 +203,21 @@ pub fn parse(bytes: &[u8]) -> Result<Image<'_>, ImageError> {
         return Err(ImageError::TooManyTasks(count));
     }
     let total = u64_at(bytes, 16);
-    let (endpoints, notifications, caps) = (u32_at(bytes, 24) as usize, u32_at(bytes, 28) as usize, u32_at(bytes, 32) as usize);
-    if endpoints > MAX_OBJECTS || notifications > MAX_OBJECTS || caps > MAX_OBJECTS {
+    let (endpoints, notifications, caps, regions) =
+        (u32_at(bytes, 24) as usize, u32_at(bytes, 28) as usize, u32_at(bytes, 32) as usize, u32_at(bytes, 36) as usize);
+    if endpoints > MAX_OBJECTS || notifications > MAX_OBJECTS || caps > MAX_OBJECTS || regions > MAX_OBJECTS {
         return Err(ImageError::TooManyObjects);
     }
-    let tables = HEADER_SIZE + count as usize * ENTRY_SIZE + (endpoints + notifications) * NAME_LEN + caps * CAP_SIZE;
+    let tables = HEADER_SIZE
+        + count as usize * ENTRY_SIZE
+        + (endpoints + notifications) * NAME_LEN
+        + regions * REGION_SIZE
+        + caps * CAP_SIZE;
     // The module may be padded by the loader, never shorter.
     if total > bytes.len() as u64 || (total as usize) < tables {
         return Err(ImageError::SizeMismatch { header: total, actual: bytes.len() as u64 });
     }
-    Ok(Image { bytes: &bytes[..total as usize], count: count as usize, endpoints, notifications, caps })
+    Ok(Image { bytes: &bytes[..total as usize], count: count as usize, endpoints, notifications, regions, caps })
 }
 
 impl<'a> Image<'a> {
@@ -208,6 +239,26 @@ impl<'a> Image<'a> {
 
     pub fn cap_count(&self) -> usize {
         self.caps
+    }
+
+    pub fn region_count(&self) -> usize {
+        self.regions
+    }
+
+    /// Region record `i`, checked on its own.
+    pub fn region(&self, i: usize) -> Option<Result<RegionSpec<'a>, ImageError>> {
+        if i >= self.regions {
+            return None;
+        }
+        let at = self.names_start() + (self.endpoints + self.notifications) * NAME_LEN + i * REGION_SIZE;
+        let raw = &self.bytes[at..at + REGION_SIZE];
+        let size = u64_at(raw, NAME_LEN);
+        match name_at(&raw[..NAME_LEN]) {
+            Some(name) if size > 0 && size % crate::layout::PAGE_SIZE == 0 && size <= MAX_REGION_BYTES => {
+                Some(Ok(RegionSpec { name, size }))
+            }
+            _ => Some(Err(ImageError::BadRegion { index: i })),
+        }
     }
 
     fn names_start(&self) -> usize {
@@ -237,7 +288,7 @@ impl<'a> Image<'a> {
         if index >= self.caps {
             return None;
         }
-        let at = self.names_start() + (self.endpoints + self.notifications) * NAME_LEN + index * CAP_SIZE;
+        let at = self.names_start() + (self.endpoints + self.notifications) * NAME_LEN + self.regions * REGION_SIZE + index * CAP_SIZE;
         let raw = &self.bytes[at..at + CAP_SIZE];
         let bad = Some(Err(ImageError::BadCap { index }));
         let task = u16::from_le_bytes([raw[0], raw[1]]);
@@ -250,6 +301,7 @@ impl<'a> Image<'a> {
             CapKind::Endpoint => (object as usize) < self.endpoints,
             CapKind::Notification => (object as usize) < self.notifications,
             CapKind::Supervisor => object == 0,
+            CapKind::Region => (object as usize) < self.regions,
         };
         if task as usize >= self.count || !object_ok || rights & !crate::ipc::rights::ALL != 0 || badge > crate::ipc::MAX_BADGE {
             return bad;
@@ -273,6 +325,7 @@ impl<'a> Image<'a> {
         let priority = raw[48];
         let flags = u32_at(raw, 52);
         let arg = u64_at(raw, 56);
+        let (watchdog_ms, max_restarts, restart_window_ms) = (u32_at(raw, 64), u32_at(raw, 68), u32_at(raw, 72));
         let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
             NO_ENDPOINT => None,
             e if (e as usize) < self.endpoints => Some(e),
@@ -286,7 +339,7 @@ impl<'a> Image<'a> {
             return Some(Err(ImageError::BadStack { index }));
         }
         let elf = &self.bytes[offset as usize..end as usize];
-        Some(Ok(TaskSpec { name, elf, priority, stack_bytes, flags, arg, fault_endpoint }))
+        Some(Ok(TaskSpec { name, elf, priority, stack_bytes, flags, arg, fault_endpoint, watchdog_ms, max_restarts, restart_window_ms }))
     }
 }
 
@@ -308,6 +361,7 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
     let data_start = HEADER_SIZE
         + tasks.len() * ENTRY_SIZE
         + (spec.endpoints.len() + spec.notifications.len()) * NAME_LEN
+        + spec.regions.len() * REGION_SIZE
         + spec.caps.len() * CAP_SIZE;
     for t in tasks {
         let offset = match stored.iter().find(|(elf, _)| *elf == t.elf) {
@@ -331,10 +385,17 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         entry[50..52].copy_from_slice(&t.fault_endpoint.unwrap_or(NO_ENDPOINT).to_le_bytes());
         entry[52..56].copy_from_slice(&t.flags.to_le_bytes());
         entry[56..64].copy_from_slice(&t.arg.to_le_bytes());
+        entry[64..68].copy_from_slice(&t.watchdog_ms.to_le_bytes());
+        entry[68..72].copy_from_slice(&t.max_restarts.to_le_bytes());
+        entry[72..76].copy_from_slice(&t.restart_window_ms.to_le_bytes());
         tables.extend_from_slice(&entry);
     }
     for name in spec.endpoints.iter().chain(spec.notifications) {
         tables.extend_from_slice(&name_field(name));
+    }
+    for r in spec.regions {
+        tables.extend_from_slice(&name_field(r.name));
+        tables.extend_from_slice(&r.size.to_le_bytes());
     }
     for c in spec.caps {
         let mut rec = [0u8; CAP_SIZE];
@@ -355,7 +416,7 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
     out.extend_from_slice(&(spec.endpoints.len() as u32).to_le_bytes());
     out.extend_from_slice(&(spec.notifications.len() as u32).to_le_bytes());
     out.extend_from_slice(&(spec.caps.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&(spec.regions.len() as u32).to_le_bytes());
     out.extend_from_slice(&tables);
     out.extend_from_slice(&blobs);
     out
@@ -372,7 +433,7 @@ mod tests {
     use super::*;
 
     fn spec<'a>(name: &'a str, elf: &'a [u8]) -> TaskSpec<'a> {
-        TaskSpec { name, elf, priority: 2, stack_bytes: 16384, flags: 0, arg: 7, fault_endpoint: None }
+        TaskSpec { name, elf, priority: 2, stack_bytes: 16384, arg: 7, watchdog_ms: 50, ..TaskSpec::default() }
     }
 
     #[test]
@@ -383,8 +444,11 @@ mod tests {
             CapSpec { task: 1, kind: CapKind::Endpoint, rights: crate::ipc::rights::SEND, object: 0, badge: 42, name: "ping" },
             CapSpec { task: 0, kind: CapKind::Supervisor, rights: 0, object: 0, badge: 0, name: "supervisor" },
         ];
-        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["ping", "faults"], notifications: &["tick"], caps: &caps });
+        let regions = [RegionSpec { name: "bank", size: 8192 }];
+        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["ping", "faults"], notifications: &["tick"], regions: &regions, caps: &caps });
         let image = parse(&bytes).unwrap();
+        assert_eq!(image.region(0), Some(Ok(regions[0])));
+        assert_eq!(image.region(1), None);
         assert_eq!(image.task(1), Some(Ok(tasks[1])));
         assert_eq!((image.endpoint_name(1), image.notification_name(0)), ("faults", "tick"));
         for (i, c) in caps.iter().enumerate() {
@@ -402,7 +466,7 @@ mod tests {
             CapSpec { task: 9, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "no-such-task" },
             CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 0, badge: crate::ipc::FAULT_BADGE, name: "forged" },
         ];
-        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["e"], notifications: &[], caps: &caps });
+        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["e"], caps: &caps, ..ImageSpec::default() });
         let image = parse(&bytes).unwrap();
         assert!(image.cap(0).unwrap().is_ok());
         for i in 1..4 {

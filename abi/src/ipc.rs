@@ -31,7 +31,7 @@
 /// Message words carried in registers.
 pub const MSG_WORDS: usize = 4;
 /// Largest buffer a message carries.
-pub const MAX_BUFFER: usize = 512;
+pub const MAX_BUFFER: usize = 1024;
 /// Most capabilities a task holds.
 pub const MAX_CAPS: usize = 16;
 /// `rbx` timeout: block until something arrives.
@@ -53,6 +53,8 @@ pub enum CapKind {
     /// Control over other tasks: read/write their registers and memory,
     /// resume, restart or stop them (the fault server's).
     Supervisor = 3,
+    /// A shared memory region, mapped into the task at load.
+    Region = 4,
 }
 
 impl CapKind {
@@ -61,6 +63,7 @@ impl CapKind {
             1 => Some(CapKind::Endpoint),
             2 => Some(CapKind::Notification),
             3 => Some(CapKind::Supervisor),
+            4 => Some(CapKind::Region),
             _ => None,
         }
     }
@@ -105,4 +108,28 @@ pub mod task_ctl {
     /// `(task, offset, buf, len)`: reads the task's ELF image; returns the
     /// bytes read (0 at the end).
     pub const READ_IMAGE: u64 = 8;
+    /// `(task, depth)`: rolls a faulted task back to its checkpoint scope
+    /// `depth` (1 = outermost) and resumes it there; deeper scopes are
+    /// rolled back too. Returns the number of pages rolled back.
+    pub const ROLLBACK: u64 = 9;
+    /// `(task)`: stops the task where it is and handles it as a fault of
+    /// kind `Kill` (its fault message goes to its fault endpoint).
+    pub const KILL: u64 = 10;
+    /// `(task, addr, value)`: atomically stores the `u32` `value` at `addr`
+    /// in the task's memory (4-aligned; for releasing a mutex).
+    pub const STORE32: u64 = 11;
+    /// `(task, addr, n)`: wakes up to `n` futex waiters on the task's `addr`.
+    pub const FUTEX_WAKE: u64 = 12;
+    /// `(task, addr, delta)`: atomically adds `delta` (as `i32`) to the
+    /// `u32` at `addr`; returns the old value (for releasing an Arc).
+    pub const FETCH_ADD32: u64 = 13;
+    /// `(task, addr, (old, new))`: compare-and-swap of the `u64` at `addr`;
+    /// `old` in `r8`, `new` in `r9`; returns the value found.
+    pub const CAS64: u64 = 14;
+    /// `(task, buf, cap)`: writes the task's shared regions as
+    /// `abi::checkpoint::RegionInfo` records; returns how many it has.
+    pub const REGIONS: u64 = 15;
+    /// `(task, depth, buf)`: copies the registers saved when scope `depth`
+    /// (1 = outermost) opened; returns the number of open scopes.
+    pub const SCOPE_REGS: u64 = 16;
 }

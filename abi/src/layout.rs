@@ -4,6 +4,7 @@
 //! 0x0000_0000_0000_0000  unmapped (null page and below USER_IMAGE_BASE)
 //! 0x0000_0000_0040_0000  USER_IMAGE_BASE: the task's ELF segments (targets/task.ld)
 //! 0x0000_1000_0000_0000  USER_MAP_BASE: anonymous memory (`map`), growing up
+//! 0x0000_2000_0000_0000  SHARED_BASE: shared regions, 1 GiB apart
 //! 0x0000_7fff_ff00_0000  stack region: guard page, then the stack below USER_STACK_TOP
 //! 0x0000_8000_0000_0000  USER_END: the canonical hole, then the kernel
 //! ```
@@ -12,6 +13,10 @@
 pub const USER_IMAGE_BASE: u64 = 0x40_0000;
 /// Where the kernel places `map` requests without a hint.
 pub const USER_MAP_BASE: u64 = 0x0000_1000_0000_0000;
+/// Where shared regions are mapped: region `i` at `SHARED_BASE + i * SHARED_STRIDE`,
+/// the same address in every task that holds it.
+pub const SHARED_BASE: u64 = 0x0000_2000_0000_0000;
+pub const SHARED_STRIDE: u64 = 1 << 30;
 /// The initial stack pointer of a task (the stack grows down from here).
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ff00_0000;
 /// One past the highest user address.

@@ -9,6 +9,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod checkpoint;
 pub mod exit;
 pub mod fault;
 pub mod image;

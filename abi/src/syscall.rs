@@ -70,8 +70,26 @@ pub mod nr {
     /// JSON object (`"k":v,…`), one line, at most 2048 bytes.
     pub const EMIT: u64 = 21;
 
+    /// `checkpoint_open() -> attempt`: opens a checkpoint scope. Returns 0
+    /// when the scope opens; after a rollback to this scope the task resumes
+    /// *here again* with its registers and private memory as they were,
+    /// and the call returns the attempt number (1, 2, ...). Scopes nest (at
+    /// most `abi::checkpoint::MAX_SCOPES`).
+    pub const CHECKPOINT_OPEN: u64 = 22;
+    /// `checkpoint_commit()`: closes the innermost scope, keeping its effects.
+    pub const CHECKPOINT_COMMIT: u64 = 23;
+    /// `futex_wait(addr, expected, timeout_ms)`: blocks while the `u32` at
+    /// `addr` (in a shared region) equals `expected`; returns 0 when woken,
+    /// 1 if the value already differed, `Timeout` on timeout (0 = none).
+    pub const FUTEX_WAIT: u64 = 24;
+    /// `futex_wake(addr, n) -> woken`: wakes up to `n` waiters on `addr`.
+    pub const FUTEX_WAKE: u64 = 25;
+    /// `set_recovery(addr)`: tells the kernel where this task's recovery
+    /// page (`abi::checkpoint::RecoveryPage`) is, for the fault server.
+    pub const SET_RECOVERY: u64 = 26;
+
     /// One past the highest call number.
-    pub const COUNT: u64 = 22;
+    pub const COUNT: u64 = 27;
 }
 
 /// Event kinds a supervisor may `emit`.

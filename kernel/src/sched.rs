@@ -16,6 +16,7 @@ use crate::arch::trap_entry::TrapFrame;
 use crate::arch::{gdt, percpu};
 use crate::events::Event;
 use crate::ipc::{Endpoint, Notification};
+use crate::mem::region::Region;
 use crate::task::{State, Task, TaskId};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -34,6 +35,7 @@ pub struct Scheduler {
     pub tasks: Vec<Box<Task>>,
     pub endpoints: Vec<Endpoint>,
     pub notifications: Vec<Notification>,
+    pub regions: Vec<Region>,
     current: Option<usize>,
     pub ticks: u64,
     slice_left: u32,
@@ -48,6 +50,7 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     tasks: Vec::new(),
     endpoints: Vec::new(),
     notifications: Vec::new(),
+    regions: Vec::new(),
     current: None,
     ticks: 0,
     slice_left: SLICE_TICKS,
@@ -72,6 +75,21 @@ impl Scheduler {
     pub fn next_fault_seq(&mut self) -> u64 {
         self.fault_seq += 1;
         self.fault_seq
+    }
+
+    /// Maps the shared regions task `idx` holds capabilities for (at load
+    /// and after every restart from its image).
+    pub fn map_regions(&mut self, idx: usize) {
+        let Self { tasks, regions, .. } = self;
+        let task = &mut tasks[idx];
+        let Some(space) = task.space.as_mut() else { return };
+        for cap in task.caps.iter().filter(|c| c.kind == abi::ipc::CapKind::Region) {
+            if let Some(r) = regions.get(cap.object as usize)
+                && space.map_shared(r.base, r.first, r.pages).is_err()
+            {
+                Event::new("region_map_failed").u64("task", task.id as u64).str("region", &r.name).emit();
+            }
+        }
     }
 
     pub fn add(&mut self, task: Task) {

@@ -11,7 +11,7 @@ use crate::sched::Scheduler;
 use crate::ipc;
 use crate::task::{PendingFault, State, Task};
 use abi::fault::FaultKind;
-use abi::layout::{PAGE_SIZE, USER_MAP_BASE, USER_STACK_TOP, is_user_range};
+use abi::layout::{PAGE_SIZE, SHARED_BASE, USER_MAP_BASE, is_user_range};
 use abi::syscall::{Error, map_flags, nr};
 
 /// Largest write accepted in one call (longer writes are cut: the return
@@ -28,6 +28,7 @@ type SysResult = Result<u64, Error>;
 pub fn handle(s: &mut Scheduler) {
     let ticks = s.ticks;
     let task = s.current();
+    task.ticks_since_syscall = 0;
     let f = &task.save.frame;
     let (number, a0, a1, a2, a3, a4) = (f.rax, f.rdi, f.rsi, f.rdx, f.r10, f.r8);
     let result = match number {
@@ -64,6 +65,11 @@ pub fn handle(s: &mut Scheduler) {
         nr::CAP_LOOKUP => cap_lookup(task, a0, a1),
         nr::TASK_CTL => ipc::supervise::task_ctl(s),
         nr::EMIT => emit(task, a0, a1, a2, a3),
+        nr::CHECKPOINT_OPEN => crate::task::checkpoint::open(task),
+        nr::CHECKPOINT_COMMIT => crate::task::checkpoint::commit(task),
+        nr::FUTEX_WAIT => ipc::futex::wait(s),
+        nr::FUTEX_WAKE => ipc::futex::wake(s),
+        nr::SET_RECOVERY => set_recovery(task, a0),
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
@@ -117,8 +123,9 @@ fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {
     }
     let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let addr = if hint != 0 {
-        // Hints must stay in the map area, clear of the image and the stack.
-        let ok = hint % PAGE_SIZE == 0 && hint >= USER_MAP_BASE && is_user_range(hint, len) && hint + len <= USER_STACK_TOP - (1 << 30);
+        // Hints must stay in the map area, clear of the image, the shared
+        // regions and the stack.
+        let ok = hint % PAGE_SIZE == 0 && hint >= USER_MAP_BASE && is_user_range(hint, len) && hint + len <= SHARED_BASE;
         if !ok {
             return Err(Error::BadArgument);
         }
@@ -155,6 +162,15 @@ fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> Sys
     let mut buf = [0u8; MAX_TEXT];
     let name = user_text(task, name_ptr, name_len, &mut buf)?;
     Event::new("check").u64("task", task.id as u64).str("task_name", &task.name).str("name", name).bool("ok", ok != 0).u64("value", value).emit();
+    Ok(0)
+}
+
+fn set_recovery(task: &mut Task, addr: u64) -> SysResult {
+    let len = abi::checkpoint::RECOVERY_PAGE_SIZE as u64;
+    if addr % 8 != 0 || !is_user_range(addr, len) {
+        return Err(Error::BadArgument);
+    }
+    task.recovery = addr;
     Ok(0)
 }
 

@@ -9,13 +9,11 @@
 
 use crate::arch::syscall_entry::SYSCALL_VECTOR;
 use crate::arch::trap_entry::TrapFrame;
-use crate::events::Event;
 use crate::platform::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::sched::{self, SCHED};
 use crate::task::{PendingFault, State};
 use abi::fault::FaultKind;
 use abi::exit::GuestExit;
-use abi::trap::exception_name;
 
 /// Called by `trap_common` with the saved frame; returns the frame to resume.
 ///
@@ -32,10 +30,10 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
     match vector {
         SYSCALL_VECTOR => crate::syscall::handle(&mut SCHED.lock()),
         2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
-        0..=31 => user_fault(f),
+        0..=31 => user_exception(f),
         v if v == TIMER_VECTOR as u64 => {
-            SCHED.lock().tick(true);
             platform::eoi();
+            user_tick();
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
         _ => platform::eoi(),
@@ -60,49 +58,46 @@ fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
     frame
 }
 
-/// A CPU exception in ring 3: reported, then delivered to the task's fault
-/// endpoint (the fault server decides); a task without one is stopped. Every
-/// other task keeps running either way.
-fn user_fault(f: &TrapFrame) {
+/// A CPU exception in ring 3. A write to a page a checkpoint scope tracks
+/// is not a fault: the page is preserved and the task goes on. Anything
+/// else is a fault (`ipc::fault::fault`): reported, delivered to the task's
+/// fault endpoint; every other task keeps running.
+fn user_exception(f: &TrapFrame) {
     let mut s = SCHED.lock();
     let Some(me) = s.current_index() else { return };
+    const PRESENT_WRITE_USER: u64 = 0b111;
+    if f.vector == 14
+        && f.error_code & PRESENT_WRITE_USER == PRESENT_WRITE_USER
+        && let Some(space) = s.tasks[me].space.as_mut()
+        && space.preserve_on_write(f.cr2)
+    {
+        return;
+    }
     let seq = s.next_fault_seq();
-    let task = &mut s.tasks[me];
-    let vector = f.vector as u8;
-    crate::kprintln!(
-        "task {} ({}) faulted: {} at rip {:#x} (error code {:#x}, cr2 {:#x}), seq {seq}",
-        task.id,
-        task.name,
-        exception_name(vector),
-        f.rip,
-        f.error_code,
-        f.cr2
-    );
-    Event::new("fault")
-        .u64("task", task.id as u64)
-        .str("name", &task.name)
-        .u64("seq", seq)
-        .str("kind", "exception")
-        .u64("vector", vector as u64)
-        .str("exception", exception_name(vector))
-        .hex("error_code", f.error_code)
-        .hex("cr2", f.cr2)
-        .hex("rip", f.rip)
-        .hex_map("regs", &f.registers().named())
-        .emit();
     let fault = PendingFault {
         kind: FaultKind::Exception as u64,
-        vector: vector as u64,
+        vector: f.vector,
         error_code: f.error_code,
         cr2: f.cr2,
         seq,
         ..PendingFault::default()
     };
-    if !crate::ipc::fault::raise(&mut s, me, fault) {
-        let task = &mut s.tasks[me];
-        task.state = State::Faulted { vector };
-        task.space = None;
-        let id = task.id;
-        crate::ipc::abandon(&mut s, id);
+    crate::ipc::fault::fault(&mut s, me, fault);
+}
+
+/// A timer tick while a task ran: charge it, and let the watchdog stop a
+/// task that ran past its budget without a system call.
+fn user_tick() {
+    let mut s = SCHED.lock();
+    s.tick(true);
+    let Some(me) = s.current_index() else { return };
+    let t = &mut s.tasks[me];
+    t.ticks_since_syscall += 1;
+    let budget = t.spec.watchdog_ms as u64;
+    if budget != 0 && t.state == State::Runnable && t.ticks_since_syscall > budget {
+        t.ticks_since_syscall = 0;
+        let seq = s.next_fault_seq();
+        let fault = PendingFault { kind: FaultKind::Watchdog as u64, seq, ..PendingFault::default() };
+        crate::ipc::fault::fault(&mut s, me, fault);
     }
 }

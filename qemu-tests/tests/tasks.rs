@@ -192,7 +192,7 @@ fn malformed_images_are_rejected_and_the_rest_runs() {
     let mut beyond_file = good.clone();
     set_u64(&mut beyond_file, loads[0] + 8, good.len() as u64 * 4);
 
-    let spec = |name: &'static str, elf: &'static [u8]| TaskSpec { name, elf, priority: 2, stack_bytes: 64 << 10, flags: 0, arg: 0, fault_endpoint: None };
+    let spec = |name: &'static str, elf: &'static [u8]| TaskSpec { name, elf, priority: 2, stack_bytes: 64 << 10, ..TaskSpec::default() };
     let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
     let cases: Vec<(&'static str, &'static [u8], &str)> = vec![
         ("bad-magic", leak(bad_magic), "not an ELF64"),

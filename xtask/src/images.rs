@@ -8,6 +8,9 @@
 //! description = "one line"
 //! endpoints = ["ping", "faults"]  # IPC endpoints the image declares
 //! notifications = ["tick"]       # notifications
+//! [[region]]                     # shared memory regions
+//! name = "bank"
+//! size_kib = 64
 //! [[task]]
 //! name = "hello"     # at most 24 bytes; with count > 1: name-0, name-1, ...
 //! bin = "hello"      # a binary built from tasks/
@@ -17,11 +20,16 @@
 //! count = 1          # instances (default 1)
 //! caps = ["ping:send"]   # capabilities, see below
 //! fault_endpoint = "faults"  # where its faults go (default below)
+//! watchdog_ms = 500  # handled as a fault after 500 ms without a syscall (default: off)
+//! max_restarts = 5   # restart policy for the fault server: at most 5 restarts...
+//! restart_window_ms = 2000  # ...in 2 s (defaults: the fault server's)
 //! ```
 //!
 //! A capability is `OBJECT:RIGHTS[@BADGE]`: an endpoint with `send`, `recv`
 //! or `send+recv`; a notification with `signal`, `wait` or `signal+wait`;
-//! or the word `supervisor` (control over other tasks: the fault server's).
+//! a region with `map` (mapped into the task at the same address in every
+//! holder); or the word `supervisor` (control over other tasks: the fault
+//! server's).
 //! A send capability's badge defaults to the task's index in the image + 1,
 //! so a server can tell its callers apart. If the image declares an endpoint
 //! named `faults`, every task that cannot receive on it sends its faults
@@ -45,8 +53,17 @@ pub struct Manifest {
     pub endpoints: Vec<String>,
     #[serde(default)]
     pub notifications: Vec<String>,
+    #[serde(rename = "region", default)]
+    pub regions: Vec<RegionEntry>,
     #[serde(rename = "task", default)]
     pub tasks: Vec<TaskEntry>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RegionEntry {
+    pub name: String,
+    pub size_kib: u64,
 }
 
 /// The endpoint that receives faults by default.
@@ -69,6 +86,12 @@ pub struct TaskEntry {
     pub caps: Vec<String>,
     #[serde(default)]
     pub fault_endpoint: Option<String>,
+    #[serde(default)]
+    pub watchdog_ms: u32,
+    #[serde(default)]
+    pub max_restarts: u32,
+    #[serde(default)]
+    pub restart_window_ms: u32,
 }
 
 /// A parsed capability string.
@@ -152,7 +175,13 @@ impl Manifest {
                 bail!("task {:?}: fault_endpoint {ep:?} is not declared in `endpoints`", t.name);
             }
         }
-        let objects = [&self.endpoints, &self.notifications];
+        let region_names: Vec<String> = self.regions.iter().map(|r| r.name.clone()).collect();
+        for r in &self.regions {
+            if r.size_kib == 0 || r.size_kib % 4 != 0 || r.size_kib * 1024 > abi::image::MAX_REGION_BYTES {
+                bail!("region {:?}: size_kib must be a multiple of 4 in 4..={}", r.name, abi::image::MAX_REGION_BYTES / 1024);
+            }
+        }
+        let objects = [&self.endpoints, &self.notifications, &region_names];
         for list in objects {
             for name in list {
                 if name.is_empty() || name.len() > NAME_LEN || name == "supervisor" {
@@ -188,6 +217,11 @@ impl Manifest {
             (CapKind::Endpoint, i, ["send", "recv"])
         } else if let Some(i) = self.notifications.iter().position(|n| n == object) {
             (CapKind::Notification, i, ["signal", "wait"])
+        } else if let Some(i) = self.regions.iter().position(|r| r.name == object) {
+            if rest != "map" {
+                bail!("capability {text:?}: a region's only right is `map`");
+            }
+            return Ok(CapString { kind: CapKind::Region, object: i as u32, rights: 0, badge: None, name: object.to_string() });
         } else {
             bail!("capability {text:?}: no endpoint or notification named {object:?}");
         };
@@ -251,6 +285,9 @@ impl Manifest {
                     flags: abi::image::flags::NONE,
                     arg: t.arg,
                     fault_endpoint,
+                    watchdog_ms: t.watchdog_ms,
+                    max_restarts: t.max_restarts,
+                    restart_window_ms: t.restart_window_ms,
                 });
                 for c in &parsed {
                     let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {
@@ -276,7 +313,15 @@ impl Manifest {
             .collect();
         let endpoints: Vec<&str> = self.endpoints.iter().map(String::as_str).collect();
         let notifications: Vec<&str> = self.notifications.iter().map(String::as_str).collect();
-        Ok(abi::image::write(&abi::image::ImageSpec { tasks: &specs, endpoints: &endpoints, notifications: &notifications, caps: &cap_specs }))
+        let regions: Vec<abi::image::RegionSpec> =
+            self.regions.iter().map(|r| abi::image::RegionSpec { name: &r.name, size: r.size_kib * 1024 }).collect();
+        Ok(abi::image::write(&abi::image::ImageSpec {
+            tasks: &specs,
+            endpoints: &endpoints,
+            notifications: &notifications,
+            regions: &regions,
+            caps: &cap_specs,
+        }))
     }
 }
 

@@ -23,7 +23,7 @@ use abi::trap::Registers;
 
 /// The frame `trap_common` builds, lowest address first.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
     pub cr2: u64,
     pub gs_base: u64,

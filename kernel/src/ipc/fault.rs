@@ -10,11 +10,96 @@
 //! the task is `FaultHeld` until its supervisor decides (`supervise.rs`).
 
 use super::message::Outgoing;
+use abi::fault::FaultKind;
+use abi::trap::exception_name;
 use crate::events::Event;
 use crate::sched::Scheduler;
 use crate::task::{PendingFault, State};
 use abi::fault::{FAULT_LABEL, FAULT_MESSAGE_SIZE, FaultMessage};
 use abi::ipc::FAULT_BADGE;
+
+/// Task `idx` faulted (exception, watchdog, kill; panics come through the
+/// `PANIC` syscall): report it, then hand it to its fault endpoint. A task
+/// without one is stopped — unless it is a supervisor (the fault server),
+/// which the kernel restarts at once, handing it back the faults it held.
+pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
+    let t = &s.tasks[idx];
+    let f = &t.save.frame;
+    let kind = FaultKind::from_u64(fault.kind).map_or("?", FaultKind::name);
+    let exception = if fault.kind == FaultKind::Exception as u64 { exception_name(fault.vector as u8) } else { kind };
+    crate::kprintln!(
+        "task {} ({}) faulted: {} at rip {:#x} (error code {:#x}, cr2 {:#x}), seq {}",
+        t.id,
+        t.name,
+        exception,
+        f.rip,
+        fault.error_code,
+        fault.cr2,
+        fault.seq
+    );
+    Event::new("fault")
+        .u64("task", t.id as u64)
+        .str("name", &t.name)
+        .u64("seq", fault.seq)
+        .str("kind", kind)
+        .u64("vector", fault.vector)
+        .str("exception", exception)
+        .hex("error_code", fault.error_code)
+        .hex("cr2", fault.cr2)
+        .hex("rip", f.rip)
+        .hex_map("regs", &f.registers().named())
+        .u64("scopes", t.scopes.len() as u64)
+        .emit();
+    if raise(s, idx, fault) {
+        return;
+    }
+    if s.tasks[idx].is_supervisor() {
+        restart_supervisor(s, idx, fault.seq);
+        return;
+    }
+    let task = &mut s.tasks[idx];
+    task.state = State::Faulted { vector: fault.vector as u8 };
+    task.space = None;
+    let id = task.id;
+    super::abandon(s, id);
+}
+
+/// The fault server itself faulted: restart it from its image, and put every
+/// fault it was holding back in line, so the new instance receives them.
+fn restart_supervisor(s: &mut Scheduler, idx: usize, seq: u64) {
+    let id = s.tasks[idx].id;
+    super::abandon(s, id);
+    let task = &mut s.tasks[idx];
+    task.space = None;
+    if task.reload().is_err() {
+        task.state = State::Faulted { vector: 0 };
+        Event::new("escalate").u64("task", id as u64).str("name", &task.name).u64("seq", seq).str("action", "stop").str("reason", "fault server could not be reloaded").emit();
+        return;
+    }
+    task.restarts += 1;
+    task.state = State::Runnable;
+    s.map_regions(idx);
+    let mut redelivered = 0;
+    for i in 0..s.tasks.len() {
+        if s.tasks[i].state == State::FaultHeld
+            && let Some(ep) = s.tasks[i].fault_endpoint()
+        {
+            let since = s.next_order();
+            s.tasks[i].state = State::FaultPending { ep, since };
+            redelivered += 1;
+        }
+    }
+    let task = &s.tasks[idx];
+    Event::new("restart")
+        .u64("task", id as u64)
+        .str("name", &task.name)
+        .u64("seq", seq)
+        .str("from", "image")
+        .str("reason", "fault server faulted")
+        .u64("redelivered", redelivered)
+        .u64("restarts", task.restarts)
+        .emit();
+}
 
 /// Suspends task `idx` for `fault` and queues its message; returns false if
 /// it has no fault endpoint (the caller then stops the task).
@@ -57,6 +142,8 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
         restarts: t.restarts,
         eh_frame_hdr: t.eh_frame_hdr,
         text_len: fault.text_len as u64,
+        recovery: t.recovery,
+        scopes: t.scopes.len() as u64,
         regs: t.save.frame.registers(),
     };
     let mut msg = Outgoing::new(FAULT_BADGE, FAULT_LABEL, [t.id as u64, fault.kind, fault.vector, fault.seq]);

@@ -14,10 +14,12 @@
 //! | `endpoint`   | send, recv, call, reply, reply_recv |
 //! | `notify`     | signal, wait |
 //! | `fault`      | turning a fault into a message on the fault endpoint |
+//! | `futex`      | waiting on a word in shared memory (the mutex slow path) |
 //! | `supervise`  | `TASK_CTL`: what a supervisor (the fault server) may do |
 
 pub mod endpoint;
 pub mod fault;
+pub mod futex;
 pub mod message;
 pub mod notify;
 pub mod supervise;
@@ -67,7 +69,9 @@ pub fn expire_timeouts(s: &mut Scheduler) {
     let now = s.ticks;
     for t in s.tasks.iter_mut() {
         let expired = match t.state {
-            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } => deadline != 0 && deadline <= now,
+            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } | State::FutexWait { deadline, .. } => {
+                deadline != 0 && deadline <= now
+            }
             _ => false,
         };
         if expired {

@@ -99,6 +99,8 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             t.restarts += 1;
             t.state = if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+            s.map_regions(target);
+            let t = &s.tasks[target];
             Event::new("restart")
                 .u64("task", id as u64)
                 .str("name", &t.name)
@@ -120,8 +122,106 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             Event::new("escalate").u64("task", id as u64).str("name", &t.name).u64("seq", seq).str("action", "stop").u64("reason_code", reason).u64("restarts", t.restarts).emit();
             Ok(0)
         }
+        op::ROLLBACK => {
+            let depth = a as usize;
+            let t = &mut s.tasks[target];
+            if t.state != State::FaultHeld {
+                return Err(Error::BadTask);
+            }
+            let (kind, seq) = t.fault.map_or((0, 0), |f| (f.kind, f.seq));
+            let id = t.id;
+            let pages = crate::task::checkpoint::rollback(t, depth, kind, seq)?;
+            abandon(s, id);
+            Ok(pages as u64)
+        }
+        op::KILL => {
+            let t = &s.tasks[target];
+            if !t.state.is_alive() || matches!(t.state, State::FaultPending { .. } | State::FaultHeld) {
+                return Err(Error::BadTask);
+            }
+            let seq = s.next_fault_seq();
+            let fault = crate::task::PendingFault { kind: abi::fault::FaultKind::Kill as u64, seq, ..Default::default() };
+            super::fault::fault(s, target, fault);
+            Ok(seq)
+        }
+        op::STORE32 | op::FETCH_ADD32 => {
+            let word = word_ptr::<4>(&mut s.tasks[target], a)? as *const core::sync::atomic::AtomicU32;
+            // SAFETY: `word_ptr` checked that the aligned word is mapped,
+            // user-accessible and writable in the target's space, and gave
+            // its direct-map address; atomics make the access race-free
+            // against tasks using the same word.
+            let word = unsafe { &*word };
+            use core::sync::atomic::Ordering::SeqCst;
+            Ok(if operation == op::STORE32 {
+                word.store(b as u32, SeqCst);
+                0
+            } else {
+                word.fetch_add(b as i32 as u32, SeqCst) as u64
+            })
+        }
+        op::CAS64 => {
+            let (old, new) = (s.tasks[me].save.frame.r8, s.tasks[me].save.frame.r9);
+            let word = word_ptr::<8>(&mut s.tasks[target], a)? as *const core::sync::atomic::AtomicU64;
+            // SAFETY: as for STORE32, for an aligned u64.
+            let word = unsafe { &*word };
+            use core::sync::atomic::Ordering::SeqCst;
+            Ok(match word.compare_exchange(old, new, SeqCst, SeqCst) {
+                Ok(v) | Err(v) => v,
+            })
+        }
+        op::FUTEX_WAKE => {
+            let paddr = super::futex::key(&s.tasks[target], a)?;
+            Ok(super::futex::wake_key(s, paddr, b))
+        }
+        op::REGIONS => {
+            let (buf, cap) = (a, b as usize);
+            let mut bytes = [0u8; 16 * 16];
+            let mut n = 0;
+            for cap_ in s.tasks[target].caps.iter().filter(|c| c.kind == abi::ipc::CapKind::Region) {
+                if let Some(r) = s.regions.get(cap_.object as usize)
+                    && n < 16
+                {
+                    bytes[n * 16..n * 16 + 8].copy_from_slice(&r.base.to_le_bytes());
+                    bytes[n * 16 + 8..n * 16 + 16].copy_from_slice(&r.size().to_le_bytes());
+                    n += 1;
+                }
+            }
+            let written = n.min(cap);
+            if written > 0 {
+                s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(buf, &bytes[..written * 16]).map_err(|_| Error::BadPointer)?;
+            }
+            Ok(n as u64)
+        }
+        op::SCOPE_REGS => {
+            let (depth, buf) = (a as usize, b);
+            let t = &s.tasks[target];
+            let open = t.scopes.len() as u64;
+            if depth == 0 || depth > t.scopes.len() {
+                return if depth == 0 { Ok(open) } else { Err(Error::BadArgument) };
+            }
+            let bytes = t.scopes[depth - 1].frame.registers().to_bytes();
+            s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(buf, &bytes).map_err(|_| Error::BadPointer)?;
+            Ok(open)
+        }
         _ => Err(Error::BadArgument),
     }
+}
+
+/// The direct-map address of the `N`-byte aligned word at `addr` in
+/// `task`'s space, checked mapped, user and writable (a tracked private page
+/// is preserved first, so the change is rolled back with its scope).
+fn word_ptr<const N: u64>(task: &mut crate::task::Task, addr: u64) -> Result<u64, Error> {
+    use x86_64::structures::paging::PageTableFlags as F;
+    if addr % N != 0 || addr >= USER_END {
+        return Err(Error::BadArgument);
+    }
+    let space = task.space.as_mut().ok_or(Error::BadTask)?;
+    space.preserve_on_write(addr);
+    let (phys, flags) = space.translate(addr).ok_or(Error::BadPointer)?;
+    if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) {
+        return Err(Error::BadPointer);
+    }
+    Ok(crate::mem::phys_to_virt(phys.as_u64()))
 }
 
 fn sanitize(mut r: Registers) -> Result<Registers, Error> {

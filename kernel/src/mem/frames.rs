@@ -96,8 +96,23 @@ pub fn alloc() -> Option<PhysFrame> {
     alloc_contiguous(1)
 }
 
+/// Allocates one frame without zeroing it (the caller overwrites it whole).
+pub fn alloc_uninit() -> Option<PhysFrame> {
+    take(1)
+}
+
 /// Allocates `count` physically contiguous zeroed frames; returns the first.
 pub fn alloc_contiguous(count: usize) -> Option<PhysFrame> {
+    let first = take(count)?;
+    let addr = first.start_address().as_u64();
+    // SAFETY: the frames were free, so nothing references them; the direct
+    // map covers them (limit <= 4 GiB).
+    unsafe { core::ptr::write_bytes(phys_to_virt(addr) as *mut u8, 0, count * FRAME as usize) };
+    Some(first)
+}
+
+/// Marks `count` contiguous free frames used; returns the first.
+fn take(count: usize) -> Option<PhysFrame> {
     let mut bm = FRAMES.lock();
     if count == 0 || bm.free < count {
         return None;
@@ -121,12 +136,7 @@ pub fn alloc_contiguous(count: usize) -> Option<PhysFrame> {
                     bm.set(i, true);
                 }
                 bm.cursor = start + count;
-                drop(bm);
-                let addr = start as u64 * FRAME;
-                // SAFETY: the frames were free, so nothing references them;
-                // the direct map covers them (limit <= 4 GiB).
-                unsafe { core::ptr::write_bytes(phys_to_virt(addr) as *mut u8, 0, count * FRAME as usize) };
-                return Some(PhysFrame::containing_address(PhysAddr::new(addr)));
+                return Some(PhysFrame::containing_address(PhysAddr::new(start as u64 * FRAME)));
             }
         }
     }

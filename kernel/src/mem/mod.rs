@@ -30,7 +30,9 @@ pub fn phys_slice(paddr: u64, len: u64) -> &'static [u8] {
 
 pub mod frames;
 pub mod heap;
+pub mod region;
 pub mod space;
+pub mod versions;
 
 /// Sets up physical memory management and the kernel heap.
 ///

@@ -14,6 +14,8 @@
 //! and SMAP can stay on for everything else.
 
 use super::frames::{self, Frames};
+use super::versions::{Preserved, SHARED, TRACKED};
+use alloc::vec::Vec;
 use super::{PHYS_OFFSET, phys_to_virt};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
@@ -54,6 +56,8 @@ pub fn kernel_root() -> PhysFrame {
 
 pub struct AddressSpace {
     pml4: PhysFrame,
+    /// Per open checkpoint scope, the page versions to restore (`versions.rs`).
+    pub(super) versions: Vec<Vec<Preserved>>,
 }
 
 impl AddressSpace {
@@ -70,7 +74,7 @@ impl AddressSpace {
                 dst[i] = src[i].clone();
             }
         }
-        Ok(AddressSpace { pml4 })
+        Ok(AddressSpace { pml4, versions: Vec::new() })
     }
 
     /// The PML4 frame, for CR3.
@@ -105,26 +109,72 @@ impl AddressSpace {
         if !perm.exec {
             flags |= F::NO_EXECUTE;
         }
-        let parent = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
-        let mut mapper = self.mapper();
         for i in 0..pages {
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr + i * PAGE_SIZE));
             let frame = frames::alloc().ok_or(SpaceError::OutOfMemory)?;
-            // SAFETY: the page is in the user half and was unmapped; the
-            // frame is fresh. The flush is for this CPU, the only one.
-            match unsafe { mapper.map_to_with_table_flags(page, frame, flags, parent, &mut Frames) } {
-                Ok(flush) => flush.flush(),
-                Err(MapToError::FrameAllocationFailed) => {
-                    frames::free(frame);
-                    return Err(SpaceError::OutOfMemory);
-                }
-                Err(_) => {
-                    frames::free(frame);
-                    return Err(SpaceError::AlreadyMapped);
-                }
+            if let Err(e) = self.map_frame(addr + i * PAGE_SIZE, frame, flags) {
+                frames::free(frame);
+                return Err(e);
             }
+            self.note_new_page(addr + i * PAGE_SIZE);
         }
         Ok(())
+    }
+
+    /// Maps one page at `vaddr` to `frame` with `flags`.
+    pub(super) fn map_frame(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> Result<(), SpaceError> {
+        let parent = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+        let mut mapper = self.mapper();
+        // SAFETY: the page is in the user half (callers check) and unmapped;
+        // the frame belongs to this space from now on.
+        match unsafe { mapper.map_to_with_table_flags(page, frame, flags, parent, &mut Frames) } {
+            Ok(flush) => {
+                flush.flush();
+                Ok(())
+            }
+            Err(MapToError::FrameAllocationFailed) => Err(SpaceError::OutOfMemory),
+            Err(_) => Err(SpaceError::AlreadyMapped),
+        }
+    }
+
+    /// Maps `pages` frames of a shared region from `first` at `addr`. Shared
+    /// pages are never tracked by checkpoints nor freed with the space.
+    pub fn map_shared(&mut self, addr: u64, first: PhysFrame, pages: u64) -> Result<(), SpaceError> {
+        if addr % PAGE_SIZE != 0 || !is_user_range(addr, pages * PAGE_SIZE) {
+            return Err(SpaceError::BadAddress);
+        }
+        let flags = F::PRESENT | F::USER_ACCESSIBLE | F::WRITABLE | F::NO_EXECUTE | SHARED;
+        for i in 0..pages {
+            let frame = PhysFrame::containing_address(first.start_address() + i * PAGE_SIZE);
+            self.map_frame(addr + i * PAGE_SIZE, frame, flags)?;
+        }
+        Ok(())
+    }
+
+    /// Unmaps one page; frees its frame unless a scope keeps it or it is
+    /// shared.
+    pub(super) fn unmap_page(&mut self, vaddr: u64) -> Option<()> {
+        let flags = self.leaf(vaddr)?.flags();
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+        let (frame, flush) = self.mapper().unmap(page).ok()?;
+        flush.flush();
+        if !flags.contains(SHARED) && !self.keep_unmapped(vaddr, frame, flags) {
+            frames::free(frame);
+        }
+        Some(())
+    }
+
+    /// Flushes this space's TLB entries (if it is the current space).
+    pub(super) fn flush(&self) {
+        let (current, flags) = Cr3::read();
+        if current == self.pml4 {
+            // SAFETY: reloading the same root only drops stale translations.
+            unsafe { Cr3::write(current, flags) };
+        }
+    }
+
+    pub(super) fn flush_page(&self, vaddr: u64) {
+        x86_64::instructions::tlb::flush(VirtAddr::new(vaddr));
     }
 
     /// Unmaps whatever is mapped in `[addr, addr + len)` and frees the frames.
@@ -132,13 +182,8 @@ impl AddressSpace {
         if addr % PAGE_SIZE != 0 || !is_user_range(addr, len) {
             return Err(SpaceError::BadAddress);
         }
-        let mut mapper = self.mapper();
         for i in 0..len.div_ceil(PAGE_SIZE) {
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr + i * PAGE_SIZE));
-            if let Ok((frame, flush)) = mapper.unmap(page) {
-                flush.flush();
-                frames::free(frame);
-            }
+            let _ = self.unmap_page(addr + i * PAGE_SIZE);
         }
         Ok(())
     }
@@ -164,7 +209,8 @@ impl AddressSpace {
         let mut at = addr;
         while at < addr + len {
             let (_, flags) = self.translate(at).ok_or(SpaceError::BadAddress)?;
-            if !flags.contains(F::USER_ACCESSIBLE) || (write && !flags.contains(F::WRITABLE)) {
+            let writable = flags.intersects(F::WRITABLE | TRACKED);
+            if !flags.contains(F::USER_ACCESSIBLE) || (write && !writable) {
                 return Err(SpaceError::BadAddress);
             }
             at = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
@@ -196,8 +242,16 @@ impl AddressSpace {
     }
 
     /// Like `write`, but `check_writable = false` also fills read-only pages
-    /// (used by the loader to fill text and rodata).
+    /// (used by the loader to fill text and rodata). A tracked page is
+    /// preserved first, so the write is rolled back with the scope.
     pub fn write_as_kernel(&mut self, addr: u64, data: &[u8], check_writable: bool) -> Result<(), SpaceError> {
+        if !self.versions.is_empty() && is_user_range(addr, data.len() as u64) {
+            let mut page = addr & !(PAGE_SIZE - 1);
+            while page < addr + data.len() as u64 {
+                self.preserve_on_write(page);
+                page += PAGE_SIZE;
+            }
+        }
         let mut done = 0;
         self.for_each_piece(addr, data.len() as u64, check_writable, |dst, n| {
             // SAFETY: as in `read`, with the roles swapped.
@@ -210,6 +264,7 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     /// Frees every user frame and page table, then the PML4.
     fn drop(&mut self) {
+        self.drop_versions();
         // Never free the tables the CPU is using: fall back to the kernel's.
         let (current, flags) = Cr3::read();
         if current == self.pml4 {
@@ -240,7 +295,9 @@ unsafe fn free_table(table: PhysAddr, level: u8) {
     let entries = unsafe { &*(phys_to_virt(table.as_u64()) as *const PageTable) };
     for e in entries.iter().filter(|e| e.flags().contains(F::PRESENT)) {
         if level == 1 {
-            frames::free(PhysFrame::containing_address(e.addr()));
+            if !e.flags().contains(SHARED) {
+                frames::free(PhysFrame::containing_address(e.addr()));
+            }
         } else {
             // SAFETY: one level down in the same user half.
             unsafe { free_table(e.addr(), level - 1) };

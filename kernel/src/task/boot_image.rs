@@ -10,6 +10,7 @@
 use super::{Cap, Task, loader};
 use crate::events::Event;
 use crate::ipc::{Endpoint, Notification};
+use crate::mem::region::Region;
 use crate::sched::SCHED;
 
 /// Loads every task of the image in `bytes`; returns how many started.
@@ -28,6 +29,25 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
     }
     for i in 0..image.notification_count() {
         s.notifications.push(Notification::new(image.notification_name(i)));
+    }
+    for i in 0..image.region_count() {
+        let region = match image.region(i) {
+            Some(Ok(spec)) => Region::new(i, spec.name, spec.size),
+            _ => None,
+        };
+        match region {
+            Some(r) => {
+                Event::new("object").str("kind", "region").u64("index", i as u64).str("name", &r.name).hex("base", r.base).u64("size", r.size()).emit();
+                s.regions.push(r);
+            }
+            None => {
+                Event::new("region_rejected").u64("index", i as u64).str("reason", "malformed, too large, or out of memory").emit();
+                // Keep indices stable: a zero-page placeholder maps nothing.
+                if let Some(r) = Region::new(i, "?", 0) {
+                    s.regions.push(r);
+                }
+            }
+        }
     }
 
     // Image task index -> scheduler slot, for the capabilities.
@@ -77,6 +97,9 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         if s.tasks[slot].caps.push(cap).is_err() {
             Event::new("cap_rejected").u64("index", index as u64).str("reason", "too many capabilities for one task").emit();
         }
+    }
+    for idx in 0..s.tasks.len() {
+        s.map_regions(idx);
     }
     for (i, n) in s.notifications.iter().enumerate() {
         Event::new("object").str("kind", "notification").u64("index", i as u64).str("name", &n.name).emit();

@@ -8,6 +8,7 @@
 //! boxed so save areas never move.
 
 pub mod boot_image;
+pub mod checkpoint;
 pub mod loader;
 
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
@@ -35,6 +36,8 @@ pub enum State {
     ReplyBlocked { server: TaskId },
     /// In `wait` on notification `n`.
     WaitBlocked { n: u16, deadline: Deadline },
+    /// In `futex_wait` on the word at physical address `paddr`.
+    FutexWait { paddr: u64, deadline: Deadline, since: u64 },
     /// Faulted; its fault message waits for a receiver on endpoint `ep`.
     FaultPending { ep: u16, since: u64 },
     /// Its fault message was delivered; waiting for the supervisor's decision.
@@ -56,7 +59,9 @@ impl State {
     pub fn has_deadline(self) -> bool {
         match self {
             State::Sleeping { .. } => true,
-            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } => deadline != 0,
+            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } | State::FutexWait { deadline, .. } => {
+                deadline != 0
+            }
             _ => false,
         }
     }
@@ -121,6 +126,22 @@ pub struct Task {
     pub restarts: u64,
     /// Address of its `.eh_frame_hdr` (from `PT_GNU_EH_FRAME`), 0 if none.
     pub eh_frame_hdr: u64,
+    /// Where its recovery page is (`SET_RECOVERY`), 0 if none.
+    pub recovery: u64,
+    /// Open checkpoint scopes: the registers to resume with.
+    pub scopes: heapless::Vec<Scope, { abi::checkpoint::MAX_SCOPES }>,
+    /// Timer ticks it has run since its last system call (the watchdog).
+    pub ticks_since_syscall: u64,
+}
+
+/// An open checkpoint scope's registers (its memory versions live in the
+/// address space, `mem/versions.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Scope {
+    /// The frame at `CHECKPOINT_OPEN`: resuming it re-enters the scope.
+    pub frame: TrapFrame,
+    /// How many times the scope was rolled back and re-run.
+    pub attempt: u64,
 }
 
 impl Task {
@@ -145,6 +166,9 @@ impl Task {
             fault: None,
             restarts: 0,
             eh_frame_hdr,
+            recovery: 0,
+            scopes: heapless::Vec::new(),
+            ticks_since_syscall: 0,
         };
         task.reset_frame(entry);
         task
@@ -170,6 +194,9 @@ impl Task {
         let loaded = loader::load(&self.spec)?;
         self.map_next = USER_MAP_BASE;
         self.eh_frame_hdr = loaded.eh_frame_hdr;
+        self.recovery = 0;
+        self.scopes.clear();
+        self.ticks_since_syscall = 0;
         self.space = Some(loaded.space);
         self.reset_frame(loaded.entry);
         Ok(())
