@@ -88,8 +88,12 @@ pub mod nr {
     /// page (`abi::checkpoint::RecoveryPage`) is, for the fault server.
     pub const SET_RECOVERY: u64 = 26;
 
+    /// `region(cap) -> base`: where the shared region of capability `cap`
+    /// is mapped in this task; its size comes back in `rdx`.
+    pub const REGION: u64 = 27;
+
     /// One past the highest call number.
-    pub const COUNT: u64 = 27;
+    pub const COUNT: u64 = 28;
 }
 
 /// Event kinds a supervisor may `emit`.

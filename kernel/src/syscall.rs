@@ -70,6 +70,7 @@ pub fn handle(s: &mut Scheduler) {
         nr::FUTEX_WAIT => ipc::futex::wait(s),
         nr::FUTEX_WAKE => ipc::futex::wake(s),
         nr::SET_RECOVERY => set_recovery(task, a0),
+        nr::REGION => region(s, a0),
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
@@ -163,6 +164,15 @@ fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> Sys
     let name = user_text(task, name_ptr, name_len, &mut buf)?;
     Event::new("check").u64("task", task.id as u64).str("task_name", &task.name).str("name", name).bool("ok", ok != 0).u64("value", value).emit();
     Ok(0)
+}
+
+fn region(s: &mut Scheduler, cap: u64) -> SysResult {
+    let me = s.current_index().ok_or(Error::BadTask)?;
+    let object = s.tasks[me].cap(cap, abi::ipc::CapKind::Region, 0)?.object as usize;
+    let r = s.regions.get(object).ok_or(Error::BadCapability)?;
+    let (base, size) = (r.base, r.size());
+    s.tasks[me].save.frame.rdx = size;
+    Ok(base)
 }
 
 fn set_recovery(task: &mut Task, addr: u64) -> SysResult {
