@@ -87,14 +87,10 @@ fn report_backtrace(regs: &Registers) {
     p(format_args!("    backtrace (from the kernel's .eh_frame):\n"));
     let mut depth = 0u64;
     let end = backtrace::walk(regs, |frame| {
-        p(format_args!("    #{:<2} {:#018x} cfa={:#018x}  {}+{:#x}\n", frame.index, frame.pc, frame.cfa, frame.symbol, frame.offset));
-        Event::new("backtrace_frame")
-            .u64("index", frame.index as u64)
-            .hex("pc", frame.pc)
-            .hex("cfa", frame.cfa)
-            .str("symbol", frame.symbol)
-            .emit();
+        p(format_args!("    #{:<2} {:#018x} cfa={:#018x}\n", frame.index, frame.pc, frame.cfa));
+        Event::new("backtrace_frame").u64("index", frame.index as u64).hex("pc", frame.pc).hex("cfa", frame.cfa).emit();
         depth += 1;
     });
-    p(format_args!("    end of backtrace: {end}\n"));
+    p(format_args!("    end of backtrace after {depth} frames: {end:?}\n"));
+    p(format_args!("    (symbolize with: addr2line -fCe <kernel ELF> <pc>; `cargo xtask run` does it for you)\n"));
 }

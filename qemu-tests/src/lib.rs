@@ -155,3 +155,5 @@ pub fn hex(v: &Value) -> u64 {
     let s = v.as_str().unwrap_or_else(|| panic!("expected a hex string, got {v}"));
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("bad hex {s:?}"))
 }
+
+pub use xtask::symbols::Symbols;

@@ -1,7 +1,7 @@
 //! A ring-0 fault or panic ends in a clear report and a distinct status.
 
 use abi::exit::GuestExit;
-use qemu_tests::{boot, hex};
+use qemu_tests::{Symbols, boot, hex};
 
 #[test]
 fn kernel_page_fault_is_reported_with_cr2_and_registers() {
@@ -22,6 +22,20 @@ fn kernel_page_fault_is_reported_with_cr2_and_registers() {
     assert!(run.console.contains("KERNEL FAULT: page_fault (vector 14)"), "console:\n{}", run.console);
     assert!(run.console.contains("cr2 0x000000000dead000"), "console:\n{}", run.console);
     assert_eq!(run.event("shutdown")["reason"], "kernel_fault");
+
+    // The backtrace, walked in the guest with the kernel's own .eh_frame,
+    // names the path from the entry point to the fault.
+    let symbols = Symbols::of(&qemu_tests::kernel()).unwrap();
+    let frames: Vec<String> = run
+        .events_of("backtrace_frame")
+        .iter()
+        .map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string())
+        .collect();
+    for expected in ["kernel::selftest::run", "kmain", "kernel_entry64"] {
+        assert!(frames.iter().any(|f| f == expected), "no frame {expected} in {frames:?}");
+    }
+    assert_eq!(frames.last().map(String::as_str), Some("kernel_entry64"), "the walk ends at the entry point: {frames:?}");
+    assert!(run.console.contains("Outermost"), "the walk ended cleanly:\n{}", run.console);
 }
 
 #[test]
@@ -48,4 +62,9 @@ fn kernel_panic_is_reported_with_message_and_location() {
     assert_eq!(ev["message"], "selftest panic requested on the command line");
     assert_eq!(ev["file"], "kernel/src/selftest.rs");
     assert!(run.console.contains("KERNEL PANIC: selftest panic requested"));
+    let symbols = Symbols::of(&qemu_tests::kernel()).unwrap();
+    let frames: Vec<String> =
+        run.events_of("backtrace_frame").iter().map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string()).collect();
+    assert!(frames.iter().any(|f| f.contains("kernel_panic")), "the panic backtrace starts in the panic path: {frames:?}");
+    assert_eq!(frames.last().map(String::as_str), Some("kernel_entry64"), "{frames:?}");
 }

@@ -11,9 +11,11 @@
 //! | `images`  | image manifests (`images/*.toml`) and packing boot images |
 //! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
 //! | `install` | installs a missing Debian package, or says what to install |
+//! | `symbols` | names the pcs of kernel backtraces with the kernel ELF |
 
 pub mod build;
 pub mod images;
 pub mod install;
 pub mod paths;
 pub mod qemu;
+pub mod symbols;

@@ -105,6 +105,29 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A kernel fault or panic leaves `backtrace_frame` events with bare pcs:
+/// name them with the kernel's symbols.
+fn print_kernel_backtrace(kernel: &std::path::Path, events: &std::path::Path) {
+    let Ok(lines) = xtask::qemu::read_lines(events) else { return };
+    let frames: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| l.contains("\"ev\":\"backtrace_frame\""))
+        .filter_map(|l| {
+            let field = |k: &str| l.split(&format!("\"{k}\":\"")).nth(1)?.split('"').next().map(str::to_owned);
+            Some((field("pc")?, field("cfa")?))
+        })
+        .collect();
+    if frames.is_empty() {
+        return;
+    }
+    let Ok(symbols) = xtask::symbols::Symbols::of(kernel) else { return };
+    eprintln!("xtask: kernel backtrace:");
+    for (i, (pc, cfa)) in frames.iter().enumerate() {
+        let name = u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok().and_then(|pc| symbols.name(pc)).unwrap_or("?");
+        eprintln!("  #{i:<2} {pc}  cfa={cfa}  {name}");
+    }
+}
+
 fn list_images() -> Result<ExitCode> {
     for name in images::list()? {
         let manifest = images::Manifest::load(&name)?;
@@ -139,6 +162,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if args.headless {
         print!("{}", std::fs::read_to_string(&console_log).unwrap_or_default());
     }
+    print_kernel_backtrace(&kernel, &outcome.events);
     eprintln!(
         "xtask: {} after {:.2} s; events in {}",
         outcome.verdict.describe(),
