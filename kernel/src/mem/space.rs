@@ -164,6 +164,19 @@ impl AddressSpace {
         Some(())
     }
 
+    /// Unmaps one page and frees its frame (unless shared), bypassing the
+    /// scopes (used by rollback itself).
+    pub(super) fn discard_page(&mut self, vaddr: u64) {
+        let Some(flags) = self.leaf(vaddr).map(|e| e.flags()) else { return };
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+        if let Ok((frame, flush)) = self.mapper().unmap(page) {
+            flush.flush();
+            if !flags.contains(SHARED) {
+                frames::free(frame);
+            }
+        }
+    }
+
     /// Flushes this space's TLB entries (if it is the current space).
     pub(super) fn flush(&self) {
         let (current, flags) = Cr3::read();

@@ -165,7 +165,8 @@ impl AddressSpace {
                 }
             }
             (None, Some(_)) => {
-                let _ = self.unmap_page(p.vaddr);
+                // Not through `unmap_page`: no scope may keep this frame.
+                self.discard_page(p.vaddr);
             }
             (None, None) => {}
         }
