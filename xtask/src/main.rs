@@ -4,11 +4,13 @@
 //! - `cargo xtask test`  host unit tests, then the QEMU integration tests
 //! - `cargo xtask build` build the kernel and tasks, pack an image
 //! - `cargo xtask images` list the image manifests in `images/`
+//! - `cargo xtask stack`  walk an ELF core file's stack (`--exe ELF --core CORE`)
 //!
 //! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's
 //! exit code (`abi::exit::GuestExit`), 100 machine reset (triple fault), 101
 //! timeout, 102 QEMU error.
 
+mod stack;
 mod test;
 
 use anyhow::Result;
@@ -36,6 +38,8 @@ enum Command {
     Build(BuildArgs),
     /// List the image manifests (images/*.toml).
     Images,
+    /// Walk the stack of an ELF core file with Rewind's CFI walker.
+    Stack(stack::StackArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Build(args) => build(args),
         Command::Images => list_images(),
+        Command::Stack(args) => stack::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
