@@ -14,6 +14,12 @@ use crate::trap::Registers;
 /// Label of fault messages.
 pub const FAULT_LABEL: u64 = 0xfa17;
 
+/// The resume convention: a task that executes `ud2` with `rax` equal to
+/// this value asks its fault server to resume it after the `ud2` (2 bytes)
+/// with `rax = 0`, every other register unchanged. Any other `ud2` is an
+/// ordinary invalid-opcode fault.
+pub const RESUME_REQUEST: u64 = 0x7265_7375_6d65_2121; // "resume!!"
+
 /// What happened.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,21 @@
 //! table bounds, and [`Image::task`] checks each entry on its own, so one bad
 //! entry is rejected with a reason while the others still load.
 
+/// Magic of the injection plan that may follow the image in the module:
+/// `PLAN_MAGIC`, a little-endian `u64` length, then that many bytes of text
+/// (the kernel injector's command language).
+pub const PLAN_MAGIC: [u8; 8] = *b"RWNDPLN1";
+
+/// The injection plan after an image of `image_size` bytes, if any.
+pub fn plan(module: &[u8], image_size: usize) -> Option<&str> {
+    let rest = module.get(image_size..)?;
+    let start = rest.windows(8).take(8).position(|w| w == PLAN_MAGIC)?;
+    let rest = &rest[start + 8..];
+    let len = u64_at(rest, 0) as usize;
+    let text = rest.get(8..8usize.checked_add(len)?)?;
+    core::str::from_utf8(text).ok()
+}
+
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"RWNDIMG1";
 /// Format version.
@@ -227,6 +242,11 @@ impl<'a> Image<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The image's size in bytes (a plan for the injector may follow it).
+    pub fn size(&self) -> usize {
+        self.bytes.len()
     }
 
     pub fn endpoint_count(&self) -> usize {

@@ -6,6 +6,7 @@
 //! 0x0000_1000_0000_0000  USER_MAP_BASE: anonymous memory (`map`), growing up
 //! 0x0000_2000_0000_0000  SHARED_BASE: shared regions, 1 GiB apart
 //! 0x0000_7fff_ff00_0000  stack region: guard page, then the stack below USER_STACK_TOP
+//! 0x0000_7fff_ff80_0000  USER_HANG_PAGE: `jmp $` (fault injection's hang)
 //! 0x0000_8000_0000_0000  USER_END: the canonical hole, then the kernel
 //! ```
 
@@ -19,6 +20,9 @@ pub const SHARED_BASE: u64 = 0x0000_2000_0000_0000;
 pub const SHARED_STRIDE: u64 = 1 << 30;
 /// The initial stack pointer of a task (the stack grows down from here).
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ff00_0000;
+/// A page the kernel maps into every task, read-only and executable,
+/// holding `jmp $`: where a `hang` injection sends a task.
+pub const USER_HANG_PAGE: u64 = 0x0000_7fff_ff80_0000;
 /// One past the highest user address.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 /// Page size.

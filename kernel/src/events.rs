@@ -37,6 +37,11 @@ pub fn init() {
     }
 }
 
+/// A byte from the host on COM2's receive side (the control channel), if any.
+pub fn try_read_byte() -> Option<u8> {
+    STREAM.lock().as_mut()?.0.try_receive_byte().ok()
+}
+
 /// Breaks the stream lock on fatal paths (see `console::write_fmt_fatal`).
 pub fn unlock_for_fatal() {
     // SAFETY: only called on paths that end the machine.

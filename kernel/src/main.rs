@@ -17,6 +17,7 @@
 //! | `syscall`   | system call handlers (ABI in `abi::syscall`) |
 //! | `ipc`       | endpoints, notifications, fault delivery, supervision |
 //! | `platform`  | ACPI discovery, local/I-O APIC, timer calibration |
+//! | `inject`    | the fault injector: plans, the control channel, injections |
 //! | `selftest`  | test hooks chosen on the kernel command line |
 //! | `power`     | the `shutdown` event and QEMU exit |
 //!
@@ -32,6 +33,7 @@ mod boot;
 mod console;
 mod events;
 mod fatal;
+mod inject;
 mod ipc;
 mod mem;
 mod platform;
@@ -117,6 +119,10 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     let image = mem::phys_slice(module.paddr, module.size);
     let started = task::boot_image::start_tasks(image);
     kprintln!("started {started} tasks");
+    if let Some(plan) = abi::image::parse(image).ok().and_then(|i| abi::image::plan(image, i.size())) {
+        kprintln!("fault injection plan: {} lines", plan.lines().count());
+        inject::load_plan(&mut sched::SCHED.lock(), plan);
+    }
     platform.start_timer(sched::TICK_HZ);
     sched::start()
 }

@@ -45,8 +45,10 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
 fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
     match f.vector {
         v if v == TIMER_VECTOR as u64 => {
-            SCHED.lock().tick(false);
             platform::eoi();
+            let mut s = SCHED.lock();
+            s.tick(false);
+            crate::inject::on_tick(&mut s, None);
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
         // Legacy PIC lines (masked; a spurious IRQ 7/15 can still arrive).
@@ -65,6 +67,9 @@ fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
 fn user_exception(f: &TrapFrame) {
     let mut s = SCHED.lock();
     let Some(me) = s.current_index() else { return };
+    if matches!(f.vector, 1 | 3) && crate::inject::on_debug_trap(&mut s, me, f.vector) {
+        return;
+    }
     const PRESENT_WRITE_USER: u64 = 0b111;
     if f.vector == 14
         && f.error_code & PRESENT_WRITE_USER == PRESENT_WRITE_USER
@@ -91,6 +96,7 @@ fn user_tick() {
     let mut s = SCHED.lock();
     s.tick(true);
     let Some(me) = s.current_index() else { return };
+    crate::inject::on_tick(&mut s, Some(me));
     let t = &mut s.tasks[me];
     t.ticks_since_syscall += 1;
     let budget = t.spec.watchdog_ms as u64;

@@ -23,6 +23,10 @@ use abi::ipc::FAULT_BADGE;
 /// without one is stopped — unless it is a supervisor (the fault server),
 /// which the kernel restarts at once, handing it back the faults it held.
 pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
+    // A task an injection sent spinning is reported where it really was.
+    if let Some(rip) = s.tasks[idx].hang_rip.take() {
+        s.tasks[idx].save.frame.rip = rip;
+    }
     let t = &s.tasks[idx];
     let f = &t.save.frame;
     let kind = FaultKind::from_u64(fault.kind).map_or("?", FaultKind::name);

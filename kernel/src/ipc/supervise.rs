@@ -234,7 +234,7 @@ fn sanitize(mut r: Registers) -> Result<Registers, Error> {
     Ok(r)
 }
 
-fn set_frame(f: &mut crate::arch::trap_entry::TrapFrame, r: &Registers) {
+pub fn set_frame(f: &mut crate::arch::trap_entry::TrapFrame, r: &Registers) {
     f.rax = r.rax;
     f.rbx = r.rbx;
     f.rcx = r.rcx;

@@ -42,5 +42,24 @@ pub fn init(memmap: &[crate::boot::pvh::MemMapEntry], reserved: &[(u64, u64)]) -
     let stats = frames::init(memmap, reserved);
     heap::init();
     space::init();
+    HANG_FRAME.call_once(|| {
+        let frame = frames::alloc().expect("a frame for the hang page");
+        let page = phys_to_virt(frame.start_address().as_u64()) as *mut u8;
+        // SAFETY: a fresh frame, ours alone, in the direct map. `jmp $`
+        // (EB FE) at the start; the rest `int3`, which faults if reached.
+        unsafe {
+            core::ptr::write_bytes(page, 0xcc, 4096);
+            page.write(0xeb);
+            page.add(1).write(0xfe);
+        }
+        frame
+    });
     stats
+}
+
+static HANG_FRAME: spin::Once<x86_64::structures::paging::PhysFrame> = spin::Once::new();
+
+/// The frame of the hang page (see `abi::layout::USER_HANG_PAGE`).
+pub fn hang_frame() -> x86_64::structures::paging::PhysFrame {
+    *HANG_FRAME.get().expect("mem::init ran")
 }

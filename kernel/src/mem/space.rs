@@ -151,6 +151,13 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Maps the shared hang page (`abi::layout::USER_HANG_PAGE`, `jmp $`),
+    /// read-only and executable.
+    pub fn map_hang_page(&mut self) -> Result<(), SpaceError> {
+        let flags = F::PRESENT | F::USER_ACCESSIBLE | SHARED;
+        self.map_frame(abi::layout::USER_HANG_PAGE, super::hang_frame(), flags)
+    }
+
     /// Unmaps one page; frees its frame unless a scope keeps it or it is
     /// shared.
     pub(super) fn unmap_page(&mut self, vaddr: u64) -> Option<()> {

@@ -83,6 +83,32 @@ impl AddressSpace {
         walk(self.root().start_address(), 4, 0, &mut each);
     }
 
+    /// A private writable page chosen by `rand` (fault injection).
+    pub fn private_writable_page(&mut self, rand: u64) -> Option<u64> {
+        let mut count = 0u64;
+        let mut pick = None;
+        self.for_each_leaf(|_, e| {
+            let f = e.flags();
+            if f.contains(F::USER_ACCESSIBLE) && f.intersects(F::WRITABLE | TRACKED) && !f.contains(SHARED) {
+                count += 1;
+            }
+        });
+        if count == 0 {
+            return None;
+        }
+        let mut k = rand % count;
+        self.for_each_leaf(|va, e| {
+            let f = e.flags();
+            if f.contains(F::USER_ACCESSIBLE) && f.intersects(F::WRITABLE | TRACKED) && !f.contains(SHARED) {
+                if k == 0 && pick.is_none() {
+                    pick = Some(va);
+                }
+                k = k.wrapping_sub(1);
+            }
+        });
+        pick
+    }
+
     /// Opens a scope: write-protects every private writable page.
     pub fn open_scope(&mut self) {
         self.versions.push(Vec::new());

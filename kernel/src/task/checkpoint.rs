@@ -53,6 +53,7 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64) -> Res
     task.state = State::Runnable;
     task.fault = None;
     task.ticks_since_syscall = 0;
+    task.hang_rip = None;
     // Tell libtask why (its recovery page is private memory of the task:
     // written after the rollback, so the re-run sees it).
     if task.recovery != 0 {

@@ -132,6 +132,9 @@ pub struct Task {
     pub scopes: heapless::Vec<Scope, { abi::checkpoint::MAX_SCOPES }>,
     /// Timer ticks it has run since its last system call (the watchdog).
     pub ticks_since_syscall: u64,
+    /// Set by a `hang` injection: the pc it really was at (it now spins on
+    /// the hang page); faults report this pc.
+    pub hang_rip: Option<u64>,
 }
 
 /// An open checkpoint scope's registers (its memory versions live in the
@@ -169,6 +172,7 @@ impl Task {
             recovery: 0,
             scopes: heapless::Vec::new(),
             ticks_since_syscall: 0,
+            hang_rip: None,
         };
         task.reset_frame(entry);
         task
@@ -197,6 +201,7 @@ impl Task {
         self.recovery = 0;
         self.scopes.clear();
         self.ticks_since_syscall = 0;
+        self.hang_rip = None;
         self.space = Some(loaded.space);
         self.reset_frame(loaded.entry);
         Ok(())
