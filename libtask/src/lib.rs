@@ -13,6 +13,8 @@
 //! | [`heap`] | the global allocator (`alloc::vec::Vec`, `Box`... work) | grows with `MAP` on demand; a task that never allocates never maps |
 //! | [`panic`] | the panic handler | reports message, file and line (event `task_panic`) without allocating, then the task ends |
 //! | [`buf`] | [`FixedBuf`], text formatting without a heap | shared by `println!` and the panic handler |
+//! | [`ipc`] | capabilities by name, `send`/`call`/`recv`/`reply`/`reply_recv`, `signal`/`wait` | the thirteen-register IPC convention (and `rbx`, which Rust asm cannot name) is handled once |
+//! | [`supervise`] | `TASK_CTL` (registers, memory, image, resume/restart/stop) and `emit` | the fault server's tools; any other task gets `Denied` |
 //!
 //! [`report`] emits a `check` event: the way test tasks tell the QEMU tests
 //! (which read the event stream) what happened.
@@ -26,9 +28,11 @@
 
 pub mod buf;
 pub mod heap;
+pub mod ipc;
 pub mod panic;
 pub mod print;
 pub mod start;
+pub mod supervise;
 pub mod syscall;
 
 /// The kernel interface this crate is built on (layout, syscall numbers).

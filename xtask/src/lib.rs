@@ -12,7 +12,9 @@
 //! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
 //! | `install` | installs a missing Debian package, or says what to install |
 //! | `symbols` | names the pcs of kernel backtraces with the kernel ELF |
+//! | `bench`   | `cargo xtask bench`: boots the benchmark image under icount, reads its figures |
 
+pub mod bench;
 pub mod build;
 pub mod images;
 pub mod install;

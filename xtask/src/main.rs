@@ -5,6 +5,7 @@
 //! - `cargo xtask build` build the kernel and tasks, pack an image
 //! - `cargo xtask images` list the image manifests in `images/`
 //! - `cargo xtask stack`  walk an ELF core file's stack (`--exe ELF --core CORE`)
+//! - `cargo xtask bench`  boot the benchmark image under icount; figures in guest instructions
 //!
 //! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's
 //! exit code (`abi::exit::GuestExit`), 100 machine reset (triple fault), 101
@@ -17,6 +18,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
+use xtask::bench;
 use xtask::build::{self, Profile};
 use xtask::{images, paths};
 use xtask::qemu::{Boot, Console, Verdict};
@@ -40,6 +42,8 @@ enum Command {
     Images,
     /// Walk the stack of an ELF core file with Rewind's CFI walker.
     Stack(stack::StackArgs),
+    /// Boot the benchmark image under icount; print the figures in guest instructions.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build(args),
         Command::Images => list_images(),
         Command::Stack(args) => stack::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,92 @@
+//! Backtraces: walk the faulted task's stack and name its frames.
+//!
+//! The walker (`fault-server/walker`) reads the task's `.eh_frame` through
+//! its `.eh_frame_hdr` search table, both taken from the task's ELF file
+//! (task images are static, not relocated: section addresses are runtime
+//! addresses), and the task's stack through [`TaskMemory`]. It starts from
+//! the registers in the fault message, so frame 0 is the faulting
+//! instruction, and stops at `_start` (whose CFI marks the outermost frame)
+//! or at the first thing it cannot trust — the reason is reported as
+//! `stop`. Frames are named from the ELF symbol table; a caller's pc is a
+//! return address, so it is looked up at `pc - 1` (the call instruction).
+//!
+//! The event body must stay under the kernel's 2 KiB: at most
+//! [`MAX_FRAMES`] frames are listed, symbol names are cut to
+//! [`MAX_SYMBOL`] bytes, and frames are dropped from the end until the
+//! body fits (`truncated` says so).
+
+use crate::body::{Body, MAX_BODY, escape};
+use crate::image::TaskImage;
+use crate::memory::TaskMemory;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use libtask::abi::fault::FaultMessage;
+use walker::{Frame, Image, Regs, Stop, Walker};
+
+/// Most frames walked and listed.
+pub const MAX_FRAMES: usize = 16;
+/// Longest symbol name listed.
+const MAX_SYMBOL: usize = 80;
+
+/// The `backtrace` event body for the fault `msg` of `task`.
+pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
+    let base = Body::new().u64("task", task).u64("seq", msg.seq);
+    let eh = Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr);
+    let eh = match eh {
+        Ok(eh) => eh,
+        Err(e) => return base.raw("frames", "[]").str("stop", &format!("no unwind tables: {e:?}")),
+    };
+    let r = &msg.regs;
+    let regs = Regs::from_dwarf_array([
+        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip,
+    ]);
+    let memory = TaskMemory::new(task);
+    let mut walker: Box<Walker<'_, 32>> = Box::default();
+    walker.max_depth = MAX_FRAMES;
+    let mut frames = [Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false }; MAX_FRAMES];
+    let (n, stop) = walker.walk_into(&eh, regs, &memory, &mut frames);
+    let symbols = image.symbols();
+    let mut listed: Vec<String> = frames[..n]
+        .iter()
+        .map(|f| {
+            let lookup = if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) };
+            let mut entry = format!("{{\"pc\":\"{:#x}\",\"symbol\":\"", f.pc);
+            match symbols.lookup(lookup) {
+                Some(sym) => escape(&mut entry, &format!("{:#}", sym.demangled()), MAX_SYMBOL),
+                None => entry.push('?'),
+            }
+            entry.push_str("\"}");
+            entry
+        })
+        .collect();
+    let stop = stop_name(stop);
+    let mut truncated = false;
+    loop {
+        let json = format!("[{}]", listed.join(","));
+        let body = Body::new()
+            .u64("task", task)
+            .u64("seq", msg.seq)
+            .u64("count", listed.len() as u64)
+            .str("stop", &stop)
+            .bool("truncated", truncated)
+            .u64("pages_read", memory.fetched.get())
+            .raw("frames", &json);
+        if body.len() <= MAX_BODY || listed.is_empty() {
+            return body;
+        }
+        listed.pop();
+        truncated = true;
+    }
+}
+
+fn stop_name(stop: Stop) -> String {
+    match stop {
+        Stop::Outermost => "outermost".into(),
+        Stop::DepthLimit => "depth_limit".into(),
+        Stop::NoFde { pc } => format!("no_fde at {pc:#x}"),
+        Stop::Unreadable { addr } => format!("unreadable {addr:#x}"),
+        other => format!("{other:?}"),
+    }
+}

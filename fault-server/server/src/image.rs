@@ -1,0 +1,113 @@
+//! A faulted task's ELF file, as much of it as the server needs.
+//!
+//! The server finds symbols (the regcheck block, the restart counter) and
+//! the unwind tables of a task in its ELF file, read with `TASK_CTL
+//! READ_IMAGE`. Task binaries carry megabytes of DWARF debug info the
+//! server never looks at, so it does not copy the whole file: it reads the
+//! ELF header, the section headers and their names, and then only
+//! `.symtab`, `.strtab`, `.eh_frame` and `.eh_frame_hdr` — tens of KiB.
+//! The structures are `object`'s (`object::elf`), read in place.
+//!
+//! The file is the task's own, so it is hostile input: every offset, count
+//! and size is checked (and bounded by [`MAX_SECTION`]) and a bad file is
+//! an `Err` with a reason, never a panic.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use libtask::supervise::{self, TaskId};
+use object::LittleEndian as LE;
+use object::elf::{FileHeader64, SHT_NOBITS, SectionHeader64, Sym64};
+use object::read::elf::{FileHeader, SectionHeader, Sym};
+
+/// Largest section the server copies.
+const MAX_SECTION: u64 = 2 << 20;
+/// Most section headers it accepts.
+const MAX_SECTIONS: usize = 256;
+const SYM_SIZE: usize = core::mem::size_of::<Sym64<LE>>();
+
+/// A section's bytes and its address in the task (0 for non-alloc ones).
+#[derive(Default)]
+pub struct Section {
+    pub addr: u64,
+    pub data: Vec<u8>,
+}
+
+/// The parts of a task image the server uses.
+#[derive(Default)]
+pub struct TaskImage {
+    pub symtab: Section,
+    pub strtab: Section,
+    pub eh_frame: Section,
+    pub eh_frame_hdr: Section,
+}
+
+fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static str> {
+    if len > MAX_SECTION {
+        return Err("section too large");
+    }
+    let mut buf = vec![0u8; len as usize];
+    let n = supervise::read_image(task, offset, &mut buf).map_err(|_| "READ_IMAGE failed")?;
+    if n != buf.len() {
+        return Err("section lies beyond the end of the file");
+    }
+    Ok(buf)
+}
+
+impl TaskImage {
+    /// Reads the image of `task`.
+    pub fn load(task: TaskId) -> Result<TaskImage, &'static str> {
+        let head = read_exact(task, 0, core::mem::size_of::<FileHeader64<LE>>() as u64)?;
+        let header = FileHeader64::<LE>::parse(&head[..]).map_err(|_| "not an ELF64 little-endian file")?;
+        let e = LE;
+        let (shoff, shnum, shentsize) = (header.e_shoff.get(e), header.e_shnum.get(e) as usize, header.e_shentsize.get(e) as usize);
+        if shentsize != core::mem::size_of::<SectionHeader64<LE>>() || shnum == 0 || shnum > MAX_SECTIONS {
+            return Err("bad section header table");
+        }
+        let table = read_exact(task, shoff, (shnum * shentsize) as u64)?;
+        let sections: &[SectionHeader64<LE>] =
+            object::pod::slice_from_bytes(&table, shnum).map_err(|_| "bad section header table")?.0;
+        let shstrndx = header.e_shstrndx(e).index().ok_or("no section name table")? as usize;
+        let names = sections.get(shstrndx).ok_or("bad section name table index")?;
+        let names = read_exact(task, names.sh_offset(e), names.sh_size(e))?;
+        let read = |s: &SectionHeader64<LE>| -> Result<Section, &'static str> {
+            if s.sh_type(e) == SHT_NOBITS {
+                return Err("section has no bytes");
+            }
+            Ok(Section { addr: s.sh_addr(e), data: read_exact(task, s.sh_offset(e), s.sh_size(e))? })
+        };
+        let mut image = TaskImage::default();
+        for s in sections {
+            let name = object::read::StringTable::new(&names[..], 0, names.len() as u64)
+                .get(s.sh_name(e))
+                .unwrap_or(&[]);
+            match name {
+                b".symtab" => {
+                    image.symtab = read(s)?;
+                    let link = sections.get(s.sh_link(e) as usize).ok_or("bad .symtab link")?;
+                    image.strtab = read(link)?;
+                }
+                b".eh_frame" => image.eh_frame = read(s)?,
+                b".eh_frame_hdr" => image.eh_frame_hdr = read(s)?,
+                _ => {}
+            }
+        }
+        Ok(image)
+    }
+
+    /// The address and size of the symbol named `name` (exact, unmangled
+    /// names: `#[no_mangle]` statics).
+    pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
+        let e = LE;
+        let count = self.symtab.data.len() / SYM_SIZE;
+        let syms: &[Sym64<LE>] = object::pod::slice_from_bytes(&self.symtab.data, count).ok()?.0;
+        let strings = object::read::StringTable::new(&self.strtab.data[..], 0, self.strtab.data.len() as u64);
+        syms.iter()
+            .find(|s| !s.st_shndx(e).is_special() && strings.get(s.st_name(e)) == Ok(name.as_bytes()))
+            .map(|s| (s.st_value(e), s.st_size(e)))
+    }
+
+    /// The symbol table for naming frames.
+    pub fn symbols(&self) -> walker::SymbolTable<'_> {
+        walker::SymbolTable::new(&self.symtab.data, &self.strtab.data, 0)
+    }
+}

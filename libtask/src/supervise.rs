@@ -1,0 +1,175 @@
+//! Supervisor operations: `TASK_CTL` and `EMIT` (the fault server's tools).
+//!
+//! Only a task whose manifest grants it the `supervisor` capability may use
+//! these; for any other the kernel answers `Err(Denied)` — which is also
+//! what a test task observes when it tries. The kernel identifies the
+//! supervisor by that capability, not by an index, so these functions take
+//! no [`Cap`](crate::ipc::Cap).
+//!
+//! What a supervisor can do to another task (`abi::ipc::task_ctl`): read
+//! and, while the task is held on a fault, write its registers; read and
+//! write its memory; read its ELF image (to find symbols); and decide what
+//! happens to a faulted task: [`resume`] it (after [`set_regs`], e.g. past
+//! a trapping instruction), [`restart`] it from its image after a delay,
+//! or [`stop`] it. The kernel writes the `resume`, `restart` and
+//! `escalate` events for those; [`emit`] lets the supervisor add its own
+//! (`fault_report`, `backtrace`, `check`, ...: `abi::syscall::EMIT_KINDS`).
+//!
+//! Transfers larger than the kernel's 4 KiB per call are split here.
+
+extern crate alloc;
+
+use crate::syscall::raw;
+use abi::ipc::task_ctl as op;
+use abi::syscall::{Error, nr};
+use abi::trap::{REGISTERS_BYTES, Registers};
+
+/// Largest memory or image transfer the kernel does in one call.
+pub const MAX_XFER: usize = 4096;
+
+/// A task, by its id (as in the event stream).
+pub type TaskId = u64;
+
+/// `TASK_CTL(op, task, a, b, c)` as it is: the raw result. For operations
+/// this module has no wrapper for (checkpoints, futexes, ...).
+///
+/// # Safety
+/// Operations that write into this task's memory (`a`/`b` as buffers) must
+/// be given buffers that are live, writable and large enough; the kernel
+/// checks that they are mapped, not that Rust is done with them.
+pub unsafe fn task_ctl(operation: u64, task: TaskId, a: u64, b: u64, c: u64) -> Result<u64, Error> {
+    // SAFETY: the caller upholds the buffer contract above.
+    Error::decode(unsafe { raw::syscall5(nr::TASK_CTL, operation, task, a, b, c) })
+}
+
+/// `GET_REGS`: the task's saved registers (its state at the fault while it
+/// is held; else at its last entry into the kernel).
+pub fn get_regs(task: TaskId) -> Result<Registers, Error> {
+    let mut bytes = [0u8; REGISTERS_BYTES];
+    // SAFETY: the kernel writes REGISTERS_BYTES bytes into `bytes`.
+    unsafe { task_ctl(op::GET_REGS, task, bytes.as_mut_ptr() as u64, 0, 0)? };
+    Registers::from_bytes(&bytes).ok_or(Error::BadArgument)
+}
+
+/// `SET_REGS`: replaces a held task's registers (the kernel forces CS, SS
+/// and the privileged RFLAGS bits to safe values, and refuses kernel RIP/RSP).
+pub fn set_regs(task: TaskId, regs: &Registers) -> Result<(), Error> {
+    let bytes = regs.to_bytes();
+    // SAFETY: SET_REGS only reads `bytes`.
+    unsafe { task_ctl(op::SET_REGS, task, bytes.as_ptr() as u64, 0, 0) }.map(drop)
+}
+
+/// `READ_MEM`: fills `buf` from the task's memory at `addr`. All or
+/// nothing per 4 KiB piece: `Err(BadPointer)` if any byte is unmapped.
+pub fn read_mem(task: TaskId, addr: u64, buf: &mut [u8]) -> Result<(), Error> {
+    for (i, chunk) in buf.chunks_mut(MAX_XFER).enumerate() {
+        let at = addr.checked_add((i * MAX_XFER) as u64).ok_or(Error::BadPointer)?;
+        // SAFETY: the kernel writes at most `chunk.len()` bytes into `chunk`.
+        unsafe { task_ctl(op::READ_MEM, task, at, chunk.as_mut_ptr() as u64, chunk.len() as u64)? };
+    }
+    Ok(())
+}
+
+/// Reads one little-endian `u64` of the task's memory.
+pub fn read_u64(task: TaskId, addr: u64) -> Result<u64, Error> {
+    let mut b = [0u8; 8];
+    read_mem(task, addr, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// `WRITE_MEM`: writes `data` into the task's memory at `addr`.
+pub fn write_mem(task: TaskId, addr: u64, data: &[u8]) -> Result<(), Error> {
+    for (i, chunk) in data.chunks(MAX_XFER).enumerate() {
+        let at = addr.checked_add((i * MAX_XFER) as u64).ok_or(Error::BadPointer)?;
+        // SAFETY: WRITE_MEM only reads `chunk`.
+        unsafe { task_ctl(op::WRITE_MEM, task, at, chunk.as_ptr() as u64, chunk.len() as u64)? };
+    }
+    Ok(())
+}
+
+/// `READ_IMAGE`: copies the task's ELF file from `offset` into `buf`;
+/// returns the bytes read (fewer at the end, 0 past it).
+pub fn read_image(task: TaskId, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut done = 0;
+    while done < buf.len() {
+        let end = (done + MAX_XFER).min(buf.len());
+        let chunk = &mut buf[done..end];
+        // SAFETY: the kernel writes at most `chunk.len()` bytes into `chunk`.
+        let n = unsafe { task_ctl(op::READ_IMAGE, task, offset + done as u64, chunk.as_mut_ptr() as u64, chunk.len() as u64)? };
+        if n == 0 {
+            break;
+        }
+        done += (n as usize).min(chunk.len());
+    }
+    Ok(done)
+}
+
+/// The task's whole ELF file (at most `limit` bytes: `Err(NoMemory)` for a
+/// larger one, so a supervisor bounds what it allocates).
+pub fn image(task: TaskId, limit: usize) -> Result<alloc::vec::Vec<u8>, Error> {
+    let mut out = alloc::vec::Vec::new();
+    let mut chunk = [0u8; MAX_XFER];
+    loop {
+        let n = read_image(task, out.len() as u64, &mut chunk)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > limit {
+            return Err(Error::NoMemory);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `RESUME`: lets a held task run on with its (possibly changed) registers.
+pub fn resume(task: TaskId) -> Result<(), Error> {
+    // SAFETY: RESUME touches none of our memory.
+    unsafe { task_ctl(op::RESUME, task, 0, 0, 0) }.map(drop)
+}
+
+/// `RESTART`: reloads the task from its image; it runs again from its
+/// entry point after `delay_ms` (0: at once). Event `restart`.
+pub fn restart(task: TaskId, delay_ms: u64) -> Result<(), Error> {
+    // SAFETY: RESTART touches none of our memory.
+    unsafe { task_ctl(op::RESTART, task, delay_ms, 0, 0) }.map(drop)
+}
+
+/// `STOP`: ends the task for good; `reason` is a code of the supervisor's
+/// choosing, shown in the kernel's `escalate` event as `reason_code`.
+pub fn stop(task: TaskId, reason: u64) -> Result<(), Error> {
+    // SAFETY: STOP touches none of our memory.
+    unsafe { task_ctl(op::STOP, task, reason, 0, 0) }.map(drop)
+}
+
+/// `KILL`: stops a running task and handles it as a fault of kind `kill`.
+pub fn kill(task: TaskId) -> Result<(), Error> {
+    // SAFETY: KILL touches none of our memory.
+    unsafe { task_ctl(op::KILL, task, 0, 0, 0) }.map(drop)
+}
+
+/// `EMIT`: writes the event `{"ev":KIND,"tsc":…,"by":<our id>,BODY}`.
+/// `kind` must be one of `abi::syscall::EMIT_KINDS`; `body` is the inside
+/// of a JSON object (`"k":v,...`), one line, at most 2048 bytes — the
+/// kernel refuses anything else with `Err(BadArgument)`.
+pub fn emit(kind: &str, body: &str) -> Result<(), Error> {
+    // SAFETY: EMIT only reads the two live strings.
+    Error::decode(unsafe { raw::syscall4(nr::EMIT, kind.as_ptr() as u64, kind.len() as u64, body.as_ptr() as u64, body.len() as u64) })
+        .map(drop)
+}
+
+/// The supervised side of the restart-count convention: a fault server
+/// that restarts a task writes the task's restart count into this `u64`
+/// (found by its symbol name, `REWIND_RESTARTS`, in the task's ELF) before
+/// the task runs again. It stays in the binary only if the task calls
+/// [`restart_count`].
+#[unsafe(no_mangle)]
+static mut REWIND_RESTARTS: u64 = 0;
+
+/// How many times this task was restarted (0 on its first run), as its
+/// fault server wrote it (see `fault-server/README.md`).
+pub fn restart_count() -> u64 {
+    // SAFETY: a plain aligned read of a static that only the fault server
+    // writes, and only while this task is not running (it writes before
+    // the restarted task is scheduled).
+    unsafe { (&raw const REWIND_RESTARTS).read_volatile() }
+}

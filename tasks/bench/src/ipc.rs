@@ -1,0 +1,150 @@
+//! The IPC round trip: `call` from one address space, `reply_recv` in
+//! another.
+//!
+//! The client (arg 5) `call`s the endpoint `ping`; the server (arg 4) sits
+//! in the server loop's one system call, `reply_recv`, which answers the
+//! previous caller and waits for the next. One round trip is therefore two
+//! system calls and two switches between address spaces: client → kernel
+//! (rendezvous with the waiting server) → server → kernel (reply, then
+//! receive again) → client. Messages are the label and four register words,
+//! no buffer, the common case the register convention is built for.
+//!
+//! Both measured loops are asm against the raw register convention of
+//! `abi::ipc`, not `libtask::ipc`'s `call`/`reply_recv`: the wrappers pass
+//! the registers through a block in memory and decode the result, a few
+//! dozen instructions that differ between build profiles and that no empty
+//! loop could subtract. So the figure holds only the kernel's path and the
+//! two loop bodies, which are the same length (four instructions and the
+//! `syscall`). The client times rounds of [`ITERS`] calls and subtracts its
+//! empty loop twice — once for its own loop body, once for the server's:
+//! `(round - 2 × empty) / iterations`. Setting up and stopping (capability
+//! lookup, the last call, the last reply) use `libtask::ipc`.
+//!
+//! The server ends when a call carries the label [`STOP`]: it answers it
+//! with `reply` and exits, so the image ends with no server left waiting.
+
+use crate::measure::{best, report_figure, timed};
+use crate::syscall::ROUNDS;
+use core::arch::asm;
+use libtask::abi::ipc::WAIT_FOREVER;
+use libtask::abi::syscall::nr;
+use libtask::ipc::{Message, cap};
+use libtask::report;
+
+/// Calls per round.
+const ITERS: u64 = 50;
+/// Calls before measuring.
+const WARMUP: u64 = 4;
+/// The label that ends the server.
+const STOP: u64 = 0x5709;
+/// The endpoint, by its name in the manifest.
+const ENDPOINT: &str = "ping";
+
+/// Role 5: reports `bench:ipc_call_reply`.
+pub fn client() {
+    let Ok(ep) = cap(ENDPOINT) else { return report("bench:ipc_call_reply", false, 0) };
+    // One checked call first: the loops below cannot see errors.
+    if let Err(e) = libtask::ipc::call(ep, &Message::default()) {
+        return report("bench:ipc_call_reply", false, e as u64);
+    }
+    let ep = ep.index();
+    let empty = best(ROUNDS, || timed(|| call_loop::<false>(ep, ITERS)));
+    call_loop::<true>(ep, WARMUP);
+    let total = best(ROUNDS, || timed(|| call_loop::<true>(ep, ITERS)));
+    let stop = Message { label: STOP, ..Message::default() };
+    let stopped = libtask::ipc::call(libtask::ipc::Cap::from_index(ep), &stop);
+    report_figure("bench:ipc_call_reply", if stopped.is_ok() { total } else { 0 }, 2 * empty, ITERS);
+}
+
+/// Role 4: answers calls until one carries [`STOP`].
+pub fn server() {
+    let Ok(ep) = cap(ENDPOINT) else { return report("bench:ipc_server", false, 0) };
+    serve(ep.index());
+    if let Err(e) = libtask::ipc::reply(&Message::default()) {
+        report("bench:ipc_server", false, e as u64);
+    }
+}
+
+/// The server loop: `reply_recv` until a message with label [`STOP`] came.
+///
+/// Register contract (abi::ipc): in `rax` = REPLY_RECV, `rdi` = the
+/// endpoint capability (reset every time: a receive returns the badge in
+/// it), `rsi` + `rdx`/`r10`/`r8`/`r9` = the reply (what the last message
+/// left there), `r13` = 0 (no reply buffer; a receive sets it to the bytes
+/// received, 0 here), `r15` = 0 (no receive buffer), `rbx` = the timeout
+/// (WAIT_FOREVER). `rbx` cannot be an asm operand (LLVM reserves it), so it
+/// is saved in a scratch register around the loop. The kernel writes rax,
+/// rdi, rsi, rdx, r10, r8, r9, r13 (all declared) and `syscall` rcx, r11.
+#[inline(never)]
+fn serve(ep: u64) {
+    // SAFETY: the register contract above; no memory is passed (both
+    // buffer lengths 0), the stack is untouched.
+    unsafe {
+        asm!(
+            "mov {saved}, rbx",
+            "mov ebx, {forever}",
+            "2:",
+            "mov rdi, {ep}",
+            "mov eax, {nr}",
+            "syscall",
+            "cmp rsi, {stop}",
+            "jne 2b",
+            "mov rbx, {saved}",
+            saved = out(reg) _,
+            ep = in(reg) ep,
+            forever = const WAIT_FOREVER,
+            nr = const nr::REPLY_RECV,
+            stop = const STOP,
+            out("rax") _, out("rdi") _, inout("rsi") 0u64 => _, out("rdx") _, out("r10") _, out("r8") _, out("r9") _,
+            inout("r13") 0u64 => _, in("r15") 0u64,
+            out("rcx") _, out("r11") _,
+            options(nostack),
+        );
+    }
+}
+
+/// `n` (> 0) calls with label 0 and no buffers (`CALL = false`: the empty
+/// loop, without the `syscall`).
+///
+/// Register contract: as [`serve`], with `rax` = CALL; `rsi` = the label,
+/// 0 (the reply brings back the server's, also 0); `rbx` is not used by
+/// `call`.
+#[inline(never)]
+fn call_loop<const CALL: bool>(ep: u64, n: u64) {
+    if CALL {
+        // SAFETY: the register contract above; no memory is passed.
+        unsafe {
+            asm!(
+                "2:",
+                "mov rdi, {ep}",
+                "mov eax, {nr}",
+                "syscall",
+                "dec {n}",
+                "jnz 2b",
+                ep = in(reg) ep,
+                n = inout(reg) n => _,
+                nr = const nr::CALL,
+                out("rax") _, out("rdi") _, inout("rsi") 0u64 => _, out("rdx") _, out("r10") _, out("r8") _, out("r9") _,
+                inout("r13") 0u64 => _, in("r15") 0u64,
+                out("rcx") _, out("r11") _,
+                options(nostack),
+            );
+        }
+    } else {
+        // SAFETY: register-only loop; the registers written are declared.
+        unsafe {
+            asm!(
+                "2:",
+                "mov rdi, {ep}",
+                "mov eax, {nr}",
+                "dec {n}",
+                "jnz 2b",
+                ep = in(reg) ep,
+                n = inout(reg) n => _,
+                nr = const nr::CALL,
+                out("rax") _, out("rdi") _,
+                options(nostack),
+            );
+        }
+    }
+}

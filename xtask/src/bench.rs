@@ -1,0 +1,294 @@
+//! `cargo xtask bench`: boot the benchmark image under icount, print the
+//! figures in guest instructions, write them to `target/rewind/bench.json`.
+//!
+//! Why guest instructions: under `-icount shift=0,sleep=off` the guest TSC
+//! counts instructions and a whole run is reproducible byte for byte
+//! (PLATFORM-NOTES, "Deterministic measurement"). A figure is therefore an
+//! exact count that the same build always reproduces, so a change in the
+//! table is a change in the code, never noise — which wall-clock times
+//! under TCG could not give. Counts are not time (TCG models no caches, no
+//! TLB misses, no pipeline), but they are what DESIGN.md's targets are
+//! stated in, and Linux's figures in the same QEMU are given alongside.
+//!
+//! Division of labour: the guest measures, the host reads. The benchmark
+//! task (`tasks/bench`, one role per manifest entry of `images/bench.toml`)
+//! times each operation with `rdtsc` in ring 3 and reports the figure as
+//! the check event `bench:<name>`; the design note at the top of
+//! `tasks/bench/src/main.rs` says how each one is measured. This module only
+//! builds, boots, and turns those events into a table and a JSON file.
+//!
+//! Release is the default profile: performance is a property of the
+//! optimised kernel (the debug profile is opt-level 1 with debug
+//! assertions); `--debug` measures that one instead. The run fails (exit
+//! status 2, with the reason) when the guest does not shut down cleanly,
+//! a figure is missing, or a benchmark reported a failure (`ok: false`).
+//! Nothing here judges speed: the table shows the targets, it does not
+//! enforce them (the project measures performance, it never asserts it).
+//!
+//! A new figure is one more row in [`FIGURES`] and one more report in the
+//! benchmark task; the table, the JSON and the determinism test
+//! (`qemu-tests/tests/bench.rs`) pick it up from there.
+
+use crate::build::{self, Profile};
+use crate::paths;
+use crate::qemu::{Boot, Console, Verdict};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Prefix of the check events that carry figures.
+pub const CHECK_PREFIX: &str = "bench:";
+/// The image `cargo xtask bench` boots by default.
+pub const DEFAULT_IMAGE: &str = "bench";
+/// The QEMU option that makes the TSC count instructions.
+pub const ICOUNT: &str = "-icount shift=0,sleep=off";
+
+/// One figure of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Figure {
+    /// The check is `bench:<name>`; also the key in `bench.json`.
+    pub name: &'static str,
+    /// What the table calls it.
+    pub label: &'static str,
+    /// DESIGN.md's target, in guest instructions (an upper bound).
+    pub target: Option<u64>,
+    /// Linux 6.1 in the same QEMU, for the nearest equivalent (DESIGN.md).
+    pub linux: Option<u64>,
+}
+
+/// Every figure the benchmark image reports, in table order.
+pub const FIGURES: &[Figure] = &[
+    Figure { name: "null_syscall", label: "null syscall", target: Some(100), linux: Some(335) },
+    Figure { name: "context_switch", label: "context switch (yield, two address spaces)", target: None, linux: None },
+    Figure { name: "ipc_call_reply", label: "IPC call + reply round trip", target: Some(400), linux: Some(10_102) },
+    Figure { name: "fault_to_server", label: "fault -> fault server holding the message", target: None, linux: None },
+    Figure { name: "fault_to_resume", label: "fault -> task resumed by the server", target: None, linux: Some(3_497) },
+];
+
+/// What the Linux column compares against (DESIGN.md, "Targets").
+const LINUX_NOTE: &str = "Linux 6.1 column: measured in the same QEMU the same way (DESIGN.md); the IPC row \
+                          compares a futex ping-pong between two threads, the fault row SIGSEGV -> handler -> \
+                          siglongjmp back to a sigsetjmp checkpoint";
+
+/// A measured figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured {
+    pub figure: &'static Figure,
+    /// Guest instructions per operation.
+    pub value: u64,
+}
+
+/// Reads the figures from an event stream (one JSON object per line).
+///
+/// Fails when a benchmark reported `ok: false` (any `bench:` check, known
+/// or not: a role that found something wrong), a figure is reported twice,
+/// or a figure of [`FIGURES`] is missing. Unknown `bench:` checks that are
+/// ok are ignored (a newer task against an older table).
+pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
+    let mut values: Vec<Option<u64>> = vec![None; FIGURES.len()];
+    let mut failures = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Value = serde_json::from_str(line).with_context(|| format!("event line {} is not JSON: {line:?}", i + 1))?;
+        if event["ev"] != "check" {
+            continue;
+        }
+        let Some(name) = event["name"].as_str().and_then(|n| n.strip_prefix(CHECK_PREFIX)) else { continue };
+        let value = event["value"].as_u64();
+        if event["ok"] != true {
+            let task = event["task_name"].as_str().unwrap_or("?");
+            failures.push(format!("{CHECK_PREFIX}{name} (task {task}, value {})", value.map_or("?".into(), |v| v.to_string())));
+            continue;
+        }
+        let Some(slot) = FIGURES.iter().position(|f| f.name == name) else { continue };
+        let value = value.with_context(|| format!("{CHECK_PREFIX}{name} has no numeric value: {line}"))?;
+        if values[slot].replace(value).is_some() {
+            bail!("{CHECK_PREFIX}{name} was reported twice");
+        }
+    }
+    if !failures.is_empty() {
+        bail!("benchmarks reported failure: {}", failures.join(", "));
+    }
+    let missing: Vec<&str> = FIGURES.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(f, _)| f.name).collect();
+    if !missing.is_empty() {
+        bail!("benchmarks did not report: {}", missing.join(", "));
+    }
+    Ok(FIGURES.iter().zip(values).map(|(figure, v)| Measured { figure, value: v.unwrap_or_default() }).collect())
+}
+
+/// The table, one line per figure (no trailing newline).
+pub fn table(results: &[Measured]) -> String {
+    let cell = |v: Option<u64>, prefix: &str| v.map_or("-".to_string(), |v| format!("{prefix}{}", group(v)));
+    let width = FIGURES.iter().map(|f| f.label.len()).max().unwrap_or(0).max("figure".len());
+    let mut out = format!("{:<width$}  {:>18}  {:>8}  {:>9}", "figure", "guest instructions", "target", "Linux 6.1");
+    for m in results {
+        out.push_str(&format!(
+            "\n{:<width$}  {:>18}  {:>8}  {:>9}",
+            m.figure.label,
+            group(m.value),
+            cell(m.figure.target, "<= "),
+            cell(m.figure.linux, "")
+        ));
+    }
+    out
+}
+
+/// `12345` → `12,345`.
+fn group(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The contents of `bench.json`: deterministic (no wall time, no paths),
+/// so two runs of one build give the same file.
+pub fn to_json(results: &[Measured], profile: Profile, image: &str) -> Value {
+    let figures: serde_json::Map<String, Value> = results
+        .iter()
+        .map(|m| {
+            let f = m.figure;
+            (f.name.to_string(), json!({ "label": f.label, "value": m.value, "target": f.target, "linux": f.linux }))
+        })
+        .collect();
+    json!({
+        "unit": "guest instructions",
+        "qemu": ICOUNT,
+        "profile": match profile { Profile::Debug => "debug", Profile::Release => "release" },
+        "image": image,
+        "figures": figures,
+    })
+}
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Measure the release build (the default).
+    #[arg(long, conflicts_with = "debug")]
+    pub release: bool,
+    /// Measure the debug build instead.
+    #[arg(long)]
+    pub debug: bool,
+    /// The image to boot (images/NAME.toml); its tasks report `bench:*` checks.
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    pub image: String,
+    /// Where to write the figures as JSON (default target/rewind/bench.json).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Kill QEMU after this many seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let profile = if args.debug { Profile::Debug } else { Profile::Release };
+    let (kernel, image) = build::system(profile, &args.image)?;
+    let dir = paths::rewind_dir().join("bench");
+    let console = dir.join("console.log");
+    let mut boot = Boot::new(&kernel, dir.join("events.jsonl"));
+    boot.image = Some(image);
+    boot.icount = true;
+    boot.console = Console::File(console.clone());
+    boot.timeout = Some(Duration::from_secs_f64(args.timeout));
+    let outcome = boot.run()?;
+    if outcome.verdict != Verdict::Guest(abi::exit::GuestExit::Success) {
+        bail!(
+            "the benchmark guest did not shut down cleanly: {}\n{}console: {}, events: {}",
+            outcome.verdict.describe(),
+            tail(&console, 20),
+            console.display(),
+            outcome.events.display()
+        );
+    }
+    let results = parse(&outcome.event_lines()?).with_context(|| format!("in {}", outcome.events.display()))?;
+    let json_path = args.json.unwrap_or_else(|| paths::rewind_dir().join("bench.json"));
+    let text = serde_json::to_string_pretty(&to_json(&results, profile, &args.image))? + "\n";
+    if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&json_path, text).with_context(|| format!("writing {}", json_path.display()))?;
+
+    let name = match profile { Profile::Debug => "debug", Profile::Release => "release" };
+    println!("Rewind benchmarks: {name} build, image {}, {ICOUNT} (1 TSC tick = 1 guest instruction)", args.image);
+    println!();
+    println!("{}", table(&results));
+    println!();
+    println!("{LINUX_NOTE}.");
+    eprintln!("xtask: figures in {}; guest run {:.2} s", json_path.display(), outcome.wall.as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The last `n` lines of a file, each indented, for an error message.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, ok: bool, value: u64) -> String {
+        format!(r#"{{"ev":"check","tsc":1,"task":2,"task_name":"bench-x","name":"{name}","ok":{ok},"value":{value}}}"#)
+    }
+
+    fn all_figures() -> Vec<String> {
+        let mut lines = vec![r#"{"ev":"boot","tsc":0}"#.to_string()];
+        lines.extend(FIGURES.iter().enumerate().map(|(i, f)| check(&format!("bench:{}", f.name), true, 100 + i as u64)));
+        lines.push(check("other", true, 5));
+        lines
+    }
+
+    #[test]
+    fn parses_every_figure_in_table_order() {
+        let results = parse(&all_figures()).unwrap();
+        assert_eq!(results.len(), FIGURES.len());
+        for (i, m) in results.iter().enumerate() {
+            assert_eq!(m.figure.name, FIGURES[i].name);
+            assert_eq!(m.value, 100 + i as u64);
+        }
+    }
+
+    #[test]
+    fn a_missing_figure_is_an_error() {
+        let mut lines = all_figures();
+        lines.retain(|l| !l.contains("bench:null_syscall"));
+        let err = parse(&lines).unwrap_err().to_string();
+        assert!(err.contains("did not report: null_syscall"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_benchmark_is_an_error() {
+        let mut lines = all_figures();
+        lines.push(check("bench:unexpected_fault", false, 3));
+        let err = parse(&lines).unwrap_err().to_string();
+        assert!(err.contains("bench:unexpected_fault"), "{err}");
+    }
+
+    #[test]
+    fn a_figure_reported_twice_is_an_error() {
+        let mut lines = all_figures();
+        lines.push(check("bench:context_switch", true, 1));
+        assert!(parse(&lines).is_err());
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(10_102), "10,102");
+        assert_eq!(group(1_234_567), "1,234,567");
+    }
+}
