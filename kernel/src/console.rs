@@ -6,19 +6,48 @@
 use core::fmt::{self, Write};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
-use uart_16550::{Config, Uart16550Tty};
+use uart_16550::{Config, Uart16550};
 
 /// COM1's I/O base.
 const COM1: u16 = 0x3f8;
 
-static CONSOLE: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
+/// COM1, written a line at a time with `\n` turned into `\r\n` here (the
+/// crate's TTY layer sends byte by byte, polling the UART each time, which
+/// under `-icount` made every console line cost thousands of instructions).
+static CONSOLE: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+
+/// Sends `text` with terminal newlines, in FIFO-sized runs.
+fn send(uart: &mut Uart16550<PioBackend>, text: &str) {
+    let mut out = heapless::Vec::<u8, 128>::new();
+    for &b in text.as_bytes() {
+        if out.len() + 2 > out.capacity() {
+            uart.send_bytes_exact(&out);
+            out.clear();
+        }
+        if b == b'\n' {
+            let _ = out.push(b'\r');
+        }
+        let _ = out.push(b);
+    }
+    uart.send_bytes_exact(&out);
+}
+
+struct Sink<'a>(&'a mut Uart16550<PioBackend>);
+
+impl Write for Sink<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        send(self.0, s);
+        Ok(())
+    }
+}
 
 /// Initialises COM1 and installs the logger. Call once, early.
 pub fn init() {
     // SAFETY: 0x3f8 is COM1 on the PC platform QEMU emulates, and this module
     // is its only user.
-    let uart = unsafe { Uart16550Tty::new_port(COM1, Config::default()) };
-    *CONSOLE.lock() = uart.ok();
+    let config = Config { check_cts_before_sending: false, ..Config::default() };
+    let uart = unsafe { Uart16550::new_port(COM1) }.ok().and_then(|mut u| u.init(config).ok().map(|()| u));
+    *CONSOLE.lock() = uart;
     // A second call would fail harmlessly; the first logger stays installed.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
@@ -26,8 +55,15 @@ pub fn init() {
 
 /// Writes formatted text to the console (dropped if COM1 is absent).
 pub fn write_fmt(args: fmt::Arguments) {
+    // Format first, then write once: fewer UART status polls per line.
+    let mut line = heapless::String::<512>::new();
+    let fits = line.write_fmt(args).is_ok();
     if let Some(uart) = CONSOLE.lock().as_mut() {
-        let _ = uart.write_fmt(args);
+        if fits {
+            send(uart, &line);
+        } else {
+            let _ = Sink(uart).write_fmt(args);
+        }
     }
 }
 

@@ -18,13 +18,6 @@ const COM2: u16 = 0x2f8;
 
 struct Port(Uart16550<PioBackend>);
 
-impl Write for Port {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.send_bytes_exact(s.as_bytes());
-        Ok(())
-    }
-}
-
 static STREAM: Mutex<Option<Port>> = Mutex::new(None);
 
 /// Initialises COM2. Events emitted before this are dropped.
@@ -32,7 +25,10 @@ pub fn init() {
     // SAFETY: 0x2f8 is COM2 on the PC platform QEMU emulates; this module is
     // its only user.
     let Ok(mut uart) = (unsafe { Uart16550::new_port(COM2) }) else { return };
-    if uart.init(uart_16550::Config::default()).is_ok() {
+    // No CTS check per write: the host end is QEMU (or a cable without
+    // flow control); each check would be two more port reads per chunk.
+    let config = uart_16550::Config { check_cts_before_sending: false, ..uart_16550::Config::default() };
+    if uart.init(config).is_ok() {
         *STREAM.lock() = Some(Port(uart));
     }
 }
@@ -48,18 +44,22 @@ pub fn unlock_for_fatal() {
     unsafe { STREAM.force_unlock() };
 }
 
-/// One event being written. Holds the stream lock so lines never interleave.
+/// One event being written. Holds the stream lock so lines never interleave,
+/// and collects the line in a buffer sent in few UART writes: each write
+/// polls the line status register, and under `-icount` every poll is guest
+/// instructions spent on every event.
 pub struct Event {
     out: MutexGuard<'static, Option<Port>>,
+    buf: heapless::Vec<u8, 1024>,
 }
 
 impl Event {
     pub fn new(kind: &str) -> Event {
-        let mut ev = Event { out: STREAM.lock() };
+        let mut ev = Event { out: STREAM.lock(), buf: heapless::Vec::new() };
         ev.raw("{\"ev\":");
         ev.quoted(kind);
         ev.key("tsc");
-        ev.fmt(format_args!("{}", crate::arch::rdtsc()));
+        ev.decimal(crate::arch::rdtsc());
         ev
     }
 
@@ -71,7 +71,7 @@ impl Event {
 
     pub fn u64(mut self, key: &str, value: u64) -> Self {
         self.key(key);
-        self.fmt(format_args!("{value}"));
+        self.decimal(value);
         self
     }
 
@@ -90,7 +90,7 @@ impl Event {
     /// A number printed as a `"0x…"` string (addresses, registers).
     pub fn hex(mut self, key: &str, value: u64) -> Self {
         self.key(key);
-        self.fmt(format_args!("\"{value:#x}\""));
+        self.hex_string(value);
         self
     }
 
@@ -112,7 +112,8 @@ impl Event {
                 self.raw(",");
             }
             self.quoted(k);
-            self.fmt(format_args!(":\"{v:#x}\""));
+            self.raw(":");
+            self.hex_string(*v);
         }
         self.raw("}");
         self
@@ -130,6 +131,14 @@ impl Event {
 
     pub fn emit(mut self) {
         self.raw("}\n");
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(port) = self.out.as_mut() {
+            port.0.send_bytes_exact(&self.buf);
+        }
+        self.buf.clear();
     }
 
     fn key(&mut self, key: &str) {
@@ -138,28 +147,87 @@ impl Event {
         self.raw(":");
     }
 
+    // Numbers are formatted by hand: `core::fmt` costs hundreds of guest
+    // instructions per number, and a `fault` event carries 25 of them.
+
+    fn decimal(&mut self, mut v: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.bytes(&digits[i..]);
+    }
+
+    /// `"0x…"` without leading zeros, like `{:#x}`.
+    fn hex_string(&mut self, v: u64) {
+        let mut out = [0u8; 20];
+        let nibbles = if v == 0 { 1 } else { (67 - v.leading_zeros() as usize) / 4 };
+        out[0] = b'"';
+        out[1] = b'0';
+        out[2] = b'x';
+        for k in 0..nibbles {
+            let n = ((v >> (4 * (nibbles - 1 - k))) & 0xf) as u8;
+            out[3 + k] = if n < 10 { b'0' + n } else { b'a' + n - 10 };
+        }
+        out[3 + nibbles] = b'"';
+        self.bytes(&out[..4 + nibbles]);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        if self.out.is_none() {
+            return;
+        }
+        if self.buf.len() + b.len() > self.buf.capacity() {
+            self.flush();
+        }
+        let _ = self.buf.extend_from_slice(b);
+    }
+
     fn raw(&mut self, s: &str) {
-        if let Some(port) = self.out.as_mut() {
-            let _ = port.write_str(s);
+        if self.out.is_none() {
+            return;
+        }
+        for chunk in s.as_bytes().chunks(256) {
+            if self.buf.len() + chunk.len() > self.buf.capacity() {
+                self.flush();
+            }
+            let _ = self.buf.extend_from_slice(chunk);
         }
     }
 
     fn fmt(&mut self, args: fmt::Arguments) {
-        if let Some(port) = self.out.as_mut() {
-            let _ = port.write_fmt(args);
-        }
+        let _ = Buffered(self).write_fmt(args);
     }
 
     fn quoted(&mut self, s: &str) {
         self.raw("\"");
-        self.fmt_escaped(format_args!("{s}"));
+        // The common case (names, kinds) needs no escaping: copy it whole.
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.raw(s);
+        } else {
+            let _ = Escaper(&mut Buffered(self)).write_str(s);
+        }
         self.raw("\"");
     }
 
     fn fmt_escaped(&mut self, args: fmt::Arguments) {
-        if let Some(port) = self.out.as_mut() {
-            let _ = Escaper(port).write_fmt(args);
-        }
+        let _ = Escaper(&mut Buffered(self)).write_fmt(args);
+    }
+}
+
+/// `fmt::Write` into the event's buffer.
+struct Buffered<'a>(&'a mut Event);
+
+impl Write for Buffered<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.raw(s);
+        Ok(())
     }
 }
 

@@ -106,6 +106,14 @@ impl Scheduler {
         self.current
     }
 
+    /// Task `idx` got a new address space while it may be the current one:
+    /// make the next switch to it a full one (CR3, RSP0, bases).
+    pub fn forget_current(&mut self, idx: usize) {
+        if self.current == Some(idx) {
+            self.current = None;
+        }
+    }
+
     /// Makes the current task give up the rest of its slice.
     pub fn yield_current(&mut self) {
         self.slice_left = 0;
@@ -155,9 +163,13 @@ impl Scheduler {
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
     fn switch_to(&mut self, i: usize) -> *mut TrapFrame {
-        if self.current != Some(i) {
-            self.slice_left = SLICE_TICKS;
+        if self.current == Some(i) {
+            // Still the same task: RSP0, the save area, CR3 and the FS/GS
+            // bases are already its own (only a supervisor changes another
+            // task's bases, and never the running task's).
+            return self.tasks[i].frame_ptr();
         }
+        self.slice_left = SLICE_TICKS;
         self.current = Some(i);
         let task = &mut self.tasks[i];
         let top = task.save_top();

@@ -83,7 +83,9 @@ fn user_exception(f: &TrapFrame) {
         kind: FaultKind::Exception as u64,
         vector: f.vector,
         error_code: f.error_code,
-        cr2: f.cr2,
+        // CR2 means something only for a page fault; otherwise it is left
+        // over from an earlier one.
+        cr2: if f.vector == 14 { f.cr2 } else { 0 },
         seq,
         ..PendingFault::default()
     };

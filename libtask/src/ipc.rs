@@ -137,7 +137,7 @@ fn ipc(nr: u64, cap: u64, msg: &Message, send: &[u8], recv: &mut [u8], timeout: 
         rbx: timeout.raw(),
     };
     if send.is_empty() {
-        // SAFETY: the kernel reads at most `r15` bytes into `recv` (a live,
+        // SAFETY: the kernel writes at most `r15` bytes into `recv` (a live,
         // exclusively borrowed buffer of at least that size) and nothing
         // else of ours; every pointer is checked by the kernel.
         unsafe { raw::exchange_fast(&mut r) };
@@ -214,7 +214,8 @@ pub fn signal(cap: Cap, bits: u64) -> Result<(), Error> {
 }
 
 /// `WAIT`: takes the bits of notification `cap`, blocking while they are 0
-/// (the timeout goes in `rbx`, as for [`recv`]).
+/// (the timeout goes in `rbx`, as for [`recv`]). The bits come back in
+/// `rax`, where a set bit 63 reads as an error code: use bits 0..=62.
 pub fn wait(cap: Cap, timeout: Timeout) -> Result<u64, Error> {
     ipc(nr::WAIT, cap.0, &Message::default(), &[], &mut [], timeout).map(|(bits, _)| bits)
 }

@@ -166,8 +166,11 @@ fn a_crash_loop_is_slowed_down_then_stopped() {
     let restarts = of_task(run, "restart", id);
     let delays: Vec<u64> = restarts.iter().map(|r| r["delay_ms"].as_u64().unwrap()).collect();
     assert_eq!(delays, [0, 10, 20, 40, 80], "first restart at once, then doubling delays");
-    // The delays are real: each run starts at least its delay after the
-    // restart (in guest TSC ticks; `platform` gives their rate).
+    // The delays are real: each run starts about its delay after the
+    // restart, measured in guest TSC ticks (`platform` gives their rate).
+    // The scheduler sleeps in LAPIC timer ticks, which TCG keeps within a
+    // few percent of the calibrated TSC: allow 10 % (a storm would show
+    // ~0 ms).
     let tsc_per_ms = run.event("platform")["tsc_hz"].as_u64().unwrap() / 1000;
     let runs = task_checks(run, "crasher-run", id);
     let values: Vec<u64> = runs.iter().map(|c| c["value"].as_u64().unwrap()).collect();
@@ -175,7 +178,7 @@ fn a_crash_loop_is_slowed_down_then_stopped() {
     for (restart, next) in restarts.iter().zip(&runs[1..]) {
         let waited = next["tsc"].as_u64().unwrap() - restart["tsc"].as_u64().unwrap();
         let delay = restart["delay_ms"].as_u64().unwrap();
-        assert!(waited + tsc_per_ms >= delay * tsc_per_ms, "run after a {delay} ms delay came {} ms later", waited / tsc_per_ms);
+        assert!(waited * 10 >= delay * tsc_per_ms * 9, "run after a {delay} ms delay came {} ms later", waited / tsc_per_ms);
     }
     // The sixth fault stops it: the server says why, the kernel escalates.
     let reports = of_task(run, "fault_report", id);

@@ -219,6 +219,55 @@ fn framehop_walk(u: &UnwinderX86_64<&[u8]>, cache: &mut CacheX86_64, rec: &Recor
     n
 }
 
+/// The first walk of an image: a fresh `Image` and a fresh boxed `Walker`.
+#[inline(never)]
+fn walker_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
+    let image = sections.image();
+    let mut w: Box<Walker<'_>> = Box::default();
+    walker_walk(&mut w, &image, rec)
+}
+
+/// The first walk of an image: a fresh unwinder with the module, a fresh cache.
+#[inline(never)]
+fn framehop_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
+    let u = sections.framehop();
+    let mut cache = CacheX86_64::new();
+    framehop_walk(&u, &mut cache, rec)
+}
+
+/// `WALKER_BENCH_PROFILE="warm|cold walker|framehop FRAMES ITERATIONS"`:
+/// runs exactly that many walks of one configuration instead of criterion, for
+/// profilers (e.g. `valgrind --tool=callgrind --toggle-collect='walk::profile*'`).
+#[inline(never)]
+fn profile_loop(spec: &str, sections: &Sections<'_>, recs: &[Recorded]) {
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let [mode, who, frames, iters] = parts[..] else {
+        panic!("WALKER_BENCH_PROFILE: expected \"warm|cold walker|framehop FRAMES ITERATIONS\"");
+    };
+    let frames: usize = frames.parse().expect("FRAMES");
+    let iters: usize = iters.parse().expect("ITERATIONS");
+    let rec = recs
+        .iter()
+        .find(|r| r.frames == frames)
+        .unwrap_or_else(|| panic!("no recorded stack of {frames} frames"));
+    let image = sections.image();
+    let mut w: Box<Walker<'_>> = Box::default();
+    let u = sections.framehop();
+    let mut cache = CacheX86_64::new();
+    let mut total = 0;
+    for _ in 0..iters {
+        total += match (mode, who) {
+            ("warm", "walker") => walker_walk(&mut w, &image, rec),
+            ("warm", "framehop") => framehop_walk(&u, &mut cache, rec),
+            ("cold", "walker") => walker_cold(sections, rec),
+            ("cold", "framehop") => framehop_cold(sections, rec),
+            _ => panic!("WALKER_BENCH_PROFILE: unknown configuration {mode} {who}"),
+        };
+    }
+    assert_eq!(total, frames * iters);
+    eprintln!("{iters} walks of {frames} frames ({mode}, {who})");
+}
+
 /// Both unwinders' pcs must agree frame for frame, and both must end normally.
 fn check(sections: &Sections<'_>, rec: &Recorded) {
     let image = sections.image();
@@ -293,18 +342,10 @@ fn bench(c: &mut Criterion, sections: &Sections<'_>, recs: &[Recorded]) {
     for rec in recs {
         g.throughput(Throughput::Elements(rec.frames as u64));
         g.bench_with_input(BenchmarkId::new("walker", rec.frames), rec, |b, rec| {
-            b.iter(|| {
-                let image = sections.image();
-                let mut w: Box<Walker<'_>> = Box::default();
-                walker_walk(&mut w, &image, rec)
-            })
+            b.iter(|| walker_cold(sections, rec))
         });
         g.bench_with_input(BenchmarkId::new("framehop", rec.frames), rec, |b, rec| {
-            b.iter(|| {
-                let u = sections.framehop();
-                let mut cache = CacheX86_64::new();
-                framehop_walk(&u, &mut cache, rec)
-            })
+            b.iter(|| framehop_cold(sections, rec))
         });
     }
     g.finish();
@@ -408,6 +449,10 @@ fn main() {
         recs.iter().map(|r| r.stack.len()).collect::<Vec<_>>()
     );
 
+    if let Ok(spec) = std::env::var("WALKER_BENCH_PROFILE") {
+        profile_loop(&spec, &sections, &recs);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c, &sections, &recs);
     c.final_summary();

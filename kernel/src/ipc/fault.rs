@@ -31,16 +31,7 @@ pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
     let f = &t.save.frame;
     let kind = FaultKind::from_u64(fault.kind).map_or("?", FaultKind::name);
     let exception = if fault.kind == FaultKind::Exception as u64 { exception_name(fault.vector as u8) } else { kind };
-    crate::kprintln!(
-        "task {} ({}) faulted: {} at rip {:#x} (error code {:#x}, cr2 {:#x}), seq {}",
-        t.id,
-        t.name,
-        exception,
-        f.rip,
-        fault.error_code,
-        fault.cr2,
-        fault.seq
-    );
+    crate::kprintln!("task {} ({}) fault {}: {} at {:#x}", t.id, t.name, fault.seq, exception, f.rip);
     Event::new("fault")
         .u64("task", t.id as u64)
         .str("name", &t.name)
@@ -82,6 +73,7 @@ fn restart_supervisor(s: &mut Scheduler, idx: usize, seq: u64) {
     }
     task.restarts += 1;
     task.state = State::Runnable;
+    s.forget_current(idx);
     s.map_regions(idx);
     let mut redelivered = 0;
     for i in 0..s.tasks.len() {
