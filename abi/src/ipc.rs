@@ -132,4 +132,59 @@ pub mod task_ctl {
     /// `(task, depth, buf)`: copies the registers saved when scope `depth`
     /// (1 = outermost) opened; returns the number of open scopes.
     pub const SCOPE_REGS: u64 = 16;
+    /// `(task, buf)`: writes the task's manifest policy as a
+    /// [`crate::ipc::TaskInfo`] (watchdog, restart policy, name).
+    pub const TASK_INFO: u64 = 17;
+}
+
+/// What `TASK_CTL TASK_INFO` tells a supervisor about a task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: u64,
+    pub priority: u64,
+    pub watchdog_ms: u64,
+    /// Restart policy from the manifest (0 = the supervisor's default).
+    pub max_restarts: u64,
+    pub restart_window_ms: u64,
+    pub restarts: u64,
+    /// Checkpoint scopes open now.
+    pub scopes: u64,
+    /// The name, NUL-padded.
+    pub name: [u8; crate::image::NAME_LEN],
+}
+
+/// Size of [`TaskInfo`] in bytes.
+pub const TASK_INFO_SIZE: usize = core::mem::size_of::<TaskInfo>();
+
+impl TaskInfo {
+    pub fn to_bytes(&self) -> [u8; TASK_INFO_SIZE] {
+        let mut out = [0u8; TASK_INFO_SIZE];
+        let words = [self.id, self.priority, self.watchdog_ms, self.max_restarts, self.restart_window_ms, self.restarts, self.scopes];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out[56..].copy_from_slice(&self.name);
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<TaskInfo> {
+        if b.len() < TASK_INFO_SIZE {
+            return None;
+        }
+        let w = |i: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(x)
+        };
+        let mut name = [0u8; crate::image::NAME_LEN];
+        name.copy_from_slice(&b[56..56 + crate::image::NAME_LEN]);
+        Some(TaskInfo { id: w(0), priority: w(1), watchdog_ms: w(2), max_restarts: w(3), restart_window_ms: w(4), restarts: w(5), scopes: w(6), name })
+    }
+
+    /// The name as text.
+    pub fn name(&self) -> &str {
+        let len = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+    }
 }

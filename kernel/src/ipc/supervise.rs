@@ -203,6 +203,23 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(buf, &bytes).map_err(|_| Error::BadPointer)?;
             Ok(open)
         }
+        op::TASK_INFO => {
+            let t = &s.tasks[target];
+            let mut name = [0u8; abi::image::NAME_LEN];
+            name[..t.name.len()].copy_from_slice(t.name.as_bytes());
+            let info = abi::ipc::TaskInfo {
+                id: t.id as u64,
+                priority: t.priority as u64,
+                watchdog_ms: t.spec.watchdog_ms as u64,
+                max_restarts: t.spec.max_restarts as u64,
+                restart_window_ms: t.spec.restart_window_ms as u64,
+                restarts: t.restarts,
+                scopes: t.scopes.len() as u64,
+                name,
+            };
+            s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(a, &info.to_bytes()).map_err(|_| Error::BadPointer)?;
+            Ok(0)
+        }
         _ => Err(Error::BadArgument),
     }
 }
