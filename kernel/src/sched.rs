@@ -114,6 +114,12 @@ impl Scheduler {
         }
     }
 
+    /// Whether the current task may simply continue: still runnable, with
+    /// time left in its slice.
+    pub fn current_keeps_cpu(&self) -> bool {
+        self.current.is_some_and(|c| self.tasks[c].state == State::Runnable) && self.slice_left > 0
+    }
+
     /// Makes the current task give up the rest of its slice.
     pub fn yield_current(&mut self) {
         self.slice_left = 0;

@@ -24,8 +24,37 @@ const MAX_TEXT: usize = 256;
 
 type SysResult = Result<u64, Error>;
 
-/// Handles the syscall in the current task's frame.
-pub fn handle(s: &mut Scheduler) {
+/// Calls that can block, wake or end a task, or otherwise change what
+/// should run next; after any other call the caller simply continues.
+fn may_reschedule(number: u64) -> bool {
+    !matches!(
+        number,
+        nr::NULL
+            | nr::WRITE
+            | nr::TASK_ID
+            | nr::CLOCK
+            | nr::TICKS
+            | nr::MAP
+            | nr::UNMAP
+            | nr::REPORT
+            | nr::CAP_LOOKUP
+            | nr::EMIT
+            | nr::CHECKPOINT_OPEN
+            | nr::CHECKPOINT_COMMIT
+            | nr::SET_RECOVERY
+            | nr::REGION
+    )
+}
+
+/// Handles the syscall in the current task's frame. Returns whether the
+/// scheduler must choose again (false: return straight to the caller).
+pub fn handle(s: &mut Scheduler) -> bool {
+    let number = s.current().save.frame.rax;
+    dispatch(s);
+    may_reschedule(number) || !s.current_keeps_cpu()
+}
+
+fn dispatch(s: &mut Scheduler) {
     let ticks = s.ticks;
     let task = s.current();
     task.ticks_since_syscall = 0;

@@ -28,7 +28,13 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
         return kernel_entry(f, frame);
     }
     match vector {
-        SYSCALL_VECTOR => crate::syscall::handle(&mut SCHED.lock()),
+        SYSCALL_VECTOR => {
+            // Fast path: most calls return to the caller; the frame is its
+            // save area, already current (RSP0, CR3, bases).
+            if !crate::syscall::handle(&mut SCHED.lock()) {
+                return frame;
+            }
+        }
         2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
         0..=31 => user_exception(f),
         v if v == TIMER_VECTOR as u64 => {
