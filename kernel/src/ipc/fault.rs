@@ -49,7 +49,9 @@ pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
         return;
     }
     if s.tasks[idx].is_supervisor() {
-        restart_supervisor(s, idx, fault.seq);
+        // The fault server itself: restart it at once, and hand the new
+        // instance every fault the old one held.
+        super::restart_from_image(s, idx, fault.seq, 0, true);
         return;
     }
     let task = &mut s.tasks[idx];
@@ -57,44 +59,6 @@ pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
     task.space = None;
     let id = task.id;
     super::abandon(s, id);
-}
-
-/// The fault server itself faulted: restart it from its image, and put every
-/// fault it was holding back in line, so the new instance receives them.
-fn restart_supervisor(s: &mut Scheduler, idx: usize, seq: u64) {
-    let id = s.tasks[idx].id;
-    super::abandon(s, id);
-    let task = &mut s.tasks[idx];
-    task.space = None;
-    if task.reload().is_err() {
-        task.state = State::Faulted { vector: 0 };
-        Event::new("escalate").u64("task", id as u64).str("name", &task.name).u64("seq", seq).str("action", "stop").str("reason", "fault server could not be reloaded").emit();
-        return;
-    }
-    task.restarts += 1;
-    task.state = State::Runnable;
-    s.forget_current(idx);
-    s.map_regions(idx);
-    let mut redelivered = 0;
-    for i in 0..s.tasks.len() {
-        if s.tasks[i].state == State::FaultHeld
-            && let Some(ep) = s.tasks[i].fault_endpoint()
-        {
-            let since = s.next_order();
-            s.tasks[i].state = State::FaultPending { ep, since };
-            redelivered += 1;
-        }
-    }
-    let task = &s.tasks[idx];
-    Event::new("restart")
-        .u64("task", id as u64)
-        .str("name", &task.name)
-        .u64("seq", seq)
-        .str("from", "image")
-        .str("reason", "fault server faulted")
-        .u64("redelivered", redelivered)
-        .u64("restarts", task.restarts)
-        .emit();
 }
 
 /// Suspends task `idx` for `fault` and queues its message; returns false if

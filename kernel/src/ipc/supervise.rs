@@ -87,29 +87,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
         op::RESTART => {
             let delay_ms = a;
             let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
-            let id = s.tasks[target].id;
-            abandon(s, id);
-            let now = s.ticks;
-            let t = &mut s.tasks[target];
-            t.space = None;
-            if let Err(e) = t.reload() {
-                t.state = State::Stopped;
-                Event::new("escalate").u64("task", id as u64).str("name", &t.name).u64("seq", seq).str("action", "stop").str("reason", e.reason()).emit();
-                return Err(Error::NoMemory);
-            }
-            t.restarts += 1;
-            t.state = if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
-            s.map_regions(target);
-            let t = &s.tasks[target];
-            Event::new("restart")
-                .u64("task", id as u64)
-                .str("name", &t.name)
-                .u64("seq", seq)
-                .str("from", "image")
-                .u64("delay_ms", delay_ms)
-                .u64("restarts", t.restarts)
-                .emit();
-            Ok(0)
+            if super::restart_from_image(s, target, seq, delay_ms, false) { Ok(0) } else { Err(Error::NoMemory) }
         }
         op::STOP => {
             let reason = a;
