@@ -6,7 +6,7 @@
 //! pending). A received `call` leaves its caller `ReplyBlocked` and gives
 //! the receiver a one-shot reply right (`reply_to`).
 
-use super::message::{Outgoing, check_receive_buffer};
+use super::message::{Outgoing, check_receive_buffer, deliver};
 use super::{deadline, fault};
 use crate::sched::Scheduler;
 use crate::task::State;
@@ -30,7 +30,7 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
     let receiver = s.tasks.iter().position(|t| matches!(t.state, State::RecvBlocked { ep: e, .. } if e == ep));
     match receiver {
         Some(r) => {
-            msg.deliver(&mut s.tasks[r]);
+            deliver(s, &msg, Some(me), r);
             s.tasks[r].state = State::Runnable;
             if call {
                 let my_id = s.tasks[me].id;
@@ -85,16 +85,10 @@ pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
     match s.tasks[from].state {
         State::FaultPending { .. } => fault::deliver(s, from, to),
         State::SendBlocked { call, badge, .. } => {
-            let msg = match Outgoing::from_task(&s.tasks[from], badge) {
-                Ok(msg) => msg,
-                // The sender's buffer went bad while it waited: deliver the
-                // registers alone.
-                Err(_) => {
-                    let f = &s.tasks[from].save.frame;
-                    Outgoing::new(badge, f.rsi, [f.rdx, f.r10, f.r8, f.r9])
-                }
-            };
-            msg.deliver(&mut s.tasks[to]);
+            // The sender's buffer may have gone bad while it waited: then
+            // the registers go alone.
+            let msg = Outgoing::from_task(&s.tasks[from], badge).unwrap_or_else(|_| Outgoing::registers_of(&s.tasks[from], badge));
+            deliver(s, &msg, Some(from), to);
             s.tasks[to].state = State::Runnable;
             if call {
                 let (caller, server) = (s.tasks[from].id, s.tasks[to].id);
@@ -120,7 +114,7 @@ pub fn reply(s: &mut Scheduler) -> SysResult {
         .position(|t| t.id == caller_id && t.state == (State::ReplyBlocked { server: my_id }))
         .ok_or(Error::NoCaller)?;
     let msg = Outgoing::from_task(&s.tasks[me], 0)?;
-    msg.deliver(&mut s.tasks[caller]);
+    deliver(s, &msg, Some(me), caller);
     s.tasks[caller].state = State::Runnable;
     Ok(0)
 }

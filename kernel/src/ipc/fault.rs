@@ -9,7 +9,7 @@
 //! kernel's badge (`FAULT_BADGE`), so it cannot be forged. Once delivered
 //! the task is `FaultHeld` until its supervisor decides (`supervise.rs`).
 
-use super::message::Outgoing;
+use super::message::{self, Outgoing, Payload};
 use abi::fault::FaultKind;
 use abi::trap::exception_name;
 use crate::events::Event;
@@ -106,11 +106,16 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
         scopes: t.scopes.len() as u64,
         regs: t.save.frame.registers(),
     };
-    let mut msg = Outgoing::new(FAULT_BADGE, FAULT_LABEL, [t.id as u64, fault.kind, fault.vector, fault.seq]);
-    msg.buf[..FAULT_MESSAGE_SIZE].copy_from_slice(&body.to_bytes());
-    msg.buf[FAULT_MESSAGE_SIZE..FAULT_MESSAGE_SIZE + fault.text_len].copy_from_slice(&fault.text[..fault.text_len]);
-    msg.len = FAULT_MESSAGE_SIZE + fault.text_len;
-    msg.deliver(&mut s.tasks[to]);
+    let mut bytes = [0u8; FAULT_MESSAGE_SIZE + 256];
+    bytes[..FAULT_MESSAGE_SIZE].copy_from_slice(&body.to_bytes());
+    bytes[FAULT_MESSAGE_SIZE..FAULT_MESSAGE_SIZE + fault.text_len].copy_from_slice(&fault.text[..fault.text_len]);
+    let msg = Outgoing {
+        badge: FAULT_BADGE,
+        label: FAULT_LABEL,
+        words: [t.id as u64, fault.kind, fault.vector, fault.seq],
+        payload: Payload::Kernel(&bytes[..FAULT_MESSAGE_SIZE + fault.text_len]),
+    };
+    message::deliver(s, &msg, None, to);
     s.tasks[to].state = State::Runnable;
     s.tasks[from].state = State::FaultHeld;
 }

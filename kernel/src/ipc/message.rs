@@ -1,64 +1,104 @@
 //! Moving a message between tasks.
 //!
-//! [`Outgoing::from_task`] reads label, words and buffer from a sender's
-//! saved registers (`abi::ipc` convention) and memory; [`Outgoing::deliver`]
-//! writes them into a receiver's saved registers and receive buffer. The
-//! buffer goes through a kernel copy of at most `MAX_BUFFER` bytes, and
-//! through each space's checked `read`/`write`: a bad pointer never faults
-//! the kernel.
+//! A message is a label and four words, which travel register to register,
+//! and an optional payload of at most `MAX_BUFFER` bytes. [`Outgoing`]
+//! names the payload where it is — a range of the sender's memory, or bytes
+//! the kernel composed (a fault message) — and [`deliver`] copies it
+//! straight into the receiver's buffer in small chunks. Nothing is zeroed or
+//! copied when there is no payload, which is the common case of a call.
+//! Every access goes through the spaces' checked `read`/`write`: a bad
+//! pointer never faults the kernel.
 
+use crate::sched::Scheduler;
 use crate::task::Task;
 use abi::ipc::{MAX_BUFFER, MSG_WORDS};
 use abi::syscall::Error;
 
-pub struct Outgoing {
+/// Where a message's payload is.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    None,
+    /// `len` bytes at `addr` in the sender's memory (checked readable).
+    Task { addr: u64, len: usize },
+    /// Bytes the kernel composed.
+    Kernel(&'a [u8]),
+}
+
+pub struct Outgoing<'a> {
     pub badge: u64,
     pub label: u64,
     pub words: [u64; MSG_WORDS],
-    pub buf: [u8; MAX_BUFFER],
-    pub len: usize,
+    pub payload: Payload<'a>,
 }
 
-impl Outgoing {
-    pub fn new(badge: u64, label: u64, words: [u64; MSG_WORDS]) -> Outgoing {
-        Outgoing { badge, label, words, buf: [0; MAX_BUFFER], len: 0 }
-    }
-
+impl Outgoing<'static> {
     /// The message in `task`'s registers, sent with `badge`.
-    pub fn from_task(task: &Task, badge: u64) -> Result<Outgoing, Error> {
+    pub fn from_task(task: &Task, badge: u64) -> Result<Outgoing<'static>, Error> {
+        let mut msg = Self::registers_of(task, badge);
         let f = &task.save.frame;
-        let mut out = Outgoing::new(badge, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
         let len = f.r13 as usize;
         if len > MAX_BUFFER {
             return Err(Error::BadArgument);
         }
         if len > 0 {
             let space = task.space.as_ref().ok_or(Error::BadPointer)?;
-            space.read(f.r12, &mut out.buf[..len]).map_err(|_| Error::BadPointer)?;
+            space.check_readable(f.r12, len as u64).map_err(|_| Error::BadPointer)?;
+            msg.payload = Payload::Task { addr: f.r12, len };
         }
-        out.len = len;
-        Ok(out)
+        Ok(msg)
     }
 
-    /// Writes the message into `task`'s registers and receive buffer
-    /// (`r14`, capacity `r15`); `r13` = bytes delivered, `rax` = 0.
-    pub fn deliver(&self, task: &mut Task) {
-        let (ptr, cap) = (task.save.frame.r14, task.save.frame.r15);
-        let n = self.len.min(cap as usize);
-        let delivered = match task.space.as_mut() {
-            Some(space) if n > 0 => space.write(ptr, &self.buf[..n]).map(|_| n).unwrap_or(0),
-            _ => 0,
-        };
-        let f = &mut task.save.frame;
-        f.rax = 0;
-        f.rdi = self.badge;
-        f.rsi = self.label;
-        f.rdx = self.words[0];
-        f.r10 = self.words[1];
-        f.r8 = self.words[2];
-        f.r9 = self.words[3];
-        f.r13 = delivered as u64;
+    /// The label and words in `task`'s registers, without a payload.
+    pub fn registers_of(task: &Task, badge: u64) -> Outgoing<'static> {
+        let f = &task.save.frame;
+        Outgoing { badge, label: f.rsi, words: [f.rdx, f.r10, f.r8, f.r9], payload: Payload::None }
     }
+}
+
+/// Writes `msg` into task `to`'s registers and receive buffer (`r14`,
+/// capacity `r15`); `r13` = bytes delivered, `rax` = 0. `from` is the
+/// sending task, whose memory a `Payload::Task` refers to.
+pub fn deliver(s: &mut Scheduler, msg: &Outgoing<'_>, from: Option<usize>, to: usize) {
+    let (ptr, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15 as usize);
+    let delivered = match msg.payload {
+        Payload::None => 0,
+        Payload::Kernel(bytes) => {
+            let n = bytes.len().min(cap);
+            let wrote = n > 0 && s.tasks[to].space.as_mut().is_some_and(|space| space.write(ptr, &bytes[..n]).is_ok());
+            if wrote { n } else { 0 }
+        }
+        Payload::Task { addr, len } => from.map_or(0, |from| copy_between(s, from, addr, to, ptr, len.min(cap))),
+    };
+    let f = &mut s.tasks[to].save.frame;
+    f.rax = 0;
+    f.rdi = msg.badge;
+    f.rsi = msg.label;
+    f.rdx = msg.words[0];
+    f.r10 = msg.words[1];
+    f.r8 = msg.words[2];
+    f.r9 = msg.words[3];
+    f.r13 = delivered as u64;
+}
+
+/// Copies `len` bytes from task `from` at `src` to task `to` at `dst`, in
+/// chunks; stops at the first unreadable or unwritable chunk. Returns the
+/// bytes copied.
+fn copy_between(s: &mut Scheduler, from: usize, src: u64, to: usize, dst: u64, len: usize) -> usize {
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len());
+        let read = s.tasks[from].space.as_ref().map(|sp| sp.read(src + done as u64, &mut chunk[..n]));
+        if !matches!(read, Some(Ok(()))) {
+            break;
+        }
+        let wrote = s.tasks[to].space.as_mut().map(|sp| sp.write(dst + done as u64, &chunk[..n]));
+        if !matches!(wrote, Some(Ok(()))) {
+            break;
+        }
+        done += n;
+    }
+    done
 }
 
 /// Checks that a receive buffer is writable now, so `recv` can fail early.
@@ -67,9 +107,7 @@ pub fn check_receive_buffer(task: &Task) -> Result<(), Error> {
     if cap == 0 {
         return Ok(());
     }
-    let n = (cap as usize).min(MAX_BUFFER);
+    let n = cap.min(MAX_BUFFER as u64);
     let space = task.space.as_ref().ok_or(Error::BadPointer)?;
-    let mut probe = [0u8; MAX_BUFFER];
-    // Reading proves mapped + user; `write` later re-checks writability.
-    space.read(ptr, &mut probe[..n]).map_err(|_| Error::BadPointer)
+    space.check_writable(ptr, n).map_err(|_| Error::BadPointer)
 }

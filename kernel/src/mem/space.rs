@@ -219,13 +219,10 @@ impl AddressSpace {
         }
     }
 
-    /// Checks that `[addr, addr+len)` is user memory with the given access,
-    /// and calls `each` with the direct-map pointer and length of each piece.
-    fn for_each_piece(&self, addr: u64, len: u64, write: bool, mut each: impl FnMut(*mut u8, usize)) -> Result<(), SpaceError> {
+    fn check_range(&self, addr: u64, len: u64, write: bool) -> Result<(), SpaceError> {
         if !is_user_range(addr, len) {
             return Err(SpaceError::BadAddress);
         }
-        // Check everything first, so a failed write changes nothing.
         let mut at = addr;
         while at < addr + len {
             let (_, flags) = self.translate(at).ok_or(SpaceError::BadAddress)?;
@@ -235,6 +232,14 @@ impl AddressSpace {
             }
             at = (at & !(PAGE_SIZE - 1)) + PAGE_SIZE;
         }
+        Ok(())
+    }
+
+    /// Checks that `[addr, addr+len)` is user memory with the given access,
+    /// and calls `each` with the direct-map pointer and length of each piece.
+    fn for_each_piece(&self, addr: u64, len: u64, write: bool, mut each: impl FnMut(*mut u8, usize)) -> Result<(), SpaceError> {
+        // Check everything first, so a failed write changes nothing.
+        self.check_range(addr, len, write)?;
         let mut at = addr;
         while at < addr + len {
             let (phys, _) = self.translate(at).ok_or(SpaceError::BadAddress)?;
@@ -243,6 +248,17 @@ impl AddressSpace {
             at += piece;
         }
         Ok(())
+    }
+
+    /// Checks that `[addr, addr+len)` is readable user memory.
+    pub fn check_readable(&self, addr: u64, len: u64) -> Result<(), SpaceError> {
+        self.check_range(addr, len, false)
+    }
+
+    /// Checks that `[addr, addr+len)` is writable user memory (tracked pages
+    /// count: a write preserves them first).
+    pub fn check_writable(&self, addr: u64, len: u64) -> Result<(), SpaceError> {
+        self.check_range(addr, len, true)
     }
 
     /// Copies task memory at `addr` into `buf`.
