@@ -123,8 +123,8 @@ pub mod task_ctl {
     /// `(task, addr, delta)`: atomically adds `delta` (as `i32`) to the
     /// `u32` at `addr`; returns the old value (for releasing an Arc).
     pub const FETCH_ADD32: u64 = 13;
-    /// `(task, addr, (old, new))`: compare-and-swap of the `u64` at `addr`;
-    /// `old` in `r8`, `new` in `r9`; returns the value found.
+    /// `(task, addr, old, new)`: compare-and-swap of the `u64` at `addr`;
+    /// returns the value found (equal to `old` iff the swap happened).
     pub const CAS64: u64 = 14;
     /// `(task, buf, cap)`: writes the task's shared regions as
     /// `abi::checkpoint::RegionInfo` records; returns how many it has.

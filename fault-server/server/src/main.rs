@@ -20,9 +20,13 @@
 //! 3. a *resume request* (`resume.rs`) is answered by resuming the task
 //!    past its `ud2`;
 //! 4. otherwise: the register check (`regcheck.rs`, only for tasks that
-//!    carry a check block), a `backtrace` event (`backtrace.rs`), then
-//!    the policy (`policy.rs`): restart from the image — at once, then with
-//!    doubling delays — or, after too many restarts in a short window, stop.
+//!    carry a check block) and a `backtrace` event (`backtrace.rs`); then
+//!    recovery (`recover.rs`): a fault inside checkpoint scopes rolls the
+//!    task back to a scope — releasing the shared objects the rolled-back
+//!    scopes held, from the task's registries — as the per-scope policy
+//!    allows; beyond it, the policy (`policy.rs`): restart from the image —
+//!    at once, then with doubling delays — or, after too many restarts in a
+//!    short window, stop. Either way, what the task held is released first.
 //!    The decision is reported as a `fault_report` event (schema in
 //!    `docs/events.md`, next to the kernel's own `restart`/`escalate`).
 //!
@@ -43,6 +47,7 @@ mod body;
 mod image;
 mod memory;
 mod policy;
+mod recover;
 mod regcheck;
 mod resume;
 
@@ -112,6 +117,7 @@ fn main(start: Start) -> u64 {
 #[derive(Default)]
 struct Server {
     policy: Policy,
+    scopes: recover::Scopes,
     /// Images of tasks seen so far (`None`: unreadable), by task id. A
     /// restart reloads the same file, so an entry stays valid.
     images: BTreeMap<TaskId, Option<Rc<TaskImage>>>,
@@ -156,9 +162,74 @@ impl Server {
             }
             emit("backtrace", backtrace::backtrace(task, image, &msg));
         }
+        if self.roll_back(&msg, image.as_deref()) {
+            return;
+        }
+        // A fresh start or a stop: give back everything the task held.
+        if let Err(why) = recover::release(task, &msg, image.as_deref(), 0, "") {
+            println!("fault-server: task {task}: registry refused ({why}): nothing released");
+            emit("escalate", Body::new().u64("task", task).u64("seq", msg.seq).str("action", "fresh_start").str("reason", why));
+        }
+        self.scopes.forget(task);
         let restarted = self.restart_or_stop(&msg, text);
         if let (true, Some(image)) = (restarted, &image) {
             note_restart_count(task, image, msg.restarts + 1);
+        }
+    }
+
+    /// A fault inside checkpoint scopes: roll back to the scope the policy
+    /// allows, after releasing what the rolled-back scopes held. Returns
+    /// false when recovery must escalate to a fresh start.
+    fn roll_back(&mut self, msg: &FaultMessage, image: Option<&TaskImage>) -> bool {
+        let task = msg.task;
+        if msg.scopes == 0 {
+            return false;
+        }
+        let depth = self.scopes.choose(task, msg.seq, msg.scopes, syscall::ticks());
+        if depth == 0 {
+            return false;
+        }
+        let escalate = |why: &str| {
+            println!("fault-server: task {task} fault {}: cannot roll back ({why}): fresh start", msg.seq);
+            emit("escalate", Body::new().u64("task", task).u64("seq", msg.seq).str("action", "fresh_start").str("reason", why));
+        };
+        let Some(image) = image else {
+            escalate("image unreadable");
+            return false;
+        };
+        let frame = match recover::walk_reaches(task, image, msg, depth) {
+            Ok((_, name)) => name,
+            Err(why) => {
+                escalate(&why);
+                return false;
+            }
+        };
+        let releases = match recover::release(task, msg, Some(image), depth, &frame) {
+            Ok(n) => n,
+            Err(why) => {
+                escalate(why);
+                return false;
+            }
+        };
+        // SAFETY: ROLLBACK reads no memory of ours.
+        match unsafe { supervise::task_ctl(libtask::abi::ipc::task_ctl::ROLLBACK, task, depth, 0, 0) } {
+            Ok(pages) => {
+                println!("fault-server: task {task} fault {} ({}): rolled back to scope {depth} in {frame}", msg.seq, what(msg));
+                emit(
+                    "fault_report",
+                    describe(msg, "")
+                        .str("action", "rollback")
+                        .u64("scope", depth)
+                        .str("frame", &frame)
+                        .u64("releases", releases as u64)
+                        .u64("pages", pages),
+                );
+                true
+            }
+            Err(e) => {
+                escalate(e.name());
+                false
+            }
         }
     }
 

@@ -138,7 +138,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             })
         }
         op::CAS64 => {
-            let (old, new) = (s.tasks[me].save.frame.r8, s.tasks[me].save.frame.r9);
+            let (old, new) = (b, c);
             let word = word_ptr::<8>(&mut s.tasks[target], a)? as *const core::sync::atomic::AtomicU64;
             // SAFETY: as for STORE32, for an aligned u64.
             let word = unsafe { &*word };
