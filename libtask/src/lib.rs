@@ -14,6 +14,8 @@
 //! | [`panic`] | the panic handler | reports message, file and line (event `task_panic`) without allocating, then the task ends |
 //! | [`buf`] | [`FixedBuf`], text formatting without a heap | shared by `println!` and the panic handler |
 //! | [`ipc`] | capabilities by name, `send`/`call`/`recv`/`reply`/`reply_recv`, `signal`/`wait` | the thirteen-register IPC convention (and `rbx`, which Rust asm cannot name) is handled once |
+//! | [`checkpoint`] | [`checkpoint()`]: run a closure in a scope the fault server can roll back and re-run | the open/commit syscalls return twice; the scope's bookkeeping in the recovery page must follow exactly |
+//! | [`sync`] | shared-region `Mutex` (poisoning) and `Arc`, the recovery page and its registries | the fault server releases what a faulted task held, from the registries; see `docs/recovery.md` |
 //! | [`supervise`] | `TASK_CTL` (registers, memory, image, resume/restart/stop) and `emit` | the fault server's tools; any other task gets `Denied` |
 //!
 //! [`report`] emits a `check` event: the way test tasks tell the QEMU tests
@@ -22,23 +24,26 @@
 //! How a task is built and linked (the linker script `targets/task.ld`
 //! reaches every task through this crate's build.rs) is described at the
 //! top of that script; a walk-through for a new task is in
-//! `docs/first-task.md`. Later issues add checkpoints, the shared `Mutex`
-//! and `Arc` and their registries here (see DESIGN.md).
+//! `docs/first-task.md`. Checkpoints, the shared `Mutex` and `Arc` and
+//! their registries are described in `docs/recovery.md`.
 #![no_std]
 
 pub mod buf;
+pub mod checkpoint;
 pub mod heap;
 pub mod ipc;
 pub mod panic;
 pub mod print;
 pub mod start;
 pub mod supervise;
+pub mod sync;
 pub mod syscall;
 
 /// The kernel interface this crate is built on (layout, syscall numbers).
 pub use abi;
 pub use abi::syscall::Error;
 pub use buf::FixedBuf;
+pub use checkpoint::checkpoint;
 pub use start::{Start, Termination};
 
 /// Emits a `check` event named `name` with result `ok` and a `value`: how

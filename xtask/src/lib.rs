@@ -12,11 +12,13 @@
 //! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
 //! | `install` | installs a missing Debian package, or says what to install |
 //! | `symbols` | names the pcs of kernel backtraces with the kernel ELF |
+//! | `inject`  | `cargo xtask inject`: fault-injection scripts, parallel boots, classification, reports |
 //! | `bench`   | `cargo xtask bench`: boots the benchmark image under icount, reads its figures |
 
 pub mod bench;
 pub mod build;
 pub mod images;
+pub mod inject;
 pub mod install;
 pub mod paths;
 pub mod qemu;

@@ -6,6 +6,7 @@
 //! - `cargo xtask images` list the image manifests in `images/`
 //! - `cargo xtask stack`  walk an ELF core file's stack (`--exe ELF --core CORE`)
 //! - `cargo xtask bench`  boot the benchmark image under icount; figures in guest instructions
+//! - `cargo xtask inject` run a fault-injection script (`faults/*.toml`); report, chart, replay
 //!
 //! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's
 //! exit code (`abi::exit::GuestExit`), 100 machine reset (triple fault), 101
@@ -44,6 +45,8 @@ enum Command {
     Stack(stack::StackArgs),
     /// Boot the benchmark image under icount; print the figures in guest instructions.
     Bench(bench::BenchArgs),
+    /// Run a fault-injection script (faults/*.toml), or replay one injection of a report.
+    Inject(xtask::inject::InjectArgs),
 }
 
 #[derive(Args)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Images => list_images(),
         Command::Stack(args) => stack::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args),
+        Command::Inject(args) => xtask::inject::main(args),
     };
     match result {
         Ok(code) => code,

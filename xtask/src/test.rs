@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the host unit tests, then the QEMU integration tests.
+//! `cargo xtask test`: the host unit tests, then the QEMU integration tests,
+//! then the fault-injection smoke campaign (`faults/smoke.toml`).
 //!
 //! Both are ordinary `cargo test` runs; we stream their output and add up
 //! their `test result:` lines into one closing `N passed, M failed` line. A
@@ -44,11 +45,41 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     let env = [("REWIND_KERNEL", kernel.as_str()), ("REWIND_TASK_BINS", bins.as_str())];
     cargo_test(&["--package", "qemu-tests"], &args, &env, &mut totals)?;
 
+    smoke_injection(&args, std::path::Path::new(&kernel), std::path::Path::new(&bins), &mut totals);
+
     if totals.ignored > 0 {
         eprintln!("xtask: {} tests ignored", totals.ignored);
     }
     println!("{} passed, {} failed", totals.passed, totals.failed);
     Ok(if totals.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The fault-injection smoke campaign (`faults/smoke.toml`), through the
+/// same runner as `cargo xtask inject`: one test, `inject::smoke`.
+fn smoke_injection(args: &TestArgs, kernel: &std::path::Path, bins: &std::path::Path, totals: &mut Totals) {
+    const NAME: &str = "inject::smoke";
+    if args.filter.as_ref().is_some_and(|f| !NAME.contains(f.as_str())) {
+        return;
+    }
+    eprintln!("xtask: fault injection: faults/smoke.toml");
+    let opts = xtask::inject::Options { kernel: Some(kernel.into()), bins: Some(bins.into()), ..Default::default() };
+    match xtask::inject::run_script(&paths::root().join("faults/smoke.toml"), &opts) {
+        Ok(done) => {
+            xtask::inject::print_result(&done);
+            let failures = done.failures();
+            if failures.is_empty() {
+                println!("test {NAME} ... ok");
+                totals.passed += 1;
+            } else {
+                println!("test {NAME} ... FAILED: {}", failures.join("; "));
+                totals.failed += 1;
+            }
+        }
+        Err(e) => {
+            println!("test {NAME} ... FAILED: {e:#}");
+            totals.failed += 1;
+        }
+    }
 }
 
 fn cargo_test(selection: &[&str], args: &TestArgs, env: &[(&str, &str)], totals: &mut Totals) -> Result<()> {

@@ -19,7 +19,8 @@
 //!   first iteration every frame is a cache hit in both);
 //! - cold: every iteration builds a fresh `Image` and a fresh boxed `Walker`,
 //!   resp. a fresh `UnwinderX86_64` + `add_module(Module::new(..))` +
-//!   `CacheX86_64`, i.e. the first walk of an image.
+//!   `CacheX86_64`, i.e. the first walk of an image; `cold/walker32` is the
+//!   walker with the 32-slot row cache the fault server uses.
 //!
 //! Criterion reports time per walk and, through `Throughput::Elements(frames)`,
 //! frames per second; at the end the bench prints ns per frame and the
@@ -133,7 +134,10 @@ impl Recorded {
     fn framehop_regs(&self) -> (u64, UnwindRegsX86_64) {
         let get = |r| self.regs.get(r).expect("full register set");
         let pc = get(dwarf::RIP);
-        (pc, UnwindRegsX86_64::new(pc, get(dwarf::RSP), get(dwarf::RBP)))
+        (
+            pc,
+            UnwindRegsX86_64::new(pc, get(dwarf::RSP), get(dwarf::RBP)),
+        )
     }
 }
 
@@ -227,6 +231,21 @@ fn walker_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
     walker_walk(&mut w, &image, rec)
 }
 
+/// `walker_cold` with the 32-slot row cache the fault server uses.
+#[inline(never)]
+fn walker32_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
+    let image = sections.image();
+    let mut w: Box<Walker<'_, 32>> = Box::default();
+    let mut n = 0;
+    let stop = w.walk(&image, rec.regs, &rec.mem(), |f| {
+        black_box(f.pc);
+        n += 1;
+        true
+    });
+    black_box(stop);
+    n
+}
+
 /// The first walk of an image: a fresh unwinder with the module, a fresh cache.
 #[inline(never)]
 fn framehop_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
@@ -235,7 +254,7 @@ fn framehop_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
     framehop_walk(&u, &mut cache, rec)
 }
 
-/// `WALKER_BENCH_PROFILE="warm|cold walker|framehop FRAMES ITERATIONS"`:
+/// `WALKER_BENCH_PROFILE="warm|cold walker|framehop|walker32 FRAMES ITERATIONS"`:
 /// runs exactly that many walks of one configuration instead of criterion, for
 /// profilers (e.g. `valgrind --tool=callgrind --toggle-collect='walk::profile*'`).
 #[inline(never)]
@@ -261,6 +280,7 @@ fn profile_loop(spec: &str, sections: &Sections<'_>, recs: &[Recorded]) {
             ("warm", "framehop") => framehop_walk(&u, &mut cache, rec),
             ("cold", "walker") => walker_cold(sections, rec),
             ("cold", "framehop") => framehop_cold(sections, rec),
+            ("cold", "walker32") => walker32_cold(sections, rec),
             _ => panic!("WALKER_BENCH_PROFILE: unknown configuration {mode} {who}"),
         };
     }
@@ -347,6 +367,9 @@ fn bench(c: &mut Criterion, sections: &Sections<'_>, recs: &[Recorded]) {
         g.bench_with_input(BenchmarkId::new("framehop", rec.frames), rec, |b, rec| {
             b.iter(|| framehop_cold(sections, rec))
         });
+        g.bench_with_input(BenchmarkId::new("walker32", rec.frames), rec, |b, rec| {
+            b.iter(|| walker32_cold(sections, rec))
+        });
     }
     g.finish();
 }
@@ -410,6 +433,15 @@ fn summary(since: SystemTime) {
                 per(f),
                 w.1 / f.1
             );
+            if let Some(w32) = estimate(group, "walker32", n, since) {
+                println!(
+                    "{:<12}  {:>24}  {:>24}  {:>6.2}   (Walker<32>, as the fault server)",
+                    "",
+                    per(w32),
+                    "",
+                    w32.1 / f.1
+                );
+            }
         }
     }
 }
@@ -447,6 +479,13 @@ fn main() {
         "recorded stacks of {:?} frames ({:?} bytes); walker and framehop agree on every pc",
         DEPTHS,
         recs.iter().map(|r| r.stack.len()).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "sizes: Walker {} B, Row {} B, Frame {} B; framehop CacheX86_64 {} B (+ boxed rule cache)",
+        size_of::<Walker<'_>>(),
+        size_of::<walker::row::Row>(),
+        size_of::<walker::Frame>(),
+        size_of::<CacheX86_64>()
     );
 
     if let Ok(spec) = std::env::var("WALKER_BENCH_PROFILE") {

@@ -1,0 +1,379 @@
+//! From a recovery page to the list of releases a rollback owes.
+//!
+//! [`plan`] validates the page completely before it decides anything, so a
+//! corrupt page yields an [`Invalid`] error and no release at all (the fault
+//! server then escalates to a fresh start of the task, whose shared holdings
+//! it cannot know — the one case where a lock may stay held, and a loud one).
+//!
+//! ## Which entries
+//!
+//! Every registry entry carries the scope depth that owns it (`libtask`
+//! tags an entry with the number of scopes open when it was taken and
+//! hands it to the parent scope when its scope commits). Rolling back to
+//! scope `depth` (1 = outermost) undoes scopes `depth..`, so it releases
+//! the entries with `scope >= depth`; entries of outer scopes are still
+//! held after the rollback, and the rolled-back page still lists them.
+//! `depth == 0` means "fresh start": everything is released.
+//!
+//! ## The intent slot
+//!
+//! A fault in the middle of an acquire or a release leaves
+//! `RecoveryPage::intent` set. What it implies (the protocol is in
+//! `docs/recovery.md`; libtask guarantees each case below is the only state
+//! a fault can leave):
+//!
+//! | intent | registry entry for the address | pc | release |
+//! |---|---|---|---|
+//! | `LOCK`/`UNLOCK` | present | any | the entry's (once) |
+//! | `LOCK`/`UNLOCK` | absent | any | poison-and-unlock, decided at execution by the owner word |
+//! | `ARC_CLONE` | present | outside `[inc_start, inc_commit)` | the entry's (once) |
+//! | `ARC_CLONE` | absent | outside | one decrement (the `lock xadd` ran) |
+//! | `ARC_CLONE` | absent | inside | none (the `lock xadd` did not run) |
+//! | `ARC_DROP` | present | inside `[dec_start, dec_commit)` | the entry's (once) |
+//! | `ARC_DROP` | absent | inside | one decrement (not yet done) |
+//! | `ARC_DROP` | absent | outside | none (done) |
+//!
+//! The two remaining combinations (`ARC_CLONE` present/inside, `ARC_DROP`
+//! present/outside) cannot arise from libtask — a task holds at most one
+//! registered shared reference per block, and removes the entry inside the
+//! decrement's asm block — so they are [`Invalid::IntentConflict`].
+//!
+//! ## Order
+//!
+//! The intent's release first (it is the most recent acquisition), then the
+//! mutexes, then the Arc references, each registry from its last slot to its
+//! first: reverse acquisition order within each registry. Mutexes go before
+//! references so that waiters are woken as early as possible; the releases
+//! commute, so the order is a convention, not a correctness condition.
+
+use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE};
+use abi::checkpoint::{MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent};
+use abi::trap::Registers;
+
+/// Most releases one plan can hold: the intent and two full registries.
+pub const MAX_RELEASES: usize = 1 + MAX_MUTEXES + MAX_ARCS;
+
+/// Addresses of libtask's Arc asm-block symbols in the faulted task's image
+/// (`abi::checkpoint::ARC_*_SYMBOL`); all 0 if the image has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArcSymbols {
+    pub inc_start: u64,
+    pub inc_commit: u64,
+    pub dec_start: u64,
+    pub dec_commit: u64,
+}
+
+impl ArcSymbols {
+    pub const NONE: ArcSymbols = ArcSymbols { inc_start: 0, inc_commit: 0, dec_start: 0, dec_commit: 0 };
+
+    /// Whether `pc` is in `[start, commit)`; `None` if the pair is unusable.
+    fn inside(start: u64, commit: u64, pc: u64) -> Option<bool> {
+        // An asm block is a handful of instructions: a "range" of more than
+        // 64 bytes is a wrong symbol table, not a block.
+        if start == 0 || commit <= start || commit - start > 64 {
+            return None;
+        }
+        Some(start <= pc && pc < commit)
+    }
+}
+
+/// One release, as the fault server must carry it out ([`crate::execute`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Poison and unlock the mutex at `addr` *if the faulted task owns it*
+    /// (decided at execution from the owner word), then wake one waiter.
+    ///
+    /// `TASK_CTL` operations, on the mutex layout of [`crate::layout::mutex`]
+    /// (`+0` word, `+4` poison; one naturally aligned `u64`):
+    /// 1. `CAS64(addr, old = task, new = POISONED << 32)`: poison and unlock
+    ///    in one step; the value found tells what happened. If its low word
+    ///    without `CONTENDED` is not `task`, the task does not hold the
+    ///    mutex: stop. Otherwise retry with the found value as `old` (a
+    ///    waiter set `CONTENDED`, or the poison word was different) — at
+    ///    most [`crate::execute::MUTEX_CAS_TRIES`] times.
+    /// 2. `FUTEX_WAKE(addr, 1)` — always, also when nothing was unlocked: a
+    ///    task that faulted between its own unlock and its wake owes it.
+    PoisonAndUnlockMutex { addr: u64 },
+    /// Give back one reference to the Arc slot at `addr`, in the region
+    /// starting at `region_base`.
+    ///
+    /// `TASK_CTL` operations, on the slot layout of [`crate::layout::arc`]
+    /// (`+4` count) and the region header of [`crate::layout::region`]:
+    /// 1. `FETCH_ADD32(addr + 4, -1)` → `old`;
+    /// 2. `old == 1`: the slot is now free; `FETCH_ADD32(region_base + 36
+    ///    (frees), +1)`;
+    /// 3. `old == 0`: there was no reference to give back (a hostile or
+    ///    already-released count): undo with `FETCH_ADD32(addr + 4, +1)` and
+    ///    count it, `FETCH_ADD32(region_base + 40 (double_frees), +1)`.
+    ArcDecrement { addr: u64, region_base: u64 },
+}
+
+impl Action {
+    pub fn addr(&self) -> u64 {
+        match *self {
+            Action::PoisonAndUnlockMutex { addr } | Action::ArcDecrement { addr, .. } => addr,
+        }
+    }
+
+    /// Short name, for `release` events.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Action::PoisonAndUnlockMutex { .. } => "mutex",
+            Action::ArcDecrement { .. } => "arc",
+        }
+    }
+}
+
+/// Where a release came from (for the fault report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The intent slot: a fault in the middle of an acquire or release.
+    Intent,
+    /// Slot `i` of the mutex registry.
+    Mutex(usize),
+    /// Slot `i` of the Arc registry.
+    Arc(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub action: Action,
+    pub origin: Origin,
+    /// The scope depth that held it.
+    pub scope: u64,
+}
+
+/// The releases a rollback owes, in the order to perform them.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    releases: heapless::Vec<Release, MAX_RELEASES>,
+    /// Scopes open according to the page.
+    pub page_depth: u64,
+}
+
+impl Plan {
+    pub fn releases(&self) -> &[Release] {
+        &self.releases
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.releases.is_empty()
+    }
+
+    fn push(&mut self, r: Release) {
+        // Capacity is the intent plus both registries: cannot overflow.
+        let _ = self.releases.push(r);
+    }
+}
+
+/// Why a page was refused. Every variant means: do not release anything
+/// from this page; escalate to a fresh start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// Fewer bytes than a `RecoveryPage`.
+    Short { len: usize },
+    BadMagic { found: u64 },
+    /// The page claims more scopes than can exist.
+    BadDepth { depth: u64 },
+    /// The rollback target does not fit the page (page depth + 1 at most:
+    /// the page may lag the kernel by one scope while a scope opens).
+    BadTarget { target: u64, page_depth: u64 },
+    TooManyMutexes { count: u64 },
+    TooManyArcs { count: u64 },
+    Misaligned { addr: u64 },
+    /// Not inside any shared region of the task (or straddling its end).
+    OutsideRegions { addr: u64 },
+    /// Inside a region's header, where no object lives.
+    InRegionHeader { addr: u64 },
+    /// An entry or the intent owned by a scope deeper than the page's
+    /// depth, or an intent owned by a scope that survives the rollback.
+    BadScope { addr: u64, scope: u64, depth: u64 },
+    /// The same address twice in the registries (libtask keeps one entry
+    /// per object), or in both.
+    Duplicate { addr: u64 },
+    /// Unknown intent operation.
+    BadIntent { op: u64 },
+    /// The intent contradicts the registries (see the module table).
+    IntentConflict { addr: u64 },
+    /// An Arc intent, but no usable asm-block symbols to decide it.
+    NoSymbols,
+}
+
+impl Invalid {
+    /// Short reason, for `escalate` events.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Invalid::Short { .. } => "recovery page short",
+            Invalid::BadMagic { .. } => "recovery page magic",
+            Invalid::BadDepth { .. } => "recovery page depth",
+            Invalid::BadTarget { .. } => "rollback depth does not fit the recovery page",
+            Invalid::TooManyMutexes { .. } => "mutex registry count",
+            Invalid::TooManyArcs { .. } => "arc registry count",
+            Invalid::Misaligned { .. } => "registry address misaligned",
+            Invalid::OutsideRegions { .. } => "registry address outside shared regions",
+            Invalid::InRegionHeader { .. } => "registry address in a region header",
+            Invalid::BadScope { .. } => "registry scope",
+            Invalid::Duplicate { .. } => "registry duplicate",
+            Invalid::BadIntent { .. } => "intent operation",
+            Invalid::IntentConflict { .. } => "intent contradicts the registries",
+            Invalid::NoSymbols => "arc intent without asm-block symbols",
+        }
+    }
+}
+
+/// The base of the region holding an 8-byte object at `addr`, after the
+/// checks every registry address must pass.
+fn region_of(addr: u64, regions: &[RegionInfo]) -> Result<u64, Invalid> {
+    if !addr.is_multiple_of(OBJECT_ALIGN) {
+        return Err(Invalid::Misaligned { addr });
+    }
+    for r in regions {
+        let Some(end) = r.base.checked_add(r.size) else { continue };
+        if addr < r.base || addr >= end {
+            continue;
+        }
+        if addr - r.base < REGION_HEADER_SIZE {
+            return Err(Invalid::InRegionHeader { addr });
+        }
+        if end - addr < OBJECT_ALIGN {
+            return Err(Invalid::OutsideRegions { addr });
+        }
+        return Ok(r.base);
+    }
+    Err(Invalid::OutsideRegions { addr })
+}
+
+/// A validated live entry.
+#[derive(Clone, Copy)]
+struct Live {
+    slot: usize,
+    addr: u64,
+    scope: u64,
+    base: u64,
+}
+
+/// Validates the live entries `(addr, scope)` of one registry into `out`.
+fn live_entries<const N: usize>(
+    entries: impl Iterator<Item = (u64, u64)>,
+    depth: u64,
+    regions: &[RegionInfo],
+    out: &mut heapless::Vec<Live, N>,
+) -> Result<(), Invalid> {
+    for (slot, (addr, scope)) in entries.enumerate() {
+        if addr == 0 {
+            continue; // a released slot (libtask's tombstone)
+        }
+        let base = region_of(addr, regions)?;
+        if scope > depth {
+            return Err(Invalid::BadScope { addr, scope, depth });
+        }
+        if out.iter().any(|l| l.addr == addr) {
+            return Err(Invalid::Duplicate { addr });
+        }
+        let _ = out.push(Live { slot, addr, scope, base });
+    }
+    Ok(())
+}
+
+/// Decides the releases for rolling the task back to scope `depth`
+/// (1 = outermost; 0 = fresh start, release everything), from the bytes of
+/// its recovery page, its shared regions, its registers at the fault and
+/// the Arc asm-block symbols of its image.
+pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64, symbols: &ArcSymbols) -> Result<Plan, Invalid> {
+    let p = RecoveryPage::from_bytes(page).ok_or(Invalid::Short { len: page.len() })?;
+    if p.magic != RECOVERY_MAGIC {
+        return Err(Invalid::BadMagic { found: p.magic });
+    }
+    if p.depth > MAX_SCOPES as u64 {
+        return Err(Invalid::BadDepth { depth: p.depth });
+    }
+    if depth > MAX_SCOPES as u64 || depth > p.depth + 1 {
+        return Err(Invalid::BadTarget { target: depth, page_depth: p.depth });
+    }
+    if p.mutex_count > MAX_MUTEXES as u64 {
+        return Err(Invalid::TooManyMutexes { count: p.mutex_count });
+    }
+    if p.arc_count > MAX_ARCS as u64 {
+        return Err(Invalid::TooManyArcs { count: p.arc_count });
+    }
+    let mut mutexes: heapless::Vec<Live, MAX_MUTEXES> = heapless::Vec::new();
+    let mut arcs: heapless::Vec<Live, MAX_ARCS> = heapless::Vec::new();
+    live_entries(p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, &mut mutexes)?;
+    live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, &mut arcs)?;
+    if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
+        return Err(Invalid::Duplicate { addr: m.addr });
+    }
+
+    let mut out = Plan { releases: heapless::Vec::new(), page_depth: p.depth };
+    if let Some(release) = intent_release(&p, regions, regs.rip, depth, symbols, &mutexes, &arcs)? {
+        out.push(release);
+    }
+    for m in mutexes.iter().rev().filter(|m| m.scope >= depth) {
+        out.push(Release { action: Action::PoisonAndUnlockMutex { addr: m.addr }, origin: Origin::Mutex(m.slot), scope: m.scope });
+    }
+    for a in arcs.iter().rev().filter(|a| a.scope >= depth) {
+        out.push(Release { action: Action::ArcDecrement { addr: a.addr, region_base: a.base }, origin: Origin::Arc(a.slot), scope: a.scope });
+    }
+    Ok(out)
+}
+
+/// What the intent slot adds (the module's table), after its checks.
+fn intent_release(
+    p: &RecoveryPage,
+    regions: &[RegionInfo],
+    pc: u64,
+    depth: u64,
+    symbols: &ArcSymbols,
+    mutexes: &[Live],
+    arcs: &[Live],
+) -> Result<Option<Release>, Invalid> {
+    let it = p.intent;
+    if it.op == intent::NONE {
+        return Ok(None);
+    }
+    if !matches!(it.op, intent::LOCK | intent::UNLOCK | intent::ARC_CLONE | intent::ARC_DROP) {
+        return Err(Invalid::BadIntent { op: it.op });
+    }
+    let addr = it.addr;
+    let base = region_of(addr, regions)?;
+    // An intent is written and cleared within one operation, at the depth
+    // of the moment: it belongs to a scope being rolled back (or to a task
+    // starting afresh). One of a surviving scope cannot exist.
+    if it.scope > p.depth || it.scope < depth {
+        return Err(Invalid::BadScope { addr, scope: it.scope, depth: p.depth });
+    }
+    let is_mutex = matches!(it.op, intent::LOCK | intent::UNLOCK);
+    let (same, other) = if is_mutex { (mutexes, arcs) } else { (arcs, mutexes) };
+    if other.iter().any(|l| l.addr == addr) {
+        return Err(Invalid::IntentConflict { addr });
+    }
+    let entry = same.iter().find(|l| l.addr == addr);
+    if let Some(e) = entry
+        && e.scope != it.scope
+    {
+        return Err(Invalid::IntentConflict { addr });
+    }
+    let action = match it.op {
+        intent::LOCK | intent::UNLOCK => (entry.is_none()).then_some(Action::PoisonAndUnlockMutex { addr }),
+        _ => {
+            let (start, commit) =
+                if it.op == intent::ARC_CLONE { (symbols.inc_start, symbols.inc_commit) } else { (symbols.dec_start, symbols.dec_commit) };
+            let inside = ArcSymbols::inside(start, commit, pc).ok_or(Invalid::NoSymbols)?;
+            // The in-flight reference is counted iff the xadd ran (clone:
+            // outside the block; drop: not yet, inside the block).
+            let counted = if it.op == intent::ARC_CLONE { !inside } else { inside };
+            match (entry.is_some(), counted) {
+                // Present: the entry holds the reference; consistent only
+                // when the in-flight reference is the one it records.
+                (true, true) => None,
+                (true, false) => return Err(Invalid::IntentConflict { addr }),
+                (false, true) => Some(Action::ArcDecrement { addr, region_base: base }),
+                (false, false) => None,
+            }
+        }
+    };
+    Ok(action.map(|action| Release { action, origin: Origin::Intent, scope: it.scope }))
+}
+
+#[cfg(test)]
+mod tests;

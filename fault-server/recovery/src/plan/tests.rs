@@ -1,0 +1,329 @@
+//! Plans for honest pages, and errors — never releases — for hostile ones.
+
+extern crate std;
+
+use super::*;
+use abi::checkpoint::{ArcEntry, Intent, MutexEntry, RECOVERY_PAGE_SIZE};
+use std::vec::Vec;
+
+const BASE: u64 = 0x2000_0000_0000;
+const SIZE: u64 = 0x1_0000;
+const REGIONS: [RegionInfo; 2] = [RegionInfo { base: BASE, size: SIZE }, RegionInfo { base: BASE + (1 << 30), size: 0x4000 }];
+const SYMS: ArcSymbols = ArcSymbols { inc_start: 0x40_1000, inc_commit: 0x40_1010, dec_start: 0x40_2000, dec_commit: 0x40_2014 };
+
+/// Mutex and Arc addresses inside the first region.
+const MA: u64 = BASE + 0x40;
+const MB: u64 = BASE + 0x80;
+const AC: u64 = BASE + 0x1000;
+const AD: u64 = BASE + 0x1040;
+
+/// The page as the little-endian words `RecoveryPage::from_bytes` reads.
+fn bytes(p: &RecoveryPage) -> Vec<u8> {
+    let mut w: Vec<u64> = std::vec![p.magic, p.depth];
+    for s in &p.scopes {
+        w.extend([s.attempt, s.fault_kind, s.fault_seq, s.fault_pc]);
+    }
+    w.extend([p.intent.op, p.intent.addr, p.intent.scope, p.mutex_count]);
+    for m in &p.mutexes {
+        w.extend([m.addr, m.scope]);
+    }
+    w.push(p.arc_count);
+    for a in &p.arcs {
+        w.extend([a.addr, a.scope]);
+    }
+    let out: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    assert_eq!(out.len(), RECOVERY_PAGE_SIZE);
+    out
+}
+
+fn page(depth: u64, mutexes: &[(u64, u64)], arcs: &[(u64, u64)]) -> RecoveryPage {
+    let mut p = RecoveryPage::EMPTY;
+    p.depth = depth;
+    p.mutex_count = mutexes.len() as u64;
+    for (i, &(addr, scope)) in mutexes.iter().enumerate() {
+        p.mutexes[i] = MutexEntry { addr, scope };
+    }
+    p.arc_count = arcs.len() as u64;
+    for (i, &(addr, scope)) in arcs.iter().enumerate() {
+        p.arcs[i] = ArcEntry { addr, scope };
+    }
+    p
+}
+
+fn at(pc: u64) -> Registers {
+    Registers { rip: pc, ..Registers::default() }
+}
+
+fn run(p: &RecoveryPage, pc: u64, depth: u64) -> Result<Vec<Release>, Invalid> {
+    plan(&bytes(p), &REGIONS, &at(pc), depth, &SYMS).map(|pl| pl.releases().to_vec())
+}
+
+fn actions(p: &RecoveryPage, pc: u64, depth: u64) -> Vec<Action> {
+    run(p, pc, depth).unwrap().iter().map(|r| r.action).collect()
+}
+
+fn unlock(addr: u64) -> Action {
+    Action::PoisonAndUnlockMutex { addr }
+}
+
+fn dec(addr: u64) -> Action {
+    Action::ArcDecrement { addr, region_base: BASE }
+}
+
+#[test]
+fn empty_page_owes_nothing() {
+    assert_eq!(run(&RecoveryPage::EMPTY, 0, 0), Ok(Vec::new()));
+    assert_eq!(run(&page(1, &[], &[]), 0, 1), Ok(Vec::new()));
+}
+
+#[test]
+fn only_the_rolled_back_scopes_are_released_in_reverse_order() {
+    // A at depth 0, B at depth 1; C at depth 2, D at depth 1.
+    let p = page(2, &[(MA, 0), (MB, 1)], &[(AC, 2), (AD, 1)]);
+    assert_eq!(actions(&p, 0, 2), [dec(AC)]);
+    assert_eq!(actions(&p, 0, 1), [unlock(MB), dec(AD), dec(AC)]);
+    assert_eq!(actions(&p, 0, 0), [unlock(MB), unlock(MA), dec(AD), dec(AC)]);
+    let r = run(&p, 0, 1).unwrap();
+    assert_eq!((r[0].origin, r[0].scope), (Origin::Mutex(1), 1));
+    assert_eq!((r[1].origin, r[1].scope), (Origin::Arc(1), 1));
+}
+
+#[test]
+fn tombstones_and_stale_slots_are_ignored() {
+    let mut p = page(1, &[(0, 0), (MB, 1)], &[]);
+    // Beyond the count: garbage that must not be looked at.
+    p.mutexes[5] = MutexEntry { addr: 0xdead, scope: 99 };
+    assert_eq!(actions(&p, 0, 1), [unlock(MB)]);
+}
+
+#[test]
+fn the_target_may_be_one_past_the_page_while_a_scope_opens() {
+    let p = page(1, &[(MA, 1)], &[]);
+    assert_eq!(actions(&p, 0, 2), []);
+    assert_eq!(run(&p, 0, 3), Err(Invalid::BadTarget { target: 3, page_depth: 1 }));
+}
+
+// ---- the intent slot, window by window ----
+
+fn with_intent(mut p: RecoveryPage, op: u64, addr: u64, scope: u64) -> RecoveryPage {
+    p.intent = Intent { op, addr, scope };
+    p
+}
+
+#[test]
+fn lock_intent_is_decided_by_the_owner_word_once() {
+    // Before the push: the intent alone.
+    let p = with_intent(page(1, &[], &[]), intent::LOCK, MA, 1);
+    assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
+    assert_eq!(run(&p, 0, 1).unwrap()[0].origin, Origin::Intent);
+    // After the push: the entry, not twice.
+    let p = with_intent(page(1, &[(MA, 1)], &[]), intent::LOCK, MA, 1);
+    assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
+    // Unlock after the entry is gone: the intent still owes it.
+    let p = with_intent(page(1, &[], &[]), intent::UNLOCK, MA, 1);
+    assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
+}
+
+#[test]
+fn arc_clone_intent_depends_on_the_pc() {
+    let p = with_intent(page(1, &[], &[]), intent::ARC_CLONE, AC, 1);
+    assert_eq!(actions(&p, SYMS.inc_start, 1), [], "at the block start: xadd not run");
+    assert_eq!(actions(&p, SYMS.inc_commit - 1, 1), [], "inside: not run");
+    assert_eq!(actions(&p, SYMS.inc_commit, 1), [dec(AC)], "at commit: ran");
+    assert_eq!(actions(&p, 0x40_5000, 1), [dec(AC)], "later: ran, not registered");
+    let p = with_intent(page(1, &[], &[(AC, 1)]), intent::ARC_CLONE, AC, 1);
+    assert_eq!(actions(&p, 0x40_5000, 1), [dec(AC)], "registered: once");
+}
+
+#[test]
+fn arc_drop_intent_depends_on_the_pc() {
+    let p = with_intent(page(1, &[], &[(AC, 1)]), intent::ARC_DROP, AC, 1);
+    assert_eq!(actions(&p, SYMS.dec_start + 4, 1), [dec(AC)], "entry still there: once");
+    let p = with_intent(page(1, &[], &[]), intent::ARC_DROP, AC, 1);
+    assert_eq!(actions(&p, SYMS.dec_start + 8, 1), [dec(AC)], "entry removed, xadd not run");
+    assert_eq!(actions(&p, SYMS.dec_commit, 1), [], "xadd ran");
+}
+
+// ---- hostile pages: an error, never a release ----
+
+fn refused(p: &RecoveryPage, pc: u64, depth: u64) -> Invalid {
+    match run(p, pc, depth) {
+        Err(e) => e,
+        Ok(r) => panic!("hostile page accepted, releases {r:?}"),
+    }
+}
+
+#[test]
+fn short_page_and_bad_magic() {
+    let b = bytes(&RecoveryPage::EMPTY);
+    assert_eq!(plan(&b[..100], &REGIONS, &at(0), 0, &SYMS).unwrap_err(), Invalid::Short { len: 100 });
+    let mut p = page(0, &[(MA, 0)], &[]);
+    p.magic ^= 1;
+    assert!(matches!(refused(&p, 0, 0), Invalid::BadMagic { .. }));
+}
+
+#[test]
+fn huge_counts_and_depths() {
+    for count in [MAX_MUTEXES as u64 + 1, u64::MAX, 1 << 40] {
+        let mut p = page(0, &[], &[]);
+        p.mutex_count = count;
+        assert_eq!(refused(&p, 0, 0), Invalid::TooManyMutexes { count });
+    }
+    for count in [MAX_ARCS as u64 + 1, u64::MAX, 1 << 40] {
+        let mut p = page(0, &[], &[]);
+        p.arc_count = count;
+        assert_eq!(refused(&p, 0, 0), Invalid::TooManyArcs { count });
+    }
+    let mut p = page(0, &[], &[]);
+    p.depth = MAX_SCOPES as u64 + 1;
+    assert!(matches!(refused(&p, 0, 0), Invalid::BadDepth { .. }));
+    p.depth = u64::MAX;
+    assert!(matches!(refused(&p, 0, 0), Invalid::BadDepth { .. }));
+    assert!(matches!(refused(&page(8, &[], &[]), 0, 9), Invalid::BadTarget { .. }));
+}
+
+#[test]
+fn addresses_outside_regions_misaligned_or_in_headers() {
+    let bad = [
+        (0x40_1000, "the task's image"),
+        (BASE - 8, "just below a region"),
+        (BASE + SIZE, "one past the end"),
+        (BASE + SIZE - 4, "straddling the end (misaligned too)"),
+        (BASE + (1 << 30) + 0x4000, "one past the second region"),
+        (u64::MAX - 7, "the top of the address space"),
+        (0xffff_8000_0000_0000, "the kernel"),
+        (MA + 4, "misaligned"),
+        (MA + 1, "misaligned"),
+        (BASE, "the region header"),
+        (BASE + 0x38, "the region header's last word"),
+    ];
+    for (addr, what) in bad {
+        let p = page(1, &[(addr, 1)], &[]);
+        let e = refused(&p, 0, 1);
+        assert!(
+            matches!(e, Invalid::OutsideRegions { .. } | Invalid::Misaligned { .. } | Invalid::InRegionHeader { .. }),
+            "{what}: {e:?}"
+        );
+        let p = page(1, &[], &[(addr, 1)]);
+        refused(&p, 0, 1);
+        // Even for an entry that the rollback would keep.
+        let p = page(1, &[(addr, 0)], &[]);
+        refused(&p, 0, 1);
+    }
+}
+
+#[test]
+fn regions_that_wrap_do_not_contain_anything() {
+    let wrapping = [RegionInfo { base: u64::MAX - 0xfff, size: 0x2000 }];
+    let p = page(0, &[(u64::MAX - 0xfff + 0x40, 0)], &[]);
+    assert!(plan(&bytes(&p), &wrapping, &at(0), 0, &SYMS).is_err());
+    assert!(plan(&bytes(&p), &[], &at(0), 0, &SYMS).is_err(), "no regions: nothing is valid");
+}
+
+#[test]
+fn scopes_deeper_than_the_page() {
+    let p = page(1, &[(MA, 2)], &[]);
+    assert!(matches!(refused(&p, 0, 1), Invalid::BadScope { .. }));
+    let p = page(1, &[], &[(AC, u64::MAX)]);
+    assert!(matches!(refused(&p, 0, 0), Invalid::BadScope { .. }));
+}
+
+#[test]
+fn duplicates() {
+    assert_eq!(refused(&page(1, &[(MA, 1), (MA, 0)], &[]), 0, 1), Invalid::Duplicate { addr: MA });
+    assert_eq!(refused(&page(1, &[], &[(AC, 1), (AC, 1)]), 0, 1), Invalid::Duplicate { addr: AC });
+    assert_eq!(refused(&page(1, &[(MA, 1)], &[(MA, 1)]), 0, 1), Invalid::Duplicate { addr: MA });
+}
+
+#[test]
+fn hostile_intents() {
+    let base = page(1, &[(MB, 1)], &[(AD, 1)]);
+    // Unknown operation.
+    for op in [5, 99, u64::MAX] {
+        assert_eq!(refused(&with_intent(base, op, MA, 1), 0, 1), Invalid::BadIntent { op });
+    }
+    // On a foreign address, for every operation.
+    for op in [intent::LOCK, intent::UNLOCK, intent::ARC_CLONE, intent::ARC_DROP] {
+        for addr in [0, 0x40_1000, BASE + 8, MA + 2, BASE + SIZE] {
+            refused(&with_intent(base, op, addr, 1), 0x40_5000, 1);
+        }
+        // Scope beyond the page, or of a scope the rollback keeps.
+        refused(&with_intent(base, op, MA, 2), 0x40_5000, 1);
+        refused(&with_intent(page(2, &[], &[]), op, MA, 1), 0x40_5000, 2);
+    }
+    // A mutex operation on an Arc's address, and the reverse.
+    assert_eq!(refused(&with_intent(base, intent::LOCK, AD, 1), 0, 1), Invalid::IntentConflict { addr: AD });
+    assert_eq!(refused(&with_intent(base, intent::ARC_DROP, MB, 1), SYMS.dec_start, 1), Invalid::IntentConflict { addr: MB });
+    // Entry and intent of different scopes.
+    let p = page(2, &[(MA, 1)], &[]);
+    assert_eq!(refused(&with_intent(p, intent::UNLOCK, MA, 2), 0, 1), Invalid::IntentConflict { addr: MA });
+    // Arc combinations libtask never leaves.
+    let p = page(1, &[], &[(AC, 1)]);
+    assert_eq!(refused(&with_intent(p, intent::ARC_CLONE, AC, 1), SYMS.inc_start + 4, 1), Invalid::IntentConflict { addr: AC });
+    assert_eq!(refused(&with_intent(p, intent::ARC_DROP, AC, 1), SYMS.dec_commit, 1), Invalid::IntentConflict { addr: AC });
+}
+
+#[test]
+fn arc_intent_without_usable_symbols() {
+    let p = with_intent(page(1, &[], &[]), intent::ARC_CLONE, AC, 1);
+    let none = plan(&bytes(&p), &REGIONS, &at(0x40_5000), 1, &ArcSymbols::NONE);
+    assert_eq!(none.unwrap_err(), Invalid::NoSymbols);
+    let backwards = ArcSymbols { inc_start: 0x40_1010, inc_commit: 0x40_1000, ..SYMS };
+    assert_eq!(plan(&bytes(&p), &REGIONS, &at(0x40_5000), 1, &backwards).unwrap_err(), Invalid::NoSymbols);
+    let huge = ArcSymbols { inc_start: 0x40_1000, inc_commit: 0x50_0000, ..SYMS };
+    assert_eq!(plan(&bytes(&p), &REGIONS, &at(0x40_5000), 1, &huge).unwrap_err(), Invalid::NoSymbols);
+    // Mutex-only pages need no symbols.
+    let p = with_intent(page(1, &[], &[]), intent::LOCK, MA, 1);
+    assert!(plan(&bytes(&p), &REGIONS, &at(0), 1, &ArcSymbols::NONE).is_ok());
+}
+
+/// Random pages (a fixed-seed xorshift): whatever `plan` accepts releases
+/// only registered or intended addresses, each inside a region past its
+/// header, each mutex at most once.
+#[test]
+fn random_pages_never_yield_a_wild_release() {
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let candidates = [0, MA, MB, AC, AD, MA + 4, BASE, BASE + SIZE, 0x40_1000, u64::MAX];
+    let mut accepted = 0;
+    for round in 0..20_000 {
+        let mut p = page(next() % 4, &[], &[]);
+        let pick = |r: u64| candidates[(r % candidates.len() as u64) as usize];
+        p.mutex_count = next() % 4;
+        p.arc_count = next() % 4;
+        for i in 0..4 {
+            p.mutexes[i] = MutexEntry { addr: pick(next()), scope: next() % 4 };
+            p.arcs[i] = ArcEntry { addr: pick(next()), scope: next() % 4 };
+        }
+        p.intent = Intent { op: next() % 6, addr: pick(next()), scope: next() % 4 };
+        if round % 97 == 0 {
+            p.magic = next();
+        }
+        let pc = [SYMS.inc_start, SYMS.inc_commit, SYMS.dec_start + 4, SYMS.dec_commit, 0][(next() % 5) as usize];
+        let depth = next() % 5;
+        let Ok(pl) = plan(&bytes(&p), &REGIONS, &at(pc), depth, &SYMS) else { continue };
+        accepted += 1;
+        let mut seen_mutex = Vec::new();
+        for r in pl.releases() {
+            let addr = r.action.addr();
+            assert!(addr % 8 == 0 && (BASE + 0x40..BASE + SIZE).contains(&addr), "wild release {r:?} from {p:?}");
+            let listed = match r.origin {
+                Origin::Intent => p.intent.addr == addr,
+                Origin::Mutex(i) => p.mutexes[i].addr == addr && (i as u64) < p.mutex_count,
+                Origin::Arc(i) => p.arcs[i].addr == addr && (i as u64) < p.arc_count,
+            };
+            assert!(listed, "release {r:?} not from the page {p:?}");
+            assert!(r.scope >= depth, "release of a surviving scope: {r:?}");
+            if let Action::PoisonAndUnlockMutex { addr } = r.action {
+                assert!(!seen_mutex.contains(&addr), "mutex released twice: {pl:?}");
+                seen_mutex.push(addr);
+            }
+        }
+    }
+    assert!(accepted > 100, "the generator should produce valid pages too ({accepted})");
+}

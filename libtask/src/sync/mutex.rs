@@ -1,0 +1,281 @@
+//! `Mutex<T>` in shared memory: a futex lock whose holder may fault.
+//!
+//! Layout (`recovery::layout::mutex`; 8-aligned, in a region's statics area):
+//! `+0` the lock word — 0 unlocked, else the owner's task id, with
+//! `MUTEX_CONTENDED` (bit 31) set when a task may be sleeping on it; `+4`
+//! the poison word; then the data. Obtain one with
+//! [`Region::get`](super::Region::get): a mutex only works in a region,
+//! because the fault server refuses registry addresses anywhere else.
+//!
+//! * **Lock**: `CAS(0 → me)`; no system call when uncontended. Otherwise
+//!   spin briefly, then set `CONTENDED` and `FUTEX_WAIT` on the word; a task
+//!   woken takes the lock as `me | CONTENDED` (it cannot know whether others
+//!   still sleep), so its unlock wakes the next.
+//! * **Unlock**: swap the word to 0; `FUTEX_WAKE(1)` if `CONTENDED` was set.
+//! * **Registry**: lock = intent `LOCK` → CAS → push entry → clear intent;
+//!   unlock = intent `UNLOCK` → remove entry → swap (+ wake) → clear intent.
+//!   Whatever instruction a fault hits, the fault server finds the truth in
+//!   the word itself (who owns it), so it poisons and unlocks exactly the
+//!   mutexes the task holds.
+//! * **Poison**: set by the fault server when it releases a mutex for a
+//!   task that faulted holding it; `lock()` then returns
+//!   `Err(PoisonError)`, which still carries the guard (std's semantics —
+//!   std's own poisoning does not exist under `panic = "abort"`, where a
+//!   panic never unwinds through a guard). [`Mutex::clear_poison`] once
+//!   the data is repaired.
+//!
+//! A shared word any task may scribble on never makes this code misbehave
+//! beyond that lock: a garbage owner is waited for (with bounded sleeps, so
+//! a lost wake costs a tick, not forever), and our own id in the word
+//! without a registry entry — left by an earlier run of this task that
+//! nobody released — is taken over, poisoned.
+
+use super::futex::{self, Wait};
+use super::registry::{self, Kind};
+use super::{Plain, Shared};
+use abi::checkpoint::intent;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
+use recovery::layout::mutex::{CONTENDED, OWNER_MASK, POISONED};
+
+/// Spins on a held lock before sleeping (on one CPU the holder cannot run
+/// while we spin, so this is short: it only covers a holder on another CPU).
+const SPIN_LIMIT: u32 = 64;
+/// Longest single sleep: a wake lost to a fault costs at most this.
+const WAIT_SLICE_MS: u64 = 100;
+
+/// A mutual-exclusion lock over a `T` in a shared region.
+#[repr(C, align(8))]
+pub struct Mutex<T: Plain> {
+    word: AtomicU32,
+    poison: AtomicU32,
+    data: UnsafeCell<T>,
+}
+
+const _: () = assert!(core::mem::offset_of!(Mutex<u64>, word) as u64 == recovery::layout::mutex::WORD);
+const _: () = assert!(core::mem::offset_of!(Mutex<u64>, poison) as u64 == recovery::layout::mutex::POISON);
+const _: () = assert!(core::mem::offset_of!(Mutex<u64>, data) as u64 == recovery::layout::mutex::DATA);
+
+// SAFETY: the data is only reached through a guard, which exists only while
+// the lock word names this task; `T: Plain` owns nothing.
+unsafe impl<T: Plain> Sync for Mutex<T> {}
+// SAFETY: every bit pattern of the two words and of a `Plain` T is valid;
+// all mutation is atomic or under the lock.
+unsafe impl<T: Plain> Shared for Mutex<T> {}
+
+/// The lock is held while this lives; dropping it unlocks (or defers the
+/// unlock to the commit of an inner scope; see [`crate::sync`]).
+pub struct MutexGuard<'a, T: Plain> {
+    mutex: &'a Mutex<T>,
+    slot: usize,
+    /// Not Send: the lock word names this task.
+    _task: core::marker::PhantomData<*const ()>,
+}
+
+/// A lock acquired from a mutex whose previous holder faulted.
+pub struct PoisonError<G> {
+    guard: G,
+}
+
+impl<G> PoisonError<G> {
+    /// The guard: the lock is held all the same.
+    pub fn into_inner(self) -> G {
+        self.guard
+    }
+    pub fn get_ref(&self) -> &G {
+        &self.guard
+    }
+    pub fn get_mut(&mut self) -> &mut G {
+        &mut self.guard
+    }
+}
+
+impl<G> fmt::Debug for PoisonError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PoisonError { .. }")
+    }
+}
+
+impl<G> fmt::Display for PoisonError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("poisoned lock: a holder faulted while holding it")
+    }
+}
+
+pub type LockResult<G> = Result<G, PoisonError<G>>;
+
+/// Why a `try_lock` did not return a clean guard.
+pub enum TryLockError<G> {
+    Poisoned(PoisonError<G>),
+    /// Held by another task (for [`Mutex::try_lock_for`]: for the whole time).
+    WouldBlock,
+}
+
+impl<G> fmt::Debug for TryLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryLockError::Poisoned(_) => f.write_str("Poisoned(..)"),
+            TryLockError::WouldBlock => f.write_str("WouldBlock"),
+        }
+    }
+}
+
+pub type TryLockResult<G> = Result<G, TryLockError<G>>;
+
+impl<T: Plain> Mutex<T> {
+    /// Its address (what registries and the fault server see).
+    pub fn addr(&self) -> u64 {
+        self as *const Self as u64
+    }
+
+    /// Locks, sleeping while another task holds it.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        match self.acquire(None) {
+            Some(slot) => self.guard(slot),
+            None => unreachable!("a lock without deadline does not time out"),
+        }
+    }
+
+    /// Locks if it is free now.
+    pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        self.try_lock_for(0)
+    }
+
+    /// Locks, waiting at most `ms` milliseconds.
+    pub fn try_lock_for(&self, ms: u64) -> TryLockResult<MutexGuard<'_, T>> {
+        let deadline = crate::syscall::ticks().saturating_add(ms);
+        match self.acquire(Some(deadline)) {
+            Some(slot) => self.guard(slot).map_err(TryLockError::Poisoned),
+            None => Err(TryLockError::WouldBlock),
+        }
+    }
+
+    /// Whether some task holds it now (a snapshot, for tests and reports).
+    pub fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & OWNER_MASK != 0
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poison.load(Ordering::Relaxed) != 0
+    }
+
+    /// Declares the data consistent again.
+    pub fn clear_poison(&self) {
+        self.poison.store(0, Ordering::Relaxed);
+    }
+
+    fn guard(&self, slot: usize) -> LockResult<MutexGuard<'_, T>> {
+        let guard = MutexGuard { mutex: self, slot, _task: core::marker::PhantomData };
+        if self.is_poisoned() { Err(PoisonError { guard }) } else { Ok(guard) }
+    }
+
+    /// Takes the lock and registers it; returns the registry slot, or
+    /// `None` at `deadline` (in ticks).
+    fn acquire(&self, deadline: Option<u64>) -> Option<usize> {
+        let addr = self.addr();
+        let me = registry::task_id();
+        if let Some(slot) = registry::find(Kind::Mutex, addr) {
+            if registry::is_deferred(Kind::Mutex, slot) {
+                // Unlocked inside a scope, but not yet: take it back.
+                registry::set_deferred(Kind::Mutex, slot, false);
+                return Some(slot);
+            }
+            panic!("Mutex at {addr:#x} locked twice by task {me}: it would wait for itself");
+        }
+        let Some(slot) = registry::free_slot(Kind::Mutex) else {
+            panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
+        };
+        registry::set_intent(intent::LOCK, addr);
+        let got = self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() || self.contended(me, deadline);
+        if got {
+            registry::push(Kind::Mutex, slot, addr);
+        }
+        registry::clear_intent();
+        got.then_some(slot)
+    }
+
+    /// The slow path: spin, then sleep on the word. True once acquired.
+    fn contended(&self, me: u32, deadline: Option<u64>) -> bool {
+        let mut spins = 0;
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w == 0 {
+                if self.word.compare_exchange(0, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return true;
+                }
+                continue;
+            }
+            if w & OWNER_MASK == me {
+                // Ours by id but not in our registry: an earlier run of this
+                // task held it and nobody released it. Its data is suspect.
+                self.poison.store(POISONED, Ordering::Relaxed);
+                core::sync::atomic::fence(Ordering::Acquire);
+                return true;
+            }
+            if spins < SPIN_LIMIT {
+                spins += 1;
+                core::hint::spin_loop();
+                continue;
+            }
+            let now = crate::syscall::ticks();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            let expected = w | CONTENDED;
+            if w & CONTENDED == 0 && self.word.compare_exchange(w, expected, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            let slice = deadline.map_or(WAIT_SLICE_MS, |d| (d - now).clamp(1, WAIT_SLICE_MS));
+            match futex::wait(&self.word, expected, slice) {
+                Ok(Wait::Woken | Wait::Changed | Wait::TimedOut) => {}
+                // The kernel refused the word (not in shared memory): sleeping
+                // is impossible, so yield instead of spinning hot.
+                Err(_) => crate::syscall::yield_now(),
+            }
+        }
+    }
+}
+
+/// Unlocks the mutex registered in `slot` (now, not deferred).
+pub(crate) fn release_slot(slot: usize) {
+    let addr = registry::entry_addr(Kind::Mutex, slot);
+    // SAFETY: `addr` is the address of a `Mutex` this task locked, in a
+    // shared region (regions are never unmapped); its first word is the
+    // lock word, an AtomicU32.
+    let word = unsafe { &*(addr as *const AtomicU32) };
+    registry::set_intent(intent::UNLOCK, addr);
+    registry::remove(Kind::Mutex, slot);
+    let old = word.swap(0, Ordering::Release);
+    if old & CONTENDED != 0 {
+        let _ = futex::wake(word, 1);
+    }
+    registry::clear_intent();
+}
+
+impl<T: Plain> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        if registry::entry_scope(Kind::Mutex, self.slot) < registry::depth() {
+            // Taken by an outer scope: unlock when it is the innermost again.
+            registry::set_deferred(Kind::Mutex, self.slot, true);
+            return;
+        }
+        release_slot(self.slot);
+    }
+}
+
+impl<T: Plain> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this task holds the lock.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T: Plain> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for deref; `&mut self` makes the access exclusive here.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
