@@ -65,7 +65,7 @@ at_ms = 40
 "#;
 
 #[test]
-fn a_broken_expectation_fails_the_run() {
+fn inject_a_broken_expectation_fails_the_run() {
     let broken = script("broken", "", &format!("{TWO_FAULTS}\n[expect]\nmax_recovery_instructions = 1\n"));
     let done = run_script(&broken, &options("broken")).expect("the runner runs");
     let outcomes: Vec<Outcome> = done.report.injections.iter().map(|e| e.verdict.outcome).collect();
@@ -81,7 +81,7 @@ fn a_broken_expectation_fails_the_run() {
 }
 
 #[test]
-fn same_seed_same_report_and_replays_are_byte_identical() {
+fn inject_same_seed_same_report_and_replays_are_byte_identical() {
     let body = r#"
 [campaign]
 count = 8

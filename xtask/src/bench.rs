@@ -56,21 +56,51 @@ pub struct Figure {
     pub target: Option<u64>,
     /// Linux 6.1 in the same QEMU, for the nearest equivalent (DESIGN.md).
     pub linux: Option<u64>,
+    /// What the value counts: [`INSTRUCTIONS`] for every figure but the
+    /// few that give a measurement its context (a page count).
+    pub unit: &'static str,
 }
 
-/// Every figure the benchmark image reports, in table order.
+/// The unit of (almost) every figure.
+pub const INSTRUCTIONS: &str = "guest instructions";
+/// The unit of a page count.
+pub const PAGES: &str = "pages";
+
+const fn fig(name: &'static str, label: &'static str, target: Option<u64>, linux: Option<u64>) -> Figure {
+    Figure { name, label, target, linux, unit: INSTRUCTIONS }
+}
+
+/// Every figure the benchmark image reports, in table order. How each is
+/// measured is the design note of its role in `tasks/bench/src/` (the table
+/// of roles is in `main.rs`); an indented label is a variant or a part of
+/// the figure above it.
 pub const FIGURES: &[Figure] = &[
-    Figure { name: "null_syscall", label: "null syscall", target: Some(100), linux: Some(335) },
-    Figure { name: "context_switch", label: "context switch (yield, two address spaces)", target: None, linux: None },
-    Figure { name: "ipc_call_reply", label: "IPC call + reply round trip", target: Some(400), linux: Some(10_102) },
-    Figure { name: "fault_to_server", label: "fault -> fault server holding the message", target: None, linux: None },
-    Figure { name: "fault_to_resume", label: "fault -> task resumed by the server", target: None, linux: Some(3_497) },
+    fig("null_syscall", "null syscall", Some(100), Some(335)),
+    fig("context_switch", "context switch (yield, two address spaces)", None, None),
+    fig("ipc_call_reply", "IPC call + reply round trip", Some(400), Some(10_102)),
+    fig("fault_to_server", "fault -> fault server holding the message", None, None),
+    fig("fault_to_resume", "fault -> task resumed by the server", None, Some(3_497)),
+    // recover.rs: the real fault server walks, releases, rolls back.
+    fig("fault_to_checkpoint", "fault -> running at the checkpoint (10 frames, 2 mutexes + 1 Arc, 8 pages)", Some(7_000), Some(3_497)),
+    fig("fault_to_checkpoint_cold", "  the same, the task's first fault (server reads its ELF)", None, None),
+    fig("fault_to_checkpoint_64_pages", "  the same with 64 dirty pages", None, None),
+    fig("fault_to_checkpoint_30_frames", "  the same with 30 frames", None, None),
+    fig("rollback_per_page", "rollback per dirty page ((64 - 8 pages) / 56)", Some(100), None),
+    fig("walk_per_frame", "stack walk per frame in the guest ((30 - 10 frames) / 20)", Some(300), None),
+    // scope.rs: scopes without faults.
+    fig("first_write_in_scope", "first write to a page in a scope (fault + preserve)", Some(1_500), None),
+    fig("checkpoint_open_commit", "checkpoint open + commit, nothing dirtied", None, None),
+    Figure { unit: PAGES, ..fig("checkpoint_pages", "  private writable pages the open write-protects", None, None) },
+    // lock.rs: the registry on the uncontended path.
+    fig("lock_unlock_spin", "bare spinlock lock + unlock (CAS + store)", None, None),
+    fig("lock_unlock_mutex", "Mutex lock + unlock, uncontended (registry included)", None, None),
+    fig("registry_cost", "registry cost on lock + unlock (Mutex - spinlock)", Some(30), None),
 ];
 
 /// What the Linux column compares against (DESIGN.md, "Targets").
 const LINUX_NOTE: &str = "Linux 6.1 column: measured in the same QEMU the same way (DESIGN.md); the IPC row \
-                          compares a futex ping-pong between two threads, the fault row SIGSEGV -> handler -> \
-                          siglongjmp back to a sigsetjmp checkpoint";
+                          compares a futex ping-pong between two threads, the two fault rows SIGSEGV -> handler -> \
+                          siglongjmp back to a sigsetjmp checkpoint (which releases and rolls back nothing)";
 
 /// A measured figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,10 +156,11 @@ pub fn table(results: &[Measured]) -> String {
     let width = FIGURES.iter().map(|f| f.label.len()).max().unwrap_or(0).max("figure".len());
     let mut out = format!("{:<width$}  {:>18}  {:>8}  {:>9}", "figure", "guest instructions", "target", "Linux 6.1");
     for m in results {
+        let value = if m.figure.unit == INSTRUCTIONS { group(m.value) } else { format!("{} {}", group(m.value), m.figure.unit) };
         out.push_str(&format!(
             "\n{:<width$}  {:>18}  {:>8}  {:>9}",
             m.figure.label,
-            group(m.value),
+            value,
             cell(m.figure.target, "<= "),
             cell(m.figure.linux, "")
         ));
@@ -157,7 +188,11 @@ pub fn to_json(results: &[Measured], profile: Profile, image: &str) -> Value {
         .iter()
         .map(|m| {
             let f = m.figure;
-            (f.name.to_string(), json!({ "label": f.label, "value": m.value, "target": f.target, "linux": f.linux }))
+            let mut entry = json!({ "label": f.label, "value": m.value, "target": f.target, "linux": f.linux });
+            if f.unit != INSTRUCTIONS {
+                entry["unit"] = json!(f.unit);
+            }
+            (f.name.to_string(), entry)
         })
         .collect();
     json!({

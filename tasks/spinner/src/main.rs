@@ -29,8 +29,20 @@ libtask::entry!(main);
 fn main(start: Start) {
     let mut count = 0;
     for n in 1..=REPORTS {
-        spin(REPORT_EVERY);
-        count += REPORT_EVERY;
+        // Each chunk of work is a checkpoint scope: a fault anywhere in it
+        // (a fault-injection campaign's) rolls the chunk back and re-runs
+        // it; the report goes out after the commit, so it is never repeated.
+        let done = libtask::checkpoint(|_attempt| {
+            spin(REPORT_EVERY);
+            count + REPORT_EVERY
+        });
+        count = match done {
+            Ok(c) => c,
+            Err(e) => {
+                println!("spinner {}: checkpoint refused: {}", start.id, e.name());
+                count + REPORT_EVERY
+            }
+        };
         println!("spinner {} (arg {}): report {}/{}, {} iterations", start.id, start.arg, n, REPORTS, count);
         report("progress", true, count);
     }

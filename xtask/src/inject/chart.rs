@@ -36,7 +36,10 @@ pub fn svg(r: &Report) -> String {
     let hist_h = 180;
     let height = hist_top + hist_h + 60;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
@@ -62,13 +65,22 @@ pub fn svg(r: &Report) -> String {
                 continue;
             }
             let w = bars_w as f64 * n as f64 / row.injections as f64;
-            let _ = writeln!(s, r#"<rect x="{x:.1}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{c}"><title>{kind} {}: {n}</title></rect>"#, o.name());
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{c}"><title>{kind} {}: {n}</title></rect>"#,
+                o.name()
+            );
             x += w;
         }
     }
     // Latency histogram, log2 bins.
     let lat: Vec<u64> = r.injections.iter().filter_map(|e| e.verdict.latency).collect();
-    let _ = writeln!(s, r#"<text x="10" y="{}" font-size="14">Recovery latency (guest instructions, log2 bins): {} restarts</text>"#, hist_top - 20, lat.len());
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="{}" font-size="14">Recovery latency (guest instructions, log2 bins): {} restarts</text>"#,
+        hist_top - 20,
+        lat.len()
+    );
     if !lat.is_empty() {
         let bin = |v: u64| 63 - v.max(1).leading_zeros() as usize;
         let lo = lat.iter().map(|v| bin(*v)).min().unwrap_or(0);

@@ -139,6 +139,8 @@ struct Open {
     missed: bool,
     rip: Option<String>,
     latency: Option<u64>,
+    /// The supervisor's reason, from its own `escalate` event.
+    note: Option<String>,
 }
 
 /// FNV-1a, 64 bits: a stable fingerprint for event excerpts.
@@ -161,17 +163,15 @@ pub fn excerpt(events: &[u8], [first, last]: [usize; 2]) -> Vec<u8> {
 }
 
 pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> (Vec<Verdict>, Facts) {
-    let lines: Vec<Value> = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap_or(Value::Null))
-        .collect();
+    let lines: Vec<Value> =
+        events.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap_or(Value::Null)).collect();
     let wanted: BTreeMap<u64, &Planned> = planned.iter().map(|p| (p.id, p)).collect();
     let mut open: BTreeMap<u64, Open> = BTreeMap::new();
     let mut order: Vec<u64> = Vec::new();
     let mut by_seq: BTreeMap<u64, u64> = BTreeMap::new();
     let mut not_fired: BTreeMap<u64, String> = BTreeMap::new();
-    let mut facts = Facts { end: end.describe(), kernel_alive: end.kernel_alive(), events: lines.len(), events_fnv: fnv(events), ..Facts::default() };
+    let mut facts =
+        Facts { end: end.describe(), kernel_alive: end.kernel_alive(), events: lines.len(), events_fnv: fnv(events), ..Facts::default() };
     let mut server_faults: BTreeMap<u64, usize> = BTreeMap::new();
     let mut system_down: Option<(String, usize)> = None;
     let mut last_line = 0;
@@ -186,7 +186,14 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
         match ev {
             "inject" => {
                 let Some(id) = e["id"].as_u64().filter(|id| wanted.contains_key(id)) else { continue };
-                let mut o = Open { line: n, tsc, seq, seq_from_inject: seq.is_some(), rip: e["rip"].as_str().map(str::to_owned), ..Open::default() };
+                let mut o = Open {
+                    line: n,
+                    tsc,
+                    seq,
+                    seq_from_inject: seq.is_some(),
+                    rip: e["rip"].as_str().map(str::to_owned),
+                    ..Open::default()
+                };
                 if let Some(m) = e["missed"].as_str() {
                     o.missed = true;
                     not_fired.insert(id, format!("fired, but {m}"));
@@ -250,7 +257,11 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 for other in order.iter().filter(|x| **x != id && wanted[*x].task == name) {
                     let w = open.get_mut(other).expect("ordered ids are open");
                     if w.seq.is_none() && w.outcome.is_none() && w.corrupt.is_none() && !w.missed {
-                        w.outcome = Some((Outcome::NotManifested, format!("overtaken: {name} restarted for injection {id} (seq {})", seq.unwrap_or(0)), n));
+                        w.outcome = Some((
+                            Outcome::NotManifested,
+                            format!("overtaken: {name} restarted for injection {id} (seq {})", seq.unwrap_or(0)),
+                            n,
+                        ));
                     }
                 }
                 let o = open.get_mut(&id).expect("seqs map to open ids");
@@ -260,12 +271,24 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 o.outcome = Some(if from == "checkpoint" {
                     (Outcome::Recovered, format!("restart from checkpoint (scope {}, attempt {})", e["scope"], e["attempt"]), n)
                 } else {
-                    (Outcome::Escalated, format!("restart from {from}"), n)
+                    let why = o.note.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
+                    (Outcome::Escalated, format!("restart from {from}{why}"), n)
                 });
             }
             "escalate" => {
+                let reason = e["reason"].as_str().map(str::to_owned).unwrap_or_else(|| format!("reason_code {}", e["reason_code"]));
+                let detail = format!("{} ({reason})", e["action"].as_str().unwrap_or("stop"));
+                if e.get("by").is_some() {
+                    // A supervisor's own escalate (e.g. `fresh_start`) says
+                    // why; the kernel's `restart` or `escalate` that follows
+                    // decides.
+                    if let Some(o) = seq.and_then(|s| by_seq.get(&s)).and_then(|id| open.get_mut(id)) {
+                        o.note.get_or_insert(detail);
+                    }
+                    continue;
+                }
                 if name == rules.fault_server && system_down.is_none() {
-                    system_down = Some((format!("the fault server was stopped ({})", e["reason"]), n));
+                    system_down = Some((format!("the fault server was stopped ({reason})"), n));
                     facts.fault_server_lost = Some(format!("escalate at event line {n}"));
                 }
                 // A stopped task is finished for every injection into it.
@@ -275,8 +298,6 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 let Some(id) = seq.and_then(|s| by_seq.get(&s)) else { continue };
                 let o = open.get_mut(id).expect("seqs map to open ids");
                 if matches!(o.outcome, None | Some((Outcome::Recovered | Outcome::NotManifested, _, _))) {
-                    let reason = e["reason"].as_str().map(str::to_owned).unwrap_or_else(|| format!("reason_code {}", e["reason_code"]));
-                    let detail = format!("{} ({reason})", e["action"].as_str().unwrap_or("stop"));
                     o.outcome = Some((Outcome::Escalated, detail, n));
                     o.latency = None;
                 }
@@ -352,7 +373,7 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
             });
             continue;
         };
-        let server = rules.servers.iter().any(|s| *s == p.task);
+        let server = rules.servers.contains(&p.task);
         let (outcome, detail, upto) = if culprit == Some(p.id) {
             let (why, n) = system_down.clone().expect("a culprit implies a failure");
             (Outcome::SystemFailure, why, n)

@@ -17,15 +17,24 @@ pub fn judge(script: &Script, batches: &[BatchReport], entries: &[Entry], summar
     let mut push = |name: &str, ok: bool, detail: String| out.push(Expectation { name: name.into(), ok, detail });
 
     if x.kernel_alive {
-        let dead: Vec<String> = batches.iter().filter(|b| !b.facts.kernel_alive).map(|b| format!("batch {}: {}", b.index, b.facts.end)).collect();
-        push("kernel_alive", dead.is_empty(), if dead.is_empty() { format!("{} boots, kernel alive at the end of each", batches.len()) } else { first(&dead) });
+        let dead: Vec<String> =
+            batches.iter().filter(|b| !b.facts.kernel_alive).map(|b| format!("batch {}: {}", b.index, b.facts.end)).collect();
+        push(
+            "kernel_alive",
+            dead.is_empty(),
+            if dead.is_empty() { format!("{} boots, kernel alive at the end of each", batches.len()) } else { first(&dead) },
+        );
     }
     if x.fault_server_alive {
         let lost: Vec<String> = batches
             .iter()
             .filter_map(|b| b.facts.fault_server_lost.as_ref().map(|why| format!("batch {}: {} {why}", b.index, script.run.fault_server)))
             .collect();
-        push("fault_server_alive", lost.is_empty(), if lost.is_empty() { format!("{} never lost", script.run.fault_server) } else { first(&lost) });
+        push(
+            "fault_server_alive",
+            lost.is_empty(),
+            if lost.is_empty() { format!("{} never lost", script.run.fault_server) } else { first(&lost) },
+        );
     }
     if x.no_leaked_locks {
         let allowed = script.run.servers.len() as u64;
@@ -86,11 +95,19 @@ pub fn judge(script: &Script, batches: &[BatchReport], entries: &[Entry], summar
         };
         push("min_recovered_percent", ok, detail);
     }
-    let limits = [(x.max_hangs, Outcome::Hang, "max_hangs"), (x.max_silent_corruptions, Outcome::SilentCorruption, "max_silent_corruptions"), (x.max_system_failures, Outcome::SystemFailure, "max_system_failures")];
+    let limits = [
+        (x.max_hangs, Outcome::Hang, "max_hangs"),
+        (x.max_silent_corruptions, Outcome::SilentCorruption, "max_silent_corruptions"),
+        (x.max_system_failures, Outcome::SystemFailure, "max_system_failures"),
+    ];
     for (limit, outcome, name) in limits {
         if let Some(limit) = limit {
             let n = summary.total.count(outcome);
-            let example = entries.iter().find(|e| e.verdict.outcome == outcome).map(|e| format!("; e.g. injection {}: {}", e.planned.id, e.verdict.detail)).unwrap_or_default();
+            let example = entries
+                .iter()
+                .find(|e| e.verdict.outcome == outcome)
+                .map(|e| format!("; e.g. injection {}: {}", e.planned.id, e.verdict.detail))
+                .unwrap_or_default();
             push(name, n <= limit, format!("{n} {} (limit {limit}){example}", outcome.name()));
         }
     }

@@ -97,7 +97,14 @@ pub fn main(args: InjectArgs) -> Result<ExitCode> {
         return replay::run(spec, &Options { jobs: args.jobs, kernel: args.kernel, bins: args.bins, ..Options::default() });
     }
     let Some(script) = &args.script else { bail!("name a script (faults/*.toml), or --replay REPORT#ID") };
-    let opts = Options { seed: args.seed, jobs: args.jobs, progress: true, kernel: args.kernel.clone(), bins: args.bins.clone(), ..Options::default() };
+    let opts = Options {
+        seed: args.seed,
+        jobs: args.jobs,
+        progress: true,
+        kernel: args.kernel.clone(),
+        bins: args.bins.clone(),
+        ..Options::default()
+    };
     let done = run_script(script, &opts)?;
     print_result(&done);
     Ok(if done.report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -197,6 +204,9 @@ impl Prepared {
     }
 }
 
+/// One boot's verdicts and facts.
+type Classified = (Vec<classify::Verdict>, classify::Facts);
+
 /// Runs a script: plans, boots, classifies, reports, judges.
 pub fn run_script(path: &Path, opts: &Options) -> Result<Finished> {
     let start = Instant::now();
@@ -222,7 +232,7 @@ pub fn run_script(path: &Path, opts: &Options) -> Result<Finished> {
     );
     let rules = prep.rules();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(Vec<classify::Verdict>, classify::Facts)>>>> = Mutex::new((0..batches.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<Classified>>>> = Mutex::new((0..batches.len()).map(|_| None).collect());
     let tally: Mutex<BTreeMap<Outcome, u64>> = Mutex::new(BTreeMap::new());
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {

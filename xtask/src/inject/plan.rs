@@ -156,7 +156,14 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
         };
         let b = new_batch(&mut out, deadline);
         let line = line(next_id, &s.task, &at, &s.kind, &params(s.reg.as_deref(), s.bit, s.addr, s.len));
-        out[b].injections.push(Planned { id: next_id, batch: b, source: format!("inject#{}", i + 1), kind: s.kind.clone(), task: s.task.clone(), line });
+        out[b].injections.push(Planned {
+            id: next_id,
+            batch: b,
+            source: format!("inject#{}", i + 1),
+            kind: s.kind.clone(),
+            task: s.task.clone(),
+            line,
+        });
         next_id += 1;
     }
 
@@ -210,7 +217,9 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
                 let kind = kind.map_or("ud", |(k, _)| k.as_str()).to_string();
                 let task = targets[rng.range(0, targets.len() as u64 - 1) as usize].clone();
                 let p = match kind.as_str() {
-                    "regflip" => params(Some(&regs[rng.range(0, regs.len() as u64 - 1) as usize]), Some(rng.range(0, 63) as u8), None, None),
+                    "regflip" => {
+                        params(Some(&regs[rng.range(0, regs.len() as u64 - 1) as usize]), Some(rng.range(0, 63) as u8), None, None)
+                    }
                     "memflip" | "sharedflip" => params(None, Some(rng.range(0, 7) as u8), None, None),
                     "skip" => params(None, None, None, Some(rng.range(c.skip_len[0], c.skip_len[1]))),
                     _ => String::new(),

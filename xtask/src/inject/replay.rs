@@ -52,14 +52,25 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
     let dir = prep.out_dir.join(format!("replay-{stem}-{id}"));
     let _ = std::fs::remove_dir_all(&dir);
     let prep = prep.pin_kernel(&dir)?;
-    eprintln!("xtask: replaying injection {id} of {}: batch {} ({} injections)", report_path.display(), batch.index, batch.plan.lines().count() - 2);
+    eprintln!(
+        "xtask: replaying injection {id} of {}: batch {} ({} injections)",
+        report_path.display(),
+        batch.index,
+        batch.plan.lines().count() - 2
+    );
     let boot = run::boot_plan(&prep.machine, batch.index, &batch.plan, &dir)?;
     let planned: Vec<_> = report.injections.iter().filter(|e| e.planned.batch == batch.index).map(|e| e.planned.clone()).collect();
     let (verdicts, facts) = classify::classify(&planned, &boot.events, boot.end, &prep.rules());
     let v = verdicts.iter().find(|v| v.id == id).context("the replayed batch lost the injection")?;
 
     text.push_str(&format!("injection {id}: {}\n", entry.planned.line));
-    text.push_str(&format!("outcome: {} ({}); report said {} ({})\n", v.outcome.name(), v.detail, entry.verdict.outcome.name(), entry.verdict.detail));
+    text.push_str(&format!(
+        "outcome: {} ({}); report said {} ({})\n",
+        v.outcome.name(),
+        v.detail,
+        entry.verdict.outcome.name(),
+        entry.verdict.detail
+    ));
     let excerpt = v.excerpt_lines.map(|l| classify::excerpt(&boot.events, l)).unwrap_or_default();
     if let Some([a, b]) = v.excerpt_lines {
         text.push_str(&format!("events {a}..={b} of batch {}:\n", batch.index));

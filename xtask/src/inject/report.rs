@@ -120,10 +120,8 @@ fn row<'a>(entries: impl Iterator<Item = &'a Entry>) -> Row {
         }
     }
     let manifested: u64 = Outcome::ALL.iter().filter(|o| o.manifested()).map(|o| r.count(*o)).sum();
-    if manifested > 0 {
-        // Two decimals, computed exactly the same way every run.
-        r.recovered_percent = Some((r.count(Outcome::Recovered) * 10_000 / manifested) as f64 / 100.0);
-    }
+    // Two decimals, computed exactly the same way every run.
+    r.recovered_percent = (r.count(Outcome::Recovered) * 10_000).checked_div(manifested).map(|p| p as f64 / 100.0);
     lat.sort_unstable();
     r.latency = Latency { count: lat.len() as u64, p50: percentile(&lat, 50.0), p99: percentile(&lat, 99.0), max: lat.last().copied() };
     r
@@ -186,12 +184,7 @@ pub fn table(s: &Summary) -> String {
                 out.push_str(&format!(" {:>9}", r.count(o)));
             }
             let pct = r.recovered_percent.map_or("-".into(), |p| format!("{p:.1}"));
-            out.push_str(&format!(
-                " {pct:>7} {:>11} {:>11} {:>11}\n",
-                num(r.latency.p50),
-                num(r.latency.p99),
-                num(r.latency.max)
-            ));
+            out.push_str(&format!(" {pct:>7} {:>11} {:>11} {:>11}\n", num(r.latency.p50), num(r.latency.p99), num(r.latency.max)));
         }
         out.push('\n');
     };

@@ -263,9 +263,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
     script.check().with_context(|| format!("in {}", path.display()))?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let root = std::fs::canonicalize(crate::paths::root()).unwrap_or_else(|_| crate::paths::root());
-    let display = abs.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_else(|_| {
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into())
-    });
+    let display = abs
+        .strip_prefix(&root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into()));
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into());
     Ok(Loaded { script, path: abs, display, stem })
 }
