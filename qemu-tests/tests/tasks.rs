@@ -43,13 +43,18 @@ fn demo_tasks_make_progress_under_preemption() {
         }
     }
     // ... including `crasher`, whose one fault the fault server reported
-    // and answered with a restart; nothing else faults.
+    // and answered with a restart, and `teller-faulty`, whose one fault
+    // mid-transfer it answered with a rollback; nothing else faults.
     let crasher = task_id(&run, "crasher");
+    let teller = task_id(&run, "teller-faulty");
     let faults = run.events_of("fault");
-    assert!(faults.len() == 1 && faults[0]["task"] == crasher, "only crasher faults, once: {faults:#?}");
+    let faulted: Vec<&Value> = faults.iter().map(|f| &f["task"]).collect();
+    assert!(faults.len() == 2 && faulted.contains(&&crasher.into()) && faulted.contains(&&teller.into()), "crasher and teller-faulty fault, once each: {faults:#?}");
     let reports = run.events_of("fault_report");
-    assert!(reports.len() == 1 && reports[0]["task"] == crasher && reports[0]["action"] == "restart", "{reports:#?}");
+    let action = |task: u64| reports.iter().find(|r| r["task"] == task).map(|r| r["action"].clone());
+    assert!(reports.len() == 2 && action(crasher) == Some("restart".into()) && action(teller) == Some("rollback".into()), "{reports:#?}");
     assert_eq!(run.task_events("restart", "crasher").len(), 1, "crasher restarted once");
+    assert!(run.checks("bank:total").iter().any(|c| c["ok"] == true), "the bank's total was not conserved");
     run.event("all_tasks_done");
 }
 

@@ -10,6 +10,11 @@
 //! `stop`. Frames are named from the ELF symbol table; a caller's pc is a
 //! return address, so it is looked up at `pc - 1` (the call instruction).
 //!
+//! The frames also go to the console, one line each (`  #0 0x400b32
+//! bank::transfer`), after a header line with the task, the fault and how
+//! the walk ended: the console is where a person watching `cargo xtask
+//! run` sees what failed.
+//!
 //! The event body must stay under the kernel's 2 KiB: at most
 //! [`MAX_FRAMES`] frames are listed, symbol names are cut to
 //! [`MAX_SYMBOL`] bytes, and frames are dropped from the end until the
@@ -23,6 +28,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use libtask::abi::fault::FaultMessage;
+use libtask::println;
 use walker::{Frame, Image, Regs, Stop, Walker};
 
 /// Most frames walked and listed.
@@ -48,20 +54,24 @@ pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
     let mut frames = [Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false }; MAX_FRAMES];
     let (n, stop) = walker.walk_into(&eh, regs, &memory, &mut frames);
     let symbols = image.symbols();
+    let stop = stop_name(stop);
+    println!("fault-server: task {task} fault {} backtrace ({n} frames, {stop}):", msg.seq);
     let mut listed: Vec<String> = frames[..n]
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let lookup = if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) };
+            let name = symbols.lookup(lookup).map(|sym| format!("{:#}", sym.demangled()));
+            println!("  #{i} {:#x} {}", f.pc, name.as_deref().unwrap_or("?"));
             let mut entry = format!("{{\"pc\":\"{:#x}\",\"symbol\":\"", f.pc);
-            match symbols.lookup(lookup) {
-                Some(sym) => escape(&mut entry, &format!("{:#}", sym.demangled()), MAX_SYMBOL),
+            match &name {
+                Some(name) => escape(&mut entry, name, MAX_SYMBOL),
                 None => entry.push('?'),
             }
             entry.push_str("\"}");
             entry
         })
         .collect();
-    let stop = stop_name(stop);
     let mut truncated = false;
     loop {
         let json = format!("[{}]", listed.join(","));

@@ -15,7 +15,7 @@
 //!    task's recovery page is read and checked by the `recovery` crate,
 //!    which lists the releases in reverse order; each is carried out with
 //!    the kernel's atomic `TASK_CTL` operations and reported as a `release`
-//!    event. A page that fails any check releases nothing and escalates to
+//!    event and a console line. A page that fails any check releases nothing and escalates to
 //!    a fresh start (`escalate` with the reason) — never a wrong release.
 //! 4. **Roll back** (`TASK_CTL ROLLBACK`): the kernel restores the scope's
 //!    pages and registers and emits `restart` with `from: checkpoint`.
@@ -33,7 +33,7 @@ use libtask::abi::fault::FaultMessage;
 use libtask::abi::ipc::{TASK_INFO_SIZE, TaskInfo, task_ctl};
 use libtask::abi::trap::{REGISTERS_BYTES, Registers};
 use libtask::supervise::{self, TaskId};
-use libtask::Error;
+use libtask::{Error, println};
 use recovery::{ArcSymbols, Outcome, SharedOps};
 use walker::{Image, Regs, Stop, Walker};
 
@@ -207,6 +207,8 @@ pub fn release(task: TaskId, msg: &FaultMessage, image: Option<&TaskImage>, dept
                 recovery::Origin::Arc(_) => "arc_registry",
             })
             .str("frame", frame);
+        let said = outcome.as_ref().map_or_else(|e| e.name(), |o| o.name());
+        println!("fault-server: task {task} fault {}: release of {} {:#x} (scope {}): {said}", msg.seq, r.action.name(), r.action.addr(), r.scope);
         body = match outcome {
             Ok(o) => {
                 let b = body.str("outcome", o.name());

@@ -147,6 +147,39 @@ impl<'a> HdrTable<'a> {
 
     /// The FDE address of the last row whose initial location is `<= pc`.
     pub fn lookup(&self, pc: u64) -> Option<u64> {
+        if self.width == 4 && self.signed {
+            return self.lookup_i32(pc);
+        }
+        self.lookup_generic(pc)
+    }
+
+    /// `lookup` for the encoding every linker writes (`DW_EH_PE_datarel |
+    /// DW_EH_PE_sdata4`): 8-byte rows of two signed 32-bit fields.
+    fn lookup_i32(&self, pc: u64) -> Option<u64> {
+        let (rows, _) = self.rows.as_chunks::<8>();
+        let rows = rows.get(..self.count)?;
+        // (initial location, FDE address) of a row.
+        let row = |i: usize| -> Option<(u64, u64)> {
+            let v = u64::from_le_bytes(*rows.get(i)?);
+            let field = |x: u64| self.base.wrapping_add(i64::from(x as u32 as i32) as u64);
+            Some((field(v), field(v >> 32)))
+        };
+        // The same search as `lookup_generic`.
+        let (mut lo, mut hi) = (0usize, rows.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (start, _) = row(mid)?;
+            if start <= pc {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let (_, fde) = row(lo.checked_sub(1)?)?;
+        Some(fde)
+    }
+
+    fn lookup_generic(&self, pc: u64) -> Option<u64> {
         let (mut lo, mut hi) = (0usize, self.count);
         // Invariant: rows before `lo` start <= pc, rows from `hi` start > pc.
         while lo < hi {

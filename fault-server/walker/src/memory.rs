@@ -57,9 +57,8 @@ pub struct SliceMemory<'a> {
 impl Memory for SliceMemory<'_> {
     fn read_u64(&self, addr: u64) -> Option<u64> {
         let off = usize::try_from(addr.checked_sub(self.base)?).ok()?;
-        let bytes = self.bytes.get(off..off.checked_add(8)?)?;
-        let arr: [u8; 8] = bytes.try_into().ok()?;
-        Some(u64::from_le_bytes(arr))
+        let word = self.bytes.get(off..)?.first_chunk::<8>()?;
+        Some(u64::from_le_bytes(*word))
     }
 }
 

@@ -23,12 +23,12 @@
 
 use gimli::{Register, RegisterRule, UnwindContext, UnwindContextStorage, UnwindTableRow};
 
-use crate::cache::{CieCache, RowCache, Tag};
+use crate::cache::{CieCache, RowCache, RowRef, Tag};
 use crate::expr::{self, ExprError};
 use crate::image::Image;
 use crate::memory::Memory;
 use crate::regs::{NUM_REGS, Regs, callee_saved, dwarf};
-use crate::row::{Cfa, Row, Rule};
+use crate::row::{Cfa, F_OUTERMOST, F_RSP_CFA, F_SIGNAL, FastRow, Row, Rule};
 
 /// Default maximum number of frames in one walk.
 pub const DEFAULT_MAX_DEPTH: usize = 256;
@@ -141,16 +141,18 @@ pub struct Stats {
 /// A stack walker with its caches. `ROWS` is the number of row-cache slots.
 ///
 /// Reuse one `Walker` for all walks of an image: that is what keeps rows and
-/// CIEs warm. It is large (about 300 bytes per row slot plus gimli's context):
-/// keep it in a static or a box, not on a small stack.
+/// CIEs warm. Its size is 32 bytes per row slot plus about 2.5 KB (parsed
+/// CIEs, a few general rows); building one is a `memset` and a few stores
+/// (`new` is a `const fn`). A row-cache miss also needs about 3.5 KB of stack
+/// for gimli's CFI context.
 pub struct Walker<'a, const ROWS: usize = 256> {
     tag: Tag,
     rows: RowCache<ROWS>,
     cies: CieCache<'a>,
-    ctx: UnwindContext<usize, CtxStore>,
     /// Maximum number of frames a walk produces.
     pub max_depth: usize,
-    /// Whether to use the row cache (off: every step does the full lookup).
+    /// Whether to use the row cache (off: every step does the full lookup
+    /// and applies the general row, never a precompiled one).
     pub use_row_cache: bool,
     /// Cache counters.
     pub stats: Stats,
@@ -162,21 +164,29 @@ impl<const ROWS: usize> Default for Walker<'_, ROWS> {
     }
 }
 
+/// What one step found: frame N's pc, CFA and signal flag, and, if the walk
+/// ends after frame N, why.
+struct Found {
+    pc: u64,
+    cfa: u64,
+    signal: bool,
+    after: Option<Stop>,
+}
+
 impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     /// A walker with empty caches.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Walker {
             tag: Tag(None),
             rows: RowCache::new(),
             cies: CieCache::new(),
-            ctx: UnwindContext::new_in(),
             max_depth: DEFAULT_MAX_DEPTH,
             use_row_cache: true,
-            stats: Stats::default(),
+            stats: Stats { hits: 0, misses: 0 },
         }
     }
 
-    /// Empties the caches.
+    /// Empties the caches (O(1) for the row cache).
     pub fn clear(&mut self) {
         self.rows.clear();
         self.cies.clear();
@@ -190,17 +200,50 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         M: Memory + ?Sized,
         F: FnMut(&Frame) -> bool,
     {
-        let mut st = WalkState::new(regs);
-        // Each step either increases the depth or ends the walk.
+        // Two frames, used alternately: each step writes the caller's
+        // registers straight into the other one, so no register file is
+        // copied between steps.
+        let mut a = Frame {
+            pc: 0,
+            cfa: 0,
+            regs,
+            signal: false,
+            exact_pc: true,
+        };
+        let mut b = Frame {
+            pc: 0,
+            cfa: 0,
+            regs: Regs::new(),
+            signal: false,
+            exact_pc: false,
+        };
+        let (mut cur, mut next) = (&mut a, &mut b);
+        self.bind(image);
+        let mut prev = None;
+        let mut depth = 0usize;
+        // Each iteration either increases the depth or ends the walk.
         loop {
-            match self.step(image, &mut st, mem) {
-                Ok(frame) => {
-                    if !visit(&frame) {
-                        return Stop::Visitor;
-                    }
-                }
-                Err(stop) => return stop,
+            if depth >= self.max_depth {
+                return Stop::DepthLimit;
             }
+            let found =
+                match self.step_core(image, &cur.regs, cur.exact_pc, prev, &mut next.regs, mem) {
+                    Ok(found) => found,
+                    Err(stop) => return stop,
+                };
+            cur.pc = found.pc;
+            cur.cfa = found.cfa;
+            cur.signal = found.signal;
+            depth += 1;
+            if !visit(cur) {
+                return Stop::Visitor;
+            }
+            if let Some(stop) = found.after {
+                return stop;
+            }
+            next.exact_pc = found.signal;
+            prev = Some((found.cfa, found.signal));
+            core::mem::swap(&mut cur, &mut next);
         }
     }
 
@@ -242,71 +285,109 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         if let Some(stop) = st.done {
             return Err(stop);
         }
-        let r = self.step_inner(image, st, mem);
-        if let Err(stop) = r {
-            st.done = Some(stop);
-        }
-        r
-    }
-
-    fn step_inner<M>(
-        &mut self,
-        image: &Image<'a>,
-        st: &mut WalkState,
-        mem: &M,
-    ) -> Result<Frame, Stop>
-    where
-        M: Memory + ?Sized,
-    {
         if st.depth >= self.max_depth {
+            st.done = Some(Stop::DepthLimit);
             return Err(Stop::DepthLimit);
         }
-        let pc = st.regs.pc().ok_or(Stop::Outermost)?;
-        let lookup = if st.exact {
-            pc
-        } else {
-            pc.checked_sub(1).ok_or(Stop::NoFde { pc })?
+        self.bind(image);
+        let mut next = Regs::new();
+        let found = match self.step_core(image, &st.regs, st.exact, st.prev, &mut next, mem) {
+            Ok(found) => found,
+            Err(stop) => {
+                st.done = Some(stop);
+                return Err(stop);
+            }
         };
-        let row = self.row_for(image, lookup, pc)?;
-        let cfa = cfa(image, &row, &st.regs, mem)?;
-        if let Some((prev, prev_signal)) = st.prev
-            && cfa <= prev
-            && !prev_signal
-            && !row.signal
-        {
-            return Err(Stop::CfaNotIncreasing { cfa, prev });
-        }
         let frame = Frame {
-            pc,
-            cfa,
+            pc: found.pc,
+            cfa: found.cfa,
             regs: st.regs,
-            signal: row.signal,
+            signal: found.signal,
             exact_pc: st.exact,
         };
-        match caller(image, &row, cfa, &st.regs, mem) {
-            Ok(regs) => {
-                st.regs = regs;
-                st.exact = row.signal;
-                st.prev = Some((cfa, row.signal));
+        match found.after {
+            None => {
+                st.regs = next;
+                st.exact = found.signal;
+                st.prev = Some((found.cfa, found.signal));
             }
-            Err(stop) => st.done = Some(stop),
+            Some(stop) => st.done = Some(stop),
         }
         st.depth += 1;
         Ok(frame)
     }
 
-    /// The row for `lookup`, from the cache or computed and cached.
-    fn row_for(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<Row, Stop> {
+    /// Frame N (registers `regs`, pc exact or a return address) and, unless
+    /// the walk ends there, frame N+1's registers, written to `next`.
+    #[inline(always)]
+    fn step_core<M>(
+        &mut self,
+        image: &Image<'a>,
+        regs: &Regs,
+        exact: bool,
+        prev: Option<(u64, bool)>,
+        next: &mut Regs,
+        mem: &M,
+    ) -> Result<Found, Stop>
+    where
+        M: Memory + ?Sized,
+    {
+        let pc = regs.pc().ok_or(Stop::Outermost)?;
+        let lookup = if exact {
+            pc
+        } else {
+            pc.checked_sub(1).ok_or(Stop::NoFde { pc })?
+        };
+        let (cfa, signal, after) = match self.row_for(image, lookup, pc)? {
+            RowRef::Fast(row) => {
+                let reg = u16::from(row.cfa_reg);
+                let base = regs.get(reg).ok_or(Stop::UnknownRegister { reg })?;
+                let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
+                let signal = row.flags & F_SIGNAL != 0;
+                increasing(prev, cfa, signal)?;
+                (cfa, signal, caller_fast(row, cfa, regs, next, mem).err())
+            }
+            RowRef::Full(row) => {
+                let cfa = cfa(image, row, regs, mem)?;
+                increasing(prev, cfa, row.signal)?;
+                let after = caller(image, row, cfa, regs, next, mem).err();
+                (cfa, row.signal, after)
+            }
+        };
+        Ok(Found {
+            pc,
+            cfa,
+            signal,
+            after,
+        })
+    }
+
+    /// Empties the caches if they were filled from another image.
+    #[inline]
+    fn bind(&mut self, image: &Image<'a>) {
         if self.tag.0 != Some(image.id) {
             self.clear();
             self.tag = Tag(Some(image.id));
         }
+    }
+
+    /// The row for `lookup`, from the cache (by reference) or computed and
+    /// cached. The caches must be bound to `image`.
+    #[inline(always)]
+    fn row_for(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         if self.use_row_cache
-            && let Some(row) = self.rows.get(lookup)
+            && let Some(hit) = self.rows.probe(lookup)
         {
             self.stats.hits = self.stats.hits.wrapping_add(1);
-            return Ok(*row);
+            // `fetch` cannot fail after a hit.
+            return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
         }
+        self.miss(image, lookup, pc)
+    }
+
+    /// A row-cache miss: FDE lookup, CFI run, conversion.
+    #[inline(never)]
+    fn miss(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         self.stats.misses = self.stats.misses.wrapping_add(1);
         let cies = &mut self.cies;
         let fde = image
@@ -320,17 +401,46 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             return Err(Stop::UnsupportedRule);
         }
         let signal = fde.is_signal_trampoline();
+        // gimli's CFI context keeps nothing between lookups (it is reset for
+        // every FDE), so it lives on the stack only while needed.
+        let mut ctx = UnwindContext::<usize, CtxStore>::new_in();
         let grow = fde
-            .unwind_info_for_address(&image.eh_frame, &image.bases, &mut self.ctx, lookup)
+            .unwind_info_for_address(&image.eh_frame, &image.bases, &mut ctx, lookup)
             .map_err(|e| match e {
                 gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
                 e => Stop::BadCfi(e),
             })?;
+        // The common shape goes straight into the cache as a `FastRow`;
+        // anything else (or no row cache) becomes a general `Row`.
+        if self.use_row_cache
+            && let Some(fast) = FastRow::from_gimli(grow, ra, signal)
+            && let Some(hit) = self.rows.put_fast(lookup, fast)
+        {
+            return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
+        }
         let row = Row::from_gimli(grow, ra, signal).ok_or(Stop::UnsupportedRule)?;
         if self.use_row_cache {
-            self.rows.put(lookup, row);
+            let hit = self.rows.put_big(lookup, &row);
+            // `put_big` fails only without slots (`ROWS == 0`).
+            if hit.is_some() {
+                return hit
+                    .and_then(|h| self.rows.fetch(h))
+                    .ok_or(Stop::UnsupportedRule);
+            }
         }
-        Ok(row)
+        Ok(RowRef::Full(self.rows.put_uncached(&row)))
+    }
+}
+
+/// Stacks grow: a CFA not above the previous one ends the walk, except next
+/// to a signal frame.
+#[inline]
+fn increasing(prev: Option<(u64, bool)>, cfa: u64, signal: bool) -> Result<(), Stop> {
+    match prev {
+        Some((prev, prev_signal)) if cfa <= prev && !prev_signal && !signal => {
+            Err(Stop::CfaNotIncreasing { cfa, prev })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -340,6 +450,51 @@ fn expr_stop(e: ExprError) -> Stop {
         ExprError::UnknownRegister(reg) => Stop::UnknownRegister { reg },
         e => Stop::Expression(e),
     }
+}
+
+/// Frame N+1's registers by a [`FastRow`]: exactly what [`caller`] computes
+/// for the general `Row` of the same gimli row. Unmentioned callee-saved registers (and
+/// same-value ones) are copied, rsp is the CFA, the saved registers are loaded
+/// (an unreadable one becomes unknown), the return address must be readable
+/// and not 0.
+#[inline(always)]
+fn caller_fast<M: Memory + ?Sized>(
+    row: &FastRow,
+    cfa: u64,
+    regs: &Regs,
+    out: &mut Regs,
+    mem: &M,
+) -> Result<(), Stop> {
+    if row.flags & F_OUTERMOST != 0 {
+        return Err(Stop::Outermost);
+    }
+    let addr = cfa.wrapping_add((i64::from(row.ra_off) * 8) as u64);
+    let ra = mem.read_u64(addr).ok_or(Stop::Unreadable { addr })?;
+    if ra == 0 {
+        return Err(Stop::Outermost);
+    }
+    out.vals = regs.vals;
+    let mut known = regs.known & u32::from(row.keep);
+    if row.flags & F_RSP_CFA != 0 {
+        out.vals[usize::from(dwarf::RSP)] = cfa;
+        known |= 1 << dwarf::RSP;
+    }
+    let mut saved = row.saved;
+    for &off in &row.saved_off {
+        if saved == 0 {
+            break;
+        }
+        // Registers 0..=15 only.
+        let r = saved.trailing_zeros() as usize & 15;
+        saved &= saved - 1;
+        if let Some(v) = mem.read_u64(cfa.wrapping_add((i64::from(off) * 8) as u64)) {
+            out.vals[r] = v;
+            known |= 1 << r;
+        }
+    }
+    out.vals[usize::from(dwarf::RIP)] = ra;
+    out.known = known | 1 << dwarf::RIP;
+    Ok(())
 }
 
 /// Frame N's CFA from its registers.
@@ -396,9 +551,10 @@ fn caller<M: Memory + ?Sized>(
     row: &Row,
     cfa: u64,
     regs: &Regs,
+    out: &mut Regs,
     mem: &M,
-) -> Result<Regs, Stop> {
-    let mut out = Regs::new();
+) -> Result<(), Stop> {
+    *out = Regs::new();
     for r in 0..NUM_REGS as u16 {
         if r == row.ra || r == dwarf::RIP {
             continue;
@@ -419,7 +575,7 @@ fn caller<M: Memory + ?Sized>(
         None | Some(0) => Err(Stop::Outermost),
         Some(pc) => {
             out.set(dwarf::RIP, Some(pc));
-            Ok(out)
+            Ok(())
         }
     }
 }

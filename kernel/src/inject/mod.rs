@@ -238,8 +238,11 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
 /// A `#BP` or `#DB` from task `current`: returns true if it was ours.
 pub fn on_debug_trap(s: &mut Scheduler, current: usize, vector: u64) -> bool {
     let id = s.tasks[current].id;
+    let rip = s.tasks[current].save.frame.rip;
     let mut inj = INJECTOR.lock();
-    let Some(b) = inj.breakpoints.iter_mut().find(|b| b.task == id && (vector == 3 && !b.hit || vector == 1 && b.hit)) else {
+    // A task may have several breakpoints armed: a #BP is the one at the
+    // pc it trapped at (rip is past the int3), a #DB the one stepping.
+    let Some(b) = inj.breakpoints.iter_mut().find(|b| b.task == id && if vector == 3 { !b.hit && rip.wrapping_sub(1) == b.pc } else { b.hit }) else {
         return false;
     };
     let frame = &mut s.tasks[current].save.frame;

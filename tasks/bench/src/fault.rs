@@ -3,8 +3,12 @@
 //! The faulter (arg 6) reads the TSC into `r15` and executes `ud2`. The
 //! kernel saves its registers, reports the fault (a console line and a
 //! `fault` event: part of the cost, as in any real fault) and delivers the
-//! fault message to the `faults` endpoint, where the supervisor (arg 7,
-//! priority 0, caps `faults:recv` and `supervisor`) waits in `recv`. The
+//! fault message to the `bench-faults` endpoint, where the supervisor (arg
+//! 7, priority 0, caps `bench-faults:recv` and `supervisor`) waits in
+//! `recv` — not `faults`, which the real fault server serves for the
+//! recovery benchmark (`recover.rs`). Every other role but that one sends
+//! its faults here too (manifest `fault_endpoint`), so a fault of any
+//! role is a reported failure, never a silent restart. The
 //! message carries the faulter's registers, so `regs.r15` is the TSC just
 //! before the fault, and the supervisor reads the TSC the moment `recv`
 //! returns:
@@ -42,6 +46,8 @@ use libtask::supervise;
 
 /// Faults measured.
 const FAULTS: u32 = 20;
+/// The endpoint this supervisor serves (see the top).
+const ENDPOINT: &str = "bench-faults";
 /// Vector of #UD, the exception `ud2` raises.
 const INVALID_OPCODE: u64 = 6;
 /// Length of the `ud2` instruction.
@@ -57,7 +63,7 @@ pub fn faulter() {
 /// Role 7: the fault server. Reports `bench:fault_to_server` after
 /// [`FAULTS`] faults, then keeps serving (the image ends with it waiting).
 pub fn supervisor() {
-    let Ok(faults) = libtask::ipc::cap("faults") else { return report("bench:fault_to_server", false, 0) };
+    let Ok(faults) = libtask::ipc::cap(ENDPOINT) else { return report("bench:fault_to_server", false, 0) };
     let faults = faults.index();
     let empty = best(ROUNDS, || window::<false>());
     let mut buf = [0u8; MAX_BUFFER];

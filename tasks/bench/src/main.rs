@@ -31,20 +31,40 @@
 //! | 5 | `ipc::client`              | `ipc_call_reply` |
 //! | 6 | `fault::faulter`           | `fault_to_resume` |
 //! | 7 | `fault::supervisor`        | `fault_to_server` |
+//! | 8 | `scope::measure`, then `lock::measure`, then `recover::measure` | `checkpoint_open_commit`, `checkpoint_pages`, `first_write_in_scope`; `lock_unlock_spin`, `lock_unlock_mutex`, `registry_cost`; `fault_to_checkpoint` (and `_cold`, `_64_pages`, `_20_frames`, `_40_frames`), `rollback_per_page`, `walk_per_frame` |
+//!
+//! Role 8 is one task for three groups of figures because every task of an
+//! image costs the others: the scheduler's pick scans the whole task table
+//! on every switch, so each task added to the image adds to the context
+//! switch and IPC figures (this one and the real fault server, added
+//! together, moved them from 395 to 424 and from 1,248 to 1,435). It runs its
+//! groups in that order — the empty scopes first, while its address space
+//! holds only its image and stack (`checkpoint_pages`) — and uses region
+//! `shared` (`shared.rs`: the mutexes, the spinlock, the Arc slots, the
+//! word that carries a TSC across a rollback). Its faults go to the *real*
+//! fault server (`fault-server`, endpoint `faults`), whose recovery path is
+//! what `recover.rs` measures; every other role sends any fault to the
+//! benchmark supervisor (arg 7, endpoint `bench-faults`), for which each
+//! fault but the faulter's `ud2` is a failure.
 //!
 //! The roles must not disturb each other's loops, so the manifest runs them
-//! one after the other by priority: the supervisor (0) waits in `recv` and
-//! only runs when a fault arrives; then the null syscall (1), the yield pair
-//! (2), the IPC pair (3) and the faulter (4), each phase starting when the
-//! previous one's tasks have exited. A role that finds something wrong
-//! (a call failing, a message it did not expect) reports its figure with
-//! `ok = false`, which `cargo xtask bench` turns into an error.
+//! one after the other by priority: the two fault servers (0) wait in
+//! `recv` and only run when a fault arrives; then the null syscall (1), the
+//! yield pair (2), the IPC pair (3), the faulter (4) and role 8 (5), each
+//! phase starting when the previous one's tasks have exited. A role that
+//! finds something wrong (a call failing, a message it did not expect)
+//! reports its figure with `ok = false`, which `cargo xtask bench` turns
+//! into an error.
 #![no_std]
 #![no_main]
 
 mod fault;
 mod ipc;
+mod lock;
 mod measure;
+mod recover;
+mod scope;
+mod shared;
 mod syscall;
 
 use libtask::{Start, report};
@@ -60,6 +80,11 @@ fn main(start: Start) {
         5 => ipc::client(),
         6 => fault::faulter(),
         7 => fault::supervisor(),
+        8 => {
+            scope::measure();
+            lock::measure(start.id);
+            recover::measure();
+        }
         other => report("bench:unknown_role", false, other),
     }
 }

@@ -1,0 +1,78 @@
+//! The registry's cost on an uncontended lock: `libtask::sync::Mutex`
+//! against a bare spinlock in the same shared region.
+//!
+//! Both locks live in region `shared` (`shared.rs`), the mutex at
+//! `at::LOCK`, the spinlock — one `AtomicU32` — at `at::SPIN`, and role 8
+//! runs three loops of [`ITERS`] iterations, with nothing else
+//! competing:
+//!
+//! * **lock_unlock_spin**: `compare_exchange(0 → id)` (a `lock cmpxchg`)
+//!   then `store(0)`: the least a lock in shared memory can cost;
+//! * **lock_unlock_mutex**: `Mutex::lock()` and dropping the guard, outside
+//!   any checkpoint scope: the same `CAS` and swap, plus what makes the
+//!   mutex recoverable — the intent slot written and cleared around each,
+//!   the registry entry pushed and removed (all single volatile stores into
+//!   the task's recovery page, see `libtask/src/sync/registry.rs`), the
+//!   scope check of the drop, the poison check;
+//! * **registry_cost** = mutex − spinlock, per lock + unlock.
+//!
+//! Each loop is timed per round and the empty loop (the same `black_box`ed
+//! counter, no lock) subtracted; the best of [`ROUNDS`] rounds counts, as
+//! everywhere (`measure.rs`). A first `lock()` before measuring registers
+//! the recovery page with the kernel (`SET_RECOVERY`, once per task), so
+//! the loops see only the steady state. Both loops are Rust, not asm: the
+//! mutex *is* library code, and the spinlock is written the way a task
+//! would write it; both compile to a loop around their atomics.
+
+use crate::measure::{best, report_figure, timed};
+use crate::shared::{LAYOUT, REGION, at};
+use crate::syscall::ROUNDS;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU32, Ordering};
+use libtask::report;
+use libtask::sync::{Mutex, PoisonError, Region};
+
+/// Lock + unlock pairs per round.
+const ITERS: u64 = 100;
+
+/// Part of role 8: reports `bench:lock_unlock_spin`, `bench:lock_unlock_mutex`,
+/// `bench:registry_cost`.
+pub fn measure(id: u64) {
+    let got = Region::open(REGION, LAYOUT).and_then(|r| Ok((r.get::<Mutex<u64>>(at::LOCK)?, r.get::<AtomicU32>(at::SPIN)?)));
+    let Ok((mutex, spin)) = got else { return report("bench:lock_unlock_mutex", false, 0) };
+    let me = id as u32;
+    drop(mutex.lock().unwrap_or_else(PoisonError::into_inner));
+
+    let empty = best(ROUNDS, || {
+        timed(|| {
+            for i in 0..ITERS {
+                black_box(i);
+            }
+        })
+    });
+    let bare = best(ROUNDS, || {
+        timed(|| {
+            for i in 0..ITERS {
+                black_box(i);
+                while spin.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    core::hint::spin_loop();
+                }
+                spin.store(0, Ordering::Release);
+            }
+        })
+    });
+    let registered = best(ROUNDS, || {
+        timed(|| {
+            for i in 0..ITERS {
+                black_box(i);
+                let guard = mutex.lock();
+                black_box(&guard);
+                drop(guard);
+            }
+        })
+    });
+    let clean = !mutex.is_locked() && !mutex.is_poisoned() && spin.load(Ordering::Relaxed) == 0;
+    report_figure("bench:lock_unlock_spin", bare, empty, ITERS);
+    report_figure("bench:lock_unlock_mutex", if clean { registered } else { 0 }, empty, ITERS);
+    report_figure("bench:registry_cost", registered, bare, ITERS);
+}
