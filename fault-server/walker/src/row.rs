@@ -104,7 +104,10 @@ impl Row {
 
     /// A placeholder row with return-address column 0, so that arrays of it
     /// are all zero (never applied).
-    pub(crate) const ZERO: Row = Row { ra: 0, ..Row::EMPTY };
+    pub(crate) const ZERO: Row = Row {
+        ra: 0,
+        ..Row::EMPTY
+    };
 }
 
 /// Maximum number of saved-register loads of a [`FastRow`].

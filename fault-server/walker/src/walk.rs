@@ -143,7 +143,7 @@ pub struct Stats {
 /// Reuse one `Walker` for all walks of an image: that is what keeps rows and
 /// CIEs warm. Its size is 32 bytes per row slot plus about 2.5 KB (parsed
 /// CIEs, a few general rows); building one is a `memset` and a few stores
-/// (`new` is a `const fn`). A row-cache miss also needs about 3.5 KB of stack
+/// (`new` is a `const fn`). A row-cache miss also needs about 3.3 KB of stack
 /// for gimli's CFI context.
 pub struct Walker<'a, const ROWS: usize = 256> {
     tag: Tag,
