@@ -348,7 +348,6 @@ fn faults_pending_when_the_fault_server_dies_are_all_handled_by_the_next() {
 /// twice: the owner's would be taken with it, and the object freed under
 /// the owner's feet.
 #[test]
-#[ignore = "fails: the fault server's releases are not idempotent across its own restart (see the report)"]
 fn a_fault_server_killed_mid_recovery_gives_nothing_back_twice() {
     let manifest = format!(
         "description = \"server killed mid-recovery\"\n{SERVER}{}{}{}",

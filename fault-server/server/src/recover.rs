@@ -194,6 +194,14 @@ pub fn release(task: TaskId, msg: &FaultMessage, image: Option<&TaskImage>, dept
     let plan = recovery::plan(&page, &regions(task), &msg.regs, depth, &arc_symbols(image)).map_err(|e| e.reason())?;
     let mut ops = TaskOps(task);
     for r in plan.releases() {
+        // A mutex release checks the owner word, so repeating it is
+        // harmless: mark it done afterwards. An Arc decrement is not
+        // idempotent: mark it done *before*, so a server that dies in
+        // between leaks one reference rather than freeing a live object.
+        let is_arc = matches!(r.action, recovery::Action::ArcDecrement { .. });
+        if is_arc {
+            tombstone(task, msg.recovery, r.origin);
+        }
         let outcome = recovery::execute(&r.action, task, &mut ops);
         let mut body = Body::new()
             .u64("task", task)
@@ -221,6 +229,26 @@ pub fn release(task: TaskId, msg: &FaultMessage, image: Option<&TaskImage>, dept
             Err(e) => body.str("outcome", "failed").str("error", e.name()),
         };
         emit("release", body);
+        if !is_arc {
+            tombstone(task, msg.recovery, r.origin);
+        }
     }
     Ok(plan.releases().len())
+}
+
+/// Marks a performed release in the task's recovery page (address 0 is
+/// libtask's "released" slot; an intent op of 0 is "none"), so that if this
+/// server dies before the rollback and its successor gets the fault again,
+/// the release is not done twice. The write goes through the kernel like a
+/// write of the task's own, so the scope's rollback still restores the page
+/// as it was when the scope opened.
+fn tombstone(task: TaskId, page: u64, origin: recovery::Origin) {
+    use core::mem::{offset_of, size_of};
+    use libtask::abi::checkpoint::{ArcEntry, Intent, MutexEntry, RecoveryPage};
+    let at = match origin {
+        recovery::Origin::Intent => page + (offset_of!(RecoveryPage, intent) + offset_of!(Intent, op)) as u64,
+        recovery::Origin::Mutex(i) => page + (offset_of!(RecoveryPage, mutexes) + i * size_of::<MutexEntry>()) as u64,
+        recovery::Origin::Arc(i) => page + (offset_of!(RecoveryPage, arcs) + i * size_of::<ArcEntry>()) as u64,
+    };
+    let _ = supervise::write_mem(task, at, &0u64.to_le_bytes());
 }
