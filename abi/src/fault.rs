@@ -143,7 +143,20 @@ mod tests {
 
     #[test]
     fn fault_message_round_trips() {
-        let mut m = FaultMessage { task: 3, kind: 1, vector: 14, error_code: 6, cr2: 0xdead, seq: 9, restarts: 2, eh_frame_hdr: 0x4000, text_len: 0, recovery: 0x5000, scopes: 2, regs: Registers::default() };
+        let mut m = FaultMessage {
+            task: 3,
+            kind: 1,
+            vector: 14,
+            error_code: 6,
+            cr2: 0xdead,
+            seq: 9,
+            restarts: 2,
+            eh_frame_hdr: 0x4000,
+            text_len: 0,
+            recovery: 0x5000,
+            scopes: 2,
+            regs: Registers::default(),
+        };
         m.regs.r15 = 0x1515;
         m.regs.rip = 0x401000;
         m.regs.gs_base = 7;

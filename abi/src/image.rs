@@ -130,21 +130,36 @@ pub enum ImageError {
     BadMagic,
     BadVersion(u32),
     TooManyTasks(u32),
-    SizeMismatch { header: u64, actual: u64 },
+    SizeMismatch {
+        header: u64,
+        actual: u64,
+    },
     /// Entry `index` points outside the module.
-    ElfOutOfBounds { index: usize },
+    ElfOutOfBounds {
+        index: usize,
+    },
     /// Entry `index` has a name that is empty, too long or not UTF-8.
-    BadName { index: usize },
+    BadName {
+        index: usize,
+    },
     /// Entry `index` asks for an unusable stack size.
-    BadStack { index: usize },
+    BadStack {
+        index: usize,
+    },
     /// Too many endpoints, notifications or capabilities.
     TooManyObjects,
     /// Entry `index` names a fault endpoint that does not exist.
-    BadFaultEndpoint { index: usize },
+    BadFaultEndpoint {
+        index: usize,
+    },
     /// Capability record `index` is malformed (kind, object, task, badge, name).
-    BadCap { index: usize },
+    BadCap {
+        index: usize,
+    },
     /// Region record `index` is malformed (name, size).
-    BadRegion { index: usize },
+    BadRegion {
+        index: usize,
+    },
 }
 
 impl ImageError {
@@ -218,8 +233,12 @@ pub fn parse(bytes: &[u8]) -> Result<Image<'_>, ImageError> {
         return Err(ImageError::TooManyTasks(count));
     }
     let total = u64_at(bytes, 16);
-    let (endpoints, notifications, caps, regions) =
-        (u32_at(bytes, 24) as usize, u32_at(bytes, 28) as usize, u32_at(bytes, 32) as usize, u32_at(bytes, 36) as usize);
+    let (endpoints, notifications, caps, regions) = (
+        u32_at(bytes, 24) as usize,
+        u32_at(bytes, 28) as usize,
+        u32_at(bytes, 32) as usize,
+        u32_at(bytes, 36) as usize,
+    );
     if endpoints > MAX_OBJECTS || notifications > MAX_OBJECTS || caps > MAX_OBJECTS || regions > MAX_OBJECTS {
         return Err(ImageError::TooManyObjects);
     }
@@ -308,7 +327,10 @@ impl<'a> Image<'a> {
         if index >= self.caps {
             return None;
         }
-        let at = self.names_start() + (self.endpoints + self.notifications) * NAME_LEN + self.regions * REGION_SIZE + index * CAP_SIZE;
+        let at = self.names_start()
+            + (self.endpoints + self.notifications) * NAME_LEN
+            + self.regions * REGION_SIZE
+            + index * CAP_SIZE;
         let raw = &self.bytes[at..at + CAP_SIZE];
         let bad = Some(Err(ImageError::BadCap { index }));
         let task = u16::from_le_bytes([raw[0], raw[1]]);
@@ -323,7 +345,11 @@ impl<'a> Image<'a> {
             CapKind::Supervisor => object == 0,
             CapKind::Region => (object as usize) < self.regions,
         };
-        if task as usize >= self.count || !object_ok || rights & !crate::ipc::rights::ALL != 0 || badge > crate::ipc::MAX_BADGE {
+        if task as usize >= self.count
+            || !object_ok
+            || rights & !crate::ipc::rights::ALL != 0
+            || badge > crate::ipc::MAX_BADGE
+        {
             return bad;
         }
         Some(Ok(CapSpec { task, kind, rights, object, badge, name }))
@@ -355,11 +381,25 @@ impl<'a> Image<'a> {
             Some(end) if end <= self.bytes.len() as u64 => end,
             _ => return Some(Err(ImageError::ElfOutOfBounds { index })),
         };
-        if stack_bytes == 0 || stack_bytes % crate::layout::PAGE_SIZE != 0 || stack_bytes > crate::layout::MAX_STACK_BYTES {
+        if stack_bytes == 0
+            || stack_bytes % crate::layout::PAGE_SIZE != 0
+            || stack_bytes > crate::layout::MAX_STACK_BYTES
+        {
             return Some(Err(ImageError::BadStack { index }));
         }
         let elf = &self.bytes[offset as usize..end as usize];
-        Some(Ok(TaskSpec { name, elf, priority, stack_bytes, flags, arg, fault_endpoint, watchdog_ms, max_restarts, restart_window_ms }))
+        Some(Ok(TaskSpec {
+            name,
+            elf,
+            priority,
+            stack_bytes,
+            flags,
+            arg,
+            fault_endpoint,
+            watchdog_ms,
+            max_restarts,
+            restart_window_ms,
+        }))
     }
 }
 
@@ -460,12 +500,32 @@ mod tests {
     fn objects_and_caps_round_trip() {
         let tasks = [spec("server", b"elf1"), TaskSpec { fault_endpoint: Some(1), ..spec("client", b"elf2") }];
         let caps = [
-            CapSpec { task: 0, kind: CapKind::Endpoint, rights: crate::ipc::rights::RECV, object: 0, badge: 0, name: "ping" },
-            CapSpec { task: 1, kind: CapKind::Endpoint, rights: crate::ipc::rights::SEND, object: 0, badge: 42, name: "ping" },
+            CapSpec {
+                task: 0,
+                kind: CapKind::Endpoint,
+                rights: crate::ipc::rights::RECV,
+                object: 0,
+                badge: 0,
+                name: "ping",
+            },
+            CapSpec {
+                task: 1,
+                kind: CapKind::Endpoint,
+                rights: crate::ipc::rights::SEND,
+                object: 0,
+                badge: 42,
+                name: "ping",
+            },
             CapSpec { task: 0, kind: CapKind::Supervisor, rights: 0, object: 0, badge: 0, name: "supervisor" },
         ];
         let regions = [RegionSpec { name: "bank", size: 8192 }];
-        let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["ping", "faults"], notifications: &["tick"], regions: &regions, caps: &caps });
+        let bytes = write(&ImageSpec {
+            tasks: &tasks,
+            endpoints: &["ping", "faults"],
+            notifications: &["tick"],
+            regions: &regions,
+            caps: &caps,
+        });
         let image = parse(&bytes).unwrap();
         assert_eq!(image.region(0), Some(Ok(regions[0])));
         assert_eq!(image.region(1), None);
@@ -484,7 +544,14 @@ mod tests {
             CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "ok" },
             CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 5, badge: 0, name: "no-such-object" },
             CapSpec { task: 9, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "no-such-task" },
-            CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 0, badge: crate::ipc::FAULT_BADGE, name: "forged" },
+            CapSpec {
+                task: 0,
+                kind: CapKind::Endpoint,
+                rights: 1,
+                object: 0,
+                badge: crate::ipc::FAULT_BADGE,
+                name: "forged",
+            },
         ];
         let bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["e"], caps: &caps, ..ImageSpec::default() });
         let image = parse(&bytes).unwrap();

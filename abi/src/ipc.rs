@@ -160,7 +160,15 @@ pub const TASK_INFO_SIZE: usize = core::mem::size_of::<TaskInfo>();
 impl TaskInfo {
     pub fn to_bytes(&self) -> [u8; TASK_INFO_SIZE] {
         let mut out = [0u8; TASK_INFO_SIZE];
-        let words = [self.id, self.priority, self.watchdog_ms, self.max_restarts, self.restart_window_ms, self.restarts, self.scopes];
+        let words = [
+            self.id,
+            self.priority,
+            self.watchdog_ms,
+            self.max_restarts,
+            self.restart_window_ms,
+            self.restarts,
+            self.scopes,
+        ];
         for (i, w) in words.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
@@ -179,7 +187,16 @@ impl TaskInfo {
         };
         let mut name = [0u8; crate::image::NAME_LEN];
         name.copy_from_slice(&b[56..56 + crate::image::NAME_LEN]);
-        Some(TaskInfo { id: w(0), priority: w(1), watchdog_ms: w(2), max_restarts: w(3), restart_window_ms: w(4), restarts: w(5), scopes: w(6), name })
+        Some(TaskInfo {
+            id: w(0),
+            priority: w(1),
+            watchdog_ms: w(2),
+            max_restarts: w(3),
+            restart_window_ms: w(4),
+            restarts: w(5),
+            scopes: w(6),
+            name,
+        })
     }
 
     /// The name as text.

@@ -21,9 +21,9 @@ use crate::task::{State, Task, TaskId};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use spin::Mutex;
+use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{FsBase, KernelGsBase};
-use x86_64::VirtAddr;
 
 /// Timer interrupts per second.
 pub const TICK_HZ: u32 = 1000;
@@ -157,7 +157,9 @@ impl Scheduler {
             return Some(c);
         }
         let start = self.current.map_or(0, |c| c + 1);
-        (0..n).map(|k| (start + k) % n).find(|&i| self.tasks[i].state == State::Runnable && self.tasks[i].priority == best)
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.tasks[i].state == State::Runnable && self.tasks[i].priority == best)
     }
 
     /// Whether anything can still happen: a task is runnable, or will be

@@ -19,7 +19,11 @@ pub fn run(cmdline: &str) -> Option<GuestExit> {
         "panic" => panic!("selftest panic requested on the command line"),
         other => {
             crate::kprintln!("selftest: unknown test {other:?}");
-            crate::events::Event::new("check").str("name", "selftest").bool("ok", false).display("error", format_args!("unknown test {other:?}")).emit();
+            crate::events::Event::new("check")
+                .str("name", "selftest")
+                .bool("ok", false)
+                .display("error", format_args!("unknown test {other:?}"))
+                .emit();
             GuestExit::CheckFailed
         }
     })

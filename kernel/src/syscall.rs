@@ -6,9 +6,9 @@
 //! pointer yields `Error::BadPointer`, never a kernel fault.
 
 use crate::events::Event;
+use crate::ipc;
 use crate::mem::space::{Perm, SpaceError};
 use crate::sched::Scheduler;
-use crate::ipc;
 use crate::task::{PendingFault, State, Task};
 use abi::fault::FaultKind;
 use abi::layout::{PAGE_SIZE, SHARED_BASE, USER_MAP_BASE, is_user_range};
@@ -155,7 +155,8 @@ fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {
     let addr = if hint != 0 {
         // Hints must stay in the map area, clear of the image, the shared
         // regions and the stack.
-        let ok = hint % PAGE_SIZE == 0 && hint >= USER_MAP_BASE && is_user_range(hint, len) && hint + len <= SHARED_BASE;
+        let ok =
+            hint % PAGE_SIZE == 0 && hint >= USER_MAP_BASE && is_user_range(hint, len) && hint + len <= SHARED_BASE;
         if !ok {
             return Err(Error::BadArgument);
         }
@@ -191,7 +192,13 @@ fn unmap(task: &mut Task, addr: u64, len: u64) -> SysResult {
 fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> SysResult {
     let mut buf = [0u8; MAX_TEXT];
     let name = user_text(task, name_ptr, name_len, &mut buf)?;
-    Event::new("check").u64("task", task.id as u64).str("task_name", &task.name).str("name", name).bool("ok", ok != 0).u64("value", value).emit();
+    Event::new("check")
+        .u64("task", task.id as u64)
+        .str("task_name", &task.name)
+        .str("name", name)
+        .bool("ok", ok != 0)
+        .u64("value", value)
+        .emit();
     Ok(0)
 }
 

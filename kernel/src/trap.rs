@@ -12,8 +12,8 @@ use crate::arch::trap_entry::TrapFrame;
 use crate::platform::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::sched::{self, SCHED};
 use crate::task::{PendingFault, State};
-use abi::fault::FaultKind;
 use abi::exit::GuestExit;
+use abi::fault::FaultKind;
 
 /// Called by `trap_common` with the saved frame; returns the frame to resume.
 ///

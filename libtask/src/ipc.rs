@@ -56,7 +56,8 @@ impl Cap {
 /// `"supervisor"`, ...). `Err(BadCapability)` if this task has none.
 pub fn cap(name: &str) -> Result<Cap, Error> {
     // SAFETY: CAP_LOOKUP only reads `name`, a live &str.
-    Error::decode(unsafe { crate::syscall::raw::syscall2(nr::CAP_LOOKUP, name.as_ptr() as u64, name.len() as u64) }).map(Cap)
+    Error::decode(unsafe { crate::syscall::raw::syscall2(nr::CAP_LOOKUP, name.as_ptr() as u64, name.len() as u64) })
+        .map(Cap)
 }
 
 /// How long a receiving call ([`recv`], [`reply_recv`], [`wait`]) blocks.
@@ -121,7 +122,14 @@ pub struct IpcRegs {
 
 /// Builds the registers of call `nr` and runs it on the right path;
 /// returns the decoded `rax` and what arrived.
-fn ipc(nr: u64, cap: u64, msg: &Message, send: &[u8], recv: &mut [u8], timeout: Timeout) -> Result<(u64, Received), Error> {
+fn ipc(
+    nr: u64,
+    cap: u64,
+    msg: &Message,
+    send: &[u8],
+    recv: &mut [u8],
+    timeout: Timeout,
+) -> Result<(u64, Received), Error> {
     if send.len() > MAX_BUFFER {
         return Err(Error::BadArgument);
     }
@@ -147,11 +155,8 @@ fn ipc(nr: u64, cap: u64, msg: &Message, send: &[u8], recv: &mut [u8], timeout: 
         unsafe { raw::exchange(&mut r) };
     }
     let value = Error::decode(r.rax)?;
-    let received = Received {
-        badge: r.rdi,
-        msg: Message { label: r.rsi, words: r.words },
-        len: (r.r13 as usize).min(recv.len()),
-    };
+    let received =
+        Received { badge: r.rdi, msg: Message { label: r.rsi, words: r.words }, len: (r.r13 as usize).min(recv.len()) };
     Ok((value, received))
 }
 
@@ -203,7 +208,13 @@ pub fn reply_recv(cap: Cap, msg: &Message, timeout: Timeout) -> Result<Received,
 }
 
 /// `REPLY_RECV` with a reply buffer and a receive buffer.
-pub fn reply_recv_with(cap: Cap, msg: &Message, send: &[u8], recv: &mut [u8], timeout: Timeout) -> Result<Received, Error> {
+pub fn reply_recv_with(
+    cap: Cap,
+    msg: &Message,
+    send: &[u8],
+    recv: &mut [u8],
+    timeout: Timeout,
+) -> Result<Received, Error> {
     ipc(nr::REPLY_RECV, cap.0, msg, send, recv, timeout).map(|(_, r)| r)
 }
 

@@ -95,7 +95,9 @@ pub fn read_image(task: TaskId, offset: u64, buf: &mut [u8]) -> Result<usize, Er
         let end = (done + MAX_XFER).min(buf.len());
         let chunk = &mut buf[done..end];
         // SAFETY: the kernel writes at most `chunk.len()` bytes into `chunk`.
-        let n = unsafe { task_ctl(op::READ_IMAGE, task, offset + done as u64, chunk.as_mut_ptr() as u64, chunk.len() as u64)? };
+        let n = unsafe {
+            task_ctl(op::READ_IMAGE, task, offset + done as u64, chunk.as_mut_ptr() as u64, chunk.len() as u64)?
+        };
         if n == 0 {
             break;
         }
@@ -153,8 +155,10 @@ pub fn kill(task: TaskId) -> Result<(), Error> {
 /// kernel refuses anything else with `Err(BadArgument)`.
 pub fn emit(kind: &str, body: &str) -> Result<(), Error> {
     // SAFETY: EMIT only reads the two live strings.
-    Error::decode(unsafe { raw::syscall4(nr::EMIT, kind.as_ptr() as u64, kind.len() as u64, body.as_ptr() as u64, body.len() as u64) })
-        .map(drop)
+    Error::decode(unsafe {
+        raw::syscall4(nr::EMIT, kind.as_ptr() as u64, kind.len() as u64, body.as_ptr() as u64, body.len() as u64)
+    })
+    .map(drop)
 }
 
 /// The supervised side of the restart-count convention: a fault server

@@ -98,8 +98,7 @@ pub unsafe fn unmap(addr: *mut u8, len: u64) -> Result<(), Error> {
 /// caller's task id. [`crate::report`] is the form tasks normally use.
 pub fn report(name: &str, ok: bool, value: u64) -> Result<(), Error> {
     // SAFETY: REPORT only reads `name`, a live &str.
-    decode(unsafe { raw::syscall4(nr::REPORT, name.as_ptr() as u64, name.len() as u64, ok as u64, value) })
-        .map(drop)
+    decode(unsafe { raw::syscall4(nr::REPORT, name.as_ptr() as u64, name.len() as u64, ok as u64, value) }).map(drop)
 }
 
 /// `PANIC`: reports a panic (event `task_panic`) and ends the task.

@@ -134,7 +134,10 @@ impl Run {
 
     /// Events of kind `ev` about task `task_name` (field `name` or `task_name`).
     pub fn task_events(&self, ev: &str, task_name: &str) -> Vec<&Value> {
-        self.events.iter().filter(|e| e["ev"] == ev && (e["name"] == task_name || e["task_name"] == task_name)).collect()
+        self.events
+            .iter()
+            .filter(|e| e["ev"] == ev && (e["name"] == task_name || e["task_name"] == task_name))
+            .collect()
     }
 
     /// All events of kind `ev`.
@@ -145,7 +148,14 @@ impl Run {
     /// The one event of kind `ev` (panics with the stream otherwise).
     pub fn event(&self, ev: &str) -> &Value {
         let found = self.events_of(ev);
-        assert_eq!(found.len(), 1, "{}: expected exactly one {ev:?} event, got {}: {:#?}", self.name, found.len(), self.events);
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: expected exactly one {ev:?} event, got {}: {:#?}",
+            self.name,
+            found.len(),
+            self.events
+        );
         found[0]
     }
 }

@@ -92,7 +92,10 @@ fn restarted_tasks_run_again_from_their_start() {
         assert_eq!(&restarts[0]["seq"], seq, "{name}: the restart answers the fault");
         assert_eq!(restarts[0]["from"], "image");
         let reports = of_task(run, "fault_report", id);
-        assert!(reports.len() == 1 && reports[0]["action"] == "restart" && &reports[0]["seq"] == seq, "{name}: {reports:#?}");
+        assert!(
+            reports.len() == 1 && reports[0]["action"] == "restart" && &reports[0]["seq"] == seq,
+            "{name}: {reports:#?}"
+        );
         // The second run started from `main` (it read its restart count).
         let rerun = task_checks(run, "regcheck-rerun", id);
         assert!(rerun.len() == 1 && rerun[0]["ok"] == true && rerun[0]["value"] == 1, "{name}: {rerun:#?}");
@@ -178,7 +181,11 @@ fn a_crash_loop_is_slowed_down_then_stopped() {
     for (restart, next) in restarts.iter().zip(&runs[1..]) {
         let waited = next["tsc"].as_u64().unwrap() - restart["tsc"].as_u64().unwrap();
         let delay = restart["delay_ms"].as_u64().unwrap();
-        assert!(waited * 10 >= delay * tsc_per_ms * 9, "run after a {delay} ms delay came {} ms later", waited / tsc_per_ms);
+        assert!(
+            waited * 10 >= delay * tsc_per_ms * 9,
+            "run after a {delay} ms delay came {} ms later",
+            waited / tsc_per_ms
+        );
     }
     // The sixth fault stops it: the server says why, the kernel escalates.
     let reports = of_task(run, "fault_report", id);

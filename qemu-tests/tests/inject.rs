@@ -39,7 +39,8 @@ fn dir() -> PathBuf {
 /// A script: the image above, `run` lines in `[run]`, then `body`'s tables.
 fn script(name: &str, run: &str, body: &str) -> PathBuf {
     let path = dir().join(format!("{name}.toml"));
-    std::fs::write(&path, format!("description = \"{name}\"\n{IMAGE}\n[run]\nsettle_ms = 500\n{run}\n{body}")).expect("write the script");
+    std::fs::write(&path, format!("description = \"{name}\"\n{IMAGE}\n[run]\nsettle_ms = 500\n{run}\n{body}"))
+        .expect("write the script");
     path
 }
 
@@ -94,9 +95,15 @@ kinds = { ud = 1, regflip = 1, kill = 1, hang = 1 }
     let second = run_script(&path, &options("second")).expect("second run");
     let a = std::fs::read(&first.json).expect("first report");
     let b = std::fs::read(&second.json).expect("second report");
-    assert!(a == b, "two runs of one script and seed wrote different reports: {} vs {}", first.json.display(), second.json.display());
+    assert!(
+        a == b,
+        "two runs of one script and seed wrote different reports: {} vs {}",
+        first.json.display(),
+        second.json.display()
+    );
 
-    let fired = first.report.injections.iter().find(|e| e.verdict.outcome.manifested()).expect("some injection manifests");
+    let fired =
+        first.report.injections.iter().find(|e| e.verdict.outcome.manifested()).expect("some injection manifests");
     let replayed = xtask::inject::replay_injection(&first.json, fired.planned.id, &options("first")).expect("replay");
     assert!(replayed.identical, "replay differs:\n{}", replayed.text);
     let [from, to] = fired.verdict.excerpt_lines.expect("a fired injection has an excerpt");

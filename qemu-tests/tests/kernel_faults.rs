@@ -16,7 +16,10 @@ fn kernel_page_fault_is_reported_with_cr2_and_registers() {
     let regs = &ev["regs"];
     assert_eq!(hex(&regs["rip"]), hex(&ev["rip"]));
     assert_eq!(hex(&regs["cs"]) & 3, 0, "ring 0");
-    for reg in ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rsp", "rflags", "ss", "fs_base", "gs_base"] {
+    for reg in [
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rsp",
+        "rflags", "ss", "fs_base", "gs_base",
+    ] {
         assert!(regs.get(reg).is_some(), "register {reg} missing from the report");
     }
     assert!(run.console.contains("KERNEL FAULT: page_fault (vector 14)"), "console:\n{}", run.console);
@@ -34,7 +37,11 @@ fn kernel_page_fault_is_reported_with_cr2_and_registers() {
     for expected in ["kernel::selftest::run", "kmain", "kernel_entry64"] {
         assert!(frames.iter().any(|f| f == expected), "no frame {expected} in {frames:?}");
     }
-    assert_eq!(frames.last().map(String::as_str), Some("kernel_entry64"), "the walk ends at the entry point: {frames:?}");
+    assert_eq!(
+        frames.last().map(String::as_str),
+        Some("kernel_entry64"),
+        "the walk ends at the entry point: {frames:?}"
+    );
     assert!(run.console.contains("Outermost"), "the walk ended cleanly:\n{}", run.console);
 }
 
@@ -63,8 +70,14 @@ fn kernel_panic_is_reported_with_message_and_location() {
     assert_eq!(ev["file"], "kernel/src/selftest.rs");
     assert!(run.console.contains("KERNEL PANIC: selftest panic requested"));
     let symbols = Symbols::of(&qemu_tests::kernel()).unwrap();
-    let frames: Vec<String> =
-        run.events_of("backtrace_frame").iter().map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string()).collect();
-    assert!(frames.iter().any(|f| f.contains("kernel_panic")), "the panic backtrace starts in the panic path: {frames:?}");
+    let frames: Vec<String> = run
+        .events_of("backtrace_frame")
+        .iter()
+        .map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string())
+        .collect();
+    assert!(
+        frames.iter().any(|f| f.contains("kernel_panic")),
+        "the panic backtrace starts in the panic path: {frames:?}"
+    );
     assert_eq!(frames.last().map(String::as_str), Some("kernel_entry64"), "{frames:?}");
 }

@@ -25,7 +25,8 @@ fn boot_manifest(name: &str, manifest: &str) -> Run {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, manifest).unwrap();
-    let img = xtask::images::pack_to_file(path.to_str().unwrap(), &task_bins()).unwrap_or_else(|e| panic!("{name}: packing: {e:#}"));
+    let img = xtask::images::pack_to_file(path.to_str().unwrap(), &task_bins())
+        .unwrap_or_else(|e| panic!("{name}: packing: {e:#}"));
     boot_with(name, Options { image: Some(img), ..Options::default() })
 }
 
@@ -40,7 +41,12 @@ fn ok<'a>(run: &'a Run, name: &str) -> &'a Value {
 fn all_ok(run: &Run, name: &str, n: usize) {
     let found = run.checks(name);
     assert_eq!(found.len(), n, "{}: expected {n} checks {name:?}, got {found:#?}\nconsole:\n{}", run.name, run.console);
-    assert!(found.iter().all(|c| c["ok"] == true), "{}: {name:?} failed: {found:#?}\nconsole:\n{}", run.name, run.console);
+    assert!(
+        found.iter().all(|c| c["ok"] == true),
+        "{}: {name:?} failed: {found:#?}\nconsole:\n{}",
+        run.name,
+        run.console
+    );
 }
 
 fn no_failed_checks(run: &Run) {
@@ -54,7 +60,9 @@ const BANK_REGION: &str = "[[region]]\nname = \"bank\"\nsize_kib = 8\n";
 fn checkpoint_scopes_commit_nest_and_defer_releases() {
     let run = boot_manifest(
         "recovery-checkpoint",
-        &format!("description = \"checkpoint self-test\"\n{BANK_REGION}[[task]]\nname = \"selftest\"\nbin = \"bank\"\narg = 300\ncaps = [\"bank:map\"]\n"),
+        &format!(
+            "description = \"checkpoint self-test\"\n{BANK_REGION}[[task]]\nname = \"selftest\"\nbin = \"bank\"\narg = 300\ncaps = [\"bank:map\"]\n"
+        ),
     );
     run.expect_exit(GuestExit::Success);
     // Value, attempt 0, depth back to 0.
@@ -76,8 +84,13 @@ fn checkpoint_scopes_commit_nest_and_defer_releases() {
 
 #[test]
 fn mutex_sleeps_in_the_futex_when_contended_and_not_otherwise() {
-    let task = |name: &str, arg: u32| format!("[[task]]\nname = \"{name}\"\nbin = \"bank\"\narg = {arg}\ncaps = [\"bank:map\"]\n");
-    let run = boot_manifest("recovery-mutex", &format!("description = \"mutex\"\n{BANK_REGION}{}{}", task("holder", 301), task("waiter", 302)));
+    let task = |name: &str, arg: u32| {
+        format!("[[task]]\nname = \"{name}\"\nbin = \"bank\"\narg = {arg}\ncaps = [\"bank:map\"]\n")
+    };
+    let run = boot_manifest(
+        "recovery-mutex",
+        &format!("description = \"mutex\"\n{BANK_REGION}{}{}", task("holder", 301), task("waiter", 302)),
+    );
     run.expect_exit(GuestExit::Success);
     ok(&run, "mutex:holder");
     // The holder keeps it across a 130 ms sleep; the waiter is woken by
@@ -90,7 +103,9 @@ fn mutex_sleeps_in_the_futex_when_contended_and_not_otherwise() {
 
 #[test]
 fn arc_buffers_are_allocated_and_freed_exactly_once() {
-    let task = |name: &str, arg: u32| format!("[[task]]\nname = \"{name}\"\nbin = \"pipeline\"\narg = {arg}\ncaps = [\"pipe:map\"]\n");
+    let task = |name: &str, arg: u32| {
+        format!("[[task]]\nname = \"{name}\"\nbin = \"pipeline\"\narg = {arg}\ncaps = [\"pipe:map\"]\n")
+    };
     let run = boot_manifest(
         "recovery-arc",
         &format!(
@@ -114,7 +129,9 @@ fn arc_buffers_are_allocated_and_freed_exactly_once() {
 
 #[test]
 fn a_hung_lock_holder_becomes_a_watchdog_fault() {
-    let task = |name: &str, arg: u32, extra: &str| format!("[[task]]\nname = \"{name}\"\nbin = \"hung-lock\"\narg = {arg}\ncaps = [\"hung:map\"]\n{extra}");
+    let task = |name: &str, arg: u32, extra: &str| {
+        format!("[[task]]\nname = \"{name}\"\nbin = \"hung-lock\"\narg = {arg}\ncaps = [\"hung:map\"]\n{extra}")
+    };
     let run = boot_manifest(
         "recovery-hung",
         &format!(
@@ -166,7 +183,12 @@ fn pipeline_frees_every_buffer_once_through_a_fault_holding_one() {
     let faults = run.task_events("fault", "consumer-faulty");
     assert_eq!(faults.len(), 1, "{}", run.console);
     let seq = &faults[0]["seq"];
-    let kinds: Vec<_> = run.events_of("release").into_iter().filter(|r| &r["seq"] == seq).map(|r| r["kind"].as_str().unwrap().to_string()).collect();
+    let kinds: Vec<_> = run
+        .events_of("release")
+        .into_iter()
+        .filter(|r| &r["seq"] == seq)
+        .map(|r| r["kind"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(kinds, ["mutex", "arc"], "the queue lock, then the buffer reference");
     ok(&run, "pipeline:retried");
     assert_eq!(ok(&run, "pipeline:freed-once")["value"], 200);
@@ -182,7 +204,9 @@ fn hung_lock_is_released_poisoned_to_the_waiter() {
     assert_eq!(faults.len(), 1, "{}", run.console);
     assert_eq!(faults[0]["kind"], "watchdog");
     let seq = &faults[0]["seq"];
-    assert!(run.events_of("release").iter().any(|r| &r["seq"] == seq && r["kind"] == "mutex" && r["outcome"] == "released"));
+    assert!(
+        run.events_of("release").iter().any(|r| &r["seq"] == seq && r["kind"] == "mutex" && r["outcome"] == "released")
+    );
     assert_eq!(ok(&run, "hung-lock:released")["value"], 1, "got it, poisoned");
     ok(&run, "hung-lock:bystander");
     no_failed_checks(&run);

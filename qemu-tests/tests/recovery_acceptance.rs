@@ -145,12 +145,21 @@ fn private_memory_is_back_to_its_pre_scope_values_at_the_retry() {
     let restarts = of_seq(&run, "restart", seq);
     assert_eq!(restarts.len(), 1, "{restarts:#?}");
     let r = restarts[0];
-    assert_eq!((r["from"].as_str(), r["scope"].as_u64(), r["attempt"].as_u64()), (Some("checkpoint"), Some(1), Some(1)), "{r}");
+    assert_eq!(
+        (r["from"].as_str(), r["scope"].as_u64(), r["attempt"].as_u64()),
+        (Some("checkpoint"), Some(1), Some(1)),
+        "{r}"
+    );
     let pages = r["pages"].as_u64().unwrap();
     assert!(pages > 0, "no page rolled back: {r}");
     let report = by_server(&run, "fault_report", seq);
     assert_eq!(report.len(), 1);
-    assert_eq!((report[0]["action"].as_str(), report[0]["releases"].as_u64()), (Some("rollback"), Some(0)), "{}", report[0]);
+    assert_eq!(
+        (report[0]["action"].as_str(), report[0]["releases"].as_u64()),
+        (Some("rollback"), Some(0)),
+        "{}",
+        report[0]
+    );
     // At the retry: the static, the heap structures and the stack as they
     // were before the scope; the fault record names this fault.
     ok(&run, "rollback:counter");
@@ -183,9 +192,19 @@ fn a_mutex_and_an_arc_held_at_a_fault_are_released_once_and_poisoned() {
     let kinds: Vec<&str> = releases.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["mutex", "arc"], "{releases:#?}");
     // The mutex: unlocked and poisoned, and the waiter asleep on it woken.
-    assert_eq!((releases[0]["outcome"].as_str(), releases[0]["woken"].as_u64()), (Some("released"), Some(1)), "{}", releases[0]);
+    assert_eq!(
+        (releases[0]["outcome"].as_str(), releases[0]["woken"].as_u64()),
+        (Some("released"), Some(1)),
+        "{}",
+        releases[0]
+    );
     // The reference: given back, the owner's still counted.
-    assert_eq!((releases[1]["outcome"].as_str(), releases[1]["count"].as_u64()), (Some("decremented"), Some(1)), "{}", releases[1]);
+    assert_eq!(
+        (releases[1]["outcome"].as_str(), releases[1]["count"].as_u64()),
+        (Some("decremented"), Some(1)),
+        "{}",
+        releases[1]
+    );
     let restart = of_seq(&run, "restart", seq);
     assert_eq!(restart.len(), 1);
     assert_eq!((restart[0]["from"].as_str(), restart[0]["attempt"].as_u64()), (Some("checkpoint"), Some(1)));
@@ -228,7 +247,12 @@ fn a_kill_in_a_critical_section_is_recovered_like_a_fault() {
     assert_eq!((releases[0]["kind"].as_str(), releases[0]["outcome"].as_str()), (Some("mutex"), Some("released")));
     assert_eq!(releases[0]["woken"], 1, "the waiter was asleep on it");
     let report = by_server(&run, "fault_report", seq);
-    assert_eq!((report[0]["kind"].as_str(), report[0]["action"].as_str()), (Some("kill"), Some("rollback")), "{}", report[0]);
+    assert_eq!(
+        (report[0]["kind"].as_str(), report[0]["action"].as_str()),
+        (Some("kill"), Some("rollback")),
+        "{}",
+        report[0]
+    );
     assert_eq!(of_seq(&run, "restart", seq)[0]["from"], "checkpoint");
     ok(&run, "kill:waiter-poisoned");
     assert_eq!(ok(&run, "kill:retried")["value"], 1);
@@ -303,7 +327,8 @@ fn nested_scopes_escalate_outward_then_to_fresh_starts_then_stop() {
 #[test]
 fn faults_pending_when_the_fault_server_dies_are_all_handled_by_the_next() {
     const N: usize = 6;
-    let manifest = format!("description = \"server killed\"\n{SERVER}{}", task("sleeper", "txn", 40, &format!("count = {N}\n")));
+    let manifest =
+        format!("description = \"server killed\"\n{SERVER}{}", task("sleeper", "txn", 40, &format!("count = {N}\n")));
     // At one tick: every sleeper is killed (inside its scope), then the
     // server — which by then holds the first fault, the others pending.
     let mut plan: String = (0..N).map(|i| format!("inject id={i} task=sleeper-{i} at=tick:100 kind=kill\n")).collect();
@@ -333,7 +358,8 @@ fn faults_pending_when_the_fault_server_dies_are_all_handled_by_the_next() {
         assert_eq!(rb.len(), 1, "{name}: {rb:#?}");
         assert!(run.events.iter().position(|e| std::ptr::eq(e, rb[0])).unwrap() > restart_at);
         assert_eq!(rb[0]["from"], "checkpoint");
-        let retried = run.checks("pending:retried").into_iter().filter(|c| c["task_name"] == name.as_str()).collect::<Vec<_>>();
+        let retried =
+            run.checks("pending:retried").into_iter().filter(|c| c["task_name"] == name.as_str()).collect::<Vec<_>>();
         assert_eq!(retried.len(), 1);
         assert_eq!((&retried[0]["ok"], &retried[0]["value"]), (&Value::Bool(true), seq));
     }
@@ -369,7 +395,12 @@ fn a_fault_server_killed_mid_recovery_gives_nothing_back_twice() {
     // must find nothing left to give back, or give back the holder's one
     // reference only — leaving the owner's (count 1).
     for r in by_server(&run, "release", seq) {
-        assert_eq!((r["outcome"].as_str(), r["count"].as_u64()), (Some("decremented"), Some(1)), "{}: the owner's reference was given back too: {r}", run.name);
+        assert_eq!(
+            (r["outcome"].as_str(), r["count"].as_u64()),
+            (Some("decremented"), Some(1)),
+            "{}: the owner's reference was given back too: {r}",
+            run.name
+        );
     }
     assert_eq!(ok(&run, "arc-at-fault:count-on-retry")["value"], 2);
     assert_eq!(ok(&run, "arc-at-fault:freed-once")["value"], 1);
@@ -432,8 +463,11 @@ fn sweep_batch(op: &Op, entry: u64, batch: usize, ks: &[u64]) -> Vec<Shot> {
     assert_eq!(done["stopped"], 0, "{}", context("a task was stopped"));
     // No task hung: every sweeper finished, every waiter got its lock.
     ok(&run, "sweep:all-done");
-    let failed: Vec<_> =
-        run.events_of("check").into_iter().filter(|c| c["ok"] != true && (op.exact_stats || c["name"] != "sweep:stats")).collect();
+    let failed: Vec<_> = run
+        .events_of("check")
+        .into_iter()
+        .filter(|c| c["ok"] != true && (op.exact_stats || c["name"] != "sweep:stats"))
+        .collect();
     assert!(failed.is_empty(), "{}", context(&format!("failed checks {failed:#?}")));
     assert_eq!(run.checks("sweep:done").len() as u64, n, "{}", context("a sweeper did not report"));
     if op.partner.is_some() {
@@ -454,7 +488,11 @@ fn sweep_batch(op: &Op, entry: u64, batch: usize, ks: &[u64]) -> Vec<Shot> {
         // Every excess free is one the server made for a sweeper whose
         // allocation it interrupted (its new slot's first reference).
         let freed = run.events_of("release").into_iter().filter(|r| r["outcome"] == "freed").count() as u64;
-        assert!(frees >= allocs && frees - allocs <= freed, "{}", context(&format!("allocs {allocs} frees {frees}, {freed} freed by the server")));
+        assert!(
+            frees >= allocs && frees - allocs <= freed,
+            "{}",
+            context(&format!("allocs {allocs} frees {frees}, {freed} freed by the server"))
+        );
         EXCESS_FREES.fetch_add(frees - allocs, std::sync::atomic::Ordering::Relaxed);
     }
     let server = task_id(&run, "fault-server");
@@ -626,7 +664,13 @@ fn tally(run: &Run) -> Tally {
         let seq = &inject["seq"];
         t.fired += 1;
         let report = by_server(run, "fault_report", seq);
-        assert_eq!(report.len(), 1, "{}: fault {seq} (injection {}) has one decision: {report:#?}", run.name, inject["id"]);
+        assert_eq!(
+            report.len(),
+            1,
+            "{}: fault {seq} (injection {}) has one decision: {report:#?}",
+            run.name,
+            inject["id"]
+        );
         match report[0]["action"].as_str() {
             Some("rollback") => t.rollbacks += 1,
             Some("restart") => t.fresh_starts += 1,
@@ -656,7 +700,11 @@ fn bank_under_faults(boots: u64) -> u64 {
             .map(|j| {
                 let id = b * 64 + j;
                 let tick = 20 + j * 6 + b % 6;
-                format!("inject id={id} task=teller-{} at=tick:{tick} kind={}\n", (j + b) % TELLERS, FAULT_KINDS[(id % 5) as usize])
+                format!(
+                    "inject id={id} task=teller-{} at=tick:{tick} kind={}\n",
+                    (j + b) % TELLERS,
+                    FAULT_KINDS[(id % 5) as usize]
+                )
             })
             .collect();
         let run = boot_plan(&format!("acceptance-bank-faults-{b}"), &manifest, &plan);

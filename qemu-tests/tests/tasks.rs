@@ -23,7 +23,10 @@ fn exit_code(run: &Run, name: &str) -> Option<i64> {
 fn demo_tasks_make_progress_under_preemption() {
     let run = boot_image("tasks-demo", "demo");
     run.expect_exit(GuestExit::Success);
-    assert!(run.checks("hello").iter().all(|c| c["ok"] == true) && !run.checks("hello").is_empty(), "hello did not report");
+    assert!(
+        run.checks("hello").iter().all(|c| c["ok"] == true) && !run.checks("hello").is_empty(),
+        "hello did not report"
+    );
 
     // The spinners never yield: if both make progress and their progress
     // reports interleave, the timer preempted them.
@@ -49,10 +52,16 @@ fn demo_tasks_make_progress_under_preemption() {
     let teller = task_id(&run, "teller-faulty");
     let faults = run.events_of("fault");
     let faulted: Vec<&Value> = faults.iter().map(|f| &f["task"]).collect();
-    assert!(faults.len() == 2 && faulted.contains(&&crasher.into()) && faulted.contains(&&teller.into()), "crasher and teller-faulty fault, once each: {faults:#?}");
+    assert!(
+        faults.len() == 2 && faulted.contains(&&crasher.into()) && faulted.contains(&&teller.into()),
+        "crasher and teller-faulty fault, once each: {faults:#?}"
+    );
     let reports = run.events_of("fault_report");
     let action = |task: u64| reports.iter().find(|r| r["task"] == task).map(|r| r["action"].clone());
-    assert!(reports.len() == 2 && action(crasher) == Some("restart".into()) && action(teller) == Some("rollback".into()), "{reports:#?}");
+    assert!(
+        reports.len() == 2 && action(crasher) == Some("restart".into()) && action(teller) == Some("rollback".into()),
+        "{reports:#?}"
+    );
     assert_eq!(run.task_events("restart", "crasher").len(), 1, "crasher restarted once");
     assert!(run.checks("bank:total").iter().any(|c| c["ok"] == true), "the bank's total was not conserved");
     run.event("all_tasks_done");
@@ -66,15 +75,15 @@ struct Expect {
 }
 
 const FAULTS: &[Expect] = &[
-    Expect { arg: 1, vector: 6, error_code: Some(0) },     // ud2
-    Expect { arg: 2, vector: 14, error_code: Some(0b100) }, // null read: user, not present
-    Expect { arg: 3, vector: 14, error_code: Some(0b111) }, // write to read-only: present, write, user
+    Expect { arg: 1, vector: 6, error_code: Some(0) },        // ud2
+    Expect { arg: 2, vector: 14, error_code: Some(0b100) },   // null read: user, not present
+    Expect { arg: 3, vector: 14, error_code: Some(0b111) },   // write to read-only: present, write, user
     Expect { arg: 4, vector: 14, error_code: Some(0b10101) }, // execute NX: present, user, fetch
-    Expect { arg: 5, vector: 0, error_code: Some(0) },     // divide by zero
-    Expect { arg: 6, vector: 13, error_code: Some(0) },    // hlt
-    Expect { arg: 7, vector: 13, error_code: Some(0) },    // cli
-    Expect { arg: 8, vector: 13, error_code: Some(0) },    // mov cr3
-    Expect { arg: 9, vector: 14, error_code: None },       // stack overflow into the guard page
+    Expect { arg: 5, vector: 0, error_code: Some(0) },        // divide by zero
+    Expect { arg: 6, vector: 13, error_code: Some(0) },       // hlt
+    Expect { arg: 7, vector: 13, error_code: Some(0) },       // cli
+    Expect { arg: 8, vector: 13, error_code: Some(0) },       // mov cr3
+    Expect { arg: 9, vector: 14, error_code: None },          // stack overflow into the guard page
 ];
 
 fn faulter_with_arg<'r>(run: &'r Run, arg: u64) -> &'r Value {
@@ -92,7 +101,8 @@ fn each_fault_kind_is_contained_and_reported_exactly() {
         let start = faulter_with_arg(&run, e.arg);
         let id = start["task"].as_u64().unwrap();
         let name = start["name"].as_str().unwrap();
-        let faults: Vec<&Value> = run.events_of("fault").into_iter().filter(|f| f["task"].as_u64() == Some(id)).collect();
+        let faults: Vec<&Value> =
+            run.events_of("fault").into_iter().filter(|f| f["task"].as_u64() == Some(id)).collect();
         assert_eq!(faults.len(), 1, "arg {}: expected one fault for {name}, got {faults:#?}", e.arg);
         let f = faults[0];
         assert_eq!(f["vector"], e.vector, "arg {}: vector of {f}", e.arg);
@@ -100,7 +110,8 @@ fn each_fault_kind_is_contained_and_reported_exactly() {
             assert_eq!(hex(&f["error_code"]), code, "arg {}: error code of {f}", e.arg);
         }
         // The task said where it would fault (0 = no address to check).
-        let about: Vec<&Value> = run.checks("about-to-fault").into_iter().filter(|c| c["task"].as_u64() == Some(id)).collect();
+        let about: Vec<&Value> =
+            run.checks("about-to-fault").into_iter().filter(|c| c["task"].as_u64() == Some(id)).collect();
         assert_eq!(about.len(), 1, "arg {}: {name} did not announce its fault", e.arg);
         let expected_addr = about[0]["value"].as_u64().unwrap();
         if e.vector == 14 && expected_addr != 0 {
@@ -112,7 +123,10 @@ fn each_fault_kind_is_contained_and_reported_exactly() {
         if e.arg == 9 {
             let cr2 = hex(&f["cr2"]);
             let stack_top = abi::layout::USER_STACK_TOP;
-            assert!(cr2 < stack_top && cr2 >= stack_top - (8 << 20), "stack overflow cr2 {cr2:#x} not just below the stack");
+            assert!(
+                cr2 < stack_top && cr2 >= stack_top - (8 << 20),
+                "stack overflow cr2 {cr2:#x} not just below the stack"
+            );
         }
         assert_eq!(hex(&f["regs"]["rip"]), hex(&f["rip"]));
         assert_eq!(hex(&f["regs"]["cs"]) & 3, 3, "faulted in ring 3");
@@ -123,7 +137,10 @@ fn each_fault_kind_is_contained_and_reported_exactly() {
     let bad = faulter_with_arg(&run, 10);
     let bad_id = bad["task"].as_u64();
     let checks = run.checks("bad-pointer");
-    assert!(!checks.is_empty() && checks.iter().all(|c| c["ok"] == true && c["task"].as_u64() == bad_id), "bad-pointer checks: {checks:#?}");
+    assert!(
+        !checks.is_empty() && checks.iter().all(|c| c["ok"] == true && c["task"].as_u64() == bad_id),
+        "bad-pointer checks: {checks:#?}"
+    );
     assert_eq!(exit_code(&run, bad["name"].as_str().unwrap()), Some(0));
 
     // The spinner kept running while the others faulted, and finished.
@@ -142,17 +159,28 @@ fn tasks_cannot_reach_kernel_or_each_other() {
     run.expect_exit(GuestExit::Success);
     // Reading kernel memory: a present supervisor page, so P=1, U=1.
     let kernel_read = faulter_with_arg(&run, 11);
-    let f = run.events_of("fault").into_iter().find(|f| f["task"] == kernel_read["task"]).expect("reading kernel memory faults");
+    let f = run
+        .events_of("fault")
+        .into_iter()
+        .find(|f| f["task"] == kernel_read["task"])
+        .expect("reading kernel memory faults");
     assert_eq!(f["vector"], 14);
     assert_eq!(hex(&f["error_code"]) & 0b101, 0b101);
     assert!(hex(&f["cr2"]) >= 0xffff_8000_0000_0000);
     // Mapping kernel pages is refused with an error.
     let map_kernel = faulter_with_arg(&run, 12);
     let checks = run.checks("map-kernel");
-    assert!(!checks.is_empty() && checks.iter().all(|c| c["ok"] == true && c["task"] == map_kernel["task"]), "{checks:#?}");
+    assert!(
+        !checks.is_empty() && checks.iter().all(|c| c["ok"] == true && c["task"] == map_kernel["task"]),
+        "{checks:#?}"
+    );
     // Another task's memory is not mapped here.
     let other = faulter_with_arg(&run, 13);
-    let f = run.events_of("fault").into_iter().find(|f| f["task"] == other["task"]).expect("reading another task's page faults");
+    let f = run
+        .events_of("fault")
+        .into_iter()
+        .find(|f| f["task"] == other["task"])
+        .expect("reading another task's page faults");
     assert_eq!(f["vector"], 14);
     assert_eq!(hex(&f["cr2"]), abi::layout::USER_MAP_BASE + 0x4000_0000);
     assert_eq!(hex(&f["error_code"]) & 1, 0, "not present in this space");
@@ -182,7 +210,10 @@ fn phdr_offset(elf: &[u8], index: usize) -> usize {
 
 fn load_phdrs(elf: &[u8]) -> Vec<usize> {
     let phnum = u16::from_le_bytes(elf[0x38..0x3a].try_into().unwrap()) as usize;
-    (0..phnum).map(|i| phdr_offset(elf, i)).filter(|&o| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 1).collect()
+    (0..phnum)
+        .map(|i| phdr_offset(elf, i))
+        .filter(|&o| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 1)
+        .collect()
 }
 
 fn set_u64(elf: &mut [u8], at: usize, v: u64) {
@@ -208,7 +239,13 @@ fn malformed_images_are_rejected_and_the_rest_runs() {
     let mut beyond_file = good.clone();
     set_u64(&mut beyond_file, loads[0] + 8, good.len() as u64 * 4);
 
-    let spec = |name: &'static str, elf: &'static [u8]| TaskSpec { name, elf, priority: 2, stack_bytes: 64 << 10, ..TaskSpec::default() };
+    let spec = |name: &'static str, elf: &'static [u8]| TaskSpec {
+        name,
+        elf,
+        priority: 2,
+        stack_bytes: 64 << 10,
+        ..TaskSpec::default()
+    };
     let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
     let cases: Vec<(&'static str, &'static [u8], &str)> = vec![
         ("bad-magic", leak(bad_magic), "not an ELF64"),
@@ -227,7 +264,11 @@ fn malformed_images_are_rejected_and_the_rest_runs() {
     assert_eq!(rejected.len(), cases.len(), "every bad image is rejected: {rejected:#?}");
     for (name, _, reason) in &cases {
         let r = rejected.iter().find(|r| r["name"] == *name).unwrap_or_else(|| panic!("{name} not rejected"));
-        assert!(r["reason"].as_str().unwrap().contains(reason), "{name}: reason {:?} should mention {reason:?}", r["reason"]);
+        assert!(
+            r["reason"].as_str().unwrap().contains(reason),
+            "{name}: reason {:?} should mention {reason:?}",
+            r["reason"]
+        );
     }
     task_id(&run, "hello");
     assert_eq!(exit_code(&run, "hello"), Some(0), "the good task still runs");

@@ -85,7 +85,12 @@ pub const FIGURES: &[Figure] = &[
     fig("fault_to_server", "fault -> fault server holding the message", None, None),
     fig("fault_to_resume", "fault -> task resumed by the server", None, Some(3_497)),
     // recover.rs: the real fault server walks, releases, rolls back.
-    fig("fault_to_checkpoint", "fault -> running at the checkpoint (10 frames, 2 mutexes + 1 Arc, 8 pages)", Some(7_000), Some(3_497)),
+    fig(
+        "fault_to_checkpoint",
+        "fault -> running at the checkpoint (10 frames, 2 mutexes + 1 Arc, 8 pages)",
+        Some(7_000),
+        Some(3_497),
+    ),
     fig("fault_to_checkpoint_cold", "  the same, the task's first fault (server reads its ELF)", None, None),
     fig("fault_to_checkpoint_64_pages", "  the same with 64 dirty pages", None, None),
     fig("fault_to_checkpoint_20_frames", "  the same with 20 frames", None, None),
@@ -128,7 +133,8 @@ pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Value = serde_json::from_str(line).with_context(|| format!("event line {} is not JSON: {line:?}", i + 1))?;
+        let event: Value =
+            serde_json::from_str(line).with_context(|| format!("event line {} is not JSON: {line:?}", i + 1))?;
         if event["ev"] != "check" {
             continue;
         }
@@ -136,7 +142,10 @@ pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
         let value = event["value"].as_u64();
         if event["ok"] != true {
             let task = event["task_name"].as_str().unwrap_or("?");
-            failures.push(format!("{CHECK_PREFIX}{name} (task {task}, value {})", value.map_or("?".into(), |v| v.to_string())));
+            failures.push(format!(
+                "{CHECK_PREFIX}{name} (task {task}, value {})",
+                value.map_or("?".into(), |v| v.to_string())
+            ));
             continue;
         }
         let Some(slot) = FIGURES.iter().position(|f| f.name == name) else { continue };
@@ -161,7 +170,11 @@ pub fn table(results: &[Measured]) -> String {
     let width = FIGURES.iter().map(|f| f.label.len()).max().unwrap_or(0).max("figure".len());
     let mut out = format!("{:<width$}  {:>18}  {:>8}  {:>9}", "figure", "guest instructions", "target", "Linux 6.1");
     for m in results {
-        let value = if m.figure.unit == INSTRUCTIONS { group(m.value) } else { format!("{} {}", group(m.value), m.figure.unit) };
+        let value = if m.figure.unit == INSTRUCTIONS {
+            group(m.value)
+        } else {
+            format!("{} {}", group(m.value), m.figure.unit)
+        };
         out.push_str(&format!(
             "\n{:<width$}  {:>18}  {:>8}  {:>9}",
             m.figure.label,
@@ -258,7 +271,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     std::fs::write(&json_path, text).with_context(|| format!("writing {}", json_path.display()))?;
 
-    let name = match profile { Profile::Debug => "debug", Profile::Release => "release" };
+    let name = match profile {
+        Profile::Debug => "debug",
+        Profile::Release => "release",
+    };
     println!("Rewind benchmarks: {name} build, image {}, {ICOUNT} (1 TSC tick = 1 guest instruction)", args.image);
     println!();
     println!("{}", table(&results));
@@ -285,7 +301,8 @@ mod tests {
 
     fn all_figures() -> Vec<String> {
         let mut lines = vec![r#"{"ev":"boot","tsc":0}"#.to_string()];
-        lines.extend(FIGURES.iter().enumerate().map(|(i, f)| check(&format!("bench:{}", f.name), true, 100 + i as u64)));
+        lines
+            .extend(FIGURES.iter().enumerate().map(|(i, f)| check(&format!("bench:{}", f.name), true, 100 + i as u64)));
         lines.push(check("other", true, 5));
         lines
     }

@@ -31,14 +31,11 @@ impl Profile {
 fn cargo_build(package: &str, target_spec: &std::path::Path, profile: Profile) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(paths::root())
-        .args(["build", "--package", package, "--target"])
-        .arg(target_spec)
-        .args([
-            "-Zbuild-std=core,alloc,compiler_builtins",
-            "-Zbuild-std-features=compiler-builtins-mem",
-            "-Zjson-target-spec",
-        ]);
+    cmd.current_dir(paths::root()).args(["build", "--package", package, "--target"]).arg(target_spec).args([
+        "-Zbuild-std=core,alloc,compiler_builtins",
+        "-Zbuild-std-features=compiler-builtins-mem",
+        "-Zjson-target-spec",
+    ]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }

@@ -159,7 +159,11 @@ impl Manifest {
                 bail!("task name {:?} must be 1..={NAME_LEN} bytes (instances included)", t.name);
             }
             if t.stack_kib == 0 || t.stack_kib * 1024 > abi::layout::MAX_STACK_BYTES || t.stack_kib % 4 != 0 {
-                bail!("task {:?}: stack_kib must be a multiple of 4 in 4..={}", t.name, abi::layout::MAX_STACK_BYTES / 1024);
+                bail!(
+                    "task {:?}: stack_kib must be a multiple of 4 in 4..={}",
+                    t.name,
+                    abi::layout::MAX_STACK_BYTES / 1024
+                );
             }
             if t.count == 0 {
                 bail!("task {:?}: count must be at least 1", t.name);
@@ -178,7 +182,11 @@ impl Manifest {
         let region_names: Vec<String> = self.regions.iter().map(|r| r.name.clone()).collect();
         for r in &self.regions {
             if r.size_kib == 0 || r.size_kib % 4 != 0 || r.size_kib * 1024 > abi::image::MAX_REGION_BYTES {
-                bail!("region {:?}: size_kib must be a multiple of 4 in 4..={}", r.name, abi::image::MAX_REGION_BYTES / 1024);
+                bail!(
+                    "region {:?}: size_kib must be a multiple of 4 in 4..={}",
+                    r.name,
+                    abi::image::MAX_REGION_BYTES / 1024
+                );
             }
         }
         let objects = [&self.endpoints, &self.notifications, &region_names];
@@ -202,7 +210,8 @@ impl Manifest {
         if text == "supervisor" {
             return Ok(CapString { kind: CapKind::Supervisor, object: 0, rights: 0, badge: None, name: text.into() });
         }
-        let (object, rest) = text.split_once(':').with_context(|| format!("capability {text:?} is not OBJECT:RIGHTS"))?;
+        let (object, rest) =
+            text.split_once(':').with_context(|| format!("capability {text:?} is not OBJECT:RIGHTS"))?;
         let (rights_text, badge) = match rest.split_once('@') {
             Some((r, b)) => {
                 let badge: u64 = b.parse().with_context(|| format!("capability {text:?}: bad badge"))?;
@@ -221,7 +230,13 @@ impl Manifest {
             if rest != "map" {
                 bail!("capability {text:?}: a region's only right is `map`");
             }
-            return Ok(CapString { kind: CapKind::Region, object: i as u32, rights: 0, badge: None, name: object.to_string() });
+            return Ok(CapString {
+                kind: CapKind::Region,
+                object: i as u32,
+                rights: 0,
+                badge: None,
+                name: object.to_string(),
+            });
         } else {
             bail!("capability {text:?}: no endpoint or notification named {object:?}");
         };
@@ -252,8 +267,9 @@ impl Manifest {
         let mut elfs = std::collections::BTreeMap::new();
         for bin in self.bins() {
             let path = bin_dir.join(bin);
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("reading task binary {} (is there a tasks/ crate with bin {bin:?}?)", path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("reading task binary {} (is there a tasks/ crate with bin {bin:?}?)", path.display())
+            })?;
             elfs.insert(bin.to_string(), bytes);
         }
         let mut names = Vec::new();
@@ -269,7 +285,9 @@ impl Manifest {
         for t in &self.tasks {
             let parsed: Vec<CapString> = t.caps.iter().map(|c| self.parse_cap(c)).collect::<Result<_>>()?;
             let receives_faults = parsed.iter().any(|c| {
-                Some(c.object as usize) == fault_ep && c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::RECV != 0
+                Some(c.object as usize) == fault_ep
+                    && c.kind == abi::ipc::CapKind::Endpoint
+                    && c.rights & abi::ipc::rights::RECV != 0
             });
             let fault_endpoint = match &t.fault_endpoint {
                 Some(ep) => self.endpoints.iter().position(|e| e == ep).map(|i| i as u16),

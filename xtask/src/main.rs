@@ -21,8 +21,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use xtask::bench;
 use xtask::build::{self, Profile};
-use xtask::{images, paths};
 use xtask::qemu::{Boot, Console, Verdict};
+use xtask::{images, paths};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, boot and test Rewind", version)]
@@ -137,7 +137,8 @@ fn print_kernel_backtrace(kernel: &std::path::Path, events: &std::path::Path) {
     let Ok(symbols) = xtask::symbols::Symbols::of(kernel) else { return };
     eprintln!("xtask: kernel backtrace:");
     for (i, (pc, cfa)) in frames.iter().enumerate() {
-        let name = u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok().and_then(|pc| symbols.name(pc)).unwrap_or("?");
+        let name =
+            u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok().and_then(|pc| symbols.name(pc)).unwrap_or("?");
         eprintln!("  #{i:<2} {pc}  cfa={cfa}  {name}");
     }
 }

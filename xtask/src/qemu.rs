@@ -68,7 +68,14 @@ impl Boot {
     /// The QEMU argument list.
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec!["-kernel".into(), self.kernel.display().to_string()];
-        a.extend(["-machine".into(), "pc".into(), "-cpu".into(), "max".into(), "-m".into(), format!("{}M", self.memory_mib)]);
+        a.extend([
+            "-machine".into(),
+            "pc".into(),
+            "-cpu".into(),
+            "max".into(),
+            "-m".into(),
+            format!("{}M", self.memory_mib),
+        ]);
         a.extend(["-no-reboot".into(), "-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
         if !self.display {
             a.extend(["-display".into(), "none".into()]);
@@ -99,10 +106,13 @@ impl Boot {
     /// Boots and waits for the verdict.
     pub fn run(&self) -> Result<Outcome> {
         ensure_qemu()?;
-        for path in [Some(&self.events), match &self.console {
-            Console::File(p) => Some(p),
-            Console::Terminal => None,
-        }]
+        for path in [
+            Some(&self.events),
+            match &self.console {
+                Console::File(p) => Some(p),
+                Console::Terminal => None,
+            },
+        ]
         .into_iter()
         .flatten()
         {
@@ -183,7 +193,9 @@ fn wait(mut child: Child, timeout: Option<Duration>) -> Result<Verdict> {
         if let Some(status) = child.try_wait().context("waiting for QEMU")? {
             return Ok(match status.code() {
                 Some(0) => Verdict::Reset,
-                Some(code) => GuestExit::from_qemu_status(code).map(Verdict::Guest).unwrap_or(Verdict::Qemu(Some(code))),
+                Some(code) => {
+                    GuestExit::from_qemu_status(code).map(Verdict::Guest).unwrap_or(Verdict::Qemu(Some(code)))
+                }
                 None => Verdict::Qemu(None),
             });
         }

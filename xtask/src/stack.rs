@@ -74,11 +74,7 @@ fn json_str(s: &str) -> String {
 /// Signal trampolines are looked up as is: their FDE starts one byte early
 /// precisely so that `pc - 1` finds it, but the symbol does not.
 fn symbol(exe: &Executable, f: &Frame, bias: u64) -> String {
-    let look = if f.exact_pc || f.signal {
-        f.pc
-    } else {
-        f.pc.wrapping_sub(1)
-    };
+    let look = if f.exact_pc || f.signal { f.pc } else { f.pc.wrapping_sub(1) };
     match exe.symbols(bias).lookup(look) {
         Some(s) => format!("{:#}+{:#x}", s.demangled(), f.pc.wrapping_sub(s.addr)),
         None => "??".into(),
@@ -104,22 +100,12 @@ pub fn run(args: &StackArgs) -> Result<()> {
         for (i, f) in frames.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
             let sym = json_str(&symbol(&exe, f, bias));
-            let _ = write!(
-                out,
-                "{sep}{{\"pc\":\"{:#x}\",\"cfa\":\"{:#x}\",\"symbol\":{sym}}}",
-                f.pc, f.cfa
-            );
+            let _ = write!(out, "{sep}{{\"pc\":\"{:#x}\",\"cfa\":\"{:#x}\",\"symbol\":{sym}}}", f.pc, f.cfa);
         }
         out.push_str("]\n");
     } else {
         for (i, f) in frames.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "#{i:<2} {:#018x}  cfa={:#x}  {}",
-                f.pc,
-                f.cfa,
-                symbol(&exe, f, bias)
-            );
+            let _ = writeln!(out, "#{i:<2} {:#018x}  cfa={:#x}  {}", f.pc, f.cfa, symbol(&exe, f, bias));
         }
     }
     print!("{out}");

@@ -36,7 +36,17 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     let mut totals = Totals::default();
 
     eprintln!("xtask: host unit tests");
-    let host_only = ["--workspace", "--exclude", "kernel", "--exclude", "libtask", "--exclude", "task-*", "--exclude", "qemu-tests"];
+    let host_only = [
+        "--workspace",
+        "--exclude",
+        "kernel",
+        "--exclude",
+        "libtask",
+        "--exclude",
+        "task-*",
+        "--exclude",
+        "qemu-tests",
+    ];
     cargo_test(&host_only, &args, &[], &mut totals)?;
 
     eprintln!("xtask: QEMU integration tests");
@@ -106,7 +116,10 @@ fn cargo_test(selection: &[&str], args: &TestArgs, env: &[(&str, &str)], totals:
     }
     let status = child.wait().context("waiting for cargo test")?;
     if !status.success() && (!saw_result || totals.failed == 0) {
-        eprintln!("xtask: `cargo test {}` failed ({status}) without a failing test: counted as one failure", selection.join(" "));
+        eprintln!(
+            "xtask: `cargo test {}` failed ({status}) without a failing test: counted as one failure",
+            selection.join(" ")
+        );
         totals.failed += 1;
     }
     Ok(())
@@ -116,7 +129,8 @@ fn cargo_test(selection: &[&str], args: &TestArgs, env: &[(&str, &str)], totals:
 fn parse_result_line(line: &str) -> Option<(u64, u64, u64)> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let count = |word: &str| -> Option<u64> {
-        rest.split(';').find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
+        rest.split(';')
+            .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
     };
     Some((count(" passed")?, count(" failed")?, count(" ignored").unwrap_or(0)))
 }
@@ -128,7 +142,9 @@ mod tests {
     #[test]
     fn parses_cargo_test_summary_lines() {
         assert_eq!(
-            parse_result_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"),
+            parse_result_line(
+                "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+            ),
             Some((12, 0, 1))
         );
         assert_eq!(parse_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored"), Some((3, 2, 0)));

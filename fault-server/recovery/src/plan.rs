@@ -171,30 +171,59 @@ impl Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalid {
     /// Fewer bytes than a `RecoveryPage`.
-    Short { len: usize },
-    BadMagic { found: u64 },
+    Short {
+        len: usize,
+    },
+    BadMagic {
+        found: u64,
+    },
     /// The page claims more scopes than can exist.
-    BadDepth { depth: u64 },
+    BadDepth {
+        depth: u64,
+    },
     /// The rollback target does not fit the page (page depth + 1 at most:
     /// the page may lag the kernel by one scope while a scope opens).
-    BadTarget { target: u64, page_depth: u64 },
-    TooManyMutexes { count: u64 },
-    TooManyArcs { count: u64 },
-    Misaligned { addr: u64 },
+    BadTarget {
+        target: u64,
+        page_depth: u64,
+    },
+    TooManyMutexes {
+        count: u64,
+    },
+    TooManyArcs {
+        count: u64,
+    },
+    Misaligned {
+        addr: u64,
+    },
     /// Not inside any shared region of the task (or straddling its end).
-    OutsideRegions { addr: u64 },
+    OutsideRegions {
+        addr: u64,
+    },
     /// Inside a region's header, where no object lives.
-    InRegionHeader { addr: u64 },
+    InRegionHeader {
+        addr: u64,
+    },
     /// An entry or the intent owned by a scope deeper than the page's
     /// depth, or an intent owned by a scope that survives the rollback.
-    BadScope { addr: u64, scope: u64, depth: u64 },
+    BadScope {
+        addr: u64,
+        scope: u64,
+        depth: u64,
+    },
     /// The same address twice in the registries (libtask keeps one entry
     /// per object), or in both.
-    Duplicate { addr: u64 },
+    Duplicate {
+        addr: u64,
+    },
     /// Unknown intent operation.
-    BadIntent { op: u64 },
+    BadIntent {
+        op: u64,
+    },
     /// The intent contradicts the registries (see the module table).
-    IntentConflict { addr: u64 },
+    IntentConflict {
+        addr: u64,
+    },
     /// An Arc intent, but no usable asm-block symbols to decide it.
     NoSymbols,
 }
@@ -279,7 +308,13 @@ fn live_entries<const N: usize>(
 /// (1 = outermost; 0 = fresh start, release everything), from the bytes of
 /// its recovery page, its shared regions, its registers at the fault and
 /// the Arc asm-block symbols of its image.
-pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64, symbols: &ArcSymbols) -> Result<Plan, Invalid> {
+pub fn plan(
+    page: &[u8],
+    regions: &[RegionInfo],
+    regs: &Registers,
+    depth: u64,
+    symbols: &ArcSymbols,
+) -> Result<Plan, Invalid> {
     let p = RecoveryPage::from_bytes(page).ok_or(Invalid::Short { len: page.len() })?;
     if p.magic != RECOVERY_MAGIC {
         return Err(Invalid::BadMagic { found: p.magic });
@@ -298,7 +333,12 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64, s
     }
     let mut mutexes: heapless::Vec<Live, MAX_MUTEXES> = heapless::Vec::new();
     let mut arcs: heapless::Vec<Live, MAX_ARCS> = heapless::Vec::new();
-    live_entries(p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, &mut mutexes)?;
+    live_entries(
+        p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)),
+        p.depth,
+        regions,
+        &mut mutexes,
+    )?;
     live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, &mut arcs)?;
     if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
         return Err(Invalid::Duplicate { addr: m.addr });
@@ -309,10 +349,18 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64, s
         out.push(release);
     }
     for m in mutexes.iter().rev().filter(|m| m.scope >= depth) {
-        out.push(Release { action: Action::PoisonAndUnlockMutex { addr: m.addr }, origin: Origin::Mutex(m.slot), scope: m.scope });
+        out.push(Release {
+            action: Action::PoisonAndUnlockMutex { addr: m.addr },
+            origin: Origin::Mutex(m.slot),
+            scope: m.scope,
+        });
     }
     for a in arcs.iter().rev().filter(|a| a.scope >= depth) {
-        out.push(Release { action: Action::ArcDecrement { addr: a.addr, region_base: a.base }, origin: Origin::Arc(a.slot), scope: a.scope });
+        out.push(Release {
+            action: Action::ArcDecrement { addr: a.addr, region_base: a.base },
+            origin: Origin::Arc(a.slot),
+            scope: a.scope,
+        });
     }
     Ok(out)
 }
@@ -356,8 +404,11 @@ fn intent_release(
     let action = match it.op {
         intent::LOCK | intent::UNLOCK => (entry.is_none()).then_some(Action::PoisonAndUnlockMutex { addr }),
         _ => {
-            let (start, commit) =
-                if it.op == intent::ARC_CLONE { (symbols.inc_start, symbols.inc_commit) } else { (symbols.dec_start, symbols.dec_commit) };
+            let (start, commit) = if it.op == intent::ARC_CLONE {
+                (symbols.inc_start, symbols.inc_commit)
+            } else {
+                (symbols.dec_start, symbols.dec_commit)
+            };
             let inside = ArcSymbols::inside(start, commit, pc).ok_or(Invalid::NoSymbols)?;
             // The in-flight reference is counted iff the xadd ran (clone:
             // outside the block; drop: not yet, inside the block).

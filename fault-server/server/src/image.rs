@@ -59,7 +59,8 @@ impl TaskImage {
         let head = read_exact(task, 0, core::mem::size_of::<FileHeader64<LE>>() as u64)?;
         let header = FileHeader64::<LE>::parse(&head[..]).map_err(|_| "not an ELF64 little-endian file")?;
         let e = LE;
-        let (shoff, shnum, shentsize) = (header.e_shoff.get(e), header.e_shnum.get(e) as usize, header.e_shentsize.get(e) as usize);
+        let (shoff, shnum, shentsize) =
+            (header.e_shoff.get(e), header.e_shnum.get(e) as usize, header.e_shentsize.get(e) as usize);
         if shentsize != core::mem::size_of::<SectionHeader64<LE>>() || shnum == 0 || shnum > MAX_SECTIONS {
             return Err("bad section header table");
         }
@@ -77,9 +78,8 @@ impl TaskImage {
         };
         let mut image = TaskImage::default();
         for s in sections {
-            let name = object::read::StringTable::new(&names[..], 0, names.len() as u64)
-                .get(s.sh_name(e))
-                .unwrap_or(&[]);
+            let name =
+                object::read::StringTable::new(&names[..], 0, names.len() as u64).get(s.sh_name(e)).unwrap_or(&[]);
             match name {
                 b".symtab" => {
                     image.symtab = read(s)?;

@@ -138,7 +138,8 @@ impl Server {
             return;
         };
         let text_len = (msg.text_len as usize).min(bytes.len() - FAULT_MESSAGE_SIZE);
-        let text = core::str::from_utf8(&bytes[FAULT_MESSAGE_SIZE..FAULT_MESSAGE_SIZE + text_len]).unwrap_or("<invalid UTF-8>");
+        let text = core::str::from_utf8(&bytes[FAULT_MESSAGE_SIZE..FAULT_MESSAGE_SIZE + text_len])
+            .unwrap_or("<invalid UTF-8>");
 
         if resume::is_request(&msg) {
             let report = describe(&msg, text).str("action", "resume");
@@ -168,7 +169,10 @@ impl Server {
         // A fresh start or a stop: give back everything the task held.
         if let Err(why) = recover::release(task, &msg, image.as_deref(), 0, "") {
             println!("fault-server: task {task}: registry refused ({why}): nothing released");
-            emit("escalate", Body::new().u64("task", task).u64("seq", msg.seq).str("action", "fresh_start").str("reason", why));
+            emit(
+                "escalate",
+                Body::new().u64("task", task).u64("seq", msg.seq).str("action", "fresh_start").str("reason", why),
+            );
         }
         self.scopes.forget(task);
         let restarted = self.restart_or_stop(&msg, text);
@@ -191,7 +195,10 @@ impl Server {
         }
         let escalate = |why: &str| {
             println!("fault-server: task {task} fault {}: cannot roll back ({why}): fresh start", msg.seq);
-            emit("escalate", Body::new().u64("task", task).u64("seq", msg.seq).str("action", "fresh_start").str("reason", why));
+            emit(
+                "escalate",
+                Body::new().u64("task", task).u64("seq", msg.seq).str("action", "fresh_start").str("reason", why),
+            );
         };
         let Some(image) = image else {
             escalate("image unreadable");
@@ -214,7 +221,11 @@ impl Server {
         // SAFETY: ROLLBACK reads no memory of ours.
         match unsafe { supervise::task_ctl(libtask::abi::ipc::task_ctl::ROLLBACK, task, depth, 0, 0) } {
             Ok(pages) => {
-                println!("fault-server: task {task} fault {} ({}): rolled back to scope {depth} in {frame}", msg.seq, what(msg));
+                println!(
+                    "fault-server: task {task} fault {} ({}): rolled back to scope {depth} in {frame}",
+                    msg.seq,
+                    what(msg)
+                );
                 emit(
                     "fault_report",
                     describe(msg, "")
@@ -271,7 +282,10 @@ impl Server {
 
     fn stop(&mut self, task: TaskId, seq: u64, code: u64, why: &str) {
         if code != reason::RESTART_STORM {
-            emit("fault_report", Body::new().u64("task", task).u64("seq", seq).str("action", "stop").str("reason", why));
+            emit(
+                "fault_report",
+                Body::new().u64("task", task).u64("seq", seq).str("action", "stop").str("reason", why),
+            );
         }
         if let Err(e) = supervise::stop(task, code) {
             println!("fault-server: stopping task {task} failed: {}", e.name());

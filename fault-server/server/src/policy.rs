@@ -33,9 +33,13 @@ pub const MAX_DELAY_MS: u64 = 1000;
 /// What to do with a faulted task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Restart { delay_ms: u64 },
+    Restart {
+        delay_ms: u64,
+    },
     /// Too many restarts within the window.
-    Stop { restarts_in_window: usize },
+    Stop {
+        restarts_in_window: usize,
+    },
 }
 
 /// Per-task restart history.

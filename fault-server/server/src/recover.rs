@@ -107,13 +107,20 @@ fn scope_regs(task: TaskId, depth: u64) -> Result<Registers, Error> {
 
 /// Walks from the fault to the frame of scope `depth`. `Ok(frames)` when
 /// reached, with the name of the frame that opened the scope.
-pub fn walk_reaches(task: TaskId, image: &TaskImage, msg: &FaultMessage, depth: u64) -> Result<(usize, String), String> {
+pub fn walk_reaches(
+    task: TaskId,
+    image: &TaskImage,
+    msg: &FaultMessage,
+    depth: u64,
+) -> Result<(usize, String), String> {
     let target = scope_regs(task, depth).map_err(|e| format!("scope registers: {}", e.name()))?;
-    let eh = Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr)
-        .map_err(|e| format!("no unwind tables: {e:?}"))?;
+    let eh =
+        Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr)
+            .map_err(|e| format!("no unwind tables: {e:?}"))?;
     let r = &msg.regs;
     let regs = Regs::from_dwarf_array([
-        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip,
+        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+        r.rip,
     ]);
     let memory = TaskMemory::new(task);
     let mut walker: Box<Walker<'_, 32>> = Box::default();
@@ -163,7 +170,8 @@ impl SharedOps for TaskOps {
 fn regions(task: TaskId) -> alloc::vec::Vec<RegionInfo> {
     let mut buf = [0u8; 16 * 16];
     // SAFETY: REGIONS writes at most 16 records of 16 bytes into `buf`.
-    let n = unsafe { supervise::task_ctl(task_ctl::REGIONS, task, buf.as_mut_ptr() as u64, 16, 0) }.unwrap_or(0) as usize;
+    let n =
+        unsafe { supervise::task_ctl(task_ctl::REGIONS, task, buf.as_mut_ptr() as u64, 16, 0) }.unwrap_or(0) as usize;
     (0..n.min(16))
         .map(|i| {
             let w = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or([0; 8]));
@@ -185,7 +193,13 @@ fn arc_symbols(image: Option<&TaskImage>) -> ArcSymbols {
 /// Performs the releases a rollback to `depth` owes (0: everything, for a
 /// fresh start or a stop). `frame` names the scope's frame for the events.
 /// Returns the number of releases, or why the page was refused.
-pub fn release(task: TaskId, msg: &FaultMessage, image: Option<&TaskImage>, depth: u64, frame: &str) -> Result<usize, &'static str> {
+pub fn release(
+    task: TaskId,
+    msg: &FaultMessage,
+    image: Option<&TaskImage>,
+    depth: u64,
+    frame: &str,
+) -> Result<usize, &'static str> {
     if msg.recovery == 0 {
         return Ok(0); // no recovery page: the task holds no shared objects
     }
@@ -209,14 +223,23 @@ pub fn release(task: TaskId, msg: &FaultMessage, image: Option<&TaskImage>, dept
             .str("kind", r.action.name())
             .hex("addr", r.action.addr())
             .u64("scope", r.scope)
-            .str("origin", match r.origin {
-                recovery::Origin::Intent => "intent",
-                recovery::Origin::Mutex(_) => "mutex_registry",
-                recovery::Origin::Arc(_) => "arc_registry",
-            })
+            .str(
+                "origin",
+                match r.origin {
+                    recovery::Origin::Intent => "intent",
+                    recovery::Origin::Mutex(_) => "mutex_registry",
+                    recovery::Origin::Arc(_) => "arc_registry",
+                },
+            )
             .str("frame", frame);
         let said = outcome.as_ref().map_or_else(|e| e.name(), |o| o.name());
-        println!("fault-server: task {task} fault {}: release of {} {:#x} (scope {}): {said}", msg.seq, r.action.name(), r.action.addr(), r.scope);
+        println!(
+            "fault-server: task {task} fault {}: release of {} {:#x} (scope {}): {said}",
+            msg.seq,
+            r.action.name(),
+            r.action.addr(),
+            r.scope
+        );
         body = match outcome {
             Ok(o) => {
                 let b = body.str("outcome", o.name());

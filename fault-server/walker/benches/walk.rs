@@ -52,9 +52,7 @@ fn work_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (the bench needs gcc and gdb)"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (the bench needs gcc and gdb)"));
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}\n{}",
@@ -68,10 +66,7 @@ fn run(cmd: &mut Command) -> String {
 fn build(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/chain.c");
     let exe = dir.join("chain");
-    run(Command::new("gcc")
-        .args(["-O2", "-static", "-Wl,--eh-frame-hdr", "-o"])
-        .arg(&exe)
-        .arg(&src));
+    run(Command::new("gcc").args(["-O2", "-static", "-Wl,--eh-frame-hdr", "-o"]).arg(&exe).arg(&src));
     exe
 }
 
@@ -110,19 +105,11 @@ impl Recorded {
             addr += 8;
         }
         assert!(!stack.is_empty(), "the core has no stack at rsp {sp:#x}");
-        Recorded {
-            frames: 0,
-            regs,
-            base: sp,
-            stack,
-        }
+        Recorded { frames: 0, regs, base: sp, stack }
     }
 
     fn mem(&self) -> SliceMemory<'_> {
-        SliceMemory {
-            base: self.base,
-            bytes: &self.stack,
-        }
+        SliceMemory { base: self.base, bytes: &self.stack }
     }
 
     /// framehop's memory: the same bytes, the same bounds checks.
@@ -134,10 +121,7 @@ impl Recorded {
     fn framehop_regs(&self) -> (u64, UnwindRegsX86_64) {
         let get = |r| self.regs.get(r).expect("full register set");
         let pc = get(dwarf::RIP);
-        (
-            pc,
-            UnwindRegsX86_64::new(pc, get(dwarf::RSP), get(dwarf::RBP)),
-        )
+        (pc, UnwindRegsX86_64::new(pc, get(dwarf::RSP), get(dwarf::RBP)))
     }
 }
 
@@ -152,29 +136,15 @@ struct Sections<'a> {
 impl<'a> Sections<'a> {
     fn of(exe: &'a Executable) -> Self {
         let eh_frame = exe.eh_frame();
-        let eh_frame_hdr = exe
-            .eh_frame_hdr()
-            .expect("the fixture is linked with --eh-frame-hdr");
-        let (start, end) = exe
-            .loads
-            .iter()
-            .filter(|l| l.3)
-            .fold((u64::MAX, 0), |(s, e), l| (s.min(l.0), e.max(l.0 + l.2)));
-        Sections {
-            eh_frame,
-            eh_frame_hdr,
-            text: start..end,
-        }
+        let eh_frame_hdr = exe.eh_frame_hdr().expect("the fixture is linked with --eh-frame-hdr");
+        let (start, end) =
+            exe.loads.iter().filter(|l| l.3).fold((u64::MAX, 0), |(s, e), l| (s.min(l.0), e.max(l.0 + l.2)));
+        Sections { eh_frame, eh_frame_hdr, text: start..end }
     }
 
     fn image(&self) -> Image<'a> {
-        let img = Image::from_hdr(
-            self.eh_frame_hdr.0,
-            self.eh_frame_hdr.1,
-            self.eh_frame.0,
-            self.eh_frame.1,
-        )
-        .expect("valid .eh_frame_hdr");
+        let img = Image::from_hdr(self.eh_frame_hdr.0, self.eh_frame_hdr.1, self.eh_frame.0, self.eh_frame.1)
+            .expect("valid .eh_frame_hdr");
         assert_eq!(img.index_kind(), "eh_frame_hdr");
         img
     }
@@ -265,10 +235,8 @@ fn profile_loop(spec: &str, sections: &Sections<'_>, recs: &[Recorded]) {
     };
     let frames: usize = frames.parse().expect("FRAMES");
     let iters: usize = iters.parse().expect("ITERATIONS");
-    let rec = recs
-        .iter()
-        .find(|r| r.frames == frames)
-        .unwrap_or_else(|| panic!("no recorded stack of {frames} frames"));
+    let rec =
+        recs.iter().find(|r| r.frames == frames).unwrap_or_else(|| panic!("no recorded stack of {frames} frames"));
     let image = sections.image();
     let mut w: Box<Walker<'_>> = Box::default();
     let u = sections.framehop();
@@ -297,11 +265,7 @@ fn check(sections: &Sections<'_>, rec: &Recorded) {
         ours.push(f.pc);
         true
     });
-    assert_eq!(
-        stop,
-        Stop::Outermost,
-        "walker did not reach _start: {ours:#x?}"
-    );
+    assert_eq!(stop, Stop::Outermost, "walker did not reach _start: {ours:#x?}");
 
     let u = sections.framehop();
     let mut cache = CacheX86_64::new();
@@ -321,16 +285,8 @@ fn check(sections: &Sections<'_>, rec: &Recorded) {
         }
     };
     assert!(end.is_ok(), "framehop did not end normally: {end:?}");
-    assert_eq!(
-        ours, theirs,
-        "the walker and framehop disagree on the pcs of the {}-frame stack",
-        rec.frames
-    );
-    assert_eq!(
-        ours.len(),
-        rec.frames,
-        "the recorded stack does not have the intended depth"
-    );
+    assert_eq!(ours, theirs, "the walker and framehop disagree on the pcs of the {}-frame stack", rec.frames);
+    assert_eq!(ours.len(), rec.frames, "the recorded stack does not have the intended depth");
     // The timed walks must produce the same counts.
     assert_eq!(walker_walk(&mut w, &image, rec), rec.frames);
     assert_eq!(framehop_walk(&u, &mut cache, rec), rec.frames);
@@ -346,10 +302,7 @@ fn bench(c: &mut Criterion, sections: &Sections<'_>, recs: &[Recorded]) {
             b.iter(|| walker_walk(&mut w, &image, rec))
         });
         let stats = w.stats;
-        assert!(
-            stats.misses <= rec.frames as u64,
-            "warm walks missed the row cache: {stats:?}"
-        );
+        assert!(stats.misses <= rec.frames as u64, "warm walks missed the row cache: {stats:?}");
         let u = sections.framehop();
         let mut cache = CacheX86_64::new();
         g.bench_with_input(BenchmarkId::new("framehop", rec.frames), rec, |b, rec| {
@@ -361,9 +314,7 @@ fn bench(c: &mut Criterion, sections: &Sections<'_>, recs: &[Recorded]) {
     let mut g = c.benchmark_group("cold");
     for rec in recs {
         g.throughput(Throughput::Elements(rec.frames as u64));
-        g.bench_with_input(BenchmarkId::new("walker", rec.frames), rec, |b, rec| {
-            b.iter(|| walker_cold(sections, rec))
-        });
+        g.bench_with_input(BenchmarkId::new("walker", rec.frames), rec, |b, rec| b.iter(|| walker_cold(sections, rec)));
         g.bench_with_input(BenchmarkId::new("framehop", rec.frames), rec, |b, rec| {
             b.iter(|| framehop_cold(sections, rec))
         });
@@ -382,12 +333,7 @@ fn estimate(group: &str, who: &str, frames: usize, since: SystemTime) -> Option<
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join(".."));
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(who)
-        .join(frames.to_string())
-        .join("new/estimates.json");
+    let path = dir.join("criterion").join(group).join(who).join(frames.to_string()).join("new/estimates.json");
     if std::fs::metadata(&path).ok()?.modified().ok()? < since {
         return None;
     }
@@ -400,39 +346,25 @@ fn estimate(group: &str, who: &str, frames: usize, since: SystemTime) -> Option<
     };
     let part = |key: &str| -> Option<(f64, f64, f64)> {
         let s = &json[json.find(key)? + key.len()..];
-        Some((
-            num(s, "\"lower_bound\":")?,
-            num(s, "\"point_estimate\":")?,
-            num(s, "\"upper_bound\":")?,
-        ))
+        Some((num(s, "\"lower_bound\":")?, num(s, "\"point_estimate\":")?, num(s, "\"upper_bound\":")?))
     };
     part("\"slope\":{").or_else(|| part("\"mean\":{"))
 }
 
 fn summary(since: SystemTime) {
     println!("\nns per frame (95% CI), walker vs framehop; ratio = walker / framehop:");
-    println!(
-        "{:<5} {:>6}  {:>24}  {:>24}  {:>6}",
-        "", "frames", "walker", "framehop", "ratio"
-    );
+    println!("{:<5} {:>6}  {:>24}  {:>24}  {:>6}", "", "frames", "walker", "framehop", "ratio");
     for group in ["warm", "cold"] {
         for n in DEPTHS {
-            let (Some(w), Some(f)) = (
-                estimate(group, "walker", n, since),
-                estimate(group, "framehop", n, since),
-            ) else {
+            let (Some(w), Some(f)) = (estimate(group, "walker", n, since), estimate(group, "framehop", n, since))
+            else {
                 continue;
             };
             let per = |(lo, est, hi): (f64, f64, f64)| {
                 let n = n as f64;
                 format!("{:.1} [{:.1} {:.1}]", est / n, lo / n, hi / n)
             };
-            println!(
-                "{group:<5} {n:>6}  {:>24}  {:>24}  {:>6.2}",
-                per(w),
-                per(f),
-                w.1 / f.1
-            );
+            println!("{group:<5} {n:>6}  {:>24}  {:>24}  {:>6.2}", per(w), per(f), w.1 / f.1);
             if let Some(w32) = estimate(group, "walker32", n, since) {
                 println!(
                     "{:<12}  {:>24}  {:>24}  {:>6.2}   (Walker<32>, as the fault server)",

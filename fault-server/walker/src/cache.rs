@@ -66,11 +66,7 @@ struct BigSlot {
 }
 
 impl BigSlot {
-    const EMPTY: BigSlot = BigSlot {
-        key: 0,
-        generation: 0,
-        row: Row::ZERO,
-    };
+    const EMPTY: BigSlot = BigSlot { key: 0, generation: 0, row: Row::ZERO };
 }
 
 /// A cached row, by reference.
@@ -102,12 +98,7 @@ pub(crate) struct RowCache<const N: usize> {
 
 impl<const N: usize> RowCache<N> {
     pub(crate) const fn new() -> Self {
-        RowCache {
-            generation: 1,
-            next_big: 0,
-            slots: [Slot::EMPTY; N],
-            big: [BigSlot::EMPTY; BIG_SLOTS],
-        }
+        RowCache { generation: 1, next_big: 0, slots: [Slot::EMPTY; N], big: [BigSlot::EMPTY; BIG_SLOTS] }
     }
 
     /// The home slot of `pc`.
@@ -168,11 +159,7 @@ impl<const N: usize> RowCache<N> {
         if j != i && old.key != pc && old.generation == self.generation {
             *self.slots.get_mut(j)? = old;
         }
-        *self.slots.get_mut(i)? = Slot {
-            key: pc,
-            generation: self.generation,
-            fast,
-        };
+        *self.slots.get_mut(i)? = Slot { key: pc, generation: self.generation, fast };
         Some(i)
     }
 
@@ -189,11 +176,7 @@ impl<const N: usize> RowCache<N> {
         b.key = pc;
         b.generation = self.generation;
         b.row = *row;
-        let fast = FastRow {
-            flags: F_BIG,
-            cfa_reg: u8::try_from(j).ok()?,
-            ..FastRow::default()
-        };
+        let fast = FastRow { flags: F_BIG, cfa_reg: u8::try_from(j).ok()?, ..FastRow::default() };
         self.insert(pc, fast)?;
         Some(Hit::Big(j))
     }
@@ -231,10 +214,7 @@ pub(crate) struct CieCache<'a> {
 
 impl<'a> CieCache<'a> {
     pub(crate) const fn new() -> Self {
-        CieCache {
-            slots: [const { None }; CIE_SLOTS],
-            next: 0,
-        }
+        CieCache { slots: [const { None }; CIE_SLOTS], next: 0 }
     }
 
     pub(crate) fn clear(&mut self) {

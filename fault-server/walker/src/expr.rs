@@ -11,9 +11,7 @@
 //! expression may ask for (TLS, entry values, DIE references) is unsupported in
 //! CFI and ends the walk with a typed reason.
 
-use gimli::{
-    EhFrame, EvaluationResult, EvaluationStorage, Location, Piece, UnwindExpression, Value,
-};
+use gimli::{EhFrame, EvaluationResult, EvaluationStorage, Location, Piece, UnwindExpression, Value};
 
 use crate::memory::Memory;
 use crate::regs::Regs;
@@ -63,16 +61,9 @@ pub(crate) fn evaluate<M: Memory + ?Sized>(
     mem: &M,
     initial: Option<u64>,
 ) -> Result<u64, ExprError> {
-    let ue = UnwindExpression {
-        offset: e.offset as usize,
-        length: e.len as usize,
-    };
+    let ue = UnwindExpression { offset: e.offset as usize, length: e.len as usize };
     let bytecode = ue.get(eh_frame).map_err(|_| ExprError::Malformed)?;
-    let encoding = gimli::Encoding {
-        address_size: 8,
-        format: gimli::Format::Dwarf32,
-        version: 4,
-    };
+    let encoding = gimli::Encoding { address_size: 8, format: gimli::Format::Dwarf32, version: 4 };
     let mut eval = gimli::Evaluation::<_, FixedStore>::new_in(bytecode.0, encoding);
     eval.set_max_iterations(MAX_EXPR_STEPS);
     if let Some(v) = initial {
@@ -84,27 +75,13 @@ pub(crate) fn evaluate<M: Memory + ?Sized>(
     for _ in 0..=MAX_EXPR_STEPS {
         res = match res {
             EvaluationResult::Complete => return result(eval.as_result()),
-            EvaluationResult::RequiresMemory {
-                address,
-                size,
-                space: None,
-                ..
-            } => {
-                let v = mem
-                    .read_sized(address, size)
-                    .ok_or(ExprError::Unreadable(address))?;
-                eval.resume_with_memory(Value::Generic(v))
-                    .map_err(map_err)?
+            EvaluationResult::RequiresMemory { address, size, space: None, .. } => {
+                let v = mem.read_sized(address, size).ok_or(ExprError::Unreadable(address))?;
+                eval.resume_with_memory(Value::Generic(v)).map_err(map_err)?
             }
-            EvaluationResult::RequiresRegister {
-                register,
-                base_type,
-            } if base_type.0 == 0 => {
-                let v = regs
-                    .get(register.0)
-                    .ok_or(ExprError::UnknownRegister(register.0))?;
-                eval.resume_with_register(Value::Generic(v))
-                    .map_err(map_err)?
+            EvaluationResult::RequiresRegister { register, base_type } if base_type.0 == 0 => {
+                let v = regs.get(register.0).ok_or(ExprError::UnknownRegister(register.0))?;
+                eval.resume_with_register(Value::Generic(v)).map_err(map_err)?
             }
             _ => return Err(ExprError::Unsupported),
         };
@@ -114,20 +91,10 @@ pub(crate) fn evaluate<M: Memory + ?Sized>(
 
 fn result(pieces: &[Piece<Reader<'_>>]) -> Result<u64, ExprError> {
     match pieces {
-        [
-            Piece {
-                location: Location::Address { address },
-                size_in_bits: None,
-                ..
-            },
-        ] => Ok(*address),
-        [
-            Piece {
-                location: Location::Value { value },
-                size_in_bits: None,
-                ..
-            },
-        ] => value.to_u64(u64::MAX).map_err(|_| ExprError::Unsupported),
+        [Piece { location: Location::Address { address }, size_in_bits: None, .. }] => Ok(*address),
+        [Piece { location: Location::Value { value }, size_in_bits: None, .. }] => {
+            value.to_u64(u64::MAX).map_err(|_| ExprError::Unsupported)
+        }
         _ => Err(ExprError::Unsupported),
     }
 }

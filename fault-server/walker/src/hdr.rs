@@ -35,9 +35,7 @@ const DW_EH_PE_OMIT: u8 = 0xff;
 fn read_encoded(data: &[u8], pos: &mut usize, enc: u8, addr: u64) -> Result<u64, ImageError> {
     let (width, signed) = format_of(enc)?;
     let start = *pos;
-    let bytes = data
-        .get(start..start.checked_add(width).ok_or(ImageError::BadHdr)?)
-        .ok_or(ImageError::BadHdr)?;
+    let bytes = data.get(start..start.checked_add(width).ok_or(ImageError::BadHdr)?).ok_or(ImageError::BadHdr)?;
     *pos = start + width;
     let raw = fixed(bytes, signed);
     let field_addr = addr.wrapping_add(start as u64);
@@ -113,14 +111,7 @@ impl<'a> HdrTable<'a> {
             return Ok(None);
         }
         let rows = rest.get(..count * 2 * width).ok_or(ImageError::BadHdr)?;
-        Ok(Some(HdrTable {
-            rows,
-            count,
-            width,
-            signed,
-            base,
-            eh_frame_ptr,
-        }))
+        Ok(Some(HdrTable { rows, count, width, signed, base, eh_frame_ptr }))
     }
 
     /// Number of rows.
@@ -139,10 +130,7 @@ impl<'a> HdrTable<'a> {
         let at = i.checked_mul(2 * w)?;
         let a = self.rows.get(at..at + w)?;
         let b = self.rows.get(at + w..at + 2 * w)?;
-        Some((
-            self.base.wrapping_add(fixed(a, self.signed)),
-            self.base.wrapping_add(fixed(b, self.signed)),
-        ))
+        Some((self.base.wrapping_add(fixed(a, self.signed)), self.base.wrapping_add(fixed(b, self.signed))))
     }
 
     /// The FDE address of the last row whose initial location is `<= pc`.

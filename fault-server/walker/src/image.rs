@@ -38,10 +38,9 @@ impl core::fmt::Display for ImageError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ImageError::BadHdr => f.write_str("malformed or unsupported .eh_frame_hdr"),
-            ImageError::HdrMismatch { hdr_says, given } => write!(
-                f,
-                ".eh_frame_hdr points to .eh_frame at {hdr_says:#x}, but it was given at {given:#x}"
-            ),
+            ImageError::HdrMismatch { hdr_says, given } => {
+                write!(f, ".eh_frame_hdr points to .eh_frame at {hdr_says:#x}, but it was given at {given:#x}")
+            }
             ImageError::UnsortedTable => f.write_str("FDE table is not sorted"),
             ImageError::TableFull => f.write_str("FDE table storage is too small"),
         }
@@ -82,11 +81,7 @@ impl<'a> Image<'a> {
             eh_frame: section,
             bases: BaseAddresses::default().set_eh_frame(eh_frame_addr),
             index,
-            id: ImageId {
-                ptr: eh_frame.as_ptr() as usize,
-                len: eh_frame.len(),
-                addr: eh_frame_addr,
-            },
+            id: ImageId { ptr: eh_frame.as_ptr() as usize, len: eh_frame.len(), addr: eh_frame_addr },
         }
     }
 
@@ -100,10 +95,7 @@ impl<'a> Image<'a> {
     ) -> Result<Self, ImageError> {
         let index = match HdrTable::parse(eh_frame_hdr, eh_frame_hdr_addr)? {
             Some(t) if t.eh_frame_ptr != eh_frame_addr => {
-                return Err(ImageError::HdrMismatch {
-                    hdr_says: t.eh_frame_ptr,
-                    given: eh_frame_addr,
-                });
+                return Err(ImageError::HdrMismatch { hdr_says: t.eh_frame_ptr, given: eh_frame_addr });
             }
             Some(t) => Index::Hdr(t),
             None => Index::Scan,
@@ -115,15 +107,8 @@ impl<'a> Image<'a> {
 
     /// An image looked up through a sorted FDE table, e.g. one filled by
     /// [`crate::build_fde_table_in`].
-    pub fn from_table(
-        eh_frame: &'a [u8],
-        eh_frame_addr: u64,
-        table: &'a [FdeEntry],
-    ) -> Result<Self, ImageError> {
-        if table
-            .windows(2)
-            .any(|w| matches!(w, [a, b] if a.start > b.start))
-        {
+    pub fn from_table(eh_frame: &'a [u8], eh_frame_addr: u64, table: &'a [FdeEntry]) -> Result<Self, ImageError> {
+        if table.windows(2).any(|w| matches!(w, [a, b] if a.start > b.start)) {
             return Err(ImageError::UnsortedTable);
         }
         Ok(Self::base(eh_frame, eh_frame_addr, Index::Table(table)))
@@ -153,11 +138,7 @@ impl<'a> Image<'a> {
     }
 
     /// The FDE covering `pc`, parsing its CIE through `get_cie`.
-    pub(crate) fn find_fde<F>(
-        &self,
-        pc: u64,
-        mut get_cie: F,
-    ) -> Result<FrameDescriptionEntry<Reader<'a>>, gimli::Error>
+    pub(crate) fn find_fde<F>(&self, pc: u64, mut get_cie: F) -> Result<FrameDescriptionEntry<Reader<'a>>, gimli::Error>
     where
         F: FnMut(
             &EhFrame<Reader<'a>>,
@@ -168,9 +149,7 @@ impl<'a> Image<'a> {
         let offset = match &self.index {
             Index::Hdr(t) => {
                 let fde_addr = t.lookup(pc).ok_or(gimli::Error::NoUnwindInfoForAddress)?;
-                fde_addr
-                    .checked_sub(self.id.addr)
-                    .ok_or(gimli::Error::NoUnwindInfoForAddress)?
+                fde_addr.checked_sub(self.id.addr).ok_or(gimli::Error::NoUnwindInfoForAddress)?
             }
             Index::Table(t) => lookup_offset(t, pc)?,
             #[cfg(feature = "alloc")]
@@ -181,19 +160,11 @@ impl<'a> Image<'a> {
         if offset >= self.id.len {
             return Err(gimli::Error::NoUnwindInfoForAddress);
         }
-        let fde =
-            self.eh_frame
-                .fde_from_offset(&self.bases, EhFrameOffset(offset), &mut get_cie)?;
-        if fde.contains(pc) {
-            Ok(fde)
-        } else {
-            Err(gimli::Error::NoUnwindInfoForAddress)
-        }
+        let fde = self.eh_frame.fde_from_offset(&self.bases, EhFrameOffset(offset), &mut get_cie)?;
+        if fde.contains(pc) { Ok(fde) } else { Err(gimli::Error::NoUnwindInfoForAddress) }
     }
 }
 
 fn lookup_offset(t: &[FdeEntry], pc: u64) -> Result<u64, gimli::Error> {
-    table::lookup(t, pc)
-        .map(|e| e.offset as u64)
-        .ok_or(gimli::Error::NoUnwindInfoForAddress)
+    table::lookup(t, pc).map(|e| e.offset as u64).ok_or(gimli::Error::NoUnwindInfoForAddress)
 }

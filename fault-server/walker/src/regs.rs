@@ -55,8 +55,7 @@ const ALL: u32 = (1 << NUM_REGS) - 1;
 
 /// Names of the tracked registers, indexed by DWARF number.
 pub const REG_NAMES: [&str; NUM_REGS] = [
-    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
-    "r14", "r15", "rip",
+    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip",
 ];
 
 /// Whether the psABI says a callee preserves this register (rbx, rbp, r12-r15;
@@ -78,10 +77,7 @@ pub struct Regs {
 impl Regs {
     /// No register known.
     pub const fn new() -> Self {
-        Regs {
-            vals: [0; NUM_REGS],
-            known: 0,
-        }
+        Regs { vals: [0; NUM_REGS], known: 0 }
     }
 
     /// A complete register file from the 17 values in DWARF order
@@ -152,12 +148,7 @@ impl Default for Regs {
 impl PartialEq for Regs {
     fn eq(&self, other: &Self) -> bool {
         self.known == other.known
-            && self
-                .vals
-                .iter()
-                .zip(&other.vals)
-                .enumerate()
-                .all(|(i, (a, b))| self.known & (1 << i) == 0 || a == b)
+            && self.vals.iter().zip(&other.vals).enumerate().all(|(i, (a, b))| self.known & (1 << i) == 0 || a == b)
     }
 }
 
@@ -165,8 +156,6 @@ impl Eq for Regs {}
 
 impl fmt::Debug for Regs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Regs")
-            .field("vals", &self.as_array())
-            .finish()
+        f.debug_struct("Regs").field("vals", &self.as_array()).finish()
     }
 }

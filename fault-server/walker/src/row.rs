@@ -104,10 +104,7 @@ impl Row {
 
     /// A placeholder row with return-address column 0, so that arrays of it
     /// are all zero (never applied).
-    pub(crate) const ZERO: Row = Row {
-        ra: 0,
-        ..Row::EMPTY
-    };
+    pub(crate) const ZERO: Row = Row { ra: 0, ..Row::EMPTY };
 }
 
 /// Maximum number of saved-register loads of a [`FastRow`].
@@ -252,10 +249,7 @@ impl FastRow {
 }
 
 fn expr(e: &gimli::UnwindExpression<usize>) -> Option<ExprRef> {
-    Some(ExprRef {
-        offset: u32::try_from(e.offset).ok()?,
-        len: u32::try_from(e.length).ok()?,
-    })
+    Some(ExprRef { offset: u32::try_from(e.offset).ok()?, len: u32::try_from(e.length).ok()? })
 }
 
 fn reg(r: gimli::Register) -> Option<u16> {
@@ -286,9 +280,7 @@ impl Row {
         signal: bool,
     ) -> Option<Row> {
         let cfa = match row.cfa() {
-            CfaRule::RegisterAndOffset { register, offset } => {
-                Cfa::RegOffset(reg(*register)?, *offset)
-            }
+            CfaRule::RegisterAndOffset { register, offset } => Cfa::RegOffset(reg(*register)?, *offset),
             CfaRule::Expression(e) => Cfa::Expr(expr(e)?),
         };
         let mut rules = [Rule::Unspecified; NUM_REGS];
@@ -297,21 +289,11 @@ impl Row {
                 *slot = rule(rl);
             }
         }
-        Some(Row {
-            start: row.start_address(),
-            end: row.end_address(),
-            cfa,
-            rules,
-            ra,
-            signal,
-        })
+        Some(Row { start: row.start_address(), end: row.end_address(), cfa, rules, ra, signal })
     }
 
     /// The rule for DWARF register `r`.
     pub fn rule(&self, r: u16) -> Rule {
-        self.rules
-            .get(usize::from(r))
-            .copied()
-            .unwrap_or(Rule::Unsupported)
+        self.rules.get(usize::from(r)).copied().unwrap_or(Rule::Unsupported)
     }
 }

@@ -53,11 +53,7 @@ impl<'a> SymbolTable<'a> {
     /// A table from raw `.symtab` and `.strtab` contents; `bias` is added to
     /// every symbol value (the load bias of a PIE).
     pub fn new(symtab: &'a [u8], strtab: &'a [u8], bias: u64) -> Self {
-        SymbolTable {
-            symtab,
-            strtab,
-            bias,
-        }
+        SymbolTable { symtab, strtab, bias }
     }
 
     fn name(&self, off: u32) -> Option<&'a str> {
@@ -73,10 +69,7 @@ impl<'a> SymbolTable<'a> {
         for ent in self.symtab.chunks_exact(SYM_SIZE) {
             let Some(name) = u32_at(ent, 0) else { continue };
             let info = ent.get(4).copied().unwrap_or(0);
-            let shndx = u16::from_le_bytes([
-                ent.get(6).copied().unwrap_or(0),
-                ent.get(7).copied().unwrap_or(0),
-            ]);
+            let shndx = u16::from_le_bytes([ent.get(6).copied().unwrap_or(0), ent.get(7).copied().unwrap_or(0)]);
             let (Some(value), Some(size)) = (u64_at(ent, 8), u64_at(ent, 16)) else {
                 continue;
             };
@@ -102,11 +95,6 @@ impl<'a> SymbolTable<'a> {
             }
         }
         let (start, size, name, _) = best?;
-        Some(Symbol {
-            name: self.name(name)?,
-            addr: start,
-            size,
-            offset: addr - start,
-        })
+        Some(Symbol { name: self.name(name)?, addr: start, size, offset: addr - start })
     }
 }

@@ -41,9 +41,7 @@ fn for_each_fde<'a>(eh_frame: &'a [u8], addr: u64, mut f: impl FnMut(FdeEntry) -
     while let Ok(Some(entry)) = entries.next() {
         if let gimli::CieOrFde::Fde(partial) = entry {
             let offset = partial.offset();
-            let Ok(fde) = partial
-                .parse(|s: &EhFrame<Reader<'a>>, b, o: EhFrameOffset| s.cie_from_offset(b, o))
-            else {
+            let Ok(fde) = partial.parse(|s: &EhFrame<Reader<'a>>, b, o: EhFrameOffset| s.cie_from_offset(b, o)) else {
                 continue;
             };
             let start = fde.initial_address();
@@ -62,11 +60,7 @@ fn for_each_fde<'a>(eh_frame: &'a [u8], addr: u64, mut f: impl FnMut(FdeEntry) -
 /// Fills `storage` with the FDEs of `eh_frame` (loaded at `addr`), sorted by
 /// start address, and returns how many it holds. Fails with
 /// [`ImageError::TableFull`] if `storage` is too small.
-pub fn build_fde_table_in(
-    eh_frame: &[u8],
-    addr: u64,
-    storage: &mut [FdeEntry],
-) -> Result<usize, ImageError> {
+pub fn build_fde_table_in(eh_frame: &[u8], addr: u64, storage: &mut [FdeEntry]) -> Result<usize, ImageError> {
     let mut len = 0usize;
     let mut full = false;
     for_each_fde(eh_frame, addr, |e| match storage.get_mut(len) {

@@ -114,13 +114,7 @@ impl WalkState {
     /// A walk starting at `regs` (the registers at the fault: the pc is used as
     /// is).
     pub fn new(regs: Regs) -> Self {
-        WalkState {
-            regs,
-            exact: true,
-            prev: None,
-            depth: 0,
-            done: None,
-        }
+        WalkState { regs, exact: true, prev: None, depth: 0, done: None }
     }
 
     /// Frames produced so far.
@@ -203,20 +197,8 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         // Two frames, used alternately: each step writes the caller's
         // registers straight into the other one, so no register file is
         // copied between steps.
-        let mut a = Frame {
-            pc: 0,
-            cfa: 0,
-            regs,
-            signal: false,
-            exact_pc: true,
-        };
-        let mut b = Frame {
-            pc: 0,
-            cfa: 0,
-            regs: Regs::new(),
-            signal: false,
-            exact_pc: false,
-        };
+        let mut a = Frame { pc: 0, cfa: 0, regs, signal: false, exact_pc: true };
+        let mut b = Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false };
         let (mut cur, mut next) = (&mut a, &mut b);
         self.bind(image);
         let mut prev = None;
@@ -226,11 +208,10 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             if depth >= self.max_depth {
                 return Stop::DepthLimit;
             }
-            let found =
-                match self.step_core(image, &cur.regs, cur.exact_pc, prev, &mut next.regs, mem) {
-                    Ok(found) => found,
-                    Err(stop) => return stop,
-                };
+            let found = match self.step_core(image, &cur.regs, cur.exact_pc, prev, &mut next.regs, mem) {
+                Ok(found) => found,
+                Err(stop) => return stop,
+            };
             cur.pc = found.pc;
             cur.cfa = found.cfa;
             cur.signal = found.signal;
@@ -249,13 +230,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
 
     /// Walks into `out`; returns the number of frames written and why the walk
     /// ended (`DepthLimit` if `out` filled up first).
-    pub fn walk_into<M>(
-        &mut self,
-        image: &Image<'a>,
-        regs: Regs,
-        mem: &M,
-        out: &mut [Frame],
-    ) -> (usize, Stop)
+    pub fn walk_into<M>(&mut self, image: &Image<'a>, regs: Regs, mem: &M, out: &mut [Frame]) -> (usize, Stop)
     where
         M: Memory + ?Sized,
     {
@@ -268,11 +243,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             }
             None => false,
         });
-        let stop = if stop == Stop::Visitor {
-            Stop::DepthLimit
-        } else {
-            stop
-        };
+        let stop = if stop == Stop::Visitor { Stop::DepthLimit } else { stop };
         (n, stop)
     }
 
@@ -298,13 +269,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
                 return Err(stop);
             }
         };
-        let frame = Frame {
-            pc: found.pc,
-            cfa: found.cfa,
-            regs: st.regs,
-            signal: found.signal,
-            exact_pc: st.exact,
-        };
+        let frame = Frame { pc: found.pc, cfa: found.cfa, regs: st.regs, signal: found.signal, exact_pc: st.exact };
         match found.after {
             None => {
                 st.regs = next;
@@ -333,11 +298,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         M: Memory + ?Sized,
     {
         let pc = regs.pc().ok_or(Stop::Outermost)?;
-        let lookup = if exact {
-            pc
-        } else {
-            pc.checked_sub(1).ok_or(Stop::NoFde { pc })?
-        };
+        let lookup = if exact { pc } else { pc.checked_sub(1).ok_or(Stop::NoFde { pc })? };
         let (cfa, signal, after) = match self.row_for(image, lookup, pc)? {
             RowRef::Fast(row) => {
                 let reg = u16::from(row.cfa_reg);
@@ -354,12 +315,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
                 (cfa, row.signal, after)
             }
         };
-        Ok(Found {
-            pc,
-            cfa,
-            signal,
-            after,
-        })
+        Ok(Found { pc, cfa, signal, after })
     }
 
     /// Empties the caches if they were filled from another image.
@@ -390,12 +346,10 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     fn miss(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         self.stats.misses = self.stats.misses.wrapping_add(1);
         let cies = &mut self.cies;
-        let fde = image
-            .find_fde(lookup, |s, b, o| cies.get(s, b, o))
-            .map_err(|e| match e {
-                gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
-                e => Stop::BadCfi(e),
-            })?;
+        let fde = image.find_fde(lookup, |s, b, o| cies.get(s, b, o)).map_err(|e| match e {
+            gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
+            e => Stop::BadCfi(e),
+        })?;
         let ra = fde.cie().return_address_register().0;
         if usize::from(ra) >= NUM_REGS {
             return Err(Stop::UnsupportedRule);
@@ -404,9 +358,8 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         // gimli's CFI context keeps nothing between lookups (it is reset for
         // every FDE), so it lives on the stack only while needed.
         let mut ctx = UnwindContext::<usize, CtxStore>::new_in();
-        let grow = fde
-            .unwind_info_for_address(&image.eh_frame, &image.bases, &mut ctx, lookup)
-            .map_err(|e| match e {
+        let grow =
+            fde.unwind_info_for_address(&image.eh_frame, &image.bases, &mut ctx, lookup).map_err(|e| match e {
                 gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
                 e => Stop::BadCfi(e),
             })?;
@@ -423,9 +376,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             let hit = self.rows.put_big(lookup, &row);
             // `put_big` fails only without slots (`ROWS == 0`).
             if hit.is_some() {
-                return hit
-                    .and_then(|h| self.rows.fetch(h))
-                    .ok_or(Stop::UnsupportedRule);
+                return hit.and_then(|h| self.rows.fetch(h)).ok_or(Stop::UnsupportedRule);
             }
         }
         Ok(RowRef::Full(self.rows.put_uncached(&row)))
@@ -458,13 +409,7 @@ fn expr_stop(e: ExprError) -> Stop {
 /// (an unreadable one becomes unknown), the return address must be readable
 /// and not 0.
 #[inline(always)]
-fn caller_fast<M: Memory + ?Sized>(
-    row: &FastRow,
-    cfa: u64,
-    regs: &Regs,
-    out: &mut Regs,
-    mem: &M,
-) -> Result<(), Stop> {
+fn caller_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &Regs, out: &mut Regs, mem: &M) -> Result<(), Stop> {
     if row.flags & F_OUTERMOST != 0 {
         return Err(Stop::Outermost);
     }
@@ -498,12 +443,7 @@ fn caller_fast<M: Memory + ?Sized>(
 }
 
 /// Frame N's CFA from its registers.
-fn cfa<M: Memory + ?Sized>(
-    image: &Image<'_>,
-    row: &Row,
-    regs: &Regs,
-    mem: &M,
-) -> Result<u64, Stop> {
+fn cfa<M: Memory + ?Sized>(image: &Image<'_>, row: &Row, regs: &Regs, mem: &M) -> Result<u64, Stop> {
     match row.cfa {
         Cfa::RegOffset(reg, off) => {
             let base = regs.get(reg).ok_or(Stop::UnknownRegister { reg })?;
@@ -532,13 +472,10 @@ fn recover<M: Memory + ?Sized>(
         Rule::ValOffset(n) => Some(cfa.wrapping_add(n as u64)),
         Rule::Register(x) => Some(regs.get(x).ok_or(Stop::UnknownRegister { reg: x })?),
         Rule::Expr(e) => {
-            let addr =
-                expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?;
+            let addr = expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?;
             Some(read(addr)?)
         }
-        Rule::ValExpr(e) => {
-            Some(expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?)
-        }
+        Rule::ValExpr(e) => Some(expr::evaluate(&image.eh_frame, e, regs, mem, Some(cfa)).map_err(expr_stop)?),
         Rule::Constant(c) => Some(c),
         Rule::Unsupported => return Err(Stop::UnsupportedRule),
     })

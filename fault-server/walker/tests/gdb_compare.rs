@@ -29,10 +29,7 @@ use walker::{Stop, Walker};
 const MIN_STOPS: usize = 75;
 
 fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// gdb, installed from Debian if missing and possible.
@@ -40,15 +37,9 @@ fn ensure_gdb() {
     if have("gdb") {
         return;
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     if root && have("apt-get") {
-        let ok = Command::new("apt-get")
-            .arg("update")
-            .status()
-            .is_ok_and(|s| s.success())
+        let ok = Command::new("apt-get").arg("update").status().is_ok_and(|s| s.success())
             && Command::new("apt-get")
                 .args(["install", "-y", "--no-install-recommends", "gdb"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -65,45 +56,28 @@ fn ensure_gdb() {
 }
 
 fn require(tool: &str, pkg: &str) {
-    assert!(
-        have(tool),
-        "`{tool}` is required for the gdb comparison: install {pkg}"
-    );
+    assert!(have(tool), "`{tool}` is required for the gdb comparison: install {pkg}");
 }
 
 fn work_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("walker-gdb")
-        .join(name);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("walker-gdb").join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Functions of `exe` (by objdump), as name -> [(address, mnemonic)].
 fn disassemble(exe: &Path) -> BTreeMap<String, Vec<(u64, String)>> {
-    let out = Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn", "-M", "att"])
-        .arg(exe)
-        .output()
-        .unwrap();
+    let out = Command::new("objdump").args(["-d", "--no-show-raw-insn", "-M", "att"]).arg(exe).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let mut funcs: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
@@ -171,25 +145,15 @@ fn parse_gdb(text: &str) -> Vec<GdbStop> {
     let mut stops: Vec<GdbStop> = Vec::new();
     for line in text.lines() {
         let mut w = line.splitn(5, ' ');
-        let hex = |s: &str| {
-            s.strip_prefix("0x")
-                .map(|c| u64::from_str_radix(c, 16).unwrap())
-        };
+        let hex = |s: &str| s.strip_prefix("0x").map(|c| u64::from_str_radix(c, 16).unwrap());
         match w.next() {
             Some("STOP") => {
                 let index = w.next().unwrap().parse().unwrap();
-                let pc =
-                    u64::from_str_radix(w.next().unwrap().trim_start_matches("0x"), 16).unwrap();
-                stops.push(GdbStop {
-                    index,
-                    pc,
-                    frames: vec![],
-                    end: String::new(),
-                });
+                let pc = u64::from_str_radix(w.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+                stops.push(GdbStop { index, pc, frames: vec![], end: String::new() });
             }
             Some("F") => {
-                let pc =
-                    u64::from_str_radix(w.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+                let pc = u64::from_str_radix(w.next().unwrap().trim_start_matches("0x"), 16).unwrap();
                 let cfa = hex(w.next().unwrap());
                 let sp = hex(w.next().unwrap());
                 let name = w.next().unwrap_or("").to_string();
@@ -231,18 +195,11 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
         .env("WALKER_GDB_EXE", exe)
         .env("WALKER_GDB_OUT", dir)
         .env("WALKER_GDB_POINTS", &pfile)
-        .env(
-            "WALKER_GDB_ENTRY",
-            format!("{:x}", Executable::open(exe).unwrap().entry),
-        )
+        .env("WALKER_GDB_ENTRY", format!("{:x}", Executable::open(exe).unwrap().entry))
         .output()
         .unwrap();
-    let text = std::fs::read_to_string(dir.join("gdb.txt")).unwrap_or_else(|_| {
-        panic!(
-            "{name}: gdb produced no output:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let text = std::fs::read_to_string(dir.join("gdb.txt"))
+        .unwrap_or_else(|_| panic!("{name}: gdb produced no output:\n{}", String::from_utf8_lossy(&out.stderr)));
     let stops = parse_gdb(&text);
 
     let exe_file = Executable::open(exe).unwrap();
@@ -254,11 +211,7 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
         let core = CoreFile::open(&dir.join(format!("core.{}", stop.index))).unwrap();
         let bias = core.bias_for(&exe_file).unwrap();
         let image = image.get_or_insert_with(|| exe_file.image(bias));
-        assert_eq!(
-            core.regs().pc(),
-            Some(stop.pc),
-            "{name}: core and gdb disagree on the stop pc"
-        );
+        assert_eq!(core.regs().pc(), Some(stop.pc), "{name}: core and gdb disagree on the stop pc");
         let mut got = Vec::new();
         let reason = walker.walk(image, core.regs(), &core, |f| {
             got.push((f.pc, Some(f.cfa), f.regs.sp()));
@@ -282,16 +235,8 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
         stops.len(),
         failures.len()
     );
-    assert!(
-        failures.is_empty(),
-        "{name}: walker and gdb disagree:\n{}",
-        failures.join("\n")
-    );
-    assert!(
-        stops.len() >= MIN_STOPS,
-        "{name}: only {} stops (want {MIN_STOPS})",
-        stops.len()
-    );
+    assert!(failures.is_empty(), "{name}: walker and gdb disagree:\n{}", failures.join("\n"));
+    assert!(stops.len() >= MIN_STOPS, "{name}: only {} stops (want {MIN_STOPS})", stops.len());
     stops.len()
 }
 
@@ -304,26 +249,15 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
 /// defines, which for glibc's `_start` is `rsp + 8` at every instruction after
 /// its entry; so the check there is: gdb says 0, the walker says gdb's rsp of
 /// that frame + 8, and the walker stopped with `Outermost`.
-fn check(
-    got: &[(u64, Option<u64>, Option<u64>)],
-    reason: Stop,
-    stop: &GdbStop,
-) -> Result<(), String> {
+fn check(got: &[(u64, Option<u64>, Option<u64>)], reason: Stop, stop: &GdbStop) -> Result<(), String> {
     if !stop.end.contains("outermost") {
-        return Err(format!(
-            "gdb did not reach an outermost frame ({})",
-            stop.end
-        ));
+        return Err(format!("gdb did not reach an outermost frame ({})", stop.end));
     }
     if reason != Stop::Outermost {
         return Err(format!("walker stopped with {reason:?}, not Outermost"));
     }
     if got.len() != stop.frames.len() {
-        return Err(format!(
-            "{} frames, gdb has {}",
-            got.len(),
-            stop.frames.len()
-        ));
+        return Err(format!("{} frames, gdb has {}", got.len(), stop.frames.len()));
     }
     let last = got.len() - 1;
     for (i, (g, w)) in got.iter().zip(&stop.frames).enumerate() {
@@ -333,11 +267,7 @@ fn check(
         if g.2 != w.2 {
             return Err(format!("frame {i}: rsp {:x?}, gdb {:x?}", g.2, w.2));
         }
-        let cfa_ok = if i == last && w.1 == Some(0) {
-            w.2.and_then(|sp| sp.checked_add(8)) == g.1
-        } else {
-            g.1 == w.1
-        };
+        let cfa_ok = if i == last && w.1 == Some(0) { w.2.and_then(|sp| sp.checked_add(8)) == g.1 } else { g.1 == w.1 };
         if !cfa_ok {
             return Err(format!("frame {i}: cfa {:x?}, gdb {:x?}", g.1, w.1));
         }
@@ -351,10 +281,7 @@ fn build_c(name: &str) -> (PathBuf, PathBuf) {
     require("objdump", "binutils");
     let dir = work_dir(name);
     let exe = dir.join(name);
-    run(Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&exe)
-        .arg(fixture(&format!("{name}.c"))));
+    run(Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&exe).arg(fixture(&format!("{name}.c"))));
     (exe, dir)
 }
 
@@ -365,15 +292,7 @@ fn in_list(list: &'static [&'static str], budget: usize) -> impl Fn(&str) -> Opt
 #[test]
 fn gdb_agrees_on_c_basic() {
     let (exe, dir) = build_c("basic");
-    let own = [
-        "main",
-        "fib",
-        "leaf_add",
-        "cmp_int",
-        "sort_some",
-        "format_some",
-        "walk_tree",
-    ];
+    let own = ["main", "fib", "leaf_add", "cmp_int", "sort_some", "format_some", "walk_tree"];
     compare("basic", &exe, &dir, &|n| {
         (own.contains(&n)
             || n.starts_with("__memmove_")
@@ -396,9 +315,7 @@ fn gdb_agrees_on_c_signals() {
         "__restore_rt" => Some(10),
         "segv_handler" | "usr_handler" | "deref" | "main" | "crunch_outer" => Some(2),
         "crunch" => Some(1),
-        n if n.starts_with("__pthread_kill") || n == "raise" || n.starts_with("__GI_raise") => {
-            Some(1)
-        }
+        n if n.starts_with("__pthread_kill") || n == "raise" || n.starts_with("__GI_raise") => Some(1),
         _ => None,
     });
 }
@@ -406,16 +323,8 @@ fn gdb_agrees_on_c_signals() {
 #[test]
 fn gdb_agrees_on_c_frames() {
     let (exe, dir) = build_c("frames");
-    let own: &'static [&'static str] = &[
-        "main",
-        "vla_user",
-        "aligned_user",
-        "bail",
-        "must_bail",
-        "tail_target",
-        "tail_caller",
-        "nest",
-    ];
+    let own: &'static [&'static str] =
+        &["main", "vla_user", "aligned_user", "bail", "must_bail", "tail_target", "tail_caller", "nest"];
     compare("frames", &exe, &dir, &in_list(own, 2));
 }
 
@@ -426,16 +335,7 @@ fn gdb_agrees_on_rust_release() {
     let dir = work_dir("prog");
     let exe = dir.join("prog");
     run(Command::new("rustc")
-        .args([
-            "--edition",
-            "2021",
-            "-C",
-            "opt-level=3",
-            "-C",
-            "target-feature=+crt-static",
-            "-C",
-            "strip=debuginfo",
-        ])
+        .args(["--edition", "2021", "-C", "opt-level=3", "-C", "target-feature=+crt-static", "-C", "strip=debuginfo"])
         .args(["--target", "x86_64-unknown-linux-gnu", "-o"])
         .arg(&exe)
         .arg(fixture("prog.rs")));

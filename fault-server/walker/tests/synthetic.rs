@@ -17,12 +17,7 @@ fn chain_cfi() -> Vec<u8> {
         false,
         0x1100,
         0x40,
-        vec![
-            (1, I::CfaOffset(16)),
-            (1, I::Offset(RBP, -16)),
-            (4, I::CfaRegister(RBP)),
-            (0x39, I::Cfa(RSP, 8)),
-        ],
+        vec![(1, I::CfaOffset(16)), (1, I::Offset(RBP, -16)), (4, I::CfaRegister(RBP)), (0x39, I::Cfa(RSP, 8))],
     );
     c.fde(false, 0x1200, 0x10, vec![(4, I::CfaOffset(32))]);
     c.fde(false, 0x1210, 0x10, vec![(0, I::CfaOffset(64))]);
@@ -41,12 +36,7 @@ fn chain_stack() -> (Stack, walker::Regs, Vec<(u64, u64)>) {
     let cfa1 = b1 + 16;
     let cfa2 = cfa1 + 32;
     s.put(cfa2 - 8, 0x1315);
-    let expected = vec![
-        (0x1004, s0 + 8),
-        (0x1135, cfa1),
-        (0x1210, cfa2),
-        (0x1315, cfa2 + 8),
-    ];
+    let expected = vec![(0x1004, s0 + 8), (0x1135, cfa1), (0x1210, cfa2), (0x1315, cfa2 + 8)];
     (s, regs(0x1004, s0, Some(b1)), expected)
 }
 
@@ -67,10 +57,7 @@ fn chain_walks_identically_with_every_index() {
     let n = walker::build_fde_table_in(&eh, EH_FRAME_ADDR, &mut table).unwrap();
     assert_eq!(n, 5);
     let (s, r, expected) = chain_stack();
-    let kinds: Vec<_> = all_images(&eh, &hdr, &table[..n])
-        .iter()
-        .map(|i| i.index_kind())
-        .collect();
+    let kinds: Vec<_> = all_images(&eh, &hdr, &table[..n]).iter().map(|i| i.index_kind()).collect();
     assert_eq!(kinds, ["eh_frame_hdr", "table", "table", "scan"]);
     for image in all_images(&eh, &hdr, &table[..n]) {
         let (frames, stop) = walk(&image, r, &s.mem());
@@ -110,11 +97,7 @@ fn mid_function_at_entry_prologue_body_and_epilogue() {
     ];
     for (pc, sp, bp) in cases {
         let (frames, stop) = walk(&image, regs(pc, sp, bp), &s.mem());
-        let want = vec![
-            (pc, r0 + 8),
-            (0x1210, r0 + 8 + 32),
-            (0x1315, r0 + 8 + 32 + 8),
-        ];
+        let want = vec![(pc, r0 + 8), (0x1210, r0 + 8 + 32), (0x1315, r0 + 8 + 32 + 8)];
         // 0x1137 is still inside the rbp-based row: rsp is below the CFA by
         // the saved rbp only, and rbp = r0 - 8, so rbp+16 = r0 + 8 as well.
         assert_eq!(frames, want, "pc {pc:#x}");
@@ -160,12 +143,7 @@ fn signal_frame_over_interrupted_first_instruction() {
     );
     c.fde(false, 0x21f0, 0x10, vec![(0, I::CfaOffset(48))]); // victimprev
     c.fde(false, 0x2200, 0x20, vec![]); // victim, interrupted at its first byte
-    c.fde(
-        false,
-        0x2300,
-        0x20,
-        vec![(0, I::CfaOffset(16)), (0, I::Undefined(RIP))],
-    ); // outer
+    c.fde(false, 0x2300, 0x20, vec![(0, I::CfaOffset(16)), (0, I::Undefined(RIP))]); // outer
     let eh = c.bytes();
     let image = Image::with_built_table(&eh, EH_FRAME_ADDR);
     let mut s = Stack::new(BASE, 0x1000);
@@ -185,15 +163,7 @@ fn signal_frame_over_interrupted_first_instruction() {
         true
     });
     let got: Vec<_> = frames.iter().map(|f| (f.pc, f.cfa)).collect();
-    assert_eq!(
-        got,
-        [
-            (0x2004, h + 8),
-            (0x2100, v),
-            (0x2200, v + 8),
-            (0x2310, v + 24)
-        ]
-    );
+    assert_eq!(got, [(0x2004, h + 8), (0x2100, v), (0x2200, v + 8), (0x2310, v + 24)]);
     assert_eq!(stop, Stop::Outermost);
     assert!(frames[1].signal && !frames[1].exact_pc);
     assert!(frames[2].exact_pc, "interrupted pc must be looked up as is");
@@ -204,16 +174,7 @@ fn signal_frame_over_interrupted_first_instruction() {
 #[test]
 fn trap_stub_with_explicit_rsp_rule_crosses_to_a_lower_stack() {
     let mut c = Cfi::new();
-    c.fde(
-        true,
-        0x3000,
-        0x40,
-        vec![
-            (0, I::Cfa(RSP, 40)),
-            (0, I::Offset(RIP, -40)),
-            (0, I::Offset(RSP, -16)),
-        ],
-    );
+    c.fde(true, 0x3000, 0x40, vec![(0, I::Cfa(RSP, 40)), (0, I::Offset(RIP, -40)), (0, I::Offset(RSP, -16))]);
     c.fde(false, 0x3100, 0x10, vec![]);
     c.fde(false, 0x3200, 0x20, vec![(0, I::Undefined(RIP))]);
     let eh = c.bytes();
@@ -225,10 +186,7 @@ fn trap_stub_with_explicit_rsp_rule_crosses_to_a_lower_stack() {
     s.put(k + 24, u);
     s.put(u, 0x3210);
     let (frames, stop) = walk(&image, regs(0x3010, k, None), &s.mem());
-    assert_eq!(
-        frames,
-        [(0x3010, k + 40), (0x3100, u + 8), (0x3210, u + 16)]
-    );
+    assert_eq!(frames, [(0x3010, k + 40), (0x3100, u + 8), (0x3210, u + 16)]);
     assert_eq!(stop, Stop::Outermost);
 }
 
@@ -244,10 +202,7 @@ fn typed_stops() {
     assert_eq!(stop, Stop::NoFde { pc: 0x9999 });
 
     // The return-address slot is unreadable.
-    let short = walker::SliceMemory {
-        base: BASE + 0x200,
-        bytes: &s.bytes[0x200..],
-    };
+    let short = walker::SliceMemory { base: BASE + 0x200, bytes: &s.bytes[0x200..] };
     let (f, stop) = walk(&image, r, &short);
     assert_eq!(f, expected[..1]);
     assert_eq!(stop, Stop::Unreadable { addr: BASE + 0x100 });
@@ -266,13 +221,7 @@ fn typed_stops() {
     cyc.put(b + 8, 0x1135);
     let (f, stop) = walk(&image, regs(0x1120, b - 16, Some(b)), &cyc.mem());
     assert_eq!(f, [(0x1120, b + 16)]);
-    assert_eq!(
-        stop,
-        Stop::CfaNotIncreasing {
-            cfa: b + 16,
-            prev: b + 16
-        }
-    );
+    assert_eq!(stop, Stop::CfaNotIncreasing { cfa: b + 16, prev: b + 16 });
 
     // A return address of zero ends the walk as outermost.
     let mut z = Stack::new(BASE, 0x1000);
@@ -286,18 +235,8 @@ fn typed_stops() {
 fn unknown_unsupported_and_looping_rules() {
     let mut c = Cfi::new();
     c.fde(false, 0x1000, 0x10, vec![]);
-    c.fde(
-        false,
-        0x1100,
-        0x10,
-        vec![(0, I::Cfa(gimli::Register(0), 8))],
-    ); // CFA = rax + 8
-    c.fde(
-        false,
-        0x1200,
-        0x10,
-        vec![(0, I::Cfa(gimli::Register(17), 8))],
-    ); // xmm0
+    c.fde(false, 0x1100, 0x10, vec![(0, I::Cfa(gimli::Register(0), 8))]); // CFA = rax + 8
+    c.fde(false, 0x1200, 0x10, vec![(0, I::Cfa(gimli::Register(17), 8))]); // xmm0
     let mut lp = gimli::write::Expression::raw(vec![0x2f, 0xfd, 0xff]); // DW_OP_skip -3
     lp.op_deref();
     c.fde(false, 0x1300, 0x10, vec![(0, I::CfaExpression(lp))]);
@@ -331,42 +270,16 @@ fn hostile_hdr_tables() {
     assert_eq!(f, expected[..3]);
     assert_eq!(stop, Stop::NoFde { pc: 0x1315 });
     // Wrong .eh_frame address, bad version, too short.
-    assert!(matches!(
-        Image::from_hdr(&good, hdr_addr, &eh, EH_FRAME_ADDR + 8),
-        Err(ImageError::HdrMismatch { .. })
-    ));
+    assert!(matches!(Image::from_hdr(&good, hdr_addr, &eh, EH_FRAME_ADDR + 8), Err(ImageError::HdrMismatch { .. })));
     let mut v2 = good.clone();
     v2[0] = 2;
-    assert_eq!(
-        Image::from_hdr(&v2, hdr_addr, &eh, EH_FRAME_ADDR).unwrap_err(),
-        ImageError::BadHdr
-    );
-    assert_eq!(
-        Image::from_hdr(&good[..6], hdr_addr, &eh, EH_FRAME_ADDR).unwrap_err(),
-        ImageError::BadHdr
-    );
+    assert_eq!(Image::from_hdr(&v2, hdr_addr, &eh, EH_FRAME_ADDR).unwrap_err(), ImageError::BadHdr);
+    assert_eq!(Image::from_hdr(&good[..6], hdr_addr, &eh, EH_FRAME_ADDR).unwrap_err(), ImageError::BadHdr);
     // Unsorted caller table is rejected; too-small storage is reported.
-    let t = [
-        walker::FdeEntry {
-            start: 2,
-            end: 3,
-            offset: 0,
-        },
-        walker::FdeEntry {
-            start: 1,
-            end: 2,
-            offset: 0,
-        },
-    ];
-    assert_eq!(
-        Image::from_table(&eh, EH_FRAME_ADDR, &t).unwrap_err(),
-        ImageError::UnsortedTable
-    );
+    let t = [walker::FdeEntry { start: 2, end: 3, offset: 0 }, walker::FdeEntry { start: 1, end: 2, offset: 0 }];
+    assert_eq!(Image::from_table(&eh, EH_FRAME_ADDR, &t).unwrap_err(), ImageError::UnsortedTable);
     let mut small = [walker::FdeEntry::default(); 2];
-    assert_eq!(
-        walker::build_fde_table_in(&eh, EH_FRAME_ADDR, &mut small),
-        Err(ImageError::TableFull)
-    );
+    assert_eq!(walker::build_fde_table_in(&eh, EH_FRAME_ADDR, &mut small), Err(ImageError::TableFull));
 }
 
 #[test]
@@ -384,13 +297,7 @@ fn caches_hit_on_warm_walks_and_reset_on_another_image() {
     assert_eq!(walk_with(&mut w, &image2, r, &s.mem()).0, expected);
     assert_eq!(w.stats, walker::Stats { hits: 4, misses: 8 });
     // walk_into: bounded by the output slice.
-    let mut out = [walker::Frame {
-        pc: 0,
-        cfa: 0,
-        regs: walker::Regs::new(),
-        signal: false,
-        exact_pc: false,
-    }; 2];
+    let mut out = [walker::Frame { pc: 0, cfa: 0, regs: walker::Regs::new(), signal: false, exact_pc: false }; 2];
     let (n, stop) = w.walk_into(&image, r, &s.mem(), &mut out);
     assert_eq!((n, stop), (2, Stop::DepthLimit));
     assert_eq!((out[1].pc, out[1].cfa), expected[1]);
@@ -424,34 +331,18 @@ fn symbols_are_found_and_demangled() {
     let s = t.lookup(0x10_1010).unwrap();
     assert_eq!((s.name, s.offset), ("main", 0x10));
     let s = t.lookup(0x10_1045).unwrap();
-    assert_eq!(
-        format!("{:#}+{:#x}", s.demangled(), s.offset),
-        "core::panicking::panic+0x5"
-    );
+    assert_eq!(format!("{:#}+{:#x}", s.demangled(), s.offset), "core::panicking::panic+0x5");
     assert!(t.lookup(0x10_1060).is_none());
-    assert!(
-        walker::SymbolTable::new(&symtab[..30], &strtab, 0)
-            .lookup(0x1010)
-            .is_none()
-    );
+    assert!(walker::SymbolTable::new(&symtab[..30], &strtab, 0).lookup(0x1010).is_none());
 }
 
 #[test]
 fn memory_read_sized() {
     use walker::Memory;
     let bytes: Vec<u8> = (0u8..32).collect();
-    let m = walker::SliceMemory {
-        base: 0x1000,
-        bytes: &bytes,
-    };
-    assert_eq!(
-        m.read_u64(0x1000),
-        Some(u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]))
-    );
-    assert_eq!(
-        m.read_sized(0x1006, 4),
-        Some(u32::from_le_bytes([6, 7, 8, 9]) as u64)
-    );
+    let m = walker::SliceMemory { base: 0x1000, bytes: &bytes };
+    assert_eq!(m.read_u64(0x1000), Some(u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7])));
+    assert_eq!(m.read_sized(0x1006, 4), Some(u32::from_le_bytes([6, 7, 8, 9]) as u64));
     assert_eq!(m.read_sized(0x1003, 1), Some(3));
     assert_eq!(m.read_sized(0x1019, 8), None); // crosses the end
     assert_eq!(m.read_u64(u64::MAX - 3), None);
@@ -484,14 +375,7 @@ fn write_fuzz_seeds() {
     let hdr = make_hdr(&eh, EH_FRAME_ADDR, EH_FRAME_ADDR - 0x1000, None);
     let (s, r, _) = chain_stack();
     for mode in 0..4u8 {
-        seed(
-            &format!("chain-{mode}"),
-            mode,
-            &eh,
-            &hdr,
-            r,
-            &s.bytes[..0x200],
-        );
+        seed(&format!("chain-{mode}"), mode, &eh, &hdr, r, &s.bytes[..0x200]);
     }
     // Signal frame with expressions.
     let mut c = Cfi::new();
@@ -506,16 +390,7 @@ fn write_fuzz_seeds() {
             (0, I::Expression(RIP, breg_rsp(168, false))),
         ],
     );
-    c.fde(
-        false,
-        0x2200,
-        0x20,
-        vec![
-            (0, I::RememberState),
-            (4, I::CfaOffset(24)),
-            (8, I::RestoreState),
-        ],
-    );
+    c.fde(false, 0x2200, 0x20, vec![(0, I::RememberState), (4, I::CfaOffset(24)), (8, I::RestoreState)]);
     let eh = c.bytes();
     let hdr = make_hdr(&eh, EH_FRAME_ADDR, EH_FRAME_ADDR - 0x1000, None);
     let mut st = Stack::new(BASE, 0x300);
@@ -524,13 +399,6 @@ fn write_fuzz_seeds() {
     st.put(BASE + 0x108 + 168, 0x2200);
     st.put(BASE + 0x280, 0x2004);
     for mode in 0..4u8 {
-        seed(
-            &format!("signal-{mode}"),
-            mode,
-            &eh,
-            &hdr,
-            regs(0x2004, BASE + 0x100, None),
-            &st.bytes,
-        );
+        seed(&format!("signal-{mode}"), mode, &eh, &hdr, regs(0x2004, BASE + 0x100, None), &st.bytes);
     }
 }

@@ -68,7 +68,8 @@ pub fn init() {
     // were just checked against the GDT, and the stub is a valid entry.
     unsafe {
         Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
-        Star::write(sel.user_code, sel.user_data, sel.kernel_code, sel.kernel_data).expect("STAR selectors in sysret order");
+        Star::write(sel.user_code, sel.user_data, sel.kernel_code, sel.kernel_data)
+            .expect("STAR selectors in sysret order");
         LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
         SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
     }

@@ -20,7 +20,6 @@
 
 use abi::trap::Registers;
 
-
 /// The frame `trap_common` builds, lowest address first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

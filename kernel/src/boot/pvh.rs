@@ -73,7 +73,9 @@ impl core::fmt::Display for StartInfoError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StartInfoError::BadMagic(m) => write!(f, "bad start-info magic {m:#x} (expected {START_INFO_MAGIC:#x})"),
-            StartInfoError::TooManyMemMapEntries(n) => write!(f, "{n} memory-map entries (at most {MAX_MEMMAP_ENTRIES})"),
+            StartInfoError::TooManyMemMapEntries(n) => {
+                write!(f, "{n} memory-map entries (at most {MAX_MEMMAP_ENTRIES})")
+            }
             StartInfoError::NoMemMap => write!(f, "no memory map (PVH start info version 0?)"),
         }
     }

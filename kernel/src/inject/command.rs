@@ -118,7 +118,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, &'static str> {
         Some("inject") => {}
         _ => return Err("unknown command (inject, seed, list, stats)"),
     }
-    let mut spec = Spec { id: 0, task: None, at: Trigger::Tick(0), kind: Kind::InvalidOpcode, reg: 0, bit: 0, addr: 0, len: 0 };
+    let mut spec =
+        Spec { id: 0, task: None, at: Trigger::Tick(0), kind: Kind::InvalidOpcode, reg: 0, bit: 0, addr: 0, len: 0 };
     let (mut have_at, mut have_kind, mut steps) = (false, false, 0);
     for word in words {
         let (key, value) = word.split_once('=').ok_or("expected key=value")?;
@@ -142,7 +143,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, &'static str> {
             }
             "steps" => steps = number(value)?,
             "kind" => {
-                spec.kind = Kind::parse(value).ok_or("unknown kind (ud pf de gp regflip memflip sharedflip skip kill hang)")?;
+                spec.kind =
+                    Kind::parse(value).ok_or("unknown kind (ud pf de gp regflip memflip sharedflip skip kill hang)")?;
                 have_kind = true;
             }
             "reg" => {

@@ -46,8 +46,13 @@ struct Injector {
     injected: u64,
 }
 
-static INJECTOR: Mutex<Injector> =
-    Mutex::new(Injector { pending: heapless::Vec::new(), breakpoints: heapless::Vec::new(), rng: 0x9e37_79b9_7f4a_7c15, line: heapless::String::new(), injected: 0 });
+static INJECTOR: Mutex<Injector> = Mutex::new(Injector {
+    pending: heapless::Vec::new(),
+    breakpoints: heapless::Vec::new(),
+    rng: 0x9e37_79b9_7f4a_7c15,
+    line: heapless::String::new(),
+    injected: 0,
+});
 
 impl Injector {
     /// xorshift64*: deterministic for a given seed.
@@ -203,8 +208,13 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         let target = match &spec.task {
             Some(name) => s.tasks.iter().position(|t| t.name == *name),
             None => {
-                let live: heapless::Vec<usize, 64> =
-                    s.tasks.iter().enumerate().filter(|(_, t)| t.state.is_alive() && !t.is_supervisor()).map(|(i, _)| i).collect();
+                let live: heapless::Vec<usize, 64> = s
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.state.is_alive() && !t.is_supervisor())
+                    .map(|(i, _)| i)
+                    .collect();
                 if live.is_empty() { None } else { Some(live[(inj.next() % live.len() as u64) as usize]) }
             }
         };
@@ -242,7 +252,11 @@ pub fn on_debug_trap(s: &mut Scheduler, current: usize, vector: u64) -> bool {
     let mut inj = INJECTOR.lock();
     // A task may have several breakpoints armed: a #BP is the one at the
     // pc it trapped at (rip is past the int3), a #DB the one stepping.
-    let Some(b) = inj.breakpoints.iter_mut().find(|b| b.task == id && if vector == 3 { !b.hit && rip.wrapping_sub(1) == b.pc } else { b.hit }) else {
+    let Some(b) = inj
+        .breakpoints
+        .iter_mut()
+        .find(|b| b.task == id && if vector == 3 { !b.hit && rip.wrapping_sub(1) == b.pc } else { b.hit })
+    else {
         return false;
     };
     let frame = &mut s.tasks[current].save.frame;
@@ -283,7 +297,12 @@ pub fn on_debug_trap(s: &mut Scheduler, current: usize, vector: u64) -> bool {
 fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
     let t = &mut s.tasks[idx];
     let rip = t.save.frame.rip;
-    let mut ev = Event::new("inject").u64("id", spec.id).u64("task", t.id as u64).str("name", &t.name).str("kind", spec.kind.name()).hex("rip", rip);
+    let mut ev = Event::new("inject")
+        .u64("id", spec.id)
+        .u64("task", t.id as u64)
+        .str("name", &t.name)
+        .str("kind", spec.kind.name())
+        .hex("rip", rip);
     let synthetic = |vector: u64, error_code: u64, cr2: u64| (vector, error_code, cr2);
     let fault = match spec.kind {
         Kind::InvalidOpcode => Some(synthetic(6, 0, 0)),
@@ -331,7 +350,14 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
     }
     ev.emit();
     let pending = match (fault, spec.kind) {
-        (Some((vector, error_code, cr2)), _) => Some(PendingFault { kind: FaultKind::Exception as u64, vector, error_code, cr2, seq, ..PendingFault::default() }),
+        (Some((vector, error_code, cr2)), _) => Some(PendingFault {
+            kind: FaultKind::Exception as u64,
+            vector,
+            error_code,
+            cr2,
+            seq,
+            ..PendingFault::default()
+        }),
         (None, Kind::Kill) => Some(PendingFault { kind: FaultKind::Kill as u64, seq, ..PendingFault::default() }),
         _ => None,
     };

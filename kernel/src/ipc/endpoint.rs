@@ -61,7 +61,9 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
         .iter()
         .enumerate()
         .filter_map(|(i, t)| match t.state {
-            State::SendBlocked { ep: e, since, .. } | State::FaultPending { ep: e, since } if e == ep => Some((since, i)),
+            State::SendBlocked { ep: e, since, .. } | State::FaultPending { ep: e, since } if e == ep => {
+                Some((since, i))
+            }
             _ => None,
         })
         .min()
@@ -87,7 +89,8 @@ pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
         State::SendBlocked { call, badge, .. } => {
             // The sender's buffer may have gone bad while it waited: then
             // the registers go alone.
-            let msg = Outgoing::from_task(&s.tasks[from], badge).unwrap_or_else(|_| Outgoing::registers_of(&s.tasks[from], badge));
+            let msg = Outgoing::from_task(&s.tasks[from], badge)
+                .unwrap_or_else(|_| Outgoing::registers_of(&s.tasks[from], badge));
             deliver(s, &msg, Some(from), to);
             s.tasks[to].state = State::Runnable;
             if call {

@@ -10,13 +10,13 @@
 //! the task is `FaultHeld` until its supervisor decides (`supervise.rs`).
 
 use super::message::{self, Outgoing, Payload};
-use abi::fault::FaultKind;
-use abi::trap::exception_name;
 use crate::events::Event;
 use crate::sched::Scheduler;
 use crate::task::{PendingFault, State};
+use abi::fault::FaultKind;
 use abi::fault::{FAULT_LABEL, FAULT_MESSAGE_SIZE, FaultMessage};
 use abi::ipc::FAULT_BADGE;
+use abi::trap::exception_name;
 
 /// Task `idx` faulted (exception, watchdog, kill; panics come through the
 /// `PANIC` syscall): report it, then hand it to its fault endpoint. A task

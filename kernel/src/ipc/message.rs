@@ -19,7 +19,10 @@ use abi::syscall::Error;
 pub enum Payload<'a> {
     None,
     /// `len` bytes at `addr` in the sender's memory (checked readable).
-    Task { addr: u64, len: usize },
+    Task {
+        addr: u64,
+        len: usize,
+    },
     /// Bytes the kernel composed.
     Kernel(&'a [u8]),
 }

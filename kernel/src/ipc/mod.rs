@@ -69,9 +69,9 @@ pub fn expire_timeouts(s: &mut Scheduler) {
     let now = s.ticks;
     for t in s.tasks.iter_mut() {
         let expired = match t.state {
-            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } | State::FutexWait { deadline, .. } => {
-                deadline != 0 && deadline <= now
-            }
+            State::RecvBlocked { deadline, .. }
+            | State::WaitBlocked { deadline, .. }
+            | State::FutexWait { deadline, .. } => deadline != 0 && deadline <= now,
             _ => false,
         };
         if expired {
@@ -123,7 +123,8 @@ pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64
         return false;
     }
     t.restarts += 1;
-    t.state = if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+    t.state =
+        if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
     s.forget_current(idx);
     s.map_regions(idx);
     let mut redelivered = 0;

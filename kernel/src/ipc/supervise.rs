@@ -63,8 +63,18 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             let mut data = [0u8; MAX_XFER];
             let (src, dst) = if operation == op::READ_MEM { (target, me) } else { (me, target) };
             let (src_addr, dst_addr) = if operation == op::READ_MEM { (addr, buf) } else { (buf, addr) };
-            s.tasks[src].space.as_ref().ok_or(Error::BadTask)?.read(src_addr, &mut data[..len]).map_err(|_| Error::BadPointer)?;
-            s.tasks[dst].space.as_mut().ok_or(Error::BadTask)?.write(dst_addr, &data[..len]).map_err(|_| Error::BadPointer)?;
+            s.tasks[src]
+                .space
+                .as_ref()
+                .ok_or(Error::BadTask)?
+                .read(src_addr, &mut data[..len])
+                .map_err(|_| Error::BadPointer)?;
+            s.tasks[dst]
+                .space
+                .as_mut()
+                .ok_or(Error::BadTask)?
+                .write(dst_addr, &data[..len])
+                .map_err(|_| Error::BadPointer)?;
             Ok(len as u64)
         }
         op::READ_IMAGE => {
@@ -81,7 +91,12 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             let seq = t.fault.take().map_or(0, |f| f.seq);
             t.state = State::Runnable;
-            Event::new("resume").u64("task", t.id as u64).str("name", &t.name).u64("seq", seq).hex("rip", t.save.frame.rip).emit();
+            Event::new("resume")
+                .u64("task", t.id as u64)
+                .str("name", &t.name)
+                .u64("seq", seq)
+                .hex("rip", t.save.frame.rip)
+                .emit();
             Ok(0)
         }
         op::RESTART => {
@@ -97,7 +112,14 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             let t = &mut s.tasks[target];
             t.state = State::Stopped;
             t.space = None;
-            Event::new("escalate").u64("task", id as u64).str("name", &t.name).u64("seq", seq).str("action", "stop").u64("reason_code", reason).u64("restarts", t.restarts).emit();
+            Event::new("escalate")
+                .u64("task", id as u64)
+                .str("name", &t.name)
+                .u64("seq", seq)
+                .str("action", "stop")
+                .u64("reason_code", reason)
+                .u64("restarts", t.restarts)
+                .emit();
             Ok(0)
         }
         op::ROLLBACK => {
@@ -118,7 +140,8 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
                 return Err(Error::BadTask);
             }
             let seq = s.next_fault_seq();
-            let fault = crate::task::PendingFault { kind: abi::fault::FaultKind::Kill as u64, seq, ..Default::default() };
+            let fault =
+                crate::task::PendingFault { kind: abi::fault::FaultKind::Kill as u64, seq, ..Default::default() };
             super::fault::fault(s, target, fault);
             Ok(seq)
         }
@@ -166,7 +189,12 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             let written = n.min(cap);
             if written > 0 {
-                s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(buf, &bytes[..written * 16]).map_err(|_| Error::BadPointer)?;
+                s.tasks[me]
+                    .space
+                    .as_mut()
+                    .ok_or(Error::BadPointer)?
+                    .write(buf, &bytes[..written * 16])
+                    .map_err(|_| Error::BadPointer)?;
             }
             Ok(n as u64)
         }
@@ -195,7 +223,12 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
                 scopes: t.scopes.len() as u64,
                 name,
             };
-            s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?.write(a, &info.to_bytes()).map_err(|_| Error::BadPointer)?;
+            s.tasks[me]
+                .space
+                .as_mut()
+                .ok_or(Error::BadPointer)?
+                .write(a, &info.to_bytes())
+                .map_err(|_| Error::BadPointer)?;
             Ok(0)
         }
         _ => Err(Error::BadArgument),

@@ -15,14 +15,14 @@
 
 use super::frames::{self, Frames};
 use super::versions::{Preserved, SHARED, TRACKED};
-use alloc::vec::Vec;
 use super::{PHYS_OFFSET, phys_to_virt};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
+use alloc::vec::Vec;
+use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
     Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB, Translate,
 };
-use x86_64::registers::control::Cr3;
 use x86_64::{PhysAddr, VirtAddr};
 
 /// Why a memory operation on a task's space failed.
@@ -237,7 +237,13 @@ impl AddressSpace {
 
     /// Checks that `[addr, addr+len)` is user memory with the given access,
     /// and calls `each` with the direct-map pointer and length of each piece.
-    fn for_each_piece(&self, addr: u64, len: u64, write: bool, mut each: impl FnMut(*mut u8, usize)) -> Result<(), SpaceError> {
+    fn for_each_piece(
+        &self,
+        addr: u64,
+        len: u64,
+        write: bool,
+        mut each: impl FnMut(*mut u8, usize),
+    ) -> Result<(), SpaceError> {
         // Check everything first, so a failed write changes nothing.
         self.check_range(addr, len, write)?;
         let mut at = addr;

@@ -37,11 +37,20 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         };
         match region {
             Some(r) => {
-                Event::new("object").str("kind", "region").u64("index", i as u64).str("name", &r.name).hex("base", r.base).u64("size", r.size()).emit();
+                Event::new("object")
+                    .str("kind", "region")
+                    .u64("index", i as u64)
+                    .str("name", &r.name)
+                    .hex("base", r.base)
+                    .u64("size", r.size())
+                    .emit();
                 s.regions.push(r);
             }
             None => {
-                Event::new("region_rejected").u64("index", i as u64).str("reason", "malformed, too large, or out of memory").emit();
+                Event::new("region_rejected")
+                    .u64("index", i as u64)
+                    .str("reason", "malformed, too large, or out of memory")
+                    .emit();
                 // Keep indices stable: a zero-page placeholder maps nothing.
                 if let Some(r) = Region::new(i, "?", 0) {
                     s.regions.push(r);
@@ -95,7 +104,10 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         let _ = name.push_str(c.name);
         let cap = Cap { name, kind: c.kind, rights: c.rights, object: c.object, badge: c.badge };
         if s.tasks[slot].caps.push(cap).is_err() {
-            Event::new("cap_rejected").u64("index", index as u64).str("reason", "too many capabilities for one task").emit();
+            Event::new("cap_rejected")
+                .u64("index", index as u64)
+                .str("reason", "too many capabilities for one task")
+                .emit();
         }
     }
     for idx in 0..s.tasks.len() {

@@ -19,9 +19,9 @@
 use crate::mem::space::{AddressSpace, Perm, SpaceError};
 use abi::image::TaskSpec;
 use abi::layout::{MAX_SEGMENT_BYTES, PAGE_SIZE, USER_IMAGE_BASE, USER_MAP_BASE, USER_STACK_TOP};
+use object::LittleEndian as LE;
 use object::elf::{EM_X86_64, ET_EXEC, FileHeader64, PF_W, PF_X, PT_GNU_EH_FRAME, PT_LOAD};
 use object::read::elf::{FileHeader, ProgramHeader};
-use object::LittleEndian as LE;
 
 /// Why an image was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,7 +162,9 @@ pub fn load(spec: &TaskSpec<'_>) -> Result<Loaded, LoadError> {
     let oom = |_: SpaceError| LoadError::OutOfMemory;
     let mut space = AddressSpace::new().map_err(oom)?;
     for s in &segs {
-        space.map_zeroed(s.first_page(), s.end_page() - s.first_page(), Perm { write: s.write, exec: s.exec }).map_err(oom)?;
+        space
+            .map_zeroed(s.first_page(), s.end_page() - s.first_page(), Perm { write: s.write, exec: s.exec })
+            .map_err(oom)?;
         let bytes = &data[s.offset as usize..(s.offset + s.filesz) as usize];
         space.write_as_kernel(s.vaddr, bytes, false).map_err(oom)?;
     }
@@ -170,6 +172,7 @@ pub fn load(spec: &TaskSpec<'_>) -> Result<Loaded, LoadError> {
     space.map_zeroed(stack_base, spec.stack_bytes, Perm { write: true, exec: false }).map_err(oom)?;
     space.map_hang_page().map_err(oom)?;
     // Only trust the hdr address if it lies inside a loaded segment.
-    let eh_frame_hdr = if segs.iter().any(|s| eh_frame_hdr >= s.vaddr && eh_frame_hdr < s.vaddr + s.memsz) { eh_frame_hdr } else { 0 };
+    let eh_frame_hdr =
+        if segs.iter().any(|s| eh_frame_hdr >= s.vaddr && eh_frame_hdr < s.vaddr + s.memsz) { eh_frame_hdr } else { 0 };
     Ok(Loaded { space, entry, eh_frame_hdr })
 }

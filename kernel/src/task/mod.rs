@@ -26,25 +26,51 @@ pub type Deadline = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Runnable,
-    Sleeping { until_tick: u64 },
+    Sleeping {
+        until_tick: u64,
+    },
     /// In `send`/`call` on endpoint `ep`, waiting for a receiver. `since`
     /// orders waiting senders (first come, first served).
-    SendBlocked { ep: u16, call: bool, badge: u64, since: u64 },
+    SendBlocked {
+        ep: u16,
+        call: bool,
+        badge: u64,
+        since: u64,
+    },
     /// In `recv` on endpoint `ep`.
-    RecvBlocked { ep: u16, deadline: Deadline },
+    RecvBlocked {
+        ep: u16,
+        deadline: Deadline,
+    },
     /// Its `call` was received; waiting for `server`'s reply.
-    ReplyBlocked { server: TaskId },
+    ReplyBlocked {
+        server: TaskId,
+    },
     /// In `wait` on notification `n`.
-    WaitBlocked { n: u16, deadline: Deadline },
+    WaitBlocked {
+        n: u16,
+        deadline: Deadline,
+    },
     /// In `futex_wait` on the word at physical address `paddr`.
-    FutexWait { paddr: u64, deadline: Deadline, since: u64 },
+    FutexWait {
+        paddr: u64,
+        deadline: Deadline,
+        since: u64,
+    },
     /// Faulted; its fault message waits for a receiver on endpoint `ep`.
-    FaultPending { ep: u16, since: u64 },
+    FaultPending {
+        ep: u16,
+        since: u64,
+    },
     /// Its fault message was delivered; waiting for the supervisor's decision.
     FaultHeld,
-    Exited { code: i64 },
+    Exited {
+        code: i64,
+    },
     /// Stopped by a fault nobody handles (no fault endpoint).
-    Faulted { vector: u8 },
+    Faulted {
+        vector: u8,
+    },
     /// Stopped by its supervisor.
     Stopped,
 }
@@ -59,9 +85,9 @@ impl State {
     pub fn has_deadline(self) -> bool {
         match self {
             State::Sleeping { .. } => true,
-            State::RecvBlocked { deadline, .. } | State::WaitBlocked { deadline, .. } | State::FutexWait { deadline, .. } => {
-                deadline != 0
-            }
+            State::RecvBlocked { deadline, .. }
+            | State::WaitBlocked { deadline, .. }
+            | State::FutexWait { deadline, .. } => deadline != 0,
             _ => false,
         }
     }

@@ -188,7 +188,8 @@ impl<T: Plain> Mutex<T> {
             panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
         };
         registry::set_intent(intent::LOCK, addr);
-        let got = self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() || self.contended(me, deadline);
+        let got = self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            || self.contended(me, deadline);
         if got {
             registry::push(Kind::Mutex, slot, addr);
         }
@@ -224,7 +225,9 @@ impl<T: Plain> Mutex<T> {
                 return false;
             }
             let expected = w | CONTENDED;
-            if w & CONTENDED == 0 && self.word.compare_exchange(w, expected, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            if w & CONTENDED == 0
+                && self.word.compare_exchange(w, expected, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            {
                 continue;
             }
             let slice = deadline.map_or(WAIT_SLICE_MS, |d| (d - now).clamp(1, WAIT_SLICE_MS));

@@ -34,7 +34,9 @@
 //! and flags; no stack use, so the CFI is the default of a leaf function
 //! (CFA = rsp + 8), correct at every instruction.
 
-use abi::checkpoint::{ARC_DEC_COMMIT_SYMBOL, ARC_DEC_START_SYMBOL, ARC_INC_COMMIT_SYMBOL, ARC_INC_START_SYMBOL, Intent, intent};
+use abi::checkpoint::{
+    ARC_DEC_COMMIT_SYMBOL, ARC_DEC_START_SYMBOL, ARC_INC_COMMIT_SYMBOL, ARC_INC_START_SYMBOL, Intent, intent,
+};
 use core::mem::offset_of;
 
 // The symbol names in the asm below must be the ABI's.

@@ -96,7 +96,12 @@ impl Region {
         let region = Region::geometry(base, size, layout)?;
         let state = region.word(off::STATE);
         let me = registry_id();
-        let won = match state.compare_exchange(off::STATE_UNTOUCHED, off::STATE_INITIALIZING, Ordering::Acquire, Ordering::Acquire) {
+        let won = match state.compare_exchange(
+            off::STATE_UNTOUCHED,
+            off::STATE_INITIALIZING,
+            Ordering::Acquire,
+            Ordering::Acquire,
+        ) {
             Ok(_) => true,
             // Our own earlier run started and never finished: again.
             Err(off::STATE_INITIALIZING) => region.word(off::INITIALIZER).load(Ordering::Relaxed) == me,
@@ -128,7 +133,14 @@ impl Region {
         if end > size || slots_offset > u32::MAX as u64 || slot_size > u32::MAX as u64 {
             return Err(SyncError::TooSmall);
         }
-        Ok(Region { base, size, statics: statics as u32, slot_size: slot_size as u32, slots: layout.slots, slots_offset: slots_offset as u32 })
+        Ok(Region {
+            base,
+            size,
+            statics: statics as u32,
+            slot_size: slot_size as u32,
+            slots: layout.slots,
+            slots_offset: slots_offset as u32,
+        })
     }
 
     fn wait_ready(&self) -> Result<(), SyncError> {
@@ -154,7 +166,8 @@ impl Region {
         if self.magic().load(Ordering::Relaxed) != REGION_MAGIC {
             return Err(SyncError::BadHeader);
         }
-        let theirs = [off::STATICS_SIZE, off::SLOT_SIZE, off::SLOT_COUNT, off::SLOTS_OFFSET].map(|o| self.word(o).load(Ordering::Relaxed));
+        let theirs = [off::STATICS_SIZE, off::SLOT_SIZE, off::SLOT_COUNT, off::SLOTS_OFFSET]
+            .map(|o| self.word(o).load(Ordering::Relaxed));
         if theirs != [self.statics, self.slot_size, self.slots, self.slots_offset] {
             return Err(SyncError::LayoutMismatch);
         }
@@ -193,7 +206,12 @@ impl Region {
 
     pub fn stats(&self) -> Stats {
         let w = |o| self.word(o).load(Ordering::Relaxed);
-        Stats { allocs: w(off::ALLOCS), frees: w(off::FREES), double_frees: w(off::DOUBLE_FREES), alloc_failures: w(off::ALLOC_FAILURES) }
+        Stats {
+            allocs: w(off::ALLOCS),
+            frees: w(off::FREES),
+            double_frees: w(off::DOUBLE_FREES),
+            alloc_failures: w(off::ALLOC_FAILURES),
+        }
     }
 
     /// Slots whose count is not 0 now.
@@ -217,7 +235,9 @@ impl Region {
     /// Whether `addr` is the start of one of our slots.
     pub(crate) fn is_slot(&self, addr: u64) -> bool {
         let first = self.base + self.slots_offset as u64;
-        addr >= first && (addr - first).is_multiple_of(self.slot_size as u64) && (addr - first) / (self.slot_size as u64) < self.slots as u64
+        addr >= first
+            && (addr - first).is_multiple_of(self.slot_size as u64)
+            && (addr - first) / (self.slot_size as u64) < self.slots as u64
     }
 
     /// A `u32` of the header.

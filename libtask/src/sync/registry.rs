@@ -47,7 +47,9 @@
 //! [`crate::sync`]); per Arc entry, the same, and the number of this
 //! task's handles sharing that one registered reference.
 
-use abi::checkpoint::{ArcEntry, Intent, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord, intent};
+use abi::checkpoint::{
+    ArcEntry, Intent, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord, intent,
+};
 use abi::syscall::nr;
 use core::cell::UnsafeCell;
 use core::ptr::{read_volatile, write_volatile};

@@ -185,7 +185,10 @@ fn teller(region: &Region, id: u64, faulty: bool) {
         let (from, to, amount) = ((rng % 8) as usize, ((rng >> 8) % 8) as usize, (rng >> 16) % 50 + 1);
         let moved = checkpoint(|attempt| {
             if let Some(f) = attempt.last_fault {
-                println!("bank teller {id}: transfer {n} re-run (attempt {}) after fault {} at {:#x}", attempt.number, f.seq, f.pc);
+                println!(
+                    "bank teller {id}: transfer {n} re-run (attempt {}) after fault {} at {:#x}",
+                    attempt.number, f.seq, f.pc
+                );
                 report("bank:retried", true, f.seq);
             }
             let mut g = lock_ledger(ledger);
@@ -240,7 +243,10 @@ fn selftest(region: &Region) {
         (v, inner)
     });
     let ok = match &v {
-        Ok((v, Ok(2))) => v.iter().enumerate().all(|(i, &x)| x == if i % 512 == 0 { i as u64 * 3 } else { i as u64 }) && stack[7] == 77,
+        Ok((v, Ok(2))) => {
+            v.iter().enumerate().all(|(i, &x)| x == if i % 512 == 0 { i as u64 * 3 } else { i as u64 })
+                && stack[7] == 77
+        }
         _ => false,
     };
     report("checkpoint:nested", ok && checkpoint::depth() == 0, 0);

@@ -38,7 +38,8 @@ const ITERS: u64 = 100;
 /// Part of role 8: reports `bench:lock_unlock_spin`, `bench:lock_unlock_mutex`,
 /// `bench:registry_cost`.
 pub fn measure(id: u64) {
-    let got = Region::open(REGION, LAYOUT).and_then(|r| Ok((r.get::<Mutex<u64>>(at::LOCK)?, r.get::<AtomicU32>(at::SPIN)?)));
+    let got =
+        Region::open(REGION, LAYOUT).and_then(|r| Ok((r.get::<Mutex<u64>>(at::LOCK)?, r.get::<AtomicU32>(at::SPIN)?)));
     let Ok((mutex, spin)) = got else { return report("bench:lock_unlock_mutex", false, 0) };
     let me = id as u32;
     drop(mutex.lock().unwrap_or_else(PoisonError::into_inner));

@@ -23,7 +23,9 @@ fn read_at(address: u64) -> u64 {
     let value;
     // SAFETY: a faulting read is the point; if `address` is readable the
     // read has no effect on Rust-visible state.
-    unsafe { asm!("mov {v}, qword ptr [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly)) };
+    unsafe {
+        asm!("mov {v}, qword ptr [{a}]", a = in(reg) address, v = lateout(reg) value, options(nostack, readonly))
+    };
     value
 }
 

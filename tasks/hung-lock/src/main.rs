@@ -97,7 +97,11 @@ fn waiter(m: &Mutex<u64>, held: &AtomicU32) {
         Ok(_) => (false, 2), // released but not poisoned: wrong
         Err(TryLockError::WouldBlock) => (false, 0),
     };
-    println!("hung-lock waiter: after {} ms: {}", syscall::ticks() - t0, ["still held", "released, poisoned", "released, clean"][value as usize]);
+    println!(
+        "hung-lock waiter: after {} ms: {}",
+        syscall::ticks() - t0,
+        ["still held", "released, poisoned", "released, clean"][value as usize]
+    );
     report("hung-lock:released", ok, value);
 }
 

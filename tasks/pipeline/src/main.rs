@@ -149,7 +149,12 @@ fn producer(region: &Region) {
                 } else if b.state == EMPTY && held[i].is_none() && next < BUFFERS {
                     match Arc::new_in(region, make(next as u64)) {
                         Ok(a) => {
-                            *b = Mailbox { addr: Arc::addr(&a), generation: Arc::generation(&a) as u64, state: PUBLISHED, seq: next as u64 };
+                            *b = Mailbox {
+                                addr: Arc::addr(&a),
+                                generation: Arc::generation(&a) as u64,
+                                state: PUBLISHED,
+                                seq: next as u64,
+                            };
                             held[i] = Some(a);
                             next += 1;
                             progress = true;
@@ -176,8 +181,15 @@ fn producer(region: &Region) {
     let s = region.stats();
     let live = region.live_slots();
     let n = consumed.load(Ordering::Acquire);
-    println!("pipeline: consumed {n}/{BUFFERS}; allocs {} frees {} double frees {} live slots {live}", s.allocs, s.frees, s.double_frees);
-    report("pipeline:freed-once", n == BUFFERS && s.allocs == BUFFERS && s.frees == s.allocs && s.double_frees == 0 && live == 0, s.frees as u64);
+    println!(
+        "pipeline: consumed {n}/{BUFFERS}; allocs {} frees {} double frees {} live slots {live}",
+        s.allocs, s.frees, s.double_frees
+    );
+    report(
+        "pipeline:freed-once",
+        n == BUFFERS && s.allocs == BUFFERS && s.frees == s.allocs && s.double_frees == 0 && live == 0,
+        s.frees as u64,
+    );
 }
 
 /// Consumes the buffers whose sequence number has `parity` (so that both

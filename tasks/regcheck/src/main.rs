@@ -174,7 +174,6 @@ macro_rules! fault_with_known_registers {
     };
 }
 
-
 fault_with_known_registers!(ud2, pre: "", rip: "lea rax, [rip + 2f]\nmov qword ptr [rip + {b} + 136], rax", fault: "ud2");
 fault_with_known_registers!(null_read, pre: "", rip: "lea rax, [rip + 2f]\nmov qword ptr [rip + {b} + 136], rax", fault: "mov rax, qword ptr [0]");
 fault_with_known_registers!(write_read_only, pre: "", rip: "lea rax, [rip + 2f]\nmov qword ptr [rip + {b} + 136], rax",

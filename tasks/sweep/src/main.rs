@@ -74,7 +74,8 @@ mod at {
     /// Mutex<u64> of pair i at MUTEX + 16 i.
     pub const MUTEX: u32 = PAIR + 16 * super::PAIRS;
 }
-const LAYOUT: Layout = Layout { statics: at::MUTEX + 16 * PAIRS, slot_payload: core::mem::size_of::<Obj>() as u32, slots: 72 };
+const LAYOUT: Layout =
+    Layout { statics: at::MUTEX + 16 * PAIRS, slot_payload: core::mem::size_of::<Obj>() as u32, slots: 72 };
 
 // ---- the swept operations: one function each, never inlined ----
 
@@ -292,7 +293,10 @@ fn checker(region: &Region, n: u32) {
     drop(x);
     let s = region.stats();
     let live = region.live_slots();
-    println!("sweep checker: {finished}/{n} done; X count {count}; allocs {} frees {} double frees {} live {live}", s.allocs, s.frees, s.double_frees);
+    println!(
+        "sweep checker: {finished}/{n} done; X count {count}; allocs {} frees {} double frees {} live {live}",
+        s.allocs, s.frees, s.double_frees
+    );
     report("sweep:stats", s.allocs == s.frees, ((s.allocs as u64) << 32) | s.frees as u64);
     report("sweep:double-frees", s.double_frees == 0, s.double_frees as u64);
     report("sweep:live", live == 0, live as u64);

@@ -143,7 +143,11 @@ fn rollback() {
             report("rollback:stack", stack.iter().all(|&x| x == 7), stack[5]);
             let f = a.last_fault;
             let seq = f.map_or(0, |f| f.seq);
-            report("rollback:attempt", a.number == 1 && f.is_some_and(|f| f.kind() == Some(FaultKind::Exception) && f.seq != 0), seq);
+            report(
+                "rollback:attempt",
+                a.number == 1 && f.is_some_and(|f| f.kind() == Some(FaultKind::Exception) && f.seq != 0),
+                seq,
+            );
         }
         COUNTER.fetch_add(1000, Ordering::Relaxed);
         heap[0] = 0xdead;
@@ -161,7 +165,12 @@ fn rollback() {
         big.iter().map(|&b| b as u64).sum::<u64>()
     });
     let n = COUNTER.load(Ordering::Relaxed);
-    let kept = got == Ok(0xab * 256 * 1024) && n == 1041 && heap[0] == 0xdead && heap.len() == 1025 && !map.contains_key(&3) && stack[5] == 99;
+    let kept = got == Ok(0xab * 256 * 1024)
+        && n == 1041
+        && heap[0] == 0xdead
+        && heap.len() == 1025
+        && !map.contains_key(&3)
+        && stack[5] == 99;
     report("rollback:committed", kept, n);
 }
 
@@ -230,7 +239,13 @@ fn holder(region: &Region, with_lock: bool) {
     drop(x); // the last reference: frees the slot
     let s = region.stats();
     let ok = s.allocs == 1 && s.frees == 1 && s.double_frees == 0 && region.live_slots() == 0;
-    println!("txn holder: allocs {} frees {} double frees {} live {}", s.allocs, s.frees, s.double_frees, region.live_slots());
+    println!(
+        "txn holder: allocs {} frees {} double frees {} live {}",
+        s.allocs,
+        s.frees,
+        s.double_frees,
+        region.live_slots()
+    );
     report("arc-at-fault:freed-once", ok, s.frees as u64);
 }
 

@@ -51,7 +51,12 @@ pub fn svg(r: &Report) -> String {
     // Legend.
     let mut x = 10;
     for (o, c) in COLORS {
-        let _ = writeln!(s, r#"<rect x="{x}" y="36" width="12" height="12" fill="{c}"/><text x="{}" y="46">{}</text>"#, x + 16, o.name());
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x}" y="36" width="12" height="12" fill="{c}"/><text x="{}" y="46">{}</text>"#,
+            x + 16,
+            o.name()
+        );
         x += 16 + 8 * o.name().len() as i64 + 14;
     }
     // Outcomes per kind: one stacked bar each, scaled to its own count.
@@ -100,7 +105,8 @@ pub fn svg(r: &Report) -> String {
                 s,
                 r##"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="#3182bd"><title>[2^{a}, 2^{b}): {n}</title></rect>"##
             );
-            let _ = writeln!(s, r#"<text x="{x:.1}" y="{}" font-size="10">2^{}</text>"#, hist_top + hist_h + 14, lo + i);
+            let _ =
+                writeln!(s, r#"<text x="{x:.1}" y="{}" font-size="10">2^{}</text>"#, hist_top + hist_h + 14, lo + i);
             if *n > 0 {
                 let _ = writeln!(s, r#"<text x="{x:.1}" y="{:.1}" font-size="10">{n}</text>"#, y - 3.0);
             }

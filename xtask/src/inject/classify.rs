@@ -163,15 +163,23 @@ pub fn excerpt(events: &[u8], [first, last]: [usize; 2]) -> Vec<u8> {
 }
 
 pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> (Vec<Verdict>, Facts) {
-    let lines: Vec<Value> =
-        events.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap_or(Value::Null)).collect();
+    let lines: Vec<Value> = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or(Value::Null))
+        .collect();
     let wanted: BTreeMap<u64, &Planned> = planned.iter().map(|p| (p.id, p)).collect();
     let mut open: BTreeMap<u64, Open> = BTreeMap::new();
     let mut order: Vec<u64> = Vec::new();
     let mut by_seq: BTreeMap<u64, u64> = BTreeMap::new();
     let mut not_fired: BTreeMap<u64, String> = BTreeMap::new();
-    let mut facts =
-        Facts { end: end.describe(), kernel_alive: end.kernel_alive(), events: lines.len(), events_fnv: fnv(events), ..Facts::default() };
+    let mut facts = Facts {
+        end: end.describe(),
+        kernel_alive: end.kernel_alive(),
+        events: lines.len(),
+        events_fnv: fnv(events),
+        ..Facts::default()
+    };
     let mut server_faults: BTreeMap<u64, usize> = BTreeMap::new();
     let mut system_down: Option<(String, usize)> = None;
     let mut last_line = 0;
@@ -269,14 +277,21 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 let start = if o.seq_from_inject { o.tsc } else { o.fault_tsc.unwrap_or(o.tsc) };
                 o.latency = Some(tsc.saturating_sub(start));
                 o.outcome = Some(if from == "checkpoint" {
-                    (Outcome::Recovered, format!("restart from checkpoint (scope {}, attempt {})", e["scope"], e["attempt"]), n)
+                    (
+                        Outcome::Recovered,
+                        format!("restart from checkpoint (scope {}, attempt {})", e["scope"], e["attempt"]),
+                        n,
+                    )
                 } else {
                     let why = o.note.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
                     (Outcome::Escalated, format!("restart from {from}{why}"), n)
                 });
             }
             "escalate" => {
-                let reason = e["reason"].as_str().map(str::to_owned).unwrap_or_else(|| format!("reason_code {}", e["reason_code"]));
+                let reason = e["reason"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("reason_code {}", e["reason_code"]));
                 let detail = format!("{} ({reason})", e["action"].as_str().unwrap_or("stop"));
                 if e.get("by").is_some() {
                     // A supervisor's own escalate (e.g. `fresh_start`) says
@@ -331,7 +346,8 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                         o.corrupt.get_or_insert((format!("{name} exited with code {code}"), n));
                     }
                     if o.outcome.is_none() && o.corrupt.is_none() && o.seq.is_none() {
-                        o.outcome = Some((Outcome::NotManifested, format!("{name} finished (exit {code}) without a fault"), n));
+                        o.outcome =
+                            Some((Outcome::NotManifested, format!("{name} finished (exit {code}) without a fault"), n));
                     }
                 }
             }
@@ -353,7 +369,9 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
     let timed_out = matches!(end, End::Deadline | End::WallTimeout);
     let clean = end.kernel_alive() && !timed_out;
     // The culprit of a system failure: the latest injection fired before it.
-    let culprit = system_down.as_ref().and_then(|(_, n)| order.iter().rev().find(|id| open[*id].line <= *n && !open[*id].missed).copied());
+    let culprit = system_down
+        .as_ref()
+        .and_then(|(_, n)| order.iter().rev().find(|id| open[*id].line <= *n && !open[*id].missed).copied());
 
     let mut verdicts = Vec::new();
     for p in planned {
@@ -462,7 +480,8 @@ mod tests {
 {"ev":"inject_missed","tsc":300,"id":4,"reason":"task not alive"}
 {"ev":"inject_missed","tsc":999,"id":0,"reason":"no such task"}
 "#;
-        let p = [planned(1, "a", "memflip"), planned(2, "b", "memflip"), planned(3, "c", "hang"), planned(4, "d", "ud")];
+        let p =
+            [planned(1, "a", "memflip"), planned(2, "b", "memflip"), planned(3, "c", "hang"), planned(4, "d", "ud")];
         let (v, f) = classify(&p, events, End::Deadline, &rules());
         let outcomes: Vec<Outcome> = v.iter().map(|v| v.outcome).collect();
         assert_eq!(outcomes, [Outcome::NotManifested, Outcome::SilentCorruption, Outcome::Hang, Outcome::NotFired]);

@@ -17,18 +17,30 @@ pub fn judge(script: &Script, batches: &[BatchReport], entries: &[Entry], summar
     let mut push = |name: &str, ok: bool, detail: String| out.push(Expectation { name: name.into(), ok, detail });
 
     if x.kernel_alive {
-        let dead: Vec<String> =
-            batches.iter().filter(|b| !b.facts.kernel_alive).map(|b| format!("batch {}: {}", b.index, b.facts.end)).collect();
+        let dead: Vec<String> = batches
+            .iter()
+            .filter(|b| !b.facts.kernel_alive)
+            .map(|b| format!("batch {}: {}", b.index, b.facts.end))
+            .collect();
         push(
             "kernel_alive",
             dead.is_empty(),
-            if dead.is_empty() { format!("{} boots, kernel alive at the end of each", batches.len()) } else { first(&dead) },
+            if dead.is_empty() {
+                format!("{} boots, kernel alive at the end of each", batches.len())
+            } else {
+                first(&dead)
+            },
         );
     }
     if x.fault_server_alive {
         let lost: Vec<String> = batches
             .iter()
-            .filter_map(|b| b.facts.fault_server_lost.as_ref().map(|why| format!("batch {}: {} {why}", b.index, script.run.fault_server)))
+            .filter_map(|b| {
+                b.facts
+                    .fault_server_lost
+                    .as_ref()
+                    .map(|why| format!("batch {}: {} {why}", b.index, script.run.fault_server))
+            })
             .collect();
         push(
             "fault_server_alive",
@@ -42,7 +54,9 @@ pub fn judge(script: &Script, batches: &[BatchReport], entries: &[Entry], summar
             .iter()
             .filter_map(|b| {
                 let blocked = b.facts.blocked_at_end?;
-                (blocked > allowed).then(|| format!("batch {}: {blocked} tasks blocked forever at the end (servers: {allowed})", b.index))
+                (blocked > allowed).then(|| {
+                    format!("batch {}: {blocked} tasks blocked forever at the end (servers: {allowed})", b.index)
+                })
             })
             .collect();
         bad.extend(failed_named(batches, &script.checks.locks));
@@ -125,11 +139,9 @@ fn failed_named(batches: &[BatchReport], names: &[String]) -> Vec<String> {
     batches
         .iter()
         .flat_map(|b| {
-            b.facts
-                .failed_checks
-                .iter()
-                .filter(|(n, _, _)| names.contains(n))
-                .map(move |(n, who, line)| format!("batch {}: check {n:?} by {who} failed (event line {line})", b.index))
+            b.facts.failed_checks.iter().filter(|(n, _, _)| names.contains(n)).map(move |(n, who, line)| {
+                format!("batch {}: check {n:?} by {who} failed (event line {line})", b.index)
+            })
         })
         .collect()
 }

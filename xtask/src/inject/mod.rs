@@ -94,7 +94,10 @@ impl Finished {
 
 pub fn main(args: InjectArgs) -> Result<ExitCode> {
     if let Some(spec) = &args.replay {
-        return replay::run(spec, &Options { jobs: args.jobs, kernel: args.kernel, bins: args.bins, ..Options::default() });
+        return replay::run(
+            spec,
+            &Options { jobs: args.jobs, kernel: args.kernel, bins: args.bins, ..Options::default() },
+        );
     }
     let Some(script) = &args.script else { bail!("name a script (faults/*.toml), or --replay REPORT#ID") };
     let opts = Options {
@@ -193,13 +196,15 @@ impl Prepared {
     pub fn pin_kernel(mut self, dir: &Path) -> Result<Prepared> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let copy = dir.join("kernel.elf");
-        std::fs::copy(&self.machine.kernel, &copy).with_context(|| format!("copying {}", self.machine.kernel.display()))?;
+        std::fs::copy(&self.machine.kernel, &copy)
+            .with_context(|| format!("copying {}", self.machine.kernel.display()))?;
         self.machine.kernel = copy;
         Ok(self)
     }
 
     pub fn kernel_fnv(&self) -> Result<String> {
-        let bytes = std::fs::read(&self.machine.kernel).with_context(|| format!("reading {}", self.machine.kernel.display()))?;
+        let bytes = std::fs::read(&self.machine.kernel)
+            .with_context(|| format!("reading {}", self.machine.kernel.display()))?;
         Ok(classify::fnv(&bytes))
     }
 }
@@ -221,8 +226,16 @@ pub fn run_script(path: &Path, opts: &Options) -> Result<Finished> {
     let _ = std::fs::remove_dir_all(&dir);
     let prep = prep.pin_kernel(&dir)?;
     let s = &prep.loaded.script;
-    let jobs = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1).min(batches.len().max(1));
-    eprintln!("xtask: inject {}: {total} injections in {} boots, seed {seed}, {jobs} QEMU at once", prep.loaded.display, batches.len());
+    let jobs = opts
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+        .min(batches.len().max(1));
+    eprintln!(
+        "xtask: inject {}: {total} injections in {} boots, seed {seed}, {jobs} QEMU at once",
+        prep.loaded.display,
+        batches.len()
+    );
 
     let bar = if opts.progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
@@ -244,7 +257,8 @@ pub fn run_script(path: &Path, opts: &Options) -> Result<Finished> {
                         break;
                     }
                     let b = &batches[i];
-                    let result = run::boot(&prep.machine, b, &dir).map(|r| classify::classify(&b.injections, &r.events, r.end, &rules));
+                    let result = run::boot(&prep.machine, b, &dir)
+                        .map(|r| classify::classify(&b.injections, &r.events, r.end, &rules));
                     match &result {
                         Ok((verdicts, _)) => {
                             let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,7 +324,9 @@ pub fn run_script(path: &Path, opts: &Options) -> Result<Finished> {
 
 /// Replays injection `id` of the report at `report_path` (see `replay.rs`).
 pub fn replay_injection(report_path: &Path, id: u64, opts: &Options) -> Result<replay::Replayed> {
-    let text = std::fs::read_to_string(report_path).with_context(|| format!("reading the report {}", report_path.display()))?;
-    let report: Report = serde_json::from_str(&text).with_context(|| format!("parsing the report {}", report_path.display()))?;
+    let text = std::fs::read_to_string(report_path)
+        .with_context(|| format!("reading the report {}", report_path.display()))?;
+    let report: Report =
+        serde_json::from_str(&text).with_context(|| format!("parsing the report {}", report_path.display()))?;
     replay::replay(&report, report_path, id, opts)
 }

@@ -121,7 +121,8 @@ impl ImageTasks<'_> {
     }
 
     fn function(&self, task: &str, name: &str) -> Result<symbol::Function> {
-        let bin = self.tasks.get(task).with_context(|| format!("no task {task:?} in the image (tasks: {})", self.names()))?;
+        let bin =
+            self.tasks.get(task).with_context(|| format!("no task {task:?} in the image (tasks: {})", self.names()))?;
         symbol::resolve(&self.bins.join(bin), name)
     }
 }
@@ -133,7 +134,12 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
     let settle = script.run.settle_ms;
     let new_batch = |out: &mut Vec<Batch>, deadline_ms: u64| {
         let index = out.len();
-        out.push(Batch { index, seed: Rng::new(seed, 0x5eed_0000 + index as u64).next() | 1, deadline_ms, injections: Vec::new() });
+        out.push(Batch {
+            index,
+            seed: Rng::new(seed, 0x5eed_0000 + index as u64).next() | 1,
+            deadline_ms,
+            injections: Vec::new(),
+        });
         index
     };
 
@@ -148,7 +154,9 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
             (format!("at=tsc:{tsc}"), tsc / 1_000_000 + settle)
         } else {
             let pc = match (&s.symbol, s.pc) {
-                (Some(name), _) => image.function(&s.task, name).with_context(|| format!("[[inject]] #{}", i + 1))?.addr,
+                (Some(name), _) => {
+                    image.function(&s.task, name).with_context(|| format!("[[inject]] #{}", i + 1))?.addr
+                }
                 (None, Some(pc)) => pc,
                 (None, None) => unreachable!("checked when the script was loaded"),
             };
@@ -187,7 +195,14 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
                 let at = format!("at=pc:{:#x} steps={step}", f.addr);
                 let line = line(next_id, task, &at, &s.kind, &params(s.reg.as_deref(), s.bit, None, s.len));
                 let source = format!("sweep#{} {} step {step}", i + 1, f.name);
-                out[b].injections.push(Planned { id: next_id, batch: b, source, kind: s.kind.clone(), task: task.clone(), line });
+                out[b].injections.push(Planned {
+                    id: next_id,
+                    batch: b,
+                    source,
+                    kind: s.kind.clone(),
+                    task: task.clone(),
+                    line,
+                });
                 next_id += 1;
             }
         }
@@ -196,7 +211,8 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
     // The campaign: targets, kinds, times and parameters drawn from the seed.
     if let Some(c) = &script.campaign {
         let targets = image.expand(&c.targets).context("[campaign]")?;
-        let regs: Vec<String> = if c.regs.is_empty() { DEFAULT_REGS.iter().map(|r| r.to_string()).collect() } else { c.regs.clone() };
+        let regs: Vec<String> =
+            if c.regs.is_empty() { DEFAULT_REGS.iter().map(|r| r.to_string()).collect() } else { c.regs.clone() };
         let kinds: Vec<(&String, u32)> = c.kinds.iter().map(|(k, w)| (k, *w)).filter(|(_, w)| *w > 0).collect();
         let total: u64 = kinds.iter().map(|(_, w)| *w as u64).sum();
         let mut rng = Rng::new(seed, 0xca4a_1612);
@@ -217,9 +233,12 @@ pub fn batches(script: &Script, seed: u64, image: &ImageTasks) -> Result<Vec<Bat
                 let kind = kind.map_or("ud", |(k, _)| k.as_str()).to_string();
                 let task = targets[rng.range(0, targets.len() as u64 - 1) as usize].clone();
                 let p = match kind.as_str() {
-                    "regflip" => {
-                        params(Some(&regs[rng.range(0, regs.len() as u64 - 1) as usize]), Some(rng.range(0, 63) as u8), None, None)
-                    }
+                    "regflip" => params(
+                        Some(&regs[rng.range(0, regs.len() as u64 - 1) as usize]),
+                        Some(rng.range(0, 63) as u8),
+                        None,
+                        None,
+                    ),
                     "memflip" | "sharedflip" => params(None, Some(rng.range(0, 7) as u8), None, None),
                     "skip" => params(None, None, None, Some(rng.range(c.skip_len[0], c.skip_len[1]))),
                     _ => String::new(),

@@ -22,7 +22,8 @@ pub fn run(spec: &str, opts: &Options) -> Result<ExitCode> {
     let id: u64 = id.parse().with_context(|| format!("--replay: {id:?} is not an injection id"))?;
     let path = PathBuf::from(path);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading the report {}", path.display()))?;
-    let report: Report = serde_json::from_str(&text).with_context(|| format!("parsing the report {}", path.display()))?;
+    let report: Report =
+        serde_json::from_str(&text).with_context(|| format!("parsing the report {}", path.display()))?;
     let out = replay(&report, &path, id, opts)?;
     print!("{}", out.text);
     Ok(if out.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -41,7 +42,10 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
     let Some(entry) = report.injections.iter().find(|e| e.planned.id == id) else {
         bail!("the report has no injection {id} (ids 1..={})", report.injections.len());
     };
-    let batch = report.batches.get(entry.planned.batch).with_context(|| format!("the report has no batch {}", entry.planned.batch))?;
+    let batch = report
+        .batches
+        .get(entry.planned.batch)
+        .with_context(|| format!("the report has no batch {}", entry.planned.batch))?;
     let script = crate::paths::root().join(&report.script);
     let prep = prepare(&script, opts)?;
     let mut text = String::new();
@@ -59,7 +63,8 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
         batch.plan.lines().count() - 2
     );
     let boot = run::boot_plan(&prep.machine, batch.index, &batch.plan, &dir)?;
-    let planned: Vec<_> = report.injections.iter().filter(|e| e.planned.batch == batch.index).map(|e| e.planned.clone()).collect();
+    let planned: Vec<_> =
+        report.injections.iter().filter(|e| e.planned.batch == batch.index).map(|e| e.planned.clone()).collect();
     let (verdicts, facts) = classify::classify(&planned, &boot.events, boot.end, &prep.rules());
     let v = verdicts.iter().find(|v| v.id == id).context("the replayed batch lost the injection")?;
 
@@ -99,7 +104,11 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
     if let Ok(old) = std::fs::read(&original) {
         let same = old == boot.events;
         identical &= same;
-        text.push_str(&format!("byte comparison with {}: {}\n", original.display(), if same { "identical" } else { "DIFFERENT" }));
+        text.push_str(&format!(
+            "byte comparison with {}: {}\n",
+            original.display(),
+            if same { "identical" } else { "DIFFERENT" }
+        ));
     }
     text.push_str(if identical { "replay: identical\n" } else { "replay: DIFFERENT\n" });
     Ok(Replayed { text, identical, excerpt, outcome: v.outcome })

@@ -123,7 +123,12 @@ fn row<'a>(entries: impl Iterator<Item = &'a Entry>) -> Row {
     // Two decimals, computed exactly the same way every run.
     r.recovered_percent = (r.count(Outcome::Recovered) * 10_000).checked_div(manifested).map(|p| p as f64 / 100.0);
     lat.sort_unstable();
-    r.latency = Latency { count: lat.len() as u64, p50: percentile(&lat, 50.0), p99: percentile(&lat, 99.0), max: lat.last().copied() };
+    r.latency = Latency {
+        count: lat.len() as u64,
+        p50: percentile(&lat, 50.0),
+        p99: percentile(&lat, 99.0),
+        max: lat.last().copied(),
+    };
     r
 }
 
@@ -184,7 +189,12 @@ pub fn table(s: &Summary) -> String {
                 out.push_str(&format!(" {:>9}", r.count(o)));
             }
             let pct = r.recovered_percent.map_or("-".into(), |p| format!("{p:.1}"));
-            out.push_str(&format!(" {pct:>7} {:>11} {:>11} {:>11}\n", num(r.latency.p50), num(r.latency.p99), num(r.latency.max)));
+            out.push_str(&format!(
+                " {pct:>7} {:>11} {:>11} {:>11}\n",
+                num(r.latency.p50),
+                num(r.latency.p99),
+                num(r.latency.max)
+            ));
         }
         out.push('\n');
     };

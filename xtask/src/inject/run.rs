@@ -85,7 +85,8 @@ pub fn boot_plan(machine: &Machine, index: usize, plan: &str, dir: &Path) -> Res
     let stem = dir.join(format!("batch-{index}"));
     let image_path = stem.with_extension("img");
     let events_path = stem.with_extension("raw.jsonl");
-    std::fs::write(&image_path, with_plan(&machine.image, plan)).with_context(|| format!("writing {}", image_path.display()))?;
+    std::fs::write(&image_path, with_plan(&machine.image, plan))
+        .with_context(|| format!("writing {}", image_path.display()))?;
     std::fs::write(&events_path, b"").with_context(|| format!("creating {}", events_path.display()))?;
     let mut qemu = Boot::new(&machine.kernel, &events_path);
     qemu.image = Some(image_path.clone());
@@ -111,7 +112,9 @@ pub fn boot_plan(machine: &Machine, index: usize, plan: &str, dir: &Path) -> Res
                 Some(_) => End::Deadline,
                 None => End::Exit(match status.code() {
                     Some(0) => Verdict::Reset,
-                    Some(code) => GuestExit::from_qemu_status(code).map(Verdict::Guest).unwrap_or(Verdict::Qemu(Some(code))),
+                    Some(code) => {
+                        GuestExit::from_qemu_status(code).map(Verdict::Guest).unwrap_or(Verdict::Qemu(Some(code)))
+                    }
                     None => Verdict::Qemu(None),
                 }),
             };

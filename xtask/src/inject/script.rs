@@ -46,8 +46,10 @@ pub const KINDS: [&str; 10] = ["ud", "pf", "de", "gp", "regflip", "memflip", "sh
 /// Registers a campaign's `regflip` picks from by default: the general
 /// purpose ones, RIP, RSP and RFLAGS (segment selectors and bases are the
 /// kernel's to sanitise, not the task's state).
-pub const DEFAULT_REGS: [&str; 18] =
-    ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rsp", "rflags"];
+pub const DEFAULT_REGS: [&str; 18] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip",
+    "rsp", "rflags",
+];
 
 /// Most injections the kernel holds armed at once is 64; one slot is the
 /// runner's end-of-boot marker.
@@ -263,10 +265,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
     script.check().with_context(|| format!("in {}", path.display()))?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let root = std::fs::canonicalize(crate::paths::root()).unwrap_or_else(|_| crate::paths::root());
-    let display = abs
-        .strip_prefix(&root)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into()));
+    let display = abs.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_else(|_| {
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into())
+    });
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into());
     Ok(Loaded { script, path: abs, display, stem })
 }

@@ -8,8 +8,10 @@ use std::vec::Vec;
 
 const BASE: u64 = 0x2000_0000_0000;
 const SIZE: u64 = 0x1_0000;
-const REGIONS: [RegionInfo; 2] = [RegionInfo { base: BASE, size: SIZE }, RegionInfo { base: BASE + (1 << 30), size: 0x4000 }];
-const SYMS: ArcSymbols = ArcSymbols { inc_start: 0x40_1000, inc_commit: 0x40_1010, dec_start: 0x40_2000, dec_commit: 0x40_2014 };
+const REGIONS: [RegionInfo; 2] =
+    [RegionInfo { base: BASE, size: SIZE }, RegionInfo { base: BASE + (1 << 30), size: 0x4000 }];
+const SYMS: ArcSymbols =
+    ArcSymbols { inc_start: 0x40_1000, inc_commit: 0x40_1010, dec_start: 0x40_2000, dec_commit: 0x40_2014 };
 
 /// Mutex and Arc addresses inside the first region.
 const MA: u64 = BASE + 0x40;
@@ -253,14 +255,23 @@ fn hostile_intents() {
     }
     // A mutex operation on an Arc's address, and the reverse.
     assert_eq!(refused(&with_intent(base, intent::LOCK, AD, 1), 0, 1), Invalid::IntentConflict { addr: AD });
-    assert_eq!(refused(&with_intent(base, intent::ARC_DROP, MB, 1), SYMS.dec_start, 1), Invalid::IntentConflict { addr: MB });
+    assert_eq!(
+        refused(&with_intent(base, intent::ARC_DROP, MB, 1), SYMS.dec_start, 1),
+        Invalid::IntentConflict { addr: MB }
+    );
     // Entry and intent of different scopes.
     let p = page(2, &[(MA, 1)], &[]);
     assert_eq!(refused(&with_intent(p, intent::UNLOCK, MA, 2), 0, 1), Invalid::IntentConflict { addr: MA });
     // Arc combinations libtask never leaves.
     let p = page(1, &[], &[(AC, 1)]);
-    assert_eq!(refused(&with_intent(p, intent::ARC_CLONE, AC, 1), SYMS.inc_start + 4, 1), Invalid::IntentConflict { addr: AC });
-    assert_eq!(refused(&with_intent(p, intent::ARC_DROP, AC, 1), SYMS.dec_commit, 1), Invalid::IntentConflict { addr: AC });
+    assert_eq!(
+        refused(&with_intent(p, intent::ARC_CLONE, AC, 1), SYMS.inc_start + 4, 1),
+        Invalid::IntentConflict { addr: AC }
+    );
+    assert_eq!(
+        refused(&with_intent(p, intent::ARC_DROP, AC, 1), SYMS.dec_commit, 1),
+        Invalid::IntentConflict { addr: AC }
+    );
 }
 
 #[test]

@@ -37,26 +37,20 @@ const PR_REG: usize = 112;
 const USER_REGS: [usize; 17] = [10, 12, 11, 5, 13, 14, 4, 19, 9, 8, 7, 6, 3, 2, 1, 0, 16];
 
 fn word(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 impl CoreFile {
     /// Reads and parses the core file at `path`.
     pub fn open(path: &Path) -> Result<Self, HostError> {
-        let data = std::fs::read(path)
-            .map_err(|e| HostError(format!("cannot read core file {}: {e}", path.display())))?;
+        let data =
+            std::fs::read(path).map_err(|e| HostError(format!("cannot read core file {}: {e}", path.display())))?;
         Self::parse(data, &path.display().to_string())
     }
 
     /// Parses core bytes; `name` is used in error messages.
     pub fn parse(data: Vec<u8>, name: &str) -> Result<Self, HostError> {
-        let bad = |what: &str| {
-            HostError(format!(
-                "{name} is not a valid x86_64 ELF core file: {what}"
-            ))
-        };
+        let bad = |what: &str| HostError(format!("{name} is not a valid x86_64 ELF core file: {what}"));
         let hdr = elf::FileHeader64::<LE>::parse(&*data).map_err(|e| bad(&e.to_string()))?;
         if hdr.e_type(LE) != elf::ET_CORE {
             return Err(bad("not of type ET_CORE"));
@@ -64,28 +58,22 @@ impl CoreFile {
         if hdr.e_machine(LE) != elf::EM_X86_64 {
             return Err(bad("not for x86_64"));
         }
-        let phdrs = hdr
-            .program_headers(LE, &*data)
-            .map_err(|e| bad(&e.to_string()))?;
+        let phdrs = hdr.program_headers(LE, &*data).map_err(|e| bad(&e.to_string()))?;
         let mut segs = Vec::new();
         let mut threads = Vec::new();
         let mut at_entry = None;
         for ph in phdrs {
             match ph.p_type(LE) {
                 elf::PT_LOAD => {
-                    let off =
-                        usize::try_from(ph.p_offset(LE)).map_err(|_| bad("segment offset"))?;
+                    let off = usize::try_from(ph.p_offset(LE)).map_err(|_| bad("segment offset"))?;
                     let size = usize::try_from(ph.p_filesz(LE)).map_err(|_| bad("segment size"))?;
                     if off.checked_add(size).is_none_or(|end| end > data.len()) {
-                        return Err(bad(
-                            "a PT_LOAD segment lies beyond the end of the file (truncated?)",
-                        ));
+                        return Err(bad("a PT_LOAD segment lies beyond the end of the file (truncated?)"));
                     }
                     segs.push((ph.p_vaddr(LE), off, size));
                 }
                 elf::PT_NOTE => {
-                    let Some(mut notes) = ph.notes(LE, &*data).map_err(|e| bad(&e.to_string()))?
-                    else {
+                    let Some(mut notes) = ph.notes(LE, &*data).map_err(|e| bad(&e.to_string()))? else {
                         continue;
                     };
                     while let Some(note) = notes.next().map_err(|e| bad(&e.to_string()))? {
@@ -97,8 +85,7 @@ impl CoreFile {
                             elf::NT_PRSTATUS => {
                                 let mut vals = [0u64; 17];
                                 for (v, idx) in vals.iter_mut().zip(USER_REGS) {
-                                    *v = word(desc, PR_REG + idx * 8)
-                                        .ok_or_else(|| bad("short NT_PRSTATUS"))?;
+                                    *v = word(desc, PR_REG + idx * 8).ok_or_else(|| bad("short NT_PRSTATUS"))?;
                                 }
                                 threads.push(Regs::from_dwarf_array(vals));
                             }
@@ -120,12 +107,7 @@ impl CoreFile {
             return Err(bad("no NT_PRSTATUS note (no registers)"));
         }
         segs.sort_unstable_by_key(|s| s.0);
-        Ok(CoreFile {
-            data,
-            segs,
-            threads,
-            at_entry,
-        })
+        Ok(CoreFile { data, segs, threads, at_entry })
     }
 
     /// Registers of the current (first) thread.
@@ -149,30 +131,20 @@ impl CoreFile {
     /// the core has it, must be byte-identical.
     pub fn bias_for(&self, exe: &Executable) -> Result<u64, HostError> {
         let bias = self.at_entry.map_or(0, |at| at.wrapping_sub(exe.entry));
-        let mismatch = |why: &str| {
-            err(format!(
-                "executable {} does not match the core: {why}",
-                exe.name()
-            ))
-        };
+        let mismatch = |why: &str| err(format!("executable {} does not match the core: {why}", exe.name()));
         if !bias.is_multiple_of(4096) {
             return mismatch("its entry point is not where the core's AT_ENTRY says");
         }
         if let Some(&(vaddr, 0, _, _)) = exe.loads.iter().find(|l| l.1 == 0) {
             let n = exe.bytes().len().min(4096);
-            if let (Some(mem), Some(file)) = (
-                self.bytes(vaddr.wrapping_add(bias), n),
-                exe.bytes().get(..n),
-            ) && mem != file
+            if let (Some(mem), Some(file)) = (self.bytes(vaddr.wrapping_add(bias), n), exe.bytes().get(..n))
+                && mem != file
             {
                 return mismatch("the ELF header in the core's memory differs");
             }
         }
         let pc = self.regs().pc().unwrap_or(0);
-        let in_exe = exe
-            .loads
-            .iter()
-            .any(|&(v, _, _, x)| x && pc.wrapping_sub(v.wrapping_add(bias)) < 1 << 32);
+        let in_exe = exe.loads.iter().any(|&(v, _, _, x)| x && pc.wrapping_sub(v.wrapping_add(bias)) < 1 << 32);
         if self.at_entry.is_none() && !in_exe {
             return mismatch("the core's pc is not in the executable and the core has no AT_ENTRY");
         }

@@ -38,8 +38,8 @@ fn range(data: &[u8], sub: &[u8]) -> (usize, usize) {
 impl Executable {
     /// Reads and parses the executable at `path`.
     pub fn open(path: &Path) -> Result<Self, HostError> {
-        let data = std::fs::read(path)
-            .map_err(|e| HostError(format!("cannot read executable {}: {e}", path.display())))?;
+        let data =
+            std::fs::read(path).map_err(|e| HostError(format!("cannot read executable {}: {e}", path.display())))?;
         Self::parse(data, &path.display().to_string())
     }
 
@@ -68,29 +68,13 @@ impl Executable {
             .elf_program_headers()
             .iter()
             .filter(|p| p.p_type(e) == object::elf::PT_LOAD)
-            .map(|p| {
-                (
-                    p.p_vaddr(e),
-                    p.p_offset(e),
-                    p.p_filesz(e),
-                    p.p_flags(e).0 & object::elf::PF_X.0 != 0,
-                )
-            })
+            .map(|p| (p.p_vaddr(e), p.p_offset(e), p.p_filesz(e), p.p_flags(e).0 & object::elf::PF_X.0 != 0))
             .collect();
         let entry = file.entry();
         if eh_frame.is_none() {
             return err(format!("{name} has no .eh_frame section"));
         }
-        Ok(Executable {
-            name: name.into(),
-            eh_frame,
-            eh_frame_hdr,
-            symtab,
-            strtab,
-            entry,
-            loads,
-            data,
-        })
+        Ok(Executable { name: name.into(), eh_frame, eh_frame_hdr, symtab, strtab, entry, loads, data })
     }
 
     /// The file name given at load.

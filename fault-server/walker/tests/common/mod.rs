@@ -8,8 +8,8 @@
 #![allow(dead_code)]
 
 use gimli::write::{
-    Address, CallFrameInstruction as I, CieId, CommonInformationEntry, EhFrame, EndianVec,
-    Expression, FrameDescriptionEntry, FrameTable,
+    Address, CallFrameInstruction as I, CieId, CommonInformationEntry, EhFrame, EndianVec, Expression,
+    FrameDescriptionEntry, FrameTable,
 };
 use gimli::{Encoding, Format, LittleEndian, Register};
 
@@ -19,11 +19,7 @@ pub const RIP: Register = Register(16);
 pub const EH_FRAME_ADDR: u64 = 0x40_0000;
 
 pub fn encoding() -> Encoding {
-    Encoding {
-        format: Format::Dwarf32,
-        version: 1,
-        address_size: 8,
-    }
+    Encoding { format: Format::Dwarf32, version: 1, address_size: 8 }
 }
 
 /// A CFI table under construction: one normal CIE, one signal CIE.
@@ -43,11 +39,7 @@ impl Cfi {
         let mut sig = CommonInformationEntry::new(encoding(), 1, -8, RIP);
         sig.signal_trampoline = true;
         let signal = table.add_cie(sig);
-        Cfi {
-            table,
-            normal,
-            signal,
-        }
+        Cfi { table, normal, signal }
     }
 
     /// Adds an FDE for [start, start+len) with (code offset, instruction) pairs.
@@ -56,8 +48,7 @@ impl Cfi {
         for (off, i) in insts {
             fde.add_instruction(off, i);
         }
-        self.table
-            .add_fde(if signal { self.signal } else { self.normal }, fde);
+        self.table.add_fde(if signal { self.signal } else { self.normal }, fde);
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -81,12 +72,7 @@ pub fn breg_rsp(off: i64, deref: bool) -> Expression {
 
 /// Builds an `.eh_frame_hdr` (pcrel eh_frame_ptr, udata4 count, datarel sdata4
 /// table) for `eh_frame` at `eh_addr`, placing the header at `hdr_addr`.
-pub fn make_hdr(
-    eh_frame: &[u8],
-    eh_addr: u64,
-    hdr_addr: u64,
-    count_override: Option<u32>,
-) -> Vec<u8> {
+pub fn make_hdr(eh_frame: &[u8], eh_addr: u64, hdr_addr: u64, count_override: Option<u32>) -> Vec<u8> {
     let mut table = vec![walker::FdeEntry::default(); 256];
     let n = walker::build_fde_table_in(eh_frame, eh_addr, &mut table).unwrap();
     let mut h = vec![1u8, 0x1b, 0x03, 0x3b];
@@ -109,20 +95,14 @@ pub struct Stack {
 
 impl Stack {
     pub fn new(base: u64, len: usize) -> Self {
-        Stack {
-            base,
-            bytes: vec![0; len],
-        }
+        Stack { base, bytes: vec![0; len] }
     }
     pub fn put(&mut self, addr: u64, v: u64) {
         let o = (addr - self.base) as usize;
         self.bytes[o..o + 8].copy_from_slice(&v.to_le_bytes());
     }
     pub fn mem(&self) -> walker::SliceMemory<'_> {
-        walker::SliceMemory {
-            base: self.base,
-            bytes: &self.bytes,
-        }
+        walker::SliceMemory { base: self.base, bytes: &self.bytes }
     }
 }
 
@@ -136,11 +116,7 @@ pub fn regs(pc: u64, sp: u64, bp: Option<u64>) -> walker::Regs {
 }
 
 /// Walks and returns (pc, cfa) pairs and the stop reason.
-pub fn walk(
-    image: &walker::Image<'_>,
-    r: walker::Regs,
-    mem: &dyn walker::Memory,
-) -> (Vec<(u64, u64)>, walker::Stop) {
+pub fn walk(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) -> (Vec<(u64, u64)>, walker::Stop) {
     let mut w: Box<walker::Walker<'_>> = Box::default();
     walk_with(&mut w, image, r, mem)
 }
