@@ -30,12 +30,16 @@ pub fn ensure(program: &str, package: &str, why: &str) -> Result<()> {
         );
     }
     eprintln!("xtask: `{program}` is missing; installing Debian package `{package}` (needed {why})");
-    let update = Command::new("apt-get").args(["update", "-qq"]).status().context("running apt-get update")?;
+    // Wait for a dpkg lock held by another apt (e.g. a parallel test run
+    // installing the same package) instead of failing at once.
+    const LOCK_WAIT: &str = "DPkg::Lock::Timeout=300";
+    let update =
+        Command::new("apt-get").args(["-o", LOCK_WAIT, "update", "-qq"]).status().context("running apt-get update")?;
     if !update.success() {
         eprintln!("xtask: apt-get update failed ({update}); trying the install anyway");
     }
     let status = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .args(["-o", LOCK_WAIT, "install", "-y", "-qq", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("running apt-get install")?;

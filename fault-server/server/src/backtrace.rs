@@ -37,19 +37,26 @@ pub const MAX_FRAMES: usize = 16;
 const MAX_SYMBOL: usize = 80;
 
 /// The `backtrace` event body for the fault `msg` of `task`.
-pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
-    let base = Body::new().u64("task", task).u64("seq", msg.seq);
+/// The unwind tables of `image` and the faulting registers of `msg`: where
+/// every walk of a faulted task starts.
+pub fn walk_start<'a>(image: &'a TaskImage, msg: &FaultMessage) -> Result<(Image<'a>, Regs), String> {
     let eh =
-        Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr);
-    let eh = match eh {
-        Ok(eh) => eh,
-        Err(e) => return base.raw("frames", "[]").str("stop", &format!("no unwind tables: {e:?}")),
-    };
+        Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr)
+            .map_err(|e| format!("no unwind tables: {e:?}"))?;
     let r = &msg.regs;
     let regs = Regs::from_dwarf_array([
         r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
         r.rip,
     ]);
+    Ok((eh, regs))
+}
+
+pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
+    let base = Body::new().u64("task", task).u64("seq", msg.seq);
+    let (eh, regs) = match walk_start(image, msg) {
+        Ok(start) => start,
+        Err(e) => return base.raw("frames", "[]").str("stop", &e),
+    };
     let memory = TaskMemory::new(task);
     let mut walker: Box<Walker<'_, 32>> = Box::default();
     walker.max_depth = MAX_FRAMES;

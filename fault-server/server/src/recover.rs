@@ -35,7 +35,7 @@ use libtask::abi::trap::{REGISTERS_BYTES, Registers};
 use libtask::supervise::{self, TaskId};
 use libtask::{Error, println};
 use recovery::{ArcSymbols, Outcome, SharedOps};
-use walker::{Image, Regs, Stop, Walker};
+use walker::{Stop, Walker};
 
 /// Default restart policy when the manifest gives none.
 pub const DEFAULT_MAX_RETRIES: u64 = 5;
@@ -114,14 +114,7 @@ pub fn walk_reaches(
     depth: u64,
 ) -> Result<(usize, String), String> {
     let target = scope_regs(task, depth).map_err(|e| format!("scope registers: {}", e.name()))?;
-    let eh =
-        Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr)
-            .map_err(|e| format!("no unwind tables: {e:?}"))?;
-    let r = &msg.regs;
-    let regs = Regs::from_dwarf_array([
-        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
-        r.rip,
-    ]);
+    let (eh, regs) = crate::backtrace::walk_start(image, msg)?;
     let memory = TaskMemory::new(task);
     let mut walker: Box<Walker<'_, 32>> = Box::default();
     walker.max_depth = 64;
