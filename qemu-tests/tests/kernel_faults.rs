@@ -1,7 +1,14 @@
 //! A ring-0 fault or panic ends in a clear report and a distinct status.
 
 use abi::exit::GuestExit;
-use qemu_tests::{Symbols, boot, hex};
+use qemu_tests::{Run, Symbols, boot, hex};
+
+/// The functions of the kernel backtrace in `run`'s events, innermost first,
+/// named with the kernel ELF's symbols (the guest has none).
+fn frame_names(run: &Run) -> Vec<String> {
+    let symbols = Symbols::of(&qemu_tests::kernel()).unwrap();
+    run.events_of("backtrace_frame").iter().map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string()).collect()
+}
 
 #[test]
 fn kernel_page_fault_is_reported_with_cr2_and_registers() {
@@ -28,12 +35,7 @@ fn kernel_page_fault_is_reported_with_cr2_and_registers() {
 
     // The backtrace, walked in the guest with the kernel's own .eh_frame,
     // names the path from the entry point to the fault.
-    let symbols = Symbols::of(&qemu_tests::kernel()).unwrap();
-    let frames: Vec<String> = run
-        .events_of("backtrace_frame")
-        .iter()
-        .map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string())
-        .collect();
+    let frames = frame_names(&run);
     for expected in ["kernel::selftest::run", "kmain", "kernel_entry64"] {
         assert!(frames.iter().any(|f| f == expected), "no frame {expected} in {frames:?}");
     }
@@ -69,12 +71,7 @@ fn kernel_panic_is_reported_with_message_and_location() {
     assert_eq!(ev["message"], "selftest panic requested on the command line");
     assert_eq!(ev["file"], "kernel/src/selftest.rs");
     assert!(run.console.contains("KERNEL PANIC: selftest panic requested"));
-    let symbols = Symbols::of(&qemu_tests::kernel()).unwrap();
-    let frames: Vec<String> = run
-        .events_of("backtrace_frame")
-        .iter()
-        .map(|f| symbols.name(hex(&f["pc"])).unwrap_or("?").to_string())
-        .collect();
+    let frames = frame_names(&run);
     assert!(
         frames.iter().any(|f| f.contains("kernel_panic")),
         "the panic backtrace starts in the panic path: {frames:?}"
