@@ -15,7 +15,8 @@
 //! | `task`      | tasks, their save areas, ELF loading, the boot image |
 //! | `sched`     | priorities, round robin, ticks, idle, shutdown when all are done |
 //! | `syscall`   | system call handlers (ABI in `abi::syscall`) |
-//! | `ipc`       | endpoints, notifications, fault delivery, supervision |
+//! | `ipc`       | endpoints, notifications, futexes |
+//! | `recovery`  | the fault path top-down: fault delivery, supervision (`TASK_CTL`), checkpoints, page versions, restarts |
 //! | `platform`  | ACPI discovery, local/I-O APIC, timer calibration |
 //! | `inject`    | the fault injector: plans, the control channel, injections |
 //! | `selftest`  | test hooks chosen on the kernel command line |
@@ -38,6 +39,7 @@ mod ipc;
 mod mem;
 mod platform;
 mod power;
+mod recovery;
 mod sched;
 mod selftest;
 mod syscall;

@@ -92,10 +92,10 @@ fn dispatch(s: &mut Scheduler) {
         nr::SIGNAL => ipc::notify::signal(s),
         nr::WAIT => ipc::notify::wait(s),
         nr::CAP_LOOKUP => cap_lookup(task, a0, a1),
-        nr::TASK_CTL => ipc::supervise::task_ctl(s),
+        nr::TASK_CTL => crate::recovery::supervise::task_ctl(s),
         nr::EMIT => emit(task, a0, a1, a2, a3),
-        nr::CHECKPOINT_OPEN => crate::task::checkpoint::open(task),
-        nr::CHECKPOINT_COMMIT => crate::task::checkpoint::commit(task),
+        nr::CHECKPOINT_OPEN => crate::recovery::checkpoint::open(task),
+        nr::CHECKPOINT_COMMIT => crate::recovery::checkpoint::commit(task),
         nr::FUTEX_WAIT => ipc::futex::wait(s),
         nr::FUTEX_WAKE => ipc::futex::wake(s),
         nr::SET_RECOVERY => set_recovery(task, a0),
@@ -278,7 +278,7 @@ fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, li
     fault.text[..text.len()].copy_from_slice(text.as_bytes());
     // The panic returns nothing: if the task is ever resumed, it sees 0.
     task.save.frame.rax = 0;
-    if !ipc::fault::raise(s, me, fault) {
+    if !crate::recovery::fault::raise(s, me, fault) {
         exit(&mut s.tasks[me], 101);
     }
 }

@@ -319,7 +319,7 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
             let (name, before) = named[spec.reg as usize % named.len()];
             let after = before ^ (1 << spec.bit);
             set_register(&mut regs, spec.reg as usize, after);
-            crate::ipc::supervise::set_frame(&mut t.save.frame, &regs);
+            crate::recovery::supervise::set_frame(&mut t.save.frame, &regs);
             ev = ev.str("reg", name).u64("bit", spec.bit as u64).hex("before", before).hex("after", after);
             None
         }
@@ -362,7 +362,7 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
         _ => None,
     };
     if let Some(p) = pending {
-        crate::ipc::fault::fault(s, idx, p);
+        crate::recovery::fault::fault(s, idx, p);
     }
 }
 

@@ -6,8 +6,9 @@
 //! pending). A received `call` leaves its caller `ReplyBlocked` and gives
 //! the receiver a one-shot reply right (`reply_to`).
 
+use super::deadline;
 use super::message::{Outgoing, check_receive_buffer, deliver};
-use super::{deadline, fault};
+use crate::recovery::fault;
 use crate::sched::Scheduler;
 use crate::task::State;
 use abi::ipc::{CapKind, POLL, rights};

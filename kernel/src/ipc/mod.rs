@@ -1,4 +1,5 @@
-//! IPC: endpoints, notifications, fault delivery, task supervision.
+//! IPC: endpoints, notifications, futexes. (Fault delivery and supervision
+//! are the recovery path's: `crate::recovery`.)
 //!
 //! The model and the register convention are in `abi::ipc`. The kernel is
 //! not preemptible and runs with one lock over all task and IPC state
@@ -13,16 +14,13 @@
 //! | `message`    | reading a message out of a task, writing one into a task |
 //! | `endpoint`   | send, recv, call, reply, reply_recv |
 //! | `notify`     | signal, wait |
-//! | `fault`      | turning a fault into a message on the fault endpoint |
 //! | `futex`      | waiting on a word in shared memory (the mutex slow path) |
-//! | `supervise`  | `TASK_CTL`: what a supervisor (the fault server) may do |
 
 pub mod endpoint;
-pub mod fault;
+
 pub mod futex;
 pub mod message;
 pub mod notify;
-pub mod supervise;
 
 use crate::sched::Scheduler;
 use crate::task::{State, TaskId};
@@ -96,60 +94,4 @@ pub fn abandon(s: &mut Scheduler, id: TaskId) {
     if let Some(t) = s.tasks.iter_mut().find(|t| t.id == id) {
         t.reply_to = None;
     }
-}
-
-/// Restarts task `idx` from its image after `delay_ms`: callers waiting on
-/// it get an error, its memory is replaced by a fresh load, its regions
-/// are mapped again. For the fault server itself (`redeliver`), every
-/// fault it was holding is put back in line for the new instance. Emits
-/// `restart` (or `escalate` if the image cannot be loaded). Returns whether
-/// the task was restarted.
-pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: bool) -> bool {
-    let id = s.tasks[idx].id;
-    abandon(s, id);
-    let now = s.ticks;
-    let t = &mut s.tasks[idx];
-    t.space = None;
-    t.fault = None;
-    if let Err(e) = t.reload() {
-        t.state = State::Stopped;
-        crate::events::Event::new("escalate")
-            .u64("task", id as u64)
-            .str("name", &t.name)
-            .u64("seq", seq)
-            .str("action", "stop")
-            .str("reason", e.reason())
-            .emit();
-        return false;
-    }
-    t.restarts += 1;
-    t.state =
-        if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
-    s.forget_current(idx);
-    s.map_regions(idx);
-    let mut redelivered = 0;
-    if redeliver {
-        for i in 0..s.tasks.len() {
-            if s.tasks[i].state == State::FaultHeld
-                && let Some(ep) = s.tasks[i].fault_endpoint()
-            {
-                let since = s.next_order();
-                s.tasks[i].state = State::FaultPending { ep, since };
-                redelivered += 1;
-            }
-        }
-    }
-    let t = &s.tasks[idx];
-    let mut ev = crate::events::Event::new("restart")
-        .u64("task", id as u64)
-        .str("name", &t.name)
-        .u64("seq", seq)
-        .str("from", "image")
-        .u64("delay_ms", delay_ms)
-        .u64("restarts", t.restarts);
-    if redeliver {
-        ev = ev.str("reason", "fault server faulted").u64("redelivered", redelivered);
-    }
-    ev.emit();
-    true
 }

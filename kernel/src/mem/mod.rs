@@ -32,7 +32,6 @@ pub mod frames;
 pub mod heap;
 pub mod region;
 pub mod space;
-pub mod versions;
 
 /// Sets up physical memory management and the kernel heap.
 ///

@@ -14,8 +14,8 @@
 //! and SMAP can stay on for everything else.
 
 use super::frames::{self, Frames};
-use super::versions::{Preserved, SHARED, TRACKED};
 use super::{PHYS_OFFSET, phys_to_virt};
+use crate::recovery::versions::{Preserved, SHARED, TRACKED};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
 use alloc::vec::Vec;
 use x86_64::registers::control::Cr3;
@@ -57,7 +57,7 @@ pub fn kernel_root() -> PhysFrame {
 pub struct AddressSpace {
     pml4: PhysFrame,
     /// Per open checkpoint scope, the page versions to restore (`versions.rs`).
-    pub(super) versions: Vec<Vec<Preserved>>,
+    pub(crate) versions: Vec<Vec<Preserved>>,
 }
 
 impl AddressSpace {
@@ -121,7 +121,7 @@ impl AddressSpace {
     }
 
     /// Maps one page at `vaddr` to `frame` with `flags`.
-    pub(super) fn map_frame(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> Result<(), SpaceError> {
+    pub(crate) fn map_frame(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> Result<(), SpaceError> {
         let parent = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let mut mapper = self.mapper();
@@ -160,7 +160,7 @@ impl AddressSpace {
 
     /// Unmaps one page; frees its frame unless a scope keeps it or it is
     /// shared.
-    pub(super) fn unmap_page(&mut self, vaddr: u64) -> Option<()> {
+    pub(crate) fn unmap_page(&mut self, vaddr: u64) -> Option<()> {
         let flags = self.leaf(vaddr)?.flags();
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let (frame, flush) = self.mapper().unmap(page).ok()?;
@@ -173,7 +173,7 @@ impl AddressSpace {
 
     /// Unmaps one page and frees its frame (unless shared), bypassing the
     /// scopes (used by rollback itself).
-    pub(super) fn discard_page(&mut self, vaddr: u64) {
+    pub(crate) fn discard_page(&mut self, vaddr: u64) {
         let Some(flags) = self.leaf(vaddr).map(|e| e.flags()) else { return };
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         if let Ok((frame, flush)) = self.mapper().unmap(page) {
@@ -185,7 +185,7 @@ impl AddressSpace {
     }
 
     /// Flushes this space's TLB entries (if it is the current space).
-    pub(super) fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let (current, flags) = Cr3::read();
         if current == self.pml4 {
             // SAFETY: reloading the same root only drops stale translations.
@@ -193,7 +193,7 @@ impl AddressSpace {
         }
     }
 
-    pub(super) fn flush_page(&self, vaddr: u64) {
+    pub(crate) fn flush_page(&self, vaddr: u64) {
         x86_64::instructions::tlb::flush(VirtAddr::new(vaddr));
     }
 

@@ -8,7 +8,7 @@
 //! boxed so save areas never move.
 
 pub mod boot_image;
-pub mod checkpoint;
+
 pub mod loader;
 
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
@@ -164,7 +164,7 @@ pub struct Task {
 }
 
 /// An open checkpoint scope's registers (its memory versions live in the
-/// address space, `mem/versions.rs`).
+/// address space, `recovery/versions.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct Scope {
     /// The frame at `CHECKPOINT_OPEN`: resuming it re-enters the scope.

@@ -7,9 +7,9 @@
 //! bits, user-half RIP/RSP and canonical FS/GS bases, so a resumed task can
 //! never make `iretq` fault in the kernel.
 
-use super::abandon;
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
 use crate::events::Event;
+use crate::ipc::abandon;
 use crate::sched::Scheduler;
 use crate::task::State;
 use abi::ipc::task_ctl as op;
@@ -102,7 +102,11 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
         op::RESTART => {
             let delay_ms = a;
             let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
-            if super::restart_from_image(s, target, seq, delay_ms, false) { Ok(0) } else { Err(Error::NoMemory) }
+            if super::restart::restart_from_image(s, target, seq, delay_ms, false) {
+                Ok(0)
+            } else {
+                Err(Error::NoMemory)
+            }
         }
         op::STOP => {
             let reason = a;
@@ -130,7 +134,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             let (kind, seq) = t.fault.map_or((0, 0), |f| (f.kind, f.seq));
             let id = t.id;
-            let pages = crate::task::checkpoint::rollback(t, depth, kind, seq)?;
+            let pages = super::checkpoint::rollback(t, depth, kind, seq)?;
             abandon(s, id);
             Ok(pages as u64)
         }
@@ -171,8 +175,8 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             })
         }
         op::FUTEX_WAKE => {
-            let paddr = super::futex::key(&s.tasks[target], a)?;
-            Ok(super::futex::wake_key(s, paddr, b))
+            let paddr = crate::ipc::futex::key(&s.tasks[target], a)?;
+            Ok(crate::ipc::futex::wake_key(s, paddr, b))
         }
         op::REGIONS => {
             let (buf, cap) = (a, b as usize);

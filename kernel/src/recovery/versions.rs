@@ -19,9 +19,9 @@
 //! through [`AddressSpace::write`], which preserves a tracked page first, so
 //! they are rolled back like the task's own writes.
 
-use super::frames;
-use super::phys_to_virt;
-use super::space::{AddressSpace, SpaceError};
+use crate::mem::frames;
+use crate::mem::phys_to_virt;
+use crate::mem::space::{AddressSpace, SpaceError};
 use abi::layout::PAGE_SIZE;
 use alloc::vec::Vec;
 use x86_64::PhysAddr;
@@ -44,7 +44,7 @@ pub struct Preserved {
 
 impl AddressSpace {
     /// The leaf PTE for `addr`, if every level is present.
-    pub(super) fn leaf(&self, addr: u64) -> Option<&'static mut PageTableEntry> {
+    pub(crate) fn leaf(&self, addr: u64) -> Option<&'static mut PageTableEntry> {
         let mut table = phys_to_virt(self.root().start_address().as_u64()) as *mut PageTable;
         for level in (1..=4).rev() {
             let index = ((addr >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
@@ -234,7 +234,7 @@ impl AddressSpace {
     }
 
     /// Records that `vaddr` was mapped inside the current scope.
-    pub(super) fn note_new_page(&mut self, vaddr: u64) {
+    pub(crate) fn note_new_page(&mut self, vaddr: u64) {
         if let Some(list) = self.versions.last_mut() {
             list.push(Preserved { vaddr, old: None });
         }
@@ -242,7 +242,7 @@ impl AddressSpace {
 
     /// Called instead of freeing the frame of a page unmapped while a scope
     /// is open: returns true if the scope keeps the frame.
-    pub(super) fn keep_unmapped(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> bool {
+    pub(crate) fn keep_unmapped(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> bool {
         let Some(list) = self.versions.last_mut() else { return false };
         if list.iter().any(|p| p.vaddr == vaddr) {
             return false; // the scope already has the version to restore
@@ -252,7 +252,7 @@ impl AddressSpace {
     }
 
     /// Frees the frames every open scope holds (the space is going away).
-    pub(super) fn drop_versions(&mut self) {
+    pub(crate) fn drop_versions(&mut self) {
         for list in self.versions.drain(..) {
             for p in list {
                 if let Some((frame, _)) = p.old {

@@ -3,14 +3,14 @@
 //! `CHECKPOINT_OPEN` records the caller's whole register frame — the state
 //! at the `syscall` instruction, as the kernel will return it — and opens a
 //! memory scope in the address space (copy-on-write from now on). A
-//! rollback puts both back: memory through `mem/versions.rs`, registers by
+//! rollback puts both back: memory through `versions.rs`, registers by
 //! copying the recorded frame, with `rax` = the attempt number. The task
 //! thus returns from the same `CHECKPOINT_OPEN` once more, and tells the
 //! re-run from the first run by the non-zero result (like `setjmp`, but with
 //! the memory restored too, so nothing the failed attempt wrote survives).
 
-use super::{Scope, State, Task};
 use crate::events::Event;
+use crate::task::{Scope, State, Task};
 use abi::checkpoint::{MAX_SCOPES, ScopeRecord};
 use abi::syscall::Error;
 

@@ -1,0 +1,67 @@
+//! Restart from the image: the recovery path's last resort.
+//!
+//! When no checkpoint scope can take a fault (none open, or the policy
+//! escalated past the outermost), the supervisor restarts the task from its
+//! ELF image: fresh memory, fresh registers, regions mapped again. The same
+//! path restarts the fault server itself when it faults, handing the new
+//! instance every fault the old one held.
+
+use crate::ipc::abandon;
+use crate::sched::Scheduler;
+use crate::task::State;
+
+/// Restarts task `idx` from its image after `delay_ms`: callers waiting on
+/// it get an error, its memory is replaced by a fresh load, its regions
+/// are mapped again. For the fault server itself (`redeliver`), every
+/// fault it was holding is put back in line for the new instance. Emits
+/// `restart` (or `escalate` if the image cannot be loaded). Returns whether
+/// the task was restarted.
+pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: bool) -> bool {
+    let id = s.tasks[idx].id;
+    abandon(s, id);
+    let now = s.ticks;
+    let t = &mut s.tasks[idx];
+    t.space = None;
+    t.fault = None;
+    if let Err(e) = t.reload() {
+        t.state = State::Stopped;
+        crate::events::Event::new("escalate")
+            .u64("task", id as u64)
+            .str("name", &t.name)
+            .u64("seq", seq)
+            .str("action", "stop")
+            .str("reason", e.reason())
+            .emit();
+        return false;
+    }
+    t.restarts += 1;
+    t.state =
+        if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+    s.forget_current(idx);
+    s.map_regions(idx);
+    let mut redelivered = 0;
+    if redeliver {
+        for i in 0..s.tasks.len() {
+            if s.tasks[i].state == State::FaultHeld
+                && let Some(ep) = s.tasks[i].fault_endpoint()
+            {
+                let since = s.next_order();
+                s.tasks[i].state = State::FaultPending { ep, since };
+                redelivered += 1;
+            }
+        }
+    }
+    let t = &s.tasks[idx];
+    let mut ev = crate::events::Event::new("restart")
+        .u64("task", id as u64)
+        .str("name", &t.name)
+        .u64("seq", seq)
+        .str("from", "image")
+        .u64("delay_ms", delay_ms)
+        .u64("restarts", t.restarts);
+    if redeliver {
+        ev = ev.str("reason", "fault server faulted").u64("redelivered", redelivered);
+    }
+    ev.emit();
+    true
+}
