@@ -166,7 +166,7 @@ impl RecoveryPage {
 
 /// A shared region as `TASK_CTL REGIONS` reports it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RegionInfo {
     pub base: u64,
     pub size: u64,

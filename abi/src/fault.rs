@@ -55,9 +55,33 @@ impl FaultKind {
     }
 }
 
-/// The fault message body.
+/// Shared regions a fault message lists (a task with more is rare; the
+/// server asks `TASK_CTL REGIONS` for the rest: `region_count` says how
+/// many there are in all).
+pub const MAX_FAULT_REGIONS: usize = 8;
+/// Most bytes of the faulted task's stack a fault message carries, from its
+/// `rsp` up: enough for the walk to a checkpoint frame and a backtrace in
+/// every test and demo task. Beyond it the server reads the task's memory.
+pub const STACK_WINDOW: usize = 4096;
+/// Longest panic text.
+pub const MAX_FAULT_TEXT: usize = 256;
+/// A receive buffer this large takes every fault message whole.
+pub const FAULT_BUFFER: usize =
+    FAULT_MESSAGE_SIZE + MAX_FAULT_TEXT + crate::checkpoint::RECOVERY_PAGE_SIZE.next_multiple_of(8) + STACK_WINDOW;
+
+/// The fault message body: everything the fault server needs to decide and
+/// recover travels with the fault (no `TASK_INFO`, `SCOPE_REGS`, `REGIONS`
+/// or `READ_MEM` round trips on the recovery path).
+///
+/// The buffer holds this struct, then three byte sections, each starting
+/// 8-aligned: the panic text (`text_len` bytes), a copy of the task's
+/// recovery page as it was at the fault (`recovery_len` bytes: 0 if the
+/// task registered none or it was unreadable), and the task's stack from
+/// `stack_base` (= `regs.rsp`) up (`stack_len` bytes, at most
+/// [`STACK_WINDOW`], cut at the first unreadable page). [`FaultMessage::parse`]
+/// checks the lengths against the bytes received.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct FaultMessage {
     pub task: u64,
     pub kind: u64,
@@ -78,62 +102,95 @@ pub struct FaultMessage {
     /// Checkpoint scopes open at the fault.
     pub scopes: u64,
     pub regs: Registers,
+    /// Guest TSC when the fault was taken (guest instructions under icount).
+    pub fault_tsc: u64,
+    /// The task's name, NUL-padded.
+    pub name: [u8; crate::image::NAME_LEN],
+    /// The manifest's restart policy (0 = the supervisor's default).
+    pub max_restarts: u64,
+    pub restart_window_ms: u64,
+    /// The stack pointer saved when each open scope opened (outermost
+    /// first; `scopes` of them): the walk's target frames.
+    pub scope_rsp: [u64; crate::checkpoint::MAX_SCOPES],
+    /// How many shared regions the task holds; the first
+    /// [`MAX_FAULT_REGIONS`] are in `regions`.
+    pub region_count: u64,
+    pub regions: [crate::checkpoint::RegionInfo; MAX_FAULT_REGIONS],
+    /// Bytes of the recovery-page copy after the text.
+    pub recovery_len: u64,
+    /// Address of the first stack byte carried (the faulting `rsp`).
+    pub stack_base: u64,
+    /// Bytes of stack carried after the recovery-page copy.
+    pub stack_len: u64,
 }
 
 /// Size of [`FaultMessage`] in bytes.
 pub const FAULT_MESSAGE_SIZE: usize = core::mem::size_of::<FaultMessage>();
-const _: () = assert!(FAULT_MESSAGE_SIZE + 256 <= crate::ipc::MAX_BUFFER);
+const _: () = assert!(FAULT_MESSAGE_SIZE % 8 == 0);
 
-const HEAD_WORDS: usize = 11;
+/// A received fault message with its byte sections.
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed<'a> {
+    pub msg: FaultMessage,
+    pub text: &'a [u8],
+    pub recovery: &'a [u8],
+    pub stack: &'a [u8],
+}
+
+/// Offsets of the sections after the struct: `(text, recovery, stack)`.
+pub const fn section_offsets(text_len: usize, recovery_len: usize) -> (usize, usize, usize) {
+    let text = FAULT_MESSAGE_SIZE;
+    let recovery = text + text_len.next_multiple_of(8);
+    let stack = recovery + recovery_len.next_multiple_of(8);
+    (text, recovery, stack)
+}
 
 impl FaultMessage {
-    /// The message as bytes (for the kernel to copy).
-    pub fn to_bytes(&self) -> [u8; FAULT_MESSAGE_SIZE] {
-        let mut out = [0u8; FAULT_MESSAGE_SIZE];
-        let head = [
-            self.task,
-            self.kind,
-            self.vector,
-            self.error_code,
-            self.cr2,
-            self.seq,
-            self.restarts,
-            self.eh_frame_hdr,
-            self.text_len,
-            self.recovery,
-            self.scopes,
-        ];
-        for (i, w) in head.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        out[HEAD_WORDS * 8..].copy_from_slice(&self.regs.to_bytes());
-        out
+    /// The struct as bytes (what the kernel writes first).
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(self)
     }
 
-    /// Parses a message; `None` if `bytes` is too short.
+    /// Parses a message; `None` if `bytes` is too short for the struct.
+    /// Sections whose lengths run past the bytes received are cut to what
+    /// arrived (the kernel never sends that; a receive buffer too small
+    /// for the message does).
+    pub fn parse(bytes: &[u8]) -> Option<Parsed<'_>> {
+        let head = bytes.get(..FAULT_MESSAGE_SIZE)?;
+        let msg: FaultMessage = bytemuck::pod_read_unaligned(head);
+        let len = |l: u64, cap: usize| (l.min(cap as u64)) as usize;
+        let (text_len, recovery_len, stack_len) = (
+            len(msg.text_len, MAX_FAULT_TEXT),
+            len(msg.recovery_len, crate::checkpoint::RECOVERY_PAGE_SIZE),
+            len(msg.stack_len, STACK_WINDOW),
+        );
+        let (t, r, st) = section_offsets(text_len, recovery_len);
+        let cut = |at: usize, n: usize| bytes.get(at.min(bytes.len())..(at + n).min(bytes.len())).unwrap_or(&[]);
+        Some(Parsed { msg, text: cut(t, text_len), recovery: cut(r, recovery_len), stack: cut(st, stack_len) })
+    }
+
+    /// Parses just the struct; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<FaultMessage> {
-        if bytes.len() < FAULT_MESSAGE_SIZE {
+        Self::parse(bytes).map(|p| p.msg)
+    }
+
+    /// The name as text.
+    pub fn name(&self) -> &str {
+        let n = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+
+    /// The shared regions listed in the message.
+    pub fn regions(&self) -> &[crate::checkpoint::RegionInfo] {
+        &self.regions[..(self.region_count as usize).min(MAX_FAULT_REGIONS)]
+    }
+
+    /// The saved stack pointer of scope `depth` (1 = outermost), if open.
+    pub fn scope_rsp(&self, depth: u64) -> Option<u64> {
+        if depth == 0 || depth > self.scopes.min(crate::checkpoint::MAX_SCOPES as u64) {
             return None;
         }
-        let w = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        Some(FaultMessage {
-            task: w(0),
-            kind: w(1),
-            vector: w(2),
-            error_code: w(3),
-            cr2: w(4),
-            seq: w(5),
-            restarts: w(6),
-            eh_frame_hdr: w(7),
-            text_len: w(8),
-            recovery: w(9),
-            scopes: w(10),
-            regs: Registers::from_bytes(&bytes[HEAD_WORDS * 8..])?,
-        })
+        Some(self.scope_rsp[depth as usize - 1])
     }
 }
 
@@ -156,11 +213,24 @@ mod tests {
             recovery: 0x5000,
             scopes: 2,
             regs: Registers::default(),
+            ..FaultMessage::default()
         };
         m.regs.r15 = 0x1515;
         m.regs.rip = 0x401000;
         m.regs.gs_base = 7;
-        assert_eq!(FaultMessage::from_bytes(&m.to_bytes()), Some(m));
-        assert_eq!(FaultMessage::from_bytes(&[0; 10]), None);
+        m.text_len = 3;
+        m.recovery_len = 9;
+        m.stack_len = 16;
+        let mut bytes = m.as_bytes().to_vec();
+        bytes.extend_from_slice(b"abc\0\0\0\0\0");
+        bytes.extend_from_slice(&[7; 16]);
+        bytes.extend_from_slice(&[9; 16]);
+        let p = FaultMessage::parse(&bytes).unwrap();
+        assert_eq!(p.msg, m);
+        assert_eq!((p.text, p.recovery.len(), p.stack), (&b"abc"[..], 9, &[9u8; 16][..]));
+        // Lengths past the bytes received are cut, never read out of bounds.
+        let p = FaultMessage::parse(&bytes[..FAULT_MESSAGE_SIZE + 10]).unwrap();
+        assert_eq!((p.text.len(), p.recovery.len(), p.stack.len()), (3, 2, 0));
+        assert!(FaultMessage::from_bytes(&[0; 10]).is_none());
     }
 }

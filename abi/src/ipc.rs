@@ -24,9 +24,10 @@
 //! | `r14`, `r15` | receive buffer pointer, capacity | unchanged |
 //! | `rbx` | receive timeout in ms ([`WAIT_FOREVER`], or [`POLL`]) | unchanged |
 //!
-//! The kernel copies at most [`MAX_BUFFER`] bytes of buffer per message; a
-//! receive buffer shorter than the message gets its first bytes (`r13` says
-//! how many arrived).
+//! The kernel copies at most [`MAX_BUFFER`] bytes of buffer per message
+//! between tasks; a fault message, which the kernel composes, may be up to
+//! `crate::fault::FAULT_BUFFER` bytes. A receive buffer shorter than the
+//! message gets its first bytes (`r13` says how many arrived).
 
 /// Message words carried in registers.
 pub const MSG_WORDS: usize = 4;
@@ -135,6 +136,86 @@ pub mod task_ctl {
     /// `(task, buf)`: writes the task's manifest policy as a
     /// [`crate::ipc::TaskInfo`] (watchdog, restart policy, name).
     pub const TASK_INFO: u64 = 17;
+    /// `(task, req, 0)`: the fault server's whole answer to a held fault in
+    /// one call: a [`crate::ipc::recover::Header`] at `req`, followed by
+    /// `count` [`crate::ipc::recover::ReleaseOp`]s. The kernel checks the
+    /// fault (`seq`) and the final action first, then performs every
+    /// release in order and the final action (roll back, restart or stop),
+    /// all under one lock: a supervisor that dies around the call either
+    /// did all of it or none of it, so nothing is released twice. It writes
+    /// each release's outcome and the action's result back into the
+    /// request, and emits no event (the supervisor reports). Returns 0.
+    pub const RECOVER: u64 = 18;
+}
+
+/// The request of `TASK_CTL RECOVER`.
+pub mod recover {
+    use crate::checkpoint::{MAX_ARCS, MAX_MUTEXES};
+
+    /// [`Header::action`]: roll back to scope `arg` (1 = outermost).
+    pub const ROLLBACK: u64 = 1;
+    /// Restart from the image after `arg` ms.
+    pub const RESTART: u64 = 2;
+    /// Stop for good with reason code `arg`.
+    pub const STOP: u64 = 3;
+
+    /// [`ReleaseOp::kind`]: poison and unlock the mutex at `addr` if the
+    /// task owns it, then wake one waiter (`recovery::Action::PoisonAndUnlockMutex`).
+    pub const MUTEX: u64 = 1;
+    /// Give back one reference to the Arc slot at `addr` in the region at
+    /// `region_base` (`recovery::Action::ArcDecrement`).
+    pub const ARC: u64 = 2;
+
+    /// [`ReleaseOp::outcome`], written by the kernel (`value`, `extra`):
+    pub const NOT_DONE: u64 = 0;
+    /// The mutex was held: now poisoned and unlocked (woken, contended).
+    pub const MUTEX_RELEASED: u64 = 1;
+    /// Not held by the task: untouched (woken, owner).
+    pub const MUTEX_NOT_HELD: u64 = 2;
+    /// The word kept changing: gave up.
+    pub const MUTEX_CONTESTED: u64 = 3;
+    /// One reference given back (count after, freed 0/1).
+    pub const ARC_DECREMENTED: u64 = 4;
+    /// The count was 0: restored and counted as a double free.
+    pub const ARC_UNDERFLOW: u64 = 5;
+    /// The operation failed (raw `Error` code).
+    pub const FAILED: u64 = 6;
+
+    /// Most releases one request carries: the intent and both registries.
+    pub const MAX_RELEASE_OPS: usize = 1 + MAX_MUTEXES + MAX_ARCS;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Header {
+        /// The held fault this answers (a stale answer is refused).
+        pub seq: u64,
+        pub action: u64,
+        pub arg: u64,
+        /// Release operations that follow.
+        pub count: u64,
+        /// Out: pages restored (rollback), restarts so far (restart).
+        pub result: u64,
+        /// Out: the attempt number the re-run scope sees (rollback).
+        pub attempt: u64,
+        /// Out: guest TSC when the releases were done and the final action
+        /// began (the benchmark's phase breakdown).
+        pub tsc_released: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct ReleaseOp {
+        pub kind: u64,
+        pub addr: u64,
+        pub region_base: u64,
+        /// Out: one of the outcome codes above.
+        pub outcome: u64,
+        pub value: u64,
+        pub extra: u64,
+    }
+
+    pub const HEADER_SIZE: usize = core::mem::size_of::<Header>();
+    pub const OP_SIZE: usize = core::mem::size_of::<ReleaseOp>();
 }
 
 /// What `TASK_CTL TASK_INFO` tells a supervisor about a task.

@@ -92,12 +92,29 @@ pub mod nr {
     /// is mapped in this task; its size comes back in `rdx`.
     pub const REGION: u64 = 27;
 
+    /// `set_priority(priority)`: runs the caller at `priority` (numerically
+    /// at least its manifest priority: a task can only make itself less
+    /// urgent, or return to its own: [`super::PRIORITY_OWN`]). While lowered, the kernel gives the
+    /// task its manifest priority back when a fault arrives on an endpoint
+    /// it may receive from, or after `LOWERED_MAX_TICKS` timer ticks, so
+    /// work done at the lower priority is deferred, never starved. The
+    /// fault server reports faults this way, after the faulted task runs.
+    pub const SET_PRIORITY: u64 = 28;
+
     /// One past the highest call number.
-    pub const COUNT: u64 = 28;
+    pub const COUNT: u64 = 29;
 }
 
+/// `SET_PRIORITY` argument: back to the manifest priority.
+pub const PRIORITY_OWN: u64 = u64::MAX;
+/// The least urgent priority.
+pub const PRIORITY_LOWEST: u8 = u8::MAX;
+
+/// Ticks a task stays below its manifest priority (`SET_PRIORITY`).
+pub const LOWERED_MAX_TICKS: u64 = 2;
+
 /// Event kinds a supervisor may `emit`.
-pub const EMIT_KINDS: [&str; 5] = ["backtrace", "release", "escalate", "check", "fault_report"];
+pub const EMIT_KINDS: [&str; 7] = ["backtrace", "release", "escalate", "check", "fault_report", "fault", "restart"];
 
 /// Flags of [`nr::MAP`].
 pub mod map_flags {

@@ -6,7 +6,7 @@
 /// report: all 15 general-purpose registers, the interrupted RIP, RSP,
 /// RFLAGS, CS and SS, and the FS and GS bases.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Registers {
     pub rax: u64,
     pub rbx: u64,

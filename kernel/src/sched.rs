@@ -135,6 +135,13 @@ impl Scheduler {
             {
                 t.state = State::Runnable;
             }
+            // Deferred work (`SET_PRIORITY`) is late, never starved.
+            if let Some(since) = t.lowered_since
+                && now.saturating_sub(since) >= abi::syscall::LOWERED_MAX_TICKS
+            {
+                t.restore_priority();
+                t.lowered_since = None;
+            }
         }
         crate::ipc::expire_timeouts(self);
         if from_user {

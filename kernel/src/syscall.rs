@@ -100,6 +100,7 @@ fn dispatch(s: &mut Scheduler) {
         nr::FUTEX_WAKE => ipc::futex::wake(s),
         nr::SET_RECOVERY => set_recovery(task, a0),
         nr::REGION => region(s, a0),
+        nr::SET_PRIORITY => set_priority(task, a0, ticks),
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
@@ -209,6 +210,26 @@ fn region(s: &mut Scheduler, cap: u64) -> SysResult {
     let (base, size) = (r.base, r.size());
     s.tasks[me].save.frame.rdx = size;
     Ok(base)
+}
+
+/// `SET_PRIORITY`: a task may run less urgently than its manifest says (to
+/// defer work), or return to its own priority; never more urgently.
+fn set_priority(task: &mut Task, priority: u64, now: u64) -> SysResult {
+    if priority == abi::syscall::PRIORITY_OWN {
+        task.restore_priority();
+        task.lowered_since = None;
+        return Ok(0);
+    }
+    if priority > u8::MAX as u64 || priority < task.spec.priority as u64 {
+        return Err(Error::BadArgument);
+    }
+    task.priority = priority as u8;
+    if task.is_lowered() {
+        task.lowered_since.get_or_insert(now);
+    } else {
+        task.lowered_since = None;
+    }
+    Ok(0)
 }
 
 fn set_recovery(task: &mut Task, addr: u64) -> SysResult {

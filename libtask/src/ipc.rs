@@ -141,7 +141,9 @@ fn ipc(
         r12: send.as_ptr() as u64,
         r13: send.len() as u64,
         r14: recv.as_mut_ptr() as u64,
-        r15: recv.len().min(MAX_BUFFER) as u64,
+        // Not capped at MAX_BUFFER: a fault message (from the kernel) may
+        // be larger (`abi::fault::FAULT_BUFFER`); task messages never are.
+        r15: recv.len() as u64,
         rbx: timeout.raw(),
     };
     if send.is_empty() {

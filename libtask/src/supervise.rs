@@ -161,6 +161,131 @@ pub fn emit(kind: &str, body: &str) -> Result<(), Error> {
     .map(drop)
 }
 
+/// `STORE32`: writes the `u32` at `addr` in the task's memory, atomically.
+pub fn store32(task: TaskId, addr: u64, value: u32) -> Result<(), Error> {
+    // SAFETY: STORE32 touches none of our memory.
+    unsafe { task_ctl(op::STORE32, task, addr, value as u64, 0) }.map(drop)
+}
+
+/// `FETCH_ADD32`: adds `delta` to the `u32` at `addr` in the task's memory,
+/// atomically; returns the old value.
+pub fn fetch_add32(task: TaskId, addr: u64, delta: i32) -> Result<u32, Error> {
+    // SAFETY: FETCH_ADD32 touches none of our memory.
+    unsafe { task_ctl(op::FETCH_ADD32, task, addr, delta as u32 as u64, 0) }.map(|v| v as u32)
+}
+
+/// `CAS64`: compare-and-swap of the `u64` at `addr` in the task's memory;
+/// returns the value found (equal to `old` iff the swap happened).
+pub fn cas64(task: TaskId, addr: u64, old: u64, new: u64) -> Result<u64, Error> {
+    // SAFETY: CAS64 touches none of our memory.
+    unsafe { task_ctl(op::CAS64, task, addr, old, new) }
+}
+
+/// `FUTEX_WAKE`: wakes up to `n` waiters on the task's `addr`.
+pub fn futex_wake(task: TaskId, addr: u64, n: u64) -> Result<u64, Error> {
+    // SAFETY: FUTEX_WAKE touches none of our memory.
+    unsafe { task_ctl(op::FUTEX_WAKE, task, addr, n, 0) }
+}
+
+/// `ROLLBACK`: rolls a held task back to scope `depth` (1 = outermost) on
+/// its own (the kernel emits `restart`); returns the pages restored.
+/// A fault server uses [`recover`], which releases in the same call.
+pub fn rollback(task: TaskId, depth: u64) -> Result<u64, Error> {
+    // SAFETY: ROLLBACK touches none of our memory.
+    unsafe { task_ctl(op::ROLLBACK, task, depth, 0, 0) }
+}
+
+/// `REGIONS`: the task's shared regions (at most `out.len()` written);
+/// returns how many it has in all.
+pub fn regions(task: TaskId, out: &mut [abi::checkpoint::RegionInfo]) -> Result<usize, Error> {
+    let mut buf = [0u8; 16 * 16];
+    let cap = out.len().min(16);
+    // SAFETY: REGIONS writes at most `cap` records of 16 bytes into `buf`.
+    let n = unsafe { task_ctl(op::REGIONS, task, buf.as_mut_ptr() as u64, cap as u64, 0)? } as usize;
+    for (i, r) in out.iter_mut().take(n.min(cap)).enumerate() {
+        let w = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or([0; 8]));
+        *r = abi::checkpoint::RegionInfo { base: w(i * 16), size: w(i * 16 + 8) };
+    }
+    Ok(n)
+}
+
+/// `SCOPE_REGS`: the registers saved when scope `depth` (1 = outermost)
+/// opened.
+pub fn scope_regs(task: TaskId, depth: u64) -> Result<Registers, Error> {
+    let mut buf = [0u8; REGISTERS_BYTES];
+    // SAFETY: SCOPE_REGS writes REGISTERS_BYTES bytes into `buf`.
+    unsafe { task_ctl(op::SCOPE_REGS, task, depth, buf.as_mut_ptr() as u64, 0)? };
+    Registers::from_bytes(&buf).ok_or(Error::BadArgument)
+}
+
+/// `TASK_INFO`: the task's manifest policy and state.
+pub fn task_info(task: TaskId) -> Result<abi::ipc::TaskInfo, Error> {
+    let mut buf = [0u8; abi::ipc::TASK_INFO_SIZE];
+    // SAFETY: TASK_INFO writes TASK_INFO_SIZE bytes into `buf`.
+    unsafe { task_ctl(op::TASK_INFO, task, buf.as_mut_ptr() as u64, 0, 0)? };
+    abi::ipc::TaskInfo::from_bytes(&buf).ok_or(Error::BadArgument)
+}
+
+/// What a [`RecoverRequest`] does after its releases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalAction {
+    /// Roll back to scope `depth` (1 = outermost).
+    Rollback { depth: u64 },
+    /// Restart from the image after `delay_ms`.
+    Restart { delay_ms: u64 },
+    /// Stop for good with a reason code (the kernel's `escalate`).
+    Stop { reason: u64 },
+}
+
+/// A `TASK_CTL RECOVER` request: the releases a held fault owes and what
+/// happens to the task after them, carried out by the kernel in one call
+/// (see `abi::ipc::task_ctl::RECOVER`). Outcomes come back in place.
+#[repr(C)]
+pub struct RecoverRequest {
+    pub header: abi::ipc::recover::Header,
+    ops: [abi::ipc::recover::ReleaseOp; abi::ipc::recover::MAX_RELEASE_OPS],
+}
+
+impl RecoverRequest {
+    /// An empty request answering fault `seq` with `action`.
+    pub fn new(seq: u64, action: FinalAction) -> RecoverRequest {
+        use abi::ipc::recover as r;
+        let (action, arg) = match action {
+            FinalAction::Rollback { depth } => (r::ROLLBACK, depth),
+            FinalAction::Restart { delay_ms } => (r::RESTART, delay_ms),
+            FinalAction::Stop { reason } => (r::STOP, reason),
+        };
+        RecoverRequest {
+            header: r::Header { seq, action, arg, ..r::Header::default() },
+            ops: [r::ReleaseOp::default(); r::MAX_RELEASE_OPS],
+        }
+    }
+
+    /// Adds a release; false if the request is full.
+    pub fn push(&mut self, op: abi::ipc::recover::ReleaseOp) -> bool {
+        let n = self.header.count as usize;
+        if n >= self.ops.len() {
+            return false;
+        }
+        self.ops[n] = op;
+        self.header.count += 1;
+        true
+    }
+
+    /// The releases, with their outcomes once [`recover`] returned.
+    pub fn ops(&self) -> &[abi::ipc::recover::ReleaseOp] {
+        &self.ops[..(self.header.count as usize).min(self.ops.len())]
+    }
+}
+
+/// `RECOVER`: performs `req` on the held task (releases, then the final
+/// action), atomically; outcomes and results are written into `req`.
+pub fn recover(task: TaskId, req: &mut RecoverRequest) -> Result<(), Error> {
+    // SAFETY: RECOVER reads and writes `req`, a live, exclusively borrowed
+    // `repr(C)` header followed by its operations.
+    unsafe { task_ctl(op::RECOVER, task, req as *mut RecoverRequest as u64, 0, 0) }.map(drop)
+}
+
 /// The supervised side of the restart-count convention: a fault server
 /// that restarts a task writes the task's restart count into this `u64`
 /// (found by its symbol name, `REWIND_RESTARTS`, in the task's ELF) before

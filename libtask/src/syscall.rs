@@ -73,6 +73,23 @@ pub fn ticks() -> u64 {
     unsafe { raw::syscall0(nr::TICKS) }
 }
 
+/// `SET_PRIORITY`: runs this task at `priority` (0 most urgent), which must
+/// be numerically at least its manifest priority: a task can only make
+/// itself less urgent, or go back to its own priority. While lowered, the
+/// kernel hands the manifest priority back when a fault arrives on an
+/// endpoint this task receives on, or after `abi::syscall::LOWERED_MAX_TICKS`
+/// ticks: deferred work is late, never starved.
+pub fn set_priority(priority: u8) -> Result<(), Error> {
+    // SAFETY: SET_PRIORITY touches no memory.
+    Error::decode(unsafe { raw::syscall1(nr::SET_PRIORITY, priority as u64) }).map(drop)
+}
+
+/// `SET_PRIORITY(PRIORITY_OWN)`: back to the manifest priority.
+pub fn restore_priority() -> Result<(), Error> {
+    // SAFETY: SET_PRIORITY touches no memory.
+    Error::decode(unsafe { raw::syscall1(nr::SET_PRIORITY, abi::syscall::PRIORITY_OWN) }).map(drop)
+}
+
 /// `MAP`: maps `len` bytes (rounded up to pages) of zeroed memory, at `hint`
 /// if nonzero, else where the kernel chooses; `flags` from
 /// `abi::syscall::map_flags`. Returns the address of the first byte.

@@ -346,8 +346,10 @@ fn faults_pending_when_the_fault_server_dies_are_all_handled_by_the_next() {
         let faults = run.task_events("fault", &name);
         assert_eq!(faults.len(), 1, "{name}: {faults:#?}");
         let seq = &faults[0]["seq"];
+        // The `fault` event is the new instance's report, made after it
+        // recovered the task; the fault itself happened before the restart.
         assert!(
-            run.events.iter().position(|e| std::ptr::eq(e, faults[0])).unwrap() < restart_at,
+            faults[0]["fault_tsc"].as_u64().unwrap() < restart[0]["tsc"].as_u64().unwrap(),
             "{name}: faulted before the server died"
         );
         // Handled after the restart, by the new instance (same task id).
@@ -366,13 +368,13 @@ fn faults_pending_when_the_fault_server_dies_are_all_handled_by_the_next() {
     no_failed_checks(&run);
 }
 
-/// The server is killed after it gave back a faulted task's Arc reference
-/// and before the rollback (at the entry of `Outcome::name`, which runs
-/// right after each release is carried out, before its `release` event).
-/// The task is still held, so its fault goes to the next instance, which
-/// reads the same recovery page. The reference must not be given back
-/// twice: the owner's would be taken with it, and the object freed under
-/// the owner's feet.
+/// The server is killed on its way into `RECOVER` (at the entry of
+/// `libtask::supervise::recover`, after it planned the releases): nothing
+/// is released yet — the kernel does the releases and the rollback in that
+/// one call, all or nothing — and the task is still held, so its fault goes
+/// to the next instance, which reads the same recovery page. The reference
+/// must be given back exactly once: twice would take the owner's with it,
+/// and free the object under the owner's feet.
 #[test]
 fn a_fault_server_killed_mid_recovery_gives_nothing_back_twice() {
     let manifest = format!(
@@ -381,8 +383,8 @@ fn a_fault_server_killed_mid_recovery_gives_nothing_back_twice() {
         task("owner", "txn", 11, "caps = [\"txn:map\"]\n"),
         task("holder", "txn", 13, "caps = [\"txn:map\"]\n"),
     );
-    let (after_release, _) = function("fault-server", "<recovery::execute::Outcome>::name");
-    let plan = format!("inject id=1 task=fault-server at=pc:{after_release:#x} kind=kill\n");
+    let (before_recover, _) = function("fault-server", "libtask::supervise::recover");
+    let plan = format!("inject id=1 task=fault-server at=pc:{before_recover:#x} kind=kill\n");
     let run = boot_plan("acceptance-server-killed-mid-recovery", &manifest, &plan);
     finished(&run);
     let faults = run.task_events("fault", "holder");
@@ -391,10 +393,11 @@ fn a_fault_server_killed_mid_recovery_gives_nothing_back_twice() {
     let restart = run.task_events("restart", "fault-server");
     assert_eq!(restart.len(), 1, "the kill fired: {}", run.console);
     assert_eq!(restart[0]["redelivered"], 1);
-    // The first instance died before reporting its release; the second
-    // must find nothing left to give back, or give back the holder's one
-    // reference only — leaving the owner's (count 1).
-    for r in by_server(&run, "release", seq) {
+    // The first instance died before its `RECOVER`; the second gives back
+    // the holder's one reference only — leaving the owner's (count 1).
+    let releases = by_server(&run, "release", seq);
+    assert!(!releases.is_empty(), "{}: the next instance released: {}", run.name, run.console);
+    for r in releases {
         assert_eq!(
             (r["outcome"].as_str(), r["count"].as_u64()),
             (Some("decremented"), Some(1)),

@@ -64,6 +64,65 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// The outcome as `TASK_CTL RECOVER` writes it back:
+    /// `(outcome code, value, extra)` (`abi::ipc::recover`).
+    pub const fn to_words(&self) -> (u64, u64, u64) {
+        use abi::ipc::recover as r;
+        match *self {
+            Outcome::MutexReleased { contended, woken } => (r::MUTEX_RELEASED, woken, contended as u64),
+            Outcome::MutexNotHeld { owner, woken } => (r::MUTEX_NOT_HELD, woken, owner as u64),
+            Outcome::MutexContested => (r::MUTEX_CONTESTED, 0, 0),
+            Outcome::ArcDecremented { count, freed } => (r::ARC_DECREMENTED, count as u64, freed as u64),
+            Outcome::ArcUnderflow => (r::ARC_UNDERFLOW, 0, 0),
+        }
+    }
+
+    /// The inverse of [`Outcome::to_words`]; `None` for `NOT_DONE`,
+    /// `FAILED` or an unknown code.
+    pub const fn from_words(code: u64, value: u64, extra: u64) -> Option<Outcome> {
+        use abi::ipc::recover as r;
+        Some(match code {
+            r::MUTEX_RELEASED => Outcome::MutexReleased { contended: extra != 0, woken: value },
+            r::MUTEX_NOT_HELD => Outcome::MutexNotHeld { owner: extra as u32, woken: value },
+            r::MUTEX_CONTESTED => Outcome::MutexContested,
+            r::ARC_DECREMENTED => Outcome::ArcDecremented { count: value as u32, freed: extra != 0 },
+            r::ARC_UNDERFLOW => Outcome::ArcUnderflow,
+            _ => return None,
+        })
+    }
+
+    /// Whether the release poisoned a mutex.
+    pub const fn poisoned(&self) -> bool {
+        matches!(self, Outcome::MutexReleased { .. })
+    }
+}
+
+impl Action {
+    /// The action as a `TASK_CTL RECOVER` operation.
+    pub const fn to_op(&self) -> abi::ipc::recover::ReleaseOp {
+        use abi::ipc::recover::{ARC, MUTEX, ReleaseOp};
+        match *self {
+            Action::PoisonAndUnlockMutex { addr } => {
+                ReleaseOp { kind: MUTEX, addr, region_base: 0, outcome: 0, value: 0, extra: 0 }
+            }
+            Action::ArcDecrement { addr, region_base } => {
+                ReleaseOp { kind: ARC, addr, region_base, outcome: 0, value: 0, extra: 0 }
+            }
+        }
+    }
+
+    /// The operation as an action; `None` for an unknown kind.
+    pub const fn from_op(op: &abi::ipc::recover::ReleaseOp) -> Option<Action> {
+        use abi::ipc::recover::{ARC, MUTEX};
+        match op.kind {
+            MUTEX => Some(Action::PoisonAndUnlockMutex { addr: op.addr }),
+            ARC => Some(Action::ArcDecrement { addr: op.addr, region_base: op.region_base }),
+            _ => None,
+        }
+    }
+}
+
 /// Performs `action` for the faulted task `task` (its id is what its mutex
 /// words hold when it owns them).
 pub fn execute<O: SharedOps>(action: &Action, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
@@ -177,6 +236,26 @@ mod tests {
     }
 
     const M: u64 = BASE + 0x40;
+
+    #[test]
+    fn outcomes_and_actions_round_trip_through_recover_words() {
+        let outcomes = [
+            Outcome::MutexReleased { contended: true, woken: 1 },
+            Outcome::MutexNotHeld { owner: 9, woken: 0 },
+            Outcome::MutexContested,
+            Outcome::ArcDecremented { count: 3, freed: false },
+            Outcome::ArcDecremented { count: 0, freed: true },
+            Outcome::ArcUnderflow,
+        ];
+        for o in outcomes {
+            let (c, v, e) = o.to_words();
+            assert_eq!(Outcome::from_words(c, v, e), Some(o));
+        }
+        assert_eq!(Outcome::from_words(0, 0, 0), None);
+        for a in [Action::PoisonAndUnlockMutex { addr: M }, Action::ArcDecrement { addr: SLOT, region_base: BASE }] {
+            assert_eq!(Action::from_op(&a.to_op()), Some(a));
+        }
+    }
 
     #[test]
     fn held_mutex_is_poisoned_unlocked_and_woken() {

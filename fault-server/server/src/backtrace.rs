@@ -1,103 +1,60 @@
-//! Backtraces: walk the faulted task's stack and name its frames.
+//! Backtraces: the faulted task's stack, walked for the report.
 //!
 //! The walker (`fault-server/walker`) reads the task's `.eh_frame` through
 //! its `.eh_frame_hdr` search table, both taken from the task's ELF file
 //! (task images are static, not relocated: section addresses are runtime
-//! addresses), and the task's stack through [`TaskMemory`]. It starts from
-//! the registers in the fault message, so frame 0 is the faulting
-//! instruction, and stops at `_start` (whose CFI marks the outermost frame)
-//! or at the first thing it cannot trust — the reason is reported as
-//! `stop`. Frames are named from the ELF symbol table; a caller's pc is a
-//! return address, so it is looked up at `pc - 1` (the call instruction).
+//! addresses), and the task's stack from the copy the fault message
+//! carries ([`WindowMemory`]), so the walk shows the stack *at the fault*
+//! even though the report is made after the task was rolled back and runs
+//! again. It starts from the registers in the fault message, so frame 0 is
+//! the faulting instruction, and stops at `_start` (whose CFI marks the
+//! outermost frame), at [`MAX_FRAMES`], or at the first thing it cannot
+//! trust — the reason is reported as `stop`.
 //!
-//! The frames also go to the console, one line each (`  #0 0x400b32
-//! bank::transfer`), after a header line with the task, the fault and how
-//! the walk ended: the console is where a person watching `cargo xtask
-//! run` sees what failed.
-//!
-//! The event body must stay under the kernel's 2 KiB: at most
-//! [`MAX_FRAMES`] frames are listed, symbol names are cut to
-//! [`MAX_SYMBOL`] bytes, and frames are dropped from the end until the
-//! body fits (`truncated` says so).
+//! Frames are named in the report from the ELF symbol table; a caller's pc
+//! is a return address, so it is looked up at `pc - 1` (the call).
 
-use crate::body::{Body, MAX_BODY, escape};
 use crate::image::TaskImage;
-use crate::memory::TaskMemory;
-use alloc::boxed::Box;
+use crate::memory::WindowMemory;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use libtask::abi::fault::FaultMessage;
-use libtask::println;
-use walker::{Frame, Image, Regs, Stop, Walker};
+use libtask::abi::fault::Parsed;
+use walker::{Frame, Regs, Stop, Walker};
 
 /// Most frames walked and listed.
 pub const MAX_FRAMES: usize = 16;
-/// Longest symbol name listed.
-const MAX_SYMBOL: usize = 80;
 
-/// The `backtrace` event body for the fault `msg` of `task`.
-/// The unwind tables of `image` and the faulting registers of `msg`: where
-/// every walk of a faulted task starts.
-pub fn walk_start<'a>(image: &'a TaskImage, msg: &FaultMessage) -> Result<(Image<'a>, Regs), String> {
-    let eh =
-        Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr)
-            .map_err(|e| format!("no unwind tables: {e:?}"))?;
-    let r = &msg.regs;
-    let regs = Regs::from_dwarf_array([
-        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
-        r.rip,
-    ]);
-    Ok((eh, regs))
+/// A walked stack.
+pub struct Backtrace {
+    /// `(pc, pc to name it by)` per frame, innermost first.
+    pub frames: Vec<(u64, u64)>,
+    /// How the walk ended.
+    pub stop: String,
+    /// Pages read from the task outside the message's stack copy.
+    pub pages_read: u64,
 }
 
-pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
-    let base = Body::new().u64("task", task).u64("seq", msg.seq);
-    let (eh, regs) = match walk_start(image, msg) {
-        Ok(start) => start,
-        Err(e) => return base.raw("frames", "[]").str("stop", &e),
+/// Walks the stack of fault `p`.
+pub fn walk<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Parsed<'_>) -> Backtrace {
+    let mut bt = Backtrace { frames: Vec::new(), stop: String::new(), pages_read: 0 };
+    let eh = match image.unwind() {
+        Ok(eh) => eh,
+        Err(e) => {
+            bt.stop = e;
+            return bt;
+        }
     };
-    let memory = TaskMemory::new(task);
-    let mut walker: Box<Walker<'_, 32>> = Box::default();
+    let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
     walker.max_depth = MAX_FRAMES;
     let mut frames = [Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false }; MAX_FRAMES];
-    let (n, stop) = walker.walk_into(&eh, regs, &memory, &mut frames);
-    let symbols = image.symbols();
-    let stop = stop_name(stop);
-    println!("fault-server: task {task} fault {} backtrace ({n} frames, {stop}):", msg.seq);
-    let mut listed: Vec<String> = frames[..n]
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let lookup = if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) };
-            let name = symbols.lookup(lookup).map(|sym| format!("{:#}", sym.demangled()));
-            println!("  #{i} {:#x} {}", f.pc, name.as_deref().unwrap_or("?"));
-            let mut entry = format!("{{\"pc\":\"{:#x}\",\"symbol\":\"", f.pc);
-            match &name {
-                Some(name) => escape(&mut entry, name, MAX_SYMBOL),
-                None => entry.push('?'),
-            }
-            entry.push_str("\"}");
-            entry
-        })
-        .collect();
-    let mut truncated = false;
-    loop {
-        let json = format!("[{}]", listed.join(","));
-        let body = Body::new()
-            .u64("task", task)
-            .u64("seq", msg.seq)
-            .u64("count", listed.len() as u64)
-            .str("stop", &stop)
-            .bool("truncated", truncated)
-            .u64("pages_read", memory.fetched.get())
-            .raw("frames", &json);
-        if body.len() <= MAX_BODY || listed.is_empty() {
-            return body;
-        }
-        listed.pop();
-        truncated = true;
+    let (n, stop) = walker.walk_into(&eh, crate::recover::fault_regs(&p.msg), &memory, &mut frames);
+    for f in &frames[..n] {
+        bt.frames.push((f.pc, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
     }
+    bt.stop = stop_name(stop);
+    bt.pages_read = memory.pages_read();
+    bt
 }
 
 fn stop_name(stop: Stop) -> String {

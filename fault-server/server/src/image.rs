@@ -32,13 +32,23 @@ pub struct Section {
     pub data: Vec<u8>,
 }
 
-/// The parts of a task image the server uses.
+/// The parts of a task image the server uses, and what it looks up in
+/// them once at load, so that no fault pays for a name search.
 #[derive(Default)]
 pub struct TaskImage {
     pub symtab: Section,
     pub strtab: Section,
     pub eh_frame: Section,
     pub eh_frame_hdr: Section,
+    /// Code symbols sorted by address: `(start, size, name offset)`, for
+    /// naming frames by binary search.
+    by_addr: Vec<(u64, u64, u32)>,
+    /// libtask's Arc asm-block symbols (all 0 if the image has none).
+    pub arc: recovery::ArcSymbols,
+    /// `REWIND_REGCHECK` (the register-check block), if the task has one.
+    pub regcheck: Option<u64>,
+    /// `REWIND_RESTARTS` (the restart counter), if the task has one, 8 bytes.
+    pub restarts: Option<u64>,
 }
 
 fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static str> {
@@ -91,7 +101,56 @@ impl TaskImage {
                 _ => {}
             }
         }
+        image.index();
         Ok(image)
+    }
+
+    /// The lookups done once per image (see the fields).
+    fn index(&mut self) {
+        use libtask::abi::checkpoint as c;
+        let addr = |name: &str| self.symbol(name).map_or(0, |(a, _)| a);
+        self.arc = recovery::ArcSymbols {
+            inc_start: addr(c::ARC_INC_START_SYMBOL),
+            inc_commit: addr(c::ARC_INC_COMMIT_SYMBOL),
+            dec_start: addr(c::ARC_DEC_START_SYMBOL),
+            dec_commit: addr(c::ARC_DEC_COMMIT_SYMBOL),
+        };
+        self.regcheck = self.symbol(crate::regcheck::SYMBOL).map(|(a, _)| a);
+        self.restarts = self.symbol(crate::RESTARTS_SYMBOL).filter(|&(_, size)| size == 8).map(|(a, _)| a);
+        let e = LE;
+        let count = self.symtab.data.len() / SYM_SIZE;
+        let Ok((syms, _)) = object::pod::slice_from_bytes::<Sym64<LE>>(&self.symtab.data, count) else { return };
+        const STT_NOTYPE: u8 = 0;
+        const STT_FUNC: u8 = 2;
+        let mut v: Vec<(u64, u64, u32)> = syms
+            .iter()
+            .filter(|s| {
+                let kind = s.st_type().0;
+                !s.st_shndx(e).is_special()
+                    && s.st_shndx(e).0 != 0
+                    && s.st_name(e) != 0
+                    && (kind == STT_FUNC || kind == STT_NOTYPE)
+            })
+            .map(|s| (s.st_value(e), s.st_size(e), s.st_name(e)))
+            .collect();
+        // Sized symbols first among equal starts: they win a lookup.
+        v.sort_unstable_by_key(|&(a, size, _)| (a, core::cmp::Reverse(size)));
+        v.dedup_by_key(|&mut (a, _, _)| a);
+        self.by_addr = v;
+    }
+
+    /// The demangled name of the code symbol containing `pc` (or the
+    /// closest sized-0 symbol before it), by binary search.
+    pub fn name_of(&self, pc: u64) -> Option<alloc::string::String> {
+        let i = self.by_addr.partition_point(|&(a, _, _)| a <= pc).checked_sub(1)?;
+        // The nearest start at or below pc; a sized symbol must contain it.
+        let (start, size, name) = self.by_addr[i];
+        if size != 0 && pc - start >= size {
+            return None;
+        }
+        let strings = object::read::StringTable::new(&self.strtab.data[..], 0, self.strtab.data.len() as u64);
+        let raw = core::str::from_utf8(strings.get(name).ok()?).ok()?;
+        Some(alloc::format!("{:#}", rustc_demangle::demangle(raw)))
     }
 
     /// The address and size of the symbol named `name` (exact, unmangled
@@ -106,8 +165,14 @@ impl TaskImage {
             .map(|s| (s.st_value(e), s.st_size(e)))
     }
 
-    /// The symbol table for naming frames.
-    pub fn symbols(&self) -> walker::SymbolTable<'_> {
-        walker::SymbolTable::new(&self.symtab.data, &self.strtab.data, 0)
+    /// The unwind tables, for the walker.
+    pub fn unwind(&self) -> Result<walker::Image<'_>, alloc::string::String> {
+        walker::Image::from_hdr(
+            &self.eh_frame_hdr.data,
+            self.eh_frame_hdr.addr,
+            &self.eh_frame.data,
+            self.eh_frame.addr,
+        )
+        .map_err(|e| alloc::format!("no unwind tables: {e:?}"))
     }
 }

@@ -76,3 +76,39 @@ impl walker::Memory for TaskMemory {
         Some(u64::from_le_bytes(out))
     }
 }
+
+/// The faulted task's memory as the fault message shows it: the stack
+/// bytes the kernel copied at the fault (`FaultMessage::stack_base`, up to
+/// `STACK_WINDOW` bytes), read in place, and [`TaskMemory`] for anything
+/// outside them. The copy is what the task's stack was at the fault, so a
+/// walk from it stays right after the task was rolled back and runs again
+/// (the deferred backtrace relies on that); reads outside it see the
+/// task's memory as it is when read.
+pub struct WindowMemory<'a> {
+    base: u64,
+    bytes: &'a [u8],
+    outside: TaskMemory,
+}
+
+impl<'a> WindowMemory<'a> {
+    pub fn new(task: TaskId, base: u64, bytes: &'a [u8]) -> WindowMemory<'a> {
+        WindowMemory { base, bytes, outside: TaskMemory::new(task) }
+    }
+
+    /// Pages read outside the window (system calls made).
+    pub fn pages_read(&self) -> u64 {
+        self.outside.fetched.get()
+    }
+}
+
+impl walker::Memory for WindowMemory<'_> {
+    #[inline]
+    fn read_u64(&self, addr: u64) -> Option<u64> {
+        if let Some(off) = addr.checked_sub(self.base)
+            && let Some(b) = self.bytes.get(off as usize..).and_then(|r| r.get(..8))
+        {
+            return Some(u64::from_le_bytes(b.try_into().ok()?));
+        }
+        self.outside.read_u64(addr)
+    }
+}

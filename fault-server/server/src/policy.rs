@@ -73,3 +73,10 @@ impl Policy {
         self.history.remove(&task);
     }
 }
+
+impl Policy {
+    /// Restarts of `task` recorded within the window (for the report).
+    pub fn restarts_in_window(&self, task: u64) -> u64 {
+        self.history.get(&task).map_or(0, |h| h.len() as u64)
+    }
+}

@@ -1,45 +1,116 @@
-//! Transactional recovery: what the server does for a task that faulted
-//! while holding shared objects, or inside checkpoint scopes.
+//! The recovery path: what the server does for a fault before the faulted
+//! task runs again — and nothing more. Everything a person or a tool reads
+//! about the fault is produced afterwards, from the [`Recovered`] record
+//! this returns (`report.rs`).
 //!
 //! 1. **Choose the target** ([`Scopes::choose`]): the innermost open scope,
 //!    unless it was rolled back too often lately (the task's manifest
-//!    policy: at most `max_restarts` in `restart_window_ms`), then the one
-//!    around it, and so on; past the outermost scope, a fresh start of the
-//!    task from its image (`depth` 0). Each step outward is an `escalate`.
-//! 2. **Walk** the stack from the faulting registers up to the target
-//!    scope's frame ([`walk_reaches`]): the frame whose CFA lies above the
-//!    stack pointer the kernel recorded when the scope opened. A walk that
-//!    cannot get there (no unwind info, unreadable stack, a loop) means the
-//!    stack is not trustworthy: fresh start.
-//! 3. **Release** what the rolled-back scopes held ([`release`]): the
-//!    task's recovery page is read and checked by the `recovery` crate,
-//!    which lists the releases in reverse order; each is carried out with
-//!    the kernel's atomic `TASK_CTL` operations and reported as a `release`
-//!    event and a console line. A page that fails any check releases nothing and escalates to
-//!    a fresh start (`escalate` with the reason) — never a wrong release.
-//! 4. **Roll back** (`TASK_CTL ROLLBACK`): the kernel restores the scope's
-//!    pages and registers and emits `restart` with `from: checkpoint`.
+//!    policy, which travels in the fault message: at most `max_restarts`
+//!    in `restart_window_ms`), then the one around it, and so on; past the
+//!    outermost scope, a fresh start of the task from its image (depth 0).
+//! 2. **Walk** from the faulting registers to the target scope's frame
+//!    ([`walk_to_scope`]): the first frame whose CFA lies above the stack
+//!    pointer the kernel recorded when the scope opened (also in the
+//!    message). The stack comes with the message, so the walk makes no
+//!    system call. A walk that cannot get there (no unwind info, unreadable
+//!    stack, a loop) means the stack is not trustworthy: fresh start.
+//! 3. **Plan** the releases (`recovery::plan`) from the copy of the task's
+//!    recovery page in the message, its regions (also in the message) and
+//!    the Arc asm-block addresses found once per image. A page that fails
+//!    any check releases nothing and escalates to a fresh start — never a
+//!    wrong release.
+//! 4. **Recover**: one `TASK_CTL RECOVER` carries the releases and the
+//!    rollback (or the fresh start, or the stop) to the kernel, which does
+//!    all of it under its lock and writes each outcome back. A server that
+//!    dies around the call did all of it or none of it: nothing is released
+//!    twice, and the kernel hands the fault to the next instance if not.
+//!
+//! Each step's time (`clock()`, guest instructions under icount) goes into
+//! the record, for the benchmark's phase breakdown.
 
-use crate::body::Body;
-use crate::emit;
 use crate::image::TaskImage;
-use crate::memory::TaskMemory;
-use alloc::boxed::Box;
+use crate::memory::WindowMemory;
+use crate::policy::{Decision, Policy};
 use alloc::collections::{BTreeMap, VecDeque};
-use alloc::format;
 use alloc::string::String;
-use libtask::abi::checkpoint::{self, RECOVERY_PAGE_SIZE, RegionInfo};
-use libtask::abi::fault::FaultMessage;
-use libtask::abi::ipc::{TASK_INFO_SIZE, TaskInfo, task_ctl};
-use libtask::abi::trap::{REGISTERS_BYTES, Registers};
-use libtask::supervise::{self, TaskId};
-use libtask::{Error, println};
-use recovery::{ArcSymbols, Outcome, SharedOps};
-use walker::{Stop, Walker};
+use alloc::vec::Vec;
+use libtask::abi::checkpoint::{MAX_SCOPES, RegionInfo};
+use libtask::abi::fault::{FaultMessage, Parsed};
+use libtask::supervise::{self, FinalAction, RecoverRequest, TaskId};
+use libtask::syscall;
+use walker::{Regs, Stop, Walker};
 
 /// Default restart policy when the manifest gives none.
 pub const DEFAULT_MAX_RETRIES: u64 = 5;
 pub const DEFAULT_WINDOW_MS: u64 = 2000;
+
+/// `STOP` reason codes (the `escalate` event shows them as `reason_code`).
+pub mod reason {
+    /// Too many restarts within the policy window.
+    pub const RESTART_STORM: u64 = 1;
+    /// The fault message was malformed.
+    pub const BAD_MESSAGE: u64 = 2;
+}
+
+/// A step outward the policy or a failed check took (an `escalate` event).
+#[derive(Clone, Debug)]
+pub enum Escalation {
+    /// Scope `from_scope` was retried too often: the one around it (or a
+    /// fresh start, from scope 1).
+    Policy { from_scope: u64, retries_in_window: u64, window_ms: u64 },
+    /// The rollback could not be done (`why`): fresh start.
+    FreshStart { why: String },
+    /// The recovery page was refused on a fresh start: nothing released.
+    NothingReleased { why: &'static str },
+}
+
+/// What happened to the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// Rolled back to scope `depth`: `pages` restored, the re-run is
+    /// attempt `attempt`.
+    Rollback { depth: u64, pages: u64, attempt: u64 },
+    /// Restarted from its image after `delay_ms` (`restarts` so far).
+    Restart { delay_ms: u64, restarts: u64 },
+    /// Stopped for good: too many restarts in the window.
+    Stop { restarts_in_window: u64, restarts: u64 },
+    /// The kernel refused the request (`error`): the task is still held.
+    Refused { error: &'static str },
+}
+
+/// Guest-instruction time stamps of one recovery.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// The server holds the message (`recv` returned).
+    pub received: u64,
+    /// The target scope is chosen.
+    pub decided: u64,
+    /// The walk reached the scope's frame.
+    pub walked: u64,
+    /// The releases are planned.
+    pub planned: u64,
+    /// The kernel finished the releases (inside `RECOVER`).
+    pub released: u64,
+    /// `RECOVER` returned: the task is runnable again.
+    pub recovered: u64,
+}
+
+/// One planned release and what the kernel found doing it.
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    pub release: recovery::Release,
+    pub op: libtask::abi::ipc::recover::ReleaseOp,
+}
+
+/// Everything the report needs, kept from the recovery path.
+pub struct Recovered {
+    pub escalations: Vec<Escalation>,
+    /// The scope frame's index in the walk and its pc (rollbacks).
+    pub scope_frame: Option<(usize, u64)>,
+    pub releases: Vec<Released>,
+    pub done: Done,
+    pub phases: Phases,
+}
 
 /// Rollback history per (task, scope depth), to apply the policy.
 #[derive(Default)]
@@ -49,12 +120,13 @@ pub struct Scopes {
 
 impl Scopes {
     /// The depth to roll back to: `open` scopes are open, the innermost
-    /// first; 0 = none is allowed another retry (fresh start).
-    pub fn choose(&mut self, task: TaskId, seq: u64, open: u64, now: u64) -> u64 {
-        let (max, window) = policy(task);
-        let mut depth = open;
+    /// first; 0 = none is allowed another retry (fresh start). Each step
+    /// outward is noted in `out`.
+    pub fn choose(&mut self, msg: &FaultMessage, now: u64, out: &mut Vec<Escalation>) -> u64 {
+        let (max, window) = policy(msg);
+        let mut depth = msg.scopes.min(MAX_SCOPES as u64);
         while depth > 0 {
-            let h = self.history.entry((task, depth)).or_default();
+            let h = self.history.entry((msg.task, depth)).or_default();
             while h.front().is_some_and(|&t| now.saturating_sub(t) > window) {
                 h.pop_front();
             }
@@ -62,16 +134,7 @@ impl Scopes {
                 h.push_back(now);
                 return depth;
             }
-            emit(
-                "escalate",
-                Body::new()
-                    .u64("task", task)
-                    .u64("seq", seq)
-                    .str("action", if depth > 1 { "outer_scope" } else { "fresh_start" })
-                    .u64("from_scope", depth)
-                    .u64("retries_in_window", h.len() as u64)
-                    .u64("window_ms", window),
-            );
+            out.push(Escalation::Policy { from_scope: depth, retries_in_window: h.len() as u64, window_ms: window });
             depth -= 1;
         }
         0
@@ -84,187 +147,183 @@ impl Scopes {
 }
 
 /// `(max retries, window ms)` from the task's manifest, or the defaults.
-fn policy(task: TaskId) -> (u64, u64) {
-    let mut buf = [0u8; TASK_INFO_SIZE];
-    // SAFETY: TASK_INFO writes `TASK_INFO_SIZE` bytes into `buf`, which
-    // lives for the call; the kernel checks the pointer.
-    let got = unsafe { supervise::task_ctl(task_ctl::TASK_INFO, task, buf.as_mut_ptr() as u64, 0, 0) };
-    match got.ok().and_then(|_| TaskInfo::from_bytes(&buf)) {
-        Some(info) if info.max_restarts > 0 => {
-            (info.max_restarts, if info.restart_window_ms > 0 { info.restart_window_ms } else { DEFAULT_WINDOW_MS })
-        }
-        _ => (DEFAULT_MAX_RETRIES, DEFAULT_WINDOW_MS),
+fn policy(msg: &FaultMessage) -> (u64, u64) {
+    match (msg.max_restarts, msg.restart_window_ms) {
+        (0, _) => (DEFAULT_MAX_RETRIES, DEFAULT_WINDOW_MS),
+        (max, 0) => (max, DEFAULT_WINDOW_MS),
+        (max, window) => (max, window),
     }
 }
 
-/// The registers saved when scope `depth` opened.
-fn scope_regs(task: TaskId, depth: u64) -> Result<Registers, Error> {
-    let mut buf = [0u8; REGISTERS_BYTES];
-    // SAFETY: SCOPE_REGS writes `REGISTERS_BYTES` into `buf`.
-    unsafe { supervise::task_ctl(task_ctl::SCOPE_REGS, task, depth, buf.as_mut_ptr() as u64, 0)? };
-    Registers::from_bytes(&buf).ok_or(Error::BadArgument)
+/// The registers at the fault, as the walker takes them.
+pub fn fault_regs(msg: &FaultMessage) -> Regs {
+    let r = &msg.regs;
+    Regs::from_dwarf_array([
+        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+        r.rip,
+    ])
 }
 
-/// Walks from the fault to the frame of scope `depth`. `Ok(frames)` when
-/// reached, with the name of the frame that opened the scope.
-pub fn walk_reaches(
-    task: TaskId,
-    image: &TaskImage,
-    msg: &FaultMessage,
+/// Walks from the fault to the frame of scope `depth`: `(index, pc)` of the
+/// first frame whose CFA is above the scope's saved stack pointer.
+pub fn walk_to_scope<'a>(
+    image: &'a TaskImage,
+    walker: &mut Walker<'a, 32>,
+    p: &Parsed<'_>,
     depth: u64,
-) -> Result<(usize, String), String> {
-    let target = scope_regs(task, depth).map_err(|e| format!("scope registers: {}", e.name()))?;
-    let (eh, regs) = crate::backtrace::walk_start(image, msg)?;
-    let memory = TaskMemory::new(task);
-    let mut walker: Box<Walker<'_, 32>> = Box::default();
+) -> Result<(usize, u64), String> {
+    let target = p.msg.scope_rsp(depth).ok_or_else(|| String::from("no such scope"))?;
+    let eh = image.unwind()?;
+    let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
     walker.max_depth = 64;
-    let symbols = image.symbols();
-    let mut reached: Option<(usize, String)> = None;
+    let mut reached = None;
     let mut n = 0;
-    let stop = walker.walk(&eh, regs, &memory, |f| {
-        n += 1;
-        if f.cfa > target.rsp {
-            let pc = if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) };
-            let name = symbols.lookup(pc).map(|s| format!("{:#}", s.demangled())).unwrap_or_else(|| String::from("?"));
-            reached = Some((n, name));
+    let stop = walker.walk(&eh, fault_regs(&p.msg), &memory, |f| {
+        if f.cfa > target {
+            reached = Some((n, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
             return false;
         }
+        n += 1;
         true
     });
-    match reached {
-        Some(r) => Ok(r),
-        None => Err(match stop {
-            Stop::Outermost => String::from("reached the outermost frame without the scope's frame"),
-            other => format!("walk stopped: {other:?}"),
-        }),
-    }
+    reached.ok_or_else(|| match stop {
+        Stop::Outermost => String::from("reached the outermost frame without the scope's frame"),
+        other => alloc::format!("walk stopped: {other:?}"),
+    })
 }
 
-/// The kernel's atomic operations on the faulted task's memory.
-struct TaskOps(TaskId);
-
-impl SharedOps for TaskOps {
-    type Error = Error;
-    fn cas64(&mut self, addr: u64, old: u64, new: u64) -> Result<u64, Error> {
-        // SAFETY: CAS64 reads no memory of ours.
-        unsafe { supervise::task_ctl(task_ctl::CAS64, self.0, addr, old, new) }
-    }
-    fn fetch_add32(&mut self, addr: u64, delta: i32) -> Result<u32, Error> {
-        // SAFETY: FETCH_ADD32 reads no memory of ours.
-        unsafe { supervise::task_ctl(task_ctl::FETCH_ADD32, self.0, addr, delta as u32 as u64, 0).map(|v| v as u32) }
-    }
-    fn futex_wake(&mut self, addr: u64, n: u64) -> Result<u64, Error> {
-        // SAFETY: FUTEX_WAKE reads no memory of ours.
-        unsafe { supervise::task_ctl(task_ctl::FUTEX_WAKE, self.0, addr, n, 0) }
-    }
+/// The server's recovery state across faults.
+#[derive(Default)]
+pub struct Recovery {
+    pub scopes: Scopes,
+    pub policy: Policy,
 }
 
-/// The task's shared regions.
-fn regions(task: TaskId) -> alloc::vec::Vec<RegionInfo> {
-    let mut buf = [0u8; 16 * 16];
-    // SAFETY: REGIONS writes at most 16 records of 16 bytes into `buf`.
-    let n =
-        unsafe { supervise::task_ctl(task_ctl::REGIONS, task, buf.as_mut_ptr() as u64, 16, 0) }.unwrap_or(0) as usize;
-    (0..n.min(16))
-        .map(|i| {
-            let w = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or([0; 8]));
-            RegionInfo { base: w(i * 16), size: w(i * 16 + 8) }
-        })
-        .collect()
-}
-
-fn arc_symbols(image: Option<&TaskImage>) -> ArcSymbols {
-    let addr = |name: &str| image.and_then(|i| i.symbol(name)).map_or(0, |(a, _)| a);
-    ArcSymbols {
-        inc_start: addr(checkpoint::ARC_INC_START_SYMBOL),
-        inc_commit: addr(checkpoint::ARC_INC_COMMIT_SYMBOL),
-        dec_start: addr(checkpoint::ARC_DEC_START_SYMBOL),
-        dec_commit: addr(checkpoint::ARC_DEC_COMMIT_SYMBOL),
-    }
-}
-
-/// Performs the releases a rollback to `depth` owes (0: everything, for a
-/// fresh start or a stop). `frame` names the scope's frame for the events.
-/// Returns the number of releases, or why the page was refused.
-pub fn release(
-    task: TaskId,
-    msg: &FaultMessage,
-    image: Option<&TaskImage>,
-    depth: u64,
-    frame: &str,
-) -> Result<usize, &'static str> {
-    if msg.recovery == 0 {
-        return Ok(0); // no recovery page: the task holds no shared objects
-    }
-    let mut page = [0u8; RECOVERY_PAGE_SIZE];
-    supervise::read_mem(task, msg.recovery, &mut page).map_err(|_| "recovery page unreadable")?;
-    let plan = recovery::plan(&page, &regions(task), &msg.regs, depth, &arc_symbols(image)).map_err(|e| e.reason())?;
-    let mut ops = TaskOps(task);
-    for r in plan.releases() {
-        // A mutex release checks the owner word, so repeating it is
-        // harmless: mark it done afterwards. An Arc decrement is not
-        // idempotent: mark it done *before*, so a server that dies in
-        // between leaks one reference rather than freeing a live object.
-        let is_arc = matches!(r.action, recovery::Action::ArcDecrement { .. });
-        if is_arc {
-            tombstone(task, msg.recovery, r.origin);
-        }
-        let outcome = recovery::execute(&r.action, task, &mut ops);
-        let mut body = Body::new()
-            .u64("task", task)
-            .u64("seq", msg.seq)
-            .str("kind", r.action.name())
-            .hex("addr", r.action.addr())
-            .u64("scope", r.scope)
-            .str(
-                "origin",
-                match r.origin {
-                    recovery::Origin::Intent => "intent",
-                    recovery::Origin::Mutex(_) => "mutex_registry",
-                    recovery::Origin::Arc(_) => "arc_registry",
+impl Recovery {
+    /// Recovers the held task of fault `p`: rollback if a scope may take
+    /// it, else a fresh start or a stop, releasing what it held either way.
+    /// `image` is `None` if the task's ELF is unreadable (no rollback then:
+    /// the stack cannot be checked).
+    pub fn recover<'a>(
+        &mut self,
+        p: &Parsed<'_>,
+        image: Option<(&'a TaskImage, &mut Walker<'a, 32>)>,
+        received: u64,
+    ) -> Recovered {
+        let msg = &p.msg;
+        let mut phases = Phases { received, ..Phases::default() };
+        let mut escalations = Vec::new();
+        let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, syscall::ticks(), &mut escalations) } else { 0 };
+        phases.decided = syscall::clock();
+        let arc = image.as_ref().map_or(recovery::ArcSymbols::NONE, |(i, _)| i.arc);
+        let mut scope_frame = None;
+        if depth > 0 {
+            match image {
+                Some((image, walker)) => match walk_to_scope(image, walker, p, depth) {
+                    Ok(frame) => scope_frame = Some(frame),
+                    Err(why) => {
+                        escalations.push(Escalation::FreshStart { why });
+                        depth = 0;
+                    }
                 },
-            )
-            .str("frame", frame);
-        let said = outcome.as_ref().map_or_else(|e| e.name(), |o| o.name());
-        println!(
-            "fault-server: task {task} fault {}: release of {} {:#x} (scope {}): {said}",
-            msg.seq,
-            r.action.name(),
-            r.action.addr(),
-            r.scope
-        );
-        body = match outcome {
-            Ok(o) => {
-                let b = body.str("outcome", o.name());
-                match o {
-                    Outcome::MutexReleased { woken, .. } | Outcome::MutexNotHeld { woken, .. } => b.u64("woken", woken),
-                    Outcome::ArcDecremented { count, .. } => b.u64("count", count as u64),
-                    _ => b,
+                None => {
+                    escalations.push(Escalation::FreshStart { why: "image unreadable".into() });
+                    depth = 0;
                 }
             }
-            Err(e) => body.str("outcome", "failed").str("error", e.name()),
+        }
+        phases.walked = syscall::clock();
+        let regions = regions(msg);
+        let mut plan = plan(p, &regions, depth, &arc);
+        if depth > 0
+            && let Err(why) = plan
+        {
+            escalations.push(Escalation::FreshStart { why: why.into() });
+            depth = 0;
+            scope_frame = None;
+            plan = self::plan(p, &regions, 0, &arc);
+        }
+        let plan = plan.unwrap_or_else(|why| {
+            escalations.push(Escalation::NothingReleased { why });
+            recovery::Plan::default()
+        });
+        phases.planned = syscall::clock();
+
+        let mut action = match depth {
+            0 => self.fresh_start(msg.task),
+            depth => FinalAction::Rollback { depth },
         };
-        emit("release", body);
-        if !is_arc {
-            tombstone(task, msg.recovery, r.origin);
+        let (mut req, mut result) = (RecoverRequest::new(msg.seq, action), Ok(()));
+        for _attempt in 0..2 {
+            req = RecoverRequest::new(msg.seq, action);
+            for r in plan.releases() {
+                req.push(r.action.to_op());
+            }
+            result = supervise::recover(msg.task, &mut req);
+            match (&result, action) {
+                // The kernel refused the rollback (and did nothing): start afresh.
+                (Err(e), FinalAction::Rollback { .. }) => {
+                    escalations.push(Escalation::FreshStart { why: e.name().into() });
+                    scope_frame = None;
+                    action = self.fresh_start(msg.task);
+                }
+                _ => break,
+            }
+        }
+        phases.recovered = syscall::clock();
+        phases.released = req.header.tsc_released;
+        let releases = plan.releases().iter().zip(req.ops()).map(|(&release, &op)| Released { release, op }).collect();
+        let h = &req.header;
+        let done = match (result, action) {
+            (Err(e), _) => Done::Refused { error: e.name() },
+            (Ok(()), FinalAction::Rollback { depth }) => Done::Rollback { depth, pages: h.result, attempt: h.attempt },
+            (Ok(()), FinalAction::Restart { delay_ms }) => Done::Restart { delay_ms, restarts: h.result },
+            (Ok(()), FinalAction::Stop { .. }) => {
+                let n = self.policy.restarts_in_window(msg.task);
+                self.policy.forget(msg.task);
+                Done::Stop { restarts_in_window: n, restarts: h.result }
+            }
+        };
+        if !matches!(done, Done::Rollback { .. }) {
+            self.scopes.forget(msg.task);
+        }
+        Recovered { escalations, scope_frame, releases, done, phases }
+    }
+
+    /// The policy's answer when no scope takes the fault.
+    fn fresh_start(&mut self, task: TaskId) -> FinalAction {
+        match self.policy.decide(task, syscall::ticks()) {
+            Decision::Restart { delay_ms } => FinalAction::Restart { delay_ms },
+            Decision::Stop { .. } => FinalAction::Stop { reason: reason::RESTART_STORM },
         }
     }
-    Ok(plan.releases().len())
 }
 
-/// Marks a performed release in the task's recovery page (address 0 is
-/// libtask's "released" slot; an intent op of 0 is "none"), so that if this
-/// server dies before the rollback and its successor gets the fault again,
-/// the release is not done twice. The write goes through the kernel like a
-/// write of the task's own, so the scope's rollback still restores the page
-/// as it was when the scope opened.
-fn tombstone(task: TaskId, page: u64, origin: recovery::Origin) {
-    use core::mem::{offset_of, size_of};
-    use libtask::abi::checkpoint::{ArcEntry, Intent, MutexEntry, RecoveryPage};
-    let at = match origin {
-        recovery::Origin::Intent => page + (offset_of!(RecoveryPage, intent) + offset_of!(Intent, op)) as u64,
-        recovery::Origin::Mutex(i) => page + (offset_of!(RecoveryPage, mutexes) + i * size_of::<MutexEntry>()) as u64,
-        recovery::Origin::Arc(i) => page + (offset_of!(RecoveryPage, arcs) + i * size_of::<ArcEntry>()) as u64,
-    };
-    let _ = supervise::write_mem(task, at, &0u64.to_le_bytes());
+/// The task's shared regions: from the message, or — for a task with more
+/// than the message lists — from the kernel.
+fn regions(msg: &FaultMessage) -> Vec<RegionInfo> {
+    let listed = msg.regions();
+    if msg.region_count as usize <= listed.len() {
+        return listed.to_vec();
+    }
+    let mut all = alloc::vec![RegionInfo::default(); (msg.region_count as usize).min(16)];
+    let n = supervise::regions(msg.task, &mut all).unwrap_or(0).min(all.len());
+    all.truncate(n);
+    all
+}
+
+/// The releases a rollback to `depth` owes (0: everything).
+fn plan(
+    p: &Parsed<'_>,
+    regions: &[RegionInfo],
+    depth: u64,
+    arc: &recovery::ArcSymbols,
+) -> Result<recovery::Plan, &'static str> {
+    if p.msg.recovery == 0 {
+        return Ok(recovery::Plan::default()); // no recovery page: the task holds no shared objects
+    }
+    if p.recovery.is_empty() {
+        return Err("recovery page unreadable");
+    }
+    recovery::plan(p.recovery, regions, &p.msg.regs, depth, arc).map_err(|e| e.reason())
 }

@@ -47,7 +47,7 @@ const CHECK_CR2: u64 = 1;
 /// Checks the message of a fault of `task` against its block, if its image
 /// has one; returns the `check` event body.
 pub fn check(task: TaskId, image: &TaskImage, msg: &FaultMessage) -> Option<Body> {
-    let (addr, _) = image.symbol(SYMBOL)?;
+    let addr = image.regcheck?;
     let body = Body::new().str("name", "regs-match").u64("task", task).u64("seq", msg.seq);
     let mut raw = [0u8; WORDS * 8];
     if supervise::read_mem(task, addr, &mut raw).is_err() {

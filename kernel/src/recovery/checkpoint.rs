@@ -36,8 +36,11 @@ pub fn commit(task: &mut Task) -> Result<u64, Error> {
 }
 
 /// Rolls `task` back to scope `depth` (1 = outermost) and makes it
-/// runnable there. Returns the number of pages restored.
-pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64) -> Result<usize, Error> {
+/// runnable there. Returns the number of pages restored and the attempt
+/// number the re-run sees. Emits `restart` if `emit` (the single
+/// `ROLLBACK` operation); a batched `RECOVER` leaves the report to the
+/// supervisor.
+pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: bool) -> Result<(usize, u64), Error> {
     if depth == 0 || depth > task.scopes.len() {
         return Err(Error::BadArgument);
     }
@@ -69,6 +72,9 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64) -> Res
             let _ = space.write(task.recovery + offset as u64, &bytes);
         }
     }
+    if !emit {
+        return Ok((pages, attempt));
+    }
     Event::new("restart")
         .u64("task", task.id as u64)
         .str("name", &task.name)
@@ -78,5 +84,5 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64) -> Res
         .u64("attempt", attempt)
         .u64("pages", pages as u64)
         .emit();
-    Ok(pages)
+    Ok((pages, attempt))
 }

@@ -19,7 +19,7 @@ use crate::ipc::message::{self, Outgoing, Payload};
 use crate::sched::{SCHED, Scheduler};
 use crate::task::{PendingFault, State};
 use abi::fault::FaultKind;
-use abi::fault::{FAULT_LABEL, FAULT_MESSAGE_SIZE, FaultMessage};
+use abi::fault::{FAULT_LABEL, FaultMessage};
 use abi::ipc::FAULT_BADGE;
 use abi::trap::exception_name;
 
@@ -74,14 +74,36 @@ pub fn user_tick() {
 }
 
 /// Task `idx` faulted (exception, watchdog, kill; panics come through the
-/// `PANIC` syscall): report it, then hand it to its fault endpoint. A task
-/// without one is stopped — unless it is a supervisor (the fault server),
-/// which the kernel restarts at once, handing it back the faults it held.
-pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
+/// `PANIC` syscall): hand it to its fault endpoint, whose supervisor reports
+/// the fault (`fault` event, backtrace, releases, decision) once the task
+/// runs again. Nothing is printed or emitted here on that path: it is the
+/// recovery path. A task without a fault endpoint is reported here and
+/// stopped — unless it is a supervisor (the fault server), which the kernel
+/// reports and restarts at once, handing it back the faults it held.
+pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
+    fault.tsc = crate::arch::rdtsc();
     // A task an injection sent spinning is reported where it really was.
     if let Some(rip) = s.tasks[idx].hang_rip.take() {
         s.tasks[idx].save.frame.rip = rip;
     }
+    if raise(s, idx, fault) {
+        return;
+    }
+    report(s, idx, &fault);
+    if s.tasks[idx].is_supervisor() {
+        super::restart::restart_from_image(s, idx, fault.seq, 0, true, true);
+        return;
+    }
+    let task = &mut s.tasks[idx];
+    task.state = State::Faulted { vector: fault.vector as u8 };
+    task.space = None;
+    let id = task.id;
+    crate::ipc::abandon(s, id);
+}
+
+/// The kernel's own report of a fault nobody supervises: a console line and
+/// the `fault` event.
+fn report(s: &Scheduler, idx: usize, fault: &PendingFault) {
     let t = &s.tasks[idx];
     let f = &t.save.frame;
     let kind = FaultKind::from_u64(fault.kind).map_or("?", FaultKind::name);
@@ -100,28 +122,19 @@ pub fn fault(s: &mut Scheduler, idx: usize, fault: PendingFault) {
         .hex_map("regs", &f.registers().named())
         .u64("scopes", t.scopes.len() as u64)
         .emit();
-    if raise(s, idx, fault) {
-        return;
-    }
-    if s.tasks[idx].is_supervisor() {
-        // The fault server itself: restart it at once, and hand the new
-        // instance every fault the old one held.
-        super::restart::restart_from_image(s, idx, fault.seq, 0, true);
-        return;
-    }
-    let task = &mut s.tasks[idx];
-    task.state = State::Faulted { vector: fault.vector as u8 };
-    task.space = None;
-    let id = task.id;
-    crate::ipc::abandon(s, id);
 }
 
 /// Suspends task `idx` for `fault` and queues its message; returns false if
-/// it has no fault endpoint (the caller then stops the task).
-pub fn raise(s: &mut Scheduler, idx: usize, fault: PendingFault) -> bool {
+/// it has no fault endpoint (the caller then stops the task). A receiver
+/// that lowered its priority to defer work (`SET_PRIORITY`) gets its own
+/// priority back, so the fault is taken at once.
+pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
     let Some(ep) = s.tasks[idx].fault_endpoint() else { return false };
     if ep as usize >= s.endpoints.len() {
         return false;
+    }
+    if fault.tsc == 0 {
+        fault.tsc = crate::arch::rdtsc();
     }
     let since = s.next_order();
     let task = &mut s.tasks[idx];
@@ -131,6 +144,16 @@ pub fn raise(s: &mut Scheduler, idx: usize, fault: PendingFault) -> bool {
     match receiver {
         Some(r) => deliver(s, idx, r),
         None => {
+            // A receiver deferring work at a lower priority takes it at once:
+            // no need to say the fault waits.
+            let mut boosted = false;
+            for t in s.tasks.iter_mut().filter(|t| t.is_lowered() && t.receives_on(ep)) {
+                t.restore_priority();
+                boosted = true;
+            }
+            if boosted {
+                return true;
+            }
             let t = &s.tasks[idx];
             Event::new("fault_pending")
                 .u64("task", t.id as u64)
@@ -143,34 +166,127 @@ pub fn raise(s: &mut Scheduler, idx: usize, fault: PendingFault) -> bool {
     true
 }
 
-/// Delivers the pending fault of task `from` to receiver `to`.
+/// Delivers the pending fault of task `from` to receiver `to`: the
+/// [`FaultMessage`] with what the server needs to decide and recover — the
+/// registers, the open scopes' stack pointers, the manifest policy, the
+/// shared regions, a copy of the recovery page and the stack from `rsp` up
+/// (at most `STACK_WINDOW` bytes) — written straight into the receiver's
+/// buffer (`r14`, capacity `r15`; a smaller buffer gets the first bytes).
 pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
+    use abi::checkpoint::{RECOVERY_PAGE_SIZE, RegionInfo};
+    use abi::fault::{MAX_FAULT_REGIONS, STACK_WINDOW, section_offsets};
+    let Some(fault) = s.tasks[from].fault else { return };
     let t = &s.tasks[from];
-    let Some(fault) = t.fault else { return };
-    let body = FaultMessage {
-        task: t.id as u64,
-        kind: fault.kind,
-        vector: fault.vector,
-        error_code: fault.error_code,
-        cr2: fault.cr2,
-        seq: fault.seq,
-        restarts: t.restarts,
-        eh_frame_hdr: t.eh_frame_hdr,
-        text_len: fault.text_len as u64,
-        recovery: t.recovery,
-        scopes: t.scopes.len() as u64,
-        regs: t.save.frame.registers(),
-    };
-    let mut bytes = [0u8; FAULT_MESSAGE_SIZE + 256];
-    bytes[..FAULT_MESSAGE_SIZE].copy_from_slice(&body.to_bytes());
-    bytes[FAULT_MESSAGE_SIZE..FAULT_MESSAGE_SIZE + fault.text_len].copy_from_slice(&fault.text[..fault.text_len]);
+    let mut m: FaultMessage = bytemuck::Zeroable::zeroed();
+    m.task = t.id as u64;
+    m.kind = fault.kind;
+    m.vector = fault.vector;
+    m.error_code = fault.error_code;
+    m.cr2 = fault.cr2;
+    m.seq = fault.seq;
+    m.restarts = t.restarts;
+    m.eh_frame_hdr = t.eh_frame_hdr;
+    m.text_len = fault.text_len as u64;
+    m.recovery = t.recovery;
+    m.scopes = t.scopes.len() as u64;
+    m.regs = t.save.frame.registers();
+    m.fault_tsc = fault.tsc;
+    m.name[..t.name.len()].copy_from_slice(t.name.as_bytes());
+    m.max_restarts = t.spec.max_restarts as u64;
+    m.restart_window_ms = t.spec.restart_window_ms as u64;
+    for (slot, scope) in m.scope_rsp.iter_mut().zip(t.scopes.iter()) {
+        *slot = scope.frame.rsp;
+    }
+    for cap in t.caps.iter().filter(|c| c.kind == abi::ipc::CapKind::Region) {
+        if let Some(r) = s.regions.get(cap.object as usize) {
+            if (m.region_count as usize) < MAX_FAULT_REGIONS {
+                m.regions[m.region_count as usize] = RegionInfo { base: r.base, size: r.size() };
+            }
+            m.region_count += 1;
+        }
+    }
+    let rsp = m.regs.rsp;
+    m.stack_base = rsp;
+    let stack_want =
+        if rsp < abi::layout::USER_END { (abi::layout::USER_END - rsp).min(STACK_WINDOW as u64) } else { 0 };
+    let readable = |a: u64| t.space.as_ref().is_some_and(|sp| sp.check_readable(a, RECOVERY_PAGE_SIZE as u64).is_ok());
+    m.recovery_len = if t.recovery != 0 && readable(t.recovery) { RECOVERY_PAGE_SIZE as u64 } else { 0 };
+
     let msg = Outgoing {
         badge: FAULT_BADGE,
         label: FAULT_LABEL,
         words: [t.id as u64, fault.kind, fault.vector, fault.seq],
-        payload: Payload::Kernel(&bytes[..FAULT_MESSAGE_SIZE + fault.text_len]),
+        payload: Payload::None,
     };
     message::deliver(s, &msg, None, to);
+    let (buf, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15);
+    let (src, dst) = two_tasks(s, from, to);
+    let (Some(src), Some(dst)) = (src.space.as_ref(), dst.space.as_mut()) else { return };
+    // The sections first (their lengths are known only once copied), the
+    // struct last.
+    let (text_at, recovery_at, stack_at) = section_offsets(fault.text_len, m.recovery_len as usize);
+    let put = |at: usize, bytes: &[u8], dst: &mut crate::mem::space::AddressSpace| {
+        let n = bytes.len().min((cap as usize).saturating_sub(at));
+        n > 0 && dst.write(buf + at as u64, &bytes[..n]).is_ok()
+    };
+    put(text_at, &fault.text[..fault.text_len], dst);
+    if m.recovery_len != 0 {
+        copy_user(src, m.recovery, dst, buf + recovery_at as u64, room(cap, recovery_at, RECOVERY_PAGE_SIZE));
+    }
+    m.stack_len = copy_user(src, rsp, dst, buf + stack_at as u64, room(cap, stack_at, stack_want as usize)) as u64;
+    put(0, m.as_bytes(), dst);
+    let total = if m.stack_len > 0 { stack_at + m.stack_len as usize } else { recovery_at + m.recovery_len as usize };
+    s.tasks[to].save.frame.r13 = total.min(cap as usize) as u64;
     s.tasks[to].state = State::Runnable;
     s.tasks[from].state = State::FaultHeld;
+}
+
+/// Bytes of `want` that fit in a buffer of `cap` bytes at offset `at`.
+fn room(cap: u64, at: usize, want: usize) -> usize {
+    want.min((cap as usize).saturating_sub(at))
+}
+
+/// Task `a` to read and task `b` to write (`a != b`).
+fn two_tasks(s: &mut Scheduler, a: usize, b: usize) -> (&crate::task::Task, &mut crate::task::Task) {
+    if a < b {
+        let (lo, hi) = s.tasks.split_at_mut(b);
+        (&lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = s.tasks.split_at_mut(a);
+        (&hi[0], &mut lo[b])
+    }
+}
+
+/// Copies up to `len` bytes of user memory from `src` at `from` to `dst` at
+/// `to`, page piece by page piece through the direct map (no intermediate
+/// buffer); stops at the first piece not readable (user, present) in
+/// `src` or not writable in `dst`. Returns the bytes copied.
+fn copy_user(
+    src: &crate::mem::space::AddressSpace,
+    from: u64,
+    dst: &mut crate::mem::space::AddressSpace,
+    to: u64,
+    len: usize,
+) -> usize {
+    use abi::layout::PAGE_SIZE;
+    use x86_64::structures::paging::PageTableFlags as F;
+    let mut done = 0usize;
+    while done < len {
+        let a = from + done as u64;
+        let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(len - done);
+        let Some((phys, flags)) = src.translate(a) else { break };
+        if !flags.contains(F::USER_ACCESSIBLE) || a >= abi::layout::USER_END {
+            break;
+        }
+        // SAFETY: `phys..phys + n` lies in one present user page of `src`
+        // (translated above, not crossing the page end), reached through
+        // the direct map; the kernel runs with interrupts off, so the page
+        // cannot be unmapped while it is read.
+        let bytes = unsafe { core::slice::from_raw_parts(crate::mem::phys_to_virt(phys.as_u64()) as *const u8, n) };
+        if dst.write(to + done as u64, bytes).is_err() {
+            break;
+        }
+        done += n;
+    }
+    done
 }

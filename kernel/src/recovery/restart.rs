@@ -15,8 +15,9 @@ use crate::task::State;
 /// are mapped again. For the fault server itself (`redeliver`), every
 /// fault it was holding is put back in line for the new instance. Emits
 /// `restart` (or `escalate` if the image cannot be loaded). Returns whether
-/// the task was restarted.
-pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: bool) -> bool {
+/// the task was restarted. `emit: false` (a batched `RECOVER`) leaves the
+/// `restart` event to the supervisor's report; a failure is always emitted.
+pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: bool, emit: bool) -> bool {
     let id = s.tasks[idx].id;
     abandon(s, id);
     let now = s.ticks;
@@ -50,6 +51,9 @@ pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64
                 redelivered += 1;
             }
         }
+    }
+    if !emit {
+        return true;
     }
     let t = &s.tasks[idx];
     let mut ev = crate::events::Event::new("restart")

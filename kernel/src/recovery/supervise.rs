@@ -16,6 +16,7 @@ use abi::ipc::task_ctl as op;
 use abi::layout::USER_END;
 use abi::syscall::Error;
 use abi::trap::{REGISTERS_BYTES, Registers};
+use recovery::SharedOps;
 
 /// Largest memory or image transfer per call.
 const MAX_XFER: usize = 4096;
@@ -102,28 +103,14 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
         op::RESTART => {
             let delay_ms = a;
             let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
-            if super::restart::restart_from_image(s, target, seq, delay_ms, false) {
+            if super::restart::restart_from_image(s, target, seq, delay_ms, false, true) {
                 Ok(0)
             } else {
                 Err(Error::NoMemory)
             }
         }
         op::STOP => {
-            let reason = a;
-            let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
-            let id = s.tasks[target].id;
-            abandon(s, id);
-            let t = &mut s.tasks[target];
-            t.state = State::Stopped;
-            t.space = None;
-            Event::new("escalate")
-                .u64("task", id as u64)
-                .str("name", &t.name)
-                .u64("seq", seq)
-                .str("action", "stop")
-                .u64("reason_code", reason)
-                .u64("restarts", t.restarts)
-                .emit();
+            stop(s, target, a, true);
             Ok(0)
         }
         op::ROLLBACK => {
@@ -134,7 +121,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             let (kind, seq) = t.fault.map_or((0, 0), |f| (f.kind, f.seq));
             let id = t.id;
-            let pages = super::checkpoint::rollback(t, depth, kind, seq)?;
+            let (pages, _) = super::checkpoint::rollback(t, depth, kind, seq, true)?;
             abandon(s, id);
             Ok(pages as u64)
         }
@@ -149,35 +136,19 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             super::fault::fault(s, target, fault);
             Ok(seq)
         }
-        op::STORE32 | op::FETCH_ADD32 => {
+        op::STORE32 => {
             let word = word_ptr::<4>(&mut s.tasks[target], a)? as *const core::sync::atomic::AtomicU32;
             // SAFETY: `word_ptr` checked that the aligned word is mapped,
             // user-accessible and writable in the target's space, and gave
             // its direct-map address; atomics make the access race-free
             // against tasks using the same word.
-            let word = unsafe { &*word };
-            use core::sync::atomic::Ordering::SeqCst;
-            Ok(if operation == op::STORE32 {
-                word.store(b as u32, SeqCst);
-                0
-            } else {
-                word.fetch_add(b as i32 as u32, SeqCst) as u64
-            })
+            unsafe { &*word }.store(b as u32, core::sync::atomic::Ordering::SeqCst);
+            Ok(0)
         }
-        op::CAS64 => {
-            let (old, new) = (b, c);
-            let word = word_ptr::<8>(&mut s.tasks[target], a)? as *const core::sync::atomic::AtomicU64;
-            // SAFETY: as for STORE32, for an aligned u64.
-            let word = unsafe { &*word };
-            use core::sync::atomic::Ordering::SeqCst;
-            Ok(match word.compare_exchange(old, new, SeqCst, SeqCst) {
-                Ok(v) | Err(v) => v,
-            })
-        }
-        op::FUTEX_WAKE => {
-            let paddr = crate::ipc::futex::key(&s.tasks[target], a)?;
-            Ok(crate::ipc::futex::wake_key(s, paddr, b))
-        }
+        op::FETCH_ADD32 => KernelOps { s, target }.fetch_add32(a, b as i32).map(u64::from),
+        op::CAS64 => KernelOps { s, target }.cas64(a, b, c),
+        op::FUTEX_WAKE => KernelOps { s, target }.futex_wake(a, b),
+        op::RECOVER => recover(s, target, a),
         op::REGIONS => {
             let (buf, cap) = (a, b as usize);
             let mut bytes = [0u8; 16 * 16];
@@ -239,6 +210,115 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
     }
 }
 
+/// `TASK_CTL RECOVER`: the releases and the final action for a held fault,
+/// all or nothing as far as the supervisor can tell (the kernel holds its
+/// one lock throughout, and checks everything that can be refused before
+/// it changes anything). Each release's outcome and the action's result are
+/// written back into the request.
+fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
+    use abi::ipc::recover::{self as r, Header, ReleaseOp};
+    let me = s.current_index().ok_or(Error::BadTask)?;
+    let mut raw = [0u8; r::HEADER_SIZE];
+    s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?.read(req, &mut raw).map_err(|_| Error::BadPointer)?;
+    let mut h: Header = bytemuck::pod_read_unaligned(&raw);
+    let t = &s.tasks[target];
+    let (kind, seq) = match t.fault {
+        Some(f) if t.state == State::FaultHeld && f.seq == h.seq => (f.kind, f.seq),
+        _ => return Err(Error::BadTask),
+    };
+    let ops_len = (h.count as usize).checked_mul(r::OP_SIZE).filter(|_| h.count as usize <= r::MAX_RELEASE_OPS);
+    let ops_len = ops_len.ok_or(Error::BadArgument)?;
+    let ops_at = req + r::HEADER_SIZE as u64;
+    s.tasks[me]
+        .space
+        .as_ref()
+        .ok_or(Error::BadPointer)?
+        .check_writable(ops_at, ops_len as u64)
+        .map_err(|_| Error::BadPointer)?;
+    match h.action {
+        r::ROLLBACK if h.arg >= 1 && h.arg <= t.scopes.len() as u64 && t.space.is_some() => {}
+        r::RESTART | r::STOP => {}
+        _ => return Err(Error::BadArgument),
+    }
+    let id = t.id;
+    for i in 0..h.count {
+        let at = ops_at + i * r::OP_SIZE as u64;
+        let mut raw = [0u8; r::OP_SIZE];
+        let space = s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?;
+        space.read(at, &mut raw).map_err(|_| Error::BadPointer)?;
+        let mut op: ReleaseOp = bytemuck::pod_read_unaligned(&raw);
+        let done = match recovery::Action::from_op(&op) {
+            Some(action) => recovery::execute(&action, id as u64, &mut KernelOps { s, target }),
+            None => Err(Error::BadArgument),
+        };
+        (op.outcome, op.value, op.extra) = match done {
+            Ok(outcome) => outcome.to_words(),
+            Err(e) => (r::FAILED, e.to_raw(), 0),
+        };
+        let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
+        space.write(at, bytemuck::bytes_of(&op)).map_err(|_| Error::BadPointer)?;
+    }
+    h.tsc_released = crate::arch::rdtsc();
+    match h.action {
+        r::ROLLBACK => {
+            let (pages, attempt) = super::checkpoint::rollback(&mut s.tasks[target], h.arg as usize, kind, seq, false)?;
+            abandon(s, id);
+            (h.result, h.attempt) = (pages as u64, attempt);
+        }
+        r::RESTART => {
+            s.tasks[target].fault = None;
+            if !super::restart::restart_from_image(s, target, seq, h.arg, false, false) {
+                return Err(Error::NoMemory);
+            }
+            h.result = s.tasks[target].restarts;
+        }
+        _ => {
+            h.result = s.tasks[target].restarts;
+            stop(s, target, h.arg, false);
+        }
+    }
+    let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
+    space.write(req, bytemuck::bytes_of(&h)).map_err(|_| Error::BadPointer)?;
+    Ok(0)
+}
+
+/// The kernel's atomic operations on a task's memory, for releases
+/// (`recovery::execute`): shared regions are mapped at the same address in
+/// every holder, so the faulted task's addresses are the ones used.
+struct KernelOps<'a> {
+    s: &'a mut Scheduler,
+    target: usize,
+}
+
+impl recovery::SharedOps for KernelOps<'_> {
+    type Error = Error;
+
+    fn cas64(&mut self, addr: u64, old: u64, new: u64) -> Result<u64, Error> {
+        let word = word_ptr::<8>(&mut self.s.tasks[self.target], addr)? as *const core::sync::atomic::AtomicU64;
+        // SAFETY: `word_ptr` checked that the aligned u64 is mapped,
+        // user-accessible and writable in the task's space, and gave its
+        // direct-map address; atomics make the access race-free against
+        // tasks using the same word.
+        let word = unsafe { &*word };
+        use core::sync::atomic::Ordering::SeqCst;
+        Ok(match word.compare_exchange(old, new, SeqCst, SeqCst) {
+            Ok(v) | Err(v) => v,
+        })
+    }
+
+    fn fetch_add32(&mut self, addr: u64, delta: i32) -> Result<u32, Error> {
+        let word = word_ptr::<4>(&mut self.s.tasks[self.target], addr)? as *const core::sync::atomic::AtomicU32;
+        // SAFETY: as for `cas64`, for an aligned u32.
+        let word = unsafe { &*word };
+        Ok(word.fetch_add(delta as u32, core::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn futex_wake(&mut self, addr: u64, n: u64) -> Result<u64, Error> {
+        let paddr = crate::ipc::futex::key(&self.s.tasks[self.target], addr)?;
+        Ok(crate::ipc::futex::wake_key(self.s, paddr, n))
+    }
+}
+
 /// The direct-map address of the `N`-byte aligned word at `addr` in
 /// `task`'s space, checked mapped, user and writable (a tracked private page
 /// is preserved first, so the change is rolled back with its scope).
@@ -254,6 +334,28 @@ fn word_ptr<const N: u64>(task: &mut crate::task::Task, addr: u64) -> Result<u64
         return Err(Error::BadPointer);
     }
     Ok(crate::mem::phys_to_virt(phys.as_u64()))
+}
+
+/// Stops task `target` for good with reason code `reason` (`escalate`,
+/// unless a batched `RECOVER` leaves the report to the supervisor).
+fn stop(s: &mut Scheduler, target: usize, reason: u64, emit: bool) {
+    let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
+    let id = s.tasks[target].id;
+    abandon(s, id);
+    let t = &mut s.tasks[target];
+    t.state = State::Stopped;
+    t.space = None;
+    if !emit {
+        return;
+    }
+    Event::new("escalate")
+        .u64("task", id as u64)
+        .str("name", &t.name)
+        .u64("seq", seq)
+        .str("action", "stop")
+        .u64("reason_code", reason)
+        .u64("restarts", t.restarts)
+        .emit();
 }
 
 fn sanitize(mut r: Registers) -> Result<Registers, Error> {

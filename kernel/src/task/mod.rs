@@ -111,13 +111,15 @@ pub struct PendingFault {
     pub error_code: u64,
     pub cr2: u64,
     pub seq: u64,
+    /// Guest TSC when the fault was taken (0 until `recovery::fault::fault`).
+    pub tsc: u64,
     pub text: [u8; 256],
     pub text_len: usize,
 }
 
 impl Default for PendingFault {
     fn default() -> Self {
-        PendingFault { kind: 0, vector: 0, error_code: 0, cr2: 0, seq: 0, text: [0; 256], text_len: 0 }
+        PendingFault { kind: 0, vector: 0, error_code: 0, cr2: 0, seq: 0, tsc: 0, text: [0; 256], text_len: 0 }
     }
 }
 
@@ -136,7 +138,14 @@ pub struct Task {
     pub save: SaveArea,
     pub id: TaskId,
     pub name: heapless::String<{ abi::image::NAME_LEN }>,
+    /// The priority it runs at now: its manifest's (`spec.priority`), or
+    /// less urgent while it defers work (`SET_PRIORITY`).
     pub priority: u8,
+    /// The tick it first lowered its priority at since it last had nothing
+    /// to defer (`SET_PRIORITY`; see `sched::tick`). A fault that gives it
+    /// its priority back does not reset it: deferred work that keeps being
+    /// interrupted by faults still ages.
+    pub lowered_since: Option<u64>,
     pub state: State,
     pub space: Option<AddressSpace>,
     /// Next address `map` hands out when the task gives no hint.
@@ -186,6 +195,7 @@ impl Task {
             id,
             name,
             priority: spec.priority,
+            lowered_since: None,
             state: State::Runnable,
             space: Some(space),
             map_next: USER_MAP_BASE,
@@ -223,6 +233,8 @@ impl Task {
     pub fn reload(&mut self) -> Result<(), loader::LoadError> {
         let loaded = loader::load(&self.spec)?;
         self.map_next = USER_MAP_BASE;
+        self.priority = self.spec.priority;
+        self.lowered_since = None;
         self.eh_frame_hdr = loaded.eh_frame_hdr;
         self.recovery = 0;
         self.scopes.clear();
@@ -248,6 +260,23 @@ impl Task {
     /// The endpoint its faults go to (from the manifest).
     pub fn fault_endpoint(&self) -> Option<u16> {
         self.spec.fault_endpoint
+    }
+
+    /// Whether it may receive on endpoint `ep`.
+    pub fn receives_on(&self, ep: u16) -> bool {
+        self.caps.iter().any(|c| {
+            c.kind == abi::ipc::CapKind::Endpoint && c.object == ep as u32 && c.rights & abi::ipc::rights::RECV != 0
+        })
+    }
+
+    /// Gives a task that lowered itself (`SET_PRIORITY`) its own priority back.
+    pub fn restore_priority(&mut self) {
+        self.priority = self.spec.priority;
+    }
+
+    /// Whether it runs below its manifest priority now.
+    pub fn is_lowered(&self) -> bool {
+        self.priority != self.spec.priority
     }
 
     /// Whether it holds a supervisor capability.
