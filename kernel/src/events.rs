@@ -55,11 +55,16 @@ pub struct Event {
 
 impl Event {
     pub fn new(kind: &str) -> Event {
+        Self::new_at(kind, crate::arch::rdtsc())
+    }
+
+    /// An event that happened at `tsc` (a supervisor's report after the fact).
+    pub fn new_at(kind: &str, tsc: u64) -> Event {
         let mut ev = Event { out: STREAM.lock(), buf: heapless::Vec::new() };
         ev.raw("{\"ev\":");
         ev.quoted(kind);
         ev.key("tsc");
-        ev.decimal(crate::arch::rdtsc());
+        ev.decimal(tsc);
         ev
     }
 

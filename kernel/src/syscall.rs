@@ -264,7 +264,21 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
     if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
         return Err(Error::BadArgument);
     }
-    Event::new(kind).u64("by", task.id as u64).raw_fields(body).emit();
+    // A supervisor reporting after the fact says when it happened: a
+    // leading `"tsc":N,` (not later than now) stamps the event.
+    let now = crate::arch::rdtsc();
+    let (at, body) = match body.strip_prefix("\"tsc\":").and_then(|r| r.split_once(',')) {
+        Some((n, rest)) if rest.starts_with('"') => match n.parse::<u64>() {
+            Ok(t) if t <= now => (t, rest),
+            _ => return Err(Error::BadArgument),
+        },
+        _ => (now, body),
+    };
+    let mut ev = Event::new_at(kind, at).u64("by", task.id as u64);
+    if at != now {
+        ev = ev.u64("emitted", now);
+    }
+    ev.raw_fields(body).emit();
     Ok(0)
 }
 

@@ -249,16 +249,25 @@ pub struct RecoverRequest {
 impl RecoverRequest {
     /// An empty request answering fault `seq` with `action`.
     pub fn new(seq: u64, action: FinalAction) -> RecoverRequest {
+        let mut req = RecoverRequest {
+            header: abi::ipc::recover::Header::default(),
+            ops: [abi::ipc::recover::ReleaseOp::default(); abi::ipc::recover::MAX_RELEASE_OPS],
+        };
+        req.reset(seq, action);
+        req
+    }
+
+    /// Makes this request an empty one answering fault `seq` with `action`
+    /// (a request is ~4.7 KiB: a server keeps one and reuses it rather
+    /// than clearing a new one per fault).
+    pub fn reset(&mut self, seq: u64, action: FinalAction) {
         use abi::ipc::recover as r;
         let (action, arg) = match action {
             FinalAction::Rollback { depth } => (r::ROLLBACK, depth),
             FinalAction::Restart { delay_ms } => (r::RESTART, delay_ms),
             FinalAction::Stop { reason } => (r::STOP, reason),
         };
-        RecoverRequest {
-            header: r::Header { seq, action, arg, ..r::Header::default() },
-            ops: [r::ReleaseOp::default(); r::MAX_RELEASE_OPS],
-        }
+        self.header = r::Header { seq, action, arg, ..r::Header::default() };
     }
 
     /// Adds a release; false if the request is full.

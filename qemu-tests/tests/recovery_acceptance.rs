@@ -263,18 +263,20 @@ fn a_kill_in_a_critical_section_is_recovered_like_a_fault() {
 
 /// What happened to fault `seq`, in short: `r2` rollback of scope 2,
 /// `o`/`f` the server's escalation to the outer scope / a fresh start,
-/// `img` restart from the image, `stop` the kernel's stop.
+/// `img` restart from the image, `stop` the stop. (The server reports the
+/// restarts and stops it made through `RECOVER` itself, so every one of
+/// these events is the server's.)
 fn decisions(run: &Run, seq: &Value) -> String {
     let mut out = Vec::new();
     for e in run.events.iter().filter(|e| &e["seq"] == seq) {
-        match (e["ev"].as_str().unwrap(), e.get("by").is_some()) {
-            ("escalate", true) => out.push(match e["action"].as_str() {
+        match e["ev"].as_str().unwrap() {
+            "escalate" => out.push(match e["action"].as_str() {
                 Some("outer_scope") => "o".to_string(),
                 Some("fresh_start") => "f".to_string(),
+                Some("stop") => "stop".to_string(),
                 other => format!("?{other:?}"),
             }),
-            ("escalate", false) => out.push(format!("{}", e["action"].as_str().unwrap_or("?"))),
-            ("restart", false) => out.push(match e["from"].as_str() {
+            "restart" => out.push(match e["from"].as_str() {
                 Some("checkpoint") => format!("r{}", e["scope"]),
                 _ => "img".to_string(),
             }),

@@ -91,6 +91,20 @@ pub const FIGURES: &[Figure] = &[
         Some(7_000),
         Some(3_497),
     ),
+    // Derived from the events of the best round's fault (`derive`).
+    fig("phase_delivery", "  phase: delivery (fault -> server holding the message)", Some(1_500), None),
+    fig("phase_decision", "  phase: decision (policy, scope chosen)", None, None),
+    fig("phase_walk", "  phase: walk to the scope's frame", None, None),
+    fig("phase_plan", "  phase: release plan from the recovery page", None, None),
+    fig("phase_releases", "  phase: releases (in RECOVER)", None, None),
+    fig("phase_rollback", "  phase: rollback (in RECOVER) and back to the server", None, None),
+    fig("phase_return", "  phase: return (server hands the CPU to the task)", None, None),
+    fig(
+        "fault_to_report",
+        "fault -> the last event of its report (the whole cost, reporting included)",
+        Some(30_000),
+        None,
+    ),
     fig("fault_to_checkpoint_cold", "  the same, the task's first fault (server reads its ELF)", None, None),
     fig("fault_to_checkpoint_64_pages", "  the same with 64 dirty pages", None, None),
     fig("fault_to_checkpoint_20_frames", "  the same with 20 frames", None, None),
@@ -157,11 +171,66 @@ pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
     if !failures.is_empty() {
         bail!("benchmarks reported failure: {}", failures.join(", "));
     }
+    for (name, value) in derive(lines, &values)? {
+        if let Some(slot) = FIGURES.iter().position(|f| f.name == name) {
+            values[slot] = Some(value);
+        }
+    }
     let missing: Vec<&str> = FIGURES.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(f, _)| f.name).collect();
     if !missing.is_empty() {
         bail!("benchmarks did not report: {}", missing.join(", "));
     }
     Ok(FIGURES.iter().zip(values).map(|(figure, v)| Measured { figure, value: v.unwrap_or_default() }).collect())
+}
+
+/// The figures read off the events of the benchmark's faults rather than
+/// reported by the guest:
+///
+/// * the phases of `fault_to_checkpoint`: the bench reports the `seq` of its
+///   best main round (`bench:fault_to_checkpoint_seq`); that fault's
+///   `fault_report` carries the server's `phases` (guest instructions, see
+///   `docs/events.md`); `return` is what is left of the figure: the server
+///   handing the CPU back, the switch, libtask's way back into the scope;
+/// * `fault_to_report`: for the fault of `bench:fault_to_report_seq` (a
+///   round after which the bench task sleeps), the time its last event was
+///   written (`emitted`, else `tsc`) minus the fault's time (`fault_tsc`):
+///   recovery and the whole deferred report.
+fn derive(lines: &[String], values: &[Option<u64>]) -> Result<Vec<(&'static str, u64)>> {
+    let events: Vec<Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let check =
+        |name: &str| events.iter().find(|e| e["ev"] == "check" && e["name"] == name).and_then(|e| e["value"].as_u64());
+    let of_seq = |seq: u64| events.iter().filter(move |e| e["seq"].as_u64() == Some(seq) && e.get("by").is_some());
+    let mut out = Vec::new();
+    if let Some(seq) = check("bench:fault_to_checkpoint_seq") {
+        let report = of_seq(seq)
+            .find(|e| e["ev"] == "fault_report")
+            .with_context(|| format!("no fault_report for the benchmark's fault {seq}"))?;
+        let p = &report["phases"];
+        let phase = |k: &str| p[k].as_u64().with_context(|| format!("fault_report {seq} has no phase {k}"));
+        let names = ["delivery", "decision", "walk", "plan", "releases", "rollback"];
+        let mut sum = 0;
+        for k in names {
+            let v = phase(k)?;
+            sum += v;
+            out.push((FIGURES.iter().find(|f| f.name == format!("phase_{k}")).map_or("", |f| f.name), v));
+        }
+        let total = FIGURES.iter().position(|f| f.name == "fault_to_checkpoint").and_then(|i| values[i]);
+        if let Some(total) = total {
+            out.push(("phase_return", total.saturating_sub(sum)));
+        }
+    }
+    if let Some(seq) = check("bench:fault_to_report_seq") {
+        let fault = of_seq(seq)
+            .find(|e| e["ev"] == "fault")
+            .and_then(|e| e["fault_tsc"].as_u64().or(e["tsc"].as_u64()))
+            .with_context(|| format!("no fault event for the benchmark's fault {seq}"))?;
+        let last = of_seq(seq)
+            .filter_map(|e| e["emitted"].as_u64().or(e["tsc"].as_u64()))
+            .max()
+            .with_context(|| format!("no report for the benchmark's fault {seq}"))?;
+        out.push(("fault_to_report", last.saturating_sub(fault)));
+    }
+    Ok(out)
 }
 
 /// The table, one line per figure (no trailing newline).

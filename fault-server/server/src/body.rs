@@ -24,6 +24,12 @@ impl Body {
         Body::default()
     }
 
+    /// A body for an event that happened at guest TSC `tsc` (the report is
+    /// made later; the kernel stamps the event with this time).
+    pub fn at(tsc: u64) -> Body {
+        Body::new().u64("tsc", tsc)
+    }
+
     fn key(&mut self, k: &str) {
         if !self.text.is_empty() {
             self.text.push(',');
@@ -68,6 +74,17 @@ impl Body {
     pub fn raw(mut self, k: &str, json: &str) -> Body {
         self.key(k);
         self.text.push_str(json);
+        self
+    }
+
+    /// This body followed by the fields of `other`.
+    pub fn then(mut self, other: &Body) -> Body {
+        if !other.text.is_empty() {
+            if !self.text.is_empty() {
+                self.text.push(',');
+            }
+            self.text.push_str(&other.text);
+        }
         self
     }
 

@@ -184,7 +184,7 @@ impl Server {
         let known = self.known(task);
         let regcheck = known.and_then(|k| regcheck::check(task, k.image, &p.msg));
         let outcome = match resume::is_request(&p.msg).then(|| resume::resume_past_ud2(task)) {
-            Some(Ok(rip)) => Outcome::Resumed { rip },
+            Some(Ok(rip)) => Outcome::Resumed { rip, at: syscall::clock() },
             resumed => {
                 if let Some(Err(e)) = resumed {
                     println!("fault-server: resuming task {task} failed: {}", e.name());

@@ -193,10 +193,21 @@ pub fn walk_to_scope<'a>(
 }
 
 /// The server's recovery state across faults.
-#[derive(Default)]
 pub struct Recovery {
     pub scopes: Scopes,
     pub policy: Policy,
+    /// The `RECOVER` request, reused for every fault.
+    req: alloc::boxed::Box<RecoverRequest>,
+}
+
+impl Default for Recovery {
+    fn default() -> Recovery {
+        Recovery {
+            scopes: Scopes::default(),
+            policy: Policy::default(),
+            req: alloc::boxed::Box::new(RecoverRequest::new(0, FinalAction::Stop { reason: 0 })),
+        }
+    }
 }
 
 impl Recovery {
@@ -250,22 +261,23 @@ impl Recovery {
         phases.planned = syscall::clock();
 
         let mut action = match depth {
-            0 => self.fresh_start(msg.task),
+            0 => fresh_start(&mut self.policy, msg.task),
             depth => FinalAction::Rollback { depth },
         };
-        let (mut req, mut result) = (RecoverRequest::new(msg.seq, action), Ok(()));
+        let mut result = Ok(());
+        let req = &mut *self.req;
         for _attempt in 0..2 {
-            req = RecoverRequest::new(msg.seq, action);
+            req.reset(msg.seq, action);
             for r in plan.releases() {
                 req.push(r.action.to_op());
             }
-            result = supervise::recover(msg.task, &mut req);
+            result = supervise::recover(msg.task, req);
             match (&result, action) {
                 // The kernel refused the rollback (and did nothing): start afresh.
                 (Err(e), FinalAction::Rollback { .. }) => {
                     escalations.push(Escalation::FreshStart { why: e.name().into() });
                     scope_frame = None;
-                    action = self.fresh_start(msg.task);
+                    action = fresh_start(&mut self.policy, msg.task);
                 }
                 _ => break,
             }
@@ -289,13 +301,13 @@ impl Recovery {
         }
         Recovered { escalations, scope_frame, releases, done, phases }
     }
+}
 
-    /// The policy's answer when no scope takes the fault.
-    fn fresh_start(&mut self, task: TaskId) -> FinalAction {
-        match self.policy.decide(task, syscall::ticks()) {
-            Decision::Restart { delay_ms } => FinalAction::Restart { delay_ms },
-            Decision::Stop { .. } => FinalAction::Stop { reason: reason::RESTART_STORM },
-        }
+/// The policy's answer when no scope takes the fault.
+fn fresh_start(policy: &mut Policy, task: TaskId) -> FinalAction {
+    match policy.decide(task, syscall::ticks()) {
+        Decision::Restart { delay_ms } => FinalAction::Restart { delay_ms },
+        Decision::Stop { .. } => FinalAction::Stop { reason: reason::RESTART_STORM },
     }
 }
 

@@ -42,7 +42,7 @@ pub enum Outcome {
     Recovered(Recovered),
     /// A resume request answered: resumed at `rip`, or failed and then
     /// recovered as a fault.
-    Resumed { rip: u64 },
+    Resumed { rip: u64, at: u64 },
 }
 
 /// A fault waiting to be reported.
@@ -67,25 +67,29 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
     let Some(p) = FaultMessage::parse(&rep.bytes[..rep.len]) else { return };
     let msg = &p.msg;
     let text = core::str::from_utf8(p.text).unwrap_or("<invalid UTF-8>");
+    let (received, decided, released, recovered) = match &rep.outcome {
+        Outcome::Recovered(r) => (r.phases.received, r.phases.decided, r.phases.released, r.phases.recovered),
+        Outcome::Resumed { at, .. } => (*at, *at, *at, *at),
+    };
     if let Some(check) = &rep.regcheck {
-        emit("check", check);
+        emit("check", &Body::at(received).then(check));
     }
     emit("fault", &fault_event(msg));
     let frame_name = |pc: u64| image.and_then(|i| i.name_of(pc)).unwrap_or_else(|| "?".into());
     if let (Some(image), Some(walker)) = (image, walker) {
         emit("backtrace", &backtrace_event(image, walker, &p));
     }
-    let base = || Body::new().u64("task", msg.task).u64("seq", msg.seq);
+    let base = |at: u64| Body::at(at).u64("task", msg.task).u64("seq", msg.seq);
     let what = what(msg);
     match &rep.outcome {
-        Outcome::Resumed { rip } => {
+        Outcome::Resumed { rip, at } => {
             println!("fault-server: task {} asked to be resumed: resumed at {rip:#x}", msg.task);
-            emit("fault_report", &describe(msg, text).str("action", "resume").hex("resume_rip", *rip));
+            emit("fault_report", &describe(*at, msg, text).str("action", "resume").hex("resume_rip", *rip));
         }
         Outcome::Recovered(rec) => {
             for e in &rec.escalations {
                 let body = match e {
-                    Escalation::Policy { from_scope, retries_in_window, window_ms } => base()
+                    Escalation::Policy { from_scope, retries_in_window, window_ms } => base(decided)
                         .str("action", if *from_scope > 1 { "outer_scope" } else { "fresh_start" })
                         .u64("from_scope", *from_scope)
                         .u64("retries_in_window", *retries_in_window)
@@ -95,18 +99,18 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
                             "fault-server: task {} fault {}: cannot roll back ({why}): fresh start",
                             msg.task, msg.seq
                         );
-                        base().str("action", "fresh_start").str("reason", why)
+                        base(recovered).str("action", "fresh_start").str("reason", why)
                     }
                     Escalation::NothingReleased { why } => {
                         println!("fault-server: task {}: registry refused ({why}): nothing released", msg.task);
-                        base().str("action", "fresh_start").str("reason", why)
+                        base(recovered).str("action", "fresh_start").str("reason", why)
                     }
                 };
                 emit("escalate", &body);
             }
             let frame = rec.scope_frame.map(|(_, pc)| frame_name(pc)).unwrap_or_default();
             for rel in &rec.releases {
-                emit("release", &release_event(msg, rel, &frame));
+                emit("release", &release_event(released, msg, rel, &frame));
             }
             let name = msg.name();
             match rec.done {
@@ -119,14 +123,14 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
                     );
                     emit(
                         "restart",
-                        &base()
+                        &base(recovered)
                             .str("name", name)
                             .str("from", "checkpoint")
                             .u64("scope", depth)
                             .u64("attempt", attempt)
                             .u64("pages", pages),
                     );
-                    let report = describe(msg, "")
+                    let report = describe(recovered, msg, "")
                         .str("action", "rollback")
                         .u64("scope", depth)
                         .str("frame", &frame)
@@ -141,13 +145,13 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
                     );
                     emit(
                         "restart",
-                        &base()
+                        &base(recovered)
                             .str("name", name)
                             .str("from", "image")
                             .u64("delay_ms", delay_ms)
                             .u64("restarts", restarts),
                     );
-                    let report = describe(msg, text).str("action", "restart").u64("delay_ms", delay_ms);
+                    let report = describe(recovered, msg, text).str("action", "restart").u64("delay_ms", delay_ms);
                     emit("fault_report", &with_costs(report, rep, rec));
                 }
                 Done::Stop { restarts_in_window, restarts } => {
@@ -156,7 +160,7 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
                         msg.task,
                         crate::policy::WINDOW_MS
                     );
-                    let report = describe(msg, text)
+                    let report = describe(recovered, msg, text)
                         .str("action", "stop")
                         .str("reason", "restart_storm")
                         .u64("restarts_in_window", restarts_in_window)
@@ -164,7 +168,7 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
                     emit("fault_report", &with_costs(report, rep, rec));
                     emit(
                         "escalate",
-                        &base()
+                        &base(recovered)
                             .str("name", name)
                             .str("action", "stop")
                             .u64("reason_code", crate::recover::reason::RESTART_STORM)
@@ -176,7 +180,7 @@ pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Optio
                         "fault-server: task {} fault {}: the kernel refused the recovery: {error}",
                         msg.task, msg.seq
                     );
-                    emit("fault_report", &describe(msg, text).str("action", "none").str("error", error));
+                    emit("fault_report", &describe(recovered, msg, text).str("action", "none").str("error", error));
                 }
             }
         }
@@ -205,7 +209,7 @@ fn with_costs(body: Body, rep: &Report, rec: &Recovered) -> Body {
         .u64("late", rep.late)
 }
 
-fn release_event(msg: &FaultMessage, rel: &crate::recover::Released, frame: &str) -> Body {
+fn release_event(at: u64, msg: &FaultMessage, rel: &crate::recover::Released, frame: &str) -> Body {
     let r = &rel.release;
     let op = &rel.op;
     let origin = match r.origin {
@@ -213,7 +217,7 @@ fn release_event(msg: &FaultMessage, rel: &crate::recover::Released, frame: &str
         recovery::Origin::Mutex(_) => "mutex_registry",
         recovery::Origin::Arc(_) => "arc_registry",
     };
-    let body = Body::new()
+    let body = Body::at(at)
         .u64("task", msg.task)
         .u64("seq", msg.seq)
         .str("kind", r.action.name())
@@ -253,7 +257,7 @@ fn fault_event(msg: &FaultMessage) -> Body {
         regs.push_str(&format!("\"{k}\":\"{v:#x}\""));
     }
     regs.push('}');
-    Body::new()
+    Body::at(msg.fault_tsc)
         .u64("task", msg.task)
         .str("name", msg.name())
         .u64("seq", msg.seq)
@@ -287,7 +291,7 @@ fn backtrace_event<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Pa
     let mut n = listed.len();
     loop {
         let json = format!("[{}]", listed[..n].join(","));
-        let body = Body::new()
+        let body = Body::at(p.msg.fault_tsc)
             .u64("task", p.msg.task)
             .u64("seq", p.msg.seq)
             .u64("count", n as u64)
@@ -312,9 +316,9 @@ pub fn what(msg: &FaultMessage) -> &'static str {
 }
 
 /// The common fields of a `fault_report`.
-pub fn describe(msg: &FaultMessage, text: &str) -> Body {
+pub fn describe(at: u64, msg: &FaultMessage, text: &str) -> Body {
     let kind = FaultKind::from_u64(msg.kind);
-    let mut body = Body::new()
+    let mut body = Body::at(at)
         .u64("task", msg.task)
         .u64("seq", msg.seq)
         .str("kind", kind.map_or("unknown", FaultKind::name))

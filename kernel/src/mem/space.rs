@@ -19,10 +19,8 @@ use crate::recovery::versions::{Preserved, SHARED, TRACKED};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
 use alloc::vec::Vec;
 use x86_64::registers::control::Cr3;
-use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
-use x86_64::structures::paging::{
-    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB, Translate,
-};
+use x86_64::structures::paging::mapper::MapToError;
+use x86_64::structures::paging::{Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
 
 /// Why a memory operation on a task's space failed.
@@ -208,15 +206,15 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// The physical address and flags behind user address `addr`.
+    /// The physical address and flags behind user address `addr`. A plain
+    /// four-level walk (`leaf`): user mappings are 4 KiB pages only, and
+    /// this is on every path that touches task memory.
     pub fn translate(&self, addr: u64) -> Option<(PhysAddr, F)> {
         if addr >= USER_END {
             return None;
         }
-        match self.mapper().translate(VirtAddr::new(addr)) {
-            TranslateResult::Mapped { frame, offset, flags } => Some((frame.start_address() + offset, flags)),
-            _ => None,
-        }
+        let e = self.leaf(addr)?;
+        Some((e.addr() + (addr & (PAGE_SIZE - 1)), e.flags()))
     }
 
     fn check_range(&self, addr: u64, len: u64, write: bool) -> Result<(), SpaceError> {
@@ -296,6 +294,22 @@ impl AddressSpace {
         }
         let mut done = 0;
         self.for_each_piece(addr, data.len() as u64, check_writable, |dst, n| {
+            // SAFETY: as in `read`, with the roles swapped.
+            unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), dst, n) };
+            done += n;
+        })
+    }
+}
+
+impl AddressSpace {
+    /// Writes `data` at `addr` *without* preserving a tracked page for the
+    /// open scope: the write is not rolled back by a rollback to the
+    /// innermost scope. Only for the kernel's own records that it rewrites
+    /// at every rollback (the attempt record in the recovery page), where a
+    /// page copy per rollback would buy nothing.
+    pub fn write_unversioned(&mut self, addr: u64, data: &[u8]) -> Result<(), SpaceError> {
+        let mut done = 0;
+        self.for_each_piece(addr, data.len() as u64, true, |dst, n| {
             // SAFETY: as in `read`, with the roles swapped.
             unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), dst, n) };
             done += n;

@@ -68,8 +68,10 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
         for (i, w) in words.iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
+        // Not preserved: rewritten at every rollback, and a rollback to an
+        // outer scope restores the page as that scope found it anyway.
         if let Some(space) = task.space.as_mut() {
-            let _ = space.write(task.recovery + offset as u64, &bytes);
+            let _ = space.write_unversioned(task.recovery + offset as u64, &bytes);
         }
     }
     if !emit {

@@ -217,36 +217,33 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
 /// written back into the request.
 fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     use abi::ipc::recover::{self as r, Header, ReleaseOp};
+    const MAX: usize = r::HEADER_SIZE + r::MAX_RELEASE_OPS * r::OP_SIZE;
     let me = s.current_index().ok_or(Error::BadTask)?;
-    let mut raw = [0u8; r::HEADER_SIZE];
-    s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?.read(req, &mut raw).map_err(|_| Error::BadPointer)?;
-    let mut h: Header = bytemuck::pod_read_unaligned(&raw);
+    let mut raw = [0u8; MAX];
+    let space = s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?;
+    space.read(req, &mut raw[..r::HEADER_SIZE]).map_err(|_| Error::BadPointer)?;
+    let mut h: Header = bytemuck::pod_read_unaligned(&raw[..r::HEADER_SIZE]);
+    let count = h.count as usize;
+    if count > r::MAX_RELEASE_OPS {
+        return Err(Error::BadArgument);
+    }
+    let len = r::HEADER_SIZE + count * r::OP_SIZE;
+    // The whole request must be writable: outcomes are written back.
+    space.check_writable(req, len as u64).map_err(|_| Error::BadPointer)?;
+    space.read(req + r::HEADER_SIZE as u64, &mut raw[r::HEADER_SIZE..len]).map_err(|_| Error::BadPointer)?;
     let t = &s.tasks[target];
     let (kind, seq) = match t.fault {
         Some(f) if t.state == State::FaultHeld && f.seq == h.seq => (f.kind, f.seq),
         _ => return Err(Error::BadTask),
     };
-    let ops_len = (h.count as usize).checked_mul(r::OP_SIZE).filter(|_| h.count as usize <= r::MAX_RELEASE_OPS);
-    let ops_len = ops_len.ok_or(Error::BadArgument)?;
-    let ops_at = req + r::HEADER_SIZE as u64;
-    s.tasks[me]
-        .space
-        .as_ref()
-        .ok_or(Error::BadPointer)?
-        .check_writable(ops_at, ops_len as u64)
-        .map_err(|_| Error::BadPointer)?;
     match h.action {
         r::ROLLBACK if h.arg >= 1 && h.arg <= t.scopes.len() as u64 && t.space.is_some() => {}
         r::RESTART | r::STOP => {}
         _ => return Err(Error::BadArgument),
     }
     let id = t.id;
-    for i in 0..h.count {
-        let at = ops_at + i * r::OP_SIZE as u64;
-        let mut raw = [0u8; r::OP_SIZE];
-        let space = s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?;
-        space.read(at, &mut raw).map_err(|_| Error::BadPointer)?;
-        let mut op: ReleaseOp = bytemuck::pod_read_unaligned(&raw);
+    for chunk in raw[r::HEADER_SIZE..len].chunks_exact_mut(r::OP_SIZE) {
+        let mut op: ReleaseOp = bytemuck::pod_read_unaligned(chunk);
         let done = match recovery::Action::from_op(&op) {
             Some(action) => recovery::execute(&action, id as u64, &mut KernelOps { s, target }),
             None => Err(Error::BadArgument),
@@ -255,8 +252,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
             Ok(outcome) => outcome.to_words(),
             Err(e) => (r::FAILED, e.to_raw(), 0),
         };
-        let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
-        space.write(at, bytemuck::bytes_of(&op)).map_err(|_| Error::BadPointer)?;
+        chunk.copy_from_slice(bytemuck::bytes_of(&op));
     }
     h.tsc_released = crate::arch::rdtsc();
     match h.action {
@@ -277,8 +273,9 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
             stop(s, target, h.arg, false);
         }
     }
+    raw[..r::HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
     let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
-    space.write(req, bytemuck::bytes_of(&h)).map_err(|_| Error::BadPointer)?;
+    space.write(req, &raw[..len]).map_err(|_| Error::BadPointer)?;
     Ok(0)
 }
 

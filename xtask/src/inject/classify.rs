@@ -184,9 +184,15 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
     let mut system_down: Option<(String, usize)> = None;
     let mut last_line = 0;
 
-    for (i, e) in lines.iter().enumerate() {
+    // In time order: a supervisor reports a fault after it recovered the
+    // task, stamping each event with when it happened, so an `inject` that
+    // came in between is written before the report of an earlier fault.
+    let mut in_time: Vec<usize> = (0..lines.len()).collect();
+    in_time.sort_by_key(|&i| (lines[i]["tsc"].as_u64().unwrap_or(0), i));
+    for i in in_time {
+        let e = &lines[i];
         let n = i + 1;
-        last_line = n;
+        last_line = last_line.max(n);
         let ev = e["ev"].as_str().unwrap_or("");
         let tsc = e["tsc"].as_u64().unwrap_or(0);
         let name = e["name"].as_str().unwrap_or("");
