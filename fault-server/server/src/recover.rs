@@ -28,13 +28,13 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
-use libtask::abi::checkpoint::{self, RECOVERY_PAGE_SIZE, RegionInfo};
+use libtask::abi::checkpoint::{RECOVERY_PAGE_SIZE, RegionInfo};
 use libtask::abi::fault::FaultMessage;
 use libtask::abi::ipc::{TASK_INFO_SIZE, TaskInfo, task_ctl};
 use libtask::abi::trap::{REGISTERS_BYTES, Registers};
 use libtask::supervise::{self, TaskId};
 use libtask::{Error, println};
-use recovery::{ArcSymbols, Outcome, SharedOps};
+use recovery::{Outcome, SharedOps};
 use walker::{Stop, Walker};
 
 /// Default restart policy when the manifest gives none.
@@ -173,23 +173,14 @@ fn regions(task: TaskId) -> alloc::vec::Vec<RegionInfo> {
         .collect()
 }
 
-fn arc_symbols(image: Option<&TaskImage>) -> ArcSymbols {
-    let addr = |name: &str| image.and_then(|i| i.symbol(name)).map_or(0, |(a, _)| a);
-    ArcSymbols {
-        inc_start: addr(checkpoint::ARC_INC_START_SYMBOL),
-        inc_commit: addr(checkpoint::ARC_INC_COMMIT_SYMBOL),
-        dec_start: addr(checkpoint::ARC_DEC_START_SYMBOL),
-        dec_commit: addr(checkpoint::ARC_DEC_COMMIT_SYMBOL),
-    }
-}
-
 /// Performs the releases a rollback to `depth` owes (0: everything, for a
 /// fresh start or a stop). `frame` names the scope's frame for the events.
-/// Returns the number of releases, or why the page was refused.
+/// Returns the number of releases, or why the page was refused. (The page
+/// itself locates libtask's Arc asm blocks: `_image` is not needed.)
 pub fn release(
     task: TaskId,
     msg: &FaultMessage,
-    image: Option<&TaskImage>,
+    _image: Option<&TaskImage>,
     depth: u64,
     frame: &str,
 ) -> Result<usize, &'static str> {
@@ -198,7 +189,7 @@ pub fn release(
     }
     let mut page = [0u8; RECOVERY_PAGE_SIZE];
     supervise::read_mem(task, msg.recovery, &mut page).map_err(|_| "recovery page unreadable")?;
-    let plan = recovery::plan(&page, &regions(task), &msg.regs, depth, &arc_symbols(image)).map_err(|e| e.reason())?;
+    let plan = recovery::plan(&page, &regions(task), &msg.regs, depth).map_err(|e| e.reason())?;
     let mut ops = TaskOps(task);
     for r in plan.releases() {
         // A mutex release checks the owner word, so repeating it is

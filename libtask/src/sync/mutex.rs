@@ -12,11 +12,22 @@
 //!   woken takes the lock as `me | CONTENDED` (it cannot know whether others
 //!   still sleep), so its unlock wakes the next.
 //! * **Unlock**: swap the word to 0; `FUTEX_WAKE(1)` if `CONTENDED` was set.
-//! * **Registry**: lock = intent `LOCK` → CAS → push entry → clear intent;
-//!   unlock = intent `UNLOCK` → remove entry → swap (+ wake) → clear intent.
-//!   Whatever instruction a fault hits, the fault server finds the truth in
-//!   the word itself (who owns it), so it poisons and unlocks exactly the
-//!   mutexes the task holds.
+//! * **Registry**: lock = push the entry → CAS; unlock = swap (+ wake) →
+//!   remove the entry. So the entry is listed from before the task can own
+//!   the word until after it has let go of it *and* done the wake it owed:
+//!   it means "may be held", and the fault server decides by the word
+//!   itself (who owns it), whatever instruction the fault hit — it poisons
+//!   and unlocks exactly the mutexes the task holds, and wakes one waiter
+//!   for each entry. No intent slot is needed.
+//!
+//!   Uncontended, that is the whole registry cost (`cargo xtask bench`
+//!   `registry_cost`): lock = the page's registration check, a load of the
+//!   word (a word that is not 0 takes the slow path, before any entry is
+//!   written, so a mutex the task already holds — deferred, or locked
+//!   twice — is never listed twice), the fast push ([`registry::push_top`]:
+//!   the slot at `count`, three stores), the `CAS`, the poison check;
+//!   unlock = the scope check (deferred?), the swap, the `CONTENDED` test,
+//!   the tombstone and `count` back.
 //! * **Poison**: set by the fault server when it releases a mutex for a
 //!   task that faulted holding it; `lock()` then returns
 //!   `Err(PoisonError)`, which still carries the guard (std's semantics —
@@ -33,7 +44,6 @@
 use super::futex::{self, Wait};
 use super::registry::{self, Kind};
 use super::{Plain, Shared};
-use abi::checkpoint::intent;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
@@ -131,6 +141,7 @@ impl<T: Plain> Mutex<T> {
     }
 
     /// Locks, sleeping while another task holds it.
+    #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         match self.acquire(None) {
             Some(slot) => self.guard(slot),
@@ -166,16 +177,35 @@ impl<T: Plain> Mutex<T> {
         self.poison.store(0, Ordering::Relaxed);
     }
 
+    #[inline(always)]
     fn guard(&self, slot: usize) -> LockResult<MutexGuard<'_, T>> {
         let guard = MutexGuard { mutex: self, slot, _task: core::marker::PhantomData };
         if self.is_poisoned() { Err(PoisonError { guard }) } else { Ok(guard) }
     }
 
     /// Takes the lock and registers it; returns the registry slot, or
-    /// `None` at `deadline` (in ticks).
+    /// `None` at `deadline` (in ticks). The fast path: a free word and a
+    /// free slot at the registry's `count`.
+    #[inline(always)]
     fn acquire(&self, deadline: Option<u64>) -> Option<usize> {
+        let me = registry::task_id(); // registers the page first
+        if self.word.load(Ordering::Relaxed) == 0
+            && let Some(slot) = registry::push_top(Kind::Mutex, self.addr())
+        {
+            // Listed now: from here a fault is released by the word.
+            if self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return Some(slot);
+            }
+            return self.wait_listed(slot, me, deadline);
+        }
+        self.acquire_slow(me, deadline)
+    }
+
+    /// A word that is not free (maybe ours), or a full registry array.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, me: u32, deadline: Option<u64>) -> Option<usize> {
         let addr = self.addr();
-        let me = registry::task_id();
         if let Some(slot) = registry::find(Kind::Mutex, addr) {
             if registry::is_deferred(Kind::Mutex, slot) {
                 // Unlocked inside a scope, but not yet: take it back.
@@ -187,14 +217,20 @@ impl<T: Plain> Mutex<T> {
         let Some(slot) = registry::free_slot(Kind::Mutex) else {
             panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
         };
-        registry::set_intent(intent::LOCK, addr);
-        let got = self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            || self.contended(me, deadline);
-        if got {
-            registry::push(Kind::Mutex, slot, addr);
+        registry::push(Kind::Mutex, slot, addr);
+        self.wait_listed(slot, me, deadline)
+    }
+
+    /// The lock is listed in `slot` but not taken: wait for it; unlist it
+    /// if the deadline passes first.
+    #[cold]
+    #[inline(never)]
+    fn wait_listed(&self, slot: usize, me: u32, deadline: Option<u64>) -> Option<usize> {
+        if self.contended(me, deadline) {
+            return Some(slot);
         }
-        registry::clear_intent();
-        got.then_some(slot)
+        registry::remove(Kind::Mutex, slot);
+        None
     }
 
     /// The slow path: spin, then sleep on the word. True once acquired.
@@ -247,24 +283,36 @@ pub(crate) fn release_slot(slot: usize) {
     // SAFETY: `addr` is the address of a `Mutex` this task locked, in a
     // shared region (regions are never unmapped); its first word is the
     // lock word, an AtomicU32.
-    let word = unsafe { &*(addr as *const AtomicU32) };
-    registry::set_intent(intent::UNLOCK, addr);
-    registry::remove(Kind::Mutex, slot);
+    unlock(unsafe { &*(addr as *const AtomicU32) }, slot)
+}
+
+/// Unlocks `word`, registered in `slot`: swap 0, wake if contended, and
+/// only then remove the entry — until then a fault is released by the word
+/// (which no longer names the task after the swap: nothing but the wake).
+#[inline(always)]
+fn unlock(word: &AtomicU32, slot: usize) {
     let old = word.swap(0, Ordering::Release);
     if old & CONTENDED != 0 {
-        let _ = futex::wake(word, 1);
+        wake(word);
     }
-    registry::clear_intent();
+    registry::remove(Kind::Mutex, slot);
+}
+
+#[cold]
+#[inline(never)]
+fn wake(word: &AtomicU32) {
+    let _ = futex::wake(word, 1);
 }
 
 impl<T: Plain> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if registry::entry_scope(Kind::Mutex, self.slot) < registry::depth() {
+        if registry::is_outer(Kind::Mutex, self.slot) {
             // Taken by an outer scope: unlock when it is the innermost again.
             registry::set_deferred(Kind::Mutex, self.slot, true);
             return;
         }
-        release_slot(self.slot);
+        unlock(&self.mutex.word, self.slot);
     }
 }
 
