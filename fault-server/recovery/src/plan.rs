@@ -24,6 +24,15 @@
 //! always wakes one waiter. That is exact at every instruction without an
 //! intent (the argument, window by window, is in `docs/recovery.md`).
 //!
+//! A mutex may be listed twice for a few instructions: the lock's fast path
+//! lists it before its `CAS`, and only a failed `CAS` shows that the task
+//! already holds it (a release deferred to an outer scope's commit, which
+//! the lock takes back, dropping the new entry). Since an entry means "may
+//! be held", the listings are one: the mutex stays held after the rollback
+//! if any listing survives it, so it is released (once) only if its
+//! *outermost* listing is rolled back. Arc entries, which count, are never
+//! listed twice ([`Invalid::Duplicate`]).
+//!
 //! ## The intent slot
 //!
 //! A fault in the middle of an Arc count change leaves
@@ -217,8 +226,8 @@ pub enum Invalid {
         scope: u64,
         depth: u64,
     },
-    /// The same address twice in the registries (libtask keeps one entry
-    /// per object), or in both.
+    /// The same address twice in the Arc registry (libtask keeps one
+    /// entry per object), or in both registries.
     Duplicate {
         addr: u64,
     },
@@ -289,10 +298,13 @@ struct Live {
 }
 
 /// Validates the live entries `(addr, scope)` of one registry into `out`.
+/// An address listed twice is [`Invalid::Duplicate`], unless `merge` (the
+/// mutex registry): then it is one entry, of the outermost scope listing it.
 fn live_entries<const N: usize>(
     entries: impl Iterator<Item = (u64, u64)>,
     depth: u64,
     regions: &[RegionInfo],
+    merge: bool,
     out: &mut heapless::Vec<Live, N>,
 ) -> Result<(), Invalid> {
     for (slot, (addr, scope)) in entries.enumerate() {
@@ -303,8 +315,12 @@ fn live_entries<const N: usize>(
         if scope > depth {
             return Err(Invalid::BadScope { addr, scope, depth });
         }
-        if out.iter().any(|l| l.addr == addr) {
-            return Err(Invalid::Duplicate { addr });
+        if let Some(l) = out.iter_mut().find(|l| l.addr == addr) {
+            if !merge {
+                return Err(Invalid::Duplicate { addr });
+            }
+            l.scope = l.scope.min(scope);
+            continue;
         }
         let _ = out.push(Live { slot, addr, scope, base });
     }
@@ -338,9 +354,16 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -
         p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)),
         p.depth,
         regions,
+        true,
         &mut mutexes,
     )?;
-    live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, &mut arcs)?;
+    live_entries(
+        p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)),
+        p.depth,
+        regions,
+        false,
+        &mut arcs,
+    )?;
     if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
         return Err(Invalid::Duplicate { addr: m.addr });
     }

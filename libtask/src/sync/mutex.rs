@@ -21,13 +21,15 @@
 //!   for each entry. No intent slot is needed.
 //!
 //!   Uncontended, that is the whole registry cost (`cargo xtask bench`
-//!   `registry_cost`): lock = the page's registration check, a load of the
-//!   word (a word that is not 0 takes the slow path, before any entry is
-//!   written, so a mutex the task already holds — deferred, or locked
-//!   twice — is never listed twice), the fast push ([`registry::push_top`]:
-//!   the slot at `count`, three stores), the `CAS`, the poison check;
-//!   unlock = the scope check (deferred?), the swap, the `CONTENDED` test,
-//!   the tombstone and `count` back.
+//!   `registry_cost`): lock = the page's registration check, the fast push
+//!   ([`registry::push_top`]: the slot at `count`, three stores), the
+//!   `CAS`, the poison check; unlock = the scope check (deferred?), the
+//!   swap, the `CONTENDED` test, and `count` back by one (a guard dropped
+//!   out of order leaves a tombstone instead). A failed `CAS` may mean the
+//!   task holds the mutex already (a deferred release it takes back):
+//!   the slow path finds the earlier entry and drops the new one; in
+//!   between the mutex is listed twice, which the fault server treats as
+//!   one listing of the outermost scope (`recovery::plan`).
 //! * **Poison**: set by the fault server when it releases a mutex for a
 //!   task that faulted holding it; `lock()` then returns
 //!   `Err(PoisonError)`, which still carries the guard (std's semantics —
@@ -143,7 +145,15 @@ impl<T: Plain> Mutex<T> {
     /// Locks, sleeping while another task holds it.
     #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        match self.acquire(None) {
+        let me = registry::task_id(); // registers the page first
+        let listed = registry::push_top(Kind::Mutex, self.addr());
+        // Listed: from here a fault is released by the word.
+        if let Some(slot) = listed
+            && self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            return self.guard(slot);
+        }
+        match self.acquire_slow(me, listed, None) {
             Some(slot) => self.guard(slot),
             None => unreachable!("a lock without deadline does not time out"),
         }
@@ -184,29 +194,35 @@ impl<T: Plain> Mutex<T> {
     }
 
     /// Takes the lock and registers it; returns the registry slot, or
-    /// `None` at `deadline` (in ticks). The fast path: a free word and a
-    /// free slot at the registry's `count`.
+    /// `None` at `deadline` (in ticks). The fast path: a free slot at the
+    /// registry's `count`, and a free word.
     #[inline(always)]
     fn acquire(&self, deadline: Option<u64>) -> Option<usize> {
         let me = registry::task_id(); // registers the page first
-        if self.word.load(Ordering::Relaxed) == 0
-            && let Some(slot) = registry::push_top(Kind::Mutex, self.addr())
+        let listed = registry::push_top(Kind::Mutex, self.addr());
+        if let Some(slot) = listed
+            && self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
         {
-            // Listed now: from here a fault is released by the word.
-            if self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return Some(slot);
-            }
-            return self.wait_listed(slot, me, deadline);
+            return Some(slot);
         }
-        self.acquire_slow(me, deadline)
+        self.acquire_slow(me, listed, deadline)
     }
 
     /// A word that is not free (maybe ours), or a full registry array.
+    /// `listed`: the slot the fast path pushed, if it could.
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self, me: u32, deadline: Option<u64>) -> Option<usize> {
+    fn acquire_slow(&self, me: u32, listed: Option<usize>, deadline: Option<u64>) -> Option<usize> {
         let addr = self.addr();
-        if let Some(slot) = registry::find(Kind::Mutex, addr) {
+        // An earlier entry for this mutex: it is ours already. (`find`
+        // scans up from slot 0, and the fast push used the top slot, so a
+        // hit other than `listed` is the earlier one. Until `listed` is
+        // removed the mutex is listed twice: the fault server takes the
+        // listings as one, of the outermost scope.)
+        if let Some(slot) = registry::find(Kind::Mutex, addr).filter(|&s| Some(s) != listed) {
+            if let Some(new) = listed {
+                registry::remove(Kind::Mutex, new);
+            }
             if registry::is_deferred(Kind::Mutex, slot) {
                 // Unlocked inside a scope, but not yet: take it back.
                 registry::set_deferred(Kind::Mutex, slot, false);
@@ -214,18 +230,16 @@ impl<T: Plain> Mutex<T> {
             }
             panic!("Mutex at {addr:#x} locked twice by task {me}: it would wait for itself");
         }
-        let Some(slot) = registry::free_slot(Kind::Mutex) else {
-            panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
+        let slot = match listed {
+            Some(slot) => slot,
+            None => {
+                let Some(slot) = registry::free_slot(Kind::Mutex) else {
+                    panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
+                };
+                registry::push(Kind::Mutex, slot, addr);
+                slot
+            }
         };
-        registry::push(Kind::Mutex, slot, addr);
-        self.wait_listed(slot, me, deadline)
-    }
-
-    /// The lock is listed in `slot` but not taken: wait for it; unlist it
-    /// if the deadline passes first.
-    #[cold]
-    #[inline(never)]
-    fn wait_listed(&self, slot: usize, me: u32, deadline: Option<u64>) -> Option<usize> {
         if self.contended(me, deadline) {
             return Some(slot);
         }

@@ -99,6 +99,7 @@ pub(crate) enum Kind {
     Arc,
 }
 
+#[inline(always)]
 fn fence() {
     compiler_fence(Ordering::SeqCst);
 }
@@ -276,9 +277,13 @@ pub(crate) fn find(kind: Kind, addr: u64) -> Option<usize> {
     (0..t.count()).find(|&i| get(t.addr_ptr(i)) == addr)
 }
 
-/// A slot a push may use: the one at `count`, else the lowest tombstone.
+/// A slot a push may use: the one at `count`, else (after lowering
+/// `count` over trailing tombstones) the lowest tombstone.
 pub(crate) fn free_slot(kind: Kind) -> Option<usize> {
     let t = table(kind);
+    if t.count() == t.cap {
+        trim(kind);
+    }
     let n = t.count();
     if n < t.cap {
         return Some(n);
@@ -325,18 +330,18 @@ pub(crate) fn addr_ptr(kind: Kind, slot: usize) -> *mut u64 {
     table(kind).addr_ptr(slot)
 }
 
-/// Unregisters `slot` (a live slot: below `count`): the tombstone, then
-/// `count` lowered if it was the last slot, and over the tombstones
-/// below it (rarely any: only after an unlock out of order).
+/// Unregisters `slot` (a live slot: below `count`) with one store: the
+/// last slot by lowering `count` (what lies beyond `count` is never looked
+/// at, and a push writes the slot before raising `count` again), any other
+/// by a tombstone (`addr = 0`). Tombstones left below are trimmed lazily,
+/// when the array is full ([`free_slot`]) or by an Arc release.
 #[inline(always)]
 pub(crate) fn remove(kind: Kind, slot: usize) {
     let t = table(kind);
-    put(t.addr_ptr(slot), 0);
     if get(t.count) == slot as u64 + 1 {
         put(t.count, slot as u64);
-        if slot > 0 && get(t.addr_ptr(slot - 1)) == 0 {
-            trim(kind);
-        }
+    } else {
+        put(t.addr_ptr(slot), 0);
     }
 }
 
@@ -391,11 +396,15 @@ pub(crate) fn hand_to_parent(depth: u64) {
 }
 
 /// Whether the entry in `slot` belongs to a scope outside the innermost
-/// one (its release must then be deferred; see [`crate::sync`]).
+/// one (its release must then be deferred; see [`crate::sync`]). `slot`
+/// must be a live slot (one a push returned): below the capacity.
 #[inline(always)]
 pub(crate) fn is_outer(kind: Kind, slot: usize) -> bool {
-    // SAFETY: a field of the static (registered: `slot` came from a push).
-    entry_scope(kind, slot) < get(unsafe { &raw const (*raw_area()).page.depth })
+    let t = table(kind);
+    debug_assert!(slot < t.cap);
+    // SAFETY: `slot < cap` (a live slot), in bounds of the entries array;
+    // the depth is a field of the (registered) static.
+    unsafe { get((&raw const (*t.entries.add(slot))[1]).cast()) < get(&raw const (*raw_area()).page.depth) }
 }
 
 /// Handles of this task sharing the registered Arc reference in `slot`.

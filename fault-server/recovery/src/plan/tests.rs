@@ -239,7 +239,13 @@ fn scopes_deeper_than_the_page() {
 
 #[test]
 fn duplicates() {
-    assert_eq!(refused(&page(1, &[(MA, 1), (MA, 0)], &[]), 0, 1), Invalid::Duplicate { addr: MA });
+    // A mutex listed twice (the lock's fast path, for a few instructions):
+    // one mutex, of the outermost scope listing it.
+    let p = page(1, &[(MA, 0), (MB, 1), (MA, 1)], &[]);
+    assert_eq!(actions(&p, 0, 1), [unlock(MB)], "held by scope 0: survives the rollback of scope 1");
+    assert_eq!(actions(&p, 0, 0), [unlock(MB), unlock(MA)], "released once");
+    let p = page(1, &[(MA, 1), (MA, 1)], &[]);
+    assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
     assert_eq!(refused(&page(1, &[], &[(AC, 1), (AC, 1)]), 0, 1), Invalid::Duplicate { addr: AC });
     assert_eq!(refused(&page(1, &[(MA, 1)], &[(MA, 1)]), 0, 1), Invalid::Duplicate { addr: MA });
 }
