@@ -357,13 +357,7 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -
         true,
         &mut mutexes,
     )?;
-    live_entries(
-        p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)),
-        p.depth,
-        regions,
-        false,
-        &mut arcs,
-    )?;
+    live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, false, &mut arcs)?;
     if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
         return Err(Invalid::Duplicate { addr: m.addr });
     }

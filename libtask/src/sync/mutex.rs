@@ -321,7 +321,7 @@ fn wake(word: &AtomicU32) {
 impl<T: Plain> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        if registry::is_outer(Kind::Mutex, self.slot) {
+        if registry::is_outer_mutex(self.slot) {
             // Taken by an outer scope: unlock when it is the innermost again.
             registry::set_deferred(Kind::Mutex, self.slot, true);
             return;

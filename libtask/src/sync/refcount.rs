@@ -37,8 +37,7 @@
 //! (CFA = rsp + 8), correct at every instruction.
 
 use abi::checkpoint::{
-    ARC_DEC_COMMIT_SYMBOL, ARC_DEC_START_SYMBOL, ARC_INC_COMMIT_SYMBOL, ARC_INC_START_SYMBOL, ArcBlocks, Intent,
-    intent,
+    ARC_DEC_COMMIT_SYMBOL, ARC_DEC_START_SYMBOL, ARC_INC_COMMIT_SYMBOL, ARC_INC_START_SYMBOL, ArcBlocks, Intent, intent,
 };
 use core::mem::offset_of;
 

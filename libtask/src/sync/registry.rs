@@ -60,7 +60,9 @@
 //! first, or never set it; a rollback restores flags and entries
 //! together), so a push need not clear it.
 
-use abi::checkpoint::{ArcEntry, Intent, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord, intent};
+use abi::checkpoint::{
+    ArcEntry, Intent, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord, intent,
+};
 use abi::syscall::nr;
 use core::cell::UnsafeCell;
 use core::ptr::{read_volatile, write_volatile};
@@ -72,6 +74,11 @@ struct Area {
     mutex_deferred: [u8; MAX_MUTEXES],
     arc_deferred: [u8; MAX_ARCS],
     arc_handles: [u32; MAX_ARCS],
+    /// Per open scope `d` (index `d`; 0: outside any), the mutex registry's
+    /// `count` when it opened; and that of the innermost scope, for the
+    /// unlock's scope check ([`is_outer`]).
+    mutex_bases: [u64; MAX_SCOPES + 1],
+    mutex_base: u64,
     /// This task's id once the page is registered; 0 before.
     task_id: u64,
 }
@@ -89,6 +96,8 @@ static AREA: AreaCell = AreaCell(UnsafeCell::new(Area {
     mutex_deferred: [0; MAX_MUTEXES],
     arc_deferred: [0; MAX_ARCS],
     arc_handles: [0; MAX_ARCS],
+    mutex_bases: [0; MAX_SCOPES + 1],
+    mutex_base: 0,
     task_id: 0,
 }));
 
@@ -178,9 +187,23 @@ pub(crate) fn depth() -> u64 {
     get(unsafe { &raw const (*area()).page.depth })
 }
 
+/// Opens (`depth` = current + 1) or closes (current - 1) a scope in the
+/// page, after `CHECKPOINT_OPEN` / `COMMIT`.
 pub(crate) fn set_depth(depth: u64) {
-    // SAFETY: a field of the static.
-    put(unsafe { &raw mut (*area()).page.depth }, depth)
+    let a = area();
+    let d = (depth as usize).min(MAX_SCOPES);
+    // SAFETY: fields of the static; `d` is in bounds of `mutex_bases`.
+    unsafe {
+        let base = if depth > get(&raw const (*a).page.depth) {
+            let n = get(&raw const (*a).page.mutex_count);
+            put(&raw mut (*a).mutex_bases[d], n);
+            n
+        } else {
+            get(&raw const (*a).mutex_bases[d])
+        };
+        put(&raw mut (*a).mutex_base, base);
+        put(&raw mut (*a).page.depth, depth)
+    }
 }
 
 /// The record of scope `depth` (1 = outermost).
@@ -395,16 +418,19 @@ pub(crate) fn hand_to_parent(depth: u64) {
     }
 }
 
-/// Whether the entry in `slot` belongs to a scope outside the innermost
-/// one (its release must then be deferred; see [`crate::sync`]). `slot`
-/// must be a live slot (one a push returned): below the capacity.
+/// Whether the mutex entry in `slot` may belong to a scope outside the
+/// innermost one, so that its release must be deferred (see
+/// [`crate::sync`]): whether it lies below the registry's `count` at the
+/// innermost scope's open. Exact one way — a slot at or above that base
+/// was pushed in the innermost scope (or in one that committed into it),
+/// so it is released now — and conservative the other: a slot below it is
+/// deferred, which is right for an outer entry and merely late (to the
+/// commit, which hands the entry to the parent scope and then releases
+/// it) for the rare entry of this scope that reused a tombstone below.
 #[inline(always)]
-pub(crate) fn is_outer(kind: Kind, slot: usize) -> bool {
-    let t = table(kind);
-    debug_assert!(slot < t.cap);
-    // SAFETY: `slot < cap` (a live slot), in bounds of the entries array;
-    // the depth is a field of the (registered) static.
-    unsafe { get((&raw const (*t.entries.add(slot))[1]).cast()) < get(&raw const (*raw_area()).page.depth) }
+pub(crate) fn is_outer_mutex(slot: usize) -> bool {
+    // SAFETY: a field of the static.
+    (slot as u64) < get(unsafe { &raw const (*raw_area()).mutex_base })
 }
 
 /// Handles of this task sharing the registered Arc reference in `slot`.

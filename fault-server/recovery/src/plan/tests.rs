@@ -401,7 +401,8 @@ fn random_pages_never_yield_a_wild_release() {
         }
         if round % 7 == 0 {
             let r = next();
-            p.arc_blocks = ArcBlocks { inc_start: r % 0x50_0000, inc_commit: r % 0x40_1040, dec_start: 0, dec_commit: r };
+            p.arc_blocks =
+                ArcBlocks { inc_start: r % 0x50_0000, inc_commit: r % 0x40_1040, dec_start: 0, dec_commit: r };
         }
         let pc = [SYMS.inc_start, SYMS.inc_commit, SYMS.dec_start + 4, SYMS.dec_commit, 0][(next() % 5) as usize];
         let depth = next() % 5;
