@@ -16,20 +16,30 @@
 //! address is checked against the task's shared regions, every count is
 //! bounded, and a page that fails a check escalates to a fresh start.
 //!
-//! ## Exactness: the intent slot
-//! In the style of Linux's robust futex `list_op_pending`: before touching a
-//! shared object, `libtask` writes what it is about to do into
-//! [`RecoveryPage::intent`], and clears it when the registry is up to date.
-//! A fault in between leaves the intent, which tells the fault server to
-//! look at the object itself:
-//! * mutex lock/unlock: the mutex word holds its owner's task id, so the
-//!   server sees whether the faulted task holds it, whatever the pc;
-//! * Arc clone/drop: the count has no owner, so `libtask` does the count
-//!   change as one `lock xadd` inside an asm block that starts at a global
-//!   symbol and ends at another ([`ARC_INC_START_SYMBOL`] ..
-//!   [`ARC_INC_COMMIT_SYMBOL`], likewise for drop): a fault with the pc in
-//!   `[start, commit)` means the `lock xadd` did not run; anywhere else
-//!   (with the intent still set), it did.
+//! ## Exactness
+//! A fault can hit between any two instructions of libtask, so every change
+//! to the page is a sequence of single aligned 8-byte stores, each leaving
+//! the page exact (the argument, window by window, is in
+//! `docs/recovery.md`):
+//! * **mutexes** need no intent: libtask registers a mutex *before* its
+//!   `CAS` and unregisters it *after* its unlock (swap and wake). An entry
+//!   therefore means "may be held": the fault server releases it only if
+//!   the mutex word — which holds its owner's task id — names the task,
+//!   and wakes one waiter in any case;
+//! * **Arc counts** have no owner, so an Arc count change is announced in
+//!   [`RecoveryPage::intent`] (in the style of Linux's robust futex
+//!   `list_op_pending`) and done as one `lock xadd` inside an asm block
+//!   whose bounds libtask records in [`RecoveryPage::arc_blocks`]: a fault
+//!   with the pc in `[start, commit)` means the `lock xadd` did not run;
+//!   anywhere else (with the intent still set), it did. The blocks are
+//!   also global symbols ([`ARC_INC_START_SYMBOL`] ...), for debuggers;
+//!   the fault server needs only the page, so a stripped task recovers.
+//!
+//! ## Reading it
+//! Every part is `#[repr(C)]` `u64` words without padding, so the page is
+//! [`bytemuck::Pod`]: [`RecoveryPage::from_bytes`] is one copy
+//! (`pod_read_unaligned`), in the native byte order — little-endian, as
+//! both the guest (x86_64) and the hosts that test it are.
 
 /// Most nested scopes.
 pub const MAX_SCOPES: usize = 8;
@@ -40,15 +50,20 @@ pub const MAX_ARCS: usize = 64;
 /// `RecoveryPage::magic`.
 pub const RECOVERY_MAGIC: u64 = u64::from_le_bytes(*b"RWNDRCV1");
 
-/// Symbols (in libtask) that end the asm block of an Arc count change: a
-/// fault at a pc below the symbol and at or after the block start means the
-/// `lock xadd` did not run.
+/// Symbols (in libtask) that start and end the asm block of an Arc count
+/// change: a fault at a pc below the commit symbol and at or after the
+/// start means the `lock xadd` did not run. libtask also records their
+/// addresses in [`RecoveryPage::arc_blocks`], which is what the fault
+/// server uses.
 pub const ARC_INC_START_SYMBOL: &str = "__rewind_arc_inc_start";
 pub const ARC_INC_COMMIT_SYMBOL: &str = "__rewind_arc_inc_commit";
 pub const ARC_DEC_START_SYMBOL: &str = "__rewind_arc_dec_start";
 pub const ARC_DEC_COMMIT_SYMBOL: &str = "__rewind_arc_dec_commit";
 
-/// What the intent slot says a task is doing.
+/// What the intent slot says a task is doing. libtask writes only the Arc
+/// operations; `LOCK` and `UNLOCK` (a mutex's own word decides them) stay
+/// valid for the fault server, which handles them as it handles a mutex
+/// entry.
 pub mod intent {
     pub const NONE: u64 = 0;
     pub const LOCK: u64 = 1;
@@ -60,7 +75,7 @@ pub mod intent {
 /// One open scope, as libtask records it (the kernel's own record of the
 /// scope's registers is authoritative; see `TASK_CTL SCOPE_REGS`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ScopeRecord {
     /// Attempt number of the current run of the scope (0 = first).
     pub attempt: u64,
@@ -71,7 +86,7 @@ pub struct ScopeRecord {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Intent {
     pub op: u64,
     pub addr: u64,
@@ -79,9 +94,12 @@ pub struct Intent {
     pub scope: u64,
 }
 
-/// A held mutex.
+/// A mutex the task holds, or is about to lock (registered before the
+/// `CAS`), or has just unlocked (unregistered after the swap and wake):
+/// the fault server decides by the mutex word. `addr == 0`: a free slot
+/// (a tombstone when below the count).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct MutexEntry {
     /// Address of the mutex word in a shared region.
     pub addr: u64,
@@ -91,16 +109,33 @@ pub struct MutexEntry {
 
 /// A held Arc reference.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ArcEntry {
     /// Address of the Arc block (its header) in a shared region.
     pub addr: u64,
     pub scope: u64,
 }
 
+/// The bounds of libtask's two Arc asm blocks in the task's image, recorded
+/// by libtask when it registers the page (before the first write of an
+/// intent). The fault server checks them (non-zero, ordered, at most 64
+/// bytes each) before it decides an Arc intent by them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ArcBlocks {
+    pub inc_start: u64,
+    pub inc_commit: u64,
+    pub dec_start: u64,
+    pub dec_commit: u64,
+}
+
+impl ArcBlocks {
+    pub const NONE: ArcBlocks = ArcBlocks { inc_start: 0, inc_commit: 0, dec_start: 0, dec_commit: 0 };
+}
+
 /// The recovery page.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RecoveryPage {
     pub magic: u64,
     /// Scopes open, as libtask counts them.
@@ -111,6 +146,8 @@ pub struct RecoveryPage {
     pub mutexes: [MutexEntry; MAX_MUTEXES],
     pub arc_count: u64,
     pub arcs: [ArcEntry; MAX_ARCS],
+    /// Where libtask's Arc asm blocks are (all 0 until registered).
+    pub arc_blocks: ArcBlocks,
 }
 
 pub const RECOVERY_PAGE_SIZE: usize = core::mem::size_of::<RecoveryPage>();
@@ -126,41 +163,18 @@ impl RecoveryPage {
         mutexes: [MutexEntry { addr: 0, scope: 0 }; MAX_MUTEXES],
         arc_count: 0,
         arcs: [ArcEntry { addr: 0, scope: 0 }; MAX_ARCS],
+        arc_blocks: ArcBlocks::NONE,
     };
 
-    /// Parses a page read from a task (little-endian words); `None` if short.
+    /// Parses a page read from a task (one copy; any alignment); `None`
+    /// if short. Only the first [`RECOVERY_PAGE_SIZE`] bytes are read.
     pub fn from_bytes(b: &[u8]) -> Option<RecoveryPage> {
-        if b.len() < RECOVERY_PAGE_SIZE {
-            return None;
-        }
-        let mut words = [0u64; RECOVERY_PAGE_SIZE / 8];
-        for (i, w) in words.iter_mut().enumerate() {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            *w = u64::from_le_bytes(x);
-        }
-        let mut at = 0;
-        let mut next = || {
-            let v = words[at];
-            at += 1;
-            v
-        };
-        let mut p = RecoveryPage::EMPTY;
-        p.magic = next();
-        p.depth = next();
-        for s in p.scopes.iter_mut() {
-            *s = ScopeRecord { attempt: next(), fault_kind: next(), fault_seq: next(), fault_pc: next() };
-        }
-        p.intent = Intent { op: next(), addr: next(), scope: next() };
-        p.mutex_count = next();
-        for m in p.mutexes.iter_mut() {
-            *m = MutexEntry { addr: next(), scope: next() };
-        }
-        p.arc_count = next();
-        for a in p.arcs.iter_mut() {
-            *a = ArcEntry { addr: next(), scope: next() };
-        }
-        Some(p)
+        b.get(..RECOVERY_PAGE_SIZE).map(bytemuck::pod_read_unaligned)
+    }
+
+    /// The page's bytes, as a task's memory holds them.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(self)
     }
 }
 
@@ -188,11 +202,37 @@ mod tests {
         p.mutex_count = 1;
         p.mutexes[0] = MutexEntry { addr: 0x2000_0000_0000, scope: 1 };
         p.arcs[63] = ArcEntry { addr: 9, scope: 3 };
-        // SAFETY: RecoveryPage is repr(C) plain u64 words, no padding.
-        let bytes = unsafe { core::slice::from_raw_parts(&p as *const RecoveryPage as *const u8, RECOVERY_PAGE_SIZE) };
+        p.arc_blocks = ArcBlocks { inc_start: 1, inc_commit: 2, dec_start: 3, dec_commit: 4 };
+        let bytes = p.as_bytes();
+        assert_eq!(bytes.len(), RECOVERY_PAGE_SIZE);
         let q = RecoveryPage::from_bytes(bytes).unwrap();
         assert_eq!(q.magic, RECOVERY_MAGIC);
         assert_eq!((q.depth, q.intent, q.mutexes[0], q.arcs[63]), (2, p.intent, p.mutexes[0], p.arcs[63]));
+        assert_eq!(q.arc_blocks, p.arc_blocks);
         assert!(RecoveryPage::from_bytes(&bytes[..100]).is_none());
+        // Any alignment, and a longer buffer (a whole page) is fine.
+        let mut buf = [0u8; 4097];
+        buf[1..1 + RECOVERY_PAGE_SIZE].copy_from_slice(bytes);
+        assert_eq!(RecoveryPage::from_bytes(&buf[1..]).unwrap().arc_blocks, p.arc_blocks);
+    }
+
+    /// The word map the kernel, libtask's asm and the fault server's
+    /// tombstones rely on: little-endian `u64` words in this order.
+    #[test]
+    fn recovery_page_word_map() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(RecoveryPage, magic), 0);
+        assert_eq!(offset_of!(RecoveryPage, depth), 8);
+        assert_eq!(offset_of!(RecoveryPage, scopes), 16);
+        assert_eq!(offset_of!(RecoveryPage, intent), 16 + 32 * MAX_SCOPES);
+        assert_eq!(offset_of!(RecoveryPage, mutex_count), 16 + 32 * MAX_SCOPES + 24);
+        assert_eq!(offset_of!(RecoveryPage, mutexes), 16 + 32 * MAX_SCOPES + 32);
+        assert_eq!(offset_of!(RecoveryPage, arc_count), 16 + 32 * MAX_SCOPES + 32 + 16 * MAX_MUTEXES);
+        assert_eq!(offset_of!(RecoveryPage, arcs), 16 + 32 * MAX_SCOPES + 40 + 16 * MAX_MUTEXES);
+        assert_eq!(offset_of!(RecoveryPage, arc_blocks), 16 + 32 * MAX_SCOPES + 40 + 16 * (MAX_MUTEXES + MAX_ARCS));
+        assert_eq!(RECOVERY_PAGE_SIZE, offset_of!(RecoveryPage, arc_blocks) + 32);
+        let mut p = RecoveryPage::EMPTY;
+        p.depth = 0x0102_0304_0506_0708;
+        assert_eq!(&p.as_bytes()[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
     }
 }

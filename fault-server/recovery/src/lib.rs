@@ -15,8 +15,9 @@
 //! missed release is a deadlock or a leak, a wrong one unlocks somebody
 //! else's mutex or frees a live buffer. So the decision is a pure function
 //! of bytes — the page as read from the task, the task's shared regions as
-//! the kernel reports them (`TASK_CTL REGIONS`), the faulting registers,
-//! the rollback depth and four symbol addresses — and it is tested on the
+//! the kernel reports them (`TASK_CTL REGIONS`), the faulting registers
+//! and the rollback depth (the page itself locates libtask's Arc asm
+//! blocks, so no symbol table is needed) — and it is tested on the
 //! host against hostile pages ([`plan`]'s tests). The fault server only
 //! carries the actions out, through [`execute`] and its [`SharedOps`]
 //! trait, which it implements with `TASK_CTL CAS64 / FETCH_ADD32 /
@@ -45,4 +46,4 @@ pub mod layout;
 pub mod plan;
 
 pub use execute::{Outcome, SharedOps, execute};
-pub use plan::{Action, ArcSymbols, Invalid, Origin, Plan, Release, plan};
+pub use plan::{Action, Invalid, MAX_ARC_BLOCK, Origin, Plan, Release, plan};

@@ -15,12 +15,30 @@
 //! held after the rollback, and the rolled-back page still lists them.
 //! `depth == 0` means "fresh start": everything is released.
 //!
+//! ## Mutex entries
+//!
+//! libtask registers a mutex *before* its `CAS` and unregisters it *after*
+//! its unlock (the swap and the wake it owes), so a mutex entry means "held,
+//! or about to be, or just released": [`Action::PoisonAndUnlockMutex`] is
+//! decided at execution by the mutex word, which names its owner, and
+//! always wakes one waiter. That is exact at every instruction without an
+//! intent (the argument, window by window, is in `docs/recovery.md`).
+//!
+//! A mutex may be listed twice for a few instructions: the lock's fast path
+//! lists it before its `CAS`, and only a failed `CAS` shows that the task
+//! already holds it (a release deferred to an outer scope's commit, which
+//! the lock takes back, dropping the new entry). Since an entry means "may
+//! be held", the listings are one: the mutex stays held after the rollback
+//! if any listing survives it, so it is released (once) only if its
+//! *outermost* listing is rolled back. Arc entries, which count, are never
+//! listed twice ([`Invalid::Duplicate`]).
+//!
 //! ## The intent slot
 //!
-//! A fault in the middle of an acquire or a release leaves
-//! `RecoveryPage::intent` set. What it implies (the protocol is in
-//! `docs/recovery.md`; libtask guarantees each case below is the only state
-//! a fault can leave):
+//! A fault in the middle of an Arc count change leaves
+//! `RecoveryPage::intent` set. What it implies (libtask guarantees each
+//! case below is the only state a fault can leave; the pc is compared with
+//! the asm-block bounds libtask records in `RecoveryPage::arc_blocks`):
 //!
 //! | intent | registry entry for the address | pc | release |
 //! |---|---|---|---|
@@ -33,10 +51,19 @@
 //! | `ARC_DROP` | absent | inside | one decrement (not yet done) |
 //! | `ARC_DROP` | absent | outside | none (done) |
 //!
-//! The two remaining combinations (`ARC_CLONE` present/inside, `ARC_DROP`
-//! present/outside) cannot arise from libtask — a task holds at most one
-//! registered shared reference per block, and removes the entry inside the
-//! decrement's asm block — so they are [`Invalid::IntentConflict`].
+//! (libtask no longer writes `LOCK`/`UNLOCK` intents — see above — but a
+//! page with one is still decided exactly, by the word.) The two remaining
+//! combinations (`ARC_CLONE` present/inside, `ARC_DROP` present/outside)
+//! cannot arise from libtask — a task holds at most one registered shared
+//! reference per block, and removes the entry inside the decrement's asm
+//! block — so they are [`Invalid::IntentConflict`]. An Arc intent whose
+//! block bounds are unusable (zero, unordered, or a "block" longer than 64
+//! bytes) is [`Invalid::NoSymbols`].
+//!
+//! ## Cost
+//!
+//! The page is parsed with one copy (`RecoveryPage::from_bytes`), and only
+//! the `count` first slots of each registry are looked at.
 //!
 //! ## Order
 //!
@@ -47,34 +74,22 @@
 //! commute, so the order is a convention, not a correctness condition.
 
 use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE};
-use abi::checkpoint::{MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent};
+use abi::checkpoint::{ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent};
 use abi::trap::Registers;
 
 /// Most releases one plan can hold: the intent and two full registries.
 pub const MAX_RELEASES: usize = 1 + MAX_MUTEXES + MAX_ARCS;
 
-/// Addresses of libtask's Arc asm-block symbols in the faulted task's image
-/// (`abi::checkpoint::ARC_*_SYMBOL`); all 0 if the image has none.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ArcSymbols {
-    pub inc_start: u64,
-    pub inc_commit: u64,
-    pub dec_start: u64,
-    pub dec_commit: u64,
-}
+/// The longest a libtask Arc asm block can be: a "block" longer than this
+/// is a corrupt page, not a block.
+pub const MAX_ARC_BLOCK: u64 = 64;
 
-impl ArcSymbols {
-    pub const NONE: ArcSymbols = ArcSymbols { inc_start: 0, inc_commit: 0, dec_start: 0, dec_commit: 0 };
-
-    /// Whether `pc` is in `[start, commit)`; `None` if the pair is unusable.
-    fn inside(start: u64, commit: u64, pc: u64) -> Option<bool> {
-        // An asm block is a handful of instructions: a "range" of more than
-        // 64 bytes is a wrong symbol table, not a block.
-        if start == 0 || commit <= start || commit - start > 64 {
-            return None;
-        }
-        Some(start <= pc && pc < commit)
+/// Whether `pc` is in `[start, commit)`; `None` if the pair is unusable.
+fn inside(start: u64, commit: u64, pc: u64) -> Option<bool> {
+    if start == 0 || commit <= start || commit - start > MAX_ARC_BLOCK {
+        return None;
     }
+    Some(start <= pc && pc < commit)
 }
 
 /// One release, as the fault server must carry it out ([`crate::execute`]).
@@ -211,8 +226,8 @@ pub enum Invalid {
         scope: u64,
         depth: u64,
     },
-    /// The same address twice in the registries (libtask keeps one entry
-    /// per object), or in both.
+    /// The same address twice in the Arc registry (libtask keeps one
+    /// entry per object), or in both registries.
     Duplicate {
         addr: u64,
     },
@@ -224,7 +239,8 @@ pub enum Invalid {
     IntentConflict {
         addr: u64,
     },
-    /// An Arc intent, but no usable asm-block symbols to decide it.
+    /// An Arc intent, but no usable asm-block bounds in the page
+    /// (`RecoveryPage::arc_blocks`) to decide it.
     NoSymbols,
 }
 
@@ -245,7 +261,7 @@ impl Invalid {
             Invalid::Duplicate { .. } => "registry duplicate",
             Invalid::BadIntent { .. } => "intent operation",
             Invalid::IntentConflict { .. } => "intent contradicts the registries",
-            Invalid::NoSymbols => "arc intent without asm-block symbols",
+            Invalid::NoSymbols => "arc intent without usable asm-block bounds",
         }
     }
 }
@@ -282,10 +298,13 @@ struct Live {
 }
 
 /// Validates the live entries `(addr, scope)` of one registry into `out`.
+/// An address listed twice is [`Invalid::Duplicate`], unless `merge` (the
+/// mutex registry): then it is one entry, of the outermost scope listing it.
 fn live_entries<const N: usize>(
     entries: impl Iterator<Item = (u64, u64)>,
     depth: u64,
     regions: &[RegionInfo],
+    merge: bool,
     out: &mut heapless::Vec<Live, N>,
 ) -> Result<(), Invalid> {
     for (slot, (addr, scope)) in entries.enumerate() {
@@ -296,8 +315,12 @@ fn live_entries<const N: usize>(
         if scope > depth {
             return Err(Invalid::BadScope { addr, scope, depth });
         }
-        if out.iter().any(|l| l.addr == addr) {
-            return Err(Invalid::Duplicate { addr });
+        if let Some(l) = out.iter_mut().find(|l| l.addr == addr) {
+            if !merge {
+                return Err(Invalid::Duplicate { addr });
+            }
+            l.scope = l.scope.min(scope);
+            continue;
         }
         let _ = out.push(Live { slot, addr, scope, base });
     }
@@ -306,15 +329,9 @@ fn live_entries<const N: usize>(
 
 /// Decides the releases for rolling the task back to scope `depth`
 /// (1 = outermost; 0 = fresh start, release everything), from the bytes of
-/// its recovery page, its shared regions, its registers at the fault and
-/// the Arc asm-block symbols of its image.
-pub fn plan(
-    page: &[u8],
-    regions: &[RegionInfo],
-    regs: &Registers,
-    depth: u64,
-    symbols: &ArcSymbols,
-) -> Result<Plan, Invalid> {
+/// its recovery page (which also locates libtask's Arc asm blocks), its
+/// shared regions and its registers at the fault.
+pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -> Result<Plan, Invalid> {
     let p = RecoveryPage::from_bytes(page).ok_or(Invalid::Short { len: page.len() })?;
     if p.magic != RECOVERY_MAGIC {
         return Err(Invalid::BadMagic { found: p.magic });
@@ -337,15 +354,16 @@ pub fn plan(
         p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)),
         p.depth,
         regions,
+        true,
         &mut mutexes,
     )?;
-    live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, &mut arcs)?;
+    live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, false, &mut arcs)?;
     if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
         return Err(Invalid::Duplicate { addr: m.addr });
     }
 
     let mut out = Plan { releases: heapless::Vec::new(), page_depth: p.depth };
-    if let Some(release) = intent_release(&p, regions, regs.rip, depth, symbols, &mutexes, &arcs)? {
+    if let Some(release) = intent_release(&p, regions, regs.rip, depth, &mutexes, &arcs)? {
         out.push(release);
     }
     for m in mutexes.iter().rev().filter(|m| m.scope >= depth) {
@@ -371,7 +389,6 @@ fn intent_release(
     regions: &[RegionInfo],
     pc: u64,
     depth: u64,
-    symbols: &ArcSymbols,
     mutexes: &[Live],
     arcs: &[Live],
 ) -> Result<Option<Release>, Invalid> {
@@ -404,12 +421,10 @@ fn intent_release(
     let action = match it.op {
         intent::LOCK | intent::UNLOCK => (entry.is_none()).then_some(Action::PoisonAndUnlockMutex { addr }),
         _ => {
-            let (start, commit) = if it.op == intent::ARC_CLONE {
-                (symbols.inc_start, symbols.inc_commit)
-            } else {
-                (symbols.dec_start, symbols.dec_commit)
-            };
-            let inside = ArcSymbols::inside(start, commit, pc).ok_or(Invalid::NoSymbols)?;
+            let b: ArcBlocks = p.arc_blocks;
+            let (start, commit) =
+                if it.op == intent::ARC_CLONE { (b.inc_start, b.inc_commit) } else { (b.dec_start, b.dec_commit) };
+            let inside = inside(start, commit, pc).ok_or(Invalid::NoSymbols)?;
             // The in-flight reference is counted iff the xadd ran (clone:
             // outside the block; drop: not yet, inside the block).
             let counted = if it.op == intent::ARC_CLONE { !inside } else { inside };

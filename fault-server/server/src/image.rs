@@ -43,8 +43,6 @@ pub struct TaskImage {
     /// Code symbols sorted by address: `(start, size, name offset)`, for
     /// naming frames by binary search.
     by_addr: Vec<(u64, u64, u32)>,
-    /// libtask's Arc asm-block symbols (all 0 if the image has none).
-    pub arc: recovery::ArcSymbols,
     /// `REWIND_REGCHECK` (the register-check block), if the task has one.
     pub regcheck: Option<u64>,
     /// `REWIND_RESTARTS` (the restart counter), if the task has one, 8 bytes.
@@ -107,14 +105,6 @@ impl TaskImage {
 
     /// The lookups done once per image (see the fields).
     fn index(&mut self) {
-        use libtask::abi::checkpoint as c;
-        let addr = |name: &str| self.symbol(name).map_or(0, |(a, _)| a);
-        self.arc = recovery::ArcSymbols {
-            inc_start: addr(c::ARC_INC_START_SYMBOL),
-            inc_commit: addr(c::ARC_INC_COMMIT_SYMBOL),
-            dec_start: addr(c::ARC_DEC_START_SYMBOL),
-            dec_commit: addr(c::ARC_DEC_COMMIT_SYMBOL),
-        };
         self.regcheck = self.symbol(crate::regcheck::SYMBOL).map(|(a, _)| a);
         self.restarts = self.symbol(crate::RESTARTS_SYMBOL).filter(|&(_, size)| size == 8).map(|(a, _)| a);
         let e = LE;

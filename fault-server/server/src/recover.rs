@@ -15,8 +15,8 @@
 //!    system call. A walk that cannot get there (no unwind info, unreadable
 //!    stack, a loop) means the stack is not trustworthy: fresh start.
 //! 3. **Plan** the releases (`recovery::plan`) from the copy of the task's
-//!    recovery page in the message, its regions (also in the message) and
-//!    the Arc asm-block addresses found once per image. A page that fails
+//!    recovery page in the message (libtask records its Arc asm-block
+//!    addresses there too) and its regions (also in the message). A page that fails
 //!    any check releases nothing and escalates to a fresh start — never a
 //!    wrong release.
 //! 4. **Recover**: one `TASK_CTL RECOVER` carries the releases and the
@@ -226,7 +226,6 @@ impl Recovery {
         let mut escalations = Vec::new();
         let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, syscall::ticks(), &mut escalations) } else { 0 };
         phases.decided = syscall::clock();
-        let arc = image.as_ref().map_or(recovery::ArcSymbols::NONE, |(i, _)| i.arc);
         let mut scope_frame = None;
         if depth > 0 {
             match image {
@@ -245,14 +244,14 @@ impl Recovery {
         }
         phases.walked = syscall::clock();
         let regions = regions(msg);
-        let mut plan = plan(p, &regions, depth, &arc);
+        let mut plan = plan(p, &regions, depth);
         if depth > 0
             && let Err(why) = plan
         {
             escalations.push(Escalation::FreshStart { why: why.into() });
             depth = 0;
             scope_frame = None;
-            plan = self::plan(p, &regions, 0, &arc);
+            plan = self::plan(p, &regions, 0);
         }
         let plan = plan.unwrap_or_else(|why| {
             escalations.push(Escalation::NothingReleased { why });
@@ -325,17 +324,12 @@ fn regions(msg: &FaultMessage) -> Vec<RegionInfo> {
 }
 
 /// The releases a rollback to `depth` owes (0: everything).
-fn plan(
-    p: &Parsed<'_>,
-    regions: &[RegionInfo],
-    depth: u64,
-    arc: &recovery::ArcSymbols,
-) -> Result<recovery::Plan, &'static str> {
+fn plan(p: &Parsed<'_>, regions: &[RegionInfo], depth: u64) -> Result<recovery::Plan, &'static str> {
     if p.msg.recovery == 0 {
         return Ok(recovery::Plan::default()); // no recovery page: the task holds no shared objects
     }
     if p.recovery.is_empty() {
         return Err("recovery page unreadable");
     }
-    recovery::plan(p.recovery, regions, &p.msg.regs, depth, arc).map_err(|e| e.reason())
+    recovery::plan(p.recovery, regions, &p.msg.regs, depth).map_err(|e| e.reason())
 }

@@ -159,8 +159,9 @@ pub(crate) fn release_slot(slot: usize) {
     // SAFETY: `addr` is a slot this task holds a reference to (its count
     // word is mapped shared memory); `entry` is its registry word.
     let old = unsafe { refcount::dec(count.as_ptr(), registry::intent_ptr(), addr, registry::depth(), entry) };
-    registry::trim(Kind::Arc);
-    registry::set_arc_handles(slot, 0);
+    // The statistics first, right after the decrement: a fault in between
+    // loses a `frees` (the count itself is exact), so keep that window to
+    // the few instructions of this match.
     match old {
         1 => {
             header_word_of(addr, off::FREES).fetch_add(1, Ordering::Relaxed);
@@ -171,6 +172,8 @@ pub(crate) fn release_slot(slot: usize) {
         }
         _ => {}
     }
+    registry::trim(Kind::Arc);
+    registry::set_arc_handles(slot, 0);
     registry::clear_intent();
 }
 

@@ -12,11 +12,24 @@
 //!   woken takes the lock as `me | CONTENDED` (it cannot know whether others
 //!   still sleep), so its unlock wakes the next.
 //! * **Unlock**: swap the word to 0; `FUTEX_WAKE(1)` if `CONTENDED` was set.
-//! * **Registry**: lock = intent `LOCK` → CAS → push entry → clear intent;
-//!   unlock = intent `UNLOCK` → remove entry → swap (+ wake) → clear intent.
-//!   Whatever instruction a fault hits, the fault server finds the truth in
-//!   the word itself (who owns it), so it poisons and unlocks exactly the
-//!   mutexes the task holds.
+//! * **Registry**: lock = push the entry → CAS; unlock = swap (+ wake) →
+//!   remove the entry. So the entry is listed from before the task can own
+//!   the word until after it has let go of it *and* done the wake it owed:
+//!   it means "may be held", and the fault server decides by the word
+//!   itself (who owns it), whatever instruction the fault hit — it poisons
+//!   and unlocks exactly the mutexes the task holds, and wakes one waiter
+//!   for each entry. No intent slot is needed.
+//!
+//!   Uncontended, that is the whole registry cost (`cargo xtask bench`
+//!   `registry_cost`): lock = the page's registration check, the fast push
+//!   ([`registry::push_top`]: the slot at `count`, three stores), the
+//!   `CAS`, the poison check; unlock = the scope check (deferred?), the
+//!   swap, the `CONTENDED` test, and `count` back by one (a guard dropped
+//!   out of order leaves a tombstone instead). A failed `CAS` may mean the
+//!   task holds the mutex already (a deferred release it takes back):
+//!   the slow path finds the earlier entry and drops the new one; in
+//!   between the mutex is listed twice, which the fault server treats as
+//!   one listing of the outermost scope (`recovery::plan`).
 //! * **Poison**: set by the fault server when it releases a mutex for a
 //!   task that faulted holding it; `lock()` then returns
 //!   `Err(PoisonError)`, which still carries the guard (std's semantics —
@@ -33,7 +46,6 @@
 use super::futex::{self, Wait};
 use super::registry::{self, Kind};
 use super::{Plain, Shared};
-use abi::checkpoint::intent;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
@@ -131,8 +143,17 @@ impl<T: Plain> Mutex<T> {
     }
 
     /// Locks, sleeping while another task holds it.
+    #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        match self.acquire(None) {
+        let me = registry::task_id(); // registers the page first
+        let listed = registry::push_top(Kind::Mutex, self.addr());
+        // Listed: from here a fault is released by the word.
+        if let Some(slot) = listed
+            && self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            return self.guard(slot);
+        }
+        match self.acquire_slow(me, listed, None) {
             Some(slot) => self.guard(slot),
             None => unreachable!("a lock without deadline does not time out"),
         }
@@ -166,17 +187,42 @@ impl<T: Plain> Mutex<T> {
         self.poison.store(0, Ordering::Relaxed);
     }
 
+    #[inline(always)]
     fn guard(&self, slot: usize) -> LockResult<MutexGuard<'_, T>> {
         let guard = MutexGuard { mutex: self, slot, _task: core::marker::PhantomData };
         if self.is_poisoned() { Err(PoisonError { guard }) } else { Ok(guard) }
     }
 
     /// Takes the lock and registers it; returns the registry slot, or
-    /// `None` at `deadline` (in ticks).
+    /// `None` at `deadline` (in ticks). The fast path: a free slot at the
+    /// registry's `count`, and a free word.
+    #[inline(always)]
     fn acquire(&self, deadline: Option<u64>) -> Option<usize> {
+        let me = registry::task_id(); // registers the page first
+        let listed = registry::push_top(Kind::Mutex, self.addr());
+        if let Some(slot) = listed
+            && self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            return Some(slot);
+        }
+        self.acquire_slow(me, listed, deadline)
+    }
+
+    /// A word that is not free (maybe ours), or a full registry array.
+    /// `listed`: the slot the fast path pushed, if it could.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, me: u32, listed: Option<usize>, deadline: Option<u64>) -> Option<usize> {
         let addr = self.addr();
-        let me = registry::task_id();
-        if let Some(slot) = registry::find(Kind::Mutex, addr) {
+        // An earlier entry for this mutex: it is ours already. (`find`
+        // scans up from slot 0, and the fast push used the top slot, so a
+        // hit other than `listed` is the earlier one. Until `listed` is
+        // removed the mutex is listed twice: the fault server takes the
+        // listings as one, of the outermost scope.)
+        if let Some(slot) = registry::find(Kind::Mutex, addr).filter(|&s| Some(s) != listed) {
+            if let Some(new) = listed {
+                registry::remove(Kind::Mutex, new);
+            }
             if registry::is_deferred(Kind::Mutex, slot) {
                 // Unlocked inside a scope, but not yet: take it back.
                 registry::set_deferred(Kind::Mutex, slot, false);
@@ -184,17 +230,21 @@ impl<T: Plain> Mutex<T> {
             }
             panic!("Mutex at {addr:#x} locked twice by task {me}: it would wait for itself");
         }
-        let Some(slot) = registry::free_slot(Kind::Mutex) else {
-            panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
+        let slot = match listed {
+            Some(slot) => slot,
+            None => {
+                let Some(slot) = registry::free_slot(Kind::Mutex) else {
+                    panic!("task {me} holds {} mutexes, the registry's capacity", abi::checkpoint::MAX_MUTEXES);
+                };
+                registry::push(Kind::Mutex, slot, addr);
+                slot
+            }
         };
-        registry::set_intent(intent::LOCK, addr);
-        let got = self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            || self.contended(me, deadline);
-        if got {
-            registry::push(Kind::Mutex, slot, addr);
+        if self.contended(me, deadline) {
+            return Some(slot);
         }
-        registry::clear_intent();
-        got.then_some(slot)
+        registry::remove(Kind::Mutex, slot);
+        None
     }
 
     /// The slow path: spin, then sleep on the word. True once acquired.
@@ -247,24 +297,36 @@ pub(crate) fn release_slot(slot: usize) {
     // SAFETY: `addr` is the address of a `Mutex` this task locked, in a
     // shared region (regions are never unmapped); its first word is the
     // lock word, an AtomicU32.
-    let word = unsafe { &*(addr as *const AtomicU32) };
-    registry::set_intent(intent::UNLOCK, addr);
-    registry::remove(Kind::Mutex, slot);
+    unlock(unsafe { &*(addr as *const AtomicU32) }, slot)
+}
+
+/// Unlocks `word`, registered in `slot`: swap 0, wake if contended, and
+/// only then remove the entry — until then a fault is released by the word
+/// (which no longer names the task after the swap: nothing but the wake).
+#[inline(always)]
+fn unlock(word: &AtomicU32, slot: usize) {
     let old = word.swap(0, Ordering::Release);
     if old & CONTENDED != 0 {
-        let _ = futex::wake(word, 1);
+        wake(word);
     }
-    registry::clear_intent();
+    registry::remove(Kind::Mutex, slot);
+}
+
+#[cold]
+#[inline(never)]
+fn wake(word: &AtomicU32) {
+    let _ = futex::wake(word, 1);
 }
 
 impl<T: Plain> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if registry::entry_scope(Kind::Mutex, self.slot) < registry::depth() {
+        if registry::is_outer_mutex(self.slot) {
             // Taken by an outer scope: unlock when it is the innermost again.
             registry::set_deferred(Kind::Mutex, self.slot, true);
             return;
         }
-        release_slot(self.slot);
+        unlock(&self.mutex.word, self.slot);
     }
 }
 

@@ -4,7 +4,9 @@
 //! the fault server whether a task that faulted mid-operation already
 //! changed it. The pc can: each change is one `lock xadd` that ends an asm
 //! block delimited by global symbols (`abi::checkpoint::ARC_*_SYMBOL`),
-//! which the fault server looks up in the task's ELF symbol table.
+//! whose addresses libtask records in its recovery page when it registers
+//! it ([`blocks`] → `RecoveryPage::arc_blocks`): the fault server reads
+//! them there, so it needs no symbol table (a stripped task recovers too).
 //!
 //! ```text
 //! __rewind_arc_inc_start:               __rewind_arc_dec_start:
@@ -35,7 +37,7 @@
 //! (CFA = rsp + 8), correct at every instruction.
 
 use abi::checkpoint::{
-    ARC_DEC_COMMIT_SYMBOL, ARC_DEC_START_SYMBOL, ARC_INC_COMMIT_SYMBOL, ARC_INC_START_SYMBOL, Intent, intent,
+    ARC_DEC_COMMIT_SYMBOL, ARC_DEC_START_SYMBOL, ARC_INC_COMMIT_SYMBOL, ARC_INC_START_SYMBOL, ArcBlocks, Intent, intent,
 };
 use core::mem::offset_of;
 
@@ -108,6 +110,21 @@ core::arch::global_asm!(
 unsafe extern "C" {
     fn __rewind_arc_inc(count: *mut u32, intent: *mut Intent, addr: u64, scope: u64) -> u32;
     fn __rewind_arc_dec(count: *mut u32, intent: *mut Intent, addr: u64, scope: u64, entry: *mut u64) -> u32;
+    // Labels in the asm above, never read: only their addresses are used.
+    static __rewind_arc_inc_start: u8;
+    static __rewind_arc_inc_commit: u8;
+    static __rewind_arc_dec_start: u8;
+    static __rewind_arc_dec_commit: u8;
+}
+
+/// Where the two blocks are in this image, for the recovery page.
+pub(crate) fn blocks() -> ArcBlocks {
+    ArcBlocks {
+        inc_start: &raw const __rewind_arc_inc_start as u64,
+        inc_commit: &raw const __rewind_arc_inc_commit as u64,
+        dec_start: &raw const __rewind_arc_dec_start as u64,
+        dec_commit: &raw const __rewind_arc_dec_commit as u64,
+    }
 }
 
 /// Sets the intent `ARC_CLONE` on `addr` and adds 1 to `count`; returns

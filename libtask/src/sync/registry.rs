@@ -17,6 +17,11 @@
 //!
 //! [`checkpoint`]: crate::checkpoint::checkpoint
 //!
+//! The page also records where libtask's two Arc asm blocks are
+//! (`RecoveryPage::arc_blocks`, written once, before `SET_RECOVERY`), so
+//! the fault server decides an Arc intent from the page alone — no symbol
+//! table, and a stripped task still rolls back.
+//!
 //! ## How it is written
 //!
 //! The fault server reads the page while the task is stopped at a fault,
@@ -25,14 +30,19 @@
 //! meaning something exact (the argument per operation is in
 //! `docs/recovery.md`):
 //!
-//! * a registry is an array of `{addr, scope}` slots and a `count`; a slot
-//!   below `count` with `addr == 0` is a *tombstone* (released). A push
-//!   writes `scope`, then `addr` (the store that makes it live), then
+//! * a registry is a fixed array of `{addr, scope}` slots and a `count`; a
+//!   slot below `count` with `addr == 0` is a *tombstone* (released). A
+//!   push writes `scope`, then `addr` (the store that makes it live), then
 //!   raises `count` if it used the slot at `count`; a removal is the one
 //!   store `addr = 0`, then `count` drops over trailing tombstones. So an
 //!   entry is never half-written and never listed twice;
-//! * the intent is written `addr`, `scope`, then `op` (the store that makes
-//!   it valid), and cleared by `op = NONE`.
+//! * the fast push ([`push_top`]) takes the slot at `count` — no search:
+//!   in the usual last-locked, first-unlocked order, a lock pushes at
+//!   `count` and its unlock lowers `count` again. Only a full array makes
+//!   a push look for a tombstone ([`free_slot`]);
+//! * the intent (Arc count changes only; the asm blocks write it) is
+//!   written `addr`, `scope`, then `op` (the store that makes it valid),
+//!   and cleared by `op = NONE`.
 //!
 //! All accesses are volatile (the compiler may neither drop nor reorder
 //! them against each other) with compiler fences around them (nor move
@@ -45,7 +55,10 @@
 //! does not need: per mutex entry, whether its release is *deferred* (a
 //! guard of an outer scope dropped inside an inner one; see
 //! [`crate::sync`]); per Arc entry, the same, and the number of this
-//! task's handles sharing that one registered reference.
+//! task's handles sharing that one registered reference. A free slot's
+//! deferred flag is always clear (every path that frees a slot clears it
+//! first, or never set it; a rollback restores flags and entries
+//! together), so a push need not clear it.
 
 use abi::checkpoint::{
     ArcEntry, Intent, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord, intent,
@@ -61,7 +74,12 @@ struct Area {
     mutex_deferred: [u8; MAX_MUTEXES],
     arc_deferred: [u8; MAX_ARCS],
     arc_handles: [u32; MAX_ARCS],
-    registered: u64,
+    /// Per open scope `d` (index `d`; 0: outside any), the mutex registry's
+    /// `count` when it opened; and that of the innermost scope, for the
+    /// unlock's scope check ([`is_outer`]).
+    mutex_bases: [u64; MAX_SCOPES + 1],
+    mutex_base: u64,
+    /// This task's id once the page is registered; 0 before.
     task_id: u64,
 }
 const _: () = assert!(core::mem::size_of::<Area>() == 4096);
@@ -78,7 +96,8 @@ static AREA: AreaCell = AreaCell(UnsafeCell::new(Area {
     mutex_deferred: [0; MAX_MUTEXES],
     arc_deferred: [0; MAX_ARCS],
     arc_handles: [0; MAX_ARCS],
-    registered: 0,
+    mutex_bases: [0; MAX_SCOPES + 1],
+    mutex_base: 0,
     task_id: 0,
 }));
 
@@ -89,38 +108,62 @@ pub(crate) enum Kind {
     Arc,
 }
 
+#[inline(always)]
 fn fence() {
     compiler_fence(Ordering::SeqCst);
 }
 
+/// The area, without the registration check (for paths that registered
+/// already: a lock's unlock, a guard's drop).
+#[inline(always)]
+fn raw_area() -> *mut Area {
+    AREA.0.get()
+}
+
 /// The area, registered with the kernel.
+#[inline(always)]
 fn area() -> *mut Area {
-    let a = AREA.0.get();
+    let a = raw_area();
     // SAFETY: `a` points to the static; single-threaded (see AreaCell).
-    if unsafe { read_volatile(&raw const (*a).registered) } == 0 {
-        let id = crate::syscall::task_id();
-        let page = a as u64; // the page is the area's first field
-        // SAFETY: SET_RECOVERY only records the address; the kernel checks
-        // it. It cannot fail for an aligned address in user space; if it
-        // did, the fault server would see no page and escalate instead of
-        // releasing, which is safe.
-        let _ = unsafe { crate::syscall::raw::syscall1(nr::SET_RECOVERY, page) };
-        // SAFETY: as above.
-        unsafe {
-            write_volatile(&raw mut (*a).task_id, id);
-            write_volatile(&raw mut (*a).registered, 1);
-        }
+    if unsafe { read_volatile(&raw const (*a).task_id) } == 0 {
+        register();
     }
     a
 }
 
+/// Records the Arc asm blocks in the page, registers it with the kernel,
+/// then marks it registered (by writing the task id). Returns the id.
+#[cold]
+#[inline(never)]
+fn register() -> u64 {
+    let a = raw_area();
+    let id = crate::syscall::task_id();
+    // SAFETY: fields of the static; single-threaded (see AreaCell). The
+    // bounds are in place before the kernel, and so the fault server,
+    // knows the page; a rollback to before this point also undoes the
+    // `task_id` store below, so the next use registers again.
+    unsafe { write_volatile(&raw mut (*a).page.arc_blocks, super::refcount::blocks()) };
+    fence();
+    let page = a as u64; // the page is the area's first field
+    // SAFETY: SET_RECOVERY only records the address; the kernel checks
+    // it. It cannot fail for an aligned address in user space; if it
+    // did, the fault server would see no page and escalate instead of
+    // releasing, which is safe.
+    let _ = unsafe { crate::syscall::raw::syscall1(nr::SET_RECOVERY, page) };
+    // SAFETY: a field of the static.
+    put(unsafe { &raw mut (*a).task_id }, id);
+    id
+}
+
 /// Reads a `u64` of the area.
+#[inline(always)]
 fn get(p: *const u64) -> u64 {
     // SAFETY: callers pass pointers into AREA, aligned fields.
     unsafe { read_volatile(p) }
 }
 
 /// Writes a `u64` of the area, ordered against everything around it.
+#[inline(always)]
 fn put(p: *mut u64, v: u64) {
     fence();
     // SAFETY: callers pass pointers into AREA, aligned fields.
@@ -128,21 +171,39 @@ fn put(p: *mut u64, v: u64) {
     fence();
 }
 
-/// This task's id (what its mutex words hold when it owns them).
+/// This task's id (what its mutex words hold when it owns them); the
+/// first call registers the page.
+#[inline(always)]
 pub(crate) fn task_id() -> u32 {
     // SAFETY: a field of the static.
-    get(unsafe { &raw const (*area()).task_id }) as u32
+    let id = get(unsafe { &raw const (*raw_area()).task_id });
+    (if id == 0 { register() } else { id }) as u32
 }
 
 /// Scopes open, as libtask counts them.
+#[inline(always)]
 pub(crate) fn depth() -> u64 {
     // SAFETY: a field of the static.
     get(unsafe { &raw const (*area()).page.depth })
 }
 
+/// Opens (`depth` = current + 1) or closes (current - 1) a scope in the
+/// page, after `CHECKPOINT_OPEN` / `COMMIT`.
 pub(crate) fn set_depth(depth: u64) {
-    // SAFETY: a field of the static.
-    put(unsafe { &raw mut (*area()).page.depth }, depth)
+    let a = area();
+    let d = (depth as usize).min(MAX_SCOPES);
+    // SAFETY: fields of the static; `d` is in bounds of `mutex_bases`.
+    unsafe {
+        let base = if depth > get(&raw const (*a).page.depth) {
+            let n = get(&raw const (*a).page.mutex_count);
+            put(&raw mut (*a).mutex_bases[d], n);
+            n
+        } else {
+            get(&raw const (*a).mutex_bases[d])
+        };
+        put(&raw mut (*a).mutex_base, base);
+        put(&raw mut (*a).page.depth, depth)
+    }
 }
 
 /// The record of scope `depth` (1 = outermost).
@@ -166,18 +227,6 @@ pub(crate) fn intent_ptr() -> *mut Intent {
     unsafe { &raw mut (*area()).page.intent }
 }
 
-/// Announces `op` on the object at `addr` (at the current depth).
-pub(crate) fn set_intent(op: u64, addr: u64) {
-    let i = intent_ptr();
-    let depth = depth();
-    // SAFETY: fields of the intent in the static.
-    unsafe {
-        put(&raw mut (*i).addr, addr);
-        put(&raw mut (*i).scope, depth);
-        put(&raw mut (*i).op, op);
-    }
-}
-
 pub(crate) fn clear_intent() {
     // SAFETY: a field of the intent in the static.
     put(unsafe { &raw mut (*intent_ptr()).op }, intent::NONE)
@@ -193,8 +242,9 @@ struct Table {
 
 const _: () = assert!(core::mem::size_of::<MutexEntry>() == 16 && core::mem::size_of::<ArcEntry>() == 16);
 
+#[inline(always)]
 fn table(kind: Kind) -> Table {
-    let a = area();
+    let a = raw_area();
     // SAFETY: fields of the static. MutexEntry and ArcEntry are repr(C)
     // `{addr: u64, scope: u64}`, the layout of `[u64; 2]`.
     unsafe {
@@ -218,16 +268,19 @@ fn table(kind: Kind) -> Table {
 impl Table {
     /// Slots in use (clamped: the page is ours, but a stray write may have
     /// hit it, and an index past the array must never be formed).
+    #[inline(always)]
     fn count(&self) -> usize {
         (get(self.count) as usize).min(self.cap)
     }
 
+    #[inline(always)]
     fn addr_ptr(&self, slot: usize) -> *mut u64 {
         assert!(slot < self.cap);
         // SAFETY: `slot` is in bounds of the entries array.
         unsafe { (&raw mut (*self.entries.add(slot))[0]).cast() }
     }
 
+    #[inline(always)]
     fn scope_ptr(&self, slot: usize) -> *mut u64 {
         assert!(slot < self.cap);
         // SAFETY: `slot` is in bounds of the entries array.
@@ -247,9 +300,13 @@ pub(crate) fn find(kind: Kind, addr: u64) -> Option<usize> {
     (0..t.count()).find(|&i| get(t.addr_ptr(i)) == addr)
 }
 
-/// A slot a push may use: the one at `count`, else the lowest tombstone.
+/// A slot a push may use: the one at `count`, else (after lowering
+/// `count` over trailing tombstones) the lowest tombstone.
 pub(crate) fn free_slot(kind: Kind) -> Option<usize> {
     let t = table(kind);
+    if t.count() == t.cap {
+        trim(kind);
+    }
     let n = t.count();
     if n < t.cap {
         return Some(n);
@@ -261,12 +318,34 @@ pub(crate) fn free_slot(kind: Kind) -> Option<usize> {
 pub(crate) fn push(kind: Kind, slot: usize, addr: u64) {
     let t = table(kind);
     put(t.scope_ptr(slot), depth());
-    // SAFETY: in bounds (asserted by deferred_ptr).
-    unsafe { write_volatile(t.deferred_ptr(slot), 0) };
     put(t.addr_ptr(slot), addr);
     if slot >= t.count() {
         put(t.count, slot as u64 + 1);
     }
+}
+
+/// The fast push: registers `addr` in the slot at `count`, owned by the
+/// current scope, and returns the slot; `None` if the array is full (use
+/// [`free_slot`] and [`push`]). Three stores: `scope`, `addr` (beyond the
+/// count: not yet looked at), `count` (listed). The page must be
+/// registered (by [`task_id`]).
+#[inline(always)]
+pub(crate) fn push_top(kind: Kind, addr: u64) -> Option<usize> {
+    let t = table(kind);
+    let n = get(t.count);
+    if n >= t.cap as u64 {
+        return None;
+    }
+    let slot = n as usize;
+    // SAFETY: a field of the registered static.
+    let depth = get(unsafe { &raw const (*raw_area()).page.depth });
+    // SAFETY: `slot < cap`, in bounds of the entries array.
+    unsafe {
+        put((&raw mut (*t.entries.add(slot))[1]).cast(), depth);
+        put((&raw mut (*t.entries.add(slot))[0]).cast(), addr);
+    }
+    put(t.count, n + 1);
+    Some(slot)
 }
 
 /// The store that makes `slot` a tombstone, for the Arc drop asm block.
@@ -274,29 +353,39 @@ pub(crate) fn addr_ptr(kind: Kind, slot: usize) -> *mut u64 {
     table(kind).addr_ptr(slot)
 }
 
-/// Unregisters `slot`.
+/// Unregisters `slot` (a live slot: below `count`) with one store: the
+/// last slot by lowering `count` (what lies beyond `count` is never looked
+/// at, and a push writes the slot before raising `count` again), any other
+/// by a tombstone (`addr = 0`). Tombstones left below are trimmed lazily,
+/// when the array is full ([`free_slot`]) or by an Arc release.
+#[inline(always)]
 pub(crate) fn remove(kind: Kind, slot: usize) {
     let t = table(kind);
-    put(t.addr_ptr(slot), 0);
-    trim(kind);
+    if get(t.count) == slot as u64 + 1 {
+        put(t.count, slot as u64);
+    } else {
+        put(t.addr_ptr(slot), 0);
+    }
 }
 
-/// Lowers `count` over trailing tombstones and clears their private flags.
+/// Lowers `count` over trailing tombstones.
+#[cold]
+#[inline(never)]
 pub(crate) fn trim(kind: Kind) {
     let t = table(kind);
     let mut n = t.count();
     while n > 0 && get(t.addr_ptr(n - 1)) == 0 {
-        // SAFETY: in bounds (asserted by deferred_ptr).
-        unsafe { write_volatile(t.deferred_ptr(n - 1), 0) };
         n -= 1;
         put(t.count, n as u64);
     }
 }
 
+#[inline(always)]
 pub(crate) fn entry_addr(kind: Kind, slot: usize) -> u64 {
     get(table(kind).addr_ptr(slot))
 }
 
+#[inline(always)]
 pub(crate) fn entry_scope(kind: Kind, slot: usize) -> u64 {
     get(table(kind).scope_ptr(slot))
 }
@@ -327,6 +416,21 @@ pub(crate) fn hand_to_parent(depth: u64) {
             }
         }
     }
+}
+
+/// Whether the mutex entry in `slot` may belong to a scope outside the
+/// innermost one, so that its release must be deferred (see
+/// [`crate::sync`]): whether it lies below the registry's `count` at the
+/// innermost scope's open. Exact one way — a slot at or above that base
+/// was pushed in the innermost scope (or in one that committed into it),
+/// so it is released now — and conservative the other: a slot below it is
+/// deferred, which is right for an outer entry and merely late (to the
+/// commit, which hands the entry to the parent scope and then releases
+/// it) for the rare entry of this scope that reused a tombstone below.
+#[inline(always)]
+pub(crate) fn is_outer_mutex(slot: usize) -> bool {
+    // SAFETY: a field of the static.
+    (slot as u64) < get(unsafe { &raw const (*raw_area()).mutex_base })
 }
 
 /// Handles of this task sharing the registered Arc reference in `slot`.

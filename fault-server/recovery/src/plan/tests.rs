@@ -3,15 +3,16 @@
 extern crate std;
 
 use super::*;
-use abi::checkpoint::{ArcEntry, Intent, MutexEntry, RECOVERY_PAGE_SIZE};
+use abi::checkpoint::{ArcBlocks, ArcEntry, Intent, MutexEntry, RECOVERY_PAGE_SIZE};
 use std::vec::Vec;
 
 const BASE: u64 = 0x2000_0000_0000;
 const SIZE: u64 = 0x1_0000;
 const REGIONS: [RegionInfo; 2] =
     [RegionInfo { base: BASE, size: SIZE }, RegionInfo { base: BASE + (1 << 30), size: 0x4000 }];
-const SYMS: ArcSymbols =
-    ArcSymbols { inc_start: 0x40_1000, inc_commit: 0x40_1010, dec_start: 0x40_2000, dec_commit: 0x40_2014 };
+/// Where libtask's Arc asm blocks are, as `page` records them.
+const SYMS: ArcBlocks =
+    ArcBlocks { inc_start: 0x40_1000, inc_commit: 0x40_1010, dec_start: 0x40_2000, dec_commit: 0x40_2014 };
 
 /// Mutex and Arc addresses inside the first region.
 const MA: u64 = BASE + 0x40;
@@ -19,7 +20,9 @@ const MB: u64 = BASE + 0x80;
 const AC: u64 = BASE + 0x1000;
 const AD: u64 = BASE + 0x1040;
 
-/// The page as the little-endian words `RecoveryPage::from_bytes` reads.
+/// The page as the little-endian words of the task's memory, written out
+/// field by field (independently of `RecoveryPage::as_bytes`, so the
+/// test also pins the layout `from_bytes` reads).
 fn bytes(p: &RecoveryPage) -> Vec<u8> {
     let mut w: Vec<u64> = std::vec![p.magic, p.depth];
     for s in &p.scopes {
@@ -33,14 +36,18 @@ fn bytes(p: &RecoveryPage) -> Vec<u8> {
     for a in &p.arcs {
         w.extend([a.addr, a.scope]);
     }
+    let b = p.arc_blocks;
+    w.extend([b.inc_start, b.inc_commit, b.dec_start, b.dec_commit]);
     let out: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
     assert_eq!(out.len(), RECOVERY_PAGE_SIZE);
+    assert_eq!(out, p.as_bytes());
     out
 }
 
 fn page(depth: u64, mutexes: &[(u64, u64)], arcs: &[(u64, u64)]) -> RecoveryPage {
     let mut p = RecoveryPage::EMPTY;
     p.depth = depth;
+    p.arc_blocks = SYMS;
     p.mutex_count = mutexes.len() as u64;
     for (i, &(addr, scope)) in mutexes.iter().enumerate() {
         p.mutexes[i] = MutexEntry { addr, scope };
@@ -57,7 +64,7 @@ fn at(pc: u64) -> Registers {
 }
 
 fn run(p: &RecoveryPage, pc: u64, depth: u64) -> Result<Vec<Release>, Invalid> {
-    plan(&bytes(p), &REGIONS, &at(pc), depth, &SYMS).map(|pl| pl.releases().to_vec())
+    plan(&bytes(p), &REGIONS, &at(pc), depth).map(|pl| pl.releases().to_vec())
 }
 
 fn actions(p: &RecoveryPage, pc: u64, depth: u64) -> Vec<Action> {
@@ -158,7 +165,7 @@ fn refused(p: &RecoveryPage, pc: u64, depth: u64) -> Invalid {
 #[test]
 fn short_page_and_bad_magic() {
     let b = bytes(&RecoveryPage::EMPTY);
-    assert_eq!(plan(&b[..100], &REGIONS, &at(0), 0, &SYMS).unwrap_err(), Invalid::Short { len: 100 });
+    assert_eq!(plan(&b[..100], &REGIONS, &at(0), 0).unwrap_err(), Invalid::Short { len: 100 });
     let mut p = page(0, &[(MA, 0)], &[]);
     p.magic ^= 1;
     assert!(matches!(refused(&p, 0, 0), Invalid::BadMagic { .. }));
@@ -218,8 +225,8 @@ fn addresses_outside_regions_misaligned_or_in_headers() {
 fn regions_that_wrap_do_not_contain_anything() {
     let wrapping = [RegionInfo { base: u64::MAX - 0xfff, size: 0x2000 }];
     let p = page(0, &[(u64::MAX - 0xfff + 0x40, 0)], &[]);
-    assert!(plan(&bytes(&p), &wrapping, &at(0), 0, &SYMS).is_err());
-    assert!(plan(&bytes(&p), &[], &at(0), 0, &SYMS).is_err(), "no regions: nothing is valid");
+    assert!(plan(&bytes(&p), &wrapping, &at(0), 0).is_err());
+    assert!(plan(&bytes(&p), &[], &at(0), 0).is_err(), "no regions: nothing is valid");
 }
 
 #[test]
@@ -232,7 +239,13 @@ fn scopes_deeper_than_the_page() {
 
 #[test]
 fn duplicates() {
-    assert_eq!(refused(&page(1, &[(MA, 1), (MA, 0)], &[]), 0, 1), Invalid::Duplicate { addr: MA });
+    // A mutex listed twice (the lock's fast path, for a few instructions):
+    // one mutex, of the outermost scope listing it.
+    let p = page(1, &[(MA, 0), (MB, 1), (MA, 1)], &[]);
+    assert_eq!(actions(&p, 0, 1), [unlock(MB)], "held by scope 0: survives the rollback of scope 1");
+    assert_eq!(actions(&p, 0, 0), [unlock(MB), unlock(MA)], "released once");
+    let p = page(1, &[(MA, 1), (MA, 1)], &[]);
+    assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
     assert_eq!(refused(&page(1, &[], &[(AC, 1), (AC, 1)]), 0, 1), Invalid::Duplicate { addr: AC });
     assert_eq!(refused(&page(1, &[(MA, 1)], &[(MA, 1)]), 0, 1), Invalid::Duplicate { addr: MA });
 }
@@ -275,17 +288,88 @@ fn hostile_intents() {
 }
 
 #[test]
-fn arc_intent_without_usable_symbols() {
-    let p = with_intent(page(1, &[], &[]), intent::ARC_CLONE, AC, 1);
-    let none = plan(&bytes(&p), &REGIONS, &at(0x40_5000), 1, &ArcSymbols::NONE);
-    assert_eq!(none.unwrap_err(), Invalid::NoSymbols);
-    let backwards = ArcSymbols { inc_start: 0x40_1010, inc_commit: 0x40_1000, ..SYMS };
-    assert_eq!(plan(&bytes(&p), &REGIONS, &at(0x40_5000), 1, &backwards).unwrap_err(), Invalid::NoSymbols);
-    let huge = ArcSymbols { inc_start: 0x40_1000, inc_commit: 0x50_0000, ..SYMS };
-    assert_eq!(plan(&bytes(&p), &REGIONS, &at(0x40_5000), 1, &huge).unwrap_err(), Invalid::NoSymbols);
-    // Mutex-only pages need no symbols.
-    let p = with_intent(page(1, &[], &[]), intent::LOCK, MA, 1);
-    assert!(plan(&bytes(&p), &REGIONS, &at(0), 1, &ArcSymbols::NONE).is_ok());
+fn arc_intent_without_usable_block_bounds() {
+    for op in [intent::ARC_CLONE, intent::ARC_DROP] {
+        let good = with_intent(page(1, &[], &[]), op, AC, 1);
+        let bounds = [
+            ArcBlocks::NONE,
+            ArcBlocks { inc_start: 0x40_1010, inc_commit: 0x40_1000, dec_start: 0x40_2014, dec_commit: 0x40_2000 },
+            ArcBlocks { inc_start: 0x40_1000, inc_commit: 0x40_1000, dec_start: 0x40_2000, dec_commit: 0x40_2000 },
+            ArcBlocks { inc_start: 0x40_1000, inc_commit: 0x50_0000, dec_start: 0x40_2000, dec_commit: 0x50_0000 },
+            ArcBlocks { inc_start: 0, inc_commit: 0x10, dec_start: 0, dec_commit: 0x10 },
+            ArcBlocks { inc_start: u64::MAX - 8, inc_commit: 8, dec_start: 1, dec_commit: u64::MAX },
+        ];
+        for b in bounds {
+            let mut p = good;
+            p.arc_blocks = b;
+            for pc in [0, 0x40_1000, 0x40_2004, 0x40_5000, u64::MAX - 4] {
+                assert_eq!(refused(&p, pc, 1), Invalid::NoSymbols, "{b:?} at {pc:#x}");
+            }
+        }
+        // The longest block accepted: 64 bytes.
+        let mut p = good;
+        p.arc_blocks = ArcBlocks {
+            inc_start: 0x40_1000,
+            inc_commit: 0x40_1000 + MAX_ARC_BLOCK,
+            dec_start: 0x40_2000,
+            dec_commit: 0x40_2000 + MAX_ARC_BLOCK,
+        };
+        assert!(run(&p, 0x40_5000, 1).is_ok());
+    }
+    // Pages without Arc intents need no bounds (a task that never used an
+    // Arc, or a page from before the bounds were recorded).
+    let mut p = with_intent(page(1, &[(MB, 1)], &[(AD, 1)]), intent::LOCK, MA, 1);
+    p.arc_blocks = ArcBlocks::NONE;
+    assert_eq!(actions(&p, 0, 1), [unlock(MA), unlock(MB), dec(AD)]);
+}
+
+/// A stripped task: the decision depends on the page's bounds and the pc
+/// only, wherever the blocks are.
+#[test]
+fn arc_block_bounds_come_from_the_page() {
+    let moved = ArcBlocks { inc_start: 0x7_0000, inc_commit: 0x7_0012, dec_start: 0x7_0040, dec_commit: 0x7_0056 };
+    let mut p = with_intent(page(1, &[], &[]), intent::ARC_CLONE, AC, 1);
+    p.arc_blocks = moved;
+    assert_eq!(actions(&p, moved.inc_start + 4, 1), [], "inside the recorded block");
+    assert_eq!(actions(&p, SYMS.inc_start + 4, 1), [dec(AC)], "inside the default block: outside this one");
+    p.intent.op = intent::ARC_DROP;
+    assert_eq!(actions(&p, moved.dec_start, 1), [dec(AC)]);
+    assert_eq!(actions(&p, moved.dec_commit, 1), []);
+}
+
+/// The registry protocol of `libtask::sync::mutex`, replayed store by
+/// store: lock = push `{scope, addr}` (and `count`) → `CAS`; unlock = swap
+/// → wake → tombstone (and `count` back). At every store boundary the page
+/// lists the mutex exactly while the task may own it, once, so the plan
+/// releases it once (decided by the owner word) or not at all.
+#[test]
+fn mutex_protocol_is_exact_at_every_store() {
+    // (page state after k stores, whether the task may own the word)
+    let mut states: Vec<(RecoveryPage, bool)> = Vec::new();
+    let mut p = page(1, &[(MB, 0)], &[]);
+    states.push((p, false)); // before the lock
+    p.mutexes[1].scope = 1;
+    states.push((p, false)); // scope written: not live yet (addr 0)
+    p.mutexes[1].addr = MA;
+    states.push((p, false)); // live, count not raised yet: beyond the count, not looked at
+    p.mutex_count = 2;
+    states.push((p, true)); // listed; CAS not yet run, or run: the word decides
+    // ... held; unlock: swap, wake, then the tombstone.
+    p.mutexes[1].addr = 0;
+    states.push((p, false)); // tombstone, count not lowered
+    p.mutex_count = 1;
+    states.push((p, false));
+    for (k, (p, listed)) in states.iter().enumerate() {
+        for target in [0, 1] {
+            let released: Vec<_> = actions(p, 0, target).into_iter().filter(|a| a.addr() == MA).collect();
+            let want = if *listed { std::vec![unlock(MA)] } else { Vec::new() };
+            assert_eq!(released, want, "state {k}, rollback to {target}");
+        }
+    }
+    // The one window where the page does not list a mutex the task owns —
+    // entry written beyond the count, CAS not yet run — is before the CAS:
+    // libtask raises the count before it. (State 2 above: the word is not
+    // the task's yet.)
 }
 
 /// Random pages (a fixed-seed xorshift): whatever `plan` accepts releases
@@ -315,9 +399,14 @@ fn random_pages_never_yield_a_wild_release() {
         if round % 97 == 0 {
             p.magic = next();
         }
+        if round % 7 == 0 {
+            let r = next();
+            p.arc_blocks =
+                ArcBlocks { inc_start: r % 0x50_0000, inc_commit: r % 0x40_1040, dec_start: 0, dec_commit: r };
+        }
         let pc = [SYMS.inc_start, SYMS.inc_commit, SYMS.dec_start + 4, SYMS.dec_commit, 0][(next() % 5) as usize];
         let depth = next() % 5;
-        let Ok(pl) = plan(&bytes(&p), &REGIONS, &at(pc), depth, &SYMS) else { continue };
+        let Ok(pl) = plan(&bytes(&p), &REGIONS, &at(pc), depth) else { continue };
         accepted += 1;
         let mut seen_mutex = Vec::new();
         for r in pl.releases() {
