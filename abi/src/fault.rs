@@ -104,6 +104,9 @@ pub struct FaultMessage {
     pub regs: Registers,
     /// Guest TSC when the fault was taken (guest instructions under icount).
     pub fault_tsc: u64,
+    /// The kernel's tick clock (ms) at the fault, for the supervisor's
+    /// restart-policy windows.
+    pub fault_ticks: u64,
     /// The task's name, NUL-padded.
     pub name: [u8; crate::image::NAME_LEN],
     /// The manifest's restart policy (0 = the supervisor's default).

@@ -200,7 +200,17 @@ pub mod recover {
         /// Out: guest TSC when the releases were done and the final action
         /// began (the benchmark's phase breakdown).
         pub tsc_released: u64,
+        /// Out: guest TSC when the final action was done.
+        pub tsc_done: u64,
+        /// [`LOWER_CALLER`] and nothing else.
+        pub flags: u64,
     }
+
+    /// [`Header::flags`]: once done, run the caller at the lowest priority
+    /// (as `SET_PRIORITY` would, with the same way back): the recovered
+    /// task runs at once, and the supervisor's own bookkeeping and report
+    /// wait for a free CPU, without a second system call on the way.
+    pub const LOWER_CALLER: u64 = 1;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]

@@ -270,6 +270,12 @@ impl RecoverRequest {
         self.header = r::Header { seq, action, arg, ..r::Header::default() };
     }
 
+    /// Asks the kernel to lower the caller's priority once done
+    /// (`abi::ipc::recover::LOWER_CALLER`).
+    pub fn lower_caller(&mut self) {
+        self.header.flags |= abi::ipc::recover::LOWER_CALLER;
+    }
+
     /// Adds a release; false if the request is full.
     pub fn push(&mut self, op: abi::ipc::recover::ReleaseOp) -> bool {
         let n = self.header.count as usize;

@@ -46,4 +46,4 @@ pub mod layout;
 pub mod plan;
 
 pub use execute::{Outcome, SharedOps, execute};
-pub use plan::{Action, Invalid, MAX_ARC_BLOCK, Origin, Plan, Release, plan};
+pub use plan::{Action, Invalid, MAX_ARC_BLOCK, Origin, Plan, Release, plan, plan_into};

@@ -175,6 +175,12 @@ impl Plan {
         self.releases.is_empty()
     }
 
+    /// Empties the plan, in place.
+    pub fn clear(&mut self) {
+        self.releases.clear();
+        self.page_depth = 0;
+    }
+
     fn push(&mut self, r: Release) {
         // Capacity is the intent plus both registries: cannot overflow.
         let _ = self.releases.push(r);
@@ -332,6 +338,22 @@ fn live_entries<const N: usize>(
 /// its recovery page (which also locates libtask's Arc asm blocks), its
 /// shared regions and its registers at the fault.
 pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -> Result<Plan, Invalid> {
+    let mut out = Plan::default();
+    plan_into(page, regions, regs, depth, &mut out)?;
+    Ok(out)
+}
+
+/// [`plan`] into `out` (cleared first; empty on error): a plan holds room
+/// for every release (~5 KiB), so the fault server keeps one and fills it
+/// in place rather than moving a new one per fault.
+pub fn plan_into(
+    page: &[u8],
+    regions: &[RegionInfo],
+    regs: &Registers,
+    depth: u64,
+    out: &mut Plan,
+) -> Result<(), Invalid> {
+    out.clear();
     let p = RecoveryPage::from_bytes(page).ok_or(Invalid::Short { len: page.len() })?;
     if p.magic != RECOVERY_MAGIC {
         return Err(Invalid::BadMagic { found: p.magic });
@@ -362,8 +384,9 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -
         return Err(Invalid::Duplicate { addr: m.addr });
     }
 
-    let mut out = Plan { releases: heapless::Vec::new(), page_depth: p.depth };
-    if let Some(release) = intent_release(&p, regions, regs.rip, depth, &mutexes, &arcs)? {
+    let intent = intent_release(&p, regions, regs.rip, depth, &mutexes, &arcs)?;
+    out.page_depth = p.depth;
+    if let Some(release) = intent {
         out.push(release);
     }
     for m in mutexes.iter().rev().filter(|m| m.scope >= depth) {
@@ -380,7 +403,7 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -
             scope: a.scope,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// What the intent slot adds (the module's table), after its checks.

@@ -190,9 +190,10 @@ impl Server {
                     println!("fault-server: resuming task {task} failed: {}", e.name());
                 }
                 let rec = match known {
-                    Some(k) => self.recovery.recover(&p, Some((k.image, &mut k.walker.borrow_mut())), received),
-                    None => self.recovery.recover(&p, None, received),
+                    Some(k) => self.recovery.recover(&p, Some((k.image, &mut k.walker.borrow_mut())), received, true),
+                    None => self.recovery.recover(&p, None, received, true),
                 };
+                self.lowered |= rec.lowered;
                 if let (recover::Done::Restart { restarts, .. }, Some(k)) = (rec.done, known) {
                     note_restart_count(task, k.image, restarts);
                 }
@@ -207,8 +208,9 @@ impl Server {
             backlog: self.backlog.len() + 1,
             late: self.late,
         });
-        // Let the task we just recovered run before we report it.
-        if syscall::set_priority(PRIORITY_LOWEST).is_ok() {
+        // Let the task we just recovered run before we report it (a
+        // successful `RECOVER` already lowered us, and the task ran).
+        if !self.lowered && syscall::set_priority(PRIORITY_LOWEST).is_ok() {
             self.lowered = true;
         }
     }

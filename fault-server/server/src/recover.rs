@@ -91,7 +91,7 @@ pub struct Phases {
     pub planned: u64,
     /// The kernel finished the releases (inside `RECOVER`).
     pub released: u64,
-    /// `RECOVER` returned: the task is runnable again.
+    /// The kernel finished the rollback, restart or stop (inside `RECOVER`).
     pub recovered: u64,
 }
 
@@ -104,6 +104,9 @@ pub struct Released {
 
 /// Everything the report needs, kept from the recovery path.
 pub struct Recovered {
+    /// Whether the kernel lowered our priority as it finished (`RECOVER`
+    /// succeeded with `LOWER_CALLER`).
+    pub lowered: bool,
     pub escalations: Vec<Escalation>,
     /// The scope frame's index in the walk and its pc (rollbacks).
     pub scope_frame: Option<(usize, u64)>,
@@ -196,8 +199,10 @@ pub fn walk_to_scope<'a>(
 pub struct Recovery {
     pub scopes: Scopes,
     pub policy: Policy,
-    /// The `RECOVER` request, reused for every fault.
+    /// The `RECOVER` request and the release plan, reused for every fault
+    /// (each is a few KiB: filled in place, never moved).
     req: alloc::boxed::Box<RecoverRequest>,
+    plan: alloc::boxed::Box<recovery::Plan>,
 }
 
 impl Default for Recovery {
@@ -206,6 +211,7 @@ impl Default for Recovery {
             scopes: Scopes::default(),
             policy: Policy::default(),
             req: alloc::boxed::Box::new(RecoverRequest::new(0, FinalAction::Stop { reason: 0 })),
+            plan: alloc::boxed::Box::default(),
         }
     }
 }
@@ -214,17 +220,19 @@ impl Recovery {
     /// Recovers the held task of fault `p`: rollback if a scope may take
     /// it, else a fresh start or a stop, releasing what it held either way.
     /// `image` is `None` if the task's ELF is unreadable (no rollback then:
-    /// the stack cannot be checked).
+    /// the stack cannot be checked). `lower`: the kernel lowers our
+    /// priority as it finishes, so the task runs before we go on.
     pub fn recover<'a>(
         &mut self,
         p: &Parsed<'_>,
         image: Option<(&'a TaskImage, &mut Walker<'a, 32>)>,
         received: u64,
+        lower: bool,
     ) -> Recovered {
         let msg = &p.msg;
         let mut phases = Phases { received, ..Phases::default() };
         let mut escalations = Vec::new();
-        let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, syscall::ticks(), &mut escalations) } else { 0 };
+        let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, msg.fault_ticks, &mut escalations) } else { 0 };
         phases.decided = syscall::clock();
         let mut scope_frame = None;
         if depth > 0 {
@@ -244,29 +252,32 @@ impl Recovery {
         }
         phases.walked = syscall::clock();
         let regions = regions(msg);
-        let mut plan = plan(p, &regions, depth);
+        let plan = &mut *self.plan;
+        let mut planned = fill_plan(p, &regions, depth, plan);
         if depth > 0
-            && let Err(why) = plan
+            && let Err(why) = planned
         {
             escalations.push(Escalation::FreshStart { why: why.into() });
             depth = 0;
             scope_frame = None;
-            plan = self::plan(p, &regions, 0);
+            planned = fill_plan(p, &regions, 0, plan);
         }
-        let plan = plan.unwrap_or_else(|why| {
+        if let Err(why) = planned {
             escalations.push(Escalation::NothingReleased { why });
-            recovery::Plan::default()
-        });
+        }
         phases.planned = syscall::clock();
 
         let mut action = match depth {
-            0 => fresh_start(&mut self.policy, msg.task),
+            0 => fresh_start(&mut self.policy, msg.task, msg.fault_ticks),
             depth => FinalAction::Rollback { depth },
         };
         let mut result = Ok(());
         let req = &mut *self.req;
         for _attempt in 0..2 {
             req.reset(msg.seq, action);
+            if lower {
+                req.lower_caller();
+            }
             for r in plan.releases() {
                 req.push(r.action.to_op());
             }
@@ -276,12 +287,12 @@ impl Recovery {
                 (Err(e), FinalAction::Rollback { .. }) => {
                     escalations.push(Escalation::FreshStart { why: e.name().into() });
                     scope_frame = None;
-                    action = fresh_start(&mut self.policy, msg.task);
+                    action = fresh_start(&mut self.policy, msg.task, msg.fault_ticks);
                 }
                 _ => break,
             }
         }
-        phases.recovered = syscall::clock();
+        phases.recovered = req.header.tsc_done;
         phases.released = req.header.tsc_released;
         let releases = plan.releases().iter().zip(req.ops()).map(|(&release, &op)| Released { release, op }).collect();
         let h = &req.header;
@@ -298,13 +309,20 @@ impl Recovery {
         if !matches!(done, Done::Rollback { .. }) {
             self.scopes.forget(msg.task);
         }
-        Recovered { escalations, scope_frame, releases, done, phases }
+        Recovered {
+            lowered: lower && !matches!(done, Done::Refused { .. }),
+            escalations,
+            scope_frame,
+            releases,
+            done,
+            phases,
+        }
     }
 }
 
 /// The policy's answer when no scope takes the fault.
-fn fresh_start(policy: &mut Policy, task: TaskId) -> FinalAction {
-    match policy.decide(task, syscall::ticks()) {
+fn fresh_start(policy: &mut Policy, task: TaskId, now: u64) -> FinalAction {
+    match policy.decide(task, now) {
         Decision::Restart { delay_ms } => FinalAction::Restart { delay_ms },
         Decision::Stop { .. } => FinalAction::Stop { reason: reason::RESTART_STORM },
     }
@@ -323,13 +341,14 @@ fn regions(msg: &FaultMessage) -> Vec<RegionInfo> {
     all
 }
 
-/// The releases a rollback to `depth` owes (0: everything).
-fn plan(p: &Parsed<'_>, regions: &[RegionInfo], depth: u64) -> Result<recovery::Plan, &'static str> {
+/// Fills `out` with the releases a rollback to `depth` owes (0: everything).
+fn fill_plan(p: &Parsed<'_>, regions: &[RegionInfo], depth: u64, out: &mut recovery::Plan) -> Result<(), &'static str> {
+    out.clear();
     if p.msg.recovery == 0 {
-        return Ok(recovery::Plan::default()); // no recovery page: the task holds no shared objects
+        return Ok(()); // no recovery page: the task holds no shared objects
     }
     if p.recovery.is_empty() {
         return Err("recovery page unreadable");
     }
-    recovery::plan(p.recovery, regions, &p.msg.regs, depth).map_err(|e| e.reason())
+    recovery::plan_into(p.recovery, regions, &p.msg.regs, depth, out).map_err(|e| e.reason())
 }

@@ -191,6 +191,7 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     m.scopes = t.scopes.len() as u64;
     m.regs = t.save.frame.registers();
     m.fault_tsc = fault.tsc;
+    m.fault_ticks = s.ticks;
     m.name[..t.name.len()].copy_from_slice(t.name.as_bytes());
     m.max_restarts = t.spec.max_restarts as u64;
     m.restart_window_ms = t.spec.restart_window_ms as u64;

@@ -273,9 +273,17 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
             stop(s, target, h.arg, false);
         }
     }
+    h.tsc_done = crate::arch::rdtsc();
     raw[..r::HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
-    let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
-    space.write(req, &raw[..len]).map_err(|_| Error::BadPointer)?;
+    let now = s.ticks;
+    let caller = &mut s.tasks[me];
+    caller.space.as_mut().ok_or(Error::BadPointer)?.write(req, &raw[..len]).map_err(|_| Error::BadPointer)?;
+    if h.flags & r::LOWER_CALLER != 0 {
+        caller.priority = abi::syscall::PRIORITY_LOWEST.max(caller.spec.priority);
+        if caller.is_lowered() {
+            caller.lowered_since.get_or_insert(now);
+        }
+    }
     Ok(0)
 }
 
