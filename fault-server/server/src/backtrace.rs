@@ -21,28 +21,24 @@
 //! body fits (`truncated` says so).
 
 use crate::body::{Body, MAX_BODY, escape};
-use crate::image::TaskImage;
+use crate::image::{TaskImage, Unwind};
 use crate::memory::TaskMemory;
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use libtask::abi::fault::FaultMessage;
 use libtask::println;
-use walker::{Frame, Image, Regs, Stop, Walker};
+use walker::{Regs, Stop};
 
 /// Most frames walked and listed.
 pub const MAX_FRAMES: usize = 16;
 /// Longest symbol name listed.
 const MAX_SYMBOL: usize = 80;
 
-/// The `backtrace` event body for the fault `msg` of `task`.
 /// The unwind tables of `image` and the faulting registers of `msg`: where
 /// every walk of a faulted task starts.
-pub fn walk_start<'a>(image: &'a TaskImage, msg: &FaultMessage) -> Result<(Image<'a>, Regs), String> {
-    let eh =
-        Image::from_hdr(&image.eh_frame_hdr.data, image.eh_frame_hdr.addr, &image.eh_frame.data, image.eh_frame.addr)
-            .map_err(|e| format!("no unwind tables: {e:?}"))?;
+pub fn walk_start<'a>(image: &'a TaskImage, msg: &FaultMessage) -> Result<(Unwind<'a>, Regs), String> {
+    let eh = image.unwind()?;
     let r = &msg.regs;
     let regs = Regs::from_dwarf_array([
         r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
@@ -51,6 +47,7 @@ pub fn walk_start<'a>(image: &'a TaskImage, msg: &FaultMessage) -> Result<(Image
     Ok((eh, regs))
 }
 
+/// The `backtrace` event body for the fault `msg` of `task`.
 pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
     let base = Body::new().u64("task", task).u64("seq", msg.seq);
     let (eh, regs) = match walk_start(image, msg) {
@@ -58,21 +55,25 @@ pub fn backtrace(task: u64, image: &TaskImage, msg: &FaultMessage) -> Body {
         Err(e) => return base.raw("frames", "[]").str("stop", &e),
     };
     let memory = TaskMemory::new(task);
-    let mut walker: Box<Walker<'_, 32>> = Box::default();
-    walker.max_depth = MAX_FRAMES;
-    let mut frames = [Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false }; MAX_FRAMES];
-    let (n, stop) = walker.walk_into(&eh, regs, &memory, &mut frames);
+    let mut frames = [(0u64, false); MAX_FRAMES];
+    let mut n = 0;
+    let stop = eh.walk(regs, &memory, MAX_FRAMES, |f| {
+        let Some(slot) = frames.get_mut(n) else { return false };
+        *slot = (f.pc, f.exact_pc);
+        n += 1;
+        true
+    });
     let symbols = image.symbols();
     let stop = stop_name(stop);
     println!("fault-server: task {task} fault {} backtrace ({n} frames, {stop}):", msg.seq);
     let mut listed: Vec<String> = frames[..n]
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            let lookup = if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) };
+        .map(|(i, &(pc, exact_pc))| {
+            let lookup = if exact_pc { pc } else { pc.saturating_sub(1) };
             let name = symbols.lookup(lookup).map(|sym| format!("{:#}", sym.demangled()));
-            println!("  #{i} {:#x} {}", f.pc, name.as_deref().unwrap_or("?"));
-            let mut entry = format!("{{\"pc\":\"{:#x}\",\"symbol\":\"", f.pc);
+            println!("  #{i} {pc:#x} {}", name.as_deref().unwrap_or("?"));
+            let mut entry = format!("{{\"pc\":\"{pc:#x}\",\"symbol\":\"");
             match &name {
                 Some(name) => escape(&mut entry, name, MAX_SYMBOL),
                 None => entry.push('?'),

@@ -12,8 +12,12 @@
 //! and size is checked (and bounded by [`MAX_SECTION`]) and a bad file is
 //! an `Err` with a reason, never a panic.
 
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::OnceCell;
 use libtask::supervise::{self, TaskId};
 use object::LittleEndian as LE;
 use object::elf::{FileHeader64, SHT_NOBITS, SectionHeader64, Sym64};
@@ -39,6 +43,36 @@ pub struct TaskImage {
     pub strtab: Section,
     pub eh_frame: Section,
     pub eh_frame_hdr: Section,
+    /// The precompiled unwind rows, built by the first [`TaskImage::unwind`].
+    rows: OnceCell<Option<walker::RowTable>>,
+}
+
+/// What walks of a task's stack start from: the unwind sections, and their
+/// precompiled rows (once per image), if the image allows them.
+pub struct Unwind<'a> {
+    pub image: walker::Image<'a>,
+    pub table: Option<&'a walker::RowTable>,
+}
+
+impl Unwind<'_> {
+    /// Walks from `regs` through at most `max_depth` frames (see
+    /// `walker::RowTable::walk`). Through the row table: no allocation and
+    /// no gimli on the way; an image without one (its tables are corrupt
+    /// or unusual) is walked by a fresh `Walker`.
+    pub fn walk<M, F>(&self, regs: walker::Regs, mem: &M, max_depth: usize, visit: F) -> walker::Stop
+    where
+        M: walker::Memory + ?Sized,
+        F: FnMut(&walker::Frame) -> bool,
+    {
+        match self.table {
+            Some(t) => t.walk(&self.image, regs, mem, max_depth, visit),
+            None => {
+                let mut w: Box<walker::Walker<'_, 32>> = Box::default();
+                w.max_depth = max_depth;
+                w.walk(&self.image, regs, mem, visit)
+            }
+        }
+    }
 }
 
 fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static str> {
@@ -104,6 +138,19 @@ impl TaskImage {
         syms.iter()
             .find(|s| !s.st_shndx(e).is_special() && strings.get(s.st_name(e)) == Ok(name.as_bytes()))
             .map(|s| (s.st_value(e), s.st_size(e)))
+    }
+
+    /// The unwind tables, with the row table built on the first call.
+    pub fn unwind(&self) -> Result<Unwind<'_>, String> {
+        let image = walker::Image::from_hdr(
+            &self.eh_frame_hdr.data,
+            self.eh_frame_hdr.addr,
+            &self.eh_frame.data,
+            self.eh_frame.addr,
+        )
+        .map_err(|e| format!("no unwind tables: {e:?}"))?;
+        let table = self.rows.get_or_init(|| walker::RowTable::build(&image).ok()).as_ref();
+        Ok(Unwind { image, table })
     }
 
     /// The symbol table for naming frames.

@@ -24,7 +24,6 @@ use crate::body::Body;
 use crate::emit;
 use crate::image::TaskImage;
 use crate::memory::TaskMemory;
-use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
@@ -35,7 +34,7 @@ use libtask::abi::trap::{REGISTERS_BYTES, Registers};
 use libtask::supervise::{self, TaskId};
 use libtask::{Error, println};
 use recovery::{ArcSymbols, Outcome, SharedOps};
-use walker::{Stop, Walker};
+use walker::Stop;
 
 /// Default restart policy when the manifest gives none.
 pub const DEFAULT_MAX_RETRIES: u64 = 5;
@@ -116,23 +115,21 @@ pub fn walk_reaches(
     let target = scope_regs(task, depth).map_err(|e| format!("scope registers: {}", e.name()))?;
     let (eh, regs) = crate::backtrace::walk_start(image, msg)?;
     let memory = TaskMemory::new(task);
-    let mut walker: Box<Walker<'_, 32>> = Box::default();
-    walker.max_depth = 64;
-    let symbols = image.symbols();
-    let mut reached: Option<(usize, String)> = None;
+    let mut reached: Option<(usize, u64)> = None;
     let mut n = 0;
-    let stop = walker.walk(&eh, regs, &memory, |f| {
+    let stop = eh.walk(regs, &memory, 64, |f| {
         n += 1;
         if f.cfa > target.rsp {
-            let pc = if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) };
-            let name = symbols.lookup(pc).map(|s| format!("{:#}", s.demangled())).unwrap_or_else(|| String::from("?"));
-            reached = Some((n, name));
+            reached = Some((n, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
             return false;
         }
         true
     });
     match reached {
-        Some(r) => Ok(r),
+        Some((n, pc)) => {
+            let name = image.symbols().lookup(pc).map(|s| format!("{:#}", s.demangled()));
+            Ok((n, name.unwrap_or_else(|| String::from("?"))))
+        }
         None => Err(match stop {
             Stop::Outermost => String::from("reached the outermost frame without the scope's frame"),
             other => format!("walk stopped: {other:?}"),
