@@ -40,12 +40,11 @@
 //! consumes CFI bytes; the block index is at most a few times the number
 //! of rows) and never panics.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use gimli::{EhFrameOffset, UnwindContext, UnwindSection};
 
-use crate::cache::RowRef;
+use crate::cache::{CieCache, RowRef};
 use crate::image::{Image, ImageId, Index};
 use crate::memory::Memory;
 use crate::regs::{NUM_REGS, Regs};
@@ -137,11 +136,33 @@ struct Region {
     bound: u64,
 }
 
+/// A [`FastRow`] as an integer key (every field, losslessly): dedup by
+/// integer comparisons instead of field by field.
+fn key(f: &FastRow) -> (u128, u16) {
+    let mut offs = 0u64;
+    for (i, &o) in f.saved_off.iter().enumerate() {
+        offs |= u64::from(o as u8) << (8 * i);
+    }
+    let hi = u128::from(f.cfa_off as u32)
+        | u128::from(f.keep) << 32
+        | u128::from(f.saved) << 48
+        | u128::from(offs) << 64
+        | u128::from(f.ra_off as u8) << 120;
+    (hi, u16::from(f.cfa_reg) | u16::from(f.flags) << 8)
+}
+
+fn hash((hi, lo): (u128, u16)) -> usize {
+    let h = (hi as u64) ^ ((hi >> 64) as u64).rotate_left(17) ^ u64::from(lo).rotate_left(41);
+    (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
+}
+
 /// Accumulates entries in ascending pc order.
 struct Builder {
     /// (start pc, id), ascending starts, no two neighbours with one id.
     entries: Vec<(u64, u16)>,
-    fast_ids: BTreeMap<FastRow, u16>,
+    /// Open-addressing hash set of the fast rules: `fast` indices + 1 (0:
+    /// empty), a power-of-two length at least twice `fast.len()`.
+    fast_ids: Vec<u16>,
     fast: Vec<FastRow>,
     general: Vec<Row>,
     stats: TableStats,
@@ -172,16 +193,48 @@ impl Builder {
     }
 
     fn fast_id(&mut self, f: FastRow) -> u16 {
-        if let Some(&id) = self.fast_ids.get(&f) {
-            return id;
+        let k = key(&f);
+        let mask = self.fast_ids.len().wrapping_sub(1);
+        let mut i = hash(k) & mask;
+        // Terminates: the set is at most half full.
+        while let Some(&slot) = self.fast_ids.get(i) {
+            if slot == 0 {
+                break;
+            }
+            if let Some(g) = self.fast.get(usize::from(slot - 1))
+                && key(g) == k
+            {
+                return slot - 1;
+            }
+            i = (i + 1) & mask;
         }
         if self.fast.len() >= MAX_FAST {
             return FALLBACK;
         }
         let id = self.fast.len() as u16;
         self.fast.push(f);
-        self.fast_ids.insert(f, id);
+        if self.fast.len() * 2 > self.fast_ids.len() {
+            self.rehash(self.fast_ids.len().max(64) * 2);
+        } else if let Some(slot) = self.fast_ids.get_mut(i) {
+            *slot = id + 1;
+        }
         id
+    }
+
+    /// Rebuilds the hash set with `n` (a power of two) slots.
+    fn rehash(&mut self, n: usize) {
+        self.fast_ids.clear();
+        self.fast_ids.resize(n, 0);
+        let mask = n - 1;
+        for (id, f) in self.fast.iter().enumerate() {
+            let mut i = hash(key(f)) & mask;
+            while self.fast_ids.get(i).is_some_and(|&s| s != 0) {
+                i = (i + 1) & mask;
+            }
+            if let Some(slot) = self.fast_ids.get_mut(i) {
+                *slot = id as u16 + 1;
+            }
+        }
     }
 
     fn general_id(&mut self, r: Row) -> u16 {
@@ -197,7 +250,13 @@ impl Builder {
     /// ones the lookup gives it): its rows where they lie in `lo..hi`,
     /// `NO_FDE` for the rest of the region, `FALLBACK` for what cannot be
     /// compiled.
-    fn region(&mut self, image: &Image<'_>, r: &Region) {
+    fn region<'a>(
+        &mut self,
+        image: &Image<'a>,
+        r: &Region,
+        ctx: &mut UnwindContext<usize, CtxStore>,
+        cies: &mut CieCache<'a>,
+    ) {
         self.put(r.start, NO_FDE);
         let Ok(offset) = usize::try_from(r.offset) else { return };
         if offset >= image.id.len {
@@ -205,7 +264,7 @@ impl Builder {
         }
         let fde = match image
             .eh_frame
-            .fde_from_offset(&image.bases, EhFrameOffset(offset), |s, b, o| s.cie_from_offset(b, o))
+            .fde_from_offset(&image.bases, EhFrameOffset(offset), |s, b, o| cies.get(s, b, o))
         {
             Ok(fde) => fde,
             Err(_) => {
@@ -232,9 +291,8 @@ impl Builder {
             self.put(hi, NO_FDE);
             return;
         }
-        let mut ctx = UnwindContext::<usize, CtxStore>::new_in();
         let mut cursor = lo;
-        match fde.rows(&image.eh_frame, &image.bases, &mut ctx) {
+        match fde.rows(&image.eh_frame, &image.bases, ctx) {
             Ok(mut table) => loop {
                 match table.next_row() {
                     Ok(Some(row)) => {
@@ -305,14 +363,19 @@ impl RowTable {
         }
         let mut b = Builder {
             entries: Vec::new(),
-            fast_ids: BTreeMap::new(),
+            fast_ids: Vec::new(),
             fast: Vec::new(),
             general: Vec::new(),
             stats: TableStats::default(),
         };
+        // One CFI context for all FDEs (gimli resets it for each), on the
+        // heap: it is 3 KB.
+        let mut ctx = alloc::boxed::Box::new(UnwindContext::<usize, CtxStore>::new_in());
+        let mut cies = CieCache::new();
+        b.entries.reserve(regions.len().saturating_mul(8));
         for r in &regions {
             if r.start < r.end {
-                b.region(image, r);
+                b.region(image, r, &mut ctx, &mut cies);
             }
         }
         // Leading and trailing NO_FDE entries: outside the span.
