@@ -20,7 +20,7 @@
 //! a walk computes that row with gimli exactly as [`crate::Walker`] does.
 //!
 //! A lookup is O(1) for most pcs: the covered range is cut into blocks of
-//! 2^`shift` bytes (64 normally), `blocks[b]` is the entry covering the
+//! 2^`shift` bytes (16 normally), `blocks[b]` is the entry covering the
 //! block's first byte and `blocks[b + 1]` the one covering the next
 //! block's, so a block inside one row (a function body, where return
 //! addresses are) needs no search at all, and otherwise a binary search
@@ -61,8 +61,9 @@ const GENERAL: u16 = 0x8000;
 const MAX_FAST: usize = GENERAL as usize;
 /// Most general rows.
 const MAX_GENERAL: usize = (FALLBACK & !GENERAL) as usize;
-/// Smallest block: 64 bytes of code.
-const MIN_SHIFT: u32 = 6;
+/// Smallest block: 16 bytes of code (a return address in a function body
+/// then usually needs no search at all).
+const MIN_SHIFT: u32 = 4;
 
 /// Why a [`RowTable`] was not built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,9 +263,7 @@ impl Builder {
         if offset >= image.id.len {
             return; // the lookup says NoFde
         }
-        let fde = match image
-            .eh_frame
-            .fde_from_offset(&image.bases, EhFrameOffset(offset), |s, b, o| cies.get(s, b, o))
+        let fde = match image.eh_frame.fde_from_offset(&image.bases, EhFrameOffset(offset), |s, b, o| cies.get(s, b, o))
         {
             Ok(fde) => fde,
             Err(_) => {
