@@ -291,39 +291,33 @@ impl Builder {
             return;
         }
         let mut cursor = lo;
-        match fde.rows(&image.eh_frame, &image.bases, ctx) {
-            Ok(mut table) => loop {
-                match table.next_row() {
-                    Ok(Some(row)) => {
-                        self.stats.rows += 1;
-                        // gimli takes the first row containing the pc.
-                        let s = row.start_address().max(cursor);
-                        let e = row.end_address().min(hi);
-                        if s < e {
-                            if s > cursor {
-                                // No row of gimli's contains these pcs.
-                                self.put(cursor, FALLBACK);
-                            }
-                            let id = match FastRow::from_gimli(row, ra, signal) {
-                                Some(f) => self.fast_id(f),
-                                None => match Row::from_gimli(row, ra, signal) {
-                                    Some(g) => self.general_id(g),
-                                    None => FALLBACK,
-                                },
-                            };
-                            self.put(s, id);
-                            cursor = e;
-                        }
-                        if cursor >= hi {
-                            break;
-                        }
+        if let Ok(mut table) = fde.rows(&image.eh_frame, &image.bases, ctx) {
+            // The end, or an error, ends the loop: gimli gives the rest of
+            // the FDE (no row found, or the error) at walk time.
+            while let Ok(Some(row)) = table.next_row() {
+                self.stats.rows += 1;
+                // gimli takes the first row containing the pc.
+                let s = row.start_address().max(cursor);
+                let e = row.end_address().min(hi);
+                if s < e {
+                    if s > cursor {
+                        // No row of gimli's contains these pcs.
+                        self.put(cursor, FALLBACK);
                     }
-                    // The end, or an error: gimli gives the rest of the
-                    // FDE (no row found, or the error) at walk time.
-                    Ok(None) | Err(_) => break,
+                    let id = match FastRow::from_gimli(row, ra, signal) {
+                        Some(f) => self.fast_id(f),
+                        None => match Row::from_gimli(row, ra, signal) {
+                            Some(g) => self.general_id(g),
+                            None => FALLBACK,
+                        },
+                    };
+                    self.put(s, id);
+                    cursor = e;
                 }
-            },
-            Err(_) => {}
+                if cursor >= hi {
+                    break;
+                }
+            }
         }
         if cursor < hi {
             self.put(cursor, FALLBACK);

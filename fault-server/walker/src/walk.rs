@@ -231,10 +231,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         }
         self.bind(image);
         let mut cur = Frame { pc: 0, cfa: 0, regs: st.regs, signal: false, exact_pc: st.exact };
-        let mut prev = match st.prev {
-            Some(p) => p,
-            None => (0, true),
-        };
+        let mut prev = st.prev.unwrap_or((0, true));
         let mut seen = None;
         let res = step_in_place(self, image, &mut cur, &mut prev, mem, &mut |f: &Frame| {
             seen = Some(*f);
@@ -317,6 +314,7 @@ impl<'a, const ROWS: usize> RowSource<'a> for Walker<'a, ROWS> {
 }
 
 /// A row computed from the CFI by gimli.
+#[allow(clippy::large_enum_variant)] // returned once per miss, never stored
 pub(crate) enum Computed {
     /// The common shape.
     Fast(FastRow),

@@ -128,7 +128,8 @@ pub fn walk(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory
 /// stop of a walk through a `Walker`, and `walk_until` to find the same
 /// frames.
 pub fn table_agrees(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) {
-    let full = |w: &mut dyn FnMut(&mut dyn FnMut(&walker::Frame) -> bool) -> walker::Stop| {
+    type Visit<'v> = &'v mut dyn FnMut(&walker::Frame) -> bool;
+    let full = |w: &mut dyn FnMut(Visit<'_>) -> walker::Stop| {
         let mut frames = Vec::new();
         let stop = w(&mut |f| {
             frames.push(*f);

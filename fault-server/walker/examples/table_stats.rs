@@ -1,3 +1,4 @@
+//! Prints what `RowTable::build` makes of an ELF executable (`cargo run -p rewind-walker --example table_stats -- ELF`).
 use walker::host::Executable;
 fn main() {
     let p = std::env::args().nth(1).unwrap();
