@@ -20,7 +20,10 @@
 //! - cold: every iteration builds a fresh `Image` and a fresh boxed `Walker`,
 //!   resp. a fresh `UnwinderX86_64` + `add_module(Module::new(..))` +
 //!   `CacheX86_64`, i.e. the first walk of an image; `cold/walker32` is the
-//!   walker with the 32-slot row cache the fault server uses.
+//!   walker with the 32-slot row cache the fault server used to use;
+//! - warm/table: the walker through the image's precompiled `RowTable`
+//!   (built once, outside the timing, as the fault server builds it once
+//!   per image): no cache at all, every frame a table lookup.
 //!
 //! Criterion reports time per walk and, through `Throughput::Elements(frames)`,
 //! frames per second; at the end the bench prints ns per frame and the
@@ -38,7 +41,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use walker::host::{CoreFile, Executable};
-use walker::{Image, Memory, Regs, SliceMemory, Stop, Walker, dwarf};
+use walker::{Image, Memory, Regs, RowTable, SliceMemory, Stop, Walker, dwarf};
 
 /// Stack depths measured, in frames (the stopped function down to `_start`).
 const DEPTHS: [usize; 3] = [5, 20, 100];
@@ -193,6 +196,20 @@ fn framehop_walk(u: &UnwinderX86_64<&[u8]>, cache: &mut CacheX86_64, rec: &Recor
     n
 }
 
+/// A walk through the image's precompiled `RowTable` (built once per image,
+/// like the fault server does): no cache, no `&mut`.
+#[inline(never)]
+fn table_walk<'a>(t: &RowTable, image: &Image<'a>, rec: &Recorded) -> usize {
+    let mut n = 0;
+    let stop = t.walk(image, rec.regs, &rec.mem(), walker::DEFAULT_MAX_DEPTH, |f| {
+        black_box(f.pc);
+        n += 1;
+        true
+    });
+    black_box(stop);
+    n
+}
+
 /// The first walk of an image: a fresh `Image` and a fresh boxed `Walker`.
 #[inline(never)]
 fn walker_cold(sections: &Sections<'_>, rec: &Recorded) -> usize {
@@ -241,9 +258,11 @@ fn profile_loop(spec: &str, sections: &Sections<'_>, recs: &[Recorded]) {
     let mut w: Box<Walker<'_>> = Box::default();
     let u = sections.framehop();
     let mut cache = CacheX86_64::new();
+    let table = RowTable::build(&image).expect("row table");
     let mut total = 0;
     for _ in 0..iters {
         total += match (mode, who) {
+            ("warm", "table") => table_walk(&table, &image, rec),
             ("warm", "walker") => walker_walk(&mut w, &image, rec),
             ("warm", "framehop") => framehop_walk(&u, &mut cache, rec),
             ("cold", "walker") => walker_cold(sections, rec),
@@ -287,8 +306,22 @@ fn check(sections: &Sections<'_>, rec: &Recorded) {
     assert!(end.is_ok(), "framehop did not end normally: {end:?}");
     assert_eq!(ours, theirs, "the walker and framehop disagree on the pcs of the {}-frame stack", rec.frames);
     assert_eq!(ours.len(), rec.frames, "the recorded stack does not have the intended depth");
-    // The timed walks must produce the same counts.
+    // The timed walks must produce the same counts, and the row table the
+    // same frames as the walker.
     assert_eq!(walker_walk(&mut w, &image, rec), rec.frames);
+    let table = RowTable::build(&image).expect("row table");
+    let mut want = Vec::new();
+    w.walk(&image, rec.regs, &rec.mem(), |f| {
+        want.push(*f);
+        true
+    });
+    let mut got = Vec::new();
+    table.walk(&image, rec.regs, &rec.mem(), walker::DEFAULT_MAX_DEPTH, |f| {
+        got.push(*f);
+        true
+    });
+    assert_eq!(got, want, "the row table walks differently");
+    assert_eq!(table_walk(&table, &image, rec), rec.frames);
     assert_eq!(framehop_walk(&u, &mut cache, rec), rec.frames);
 }
 
@@ -307,6 +340,10 @@ fn bench(c: &mut Criterion, sections: &Sections<'_>, recs: &[Recorded]) {
         let mut cache = CacheX86_64::new();
         g.bench_with_input(BenchmarkId::new("framehop", rec.frames), rec, |b, rec| {
             b.iter(|| framehop_walk(&u, &mut cache, rec))
+        });
+        let table = RowTable::build(&image).expect("row table");
+        g.bench_with_input(BenchmarkId::new("table", rec.frames), rec, |b, rec| {
+            b.iter(|| table_walk(&table, &image, rec))
         });
     }
     g.finish();
@@ -365,6 +402,15 @@ fn summary(since: SystemTime) {
                 format!("{:.1} [{:.1} {:.1}]", est / n, lo / n, hi / n)
             };
             println!("{group:<5} {n:>6}  {:>24}  {:>24}  {:>6.2}", per(w), per(f), w.1 / f.1);
+            if let Some(t) = estimate(group, "table", n, since) {
+                println!(
+                    "{:<12}  {:>24}  {:>24}  {:>6.2}   (RowTable, as the fault server)",
+                    "",
+                    per(t),
+                    "",
+                    t.1 / f.1
+                );
+            }
             if let Some(w32) = estimate(group, "walker32", n, since) {
                 println!(
                     "{:<12}  {:>24}  {:>24}  {:>6.2}   (Walker<32>, as the fault server)",
@@ -412,6 +458,8 @@ fn main() {
         DEPTHS,
         recs.iter().map(|r| r.stack.len()).collect::<Vec<_>>()
     );
+    let table = RowTable::build(&sections.image()).expect("row table");
+    eprintln!("row table of the fixture: {:?}, {} bytes of heap", table.stats(), table.heap_bytes());
     eprintln!(
         "sizes: Walker {} B, Row {} B, Frame {} B; framehop CacheX86_64 {} B (+ boxed rule cache)",
         size_of::<Walker<'_>>(),

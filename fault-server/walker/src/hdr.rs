@@ -125,7 +125,7 @@ impl<'a> HdrTable<'a> {
     }
 
     /// Row `i` as (initial location, FDE address).
-    fn row(&self, i: usize) -> Option<(u64, u64)> {
+    pub(crate) fn row(&self, i: usize) -> Option<(u64, u64)> {
         let w = self.width;
         let at = i.checked_mul(2 * w)?;
         let a = self.rows.get(at..at + w)?;

@@ -60,8 +60,8 @@ pub(crate) enum Index<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ImageId {
     ptr: usize,
-    len: usize,
-    addr: u64,
+    pub(crate) len: usize,
+    pub(crate) addr: u64,
 }
 
 /// The unwind information of one loaded program.

@@ -30,6 +30,8 @@ pub mod image;
 pub mod memory;
 pub mod regs;
 pub mod row;
+#[cfg(feature = "alloc")]
+pub mod rowtable;
 pub mod symbols;
 pub mod table;
 pub mod walk;
@@ -42,6 +44,8 @@ pub use expr::{ExprError, MAX_EXPR_STEPS};
 pub use image::{Image, ImageError};
 pub use memory::{Memory, NoMemory, SliceMemory};
 pub use regs::{NUM_REGS, Regs, dwarf};
+#[cfg(feature = "alloc")]
+pub use rowtable::{RowTable, TableError, TableStats};
 pub use symbols::{Symbol, SymbolTable};
 #[cfg(feature = "alloc")]
 pub use table::build_fde_table;

@@ -120,7 +120,7 @@ pub(crate) const F_OUTERMOST: u8 = 4;
 /// A [`Row`] of the common shape, precompiled for the hot path (see the
 /// module note): 20 bytes, saved-register offsets in units of 8 bytes.
 /// Equivalent to the `Row` of the same gimli row.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct FastRow {
     /// CFA = register `cfa_reg` + `cfa_off`.
     pub(crate) cfa_off: i32,

@@ -158,15 +158,6 @@ impl<const ROWS: usize> Default for Walker<'_, ROWS> {
     }
 }
 
-/// What one step found: frame N's pc, CFA and signal flag, and, if the walk
-/// ends after frame N, why.
-struct Found {
-    pc: u64,
-    cfa: u64,
-    signal: bool,
-    after: Option<Stop>,
-}
-
 impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     /// A walker with empty caches.
     pub const fn new() -> Self {
@@ -189,43 +180,29 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
 
     /// Walks from `regs`, calling `visit` for each frame until it returns
     /// `false` or the walk ends. Returns why it ended.
-    pub fn walk<M, F>(&mut self, image: &Image<'a>, regs: Regs, mem: &M, mut visit: F) -> Stop
+    ///
+    /// The visitor sees frame N before frame N+1 is computed: the walk keeps
+    /// one [`Frame`] and turns it into its caller in place.
+    pub fn walk<M, F>(&mut self, image: &Image<'a>, regs: Regs, mem: &M, visit: F) -> Stop
     where
         M: Memory + ?Sized,
         F: FnMut(&Frame) -> bool,
     {
-        // Two frames, used alternately: each step writes the caller's
-        // registers straight into the other one, so no register file is
-        // copied between steps.
-        let mut a = Frame { pc: 0, cfa: 0, regs, signal: false, exact_pc: true };
-        let mut b = Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false };
-        let (mut cur, mut next) = (&mut a, &mut b);
         self.bind(image);
-        let mut prev = None;
-        let mut depth = 0usize;
-        // Each iteration either increases the depth or ends the walk.
-        loop {
-            if depth >= self.max_depth {
-                return Stop::DepthLimit;
-            }
-            let found = match self.step_core(image, &cur.regs, cur.exact_pc, prev, &mut next.regs, mem) {
-                Ok(found) => found,
-                Err(stop) => return stop,
-            };
-            cur.pc = found.pc;
-            cur.cfa = found.cfa;
-            cur.signal = found.signal;
-            depth += 1;
-            if !visit(cur) {
-                return Stop::Visitor;
-            }
-            if let Some(stop) = found.after {
-                return stop;
-            }
-            next.exact_pc = found.signal;
-            prev = Some((found.cfa, found.signal));
-            core::mem::swap(&mut cur, &mut next);
-        }
+        let max = self.max_depth;
+        walk_with(self, image, regs, max, mem, visit)
+    }
+
+    /// Walks until `until` holds for a frame, and returns that frame and
+    /// its index (0 = the first frame), or why the walk ended first.
+    pub fn walk_until<M, F>(&mut self, image: &Image<'a>, regs: Regs, mem: &M, until: F) -> Result<(usize, Frame), Stop>
+    where
+        M: Memory + ?Sized,
+        F: FnMut(&Frame) -> bool,
+    {
+        self.bind(image);
+        let max = self.max_depth;
+        until_with(self, image, regs, max, mem, until)
     }
 
     /// Walks into `out`; returns the number of frames written and why the walk
@@ -234,17 +211,9 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     where
         M: Memory + ?Sized,
     {
-        let mut n = 0;
-        let stop = self.walk(image, regs, mem, |f| match out.get_mut(n) {
-            Some(slot) => {
-                *slot = *f;
-                n += 1;
-                n < out.len()
-            }
-            None => false,
-        });
-        let stop = if stop == Stop::Visitor { Stop::DepthLimit } else { stop };
-        (n, stop)
+        self.bind(image);
+        let max = self.max_depth;
+        into_with(self, image, regs, max, mem, out)
     }
 
     /// One step: the next frame, or why there is none. After an `Err`, every
@@ -261,61 +230,28 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             return Err(Stop::DepthLimit);
         }
         self.bind(image);
-        let mut next = Regs::new();
-        let found = match self.step_core(image, &st.regs, st.exact, st.prev, &mut next, mem) {
-            Ok(found) => found,
-            Err(stop) => {
-                st.done = Some(stop);
-                return Err(stop);
-            }
+        let mut cur = Frame { pc: 0, cfa: 0, regs: st.regs, signal: false, exact_pc: st.exact };
+        let mut prev = st.prev.unwrap_or((0, true));
+        let mut seen = None;
+        let res = step_in_place(self, image, &mut cur, &mut prev, mem, &mut |f: &Frame| {
+            seen = Some(*f);
+            true
+        });
+        let Some(frame) = seen else {
+            let stop = res.err().unwrap_or(Stop::UnsupportedRule);
+            st.done = Some(stop);
+            return Err(stop);
         };
-        let frame = Frame { pc: found.pc, cfa: found.cfa, regs: st.regs, signal: found.signal, exact_pc: st.exact };
-        match found.after {
-            None => {
-                st.regs = next;
-                st.exact = found.signal;
-                st.prev = Some((found.cfa, found.signal));
+        match res {
+            Ok(()) => {
+                st.regs = cur.regs;
+                st.exact = cur.exact_pc;
+                st.prev = Some(prev);
             }
-            Some(stop) => st.done = Some(stop),
+            Err(stop) => st.done = Some(stop),
         }
         st.depth += 1;
         Ok(frame)
-    }
-
-    /// Frame N (registers `regs`, pc exact or a return address) and, unless
-    /// the walk ends there, frame N+1's registers, written to `next`.
-    #[inline(always)]
-    fn step_core<M>(
-        &mut self,
-        image: &Image<'a>,
-        regs: &Regs,
-        exact: bool,
-        prev: Option<(u64, bool)>,
-        next: &mut Regs,
-        mem: &M,
-    ) -> Result<Found, Stop>
-    where
-        M: Memory + ?Sized,
-    {
-        let pc = regs.pc().ok_or(Stop::Outermost)?;
-        let lookup = if exact { pc } else { pc.checked_sub(1).ok_or(Stop::NoFde { pc })? };
-        let (cfa, signal, after) = match self.row_for(image, lookup, pc)? {
-            RowRef::Fast(row) => {
-                let reg = u16::from(row.cfa_reg);
-                let base = regs.get(reg).ok_or(Stop::UnknownRegister { reg })?;
-                let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
-                let signal = row.flags & F_SIGNAL != 0;
-                increasing(prev, cfa, signal)?;
-                (cfa, signal, caller_fast(row, cfa, regs, next, mem).err())
-            }
-            RowRef::Full(row) => {
-                let cfa = cfa(image, row, regs, mem)?;
-                increasing(prev, cfa, row.signal)?;
-                let after = caller(image, row, cfa, regs, next, mem).err();
-                (cfa, row.signal, after)
-            }
-        };
-        Ok(Found { pc, cfa, signal, after })
     }
 
     /// Empties the caches if they were filled from another image.
@@ -346,32 +282,19 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     fn miss(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         self.stats.misses = self.stats.misses.wrapping_add(1);
         let cies = &mut self.cies;
-        let fde = image.find_fde(lookup, |s, b, o| cies.get(s, b, o)).map_err(|e| match e {
-            gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
-            e => Stop::BadCfi(e),
-        })?;
-        let ra = fde.cie().return_address_register().0;
-        if usize::from(ra) >= NUM_REGS {
-            return Err(Stop::UnsupportedRule);
-        }
-        let signal = fde.is_signal_trampoline();
-        // gimli's CFI context keeps nothing between lookups (it is reset for
-        // every FDE), so it lives on the stack only while needed.
-        let mut ctx = UnwindContext::<usize, CtxStore>::new_in();
-        let grow =
-            fde.unwind_info_for_address(&image.eh_frame, &image.bases, &mut ctx, lookup).map_err(|e| match e {
-                gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
-                e => Stop::BadCfi(e),
-            })?;
+        let use_fast = self.use_row_cache && ROWS > 0;
+        let found = compute_row(image, lookup, pc, use_fast, |s, b, o| cies.get(s, b, o))?;
         // The common shape goes straight into the cache as a `FastRow`;
         // anything else (or no row cache) becomes a general `Row`.
-        if self.use_row_cache
-            && let Some(fast) = FastRow::from_gimli(grow, ra, signal)
-            && let Some(hit) = self.rows.put_fast(lookup, fast)
-        {
-            return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
-        }
-        let row = Row::from_gimli(grow, ra, signal).ok_or(Stop::UnsupportedRule)?;
+        let row = match found {
+            Computed::Fast(fast) => {
+                if let Some(hit) = self.rows.put_fast(lookup, fast) {
+                    return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
+                }
+                return Err(Stop::UnsupportedRule);
+            }
+            Computed::Full(row) => row,
+        };
         if self.use_row_cache {
             let hit = self.rows.put_big(lookup, &row);
             // `put_big` fails only without slots (`ROWS == 0`).
@@ -383,16 +306,222 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     }
 }
 
+impl<'a, const ROWS: usize> RowSource<'a> for Walker<'a, ROWS> {
+    #[inline(always)]
+    fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
+        self.row_for(image, lookup, pc)
+    }
+}
+
+/// A row computed from the CFI by gimli.
+#[allow(clippy::large_enum_variant)] // returned once per miss, never stored
+pub(crate) enum Computed {
+    /// The common shape.
+    Fast(FastRow),
+    /// Any other.
+    Full(Row),
+}
+
+/// The unwind row for `lookup` (frame pc `pc`), computed by gimli: FDE
+/// lookup (CIEs through `get_cie`), CFI run, conversion to a [`FastRow`]
+/// when `fast` and the row has the common shape, else to a general [`Row`].
+pub(crate) fn compute_row<'a, C>(
+    image: &Image<'a>,
+    lookup: u64,
+    pc: u64,
+    fast: bool,
+    get_cie: C,
+) -> Result<Computed, Stop>
+where
+    C: FnMut(
+        &gimli::EhFrame<crate::table::Reader<'a>>,
+        &gimli::BaseAddresses,
+        gimli::EhFrameOffset,
+    ) -> Result<gimli::CommonInformationEntry<crate::table::Reader<'a>>, gimli::Error>,
+{
+    let fde = image.find_fde(lookup, get_cie).map_err(|e| match e {
+        gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
+        e => Stop::BadCfi(e),
+    })?;
+    let ra = fde.cie().return_address_register().0;
+    if usize::from(ra) >= NUM_REGS {
+        return Err(Stop::UnsupportedRule);
+    }
+    let signal = fde.is_signal_trampoline();
+    // gimli's CFI context keeps nothing between lookups (it is reset for
+    // every FDE), so it lives on the stack only while needed.
+    let mut ctx = UnwindContext::<usize, CtxStore>::new_in();
+    let grow = fde.unwind_info_for_address(&image.eh_frame, &image.bases, &mut ctx, lookup).map_err(|e| match e {
+        gimli::Error::NoUnwindInfoForAddress => Stop::NoFde { pc },
+        e => Stop::BadCfi(e),
+    })?;
+    if fast && let Some(f) = FastRow::from_gimli(grow, ra, signal) {
+        return Ok(Computed::Fast(f));
+    }
+    Row::from_gimli(grow, ra, signal).map(Computed::Full).ok_or(Stop::UnsupportedRule)
+}
+
+/// Where a walk gets the unwind row of a pc: the [`Walker`]'s caches or a
+/// precompiled [`crate::RowTable`].
+pub(crate) trait RowSource<'a> {
+    /// The row for `lookup` (the frame's pc is `pc`).
+    fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop>;
+}
+
+/// One frame: fills in `cur`'s pc, CFA and signal flag from its registers,
+/// hands it to `visit`, then turns `cur` into its caller in place (unless
+/// the walk ends there). `prev` is the callee's (CFA, signal) — `(0, true)`
+/// for the first frame — and becomes `cur`'s.
+#[inline(always)]
+pub(crate) fn step_in_place<'a, S, M, F>(
+    src: &mut S,
+    image: &Image<'a>,
+    cur: &mut Frame,
+    prev: &mut (u64, bool),
+    mem: &M,
+    visit: &mut F,
+) -> Result<(), Stop>
+where
+    S: RowSource<'a> + ?Sized,
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
+    if cur.regs.known & (1 << dwarf::RIP) == 0 {
+        return Err(Stop::Outermost);
+    }
+    let pc = cur.regs.vals[usize::from(dwarf::RIP)];
+    let lookup = if cur.exact_pc { pc } else { pc.checked_sub(1).ok_or(Stop::NoFde { pc })? };
+    cur.pc = pc;
+    match src.row(image, lookup, pc)? {
+        RowRef::Fast(row) => {
+            let reg = usize::from(row.cfa_reg);
+            let base = match cur.regs.vals.get(reg) {
+                Some(v) if cur.regs.known & (1 << reg) != 0 => *v,
+                _ => return Err(Stop::UnknownRegister { reg: u16::from(row.cfa_reg) }),
+            };
+            let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
+            let signal = row.flags & F_SIGNAL != 0;
+            increasing(*prev, cfa, signal)?;
+            cur.cfa = cfa;
+            cur.signal = signal;
+            if !visit(cur) {
+                return Err(Stop::Visitor);
+            }
+            apply_fast(row, cfa, &mut cur.regs, mem)?;
+            cur.exact_pc = signal;
+            *prev = (cfa, signal);
+        }
+        RowRef::Full(row) => {
+            let cfa = cfa(image, row, &cur.regs, mem)?;
+            increasing(*prev, cfa, row.signal)?;
+            cur.cfa = cfa;
+            cur.signal = row.signal;
+            if !visit(cur) {
+                return Err(Stop::Visitor);
+            }
+            let callee = cur.regs;
+            caller(image, row, cfa, &callee, &mut cur.regs, mem)?;
+            cur.exact_pc = row.signal;
+            *prev = (cfa, row.signal);
+        }
+    }
+    Ok(())
+}
+
+/// The walk loop shared by [`Walker::walk`] and [`crate::RowTable::walk`].
+#[inline(always)]
+pub(crate) fn walk_with<'a, S, M, F>(
+    src: &mut S,
+    image: &Image<'a>,
+    regs: Regs,
+    max_depth: usize,
+    mem: &M,
+    mut visit: F,
+) -> Stop
+where
+    S: RowSource<'a> + ?Sized,
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
+    let mut cur = Frame { pc: 0, cfa: 0, regs, signal: false, exact_pc: true };
+    // The first frame has no callee: nothing to compare its CFA with.
+    let mut prev = (0, true);
+    // Each iteration either produces a frame or ends the walk.
+    for _ in 0..max_depth {
+        if let Err(stop) = step_in_place(src, image, &mut cur, &mut prev, mem, &mut visit) {
+            return stop;
+        }
+    }
+    Stop::DepthLimit
+}
+
+/// [`Walker::walk_until`] for any row source.
+#[inline(always)]
+pub(crate) fn until_with<'a, S, M, F>(
+    src: &mut S,
+    image: &Image<'a>,
+    regs: Regs,
+    max_depth: usize,
+    mem: &M,
+    mut until: F,
+) -> Result<(usize, Frame), Stop>
+where
+    S: RowSource<'a> + ?Sized,
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
+    let mut n = 0usize;
+    let mut found: Option<Frame> = None;
+    let stop = walk_with(src, image, regs, max_depth, mem, |f| {
+        if until(f) {
+            found = Some(*f);
+            return false;
+        }
+        n += 1;
+        true
+    });
+    match found {
+        Some(f) => Ok((n, f)),
+        None => Err(stop),
+    }
+}
+
+/// [`Walker::walk_into`] for any row source.
+#[inline(always)]
+pub(crate) fn into_with<'a, S, M>(
+    src: &mut S,
+    image: &Image<'a>,
+    regs: Regs,
+    max_depth: usize,
+    mem: &M,
+    out: &mut [Frame],
+) -> (usize, Stop)
+where
+    S: RowSource<'a> + ?Sized,
+    M: Memory + ?Sized,
+{
+    let mut n = 0;
+    let stop = walk_with(src, image, regs, max_depth, mem, |f| match out.get_mut(n) {
+        Some(slot) => {
+            *slot = *f;
+            n += 1;
+            n < out.len()
+        }
+        None => false,
+    });
+    let stop = if stop == Stop::Visitor { Stop::DepthLimit } else { stop };
+    (n, stop)
+}
+
 /// Stacks grow: a CFA not above the previous one ends the walk, except next
 /// to a signal frame.
 #[inline]
-fn increasing(prev: Option<(u64, bool)>, cfa: u64, signal: bool) -> Result<(), Stop> {
-    match prev {
-        Some((prev, prev_signal)) if cfa <= prev && !prev_signal && !signal => {
-            Err(Stop::CfaNotIncreasing { cfa, prev })
-        }
-        _ => Ok(()),
+fn increasing(prev: (u64, bool), cfa: u64, signal: bool) -> Result<(), Stop> {
+    let (prev, prev_signal) = prev;
+    if cfa <= prev && !prev_signal && !signal {
+        return Err(Stop::CfaNotIncreasing { cfa, prev });
     }
+    Ok(())
 }
 
 fn expr_stop(e: ExprError) -> Stop {
@@ -403,13 +532,15 @@ fn expr_stop(e: ExprError) -> Stop {
     }
 }
 
-/// Frame N+1's registers by a [`FastRow`]: exactly what [`caller`] computes
-/// for the general `Row` of the same gimli row. Unmentioned callee-saved registers (and
-/// same-value ones) are copied, rsp is the CFA, the saved registers are loaded
-/// (an unreadable one becomes unknown), the return address must be readable
-/// and not 0.
+/// Frame N+1's registers by a [`FastRow`], in place over frame N's:
+/// exactly what [`caller`] computes for the general `Row` of the same gimli
+/// row. Unmentioned callee-saved registers (and same-value ones) are kept,
+/// rsp is the CFA, the saved registers are loaded (an unreadable one becomes
+/// unknown), the return address must be readable and not 0. Nothing is
+/// changed when it fails. Only memory is read after the CFA is known, so
+/// updating in place is safe.
 #[inline(always)]
-fn caller_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &Regs, out: &mut Regs, mem: &M) -> Result<(), Stop> {
+fn apply_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &mut Regs, mem: &M) -> Result<(), Stop> {
     if row.flags & F_OUTERMOST != 0 {
         return Err(Stop::Outermost);
     }
@@ -418,10 +549,9 @@ fn caller_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &Regs, out: &m
     if ra == 0 {
         return Err(Stop::Outermost);
     }
-    out.vals = regs.vals;
     let mut known = regs.known & u32::from(row.keep);
     if row.flags & F_RSP_CFA != 0 {
-        out.vals[usize::from(dwarf::RSP)] = cfa;
+        regs.vals[usize::from(dwarf::RSP)] = cfa;
         known |= 1 << dwarf::RSP;
     }
     let mut saved = row.saved;
@@ -433,12 +563,12 @@ fn caller_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &Regs, out: &m
         let r = saved.trailing_zeros() as usize & 15;
         saved &= saved - 1;
         if let Some(v) = mem.read_u64(cfa.wrapping_add((i64::from(off) * 8) as u64)) {
-            out.vals[r] = v;
+            regs.vals[r] = v;
             known |= 1 << r;
         }
     }
-    out.vals[usize::from(dwarf::RIP)] = ra;
-    out.known = known | 1 << dwarf::RIP;
+    regs.vals[usize::from(dwarf::RIP)] = ra;
+    regs.known = known | 1 << dwarf::RIP;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use walker::host::{CoreFile, Executable};
-use walker::{Stop, Walker};
+use walker::{RowTable, Stop, Walker};
 
 /// Minimum number of compared stops per program (4 programs: >= 300 total).
 const MIN_STOPS: usize = 75;
@@ -205,6 +205,7 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
     let exe_file = Executable::open(exe).unwrap();
     let mut walker: Box<Walker<'_>> = Box::default();
     let mut image = None;
+    let mut table: Option<RowTable> = None;
     let mut failures = Vec::new();
     let mut frames_compared = 0;
     for stop in &stops {
@@ -213,10 +214,28 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
         let image = image.get_or_insert_with(|| exe_file.image(bias));
         assert_eq!(core.regs().pc(), Some(stop.pc), "{name}: core and gdb disagree on the stop pc");
         let mut got = Vec::new();
+        let mut frames = Vec::new();
         let reason = walker.walk(image, core.regs(), &core, |f| {
             got.push((f.pc, Some(f.cfa), f.regs.sp()));
+            frames.push(*f);
             true
         });
+        // The precompiled table must walk exactly like the walker
+        // (registers included), so it agrees with gdb too.
+        let table = table.get_or_insert_with(|| RowTable::build(image).expect("row table"));
+        let mut table_frames = Vec::new();
+        let table_reason = table.walk(image, core.regs(), &core, walker::DEFAULT_MAX_DEPTH, |f| {
+            table_frames.push(*f);
+            true
+        });
+        if (&table_frames, table_reason) != (&frames, reason) {
+            failures.push(format!(
+                "stop {} at {:#x}: the row table walks differently: {table_reason:?} {:x?}",
+                stop.index,
+                stop.pc,
+                table_frames.iter().map(|f| (f.pc, f.cfa)).collect::<Vec<_>>()
+            ));
+        }
         match check(&got, reason, stop) {
             Ok(()) => frames_compared += got.len(),
             Err(why) => {

@@ -118,7 +118,41 @@ pub fn regs(pc: u64, sp: u64, bp: Option<u64>) -> walker::Regs {
 /// Walks and returns (pc, cfa) pairs and the stop reason.
 pub fn walk(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) -> (Vec<(u64, u64)>, walker::Stop) {
     let mut w: Box<walker::Walker<'_>> = Box::default();
-    walk_with(&mut w, image, r, mem)
+    let out = walk_with(&mut w, image, r, mem);
+    table_agrees(image, r, mem);
+    out
+}
+
+/// Requires a walk through a precompiled [`walker::RowTable`] of `image` (if
+/// it can be built) to give exactly the frames (registers included) and the
+/// stop of a walk through a `Walker`, and `walk_until` to find the same
+/// frames.
+pub fn table_agrees(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) {
+    type Visit<'v> = &'v mut dyn FnMut(&walker::Frame) -> bool;
+    let full = |w: &mut dyn FnMut(Visit<'_>) -> walker::Stop| {
+        let mut frames = Vec::new();
+        let stop = w(&mut |f| {
+            frames.push(*f);
+            true
+        });
+        (frames, stop)
+    };
+    let mut w: Box<walker::Walker<'_>> = Box::default();
+    let want = full(&mut |v| w.walk(image, r, mem, v));
+    let table = match walker::RowTable::build(image) {
+        Ok(t) => t,
+        Err(e) => {
+            assert_eq!(image.index_kind(), "scan", "table refused: {e}");
+            return;
+        }
+    };
+    let got = full(&mut |v| table.walk(image, r, mem, walker::DEFAULT_MAX_DEPTH, v));
+    assert_eq!(got, want, "table walk differs from the walker's ({:?})", table.stats());
+    for (i, f) in want.0.iter().enumerate() {
+        let found = table.walk_until(image, r, mem, walker::DEFAULT_MAX_DEPTH, |g| g.cfa >= f.cfa && g.pc == f.pc);
+        let (j, g) = found.expect("walk_until finds a frame of the walk");
+        assert!(j <= i && g.cfa == f.cfa, "walk_until found frame {j}, not {i}");
+    }
 }
 
 pub fn walk_with<'a>(
