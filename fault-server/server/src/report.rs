@@ -202,7 +202,9 @@ fn with_costs(body: Body, rep: &Report, rec: &Recovered) -> Body {
         d(p.planned, p.released),
         d(p.released, p.recovered),
     );
+    let stack_bytes = FaultMessage::parse(&rep.bytes[..rep.len]).map_or(0, |p| p.stack.len() as u64);
     body.u64("fault_tsc", fault_tsc)
+        .u64("stack_bytes", stack_bytes)
         .u64("recovered_tsc", p.recovered)
         .raw("phases", &phases)
         .u64("backlog", rep.backlog as u64)
