@@ -12,6 +12,7 @@
 use crate::events::Event;
 use crate::task::{Scope, State, Task};
 use abi::checkpoint::{MAX_SCOPES, RecoveryPage, ScopeRecord};
+use abi::layout::PAGE_SIZE;
 use core::mem::{offset_of, size_of};
 use abi::syscall::Error;
 
@@ -33,8 +34,15 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         // exists, and a rollback to the scope finds both as written here.
         let depth_at = recovery + offset_of!(RecoveryPage, depth) as u64;
         let record_at = recovery + (offset_of!(RecoveryPage, scopes) + (depth - 1) * size_of::<ScopeRecord>()) as u64;
-        space.write_words(depth_at, &[depth as u64]).map_err(|_| Error::BadPointer)?;
-        space.write_words(record_at, &[0; 4]).map_err(|_| Error::BadPointer)?;
+        let page = recovery & !(PAGE_SIZE - 1);
+        if record_at + size_of::<ScopeRecord>() as u64 <= page + PAGE_SIZE {
+            let words = [(depth_at, depth as u64), (record_at, 0), (record_at + 8, 0), (record_at + 16, 0), (record_at + 24, 0)];
+            space.write_words(page, &words).map_err(|_| Error::BadPointer)?;
+        } else {
+            // A recovery page that straddles two pages (libtask's does not).
+            space.write(depth_at, &(depth as u64).to_le_bytes()).map_err(|_| Error::BadPointer)?;
+            space.write(record_at, &[0; size_of::<ScopeRecord>()]).map_err(|_| Error::BadPointer)?;
+        }
     }
     space.open_scope(frame.rsp).map_err(|_| Error::NoMemory)?;
     let _ = task.scopes.push(Scope { frame, attempt: 0 });

@@ -469,16 +469,15 @@ impl AddressSpace {
         }
     }
 
-    /// Writes `words` at `addr` (8-aligned, inside one page) of private
-    /// memory that is user-writable or tracked — preserving a tracked page
-    /// first, so the innermost open scope (if any) undoes the write — with
-    /// one page-table lookup instead of [`AddressSpace::write`]'s checks.
-    pub fn write_words(&mut self, addr: u64, words: &[u64]) -> Result<(), SpaceError> {
-        let len = words.len() as u64 * 8;
-        if addr % 8 != 0 || addr >= USER_END || (addr % PAGE_SIZE) + len > PAGE_SIZE {
+    /// Writes each `(addr, word)` of `words` — 8-aligned addresses, all in
+    /// the page at `page` — into private memory that is user-writable or
+    /// tracked, preserving a tracked page first (so the innermost open
+    /// scope, if any, undoes the writes): one page-table lookup instead of
+    /// [`AddressSpace::write`]'s checks per call.
+    pub fn write_words(&mut self, page: u64, words: &[(u64, u64)]) -> Result<(), SpaceError> {
+        if page % PAGE_SIZE != 0 || page >= USER_END || words.iter().any(|&(a, _)| a % 8 != 0 || a & !(PAGE_SIZE - 1) != page) {
             return Err(SpaceError::BadAddress);
         }
-        let page = addr & !(PAGE_SIZE - 1);
         let flags = self.leaf(page).ok_or(SpaceError::BadAddress)?.flags();
         if !flags.contains(F::USER_ACCESSIBLE) || flags.contains(SHARED) || !flags.intersects(F::WRITABLE | TRACKED) {
             return Err(SpaceError::BadAddress);
@@ -486,12 +485,11 @@ impl AddressSpace {
         if !flags.contains(F::WRITABLE) && !self.scopes.is_empty() && !self.preserve_on_write(page) {
             return Err(SpaceError::OutOfMemory);
         }
-        let phys = self.leaf(page).ok_or(SpaceError::BadAddress)?.addr().as_u64() + addr % PAGE_SIZE;
-        let dst = phys_to_virt(phys) as *mut u64;
-        for (i, w) in words.iter().enumerate() {
-            // SAFETY: `dst` is the direct-map address of `addr`, a user page
-            // of this space checked above; the words fit in the page.
-            unsafe { dst.add(i).write(*w) };
+        let base = phys_to_virt(self.leaf(page).ok_or(SpaceError::BadAddress)?.addr().as_u64());
+        for &(addr, w) in words {
+            // SAFETY: the direct-map address of `addr`, an aligned word of
+            // a user page of this space checked above.
+            unsafe { ((base + addr % PAGE_SIZE) as *mut u64).write(w) };
         }
         Ok(())
     }
