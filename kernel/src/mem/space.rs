@@ -82,13 +82,7 @@ impl AddressSpace {
                 dst[i] = src[i].clone();
             }
         }
-        Ok(AddressSpace {
-            pml4,
-            scopes: Vec::new(),
-            records: Vec::new(),
-            armed: Vec::new(),
-            armed_limit: ARMED_MIN,
-        })
+        Ok(AddressSpace { pml4, scopes: Vec::new(), records: Vec::new(), armed: Vec::new(), armed_limit: ARMED_MIN })
     }
 
     /// The PML4 frame, for CR3.
@@ -317,7 +311,10 @@ impl AddressSpace {
                 let tracked = self.leaf(page).is_some_and(|e| e.flags().contains(TRACKED));
                 // A tracked page that cannot be preserved must not be
                 // written: the scope could not undo the write.
-                if tracked && !self.preserve_on_write(page) && self.leaf(page).is_some_and(|e| !e.flags().contains(F::WRITABLE)) {
+                if tracked
+                    && !self.preserve_on_write(page)
+                    && self.leaf(page).is_some_and(|e| !e.flags().contains(F::WRITABLE))
+                {
                     return Err(SpaceError::OutOfMemory);
                 }
                 page += PAGE_SIZE;

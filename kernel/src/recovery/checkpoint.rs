@@ -13,8 +13,8 @@ use crate::events::Event;
 use crate::task::{Scope, State, Task};
 use abi::checkpoint::{MAX_SCOPES, RecoveryPage, ScopeRecord};
 use abi::layout::PAGE_SIZE;
-use core::mem::{offset_of, size_of};
 use abi::syscall::Error;
+use core::mem::{offset_of, size_of};
 
 pub fn open(task: &mut Task) -> Result<u64, Error> {
     if task.scopes.len() >= MAX_SCOPES {
@@ -36,7 +36,13 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         let record_at = recovery + (offset_of!(RecoveryPage, scopes) + (depth - 1) * size_of::<ScopeRecord>()) as u64;
         let page = recovery & !(PAGE_SIZE - 1);
         if record_at + size_of::<ScopeRecord>() as u64 <= page + PAGE_SIZE {
-            let words = [(depth_at, depth as u64), (record_at, 0), (record_at + 8, 0), (record_at + 16, 0), (record_at + 24, 0)];
+            let words = [
+                (depth_at, depth as u64),
+                (record_at, 0),
+                (record_at + 8, 0),
+                (record_at + 16, 0),
+                (record_at + 24, 0),
+            ];
             space.write_words(page, &words).map_err(|_| Error::BadPointer)?;
         } else {
             // A recovery page that straddles two pages (libtask's does not).

@@ -475,7 +475,10 @@ impl AddressSpace {
     /// scope, if any, undoes the writes): one page-table lookup instead of
     /// [`AddressSpace::write`]'s checks per call.
     pub fn write_words(&mut self, page: u64, words: &[(u64, u64)]) -> Result<(), SpaceError> {
-        if page % PAGE_SIZE != 0 || page >= USER_END || words.iter().any(|&(a, _)| a % 8 != 0 || a & !(PAGE_SIZE - 1) != page) {
+        if page % PAGE_SIZE != 0
+            || page >= USER_END
+            || words.iter().any(|&(a, _)| a % 8 != 0 || a & !(PAGE_SIZE - 1) != page)
+        {
             return Err(SpaceError::BadAddress);
         }
         let flags = self.leaf(page).ok_or(SpaceError::BadAddress)?.flags();
