@@ -475,7 +475,7 @@ impl AddressSpace {
     /// scope, if any, undoes the writes): one page-table lookup instead of
     /// [`AddressSpace::write`]'s checks per call.
     pub fn write_words(&mut self, page: u64, words: &[(u64, u64)]) -> Result<(), SpaceError> {
-        if page % PAGE_SIZE != 0
+        if !page.is_multiple_of(PAGE_SIZE)
             || page >= USER_END
             || words.iter().any(|&(a, _)| a % 8 != 0 || a & !(PAGE_SIZE - 1) != page)
         {
