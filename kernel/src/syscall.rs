@@ -186,7 +186,10 @@ fn unmap(task: &mut Task, addr: u64, len: u64) -> SysResult {
         return Err(Error::BadArgument);
     }
     let space = task.space.as_mut().ok_or(Error::BadArgument)?;
-    space.unmap(addr, len.div_ceil(PAGE_SIZE) * PAGE_SIZE).map_err(|_| Error::BadArgument)?;
+    space.unmap(addr, len.div_ceil(PAGE_SIZE) * PAGE_SIZE).map_err(|e| match e {
+        SpaceError::OutOfMemory => Error::NoMemory, // a scope's page records are full
+        _ => Error::BadArgument,
+    })?;
     Ok(0)
 }
 

@@ -53,6 +53,24 @@
 //! mutexes and Arc references the rolled-back scopes held, from the
 //! recovery page, before it rolls back.
 //!
+//! ## The recovery page on open and commit
+//!
+//! An empty scope must be cheap, and the first write to a page in a scope
+//! is a copy-on-write fault (a page copy and a trap). So libtask writes
+//! nothing on the way in: `CHECKPOINT_OPEN` itself sets the recovery
+//! page's `depth` and clears the new scope's record, as part of the state
+//! the scope starts from (a rollback to the scope finds them so, and the
+//! page says the right depth from the instant the kernel's scope exists);
+//! and it preserves the stack page right below the caller's stack pointer
+//! at once, which the call into `body` is about to write anyway (a copy,
+//! without the fault). On the way out the order is fixed — the kernel
+//! closes the scope, then the scope's registry entries pass to the parent,
+//! then libtask lowers `depth` — so that write stays here; the kernel makes
+//! the recovery page writable again at an outermost commit, so it does not
+//! fault either. What an empty scope then costs is the two system calls,
+//! the write protection of the pages written since the previous open, and
+//! that one stack page copy.
+//!
 //! ## Nesting and the registries
 //!
 //! Scopes nest up to `abi::checkpoint::MAX_SCOPES`. Registry entries are
@@ -63,7 +81,7 @@
 //! deferred for the parent's entries happen (see [`crate::sync`]).
 
 use crate::sync::registry;
-use abi::checkpoint::{MAX_SCOPES, ScopeRecord};
+use abi::checkpoint::MAX_SCOPES;
 use abi::fault::FaultKind;
 use abi::syscall::{Error, nr};
 
@@ -117,16 +135,15 @@ pub fn checkpoint<R>(body: impl FnOnce(Attempt) -> R) -> Result<R, Error> {
     // memory as at this instruction: sound, see the module documentation.
     let attempt = Error::decode(unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_OPEN) })?;
     let depth = parent + 1;
+    // The kernel has written `depth` and a fresh scope record into the
+    // recovery page as part of the open (see "The recovery page on open
+    // and commit" above); after a rollback, the record says why.
     let last_fault = if attempt == 0 {
-        // A record of an earlier scope at this depth may linger.
-        registry::set_scope_record(depth, ScopeRecord::default());
         None
     } else {
-        // Written by the kernel after the rollback.
         let r = registry::scope_record(depth);
         Some(FaultInfo { kind_raw: r.fault_kind, seq: r.fault_seq, pc: r.fault_pc })
     };
-    registry::set_depth(depth);
     let result = body(Attempt { number: attempt, last_fault });
     commit(depth);
     Ok(result)

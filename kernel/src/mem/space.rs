@@ -15,7 +15,7 @@
 
 use super::frames::{self, Frames};
 use super::{PHYS_OFFSET, phys_to_virt};
-use crate::recovery::versions::{Preserved, SHARED, TRACKED};
+use crate::recovery::versions::{ARMED_MIN, Preserved, SHARED, ScopeMem, TRACKED};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
 use alloc::vec::Vec;
 use x86_64::registers::control::Cr3;
@@ -54,8 +54,16 @@ pub fn kernel_root() -> PhysFrame {
 
 pub struct AddressSpace {
     pml4: PhysFrame,
-    /// Per open checkpoint scope, the page versions to restore (`versions.rs`).
-    pub(crate) versions: Vec<Vec<Preserved>>,
+    /// Per open checkpoint scope, its share of `records` and `armed`
+    /// (`recovery/versions.rs`).
+    pub(crate) scopes: Vec<ScopeMem>,
+    /// The page versions the open scopes must restore, outermost first.
+    pub(crate) records: Vec<Preserved>,
+    /// Private pages made writable (or `SCOPED`) since the last open; the
+    /// open scopes' ranges of the pages their opens protected before them.
+    pub(crate) armed: Vec<u64>,
+    /// `armed` is squeezed of stale entries when it would grow past this.
+    pub(crate) armed_limit: usize,
 }
 
 impl AddressSpace {
@@ -72,7 +80,7 @@ impl AddressSpace {
                 dst[i] = src[i].clone();
             }
         }
-        Ok(AddressSpace { pml4, versions: Vec::new() })
+        Ok(AddressSpace { pml4, scopes: Vec::new(), records: Vec::new(), armed: Vec::new(), armed_limit: ARMED_MIN })
     }
 
     /// The PML4 frame, for CR3.
@@ -107,13 +115,17 @@ impl AddressSpace {
         if !perm.exec {
             flags |= F::NO_EXECUTE;
         }
+        // Room for the pages' records and armed entries first: a map in a
+        // scope fails cleanly at the records' limit, never in the middle.
+        self.reserve_new_pages(pages as usize)?;
+        let flags = self.new_page_flags(flags);
         for i in 0..pages {
             let frame = frames::alloc().ok_or(SpaceError::OutOfMemory)?;
             if let Err(e) = self.map_frame(addr + i * PAGE_SIZE, frame, flags) {
                 frames::free(frame);
                 return Err(e);
             }
-            self.note_new_page(addr + i * PAGE_SIZE);
+            self.note_new_page(addr + i * PAGE_SIZE, flags);
         }
         Ok(())
     }
@@ -156,17 +168,21 @@ impl AddressSpace {
         self.map_frame(abi::layout::USER_HANG_PAGE, super::hang_frame(), flags)
     }
 
-    /// Unmaps one page; frees its frame unless a scope keeps it or it is
-    /// shared.
-    pub(crate) fn unmap_page(&mut self, vaddr: u64) -> Option<()> {
-        let flags = self.leaf(vaddr)?.flags();
+    /// Unmaps one page (nothing mapped there is fine); frees its frame
+    /// unless a scope keeps it or it is shared. `OutOfMemory` (and nothing
+    /// unmapped) if the scope would need a record it has no room for.
+    pub(crate) fn unmap_page(&mut self, vaddr: u64) -> Result<(), SpaceError> {
+        let Some(flags) = self.leaf(vaddr).map(|e| e.flags()) else { return Ok(()) };
+        if self.unmap_needs_record(flags) && !self.reserve_record() {
+            return Err(SpaceError::OutOfMemory);
+        }
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
-        let (frame, flush) = self.mapper().unmap(page).ok()?;
+        let Ok((frame, flush)) = self.mapper().unmap(page) else { return Ok(()) };
         flush.flush();
         if !flags.contains(SHARED) && !self.keep_unmapped(vaddr, frame, flags) {
             frames::free(frame);
         }
-        Some(())
+        Ok(())
     }
 
     /// Unmaps one page and frees its frame (unless shared), bypassing the
@@ -195,13 +211,15 @@ impl AddressSpace {
         x86_64::instructions::tlb::flush(VirtAddr::new(vaddr));
     }
 
-    /// Unmaps whatever is mapped in `[addr, addr + len)` and frees the frames.
+    /// Unmaps whatever is mapped in `[addr, addr + len)` and frees the
+    /// frames. Inside a checkpoint scope this can stop with `OutOfMemory`
+    /// (the pages before the one it names are unmapped, the rest not).
     pub fn unmap(&mut self, addr: u64, len: u64) -> Result<(), SpaceError> {
         if addr % PAGE_SIZE != 0 || !is_user_range(addr, len) {
             return Err(SpaceError::BadAddress);
         }
         for i in 0..len.div_ceil(PAGE_SIZE) {
-            let _ = self.unmap_page(addr + i * PAGE_SIZE);
+            self.unmap_page(addr + i * PAGE_SIZE)?;
         }
         Ok(())
     }
@@ -285,10 +303,18 @@ impl AddressSpace {
     /// (used by the loader to fill text and rodata). A tracked page is
     /// preserved first, so the write is rolled back with the scope.
     pub fn write_as_kernel(&mut self, addr: u64, data: &[u8], check_writable: bool) -> Result<(), SpaceError> {
-        if !self.versions.is_empty() && is_user_range(addr, data.len() as u64) {
+        if !self.scopes.is_empty() && is_user_range(addr, data.len() as u64) {
             let mut page = addr & !(PAGE_SIZE - 1);
             while page < addr + data.len() as u64 {
-                self.preserve_on_write(page);
+                let tracked = self.leaf(page).is_some_and(|e| e.flags().contains(TRACKED));
+                // A tracked page that cannot be preserved must not be
+                // written: the scope could not undo the write.
+                if tracked
+                    && !self.preserve_on_write(page)
+                    && self.leaf(page).is_some_and(|e| !e.flags().contains(F::WRITABLE))
+                {
+                    return Err(SpaceError::OutOfMemory);
+                }
                 page += PAGE_SIZE;
             }
         }

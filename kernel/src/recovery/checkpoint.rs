@@ -11,17 +11,46 @@
 
 use crate::events::Event;
 use crate::task::{Scope, State, Task};
-use abi::checkpoint::{MAX_SCOPES, ScopeRecord};
+use abi::checkpoint::{MAX_SCOPES, RecoveryPage, ScopeRecord};
+use abi::layout::PAGE_SIZE;
 use abi::syscall::Error;
+use core::mem::{offset_of, size_of};
 
 pub fn open(task: &mut Task) -> Result<u64, Error> {
     if task.scopes.len() >= MAX_SCOPES {
         return Err(Error::BadArgument);
     }
+    let depth = task.scopes.len() + 1;
+    let recovery = task.recovery;
     let space = task.space.as_mut().ok_or(Error::BadTask)?;
     let mut frame = task.save.frame;
     frame.rax = 0;
-    space.open_scope();
+    if recovery != 0 {
+        // libtask's own record of the new scope — the depth, and a fresh
+        // scope record — written here, as part of the state the scope
+        // starts from: libtask then writes nothing to its recovery page
+        // when it opens a scope (that would be a copy-on-write fault on
+        // every open), the page says `depth` from the instant the scope
+        // exists, and a rollback to the scope finds both as written here.
+        let depth_at = recovery + offset_of!(RecoveryPage, depth) as u64;
+        let record_at = recovery + (offset_of!(RecoveryPage, scopes) + (depth - 1) * size_of::<ScopeRecord>()) as u64;
+        let page = recovery & !(PAGE_SIZE - 1);
+        if record_at + size_of::<ScopeRecord>() as u64 <= page + PAGE_SIZE {
+            let words = [
+                (depth_at, depth as u64),
+                (record_at, 0),
+                (record_at + 8, 0),
+                (record_at + 16, 0),
+                (record_at + 24, 0),
+            ];
+            space.write_words(page, &words).map_err(|_| Error::BadPointer)?;
+        } else {
+            // A recovery page that straddles two pages (libtask's does not).
+            space.write(depth_at, &(depth as u64).to_le_bytes()).map_err(|_| Error::BadPointer)?;
+            space.write(record_at, &[0; size_of::<ScopeRecord>()]).map_err(|_| Error::BadPointer)?;
+        }
+    }
+    space.open_scope(frame.rsp).map_err(|_| Error::NoMemory)?;
     let _ = task.scopes.push(Scope { frame, attempt: 0 });
     Ok(0)
 }
@@ -32,6 +61,12 @@ pub fn commit(task: &mut Task) -> Result<u64, Error> {
         return Err(Error::BadArgument);
     }
     space.commit_scope().map_err(|_| Error::BadArgument)?;
+    if task.recovery != 0 {
+        // libtask lowers the depth in its recovery page right after the
+        // commit (after handing the scope's entries up, an order the fault
+        // server relies on): unprotect the page now, not by a fault then.
+        space.unprotect(task.recovery);
+    }
     Ok(0)
 }
 

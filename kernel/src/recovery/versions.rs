@@ -1,19 +1,74 @@
 //! Page versions for checkpoint scopes: copy-on-write preservation and
 //! rollback by remapping.
 //!
-//! Opening a scope write-protects every private writable page and marks it
-//! `TRACKED` (a software PTE bit). The first write to such a page faults;
-//! [`AddressSpace::preserve_on_write`] then copies the page into a fresh
-//! frame, maps the *copy* writable, and keeps the *original* frame in the
-//! scope's list. Rolling back therefore copies nothing: it maps the
-//! originals back and frees the copies — cost per dirty page, not per task
-//! page. Committing drops the originals (or, for a nested scope, hands them
-//! to the enclosing scope, which needs the oldest version of each page).
+//! ## Write protection costs what was written, not the task's size
 //!
-//! Pages mapped inside a scope are recorded as "new" (rollback unmaps
-//! them); pages unmapped inside a scope keep their frame in the list
-//! (rollback maps them back). Shared-region pages carry the `SHARED` bit and
-//! are never tracked: they are what the registries protect, not rollback.
+//! The space keeps an **armed list** (`AddressSpace::armed`): the pages
+//! that became writable (or `SCOPED`, below) since the last open — mapped
+//! writable, or unprotected by a copy-on-write fault. Opening a scope
+//! write-protects exactly the entries past the enclosing scope's range
+//! ("the tail"), marks them `TRACKED` (a software PTE bit) and makes that
+//! stretch of the list the new scope's range: the pages *its* open
+//! protected. So an open costs the pages written since the previous open
+//! (a few PTE writes and `invlpg`s), never a walk of the page tables, and
+//! a task that writes nothing between two scopes opens the second one in
+//! O(1). Stale entries (unmapped pages, duplicates after a map/unmap
+//! churn) are skipped by the open and squeezed out of the tail when it
+//! reaches twice its size after the last squeeze, so the list never holds
+//! more than about two entries per mapped private page.
+//!
+//! The first write to a tracked page faults; [`AddressSpace::preserve_on_write`]
+//! copies the page into a fresh frame, maps the *copy* writable, keeps the
+//! *original* frame as a record of the innermost scope and arms the page
+//! again (the next open must protect it). Rolling back copies nothing: it
+//! maps the originals back and frees the copies — cost per dirty page.
+//!
+//! The invariant everything below leans on, while a scope is open: a
+//! present private page is `WRITABLE` or `SCOPED` exactly when the
+//! innermost scope holds a record for it (the open protects every armed
+//! page, and nothing but a record-making event makes a page writable
+//! again), so "does this scope already have a version of this page?" is a
+//! look at the PTE, never a search of the records.
+//!
+//! ## Records
+//!
+//! All scopes' records live in one vector (`AddressSpace::records`); scope
+//! `k` owns the stretch from its start to the next scope's start. Per page
+//! a scope holds at most one record with a frame (`old = Some`: the version
+//! at its open), and possibly records without (`None`: the page did not
+//! exist at the open, rollback unmaps it). Rollback applies a stretch in two
+//! passes — first every `None` (unmap), then every `Some` (map the version
+//! back) — so the order of records inside a stretch never matters.
+//!
+//! * Pages mapped inside a scope get a `None` record; a read-only one is
+//!   also marked `SCOPED` (a software PTE bit) so that its unmap knows the
+//!   record exists. Unmapping a page mapped in the same scope drops its
+//!   `None` record when it is among the scope's last few (so a
+//!   `loop { MAP; UNMAP }` does not pile records up).
+//! * Pages unmapped inside a scope keep their frame in a `Some` record
+//!   (rollback maps them back), unless the scope has a record already.
+//!   The record keeps the page's flags as they were: a read-only or
+//!   executable page comes back exactly so, never `TRACKED` (a tracked page
+//!   becomes writable on its first write, so only pages that were writable
+//!   may carry the bit: W^X holds through rollback).
+//! * Commit of the outermost scope frees its versions; the pages its open
+//!   protected stay protected (lazily: the next write to one takes a fault
+//!   that only unprotects it). Commit of an inner scope hands its records to
+//!   the enclosing scope, which keeps its own (older) version where it has
+//!   one: the merged stretch is sorted by page (in place, no allocation) and
+//!   deduplicated, O((n + m) log(n + m)) rather than a search per record;
+//!   and it unprotects the pages its open protected and the scope did not
+//!   write (the enclosing scope has their versions, so the invariant holds
+//!   for it again).
+//!
+//! Every record costs kernel memory, so a space holds at most
+//! [`MAX_RECORDS`]; past it (or when the kernel heap cannot grow the
+//! vectors) a map or unmap inside a scope fails with `OutOfMemory` and a
+//! copy-on-write fault is not resolved (the task takes the page fault) —
+//! never a kernel allocation failure.
+//!
+//! Shared-region pages carry the `SHARED` bit and are never armed or
+//! tracked: they are what the registries protect, not rollback.
 //!
 //! Kernel writes into task memory (IPC buffers, supervisor writes) go
 //! through [`AddressSpace::write`], which preserves a tracked page first, so
@@ -22,9 +77,9 @@
 use crate::mem::frames;
 use crate::mem::phys_to_virt;
 use crate::mem::space::{AddressSpace, SpaceError};
-use abi::layout::PAGE_SIZE;
-use alloc::vec::Vec;
+use abi::layout::{PAGE_SIZE, USER_END};
 use x86_64::PhysAddr;
+use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
 
@@ -32,6 +87,21 @@ use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
 pub const TRACKED: F = F::BIT_9;
 /// Software PTE bit: a shared-region page (never tracked or freed with a space).
 pub const SHARED: F = F::BIT_10;
+/// Software PTE bit: a read-only page mapped inside the innermost open
+/// scope (which holds its `None` record).
+pub const SCOPED: F = F::BIT_11;
+
+/// Most page records a space holds over all its open scopes.
+pub const MAX_RECORDS: usize = 16 * 1024;
+/// The armed list's tail is squeezed when it reaches this, at the least.
+pub(crate) const ARMED_MIN: usize = 64;
+/// Above this many pages, an open reloads CR3 instead of `invlpg` per page.
+const FLUSH_ALL_ABOVE: usize = 32;
+/// How far back an unmap looks for the `None` record of its page.
+const DROP_WINDOW: usize = 32;
+/// Low bit of an entry in a scope's range: its open cleared `SCOPED`
+/// (rather than `WRITABLE`) on the page.
+const WAS_SCOPED: u64 = 1;
 
 /// The version of one page a scope must restore.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +110,16 @@ pub struct Preserved {
     /// The frame and flags to map back, or `None` if the page did not exist
     /// when the scope opened (rollback unmaps it).
     pub old: Option<(PhysFrame, F)>,
+}
+
+/// One open scope's share of the space's lists.
+#[derive(Clone, Copy, Debug)]
+pub struct ScopeMem {
+    /// Its first record in `AddressSpace::records`.
+    records: usize,
+    /// `armed[armed..armed_end]`: the pages its open protected.
+    armed: usize,
+    armed_end: usize,
 }
 
 impl AddressSpace {
@@ -83,7 +163,8 @@ impl AddressSpace {
         walk(self.root().start_address(), 4, 0, &mut each);
     }
 
-    /// A private writable page chosen by `rand` (fault injection).
+    /// A private writable page chosen by `rand` (fault injection; walks
+    /// the page tables, which only the injector may afford).
     pub fn private_writable_page(&mut self, rand: u64) -> Option<u64> {
         let mut count = 0u64;
         let mut pick = None;
@@ -109,66 +190,201 @@ impl AddressSpace {
         pick
     }
 
-    /// Opens a scope: write-protects every private writable page.
-    pub fn open_scope(&mut self) {
-        self.versions.push(Vec::new());
-        self.for_each_leaf(|_, e| {
-            let f = e.flags();
-            if f.contains(F::USER_ACCESSIBLE | F::WRITABLE) && !f.contains(SHARED) {
-                e.set_flags((f - F::WRITABLE) | TRACKED);
+    /// Where the armed list's tail starts (what the next open protects).
+    fn armed_mark(&self) -> usize {
+        self.scopes.last().map_or(0, |s| s.armed_end)
+    }
+
+    /// Makes room for one more armed entry; false if the kernel heap has
+    /// none.
+    #[inline]
+    pub(crate) fn reserve_armed(&mut self, n: usize) -> bool {
+        let len = self.armed.len();
+        if len + n <= self.armed_limit && len + n <= self.armed.capacity() {
+            return true;
+        }
+        if len + n > self.armed_limit {
+            self.squeeze_armed();
+        }
+        self.armed.try_reserve(n).is_ok()
+    }
+
+    /// Notes that `vaddr` became writable or `SCOPED` (room reserved with
+    /// [`Self::reserve_armed`]).
+    pub(crate) fn arm(&mut self, vaddr: u64) {
+        debug_assert!(self.armed.len() < self.armed.capacity());
+        self.armed.push(vaddr);
+    }
+
+    /// Drops stale and duplicate entries from the armed tail.
+    fn squeeze_armed(&mut self) {
+        let mark = self.armed_mark();
+        let mut keep = mark;
+        for i in mark..self.armed.len() {
+            let va = self.armed[i];
+            let live = self.leaf(va).is_some_and(|e| {
+                let f = e.flags();
+                f.intersects(F::WRITABLE | SCOPED) && !f.contains(SHARED)
+            });
+            if live {
+                self.armed[keep] = va;
+                keep += 1;
             }
-        });
-        self.flush();
+        }
+        self.armed.truncate(keep);
+        self.armed[mark..].sort_unstable();
+        let mut w = mark;
+        for r in mark..self.armed.len() {
+            if w == mark || self.armed[r] != self.armed[w - 1] {
+                self.armed[w] = self.armed[r];
+                w += 1;
+            }
+        }
+        self.armed.truncate(w);
+        self.armed_limit = (2 * (w - mark) + mark).max(mark + ARMED_MIN);
+    }
+
+    /// Opens a scope: write-protects the pages armed since the last open,
+    /// then preserves the stack page below `rsp` (the task's stack pointer
+    /// at the open) right away: the scope writes it as good as always (the
+    /// call into its body), and preserving it here costs the copy without
+    /// the fault.
+    pub fn open_scope(&mut self, rsp: u64) -> Result<(), SpaceError> {
+        self.scopes.try_reserve(1).map_err(|_| SpaceError::OutOfMemory)?;
+        let from = self.armed_mark();
+        let end = self.armed.len();
+        let per_page = end - from <= FLUSH_ALL_ABOVE && self.is_current();
+        let mut keep = from;
+        for i in from..end {
+            let va = self.armed[i];
+            let Some(e) = self.leaf(va) else { continue };
+            let f = e.flags();
+            if f.contains(SHARED) {
+                continue;
+            }
+            if f.contains(F::WRITABLE) {
+                e.set_flags((f - F::WRITABLE) | TRACKED);
+                if per_page {
+                    self.flush_page(va);
+                }
+                self.armed[keep] = va;
+                keep += 1;
+            } else if f.contains(SCOPED) {
+                // A software bit: no TLB entry holds it.
+                e.set_flags(f - SCOPED);
+                self.armed[keep] = va | WAS_SCOPED;
+                keep += 1;
+            }
+        }
+        self.armed.truncate(keep);
+        if !per_page {
+            self.flush();
+        }
+        self.armed_limit = self.armed_limit.max(keep + ARMED_MIN);
+        self.scopes.push(ScopeMem { records: self.records.len(), armed: from, armed_end: keep });
+        // Not preserved (out of room, not tracked): the write will fault.
+        self.preserve_on_write(rsp.wrapping_sub(8));
+        Ok(())
     }
 
     /// Closes the innermost scope, keeping its effects.
     pub fn commit_scope(&mut self) -> Result<(), SpaceError> {
-        let inner = self.versions.pop().ok_or(SpaceError::BadAddress)?;
-        match self.versions.last_mut() {
-            Some(parent) => {
-                for p in inner {
-                    if parent.iter().any(|q| q.vaddr == p.vaddr) {
-                        // The parent already holds an older version.
-                        if let Some((frame, _)) = p.old {
-                            frames::free(frame);
-                        }
-                    } else {
-                        parent.push(p);
-                    }
+        let inner = self.scopes.pop().ok_or(SpaceError::BadAddress)?;
+        let Some(parent) = self.scopes.last().copied() else {
+            // The outermost scope: nothing can be rolled back any more.
+            for p in self.records.drain(..) {
+                if let Some((frame, _)) = p.old {
+                    frames::free(frame);
                 }
             }
-            None => {
-                for p in inner {
-                    if let Some((frame, _)) = p.old {
-                        frames::free(frame);
+            // What its open protected stays protected (lazily unprotected
+            // by the next write); what it armed is the next open's tail.
+            self.armed.drain(inner.armed..inner.armed_end);
+            self.armed_limit = (2 * self.armed.len()).max(ARMED_MIN);
+            return Ok(());
+        };
+        // Unprotect what the open protected and the scope left alone: the
+        // enclosing scope holds versions of those pages.
+        let per_page = inner.armed_end - inner.armed <= FLUSH_ALL_ABOVE && self.is_current();
+        for i in inner.armed..inner.armed_end {
+            let entry = self.armed[i];
+            let va = entry & !WAS_SCOPED;
+            self.armed[i] = va;
+            let Some(e) = self.leaf(va) else { continue };
+            let f = e.flags();
+            if entry & WAS_SCOPED == 0 {
+                if f.contains(TRACKED) && !f.contains(F::WRITABLE) {
+                    e.set_flags((f - TRACKED) | F::WRITABLE);
+                    if per_page {
+                        self.flush_page(va);
                     }
                 }
+            } else if !f.intersects(F::WRITABLE | TRACKED | SHARED) {
+                e.set_flags(f | SCOPED);
             }
         }
+        if !per_page {
+            self.flush();
+        }
+        self.merge_records(parent.records, inner.records);
         Ok(())
     }
 
+    /// Makes `records[parent..inner]` and `records[inner..]` one stretch
+    /// with at most one record per page, the parent's where it has one.
+    fn merge_records(&mut self, parent: usize, inner: usize) {
+        if parent == inner || inner == self.records.len() {
+            return; // one side is empty: nothing to resolve
+        }
+        // The page is aligned: bit 0 marks the inner scope's records, so
+        // they sort after the parent's; within one scope, a version before
+        // a `None` (the version is what the page was at the open).
+        for p in &mut self.records[inner..] {
+            p.vaddr |= 1;
+        }
+        self.records[parent..].sort_unstable_by_key(|p| (p.vaddr, p.old.is_none()));
+        let mut w = parent;
+        for r in parent..self.records.len() {
+            let p = self.records[r];
+            let page = p.vaddr & !(PAGE_SIZE - 1);
+            if w > parent && self.records[w - 1].vaddr == page {
+                if let Some((frame, _)) = p.old {
+                    frames::free(frame);
+                }
+                continue;
+            }
+            self.records[w] = Preserved { vaddr: page, old: p.old };
+            w += 1;
+        }
+        self.records.truncate(w);
+    }
+
     /// Rolls back to scope `depth` (1 = outermost), which stays open and
-    /// empty; deeper scopes are closed. Returns the pages restored.
+    /// empty; deeper scopes are closed. Returns the records applied.
     pub fn rollback_to(&mut self, depth: usize) -> Result<usize, SpaceError> {
-        if depth == 0 || depth > self.versions.len() {
+        if depth == 0 || depth > self.scopes.len() {
             return Err(SpaceError::BadAddress);
         }
+        let target = self.scopes[depth - 1];
         let mut pages = 0;
-        while self.versions.len() >= depth {
-            let list = if self.versions.len() > depth {
-                self.versions.pop().unwrap_or_default()
-            } else {
-                core::mem::take(self.versions.last_mut().expect("depth >= 1"))
-            };
-            for p in list.into_iter().rev() {
+        // Innermost first, each stretch from its end: an outer scope's
+        // version is the older one, and within a stretch a page's version
+        // comes before its `None`s (see the module header).
+        let mut end = self.records.len();
+        for k in (depth - 1..self.scopes.len()).rev() {
+            let start = self.scopes[k].records;
+            for i in (start..end).rev() {
+                let p = self.records[i];
                 self.restore(p);
-                pages += 1;
             }
-            if self.versions.len() == depth {
-                break;
-            }
+            pages += end - start;
+            end = start;
         }
+        self.records.truncate(end);
+        self.scopes.truncate(depth);
+        // Everything armed since the target's open is restored now:
+        // protected again, or gone.
+        self.armed.truncate(target.armed_end);
         self.flush();
         Ok(pages)
     }
@@ -199,20 +415,33 @@ impl AddressSpace {
     }
 
     /// The write fault on a tracked page at `addr`: preserve and map a
-    /// writable copy. Returns false if the page is not tracked (a real fault).
+    /// writable copy. Returns false if the page is not tracked (a real
+    /// fault), or if the scope's records or the kernel are out of memory.
     pub fn preserve_on_write(&mut self, addr: u64) -> bool {
+        if addr >= USER_END {
+            return false;
+        }
         let vaddr = addr & !(PAGE_SIZE - 1);
         let Some(e) = self.leaf(vaddr) else { return false };
         let flags = e.flags();
-        if !flags.contains(TRACKED) || flags.contains(F::WRITABLE) {
+        // Only a writable, non-executable private page is ever tracked;
+        // checking again keeps W^X whatever a record said.
+        if !flags.contains(TRACKED | F::NO_EXECUTE) || flags.intersects(F::WRITABLE | SHARED) {
+            return false;
+        }
+        if !self.reserve_armed(1) {
             return false;
         }
         let writable = (flags - TRACKED) | F::WRITABLE;
-        if self.versions.is_empty() {
-            // No scope is open any more: just untrack (commit is lazy).
+        if self.scopes.is_empty() {
+            // No scope is open any more: just unprotect (commit is lazy).
             e.set_flags(writable);
             self.flush_page(vaddr);
+            self.arm(vaddr);
             return true;
+        }
+        if !self.reserve_record() {
+            return false;
         }
         let Some(copy) = frames::alloc_uninit() else { return false };
         let old = PhysFrame::containing_address(e.addr());
@@ -227,38 +456,130 @@ impl AddressSpace {
         };
         e.set_addr(copy.start_address(), writable);
         self.flush_page(vaddr);
-        if let Some(list) = self.versions.last_mut() {
-            list.push(Preserved { vaddr, old: Some((old, flags)) });
-        }
+        self.records.push(Preserved { vaddr, old: Some((old, flags)) });
+        self.arm(vaddr);
         true
     }
 
-    /// Records that `vaddr` was mapped inside the current scope.
-    pub(crate) fn note_new_page(&mut self, vaddr: u64) {
-        if let Some(list) = self.versions.last_mut() {
-            list.push(Preserved { vaddr, old: None });
+    /// Makes the tracked page at `addr` writable again when no scope is
+    /// open (what the next write would do, without its fault).
+    pub fn unprotect(&mut self, addr: u64) {
+        if self.scopes.is_empty() {
+            self.preserve_on_write(addr);
         }
     }
 
-    /// Called instead of freeing the frame of a page unmapped while a scope
-    /// is open: returns true if the scope keeps the frame.
-    pub(crate) fn keep_unmapped(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> bool {
-        let Some(list) = self.versions.last_mut() else { return false };
-        if list.iter().any(|p| p.vaddr == vaddr) {
-            return false; // the scope already has the version to restore
+    /// Writes each `(addr, word)` of `words` — 8-aligned addresses, all in
+    /// the page at `page` — into private memory that is user-writable or
+    /// tracked, preserving a tracked page first (so the innermost open
+    /// scope, if any, undoes the writes): one page-table lookup instead of
+    /// [`AddressSpace::write`]'s checks per call.
+    pub fn write_words(&mut self, page: u64, words: &[(u64, u64)]) -> Result<(), SpaceError> {
+        if !page.is_multiple_of(PAGE_SIZE)
+            || page >= USER_END
+            || words.iter().any(|&(a, _)| a % 8 != 0 || a & !(PAGE_SIZE - 1) != page)
+        {
+            return Err(SpaceError::BadAddress);
         }
-        list.push(Preserved { vaddr, old: Some((frame, (flags - F::WRITABLE) | TRACKED)) });
+        let flags = self.leaf(page).ok_or(SpaceError::BadAddress)?.flags();
+        if !flags.contains(F::USER_ACCESSIBLE) || flags.contains(SHARED) || !flags.intersects(F::WRITABLE | TRACKED) {
+            return Err(SpaceError::BadAddress);
+        }
+        if !flags.contains(F::WRITABLE) && !self.scopes.is_empty() && !self.preserve_on_write(page) {
+            return Err(SpaceError::OutOfMemory);
+        }
+        let base = phys_to_virt(self.leaf(page).ok_or(SpaceError::BadAddress)?.addr().as_u64());
+        for &(addr, w) in words {
+            // SAFETY: the direct-map address of `addr`, an aligned word of
+            // a user page of this space checked above.
+            unsafe { ((base + addr % PAGE_SIZE) as *mut u64).write(w) };
+        }
+        Ok(())
+    }
+
+    /// Makes room for `pages` new pages mapped inside the current scope
+    /// (their records and armed entries), before any is mapped.
+    pub(crate) fn reserve_new_pages(&mut self, pages: usize) -> Result<(), SpaceError> {
+        if !self.reserve_armed(pages) {
+            return Err(SpaceError::OutOfMemory);
+        }
+        if self.scopes.is_empty() {
+            return Ok(());
+        }
+        if self.records.len() + pages > MAX_RECORDS || self.records.try_reserve(pages).is_err() {
+            return Err(SpaceError::OutOfMemory);
+        }
+        Ok(())
+    }
+
+    /// The flags a new private page is mapped with: `SCOPED` added if it
+    /// is read-only and a scope is open.
+    pub(crate) fn new_page_flags(&self, flags: F) -> F {
+        if self.scopes.is_empty() || flags.contains(F::WRITABLE) { flags } else { flags | SCOPED }
+    }
+
+    /// Records that `vaddr` was just mapped with `flags` (from
+    /// [`Self::new_page_flags`]; room reserved with
+    /// [`Self::reserve_new_pages`]).
+    pub(crate) fn note_new_page(&mut self, vaddr: u64, flags: F) {
+        if flags.intersects(F::WRITABLE | SCOPED) {
+            self.arm(vaddr);
+        }
+        if !self.scopes.is_empty() {
+            self.records.push(Preserved { vaddr, old: None });
+        }
+    }
+
+    /// Makes room for one record; false if the space has its
+    /// [`MAX_RECORDS`] or the kernel heap is out of memory.
+    #[inline]
+    pub(crate) fn reserve_record(&mut self) -> bool {
+        let len = self.records.len();
+        len < self.records.capacity() || (len < MAX_RECORDS && self.records.try_reserve(1).is_ok())
+    }
+
+    /// Whether unmapping a page with `flags` needs a new record (and so
+    /// room for one): a private page the innermost scope has no record of.
+    pub(crate) fn unmap_needs_record(&self, flags: F) -> bool {
+        !self.scopes.is_empty() && !flags.intersects(F::WRITABLE | SCOPED | SHARED)
+    }
+
+    /// Called instead of freeing the frame of a page unmapped while a scope
+    /// is open: returns true if the scope keeps the frame. Room for the
+    /// record was made before the page was unmapped (`unmap_needs_record`).
+    pub(crate) fn keep_unmapped(&mut self, vaddr: u64, frame: PhysFrame, flags: F) -> bool {
+        let Some(scope) = self.scopes.last().copied() else { return false };
+        if flags.intersects(F::WRITABLE | SCOPED) {
+            // The scope has its record already. If that is the `None` of a
+            // page mapped in this scope, it is moot now: drop it when it is
+            // close at hand (records of a scope are unordered).
+            let lo = scope.records.max(self.records.len().saturating_sub(DROP_WINDOW));
+            if let Some(i) = (lo..self.records.len()).rev().find(|&i| {
+                let p = self.records[i];
+                p.vaddr == vaddr && p.old.is_none()
+            }) {
+                // `remove`, not `swap_remove`: the order matters (below).
+                self.records.remove(i);
+            }
+            return false;
+        }
+        // The flags as they were: `TRACKED` only if the page was writable.
+        self.records.push(Preserved { vaddr, old: Some((frame, flags)) });
         true
     }
 
     /// Frees the frames every open scope holds (the space is going away).
     pub(crate) fn drop_versions(&mut self) {
-        for list in self.versions.drain(..) {
-            for p in list {
-                if let Some((frame, _)) = p.old {
-                    frames::free(frame);
-                }
+        self.scopes.clear();
+        for p in self.records.drain(..) {
+            if let Some((frame, _)) = p.old {
+                frames::free(frame);
             }
         }
+    }
+
+    /// Whether this space is the one in CR3.
+    fn is_current(&self) -> bool {
+        Cr3::read().0 == self.root()
     }
 }

@@ -213,14 +213,6 @@ pub(crate) fn scope_record(depth: u64) -> ScopeRecord {
     unsafe { read_volatile(&raw const (*area()).page.scopes[i]) }
 }
 
-pub(crate) fn set_scope_record(depth: u64, record: ScopeRecord) {
-    let i = (depth as usize).clamp(1, MAX_SCOPES) - 1;
-    fence();
-    // SAFETY: an element of the static's array.
-    unsafe { write_volatile(&raw mut (*area()).page.scopes[i], record) };
-    fence();
-}
-
 /// The intent slot, for the Arc asm blocks that write it themselves.
 pub(crate) fn intent_ptr() -> *mut Intent {
     // SAFETY: a field of the static.

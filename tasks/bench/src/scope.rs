@@ -4,23 +4,20 @@
 //! **checkpoint_open_commit**: `libtask::checkpoint::checkpoint(|_| ())` in
 //! a loop of [`OPEN_ITERS`], minus the same loop without it. That is
 //! everything a scope costs with an empty body: `CHECKPOINT_OPEN` (the
-//! kernel records the registers and walks the task's page tables, write-
-//! protecting every private writable page and flushing the TLB), libtask's
-//! bookkeeping (the scope record and the depth in the recovery page), and
-//! `CHECKPOINT_COMMIT` (the scope's preserved frames freed). "Nothing
-//! dirtied" means the *body* writes nothing; libtask's own stores inside
-//! the scope still take the copy-on-write fault of the recovery page, and
-//! the call into the scope that of the stack page, and after the commit the
-//! first write to each of those pages takes one more (cheap) fault that
-//! only makes it writable again (the kernel un-protects lazily, so a commit
-//! does not walk the page tables). All of that is in the figure: it is what
-//! an empty scope costs a task.
+//! kernel records the registers, writes libtask's depth and scope record
+//! into the recovery page, write-protects the pages written since the
+//! previous open — here the stack page, from the loop — and preserves the
+//! stack page below the caller's stack pointer: one page copy), libtask's
+//! bookkeeping (nothing written on the way in), and `CHECKPOINT_COMMIT`
+//! (the preserved frame freed, the recovery page made writable again for
+//! libtask's depth store after it). All of that is in the figure: it is
+//! what an empty scope costs a task.
 //!
-//! Since the open walks every page, its cost grows with the task; the role
-//! reports **checkpoint_pages**, the private writable pages it write-
-//! protects: its data segment (`.data` + `.bss`, from the linker script's
-//! symbols) and its stack ([`STACK_KIB`], the manifest's). It measures
-//! first, before the task maps anything else, so that is all of them.
+//! The open no longer walks the page tables, so its cost does not grow with
+//! the task; the role still reports **checkpoint_pages**, the private
+//! writable pages of the task (its data segment, `.data` + `.bss`, from the
+//! linker script's symbols, and its stack, [`STACK_KIB`], the manifest's),
+//! for reference: what an open that protected every page would touch.
 //!
 //! **first_write_in_scope**: inside one open scope, `rdtsc` / one byte
 //! store / `rdtsc` on a page not yet written in the scope — the store
