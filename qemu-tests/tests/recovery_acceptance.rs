@@ -704,7 +704,8 @@ fn bank_under_faults(boots: u64) -> u64 {
         let plan: String = (0..64u64)
             .map(|j| {
                 let id = b * 64 + j;
-                let tick = 20 + j * 6 + b % 6;
+                // Tellers transfer once per guest ms for ~200 ms.
+                let tick = 20 + j * 2 + b % 2;
                 format!(
                     "inject id={id} task=teller-{} at=tick:{tick} kind={}\n",
                     (j + b) % TELLERS,
