@@ -197,8 +197,11 @@ pub mod recover {
         pub result: u64,
         /// Out: the attempt number the re-run scope sees (rollback).
         pub attempt: u64,
+        /// Out: guest TSC when the kernel took the request (the benchmark's
+        /// phase breakdown, as the two below).
+        pub tsc_entered: u64,
         /// Out: guest TSC when the releases were done and the final action
-        /// began (the benchmark's phase breakdown).
+        /// began.
         pub tsc_released: u64,
         /// Out: guest TSC when the final action was done.
         pub tsc_done: u64,

@@ -96,9 +96,10 @@ pub const FIGURES: &[Figure] = &[
     fig("phase_decision", "  phase: decision (policy, scope chosen)", None, None),
     fig("phase_walk", "  phase: walk to the scope's frame", None, None),
     fig("phase_plan", "  phase: release plan from the recovery page", None, None),
+    fig("phase_request", "  phase: the RECOVER request (built, system call entry)", None, None),
     fig("phase_releases", "  phase: releases (in RECOVER)", None, None),
-    fig("phase_rollback", "  phase: rollback (in RECOVER) and back to the server", None, None),
-    fig("phase_return", "  phase: return (server hands the CPU to the task)", None, None),
+    fig("phase_rollback", "  phase: rollback (in RECOVER)", None, None),
+    fig("phase_return", "  phase: return (RECOVER back into the task's scope)", None, None),
     fig(
         "fault_to_report",
         "fault -> the last event of its report (the whole cost, reporting included)",
@@ -207,7 +208,7 @@ fn derive(lines: &[String], values: &[Option<u64>]) -> Result<Vec<(&'static str,
             .with_context(|| format!("no fault_report for the benchmark's fault {seq}"))?;
         let p = &report["phases"];
         let phase = |k: &str| p[k].as_u64().with_context(|| format!("fault_report {seq} has no phase {k}"));
-        let names = ["delivery", "decision", "walk", "plan", "releases", "rollback"];
+        let names = ["delivery", "decision", "walk", "plan", "request", "releases", "rollback"];
         let mut sum = 0;
         for k in names {
             let v = phase(k)?;

@@ -148,7 +148,7 @@ struct Server {
 
 impl Server {
     fn handle(&mut self, got: &Received, buf: Box<[u8]>) {
-        let received = syscall::clock();
+        let received = syscall::tsc();
         if got.badge != FAULT_BADGE || got.msg.label != FAULT_LABEL {
             println!("fault-server: ignoring a message with label {:#x}, badge {:#x}", got.msg.label, got.badge);
             // If it was a call, do not leave the caller blocked forever.
@@ -184,7 +184,7 @@ impl Server {
         let known = self.known(task);
         let regcheck = known.and_then(|k| regcheck::check(task, k.image, &p.msg));
         let outcome = match resume::is_request(&p.msg).then(|| resume::resume_past_ud2(task)) {
-            Some(Ok(rip)) => Outcome::Resumed { rip, at: syscall::clock() },
+            Some(Ok(rip)) => Outcome::Resumed { rip, at: syscall::tsc() },
             resumed => {
                 if let Some(Err(e)) = resumed {
                     println!("fault-server: resuming task {task} failed: {}", e.name());

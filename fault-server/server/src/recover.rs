@@ -89,6 +89,8 @@ pub struct Phases {
     pub walked: u64,
     /// The releases are planned.
     pub planned: u64,
+    /// The kernel took the `RECOVER` request.
+    pub entered: u64,
     /// The kernel finished the releases (inside `RECOVER`).
     pub released: u64,
     /// The kernel finished the rollback, restart or stop (inside `RECOVER`).
@@ -233,7 +235,7 @@ impl Recovery {
         let mut phases = Phases { received, ..Phases::default() };
         let mut escalations = Vec::new();
         let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, msg.fault_ticks, &mut escalations) } else { 0 };
-        phases.decided = syscall::clock();
+        phases.decided = syscall::tsc();
         let mut scope_frame = None;
         if depth > 0 {
             match image {
@@ -250,7 +252,7 @@ impl Recovery {
                 }
             }
         }
-        phases.walked = syscall::clock();
+        phases.walked = syscall::tsc();
         let regions = regions(msg);
         let plan = &mut *self.plan;
         let mut planned = fill_plan(p, &regions, depth, plan);
@@ -265,7 +267,7 @@ impl Recovery {
         if let Err(why) = planned {
             escalations.push(Escalation::NothingReleased { why });
         }
-        phases.planned = syscall::clock();
+        phases.planned = syscall::tsc();
 
         let mut action = match depth {
             0 => fresh_start(&mut self.policy, msg.task, msg.fault_ticks),
@@ -294,6 +296,7 @@ impl Recovery {
         }
         phases.recovered = req.header.tsc_done;
         phases.released = req.header.tsc_released;
+        phases.entered = req.header.tsc_entered;
         let releases = plan.releases().iter().zip(req.ops()).map(|(&release, &op)| Released { release, op }).collect();
         let h = &req.header;
         let done = match (result, action) {

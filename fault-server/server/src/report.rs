@@ -194,12 +194,13 @@ fn with_costs(body: Body, rep: &Report, rec: &Recovered) -> Body {
     let fault_tsc = FaultMessage::parse(&rep.bytes[..rep.len]).map_or(0, |p| p.msg.fault_tsc);
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let phases = format!(
-        "{{\"delivery\":{},\"decision\":{},\"walk\":{},\"plan\":{},\"releases\":{},\"rollback\":{}}}",
+        "{{\"delivery\":{},\"decision\":{},\"walk\":{},\"plan\":{},\"request\":{},\"releases\":{},\"rollback\":{}}}",
         d(fault_tsc, p.received),
         d(p.received, p.decided),
         d(p.decided, p.walked),
         d(p.walked, p.planned),
-        d(p.planned, p.released),
+        d(p.planned, p.entered),
+        d(p.entered, p.released),
         d(p.released, p.recovered),
     );
     let stack_bytes = FaultMessage::parse(&rep.bytes[..rep.len]).map_or(0, |p| p.stack.len() as u64);

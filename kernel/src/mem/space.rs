@@ -260,6 +260,16 @@ impl AddressSpace {
         write: bool,
         mut each: impl FnMut(*mut u8, usize),
     ) -> Result<(), SpaceError> {
+        // The common case, a range inside one page: one walk, check and go.
+        if len > 0 && (addr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE && is_user_range(addr, len) {
+            let (phys, flags) = self.translate(addr).ok_or(SpaceError::BadAddress)?;
+            let writable = flags.intersects(F::WRITABLE | TRACKED);
+            if !flags.contains(F::USER_ACCESSIBLE) || (write && !writable) {
+                return Err(SpaceError::BadAddress);
+            }
+            each(phys_to_virt(phys.as_u64()) as *mut u8, len as usize);
+            return Ok(());
+        }
         // Check everything first, so a failed write changes nothing.
         self.check_range(addr, len, write)?;
         let mut at = addr;

@@ -137,7 +137,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             Ok(seq)
         }
         op::STORE32 => {
-            let word = word_ptr::<4>(&mut s.tasks[target], a)? as *const core::sync::atomic::AtomicU32;
+            let word = word_ptr(&mut s.tasks[target], a, 4)? as *const core::sync::atomic::AtomicU32;
             // SAFETY: `word_ptr` checked that the aligned word is mapped,
             // user-accessible and writable in the target's space, and gave
             // its direct-map address; atomics make the access race-free
@@ -145,9 +145,9 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             unsafe { &*word }.store(b as u32, core::sync::atomic::Ordering::SeqCst);
             Ok(0)
         }
-        op::FETCH_ADD32 => KernelOps { s, target }.fetch_add32(a, b as i32).map(u64::from),
-        op::CAS64 => KernelOps { s, target }.cas64(a, b, c),
-        op::FUTEX_WAKE => KernelOps { s, target }.futex_wake(a, b),
+        op::FETCH_ADD32 => KernelOps::new(s, target).fetch_add32(a, b as i32).map(u64::from),
+        op::CAS64 => KernelOps::new(s, target).cas64(a, b, c),
+        op::FUTEX_WAKE => KernelOps::new(s, target).futex_wake(a, b),
         op::RECOVER => recover(s, target, a),
         op::REGIONS => {
             let (buf, cap) = (a, b as usize);
@@ -217,19 +217,25 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
 /// written back into the request.
 fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     use abi::ipc::recover::{self as r, Header, ReleaseOp};
+    let entered = crate::arch::rdtsc();
     const MAX: usize = r::HEADER_SIZE + r::MAX_RELEASE_OPS * r::OP_SIZE;
     let me = s.current_index().ok_or(Error::BadTask)?;
-    let mut raw = [0u8; MAX];
     let space = s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?;
-    space.read(req, &mut raw[..r::HEADER_SIZE]).map_err(|_| Error::BadPointer)?;
-    let mut h: Header = bytemuck::pod_read_unaligned(&raw[..r::HEADER_SIZE]);
+    let mut head = [0u8; r::HEADER_SIZE];
+    space.read(req, &mut head).map_err(|_| Error::BadPointer)?;
+    let mut h: Header = bytemuck::pod_read_unaligned(&head);
+    h.tsc_entered = entered;
     let count = h.count as usize;
     if count > r::MAX_RELEASE_OPS {
         return Err(Error::BadArgument);
     }
     let len = r::HEADER_SIZE + count * r::OP_SIZE;
-    // The whole request must be writable: outcomes are written back.
+    // The whole request must be writable: outcomes are written back. Only
+    // the operations given are read (and the buffer is not cleared first:
+    // 4.7 KiB of stores on every recovery otherwise).
     space.check_writable(req, len as u64).map_err(|_| Error::BadPointer)?;
+    let mut raw: heapless::Vec<u8, MAX> = heapless::Vec::new();
+    let _ = raw.resize(len, 0);
     space.read(req + r::HEADER_SIZE as u64, &mut raw[r::HEADER_SIZE..len]).map_err(|_| Error::BadPointer)?;
     let t = &s.tasks[target];
     let (kind, seq) = match t.fault {
@@ -245,7 +251,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     for chunk in raw[r::HEADER_SIZE..len].chunks_exact_mut(r::OP_SIZE) {
         let mut op: ReleaseOp = bytemuck::pod_read_unaligned(chunk);
         let done = match recovery::Action::from_op(&op) {
-            Some(action) => recovery::execute(&action, id as u64, &mut KernelOps { s, target }),
+            Some(action) => recovery::execute(&action, id as u64, &mut KernelOps::new(s, target)),
             None => Err(Error::BadArgument),
         };
         (op.outcome, op.value, op.extra) = match done {
@@ -289,18 +295,47 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
 
 /// The kernel's atomic operations on a task's memory, for releases
 /// (`recovery::execute`): shared regions are mapped at the same address in
-/// every holder, so the faulted task's addresses are the ones used.
+/// every holder, so the faulted task's addresses are the ones used. The
+/// last page translated is kept: a release's operations (a mutex's CAS and
+/// its wake, an Arc's count) mostly touch one page.
 struct KernelOps<'a> {
     s: &'a mut Scheduler,
     target: usize,
+    /// `(page, its frame's direct-map address, user-writable)`.
+    last: Option<(u64, u64, bool)>,
+}
+
+impl<'a> KernelOps<'a> {
+    fn new(s: &'a mut Scheduler, target: usize) -> KernelOps<'a> {
+        KernelOps { s, target, last: None }
+    }
+
+    /// The direct-map address of the `n`-byte aligned word at `addr`,
+    /// checked mapped, user and writable (a tracked private page is
+    /// preserved first, so the change is rolled back with its scope).
+    fn word(&mut self, addr: u64, n: u64) -> Result<u64, Error> {
+        use abi::layout::PAGE_SIZE;
+        if !addr.is_multiple_of(n) || addr >= USER_END {
+            return Err(Error::BadArgument);
+        }
+        let page = addr & !(PAGE_SIZE - 1);
+        if let Some((p, virt, writable)) = self.last
+            && p == page
+        {
+            return if writable { Ok(virt + (addr - page)) } else { Err(Error::BadPointer) };
+        }
+        let virt = word_ptr(&mut self.s.tasks[self.target], page, 8);
+        self.last = Some((page, virt.unwrap_or(0), virt.is_ok()));
+        Ok(virt? + (addr - page))
+    }
 }
 
 impl recovery::SharedOps for KernelOps<'_> {
     type Error = Error;
 
     fn cas64(&mut self, addr: u64, old: u64, new: u64) -> Result<u64, Error> {
-        let word = word_ptr::<8>(&mut self.s.tasks[self.target], addr)? as *const core::sync::atomic::AtomicU64;
-        // SAFETY: `word_ptr` checked that the aligned u64 is mapped,
+        let word = self.word(addr, 8)? as *const core::sync::atomic::AtomicU64;
+        // SAFETY: `word` checked that the aligned u64 is mapped,
         // user-accessible and writable in the task's space, and gave its
         // direct-map address; atomics make the access race-free against
         // tasks using the same word.
@@ -312,29 +347,35 @@ impl recovery::SharedOps for KernelOps<'_> {
     }
 
     fn fetch_add32(&mut self, addr: u64, delta: i32) -> Result<u32, Error> {
-        let word = word_ptr::<4>(&mut self.s.tasks[self.target], addr)? as *const core::sync::atomic::AtomicU32;
+        let word = self.word(addr, 4)? as *const core::sync::atomic::AtomicU32;
         // SAFETY: as for `cas64`, for an aligned u32.
         let word = unsafe { &*word };
         Ok(word.fetch_add(delta as u32, core::sync::atomic::Ordering::SeqCst))
     }
 
     fn futex_wake(&mut self, addr: u64, n: u64) -> Result<u64, Error> {
-        let paddr = crate::ipc::futex::key(&self.s.tasks[self.target], addr)?;
+        // The futex key is the word's physical address.
+        let virt = self.word(addr, 4)?;
+        let paddr = virt - crate::mem::PHYS_OFFSET;
         Ok(crate::ipc::futex::wake_key(self.s, paddr, n))
     }
 }
 
-/// The direct-map address of the `N`-byte aligned word at `addr` in
+/// The direct-map address of the `n`-byte aligned word at `addr` in
 /// `task`'s space, checked mapped, user and writable (a tracked private page
 /// is preserved first, so the change is rolled back with its scope).
-fn word_ptr<const N: u64>(task: &mut crate::task::Task, addr: u64) -> Result<u64, Error> {
+fn word_ptr(task: &mut crate::task::Task, addr: u64, n: u64) -> Result<u64, Error> {
+    use crate::recovery::versions::{SHARED, TRACKED};
     use x86_64::structures::paging::PageTableFlags as F;
-    if addr % N != 0 || addr >= USER_END {
+    if !addr.is_multiple_of(n) || addr >= USER_END {
         return Err(Error::BadArgument);
     }
     let space = task.space.as_mut().ok_or(Error::BadTask)?;
-    space.preserve_on_write(addr);
-    let (phys, flags) = space.translate(addr).ok_or(Error::BadPointer)?;
+    let (mut phys, mut flags) = space.translate(addr).ok_or(Error::BadPointer)?;
+    if flags.contains(TRACKED) && !flags.contains(SHARED) {
+        space.preserve_on_write(addr);
+        (phys, flags) = space.translate(addr).ok_or(Error::BadPointer)?;
+    }
     if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) {
         return Err(Error::BadPointer);
     }
