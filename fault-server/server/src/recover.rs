@@ -253,16 +253,22 @@ impl Recovery {
             }
         }
         phases.walked = syscall::tsc();
-        let regions = regions(msg);
+        let more;
+        let regions = if msg.region_count as usize <= msg.regions().len() {
+            msg.regions()
+        } else {
+            more = all_regions(msg);
+            &more[..]
+        };
         let plan = &mut *self.plan;
-        let mut planned = fill_plan(p, &regions, depth, plan);
+        let mut planned = fill_plan(p, regions, depth, plan);
         if depth > 0
             && let Err(why) = planned
         {
             escalations.push(Escalation::FreshStart { why: why.into() });
             depth = 0;
             scope_frame = None;
-            planned = fill_plan(p, &regions, 0, plan);
+            planned = fill_plan(p, regions, 0, plan);
         }
         if let Err(why) = planned {
             escalations.push(Escalation::NothingReleased { why });
@@ -331,13 +337,9 @@ fn fresh_start(policy: &mut Policy, task: TaskId, now: u64) -> FinalAction {
     }
 }
 
-/// The task's shared regions: from the message, or — for a task with more
-/// than the message lists — from the kernel.
-fn regions(msg: &FaultMessage) -> Vec<RegionInfo> {
-    let listed = msg.regions();
-    if msg.region_count as usize <= listed.len() {
-        return listed.to_vec();
-    }
+/// All the task's shared regions, for a task with more than the message
+/// lists: from the kernel.
+fn all_regions(msg: &FaultMessage) -> Vec<RegionInfo> {
     let mut all = alloc::vec![RegionInfo::default(); (msg.region_count as usize).min(16)];
     let n = supervise::regions(msg.task, &mut all).unwrap_or(0).min(all.len());
     all.truncate(n);
