@@ -41,6 +41,9 @@
 use crate::trap::Registers;
 use serde::{Deserialize, Serialize};
 
+/// The `heapless` of [`Event::Backtrace`]'s frame list, for writers.
+pub use heapless;
+
 /// Most frames in a [`Event::Backtrace`].
 pub const MAX_FRAMES: usize = 32;
 /// Largest postcard-encoded [`Event`] that `EMIT` accepts.
@@ -570,7 +573,10 @@ impl DecodeError {
             DecodeError::Postcard(postcard::Error::DeserializeBadBool) => "bad bool",
             DecodeError::Postcard(postcard::Error::DeserializeBadUtf8) => "bad UTF-8 in a string",
             DecodeError::Postcard(postcard::Error::DeserializeBadOption) => "bad option tag",
-            DecodeError::Postcard(postcard::Error::DeserializeBadEnum) => "bad enum tag (unknown kind?)",
+            // Serde's derive reports an unknown variant index as a custom error.
+            DecodeError::Postcard(postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom) => {
+                "bad enum tag (unknown kind?)"
+            }
             DecodeError::Postcard(_) => "not a record of this schema",
             DecodeError::TrailingBytes(_) => "bytes left after the record",
         }
@@ -661,4 +667,406 @@ pub fn encode_frame<'b>(
 /// Encodes `event` unframed (an `EMIT` body) into `buf`.
 pub fn encode_event<'b>(event: &Event<'_>, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
     postcard::to_slice(event, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate alloc;
+    use alloc::vec::Vec;
+
+    fn regs() -> Registers {
+        Registers {
+            rax: 1,
+            rip: 0x40_0b32,
+            rsp: 0x7fff_ffff_e000,
+            rflags: 0x202,
+            cs: 0x2b,
+            ss: 0x23,
+            ..Default::default()
+        }
+    }
+
+    /// One event of every kind (and every nested variant).
+    fn samples() -> Vec<Event<'static>> {
+        let mut frames = heapless::Vec::new();
+        frames.push(Frame { pc: 0x40_0b32, exact: true }).unwrap();
+        frames.push(Frame { pc: 0x40_1000, exact: false }).unwrap();
+        let s = "name \"quoted\" \\ \n ünïcode";
+        alloc::vec![
+            Event::Boot {
+                version: "0.1.0",
+                mem_bytes: 1 << 28,
+                memmap_entries: 7,
+                rsdp: 0xf59d0,
+                cmdline: s,
+                pvh_version: 1,
+                free_frames: 57153,
+                ram_above_4g_ignored: 0,
+                smep: true,
+                smap: false,
+            },
+            Event::Platform {
+                acpi_revision: 2,
+                cpus: 1,
+                lapic: 0xfee0_0000,
+                apic_id: 0,
+                ioapics: 1,
+                ioapic: 0xfec0_0000,
+                ioapic_pins: 24,
+                ref_timer: "pm_timer",
+                ref_timer_addr: 0x608,
+                ref_hz: 3_579_545,
+                calibration_ref_ticks: 35796,
+                lapic_divide: 16,
+                lapic_ticks_per_ms: 62500,
+                lapic_timer_hz: 62_500_039,
+                tsc_hz: u64::MAX,
+            },
+            Event::Shutdown { code: 0 },
+            Event::BootError { error: s },
+            Event::KernelFault { vector: 14, error_code: 2, cr2: 0xdead_0000, regs: regs() },
+            Event::KernelPanic { message: s, file: "kernel/src/main.rs", line: 42 },
+            Event::BacktraceFrame { index: 0, pc: u64::MAX, cfa: 0 },
+            Event::Check { task: None, task_name: None, name: "selftest", ok: false, value: None, error: Some(s) },
+            Event::Check {
+                task: Some(3),
+                task_name: Some("bank"),
+                name: "sum",
+                ok: true,
+                value: Some(8000),
+                error: None
+            },
+            Event::TaskStart {
+                task: 1,
+                name: "fault-server",
+                priority: 0,
+                arg: 0,
+                entry: 0x40_0000,
+                image_bytes: 9_413_576,
+                fault_endpoint: Some("faults"),
+            },
+            Event::TaskRejected { index: 2, name: "?", reason: "segments overlap" },
+            Event::ImageRejected { reason: "bad magic", detail: "BadMagic" },
+            Event::TaskExit { task: 2, name: "hello", code: -101 },
+            Event::TaskPanic { task: 2, name: "hello", seq: 3, message: s, file: "src/main.rs", line: 9 },
+            Event::Fault {
+                task: 5,
+                name: "crasher",
+                seq: 1,
+                kind: 1,
+                vector: 14,
+                error_code: 4,
+                cr2: 0,
+                regs: regs(),
+                scopes: 2,
+                fault_tsc: 123_456_789,
+            },
+            Event::FaultPending { task: 5, name: "crasher", seq: 1, endpoint: "faults" },
+            Event::Resume { task: 5, name: "crasher", seq: 1, rip: 0x40_0b34 },
+            Event::RestartImage {
+                task: 1,
+                name: "fault-server",
+                seq: 4,
+                delay_ms: 0,
+                restarts: 1,
+                reason: Some("fault server faulted"),
+                redelivered: Some(2),
+            },
+            Event::RestartCheckpoint { task: 6, name: "teller", seq: 2, scope: 1, attempt: 1, pages: 8 },
+            Event::Escalate {
+                task: 6,
+                name: Some("teller"),
+                seq: 2,
+                action: "stop",
+                reason_code: Some(1),
+                reason: None,
+                restarts: Some(5),
+                from_scope: None,
+                retries_in_window: None,
+                window_ms: None,
+            },
+            Event::Object { kind: "region", index: 0, name: "bank", base: Some(0x2000_0000_0000), size: Some(8192) },
+            Event::CapRejected { index: 1, reason: "malformed capability" },
+            Event::RegionRejected { index: 1, reason: "too large" },
+            Event::RegionMapFailed { task: 3, region: "bank" },
+            Event::AllTasksDone { exited: 1, faulted: 2, stopped: 3, blocked: 4, free_frames: 5 },
+            Event::InjectError { id: Some(1), line: Some("inject x"), error: "bad" },
+            Event::InjectArmed { id: 1, kind: "ud" },
+            Event::TaskInfo { task: 1, name: "a", state: "Runnable", scopes: 0, restarts: 0 },
+            Event::Stats { ticks: 1, tasks: 2, alive: 3, injected: 4, armed: 5, free_frames: 6 },
+            Event::InjectMissed { id: 0, reason: "no such task" },
+            Event::Inject {
+                id: 1,
+                task: 3,
+                name: "a",
+                kind: "pagefault",
+                rip: 1,
+                detail: InjectDetail::PageFault { cr2: 8 },
+                seq: Some(4),
+            },
+            Event::Inject {
+                id: 2,
+                task: 3,
+                name: "a",
+                kind: "regflip",
+                rip: 1,
+                detail: InjectDetail::RegFlip { reg: "rax", bit: 3, before: 0, after: 8 },
+                seq: None,
+            },
+            Event::Inject {
+                id: 3,
+                task: 3,
+                name: "a",
+                kind: "memflip",
+                rip: 1,
+                detail: InjectDetail::MemFlip { addr: 9, bit: 1 },
+                seq: None
+            },
+            Event::Inject {
+                id: 4,
+                task: 3,
+                name: "a",
+                kind: "memflip",
+                rip: 1,
+                detail: InjectDetail::Missed { missed: "x" },
+                seq: None
+            },
+            Event::Inject {
+                id: 5,
+                task: 3,
+                name: "a",
+                kind: "skip",
+                rip: 1,
+                detail: InjectDetail::Skip { len: 2 },
+                seq: None
+            },
+            Event::Inject { id: 6, task: 3, name: "a", kind: "hang", rip: 1, detail: InjectDetail::None, seq: None },
+            Event::Backtrace {
+                task: 6,
+                seq: 2,
+                stop: WalkStop::Outermost,
+                truncated: false,
+                pages_read: 2,
+                frames: frames.clone()
+            },
+            Event::Backtrace {
+                task: 6,
+                seq: 2,
+                stop: WalkStop::NoFde(0x10),
+                truncated: true,
+                pages_read: 1,
+                frames: heapless::Vec::new()
+            },
+            Event::Backtrace {
+                task: 6,
+                seq: 2,
+                stop: WalkStop::Unreadable(0x20),
+                truncated: false,
+                pages_read: 0,
+                frames: frames.clone()
+            },
+            Event::Backtrace {
+                task: 6,
+                seq: 2,
+                stop: WalkStop::DepthLimit,
+                truncated: false,
+                pages_read: 0,
+                frames: frames.clone()
+            },
+            Event::Backtrace {
+                task: 6,
+                seq: 2,
+                stop: WalkStop::Other("Cycle"),
+                truncated: false,
+                pages_read: 0,
+                frames
+            },
+            Event::Release {
+                task: 6,
+                seq: 2,
+                kind: "mutex",
+                addr: 0x2000_0000_0040,
+                scope: 1,
+                origin: "mutex_registry",
+                frame: Sym::Addr(0x40_0900),
+                outcome: "released",
+                woken: Some(1),
+                count: None,
+                error: None,
+                poisoned: true,
+            },
+            Event::Release {
+                task: 6,
+                seq: 2,
+                kind: "arc",
+                addr: 0x2000_0000_0080,
+                scope: 1,
+                origin: "arc_registry",
+                frame: Sym::Name("bank::transfer"),
+                outcome: "failed",
+                woken: None,
+                count: Some(1),
+                error: Some("bad address"),
+                poisoned: false,
+            },
+            Event::FaultReport {
+                task: 6,
+                seq: 2,
+                fault: Some(FaultSummary { kind: 1, rip: 0x40_0b32, restarts: 0, vector: 14, error_code: 6, cr2: 0 }),
+                message: None,
+                action: Decision::Rollback { scope: 1, frame: Sym::Addr(0x40_0900), releases: 3, pages: 8 },
+            },
+            Event::FaultReport {
+                task: 6,
+                seq: 3,
+                fault: None,
+                message: Some(s),
+                action: Decision::Restart { delay_ms: 10 }
+            },
+            Event::FaultReport {
+                task: 6,
+                seq: 4,
+                fault: None,
+                message: None,
+                action: Decision::Resume { resume_rip: 0x40_0b34 }
+            },
+            Event::FaultReport {
+                task: 6,
+                seq: 5,
+                fault: None,
+                message: None,
+                action: Decision::Stop { reason: "restart_storm", restarts_in_window: Some(5), window_ms: Some(2000) },
+            },
+            Event::FaultReport {
+                task: 6,
+                seq: 6,
+                fault: None,
+                message: None,
+                action: Decision::Other { action: "fresh_start" }
+            },
+            Event::RegsCheck {
+                task: 7,
+                seq: 8,
+                vector: 14,
+                ok: false,
+                compared: Some((21, 1)),
+                first: Some(Mismatch { field: "rbx", expected: 1, got: 2 }),
+                error: None,
+            },
+            Event::Legacy { kind: "fault_report", json: "\"task\":1,\"seq\":2" },
+            Event::TooLarge { kind: "boot" },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_framed() {
+        for (i, event) in samples().into_iter().enumerate() {
+            let mut buf = [0u8; MAX_FRAME];
+            let tsc = 1u64 << (i % 64);
+            let by = (i % 2 == 0).then_some(i as u32);
+            let frame = encode_frame(tsc, by, &event, &mut buf).unwrap();
+            assert_eq!(frame.last(), Some(&0), "{}: ends with the delimiter", event.name());
+            assert!(!frame[..frame.len() - 1].contains(&0), "{}: no zero inside a frame", event.name());
+            let body = &frame[..frame.len() - 1];
+            let mut scratch = [0u8; MAX_FRAME];
+            let record = decode_frame(body, &mut scratch).unwrap();
+            assert_eq!(record, Record { tsc, by, event: event.clone() }, "{}", event.name());
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips_as_an_emit_body() {
+        for event in samples() {
+            let mut buf = [0u8; MAX_EMIT];
+            let bytes = encode_event(&event, &mut buf).unwrap();
+            assert_eq!(decode_event(bytes).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn only_supervisor_kinds_pass_the_emit_check() {
+        let all = samples();
+        let allowed: Vec<&str> = all.iter().filter(|e| e.is_supervisor_kind()).map(|e| e.name()).collect();
+        for name in allowed.iter() {
+            assert!(crate::syscall::EMIT_KINDS.contains(name), "{name}");
+        }
+        for kind in crate::syscall::EMIT_KINDS {
+            assert!(allowed.contains(&kind), "{kind} can be emitted");
+        }
+        assert!(!Event::Legacy { kind: "check", json: "" }.is_supervisor_kind());
+        assert!(!Event::Shutdown { code: 0 }.is_supervisor_kind());
+    }
+
+    #[test]
+    fn a_fault_event_is_compact() {
+        let fault = &samples()[14];
+        assert_eq!(fault.name(), "fault");
+        let mut buf = [0u8; MAX_FRAME];
+        let n = encode_frame(u32::MAX as u64, None, fault, &mut buf).unwrap().len();
+        // The JSON line was ~700 bytes.
+        assert!(n < 80, "{n} bytes");
+    }
+
+    #[test]
+    fn hostile_bytes_give_errors_not_panics() {
+        let mut scratch = [0u8; MAX_FRAME];
+        assert_eq!(decode_frame(&[], &mut scratch), Err(DecodeError::Empty));
+        // A code byte pointing past the end of the frame.
+        assert_eq!(decode_frame(&[0x05, 1, 2], &mut scratch), Err(DecodeError::BadCobs));
+        // A zero inside a frame.
+        assert_eq!(decode_frame(&[0x03, 0, 2], &mut scratch), Err(DecodeError::BadCobs));
+        assert_eq!(decode_frame(&[0x00], &mut scratch), Err(DecodeError::BadCobs));
+        assert_eq!(decode_frame(&[1u8; MAX_FRAME + 1], &mut scratch), Err(DecodeError::TooLong));
+
+        // Every truncation of every sample is an error (or, never, a different event).
+        for event in samples() {
+            let mut buf = [0u8; MAX_FRAME];
+            let frame = encode_frame(7, Some(1), &event, &mut buf).unwrap().to_vec();
+            let mut raw = [0u8; MAX_FRAME];
+            let n = cobs_decode(&frame[..frame.len() - 1], &mut raw).unwrap();
+            for cut in 0..n {
+                assert!(decode_record(&raw[..cut]).is_err(), "{} cut at {cut}", event.name());
+            }
+            // Extra bytes after a record.
+            let mut longer = raw[..n].to_vec();
+            longer.push(0x01);
+            assert_eq!(decode_record(&longer), Err(DecodeError::TrailingBytes(1)));
+            // Every single-byte corruption decodes or fails, never panics.
+            for i in 0..n {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bad = raw[..n].to_vec();
+                    bad[i] ^= flip;
+                    let _ = decode_record(&bad);
+                }
+            }
+        }
+
+        // An unknown kind (a tag past the last variant).
+        let unknown = [0x07, 0x00, 0x7f];
+        assert_eq!(decode_record(&unknown).map_err(|e| e.reason()), Err("bad enum tag (unknown kind?)"));
+        // A string length far past the end.
+        let mut long = Vec::from([0x07u8, 0x00, 3]); // tsc 7, by None, BootError
+        long.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        long.extend_from_slice(b"abc");
+        assert!(decode_record(&long).is_err());
+        // More frames than a backtrace holds.
+        let mut many = Vec::from([0x07u8, 0x00, 30, 6, 2, 0, 0, 1]); // Backtrace, task 6, seq 2, Outermost, false, 1
+        many.push(MAX_FRAMES as u8 + 1);
+        for _ in 0..=MAX_FRAMES {
+            many.extend_from_slice(&[0x10, 0x00]);
+        }
+        assert!(decode_record(&many).is_err());
+        // Invalid UTF-8 in a string.
+        let bad_utf8 = [0x07u8, 0x00, 3, 2, 0xc3, 0x28];
+        assert_eq!(decode_record(&bad_utf8), Err(DecodeError::Postcard(postcard::Error::DeserializeBadUtf8)));
+    }
+
+    #[test]
+    fn a_record_too_large_for_a_frame_is_refused_when_encoding() {
+        let text = "x".repeat(MAX_FRAME);
+        let event = Event::BootError { error: &text };
+        let mut buf = [0u8; MAX_FRAME];
+        assert!(encode_frame(1, None, &event, &mut buf).is_err());
+    }
 }

@@ -654,3 +654,199 @@ pub fn decode_file(
     };
     std::fs::write(jsonl, out).with_context(|| format!("writing {}", jsonl.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::event::{Frame, heapless};
+    use serde_json::Value;
+
+    /// Names `addr` `fn_<hex>` in task `bank`, nothing elsewhere.
+    struct Fake;
+
+    impl SymbolSource for Fake {
+        fn name(&mut self, task: &str, addr: u64) -> Option<String> {
+            (task == "bank").then(|| format!("fn_{addr:x}"))
+        }
+    }
+
+    fn frame(tsc: u64, by: Option<u32>, event: &Event<'_>) -> Vec<u8> {
+        let mut buf = [0u8; MAX_FRAME];
+        abi::event::encode_frame(tsc, by, event, &mut buf).unwrap().to_vec()
+    }
+
+    fn lines(out: &[u8]) -> Vec<Value> {
+        String::from_utf8(out.to_vec()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn stream() -> Vec<u8> {
+        let mut frames = heapless::Vec::new();
+        frames.push(Frame { pc: 0x400b32, exact: true }).unwrap();
+        frames.push(Frame { pc: 0x401001, exact: false }).unwrap();
+        let regs = abi::trap::Registers { rip: 0x400b32, rax: 0x10, ..Default::default() };
+        let mut raw = Vec::new();
+        raw.extend(frame(
+            1,
+            None,
+            &Event::TaskStart {
+                task: 6,
+                name: "bank",
+                priority: 2,
+                arg: 1,
+                entry: 0x400000,
+                image_bytes: 9,
+                fault_endpoint: Some("faults"),
+            },
+        ));
+        raw.extend(frame(
+            2,
+            None,
+            &Event::Fault {
+                task: 6,
+                name: "bank",
+                seq: 3,
+                kind: 1,
+                vector: 14,
+                error_code: 6,
+                cr2: 0x10,
+                regs,
+                scopes: 1,
+                fault_tsc: 2,
+            },
+        ));
+        raw.extend(frame(
+            3,
+            Some(1),
+            &Event::Backtrace { task: 6, seq: 3, stop: WalkStop::Outermost, truncated: false, pages_read: 2, frames },
+        ));
+        raw.extend(frame(
+            4,
+            Some(1),
+            &Event::Release {
+                task: 6,
+                seq: 3,
+                kind: "mutex",
+                addr: 0x2000_0000_0000,
+                scope: 1,
+                origin: "mutex_registry",
+                frame: Sym::Addr(0x400900),
+                outcome: "released",
+                woken: Some(0),
+                count: None,
+                error: None,
+                poisoned: true,
+            },
+        ));
+        raw.extend(frame(
+            5,
+            Some(1),
+            &Event::FaultReport {
+                task: 6,
+                seq: 3,
+                fault: Some(FaultSummary { kind: 1, rip: 0x400b32, restarts: 0, vector: 14, error_code: 6, cr2: 0x10 }),
+                message: None,
+                action: Decision::Rollback { scope: 1, frame: Sym::Name("bank::transfer"), releases: 1, pages: 8 },
+            },
+        ));
+        raw.extend(frame(6, Some(1), &Event::Legacy { kind: "check", json: "\"name\":\"x\",\"ok\":true" }));
+        raw.extend(frame(7, None, &Event::Shutdown { code: 0 }));
+        raw
+    }
+
+    #[test]
+    fn records_become_the_documented_json() {
+        let out = decode_all(&stream(), Fake);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("{\"ev\":\"task_start\",\"tsc\":1,\"task\":6,"), "{text}");
+        let v = lines(&out);
+        assert_eq!(v.len(), 7);
+        let fault = &v[1];
+        assert_eq!(fault["ev"], "fault");
+        assert_eq!(fault["kind"], "exception");
+        assert_eq!(fault["exception"], "page_fault");
+        assert_eq!(fault["error_code"], "0x6");
+        assert_eq!(fault["rip"], "0x400b32");
+        assert_eq!(fault["regs"]["rax"], "0x10");
+        assert_eq!(fault["regs"].as_object().unwrap().len(), 22);
+        assert_eq!(fault["fault_tsc"], 2);
+        assert!(fault.get("by").is_none());
+        let bt = &v[2];
+        assert_eq!(bt["by"], 1);
+        assert_eq!(bt["count"], 2);
+        assert_eq!(bt["stop"], "outermost");
+        // Frame 0 is named at its pc, callers at pc - 1 (the call).
+        assert_eq!(bt["frames"][0]["pc"], "0x400b32");
+        assert_eq!(bt["frames"][0]["symbol"], "fn_400b32");
+        assert_eq!(bt["frames"][1]["symbol"], "fn_401000");
+        let release = &v[3];
+        assert_eq!(release["frame"], "fn_400900");
+        assert_eq!(release["addr"], "0x200000000000");
+        assert_eq!(release["poisoned"], true);
+        let report = &v[4];
+        assert_eq!(report["action"], "rollback");
+        assert_eq!(report["frame"], "bank::transfer");
+        assert_eq!(report["exception"], "page_fault");
+        assert_eq!(report["cr2"], "0x10");
+        assert_eq!(v[5]["ev"], "check");
+        assert_eq!(v[5]["name"], "x");
+        assert_eq!(v[5]["by"], 1);
+        assert_eq!(v[6]["reason"], "success");
+    }
+
+    #[test]
+    fn streaming_in_any_chunks_gives_the_same_lines() {
+        let raw = stream();
+        let whole = decode_all(&raw, Fake);
+        for size in [1, 2, 3, 7, 64] {
+            let mut d = Decoder::new(Fake);
+            let mut out = Vec::new();
+            for chunk in raw.chunks(size) {
+                d.feed(chunk, &mut out);
+            }
+            d.finish(&mut out);
+            assert_eq!(out, whole, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn unknown_tasks_get_question_marks() {
+        let out = decode_all(&stream(), NoSymbols);
+        let v = lines(&out);
+        assert_eq!(v[2]["frames"][0]["symbol"], "?");
+        assert_eq!(v[3]["frame"], "?");
+    }
+
+    #[test]
+    fn bad_frames_become_decode_error_lines_with_their_bytes() {
+        let mut raw = stream();
+        let good = raw.len();
+        // Garbage between two good frames, an empty frame, then a cut one.
+        raw.extend_from_slice(&[0x02, 0x7f, 0x00]);
+        raw.push(0x00);
+        raw.extend(frame(9, None, &Event::Shutdown { code: 1 }));
+        let last = frame(10, None, &Event::Shutdown { code: 0 });
+        raw.extend_from_slice(&last[..last.len() - 2]);
+        let out = decode_all(&raw, NoSymbols);
+        let v = lines(&out);
+        assert_eq!(v.len(), 7 + 4, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(v[7]["ev"], "decode_error");
+        assert_eq!(v[7]["bytes"], "027f");
+        assert_eq!(v[7]["tsc"], 7, "the last good record's tsc");
+        assert_eq!(v[8]["ev"], "decode_error");
+        assert_eq!(v[8]["error"], "empty frame");
+        assert_eq!(v[9]["reason"], "check_failed");
+        assert_eq!(v[10]["ev"], "decode_error");
+        assert_eq!(v[10]["error"], "truncated frame at the end of the stream");
+        assert!(good > 0);
+    }
+
+    #[test]
+    fn a_frame_without_delimiter_is_cut_and_reported() {
+        let raw = vec![0x55u8; MAX_FRAME * 2 + 10];
+        let v = lines(&decode_all(&raw, NoSymbols));
+        assert!(v.len() >= 2);
+        assert!(v.iter().all(|e| e["ev"] == "decode_error"));
+        let total: u64 = v.iter().map(|e| e["len"].as_u64().unwrap()).sum();
+        assert_eq!(total, raw.len() as u64, "every byte is accounted for");
+    }
+}
