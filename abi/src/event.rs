@@ -49,8 +49,10 @@ pub const MAX_FRAMES: usize = 32;
 /// Largest postcard-encoded [`Event`] that `EMIT` accepts.
 pub const MAX_EMIT: usize = 2200;
 /// Largest framed record (COBS adds one byte per 254 and the delimiter).
-/// A kernel event that does not fit is replaced by [`Event::TooLarge`].
 pub const MAX_FRAME: usize = 2400;
+/// Largest unframed record: its frame fits [`MAX_FRAME`]. A kernel event
+/// that does not fit is replaced by [`Event::TooLarge`].
+pub const MAX_RECORD: usize = MAX_FRAME - MAX_FRAME / 254 - 2;
 
 /// One event as written on COM2 (before COBS framing).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -638,6 +640,30 @@ pub fn cobs_decode(frame: &[u8], out: &mut [u8]) -> Result<usize, DecodeError> {
     Ok(n)
 }
 
+/// COBS-encodes `data` into `out`, one byte at a time, delimiter included
+/// (the kernel passes the UART). Each block is the bytes up to the next
+/// zero (at most 254), preceded by its length + 1; the zero is implied.
+#[inline(always)]
+pub fn cobs_encode_with(data: &[u8], mut out: impl FnMut(u8)) {
+    let mut rest = data;
+    loop {
+        let max = rest.len().min(254);
+        let n = rest[..max].iter().position(|&b| b == 0).unwrap_or(max);
+        out(n as u8 + 1);
+        for &b in &rest[..n] {
+            out(b);
+        }
+        if n < max {
+            rest = &rest[n + 1..]; // the zero ends the block
+        } else if n == rest.len() {
+            break;
+        } else {
+            rest = &rest[n..]; // a full block of 254 bytes, no zero
+        }
+    }
+    out(0);
+}
+
 /// Decodes one COBS frame (without its delimiter) into a record that
 /// borrows from `scratch`.
 pub fn decode_frame<'a>(frame: &[u8], scratch: &'a mut [u8]) -> Result<Record<'a>, DecodeError> {
@@ -662,6 +688,17 @@ pub fn encode_frame<'b>(
     buf: &'b mut [u8],
 ) -> Result<&'b mut [u8], postcard::Error> {
     postcard::to_slice_cobs(&RecordRef { tsc, by, event }, buf)
+}
+
+/// Encodes the record `{tsc, by, event}` unframed into `buf` (the kernel
+/// COBS-frames it as it writes it out).
+pub fn encode_record<'b>(
+    tsc: u64,
+    by: Option<u32>,
+    event: &Event<'_>,
+    buf: &'b mut [u8],
+) -> Result<&'b mut [u8], postcard::Error> {
+    postcard::to_slice(&RecordRef { tsc, by, event }, buf)
 }
 
 /// Encodes `event` unframed (an `EMIT` body) into `buf`.
@@ -1060,6 +1097,47 @@ mod tests {
         // Invalid UTF-8 in a string.
         let bad_utf8 = [0x07u8, 0x00, 3, 2, 0xc3, 0x28];
         assert_eq!(decode_record(&bad_utf8), Err(DecodeError::Postcard(postcard::Error::DeserializeBadUtf8)));
+    }
+
+    #[test]
+    fn the_kernel_cobs_writer_agrees_with_the_decoder() {
+        let mut cases: Vec<Vec<u8>> = alloc::vec![
+            Vec::new(),
+            alloc::vec![0],
+            alloc::vec![0, 0],
+            alloc::vec![1],
+            alloc::vec![1, 0],
+            alloc::vec![0, 1],
+        ];
+        for len in [253, 254, 255, 508, 509, MAX_RECORD] {
+            cases.push((0..len).map(|i| (i % 255 + 1) as u8).collect());
+            let mut with_zeros: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            cases.push(with_zeros.clone());
+            with_zeros.push(0);
+            cases.push(with_zeros);
+        }
+        for data in cases {
+            let mut framed = Vec::new();
+            cobs_encode_with(&data, |b| framed.push(b));
+            assert_eq!(framed.last(), Some(&0));
+            assert!(!framed[..framed.len() - 1].contains(&0));
+            assert!(framed.len() <= data.len() + data.len() / 254 + 2);
+            if data.is_empty() {
+                assert_eq!(framed, [1, 0]);
+                continue;
+            }
+            let mut out = alloc::vec![0u8; MAX_FRAME];
+            let n = cobs_decode(&framed[..framed.len() - 1], &mut out).unwrap();
+            assert_eq!(&out[..n], &data[..], "{} bytes", data.len());
+        }
+        // And a whole record: what the kernel writes is what postcard's framing gives.
+        let event = Event::BootError { error: "x\0y" };
+        let mut buf = [0u8; MAX_RECORD];
+        let raw = encode_record(5, Some(2), &event, &mut buf).unwrap().to_vec();
+        let mut framed = Vec::new();
+        cobs_encode_with(&raw, |b| framed.push(b));
+        let mut scratch = [0u8; MAX_FRAME];
+        assert_eq!(decode_frame(&framed[..framed.len() - 1], &mut scratch).unwrap().event, event);
     }
 
     #[test]

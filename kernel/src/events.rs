@@ -19,7 +19,7 @@
 //!
 //! Usage: `events::emit(&Event::Shutdown { code });`
 
-use abi::event::{Event, MAX_FRAME};
+use abi::event::{Event, MAX_RECORD};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::Mutex;
 use x86_64::instructions::port::Port;
@@ -38,9 +38,16 @@ const LSR: u16 = 5;
 const LSR_DATA_READY: u8 = 1 << 0;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 
-/// Whether COM2 is set up (events before `init` are dropped). The lock
-/// keeps frames from interleaving.
-static STREAM: Mutex<bool> = Mutex::new(false);
+/// The stream: whether COM2 is set up (events before `init` are dropped)
+/// and the buffer records are encoded in. The lock keeps frames from
+/// interleaving; the buffer is static so that an event costs no stack and
+/// no zeroing.
+struct Stream {
+    ready: bool,
+    buf: [u8; MAX_RECORD],
+}
+
+static STREAM: Mutex<Stream> = Mutex::new(Stream { ready: false, buf: [0; MAX_RECORD] });
 /// Bytes that may be written per THRE poll: 16 with the FIFO, else 1.
 static BURST: AtomicUsize = AtomicUsize::new(1);
 
@@ -67,13 +74,13 @@ pub fn init() {
     // IIR bits 6-7 read 11 when the FIFOs are really on (16550A).
     let burst = if inb(IIR) & 0xc0 == 0xc0 { 16 } else { 1 };
     BURST.store(burst, Ordering::Relaxed);
-    *STREAM.lock() = true;
+    STREAM.lock().ready = true;
 }
 
 /// A byte from the host on COM2's receive side (the control channel), if any.
 pub fn try_read_byte() -> Option<u8> {
-    let ready = STREAM.lock();
-    if !*ready || inb(LSR) & LSR_DATA_READY == 0 {
+    let stream = STREAM.lock();
+    if !stream.ready || inb(LSR) & LSR_DATA_READY == 0 {
         return None;
     }
     Some(inb(DATA))
@@ -96,37 +103,51 @@ pub fn emit_by(by: u32, event: &Event<'_>) {
 }
 
 fn write_record(by: Option<u32>, event: &Event<'_>) {
-    let ready = STREAM.lock();
-    if !*ready {
+    let mut stream = STREAM.lock();
+    if !stream.ready {
         return;
     }
     // Stamped under the lock, so time stamps grow along the stream.
     let tsc = crate::arch::rdtsc();
-    let mut buf = [0u8; MAX_FRAME];
-    match abi::event::encode_frame(tsc, by, event, &mut buf) {
-        Ok(frame) => write_bytes(frame),
+    let len = match abi::event::encode_record(tsc, by, event, &mut stream.buf) {
+        Ok(bytes) => bytes.len(),
+        // Only a string longer than any the kernel bounds can get here.
         Err(_) => {
-            // Only a string longer than any the kernel bounds can get here.
-            let mut small = [0u8; 512];
             let too_large = Event::TooLarge { kind: event.name() };
-            if let Ok(frame) = abi::event::encode_frame(tsc, by, &too_large, &mut small) {
-                write_bytes(frame);
+            match abi::event::encode_record(tsc, by, &too_large, &mut stream.buf) {
+                Ok(bytes) => bytes.len(),
+                Err(_) => return,
             }
         }
-    }
-    drop(ready);
+    };
+    write_cobs(&stream.buf[..len]);
 }
 
-/// The tight loop: one LSR poll per FIFO's worth of bytes.
-fn write_bytes(bytes: &[u8]) {
-    let burst = BURST.load(Ordering::Relaxed);
-    for chunk in bytes.chunks(burst) {
-        while inb(LSR) & LSR_THR_EMPTY == 0 {
-            core::hint::spin_loop();
+/// Writes `data` as one COBS frame, delimiter included, straight to the
+/// UART (no second buffer).
+fn write_cobs(data: &[u8]) {
+    let mut uart = Uart { room: 0, burst: BURST.load(Ordering::Relaxed) };
+    abi::event::cobs_encode_with(data, |b| uart.byte(b));
+}
+
+/// The transmit side, one LSR poll per FIFO's worth of bytes.
+struct Uart {
+    /// Bytes the FIFO still takes without polling.
+    room: usize,
+    burst: usize,
+}
+
+impl Uart {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if self.room == 0 {
+            while inb(LSR) & LSR_THR_EMPTY == 0 {
+                core::hint::spin_loop();
+            }
+            self.room = self.burst;
         }
-        for &b in chunk {
-            outb(DATA, b);
-        }
+        self.room -= 1;
+        outb(DATA, b);
     }
 }
 

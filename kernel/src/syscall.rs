@@ -231,23 +231,15 @@ const MAX_EMIT_BODY: usize = 2048;
 /// stamped (`tsc`, `by`) and framed. Otherwise it is the old JSON text
 /// form (TRANSITIONAL, until the fault server uses `emit_event`): `kind`
 /// and the inside of a JSON object, passed on as a `Legacy` record.
+// Not inlined (nor `emit_event`): their buffers would make every system
+// call's frame larger than a page, and pay for stack probes.
+#[inline(never)]
 fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64) -> SysResult {
     if !task.is_supervisor() {
         return Err(Error::Denied);
     }
     if kind_ptr == 0 && kind_len == 0 {
-        let len = body_len as usize;
-        if len == 0 || len > abi::event::MAX_EMIT {
-            return Err(Error::BadArgument);
-        }
-        let mut buf = [0u8; abi::event::MAX_EMIT];
-        task.space.as_ref().ok_or(Error::BadPointer)?.read(body_ptr, &mut buf[..len]).map_err(bad_pointer)?;
-        let event = abi::event::decode_event(&buf[..len]).map_err(|_| Error::BadArgument)?;
-        if !event.is_supervisor_kind() {
-            return Err(Error::BadArgument);
-        }
-        events::emit_by(task.id as u32, &event);
-        return Ok(0);
+        return emit_event(task, body_ptr, body_len);
     }
     let mut kbuf = [0u8; MAX_TEXT];
     let kind = user_text(task, kind_ptr, kind_len, &mut kbuf)?;
@@ -266,6 +258,23 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
         return Err(Error::BadArgument);
     }
     events::emit_by(task.id as u32, &Event::Legacy { kind, json: body });
+    Ok(0)
+}
+
+/// The typed `EMIT`: one postcard-encoded supervisor event.
+#[inline(never)]
+fn emit_event(task: &Task, body_ptr: u64, body_len: u64) -> SysResult {
+    let len = body_len as usize;
+    if len == 0 || len > abi::event::MAX_EMIT {
+        return Err(Error::BadArgument);
+    }
+    let mut buf = [0u8; abi::event::MAX_EMIT];
+    task.space.as_ref().ok_or(Error::BadPointer)?.read(body_ptr, &mut buf[..len]).map_err(bad_pointer)?;
+    let event = abi::event::decode_event(&buf[..len]).map_err(|_| Error::BadArgument)?;
+    if !event.is_supervisor_kind() {
+        return Err(Error::BadArgument);
+    }
+    events::emit_by(task.id as u32, &event);
     Ok(0)
 }
 
