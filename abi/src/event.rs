@@ -174,6 +174,10 @@ pub struct Mismatch<'a> {
 /// Every kind of event. **Append new variants at the end** (see the module
 /// documentation); the JSON name of each is [`Event::name`]. Numbers that
 /// are addresses or register values become `"0x…"` strings in JSON.
+// The backtrace's fixed frame list makes it the largest variant (~530
+// bytes): events are built on the stack, in the kernel too, where there is
+// no allocation to box it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Event<'a> {
     // --- kernel kinds -----------------------------------------------------

@@ -257,7 +257,7 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
     if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
         return Err(Error::BadArgument);
     }
-    events::emit_by(task.id as u32, &Event::Legacy { kind, json: body });
+    events::emit_by(task.id, &Event::Legacy { kind, json: body });
     Ok(0)
 }
 
@@ -274,7 +274,7 @@ fn emit_event(task: &Task, body_ptr: u64, body_len: u64) -> SysResult {
     if !event.is_supervisor_kind() {
         return Err(Error::BadArgument);
     }
-    events::emit_by(task.id as u32, &event);
+    events::emit_by(task.id, &event);
     Ok(0)
 }
 
