@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod checkpoint;
+pub mod event;
 pub mod exit;
 pub mod fault;
 pub mod image;

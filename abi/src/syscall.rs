@@ -65,9 +65,15 @@ pub mod nr {
     pub const TASK_CTL: u64 = 20;
 
     /// `emit(kind_ptr, kind_len, body_ptr, body_len)`: writes an event for a
-    /// supervisor (the fault server): `{"ev":KIND,"tsc":…,"by":ID,BODY}`.
-    /// `KIND` must be one of [`super::EMIT_KINDS`]; `BODY` is the inside of a
-    /// JSON object (`"k":v,…`), one line, at most 2048 bytes.
+    /// supervisor (the fault server). With `kind_ptr = kind_len = 0`, `BODY`
+    /// is one postcard-encoded [`crate::event::Event`] of a supervisor kind
+    /// ([`crate::event::Event::is_supervisor_kind`]), at most
+    /// [`crate::event::MAX_EMIT`] bytes; the kernel checks it by decoding
+    /// it, then stamps `tsc` and `by`. TRANSITIONAL, until the fault server
+    /// is converted: otherwise `KIND` must be one of [`super::EMIT_KINDS`]
+    /// and `BODY` is the inside of a JSON object (`"k":v,…`), one line, at
+    /// most 2048 bytes, which the host splices into the JSON line
+    /// (`{"ev":KIND,"tsc":…,"by":ID,BODY}`).
     pub const EMIT: u64 = 21;
 
     /// `checkpoint_open() -> attempt`: opens a checkpoint scope. Returns 0

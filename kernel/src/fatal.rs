@@ -9,7 +9,8 @@
 
 use crate::arch::trap_entry::TrapFrame;
 use crate::backtrace;
-use crate::events::{self, Event};
+use crate::events;
+use abi::event::Event;
 use abi::exit::GuestExit;
 use abi::trap::{Registers, exception_name};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -43,14 +44,7 @@ pub fn kernel_trap(frame: &TrapFrame, code: GuestExit) -> ! {
         frame.rip
     ));
     print_registers(&regs);
-    Event::new("kernel_fault")
-        .u64("vector", vector as u64)
-        .str("name", exception_name(vector))
-        .hex("error_code", frame.error_code)
-        .hex("cr2", frame.cr2)
-        .hex("rip", frame.rip)
-        .hex_map("regs", &regs.named())
-        .emit();
+    events::emit(&Event::KernelFault { vector: vector as u64, error_code: frame.error_code, cr2: frame.cr2, regs });
     report_backtrace(&regs);
     crate::power::exit(code)
 }
@@ -62,11 +56,9 @@ pub fn kernel_panic(info: &core::panic::PanicInfo) -> ! {
     p(format_args!("\n!!! KERNEL PANIC: {}\n", info.message()));
     let (file, line) = info.location().map(|l| (l.file(), l.line())).unwrap_or(("?", 0));
     p(format_args!("    at {file}:{line}\n"));
-    Event::new("kernel_panic")
-        .display("message", format_args!("{}", info.message()))
-        .str("file", file)
-        .u64("line", line as u64)
-        .emit();
+    let text = events::text::<512>(format_args!("{}", info.message()));
+    let message = info.message().as_str().unwrap_or(&text);
+    events::emit(&Event::KernelPanic { message, file, line: line as u64 });
     report_backtrace(&regs);
     crate::power::exit(GuestExit::KernelPanic)
 }
@@ -88,7 +80,7 @@ fn report_backtrace(regs: &Registers) {
     let mut depth = 0u64;
     let end = backtrace::walk(regs, |frame| {
         p(format_args!("    #{:<2} {:#018x} cfa={:#018x}\n", frame.index, frame.pc, frame.cfa));
-        Event::new("backtrace_frame").u64("index", frame.index as u64).hex("pc", frame.pc).hex("cfa", frame.cfa).emit();
+        events::emit(&Event::BacktraceFrame { index: frame.index as u64, pc: frame.pc, cfa: frame.cfa });
         depth += 1;
     });
     p(format_args!("    end of backtrace after {depth} frames: {end:?}\n"));

@@ -48,8 +48,8 @@ mod trap;
 
 extern crate alloc;
 
+use abi::event::Event;
 use abi::exit::GuestExit;
-use events::Event;
 
 /// The version reported in the banner and the `boot` event.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,7 +70,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         Ok(info) => info,
         Err(e) => {
             kprintln!("rewind: unusable PVH start info: {e}");
-            Event::new("boot_error").display("error", format_args!("{e}")).emit();
+            events::emit(&Event::BootError { error: &events::text::<256>(format_args!("{e}")) });
             power::exit(GuestExit::BootError);
         }
     };
@@ -88,24 +88,24 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     if !info.cmdline.is_empty() {
         kprintln!("  command line: {}", info.cmdline);
     }
-    Event::new("boot")
-        .str("version", VERSION)
-        .u64("mem_bytes", ram)
-        .u64("memmap_entries", info.memmap.len() as u64)
-        .hex("rsdp", info.rsdp_paddr)
-        .str("cmdline", info.cmdline)
-        .u64("pvh_version", info.version as u64)
-        .u64("free_frames", frames.free_frames as u64)
-        .u64("ram_above_4g_ignored", frames.ignored_bytes)
-        .bool("smep", protections.smep)
-        .bool("smap", protections.smap)
-        .emit();
+    events::emit(&Event::Boot {
+        version: VERSION,
+        mem_bytes: ram,
+        memmap_entries: info.memmap.len() as u64,
+        rsdp: info.rsdp_paddr,
+        cmdline: info.cmdline,
+        pvh_version: info.version as u64,
+        free_frames: frames.free_frames as u64,
+        ram_above_4g_ignored: frames.ignored_bytes,
+        smep: protections.smep,
+        smap: protections.smap,
+    });
 
     let platform = match platform::init(info.rsdp_paddr) {
         Ok(platform) => platform,
         Err(e) => {
             kprintln!("rewind: platform discovery failed: {e}");
-            Event::new("boot_error").display("error", format_args!("{e}")).emit();
+            events::emit(&Event::BootError { error: &events::text::<256>(format_args!("{e}")) });
             power::exit(GuestExit::BootError);
         }
     };

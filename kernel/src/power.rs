@@ -6,7 +6,7 @@ use x86_64::instructions::port::Port;
 /// Emits `shutdown` and exits QEMU with `code`. If the debug-exit device is
 /// absent (QEMU started by hand without it), says so and halts.
 pub fn exit(code: GuestExit) -> ! {
-    crate::events::Event::new("shutdown").u64("code", code as u64).str("reason", code.name()).emit();
+    crate::events::emit(&abi::event::Event::Shutdown { code: code as u64 });
     let mut port: Port<u32> = Port::new(DEBUG_EXIT_PORT);
     // SAFETY: writing to the isa-debug-exit port has no effect on memory; on
     // QEMU with the device it ends the process, elsewhere it is ignored.

@@ -14,10 +14,11 @@
 
 use crate::arch::trap_entry::TrapFrame;
 use crate::arch::{gdt, percpu};
-use crate::events::Event;
+use crate::events;
 use crate::ipc::{Endpoint, Notification};
 use crate::mem::region::Region;
 use crate::task::{State, Task, TaskId};
+use abi::event::Event;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use spin::Mutex;
@@ -87,7 +88,7 @@ impl Scheduler {
             if let Some(r) = regions.get(cap.object as usize)
                 && space.map_shared(r.base, r.first, r.pages).is_err()
             {
-                Event::new("region_map_failed").u64("task", task.id as u64).str("region", &r.name).emit();
+                events::emit(&Event::RegionMapFailed { task: task.id as u64, region: &r.name });
             }
         }
     }
@@ -231,13 +232,13 @@ pub fn next() -> *mut TrapFrame {
                 drop(s);
                 // Servers waiting forever are normal; anything else blocked
                 // (a fault nobody takes, a call nobody answers) is reported.
-                Event::new("all_tasks_done")
-                    .u64("exited", exited)
-                    .u64("faulted", faulted)
-                    .u64("stopped", stopped)
-                    .u64("blocked", blocked)
-                    .u64("free_frames", crate::mem::frames::free_count() as u64)
-                    .emit();
+                events::emit(&Event::AllTasksDone {
+                    exited,
+                    faulted,
+                    stopped,
+                    blocked,
+                    free_frames: crate::mem::frames::free_count() as u64,
+                });
                 crate::power::exit(abi::exit::GuestExit::Success);
             }
             s.current = None;

@@ -19,11 +19,15 @@ pub fn run(cmdline: &str) -> Option<GuestExit> {
         "panic" => panic!("selftest panic requested on the command line"),
         other => {
             crate::kprintln!("selftest: unknown test {other:?}");
-            crate::events::Event::new("check")
-                .str("name", "selftest")
-                .bool("ok", false)
-                .display("error", format_args!("unknown test {other:?}"))
-                .emit();
+            let error = crate::events::text::<300>(format_args!("unknown test {other:?}"));
+            crate::events::emit(&abi::event::Event::Check {
+                task: None,
+                task_name: None,
+                name: "selftest",
+                ok: false,
+                value: None,
+                error: Some(&error),
+            });
             GuestExit::CheckFailed
         }
     })

@@ -5,11 +5,12 @@
 //! (`AddressSpace::read`/`write` translate and check each page), so a bad
 //! pointer yields `Error::BadPointer`, never a kernel fault.
 
-use crate::events::Event;
+use crate::events;
 use crate::ipc;
 use crate::mem::space::{Perm, SpaceError};
 use crate::sched::Scheduler;
 use crate::task::{PendingFault, State, Task};
+use abi::event::Event;
 use abi::fault::FaultKind;
 use abi::layout::{PAGE_SIZE, SHARED_BASE, USER_MAP_BASE, is_user_range};
 use abi::syscall::{Error, map_flags, nr};
@@ -141,7 +142,7 @@ pub fn exit(task: &mut Task, code: i64) {
     task.state = State::Exited { code };
     task.space = None;
     task.reply_to = None;
-    Event::new("task_exit").u64("task", task.id as u64).str("name", &task.name).i64("code", code).emit();
+    events::emit(&Event::TaskExit { task: task.id as u64, name: &task.name, code });
 }
 
 fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {
@@ -196,13 +197,14 @@ fn unmap(task: &mut Task, addr: u64, len: u64) -> SysResult {
 fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> SysResult {
     let mut buf = [0u8; MAX_TEXT];
     let name = user_text(task, name_ptr, name_len, &mut buf)?;
-    Event::new("check")
-        .u64("task", task.id as u64)
-        .str("task_name", &task.name)
-        .str("name", name)
-        .bool("ok", ok != 0)
-        .u64("value", value)
-        .emit();
+    events::emit(&Event::Check {
+        task: Some(task.id as u64),
+        task_name: Some(&task.name),
+        name,
+        ok: ok != 0,
+        value: Some(value),
+        error: None,
+    });
     Ok(0)
 }
 
@@ -244,12 +246,24 @@ fn set_recovery(task: &mut Task, addr: u64) -> SysResult {
     Ok(0)
 }
 
-/// Largest `emit` body.
+/// Largest `emit` body of the transitional JSON-text form.
 const MAX_EMIT_BODY: usize = 2048;
 
+/// `EMIT`. With `kind_ptr == 0 && kind_len == 0` the body is one
+/// postcard-encoded `abi::event::Event` (`libtask::supervise::emit_event`):
+/// decoded here to check it is a supervisor kind and nothing else, then
+/// stamped (`tsc`, `by`) and framed. Otherwise it is the old JSON text
+/// form (TRANSITIONAL, until the fault server uses `emit_event`): `kind`
+/// and the inside of a JSON object, passed on as a `Legacy` record.
+// Not inlined (nor `emit_event`): their buffers would make every system
+// call's frame larger than a page, and pay for stack probes.
+#[inline(never)]
 fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64) -> SysResult {
     if !task.is_supervisor() {
         return Err(Error::Denied);
+    }
+    if kind_ptr == 0 && kind_len == 0 {
+        return emit_event(task, body_ptr, body_len);
     }
     let mut kbuf = [0u8; MAX_TEXT];
     let kind = user_text(task, kind_ptr, kind_len, &mut kbuf)?;
@@ -267,21 +281,24 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
     if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
         return Err(Error::BadArgument);
     }
-    // A supervisor reporting after the fact says when it happened: a
-    // leading `"tsc":N,` (not later than now) stamps the event.
-    let now = crate::arch::rdtsc();
-    let (at, body) = match body.strip_prefix("\"tsc\":").and_then(|r| r.split_once(',')) {
-        Some((n, rest)) if rest.starts_with('"') => match n.parse::<u64>() {
-            Ok(t) if t <= now => (t, rest),
-            _ => return Err(Error::BadArgument),
-        },
-        _ => (now, body),
-    };
-    let mut ev = Event::new_at(kind, at).u64("by", task.id as u64);
-    if at != now {
-        ev = ev.u64("emitted", now);
+    events::emit_by(task.id, &Event::Legacy { kind, json: body });
+    Ok(0)
+}
+
+/// The typed `EMIT`: one postcard-encoded supervisor event.
+#[inline(never)]
+fn emit_event(task: &Task, body_ptr: u64, body_len: u64) -> SysResult {
+    let len = body_len as usize;
+    if len == 0 || len > abi::event::MAX_EMIT {
+        return Err(Error::BadArgument);
     }
-    ev.raw_fields(body).emit();
+    let mut buf = [0u8; abi::event::MAX_EMIT];
+    task.space.as_ref().ok_or(Error::BadPointer)?.read(body_ptr, &mut buf[..len]).map_err(bad_pointer)?;
+    let event = abi::event::decode_event(&buf[..len]).map_err(|_| Error::BadArgument)?;
+    if !event.is_supervisor_kind() {
+        return Err(Error::BadArgument);
+    }
+    events::emit_by(task.id, &event);
     Ok(0)
 }
 
@@ -301,14 +318,7 @@ fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, li
     let message = user_text(task, msg, msg_len, &mut mbuf).unwrap_or("<unreadable message>");
     let file = user_text(task, file, file_len, &mut fbuf).unwrap_or("<unreadable>");
     crate::kprintln!("task {} ({}) panicked at {file}:{line}: {message}", task.id, task.name);
-    Event::new("task_panic")
-        .u64("task", task.id as u64)
-        .str("name", &task.name)
-        .u64("seq", seq)
-        .str("message", message)
-        .str("file", file)
-        .u64("line", line)
-        .emit();
+    events::emit(&Event::TaskPanic { task: task.id as u64, name: &task.name, seq, message, file, line });
     let mut fault = PendingFault { kind: FaultKind::Panic as u64, seq, ..PendingFault::default() };
     let mut text = heapless::String::<256>::new();
     let _ = core::fmt::write(&mut text, format_args!("{message} at {file}:{line}"));

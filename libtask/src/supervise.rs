@@ -12,8 +12,9 @@
 //! happens to a faulted task: [`resume`] it (after [`set_regs`], e.g. past
 //! a trapping instruction), [`restart`] it from its image after a delay,
 //! or [`stop`] it. The kernel writes the `resume`, `restart` and
-//! `escalate` events for those; [`emit`] lets the supervisor add its own
-//! (`fault_report`, `backtrace`, `check`, ...: `abi::syscall::EMIT_KINDS`).
+//! `escalate` events for those; [`emit_event`] lets the supervisor add its
+//! own (`fault_report`, `backtrace`, `release`, `check`, `escalate`: typed
+//! `abi::event::Event`s; [`emit`] is the transitional JSON-text form).
 //!
 //! Transfers larger than the kernel's 4 KiB per call are split here.
 
@@ -149,7 +150,20 @@ pub fn kill(task: TaskId) -> Result<(), Error> {
     unsafe { task_ctl(op::KILL, task, 0, 0, 0) }.map(drop)
 }
 
-/// `EMIT`: writes the event `{"ev":KIND,"tsc":…,"by":<our id>,BODY}`.
+/// `EMIT` of a typed event (`abi::event`): encoded with postcard into a
+/// stack buffer and written with one system call; the kernel checks it (a
+/// supervisor kind, at most `abi::event::MAX_EMIT` bytes: else
+/// `Err(BadArgument)`) and stamps it with the time and our id.
+pub fn emit_event(event: &abi::event::Event<'_>) -> Result<(), Error> {
+    let mut buf = [0u8; abi::event::MAX_EMIT];
+    let bytes = abi::event::encode_event(event, &mut buf).map_err(|_| Error::BadArgument)?;
+    // SAFETY: EMIT only reads the live buffer; kind pointer and length 0
+    // select the typed form.
+    Error::decode(unsafe { raw::syscall4(nr::EMIT, 0, 0, bytes.as_ptr() as u64, bytes.len() as u64) }).map(drop)
+}
+
+/// TRANSITIONAL (until the fault server uses [`emit_event`]): the JSON-text
+/// `EMIT`, writing the event `{"ev":KIND,"tsc":…,"by":<our id>,BODY}`.
 /// `kind` must be one of `abi::syscall::EMIT_KINDS`; `body` is the inside
 /// of a JSON object (`"k":v,...`), one line, at most 2048 bytes — the
 /// kernel refuses anything else with `Err(BadArgument)`.

@@ -12,11 +12,13 @@
 //! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
 //! | `install` | installs a missing Debian package, or says what to install |
 //! | `symbols` | names the pcs of kernel backtraces with the kernel ELF |
+//! | `events`  | decodes COM2's typed event records (postcard + COBS) to the JSON lines of `docs/events.md` |
 //! | `inject`  | `cargo xtask inject`: fault-injection scripts, parallel boots, classification, reports |
 //! | `bench`   | `cargo xtask bench`: boots the benchmark image under icount, reads its figures |
 
 pub mod bench;
 pub mod build;
+pub mod events;
 pub mod images;
 pub mod inject;
 pub mod install;

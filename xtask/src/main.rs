@@ -7,6 +7,7 @@
 //! - `cargo xtask stack`  walk an ELF core file's stack (`--exe ELF --core CORE`)
 //! - `cargo xtask bench`  boot the benchmark image under icount; figures in guest instructions
 //! - `cargo xtask inject` run a fault-injection script (`faults/*.toml`); report, chart, replay
+//! - `cargo xtask events` decode a raw COM2 capture (`events.bin`) to JSON lines
 //!
 //! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's
 //! exit code (`abi::exit::GuestExit`), 100 machine reset (triple fault), 101
@@ -47,6 +48,19 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a fault-injection script (faults/*.toml), or replay one injection of a report.
     Inject(xtask::inject::InjectArgs),
+    /// Decode a raw COM2 capture (events.bin) to JSON lines on stdout.
+    Events(EventsArgs),
+}
+
+#[derive(Args)]
+struct EventsArgs {
+    /// The raw capture (QEMU's COM2 output, e.g. target/rewind/events.bin).
+    file: std::path::PathBuf,
+    /// Name task backtrace frames with the ELFs of this image: a manifest
+    /// name (images/NAME.toml, packed under target/rewind/images) or a
+    /// packed image file.
+    #[arg(long)]
+    image: Option<String>,
 }
 
 #[derive(Args)]
@@ -101,6 +115,7 @@ fn main() -> ExitCode {
         Command::Stack(args) => stack::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args),
         Command::Inject(args) => xtask::inject::main(args),
+        Command::Events(args) => decode_events(args),
     };
     match result {
         Ok(code) => code,
@@ -141,6 +156,29 @@ fn print_kernel_backtrace(kernel: &std::path::Path, events: &std::path::Path) {
             u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok().and_then(|pc| symbols.name(pc)).unwrap_or("?");
         eprintln!("  #{i:<2} {pc}  cfa={cfa}  {name}");
     }
+}
+
+fn decode_events(args: EventsArgs) -> Result<ExitCode> {
+    use anyhow::Context;
+    use std::io::Write;
+    use xtask::events::{ImageSymbols, NoSymbols, decode_all};
+    let raw = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let out = match args.image {
+        Some(image) => {
+            let as_file = std::path::PathBuf::from(&image);
+            let path = if as_file.is_file() {
+                as_file
+            } else {
+                paths::rewind_dir().join("images").join(format!("{image}.img"))
+            };
+            let symbols = ImageSymbols::from_file(&path)
+                .with_context(|| format!("image {image}: pack it with `cargo xtask build --image {image}`"))?;
+            decode_all(&raw, symbols)
+        }
+        None => decode_all(&raw, NoSymbols),
+    };
+    std::io::stdout().write_all(&out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list_images() -> Result<ExitCode> {

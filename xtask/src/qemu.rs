@@ -1,7 +1,8 @@
 //! Booting an image in QEMU and reading its verdict.
 //!
 //! The machine: `qemu-system-x86_64 -kernel KERNEL` (PVH boot), COM1 = the
-//! console, COM2 = the event stream (a file), `isa-debug-exit` so the guest
+//! console, COM2 = the event stream (raw records to `events.bin`, decoded
+//! to `events.jsonl` when the run ends: `crate::events`), `isa-debug-exit` so the guest
 //! chooses QEMU's exit status, `-no-reboot` so a triple fault ends the run
 //! (QEMU status 0) instead of looping. `-icount shift=0,sleep=off` makes a
 //! run deterministic: the guest TSC counts guest instructions.
@@ -34,7 +35,8 @@ pub struct Boot {
     /// The packed boot image (`-initrd`), if any.
     pub image: Option<PathBuf>,
     pub console: Console,
-    /// Where COM2's event stream is written.
+    /// Where the decoded event stream (JSON lines) is written; COM2's raw
+    /// bytes go next to it ([`Boot::raw_events`]).
     pub events: PathBuf,
     /// Deterministic mode: `-icount shift=0,sleep=off`.
     pub icount: bool,
@@ -86,7 +88,7 @@ impl Boot {
                 a.extend(["-serial".into(), format!("file:{}", path.display()), "-monitor".into(), "none".into()])
             }
         }
-        a.extend(["-serial".into(), format!("file:{}", self.events.display())]);
+        a.extend(["-serial".into(), format!("file:{}", self.raw_events().display())]);
         if let Some(image) = &self.image {
             a.extend(["-initrd".into(), image.display().to_string()]);
         }
@@ -101,6 +103,17 @@ impl Boot {
         }
         a.extend(self.extra_args.iter().cloned());
         a
+    }
+
+    /// Where QEMU writes COM2 raw: `events.jsonl` -> `events.bin`.
+    pub fn raw_events(&self) -> PathBuf {
+        self.events.with_extension("bin")
+    }
+
+    /// Decodes the raw capture to [`Boot::events`], naming task frames with
+    /// the boot image's ELFs.
+    pub fn decode_events(&self) -> Result<()> {
+        crate::events::decode_file(&self.raw_events(), &self.events, self.image.as_deref())
     }
 
     /// Boots and waits for the verdict.
@@ -128,6 +141,7 @@ impl Boot {
         let start = Instant::now();
         let child = cmd.spawn().with_context(|| format!("starting {QEMU}"))?;
         let verdict = wait(child, self.timeout)?;
+        self.decode_events()?;
         Ok(Outcome { verdict, wall: start.elapsed(), events: self.events.clone() })
     }
 }

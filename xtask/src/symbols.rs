@@ -10,9 +10,14 @@ pub struct Symbols {
 impl Symbols {
     pub fn of(elf: &std::path::Path) -> anyhow::Result<Symbols> {
         use anyhow::Context;
-        use object::{Object, ObjectSymbol, SymbolKind};
         let data = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
-        let file = object::File::parse(&*data).with_context(|| format!("parsing {} as ELF", elf.display()))?;
+        Symbols::from_elf(&data).with_context(|| format!("parsing {} as ELF", elf.display()))
+    }
+
+    /// The function symbols of the ELF file `data`.
+    pub fn from_elf(data: &[u8]) -> anyhow::Result<Symbols> {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        let file = object::File::parse(data)?;
         let mut ranges: Vec<(u64, u64, String)> = file
             .symbols()
             .filter(|s| s.kind() == SymbolKind::Text)

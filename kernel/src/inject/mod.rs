@@ -18,9 +18,10 @@
 
 pub mod command;
 
-use crate::events::Event;
+use crate::events;
 use crate::sched::Scheduler;
 use crate::task::{PendingFault, State};
+use abi::event::{Event, InjectDetail};
 use abi::fault::FaultKind;
 use command::{Command, Kind, Spec, Trigger};
 use spin::Mutex;
@@ -77,7 +78,7 @@ fn execute_line(s: &mut Scheduler, line: &str) {
     match command::parse(line) {
         Ok(None) => {}
         Ok(Some(cmd)) => execute(s, cmd),
-        Err(e) => Event::new("inject_error").str("line", line).str("error", e).emit(),
+        Err(e) => events::emit(&Event::InjectError { id: None, line: Some(line), error: e }),
     }
 }
 
@@ -87,7 +88,7 @@ fn execute(s: &mut Scheduler, cmd: Command) {
         Command::Inject(spec) => {
             let mut inj = INJECTOR.lock();
             if inj.pending.push((spec.clone(), false)).is_err() {
-                Event::new("inject_error").u64("id", spec.id).str("error", "too many injections armed").emit();
+                events::emit(&Event::InjectError { id: Some(spec.id), line: None, error: "too many injections armed" });
                 return;
             }
             let index = inj.pending.len() - 1;
@@ -95,30 +96,31 @@ fn execute(s: &mut Scheduler, cmd: Command) {
             if let Trigger::Pc { pc, steps } = spec.at {
                 arm_breakpoint(s, index, &spec, pc, steps);
             }
-            Event::new("inject_armed").u64("id", spec.id).str("kind", spec.kind.name()).emit();
+            events::emit(&Event::InjectArmed { id: spec.id, kind: spec.kind.name() });
         }
         Command::List => {
             for t in s.tasks.iter() {
-                Event::new("task_info")
-                    .u64("task", t.id as u64)
-                    .str("name", &t.name)
-                    .display("state", format_args!("{:?}", t.state))
-                    .u64("scopes", t.scopes.len() as u64)
-                    .u64("restarts", t.restarts)
-                    .emit();
+                let state = events::text::<128>(format_args!("{:?}", t.state));
+                events::emit(&Event::TaskInfo {
+                    task: t.id as u64,
+                    name: &t.name,
+                    state: &state,
+                    scopes: t.scopes.len() as u64,
+                    restarts: t.restarts,
+                });
             }
         }
         Command::Stats => {
             let alive = s.tasks.iter().filter(|t| t.state.is_alive()).count() as u64;
             let inj = INJECTOR.lock();
-            Event::new("stats")
-                .u64("ticks", s.ticks)
-                .u64("tasks", s.tasks.len() as u64)
-                .u64("alive", alive)
-                .u64("injected", inj.injected)
-                .u64("armed", inj.pending.iter().filter(|(_, done)| !done).count() as u64)
-                .u64("free_frames", crate::mem::frames::free_count() as u64)
-                .emit();
+            events::emit(&Event::Stats {
+                ticks: s.ticks,
+                tasks: s.tasks.len() as u64,
+                alive,
+                injected: inj.injected,
+                armed: inj.pending.iter().filter(|(_, done)| !done).count() as u64,
+                free_frames: crate::mem::frames::free_count() as u64,
+            });
         }
     }
 }
@@ -139,7 +141,11 @@ fn arm_breakpoint(s: &mut Scheduler, spec_index: usize, spec: &Spec, pc: u64, st
         Some(b) => {
             let _ = INJECTOR.lock().breakpoints.push(b);
         }
-        None => Event::new("inject_error").u64("id", spec.id).str("error", "pc is not in the named task's text").emit(),
+        None => events::emit(&Event::InjectError {
+            id: Some(spec.id),
+            line: None,
+            error: "pc is not in the named task's text",
+        }),
     }
 }
 
@@ -179,7 +185,7 @@ pub fn poll_control(s: &mut Scheduler) {
         } else if inj.line.push(byte as char).is_err() {
             inj.line.clear();
             drop(inj);
-            Event::new("inject_error").str("error", "control line longer than 256 bytes").emit();
+            events::emit(&Event::InjectError { id: None, line: None, error: "control line longer than 256 bytes" });
         }
     }
 }
@@ -220,13 +226,13 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         };
         let Some(target) = target else {
             inj.pending[i].1 = true;
-            Event::new("inject_missed").u64("id", spec.id).str("reason", "no such task").emit();
+            events::emit(&Event::InjectMissed { id: spec.id, reason: "no such task" });
             continue;
         };
         let t = &s.tasks[target];
         if !t.state.is_alive() {
             inj.pending[i].1 = true;
-            Event::new("inject_missed").u64("id", spec.id).str("reason", "task not alive").emit();
+            events::emit(&Event::InjectMissed { id: spec.id, reason: "task not alive" });
             continue;
         }
         // Asynchronous kinds act on a task wherever it is; the others need it
@@ -297,12 +303,7 @@ pub fn on_debug_trap(s: &mut Scheduler, current: usize, vector: u64) -> bool {
 fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
     let t = &mut s.tasks[idx];
     let rip = t.save.frame.rip;
-    let mut ev = Event::new("inject")
-        .u64("id", spec.id)
-        .u64("task", t.id as u64)
-        .str("name", &t.name)
-        .str("kind", spec.kind.name())
-        .hex("rip", rip);
+    let mut detail = InjectDetail::None;
     let synthetic = |vector: u64, error_code: u64, cr2: u64| (vector, error_code, cr2);
     let fault = match spec.kind {
         Kind::InvalidOpcode => Some(synthetic(6, 0, 0)),
@@ -310,7 +311,7 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
         Kind::GeneralProtection => Some(synthetic(13, 0, 0)),
         Kind::PageFault => {
             let addr = if spec.addr != 0 { spec.addr } else { rand & 0x0000_7fff_ffff_fff8 };
-            ev = ev.hex("cr2", addr);
+            detail = InjectDetail::PageFault { cr2: addr };
             Some(synthetic(14, 0b100, addr))
         }
         Kind::RegFlip => {
@@ -320,21 +321,21 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
             let after = before ^ (1 << spec.bit);
             set_register(&mut regs, spec.reg as usize, after);
             crate::recovery::supervise::set_frame(&mut t.save.frame, &regs);
-            ev = ev.str("reg", name).u64("bit", spec.bit as u64).hex("before", before).hex("after", after);
+            detail = InjectDetail::RegFlip { reg: name, bit: spec.bit as u64, before, after };
             None
         }
         Kind::MemFlip | Kind::SharedFlip => {
             let (addr, bit) = flip_target(s, idx, spec, rand);
             let t = &mut s.tasks[idx];
             match addr.and_then(|a| flip_bit(t, a, bit).map(|_| a)) {
-                Some(a) => ev = ev.hex("addr", a).u64("bit", bit as u64),
-                None => ev = ev.str("missed", "no memory to flip"),
+                Some(a) => detail = InjectDetail::MemFlip { addr: a, bit: bit as u64 },
+                None => detail = InjectDetail::Missed { missed: "no memory to flip" },
             }
             None
         }
         Kind::Skip => {
             t.save.frame.rip = rip.wrapping_add(spec.len);
-            ev = ev.u64("len", spec.len);
+            detail = InjectDetail::Skip { len: spec.len };
             None
         }
         Kind::Hang => {
@@ -345,10 +346,16 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
         Kind::Kill => None,
     };
     let seq = if fault.is_some() || spec.kind == Kind::Kill { s.next_fault_seq() } else { 0 };
-    if seq != 0 {
-        ev = ev.u64("seq", seq);
-    }
-    ev.emit();
+    let t = &s.tasks[idx];
+    events::emit(&Event::Inject {
+        id: spec.id,
+        task: t.id as u64,
+        name: &t.name,
+        kind: spec.kind.name(),
+        rip,
+        detail,
+        seq: (seq != 0).then_some(seq),
+    });
     let pending = match (fault, spec.kind) {
         (Some((vector, error_code, cr2)), _) => Some(PendingFault {
             kind: FaultKind::Exception as u64,

@@ -36,8 +36,9 @@ mod ioapic;
 mod lapic;
 mod reftimer;
 
-use crate::events::Event;
+use crate::events;
 use crate::kprintln;
+use abi::event::Event;
 use core::fmt;
 use spin::Once;
 
@@ -228,23 +229,23 @@ impl Platform {
             lapic::TIMER_DIVIDE,
             self.calibration.tsc_hz / 1000
         );
-        Event::new("platform")
-            .u64("acpi_revision", u64::from(self.acpi_revision))
-            .u64("cpus", u64::from(self.cpus))
-            .hex("lapic", self.lapic.paddr)
-            .u64("apic_id", u64::from(self.apic_id()))
-            .u64("ioapics", self.ioapics.len() as u64)
-            .hex("ioapic", first_ioapic)
-            .u64("ioapic_pins", u64::from(pins))
-            .str("ref_timer", self.ref_timer.name())
-            .hex("ref_timer_addr", self.ref_timer.address())
-            .u64("ref_hz", self.ref_timer.hz())
-            .u64("calibration_ref_ticks", self.calibration.ref_ticks)
-            .u64("lapic_divide", u64::from(lapic::TIMER_DIVIDE))
-            .u64("lapic_ticks_per_ms", ticks_per_ms)
-            .u64("lapic_timer_hz", self.lapic_timer_hz())
-            .u64("tsc_hz", self.tsc_hz())
-            .emit();
+        events::emit(&Event::Platform {
+            acpi_revision: u64::from(self.acpi_revision),
+            cpus: u64::from(self.cpus),
+            lapic: self.lapic.paddr,
+            apic_id: u64::from(self.apic_id()),
+            ioapics: self.ioapics.len() as u64,
+            ioapic: first_ioapic,
+            ioapic_pins: u64::from(pins),
+            ref_timer: self.ref_timer.name(),
+            ref_timer_addr: self.ref_timer.address(),
+            ref_hz: self.ref_timer.hz(),
+            calibration_ref_ticks: self.calibration.ref_ticks,
+            lapic_divide: u64::from(lapic::TIMER_DIVIDE),
+            lapic_ticks_per_ms: ticks_per_ms,
+            lapic_timer_hz: self.lapic_timer_hz(),
+            tsc_hz: self.tsc_hz(),
+        });
     }
 }
 

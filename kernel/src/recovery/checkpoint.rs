@@ -9,9 +9,10 @@
 //! re-run from the first run by the non-zero result (like `setjmp`, but with
 //! the memory restored too, so nothing the failed attempt wrote survives).
 
-use crate::events::Event;
+use crate::events;
 use crate::task::{Scope, State, Task};
 use abi::checkpoint::{MAX_SCOPES, RecoveryPage, ScopeRecord};
+use abi::event::Event;
 use abi::layout::PAGE_SIZE;
 use abi::syscall::Error;
 use core::mem::{offset_of, size_of};
@@ -115,14 +116,13 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
     if !emit {
         return Ok((pages, attempt));
     }
-    Event::new("restart")
-        .u64("task", task.id as u64)
-        .str("name", &task.name)
-        .u64("seq", seq)
-        .str("from", "checkpoint")
-        .u64("scope", depth as u64)
-        .u64("attempt", attempt)
-        .u64("pages", pages as u64)
-        .emit();
+    events::emit(&Event::RestartCheckpoint {
+        task: task.id as u64,
+        name: &task.name,
+        seq,
+        scope: depth as u64,
+        attempt,
+        pages: pages as u64,
+    });
     Ok((pages, attempt))
 }

@@ -14,10 +14,11 @@
 //! supervisor decides (`supervise.rs`).
 
 use crate::arch::trap_entry::TrapFrame;
-use crate::events::Event;
+use crate::events;
 use crate::ipc::message::{self, Outgoing, Payload};
 use crate::sched::{SCHED, Scheduler};
 use crate::task::{PendingFault, State};
+use abi::event::Event;
 use abi::fault::FaultKind;
 use abi::fault::{FAULT_LABEL, FaultMessage};
 use abi::ipc::FAULT_BADGE;
@@ -109,19 +110,18 @@ fn report(s: &Scheduler, idx: usize, fault: &PendingFault) {
     let kind = FaultKind::from_u64(fault.kind).map_or("?", FaultKind::name);
     let exception = if fault.kind == FaultKind::Exception as u64 { exception_name(fault.vector as u8) } else { kind };
     crate::kprintln!("task {} ({}) fault {}: {} at {:#x}", t.id, t.name, fault.seq, exception, f.rip);
-    Event::new("fault")
-        .u64("task", t.id as u64)
-        .str("name", &t.name)
-        .u64("seq", fault.seq)
-        .str("kind", kind)
-        .u64("vector", fault.vector)
-        .str("exception", exception)
-        .hex("error_code", fault.error_code)
-        .hex("cr2", fault.cr2)
-        .hex("rip", f.rip)
-        .hex_map("regs", &f.registers().named())
-        .u64("scopes", t.scopes.len() as u64)
-        .emit();
+    events::emit(&Event::Fault {
+        task: t.id as u64,
+        name: &t.name,
+        seq: fault.seq,
+        kind: fault.kind,
+        vector: fault.vector,
+        error_code: fault.error_code,
+        cr2: fault.cr2,
+        regs: f.registers(),
+        scopes: t.scopes.len() as u64,
+        fault_tsc: fault.tsc,
+    });
 }
 
 /// Suspends task `idx` for `fault` and queues its message; returns false if
@@ -155,12 +155,12 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
                 return true;
             }
             let t = &s.tasks[idx];
-            Event::new("fault_pending")
-                .u64("task", t.id as u64)
-                .str("name", &t.name)
-                .u64("seq", fault.seq)
-                .str("endpoint", &s.endpoints[ep as usize].name)
-                .emit();
+            events::emit(&Event::FaultPending {
+                task: t.id as u64,
+                name: &t.name,
+                seq: fault.seq,
+                endpoint: &s.endpoints[ep as usize].name,
+            });
         }
     }
     true

@@ -9,6 +9,7 @@
 use crate::ipc::abandon;
 use crate::sched::Scheduler;
 use crate::task::State;
+use abi::event::Event;
 
 /// Restarts task `idx` from its image after `delay_ms`: callers waiting on
 /// it get an error, its memory is replaced by a fresh load, its regions
@@ -26,13 +27,18 @@ pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64
     t.fault = None;
     if let Err(e) = t.reload() {
         t.state = State::Stopped;
-        crate::events::Event::new("escalate")
-            .u64("task", id as u64)
-            .str("name", &t.name)
-            .u64("seq", seq)
-            .str("action", "stop")
-            .str("reason", e.reason())
-            .emit();
+        crate::events::emit(&Event::Escalate {
+            task: id as u64,
+            name: Some(&t.name),
+            seq,
+            action: "stop",
+            reason_code: None,
+            reason: Some(e.reason()),
+            restarts: None,
+            from_scope: None,
+            retries_in_window: None,
+            window_ms: None,
+        });
         return false;
     }
     t.restarts += 1;
@@ -56,16 +62,14 @@ pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64
         return true;
     }
     let t = &s.tasks[idx];
-    let mut ev = crate::events::Event::new("restart")
-        .u64("task", id as u64)
-        .str("name", &t.name)
-        .u64("seq", seq)
-        .str("from", "image")
-        .u64("delay_ms", delay_ms)
-        .u64("restarts", t.restarts);
-    if redeliver {
-        ev = ev.str("reason", "fault server faulted").u64("redelivered", redelivered);
-    }
-    ev.emit();
+    crate::events::emit(&Event::RestartImage {
+        task: id as u64,
+        name: &t.name,
+        seq,
+        delay_ms,
+        restarts: t.restarts,
+        reason: redeliver.then_some("fault server faulted"),
+        redelivered: redeliver.then_some(redelivered),
+    });
     true
 }

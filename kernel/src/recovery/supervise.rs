@@ -8,10 +8,11 @@
 //! never make `iretq` fault in the kernel.
 
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
-use crate::events::Event;
+use crate::events;
 use crate::ipc::abandon;
 use crate::sched::Scheduler;
 use crate::task::State;
+use abi::event::Event;
 use abi::ipc::task_ctl as op;
 use abi::layout::USER_END;
 use abi::syscall::Error;
@@ -92,12 +93,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             let seq = t.fault.take().map_or(0, |f| f.seq);
             t.state = State::Runnable;
-            Event::new("resume")
-                .u64("task", t.id as u64)
-                .str("name", &t.name)
-                .u64("seq", seq)
-                .hex("rip", t.save.frame.rip)
-                .emit();
+            events::emit(&Event::Resume { task: t.id as u64, name: &t.name, seq, rip: t.save.frame.rip });
             Ok(0)
         }
         op::RESTART => {
@@ -394,14 +390,18 @@ fn stop(s: &mut Scheduler, target: usize, reason: u64, emit: bool) {
     if !emit {
         return;
     }
-    Event::new("escalate")
-        .u64("task", id as u64)
-        .str("name", &t.name)
-        .u64("seq", seq)
-        .str("action", "stop")
-        .u64("reason_code", reason)
-        .u64("restarts", t.restarts)
-        .emit();
+    events::emit(&Event::Escalate {
+        task: id as u64,
+        name: Some(&t.name),
+        seq,
+        action: "stop",
+        reason_code: Some(reason),
+        reason: None,
+        restarts: Some(t.restarts),
+        from_scope: None,
+        retries_in_window: None,
+        window_ms: None,
+    });
 }
 
 fn sanitize(mut r: Registers) -> Result<Registers, Error> {

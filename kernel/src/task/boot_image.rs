@@ -8,10 +8,11 @@
 //! bytes from it for good (a restart reloads from them).
 
 use super::{Cap, Task, loader};
-use crate::events::Event;
+use crate::events;
 use crate::ipc::{Endpoint, Notification};
 use crate::mem::region::Region;
 use crate::sched::SCHED;
+use abi::event::Event;
 
 /// Loads every task of the image in `bytes`; returns how many started.
 pub fn start_tasks(bytes: &'static [u8]) -> usize {
@@ -19,7 +20,8 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         Ok(image) => image,
         Err(e) => {
             crate::kprintln!("boot image rejected: {}", e.reason());
-            Event::new("image_rejected").str("reason", e.reason()).display("detail", format_args!("{e:?}")).emit();
+            let detail = events::text::<256>(format_args!("{e:?}"));
+            events::emit(&Event::ImageRejected { reason: e.reason(), detail: &detail });
             return 0;
         }
     };
@@ -37,20 +39,20 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         };
         match region {
             Some(r) => {
-                Event::new("object")
-                    .str("kind", "region")
-                    .u64("index", i as u64)
-                    .str("name", &r.name)
-                    .hex("base", r.base)
-                    .u64("size", r.size())
-                    .emit();
+                events::emit(&Event::Object {
+                    kind: "region",
+                    index: i as u64,
+                    name: &r.name,
+                    base: Some(r.base),
+                    size: Some(r.size()),
+                });
                 s.regions.push(r);
             }
             None => {
-                Event::new("region_rejected")
-                    .u64("index", i as u64)
-                    .str("reason", "malformed, too large, or out of memory")
-                    .emit();
+                events::emit(&Event::RegionRejected {
+                    index: i as u64,
+                    reason: "malformed, too large, or out of memory",
+                });
                 // Keep indices stable: a zero-page placeholder maps nothing.
                 if let Some(r) = Region::new(i, "?", 0) {
                     s.regions.push(r);
@@ -74,17 +76,15 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         match loader::load(&spec) {
             Ok(loaded) => {
                 let id = s.allocate_id();
-                let mut ev = Event::new("task_start")
-                    .u64("task", id as u64)
-                    .str("name", spec.name)
-                    .u64("priority", spec.priority as u64)
-                    .u64("arg", spec.arg)
-                    .hex("entry", loaded.entry)
-                    .u64("image_bytes", spec.elf.len() as u64);
-                if let Some(ep) = spec.fault_endpoint {
-                    ev = ev.str("fault_endpoint", image.endpoint_name(ep as usize));
-                }
-                ev.emit();
+                events::emit(&Event::TaskStart {
+                    task: id as u64,
+                    name: spec.name,
+                    priority: spec.priority as u64,
+                    arg: spec.arg,
+                    entry: loaded.entry,
+                    image_bytes: spec.elf.len() as u64,
+                    fault_endpoint: spec.fault_endpoint.map(|ep| image.endpoint_name(ep as usize)),
+                });
                 slots[index] = Some(s.tasks.len());
                 s.add(Task::new(id, spec, loaded));
                 started += 1;
@@ -96,7 +96,7 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
     for index in 0..image.cap_count() {
         let Some(Ok(c)) = image.cap(index) else {
             crate::kprintln!("capability {index} rejected: malformed");
-            Event::new("cap_rejected").u64("index", index as u64).str("reason", "malformed capability").emit();
+            events::emit(&Event::CapRejected { index: index as u64, reason: "malformed capability" });
             continue;
         };
         let Some(slot) = slots.get(c.task as usize).copied().flatten() else { continue };
@@ -104,25 +104,24 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
         let _ = name.push_str(c.name);
         let cap = Cap { name, kind: c.kind, rights: c.rights, object: c.object, badge: c.badge };
         if s.tasks[slot].caps.push(cap).is_err() {
-            Event::new("cap_rejected")
-                .u64("index", index as u64)
-                .str("reason", "too many capabilities for one task")
-                .emit();
+            events::emit(&Event::CapRejected { index: index as u64, reason: "too many capabilities for one task" });
         }
     }
     for idx in 0..s.tasks.len() {
         s.map_regions(idx);
     }
     for (i, n) in s.notifications.iter().enumerate() {
-        Event::new("object").str("kind", "notification").u64("index", i as u64).str("name", &n.name).emit();
+        let name = &n.name;
+        events::emit(&Event::Object { kind: "notification", index: i as u64, name, base: None, size: None });
     }
     for (i, e) in s.endpoints.iter().enumerate() {
-        Event::new("object").str("kind", "endpoint").u64("index", i as u64).str("name", &e.name).emit();
+        let name = &e.name;
+        events::emit(&Event::Object { kind: "endpoint", index: i as u64, name, base: None, size: None });
     }
     started
 }
 
 fn reject(index: usize, name: &str, reason: &str) {
     crate::kprintln!("task {index} ({name}) rejected: {reason}");
-    Event::new("task_rejected").u64("index", index as u64).str("name", name).str("reason", reason).emit();
+    events::emit(&Event::TaskRejected { index: index as u64, name, reason });
 }

@@ -62,6 +62,15 @@ fn main(start: Start) -> u64 {
     expect(6, supervise::restart(target, 0));
     expect(7, supervise::stop(target, 0));
     expect(8, supervise::emit("check", "\"name\":\"forged\",\"ok\":true"));
+    let forged = libtask::abi::event::Event::Check {
+        task: None,
+        task_name: None,
+        name: "forged",
+        ok: true,
+        value: None,
+        error: None,
+    };
+    expect(9, supervise::emit_event(&forged));
     report("no-supervisor", failed == 0, failed);
     0
 }

@@ -4,10 +4,11 @@
 //! Why our own wait loop instead of `Boot::run`: a boot ends either by
 //! itself (the kernel shuts down when every task is done) or at the batch's
 //! guest-time deadline, which the kernel marks with the `inject_missed`
-//! event of the plan's marker (`plan.rs`). We watch the event file while
-//! QEMU runs and kill it once the marker is written; the stream is then cut
-//! right after the marker, so what the classifier sees does not depend on
-//! how fast the host was. A wall-clock timeout remains as a backstop for a
+//! event of the plan's marker (`plan.rs`). We follow COM2's raw capture
+//! while QEMU runs, decoding its records as they arrive (`crate::events`),
+//! and kill QEMU once the marker is decoded; the stream is then cut right
+//! after the marker, so what the classifier sees does not depend on how
+//! fast the host was. A wall-clock timeout remains as a backstop for a
 //! guest that stops emitting anything (a kernel wedged with interrupts off).
 //!
 //! The machine is `xtask::qemu::Boot`'s (same arguments as `cargo xtask
@@ -16,6 +17,7 @@
 //! info: tens of MB each).
 
 use super::plan::{Batch, MARKER_ID, MARKER_TASK};
+use crate::events::{Decoder, ImageSymbols, SymbolSource};
 use crate::qemu::{Boot, Console, QEMU, Verdict};
 use abi::exit::GuestExit;
 use anyhow::{Context, Result};
@@ -84,11 +86,12 @@ pub fn boot_plan(machine: &Machine, index: usize, plan: &str, dir: &Path) -> Res
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let stem = dir.join(format!("batch-{index}"));
     let image_path = stem.with_extension("img");
-    let events_path = stem.with_extension("raw.jsonl");
+    let events_path = stem.with_extension("jsonl");
     std::fs::write(&image_path, with_plan(&machine.image, plan))
         .with_context(|| format!("writing {}", image_path.display()))?;
-    std::fs::write(&events_path, b"").with_context(|| format!("creating {}", events_path.display()))?;
     let mut qemu = Boot::new(&machine.kernel, &events_path);
+    let raw_path = qemu.raw_events();
+    std::fs::write(&raw_path, b"").with_context(|| format!("creating {}", raw_path.display()))?;
     qemu.image = Some(image_path.clone());
     qemu.console = Console::File(stem.with_extension("console.log"));
     qemu.icount = true;
@@ -102,12 +105,12 @@ pub fn boot_plan(machine: &Machine, index: usize, plan: &str, dir: &Path) -> Res
         .with_context(|| format!("starting {QEMU}"))?;
 
     let start = Instant::now();
-    let mut watch = Watch::default();
+    let mut watch = Watch::new(ImageSymbols::new(machine.image.clone()));
     let end = loop {
         let exited = child.try_wait().context("waiting for QEMU")?;
-        watch.read(&events_path)?;
+        watch.read(&raw_path)?;
         if let Some(status) = exited {
-            watch.read(&events_path)?;
+            watch.read(&raw_path)?;
             break match watch.marker_end {
                 Some(_) => End::Deadline,
                 None => End::Exit(match status.code() {
@@ -127,31 +130,36 @@ pub fn boot_plan(machine: &Machine, index: usize, plan: &str, dir: &Path) -> Res
         if start.elapsed() >= machine.wall_timeout {
             let _ = child.kill();
             let _ = child.wait();
-            watch.read(&events_path)?;
+            watch.read(&raw_path)?;
             break if watch.marker_end.is_some() { End::Deadline } else { End::WallTimeout };
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let _ = std::fs::remove_file(&image_path);
-    let mut events = std::fs::read(&events_path).with_context(|| format!("reading {}", events_path.display()))?;
-    if let Some(cut) = watch.marker_end {
-        events.truncate(cut);
-    }
-    std::fs::write(stem.with_extension("jsonl"), &events)?;
-    let _ = std::fs::remove_file(&events_path);
+    let events = watch.finish();
+    std::fs::write(&events_path, &events).with_context(|| format!("writing {}", events_path.display()))?;
+    let _ = std::fs::remove_file(&raw_path);
     Ok(BatchRun { end, events })
 }
 
-/// Follows the growing event file, looking for the deadline marker.
-#[derive(Default)]
-struct Watch {
-    /// Bytes of complete lines read so far.
+/// Follows the growing raw capture, decoding it, looking for the deadline marker.
+struct Watch<S: SymbolSource> {
+    /// Raw bytes read so far.
     offset: u64,
-    /// Byte offset just after the marker's line, once seen.
+    decoder: Decoder<S>,
+    /// The decoded JSON lines so far.
+    out: Vec<u8>,
+    /// How far `out` has been searched for the marker.
+    scanned: usize,
+    /// Byte offset in `out` just after the marker's line, once seen.
     marker_end: Option<usize>,
 }
 
-impl Watch {
+impl<S: SymbolSource> Watch<S> {
+    fn new(symbols: S) -> Watch<S> {
+        Watch { offset: 0, decoder: Decoder::new(symbols), out: Vec::new(), scanned: 0, marker_end: None }
+    }
+
     fn read(&mut self, path: &Path) -> Result<()> {
         if self.marker_end.is_some() {
             return Ok(());
@@ -160,17 +168,27 @@ impl Watch {
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;
-        let mut pos = 0;
-        while let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
-            let line = &buf[pos..pos + nl];
-            pos += nl + 1;
+        self.offset += buf.len() as u64;
+        self.decoder.feed(&buf, &mut self.out);
+        while let Some(nl) = self.out[self.scanned..].iter().position(|b| *b == b'\n') {
+            let line = &self.out[self.scanned..self.scanned + nl];
+            self.scanned += nl + 1;
             if is_marker(line) {
-                self.marker_end = Some((self.offset as usize) + pos);
+                self.marker_end = Some(self.scanned);
                 return Ok(());
             }
         }
-        self.offset += pos as u64;
         Ok(())
+    }
+
+    /// The decoded stream: cut after the marker, or whole (a frame cut
+    /// short at the end is reported as a `decode_error` line).
+    fn finish(mut self) -> Vec<u8> {
+        match self.marker_end {
+            Some(cut) => self.out.truncate(cut),
+            None => self.decoder.finish(&mut self.out),
+        }
+        self.out
     }
 }
 

@@ -1,0 +1,110 @@
+//! `emitter`: a supervisor (manifest capability `supervisor`) that writes
+//! one typed event of each supervisor kind with
+//! `libtask::supervise::emit_event`, naming code locations by address so
+//! the host must fill in the symbol names from this task's ELF, and then
+//! tries bodies the kernel must refuse: bytes that are no event, a kernel
+//! kind, an empty and an oversized body, an event with bytes after it.
+//!
+//! Checks: `emit-typed` (ok: every good event was accepted; value: a bit
+//! per refusal), `emit-refused` (ok: every bad body got `BadArgument`;
+//! value: a bit per acceptance). `marker` is the function whose address
+//! the events carry (`qemu-tests/tests/events.rs`).
+#![no_std]
+#![no_main]
+
+use libtask::abi::event::{Decision, Event, FaultSummary, Frame, MAX_EMIT, Sym, WalkStop, heapless};
+use libtask::abi::syscall::{Error, nr};
+use libtask::supervise::emit_event;
+use libtask::syscall::raw;
+use libtask::{Start, report};
+
+libtask::entry!(main);
+
+/// The code location the events name.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn emitter_marker() -> u64 {
+    core::hint::black_box(7)
+}
+
+fn raw_emit(body: &[u8]) -> Result<(), Error> {
+    // SAFETY: EMIT only reads `body`, which lives for the call.
+    Error::decode(unsafe { raw::syscall4(nr::EMIT, 0, 0, body.as_ptr() as u64, body.len() as u64) }).map(drop)
+}
+
+fn main(start: Start) {
+    let me = start.id;
+    let marker = emitter_marker as *const () as u64;
+    emitter_marker();
+
+    let mut frames = heapless::Vec::new();
+    let _ = frames.push(Frame { pc: marker, exact: true });
+    // A return address just past the marker's first byte: named at pc - 1.
+    let _ = frames.push(Frame { pc: marker + 1, exact: false });
+    let good = [
+        Event::Backtrace { task: me, seq: 0, stop: WalkStop::NoFde(0x10), truncated: false, pages_read: 1, frames },
+        Event::Release {
+            task: me,
+            seq: 0,
+            kind: "mutex",
+            addr: 0x2000_0000_0000,
+            scope: 1,
+            origin: "mutex_registry",
+            frame: Sym::Addr(marker),
+            outcome: "released",
+            woken: Some(0),
+            count: None,
+            error: None,
+            poisoned: true,
+        },
+        Event::FaultReport {
+            task: me,
+            seq: 0,
+            fault: Some(FaultSummary { kind: 1, rip: marker, restarts: 0, vector: 14, error_code: 6, cr2: 0x10 }),
+            message: None,
+            action: Decision::Rollback { scope: 1, frame: Sym::Addr(marker), releases: 1, pages: 2 },
+        },
+        Event::Escalate {
+            task: me,
+            name: None,
+            seq: 0,
+            action: "fresh_start",
+            reason_code: None,
+            reason: Some("emitter test"),
+            restarts: None,
+            from_scope: None,
+            retries_in_window: None,
+            window_ms: None,
+        },
+        Event::Check { task: None, task_name: None, name: "emitter:typed-check", ok: true, value: None, error: None },
+    ];
+    let mut refused = 0u64;
+    for (i, e) in good.iter().enumerate() {
+        if emit_event(e).is_err() {
+            refused |= 1 << i;
+        }
+    }
+    report("emit-typed", refused == 0, refused);
+
+    let mut buf = [0u8; 64];
+    let kernel_kind = libtask::abi::event::encode_event(&Event::Shutdown { code: 0 }, &mut buf).map_or(0, |b| b.len());
+    let mut trailing = [0u8; 128];
+    let check = Event::Check { task: None, task_name: None, name: "x", ok: true, value: None, error: None };
+    let n = libtask::abi::event::encode_event(&check, &mut trailing).map_or(0, |b| b.len());
+    let oversized = [1u8; MAX_EMIT + 1];
+    let bad: [&[u8]; 6] = [
+        &[0xff, 0xff, 0xff], // no event
+        &buf[..kernel_kind], // a kernel kind
+        &[],                 // empty
+        &oversized,          // too large
+        &trailing[..n + 1],  // an event and a byte more
+        &[3, 200, 1, b'x'],  // a string length past the end
+    ];
+    let mut accepted = 0u64;
+    for (i, body) in bad.iter().enumerate() {
+        if raw_emit(body) != Err(Error::BadArgument) {
+            accepted |= 1 << i;
+        }
+    }
+    report("emit-refused", accepted == 0, accepted);
+}
