@@ -5,13 +5,19 @@
 //! sender (a task in `send`/`call`, or a faulted task whose fault message is
 //! pending). A received `call` leaves its caller `ReplyBlocked` and gives
 //! the receiver a one-shot reply right (`reply_to`).
+//!
+//! [`fastpath`] is the seL4-style shortcut for the two calls of a
+//! client/server exchange, `call` and `reply_recv`, when the partner is
+//! already waiting and the message is registers only; everything else goes
+//! the general way below, which the fastpath's result is identical to.
 
 use super::message::{Outgoing, check_receive_buffer, deliver};
 use super::{deadline, fault};
-use crate::sched::Scheduler;
-use crate::task::State;
+use crate::arch::trap_entry::TrapFrame;
+use crate::sched::{self, Scheduler};
+use crate::task::{State, TaskId};
 use abi::ipc::{CapKind, POLL, rights};
-use abi::syscall::Error;
+use abi::syscall::{Error, nr};
 
 type SysResult = Result<u64, Error>;
 
@@ -132,4 +138,154 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
         }
     }
     recv(s)
+}
+
+/// The IPC fastpath: `call` and `reply_recv` of the current task, when they
+/// end in a direct switch to the partner. Returns the partner's frame, with
+/// every state change made exactly as the general path (`send`, `reply`,
+/// `recv` and then `sched::next`) would make it; or `None`, having changed
+/// nothing, and the general path runs.
+///
+/// Conditions, checked before anything changes (any one failing: `None`):
+/// no send buffer (`r13 = 0`) and no receive buffer (`r15 = 0`); a valid
+/// capability with the right; for `call`, a task already blocked in `recv`
+/// on the endpoint; for `reply_recv`, a caller blocked on this task's reply
+/// right, no sender or pending fault queued on the endpoint (the receive
+/// would take it) and a blocking receive (not `POLL`); and the partner must
+/// be strictly more urgent than every other runnable task, so that the
+/// scheduler's `pick` (priorities, then round robin) would choose it too.
+/// The partner's priority, the badge of the capability, the one-shot reply
+/// right and the receive timeout are honoured as in the general path; a
+/// partner that was faulted, killed or restarted is no longer blocked in
+/// IPC, so the fastpath does not see it.
+///
+/// Partners are found through the scheduler's [`sched::IpcSummary`] (who
+/// waits on which endpoint, the best other runnable priority) and the
+/// reply right's task id, not by scanning the task table.
+pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
+    let me = s.current_index()?;
+    let f = &s.tasks[me].save.frame;
+    if f.r13 != 0 || f.r15 != 0 {
+        return None;
+    }
+    match f.rax {
+        nr::CALL => fast_call(s, me),
+        nr::REPLY_RECV => fast_reply_recv(s, me),
+        _ => None,
+    }
+}
+
+/// `call` to an endpoint a receiver waits on: the message goes register to
+/// register, the receiver gets the reply right and runs, the caller waits
+/// for the reply.
+fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
+    let task = &s.tasks[me];
+    let cap = task.cap(task.save.frame.rdi, CapKind::Endpoint, rights::SEND).ok()?;
+    let (ep, badge) = (cap.object as usize, cap.badge);
+    let sum = s.summary();
+    let others_best = sum.others_best;
+    let e = sum.endpoints.get_mut(ep)?;
+    if e.receivers == 0 {
+        return None;
+    }
+    let r = e.first_receiver;
+    let receiver = &s.tasks[r];
+    // The summary is exact while valid; checked anyway, so that a stale one
+    // can only cost speed, never a wrong delivery.
+    if !matches!(receiver.state, State::RecvBlocked { ep: e, .. } if e as usize == ep) || receiver.space.is_none() {
+        sched::invalidate_summary();
+        return None;
+    }
+    if receiver.priority as u16 >= others_best {
+        return None;
+    }
+
+    // Committed: the same changes as `send(call = true)`.
+    let e = &mut s.summary().endpoints[ep];
+    e.receivers -= 1;
+    if e.receivers > 0 {
+        // The next receiver in table order is unknown without a scan.
+        sched::invalidate_summary();
+    }
+    let (my_id, server) = (s.tasks[me].id, s.tasks[r].id);
+    let (label, words) = {
+        let f = &s.tasks[me].save.frame;
+        (f.rsi, [f.rdx, f.r10, f.r8, f.r9])
+    };
+    let rt = &mut s.tasks[r];
+    deliver_registers(&mut rt.save.frame, badge, label, words);
+    rt.state = State::Runnable;
+    rt.reply_to = Some(my_id);
+    let caller = &mut s.tasks[me];
+    caller.state = State::ReplyBlocked { server };
+    caller.ticks_since_syscall = 0;
+    caller.save.frame.rax = 0;
+    Some(s.switch_fast(me, r))
+}
+
+/// `reply_recv` with a caller waiting for the reply: the reply goes register
+/// to register, the caller runs, this task waits on the endpoint.
+fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
+    let task = &s.tasks[me];
+    let f = &task.save.frame;
+    let timeout = f.rbx;
+    if timeout == POLL {
+        return None;
+    }
+    let caller_id = task.reply_to?;
+    let ep = task.cap(f.rdi, CapKind::Endpoint, rights::RECV).ok()?.object as usize;
+    let my_id = task.id;
+    let c = task_index(s, caller_id)?;
+    let caller = &s.tasks[c];
+    if caller.state != (State::ReplyBlocked { server: my_id }) || caller.space.is_none() {
+        return None;
+    }
+    let priority = caller.priority as u16;
+    let sum = s.summary();
+    let e = sum.endpoints.get(ep)?;
+    if e.senders != 0 || priority >= sum.others_best {
+        return None;
+    }
+
+    // Committed: the same changes as `reply`, then `recv` finding no sender.
+    let e = &mut s.summary().endpoints[ep];
+    if e.receivers == 0 || me < e.first_receiver {
+        e.first_receiver = me;
+    }
+    e.receivers += 1;
+    let (label, words) = {
+        let f = &s.tasks[me].save.frame;
+        (f.rsi, [f.rdx, f.r10, f.r8, f.r9])
+    };
+    let ct = &mut s.tasks[c];
+    deliver_registers(&mut ct.save.frame, 0, label, words);
+    ct.state = State::Runnable;
+    let deadline = deadline(s.ticks, timeout);
+    let server = &mut s.tasks[me];
+    server.reply_to = None;
+    server.state = State::RecvBlocked { ep: ep as u16, deadline };
+    server.ticks_since_syscall = 0;
+    server.save.frame.rax = 0;
+    Some(s.switch_fast(me, c))
+}
+
+/// What `message::deliver` writes for a message without a payload.
+#[inline(always)]
+fn deliver_registers(f: &mut TrapFrame, badge: u64, label: u64, words: [u64; abi::ipc::MSG_WORDS]) {
+    f.rax = 0;
+    f.rdi = badge;
+    f.rsi = label;
+    f.rdx = words[0];
+    f.r10 = words[1];
+    f.r8 = words[2];
+    f.r9 = words[3];
+    f.r13 = 0;
+}
+
+/// The table index of task `id`, without a scan: tasks are never removed
+/// and ids are handed out in table order from 1, so it is `id - 1`;
+/// checked, and `None` (the general path searches) should that ever change.
+fn task_index(s: &Scheduler, id: TaskId) -> Option<usize> {
+    let i = (id as usize).checked_sub(1)?;
+    s.tasks.get(i).filter(|t| t.id == id).map(|_| i)
 }

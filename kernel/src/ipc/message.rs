@@ -87,15 +87,16 @@ pub fn deliver(s: &mut Scheduler, msg: &Outgoing<'_>, from: Option<usize>, to: u
 /// chunks; stops at the first unreadable or unwritable chunk. Returns the
 /// bytes copied.
 fn copy_between(s: &mut Scheduler, from: usize, src: u64, to: usize, dst: u64, len: usize) -> usize {
-    let mut chunk = [0u8; 256];
+    // Not zeroed: `read_uninit` fills what is used.
+    let mut chunk = [core::mem::MaybeUninit::<u8>::uninit(); 256];
     let mut done = 0;
     while done < len {
         let n = (len - done).min(chunk.len());
-        let read = s.tasks[from].space.as_ref().map(|sp| sp.read(src + done as u64, &mut chunk[..n]));
-        if !matches!(read, Some(Ok(()))) {
+        let Some(Ok(bytes)) = s.tasks[from].space.as_ref().map(|sp| sp.read_uninit(src + done as u64, &mut chunk[..n]))
+        else {
             break;
-        }
-        let wrote = s.tasks[to].space.as_mut().map(|sp| sp.write(dst + done as u64, &chunk[..n]));
+        };
+        let wrote = s.tasks[to].space.as_mut().map(|sp| sp.write(dst + done as u64, bytes));
         if !matches!(wrote, Some(Ok(()))) {
             break;
         }
