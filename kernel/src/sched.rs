@@ -213,13 +213,14 @@ impl Scheduler {
         self.tasks.iter().any(|t| matches!(t.state, State::Runnable) || t.state.has_deadline())
     }
 
-    /// The IPC summary, brought up to date (one scan) if it is stale.
-    #[inline]
-    pub fn summary(&mut self) -> &mut IpcSummary {
+    /// The task table and the IPC summary, brought up to date (one scan)
+    /// if it is stale.
+    #[inline(always)]
+    pub fn tasks_and_summary(&mut self) -> (&mut [Box<Task>], &mut IpcSummary) {
         if !SUMMARY_VALID.load(Ordering::Relaxed) {
             self.recompute_summary();
         }
-        &mut self.summary
+        (&mut self.tasks, &mut self.summary)
     }
 
     #[cold]
@@ -255,16 +256,15 @@ impl Scheduler {
         }
     }
 
-    /// The IPC fastpath's switch from the current task `from` (which just
-    /// entered with a complete frame and is no longer runnable) to `to`,
-    /// which the fastpath checked is the task `pick` would choose: what
-    /// `switch_to` does, minus the scan, and the FS / GS base writes are
-    /// skipped when `to`'s equal `from`'s (which are live in the MSRs: the
-    /// entry just read them). Returns `to`'s frame. (The fastpath only
-    /// picks tasks blocked in IPC, which always have an address space.)
-    #[inline]
-    pub fn switch_fast(&mut self, from: usize, to: usize) -> *mut TrapFrame {
-        let (live_fs, live_gs) = (self.tasks[from].save.frame.fs_base, self.tasks[from].save.frame.gs_base);
+    /// The IPC fastpath's switch from the current task (which just entered
+    /// with a complete frame and is no longer runnable) to `to`, which the
+    /// fastpath checked is the task `pick` would choose: what `switch_to`
+    /// does, minus the scan. `live` are the FS and GS bases in the MSRs (the
+    /// leaving task's, just saved by the entry); they are written only if
+    /// `to`'s differ. Returns `to`'s frame. (The fastpath only picks tasks
+    /// blocked in IPC, which always have an address space.)
+    #[inline(always)]
+    pub fn switch_fast(&mut self, to: usize, live: (u64, u64)) -> *mut TrapFrame {
         self.slice_left = SLICE_TICKS;
         self.current = Some(to);
         let task = &mut self.tasks[to];
@@ -280,7 +280,7 @@ impl Scheduler {
             }
         }
         let f = &task.save.frame;
-        if (f.fs_base != live_fs || f.gs_base != live_gs) && is_canonical(f.fs_base) && is_canonical(f.gs_base) {
+        if (f.fs_base, f.gs_base) != live && is_canonical(f.fs_base) && is_canonical(f.gs_base) {
             FsBase::write(VirtAddr::new(f.fs_base));
             KernelGsBase::write(VirtAddr::new(f.gs_base));
         }

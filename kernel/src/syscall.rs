@@ -71,18 +71,23 @@ const fn is_light(number: u64) -> bool {
     )
 }
 
-// Every light call is one that `handle` lets the caller continue after.
-const _: () = {
-    let mut n = 0;
-    while n < nr::COUNT {
-        assert!(!is_light(n) || !may_reschedule(n));
+/// The light calls as a bit mask (bit n: call n), for the syscall stub.
+pub const LIGHT_CALLS: u64 = {
+    let (mut mask, mut n) = (0u64, 0);
+    while n < 64 {
+        if is_light(n) {
+            // Every light call is one that `handle` lets the caller continue after.
+            assert!(!may_reschedule(n));
+            mask |= 1 << n;
+        }
         n += 1;
     }
+    mask
 };
 
-/// The syscall stub's first tier: handles a light call of the current task
-/// and returns true (the stub then returns to the caller), or returns false
-/// having done nothing (the stub completes the frame and calls
+/// The syscall stub's first tier, for the calls in [`LIGHT_CALLS`]: handles
+/// the light call of the current task and returns true (the stub then
+/// returns to the caller), or returns false having done nothing (the stub completes the frame and calls
 /// `trap::dispatch`). Also false when the caller's time slice is used up, so
 /// that the scheduler runs.
 ///
@@ -94,9 +99,8 @@ pub unsafe extern "C" fn light(frame: *const TrapFrame) -> bool {
     // its RAX slot holds the call number. Only that field is read, before
     // any reference to the task exists.
     let number = unsafe { core::ptr::addr_of!((*frame).rax).read() };
-    if !is_light(number) {
-        return false;
-    }
+    // The stub calls only for these (`LIGHT_CALLS`).
+    debug_assert!(is_light(number));
     let mut s = SCHED.lock();
     if !s.current_keeps_cpu() {
         return false;

@@ -11,9 +11,9 @@
 //! Two tiers, so that the cheapest calls pay for no more than they need:
 //!
 //! 1. **Light calls** (`crate::syscall::light`): the stub saves the hardware
-//!    frame and the 15 GPRs, then (unless the call is `CALL` or
-//!    `REPLY_RECV`, which go straight to tier 2) calls
-//!    [`crate::syscall::light`] on the kernel stack. Calls that cannot block, wake, switch or end a task and
+//!    frame and the 15 GPRs, then, for a call number in
+//!    [`crate::syscall::LIGHT_CALLS`], calls [`crate::syscall::light`] on
+//!    the kernel stack. Calls that cannot block, wake, switch or end a task and
 //!    that do not record the frame are handled there and return straight to
 //!    the caller through `trap_return_regs`. The frame's CR2 / GS base / FS
 //!    base slots are *not* refreshed on this tier: nothing can observe the
@@ -134,11 +134,13 @@ syscall_entry:
     /* RBX = the frame's RAX slot; CFA = RBX + 176 across the calls. */
     mov rbx, rsp
     .cfi_def_cfa_register rbx
-    /* The IPC fastpath's calls need the complete frame: straight to tier 2. */
-    cmp rax, {call}
-    je 2f
-    cmp rax, {reply_recv}
-    je 2f
+    /* Light calls (a bit in LIGHT_CALLS) to tier 1, the others (among
+       them the IPC fastpath's) straight to tier 2. RCX is saved: scratch. */
+    cmp rax, 63
+    ja 2f
+    mov rcx, {light_calls}
+    bt rcx, rax
+    jnc 2f
     lea rdi, [rsp - 24]                /* the frame (its first 3 slots unwritten) */
     mov rsp, gs:[{kernel_stack_top}]
     call {light}
@@ -184,8 +186,7 @@ syscall_entry:
     user_ss = const USER_SS,
     user_cs = const USER_CS,
     vector = const SYSCALL_VECTOR,
-    call = const abi::syscall::nr::CALL,
-    reply_recv = const abi::syscall::nr::REPLY_RECV,
+    light_calls = const crate::syscall::LIGHT_CALLS,
     light = sym crate::syscall::light,
     full = sym crate::syscall::full,
 );

@@ -15,7 +15,8 @@ use super::message::{Outgoing, check_receive_buffer, deliver};
 use super::{deadline, fault};
 use crate::arch::trap_entry::TrapFrame;
 use crate::sched::{self, Scheduler};
-use crate::task::{State, TaskId};
+use crate::task::{State, Task, TaskId};
+use alloc::boxed::Box;
 use abi::ipc::{CapKind, POLL, rights};
 use abi::syscall::{Error, nr};
 
@@ -162,10 +163,11 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
 /// Partners are found through the scheduler's [`sched::IpcSummary`] (who
 /// waits on which endpoint, the best other runnable priority) and the
 /// reply right's task id, not by scanning the task table.
+#[inline(always)]
 pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
     let me = s.current_index()?;
     let f = &s.tasks[me].save.frame;
-    if f.r13 != 0 || f.r15 != 0 {
+    if f.r13 | f.r15 != 0 {
         return None;
     }
     match f.rax {
@@ -178,18 +180,19 @@ pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
 /// `call` to an endpoint a receiver waits on: the message goes register to
 /// register, the receiver gets the reply right and runs, the caller waits
 /// for the reply.
+#[inline(always)]
 fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
-    let task = &s.tasks[me];
-    let cap = task.cap(task.save.frame.rdi, CapKind::Endpoint, rights::SEND).ok()?;
-    let (ep, badge) = (cap.object as usize, cap.badge);
-    let sum = s.summary();
+    let (tasks, sum) = s.tasks_and_summary();
     let others_best = sum.others_best;
+    let caller = &tasks[me];
+    let cap = caller.cap(caller.save.frame.rdi, CapKind::Endpoint, rights::SEND).ok()?;
+    let (ep, badge) = (cap.object as usize, cap.badge);
     let e = sum.endpoints.get_mut(ep)?;
     if e.receivers == 0 {
         return None;
     }
     let r = e.first_receiver;
-    let receiver = &s.tasks[r];
+    let [caller, receiver] = tasks.get_disjoint_mut([me, r]).ok()?;
     // The summary is exact while valid; checked anyway, so that a stale one
     // can only cost speed, never a wrong delivery.
     if !matches!(receiver.state, State::RecvBlocked { ep: e, .. } if e as usize == ep) || receiver.space.is_none() {
@@ -201,72 +204,63 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     }
 
     // Committed: the same changes as `send(call = true)`.
-    let e = &mut s.summary().endpoints[ep];
     e.receivers -= 1;
     if e.receivers > 0 {
         // The next receiver in table order is unknown without a scan.
         sched::invalidate_summary();
     }
-    let (my_id, server) = (s.tasks[me].id, s.tasks[r].id);
-    let (label, words) = {
-        let f = &s.tasks[me].save.frame;
-        (f.rsi, [f.rdx, f.r10, f.r8, f.r9])
-    };
-    let rt = &mut s.tasks[r];
-    deliver_registers(&mut rt.save.frame, badge, label, words);
-    rt.state = State::Runnable;
-    rt.reply_to = Some(my_id);
-    let caller = &mut s.tasks[me];
-    caller.state = State::ReplyBlocked { server };
+    let f = &caller.save.frame;
+    deliver_registers(&mut receiver.save.frame, badge, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
+    receiver.state = State::Runnable;
+    receiver.reply_to = Some(caller.id);
+    caller.state = State::ReplyBlocked { server: receiver.id };
     caller.ticks_since_syscall = 0;
     caller.save.frame.rax = 0;
-    Some(s.switch_fast(me, r))
+    let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
+    Some(s.switch_fast(r, live))
 }
 
 /// `reply_recv` with a caller waiting for the reply: the reply goes register
 /// to register, the caller runs, this task waits on the endpoint.
+#[inline(always)]
 fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
-    let task = &s.tasks[me];
-    let f = &task.save.frame;
+    let now = s.ticks;
+    let (tasks, sum) = s.tasks_and_summary();
+    let server = &tasks[me];
+    let f = &server.save.frame;
     let timeout = f.rbx;
     if timeout == POLL {
         return None;
     }
-    let caller_id = task.reply_to?;
-    let ep = task.cap(f.rdi, CapKind::Endpoint, rights::RECV).ok()?.object as usize;
-    let my_id = task.id;
-    let c = task_index(s, caller_id)?;
-    let caller = &s.tasks[c];
-    if caller.state != (State::ReplyBlocked { server: my_id }) || caller.space.is_none() {
+    let caller_id = server.reply_to?;
+    let ep = server.cap(f.rdi, CapKind::Endpoint, rights::RECV).ok()?.object as usize;
+    let c = task_index(tasks, caller_id)?;
+    let e = sum.endpoints.get_mut(ep)?;
+    if e.senders != 0 {
         return None;
     }
-    let priority = caller.priority as u16;
-    let sum = s.summary();
-    let e = sum.endpoints.get(ep)?;
-    if e.senders != 0 || priority >= sum.others_best {
+    let [server, caller] = tasks.get_disjoint_mut([me, c]).ok()?;
+    if caller.state != (State::ReplyBlocked { server: server.id }) || caller.space.is_none() {
+        return None;
+    }
+    if caller.priority as u16 >= sum.others_best {
         return None;
     }
 
     // Committed: the same changes as `reply`, then `recv` finding no sender.
-    let e = &mut s.summary().endpoints[ep];
     if e.receivers == 0 || me < e.first_receiver {
         e.first_receiver = me;
     }
     e.receivers += 1;
-    let (label, words) = {
-        let f = &s.tasks[me].save.frame;
-        (f.rsi, [f.rdx, f.r10, f.r8, f.r9])
-    };
-    let ct = &mut s.tasks[c];
-    deliver_registers(&mut ct.save.frame, 0, label, words);
-    ct.state = State::Runnable;
-    let deadline = deadline(s.ticks, timeout);
-    let server = &mut s.tasks[me];
+    let f = &server.save.frame;
+    deliver_registers(&mut caller.save.frame, 0, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
+    caller.state = State::Runnable;
     server.reply_to = None;
-    server.state = State::RecvBlocked { ep: ep as u16, deadline };
+    server.state = State::RecvBlocked { ep: ep as u16, deadline: deadline(now, timeout) };
     server.ticks_since_syscall = 0;
     server.save.frame.rax = 0;
-    Some(s.switch_fast(me, c))
+    let live = (server.save.frame.fs_base, server.save.frame.gs_base);
+    Some(s.switch_fast(c, live))
 }
 
 /// What `message::deliver` writes for a message without a payload.
@@ -285,7 +279,7 @@ fn deliver_registers(f: &mut TrapFrame, badge: u64, label: u64, words: [u64; abi
 /// The table index of task `id`, without a scan: tasks are never removed
 /// and ids are handed out in table order from 1, so it is `id - 1`;
 /// checked, and `None` (the general path searches) should that ever change.
-fn task_index(s: &Scheduler, id: TaskId) -> Option<usize> {
+fn task_index(tasks: &[Box<Task>], id: TaskId) -> Option<usize> {
     let i = (id as usize).checked_sub(1)?;
-    s.tasks.get(i).filter(|t| t.id == id).map(|_| i)
+    tasks.get(i).filter(|t| t.id == id).map(|_| i)
 }
