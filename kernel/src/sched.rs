@@ -192,18 +192,34 @@ impl Scheduler {
     /// current task stays if its slice is not used up and nothing more
     /// urgent is runnable.
     fn pick(&self) -> Option<usize> {
+        // One pass in round-robin order (after the current task, wrapping
+        // around to it last): the first runnable task of the best priority.
         let n = self.tasks.len();
-        let runnable = |t: &Task| matches!(t.state, State::Runnable);
-        let best = self.tasks.iter().filter(|t| runnable(t)).map(|t| t.priority).min()?;
+        let mut i = self.current.map_or(0, |c| c + 1);
+        let (mut best, mut first) = (u16::MAX, 0);
+        for _ in 0..n {
+            if i >= n {
+                i = 0;
+            }
+            let t = &self.tasks[i];
+            if matches!(t.state, State::Runnable) && (t.priority as u16) < best {
+                (best, first) = (t.priority as u16, i);
+            }
+            i += 1;
+        }
+        if best == u16::MAX {
+            return None;
+        }
+        // The current task keeps the CPU while its slice lasts and nothing
+        // more urgent is runnable.
         if let Some(c) = self.current
             && self.slice_left > 0
-            && runnable(&self.tasks[c])
-            && self.tasks[c].priority == best
+            && matches!(self.tasks[c].state, State::Runnable)
+            && self.tasks[c].priority as u16 == best
         {
             return Some(c);
         }
-        let start = self.current.map_or(0, |c| c + 1);
-        (0..n).map(|k| (start + k) % n).find(|&i| runnable(&self.tasks[i]) && self.tasks[i].priority == best)
+        Some(first)
     }
 
     /// Whether anything can still happen: a task is runnable, or will be

@@ -240,7 +240,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         return None;
     }
     let [server, caller] = tasks.get_disjoint_mut([me, c]).ok()?;
-    if caller.state != (State::ReplyBlocked { server: server.id }) || caller.space.is_none() {
+    if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
     if caller.priority as u16 >= sum.others_best {
