@@ -272,35 +272,12 @@ impl Scheduler {
         }
     }
 
-    /// The IPC fastpath's switch from the current task (which just entered
-    /// with a complete frame and is no longer runnable) to `to`, which the
-    /// fastpath checked is the task `pick` would choose: what `switch_to`
-    /// does, minus the scan. `live` are the FS and GS bases in the MSRs (the
-    /// leaving task's, just saved by the entry); they are written only if
-    /// `to`'s differ. Returns `to`'s frame. (The fastpath only picks tasks
-    /// blocked in IPC, which always have an address space.)
+    /// The IPC fastpath made task `i` the one to run (see [`enter_fast`]):
+    /// it is current now, with a fresh slice, as `switch_to` would leave it.
     #[inline(always)]
-    pub fn switch_fast(&mut self, to: usize, live: (u64, u64)) -> *mut TrapFrame {
+    pub fn set_current(&mut self, i: usize) {
         self.slice_left = SLICE_TICKS;
-        self.current = Some(to);
-        let task = &mut self.tasks[to];
-        let top = task.save_top();
-        gdt::set_rsp0(top);
-        percpu::set_save_top(top);
-        if let Some(space) = &task.space {
-            let (cur, flags) = Cr3::read();
-            if cur != space.root() {
-                // SAFETY: the task's PML4 maps the kernel half like every
-                // other space, so the kernel keeps running after the switch.
-                unsafe { Cr3::write(space.root(), flags) };
-            }
-        }
-        let f = &task.save.frame;
-        if (f.fs_base, f.gs_base) != live && is_canonical(f.fs_base) && is_canonical(f.gs_base) {
-            FsBase::write(VirtAddr::new(f.fs_base));
-            KernelGsBase::write(VirtAddr::new(f.gs_base));
-        }
-        task.frame_ptr()
+        self.current = Some(i);
     }
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
@@ -339,6 +316,35 @@ impl Scheduler {
         }
         task.frame_ptr()
     }
+}
+
+/// The IPC fastpath's switch from the current task (which just entered
+/// with a complete frame and is no longer runnable) to `task`, which the
+/// fastpath checked is the task `pick` would choose: what `switch_to` does,
+/// minus the scan (the caller then records it with
+/// [`Scheduler::set_current`]). `live` are the FS and GS bases in the MSRs
+/// (the leaving task's, just saved by the entry); they are written only if
+/// `task`'s differ. Returns its frame. (The fastpath only picks tasks
+/// blocked in IPC, which always have an address space.)
+#[inline(always)]
+pub fn enter_fast(task: &mut Task, live: (u64, u64)) -> *mut TrapFrame {
+    let top = task.save_top();
+    gdt::set_rsp0(top);
+    percpu::set_save_top(top);
+    if let Some(space) = &task.space {
+        let (cur, flags) = Cr3::read();
+        if cur != space.root() {
+            // SAFETY: the task's PML4 maps the kernel half like every other
+            // space, so the kernel keeps running after the switch.
+            unsafe { Cr3::write(space.root(), flags) };
+        }
+    }
+    let f = &task.save.frame;
+    if (f.fs_base, f.gs_base) != live && is_canonical(f.fs_base) && is_canonical(f.gs_base) {
+        FsBase::write(VirtAddr::new(f.fs_base));
+        KernelGsBase::write(VirtAddr::new(f.gs_base));
+    }
+    task.frame_ptr()
 }
 
 fn is_canonical(a: u64) -> bool {

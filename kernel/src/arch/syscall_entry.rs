@@ -136,6 +136,10 @@ syscall_entry:
     .cfi_def_cfa_register rbx
     /* Light calls (a bit in LIGHT_CALLS) to tier 1, the others (among
        them the IPC fastpath's) straight to tier 2. RCX is saved: scratch. */
+    cmp rax, {call}                   /* the IPC fastpath's calls first */
+    je 2f
+    cmp rax, {reply_recv}
+    je 2f
     cmp rax, 63
     ja 2f
     mov rcx, {light_calls}
@@ -187,6 +191,8 @@ syscall_entry:
     user_cs = const USER_CS,
     vector = const SYSCALL_VECTOR,
     light_calls = const crate::syscall::LIGHT_CALLS,
+    call = const abi::syscall::nr::CALL,
+    reply_recv = const abi::syscall::nr::REPLY_RECV,
     light = sym crate::syscall::light,
     full = sym crate::syscall::full,
 );

@@ -193,6 +193,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     }
     let r = e.first_receiver;
     let [caller, receiver] = tasks.get_disjoint_mut([me, r]).ok()?;
+    let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
     // The summary is exact while valid; checked anyway, so that a stale one
     // can only cost speed, never a wrong delivery.
     if !matches!(receiver.state, State::RecvBlocked { ep: e, .. } if e as usize == ep) || receiver.space.is_none() {
@@ -217,7 +218,9 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     caller.ticks_since_syscall = 0;
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
-    Some(s.switch_fast(r, live))
+    let frame = sched::enter_fast(receiver, live);
+    s.set_current(r);
+    Some(frame)
 }
 
 /// `reply_recv` with a caller waiting for the reply: the reply goes register
@@ -240,6 +243,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         return None;
     }
     let [server, caller] = tasks.get_disjoint_mut([me, c]).ok()?;
+    let (server, caller): (&mut Task, &mut Task) = (server, caller);
     if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
@@ -260,7 +264,9 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     server.ticks_since_syscall = 0;
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
-    Some(s.switch_fast(c, live))
+    let frame = sched::enter_fast(caller, live);
+    s.set_current(c);
+    Some(frame)
 }
 
 /// What `message::deliver` writes for a message without a payload.
