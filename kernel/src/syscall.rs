@@ -10,11 +10,11 @@ use crate::events::Event;
 use crate::ipc;
 use crate::mem::space::{Perm, SpaceError};
 use crate::sched::{SCHED, Scheduler};
-use core::mem::MaybeUninit;
 use crate::task::{PendingFault, State, Task};
 use abi::fault::FaultKind;
 use abi::layout::{PAGE_SIZE, SHARED_BASE, USER_MAP_BASE, is_user_range};
 use abi::syscall::{Error, map_flags, nr};
+use core::mem::MaybeUninit;
 
 /// Largest write accepted in one call (longer writes are cut: the return
 /// value says how much was written).

@@ -22,7 +22,8 @@
 //!    are refreshed by every other kind of entry before the task can be
 //!    observed (blocked, faulted, preempted).
 //! 2. **Everything else**: the stub completes the frame (FS base, the user's
-//!    GS base, CR2 — exactly what `trap_common` saves) and calls
+//!    GS base, as `trap_common` saves them; CR2, which means something only
+//!    for a page fault, is 0 in a syscall frame) and calls
 //!    [`crate::syscall::full`], which tries the IPC fastpath
 //!    (`ipc::endpoint::fastpath`) and otherwise runs the full handler and
 //!    the scheduler; it returns the frame to resume (this task's or
@@ -169,8 +170,7 @@ syscall_entry:
     or rax, rdx
     push rax
     .cfi_adjust_cfa_offset 8
-    mov rax, cr2
-    push rax
+    push 0                            /* CR2: meaningless for a syscall */
     .cfi_adjust_cfa_offset 8
     mov rbx, rsp
     .cfi_def_cfa_register rbx

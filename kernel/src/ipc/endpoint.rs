@@ -16,9 +16,9 @@ use super::{deadline, fault};
 use crate::arch::trap_entry::TrapFrame;
 use crate::sched::{self, Scheduler};
 use crate::task::{State, Task, TaskId};
-use alloc::boxed::Box;
 use abi::ipc::{CapKind, POLL, rights};
 use abi::syscall::{Error, nr};
+use alloc::boxed::Box;
 
 type SysResult = Result<u64, Error>;
 
