@@ -18,8 +18,13 @@ static CONSOLE: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
 
 /// Sends `text` with terminal newlines, in FIFO-sized runs.
 fn send(uart: &mut Uart16550<PioBackend>, text: &str) {
+    send_bytes(uart, text.as_bytes());
+}
+
+/// Sends `bytes` as they are, with terminal newlines, in FIFO-sized runs.
+fn send_bytes(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
     let mut out = heapless::Vec::<u8, 128>::new();
-    for &b in text.as_bytes() {
+    for &b in bytes {
         if out.len() + 2 > out.capacity() {
             uart.send_bytes_exact(&out);
             out.clear();
@@ -64,6 +69,16 @@ pub fn write_fmt(args: fmt::Arguments) {
         } else {
             let _ = Sink(uart).write_fmt(args);
         }
+    }
+}
+
+/// Writes raw bytes to the console, without formatting (a task's `write`:
+/// the console is a byte stream; invalid UTF-8 goes out as it is and the
+/// reader decodes it lossily). `each` is handed a writer that may be
+/// called several times under one lock (a task's text, piece by piece).
+pub fn write_pieces(each: impl FnOnce(&mut dyn FnMut(&[u8]))) {
+    if let Some(uart) = CONSOLE.lock().as_mut() {
+        each(&mut |bytes: &[u8]| send_bytes(uart, bytes));
     }
 }
 

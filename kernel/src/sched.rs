@@ -21,6 +21,7 @@ use crate::task::{State, Task, TaskId};
 use abi::event::Event;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
@@ -45,6 +46,49 @@ pub struct Scheduler {
     order: u64,
     /// The last fault sequence number handed out.
     fault_seq: u64,
+    /// What the IPC fastpath needs to know without scanning the table
+    /// (valid while [`SUMMARY_VALID`]).
+    summary: IpcSummary,
+}
+
+/// A summary of the task table for the IPC fastpath
+/// (`ipc::endpoint::fastpath`), so that a `call` or `reply_recv` finds its
+/// partner and knows that the partner is the task the scheduler would run
+/// next, without a linear scan.
+///
+/// It is computed by one scan when the fastpath finds it invalid, kept up
+/// to date by the fastpath's own state changes, and invalidated by every
+/// other kernel entry (`trap::dispatch`, before it changes anything), since
+/// those change task states in many places. So it is exact whenever it is
+/// valid; in a steady call/reply exchange it stays valid, and a timer tick
+/// costs one rescan at the next fastpath.
+pub struct IpcSummary {
+    /// The most urgent priority (smallest number) among runnable tasks
+    /// other than the current one; `u16::MAX` if there is none.
+    pub others_best: u16,
+    /// Per endpoint.
+    pub endpoints: Vec<EpSummary>,
+}
+
+/// Who waits on an endpoint (see [`IpcSummary`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpSummary {
+    /// Tasks blocked in `recv` on it, and the first of them in table order
+    /// (the one `send` would choose).
+    pub receivers: u32,
+    pub first_receiver: usize,
+    /// Tasks blocked sending on it, or with a fault pending on it.
+    pub senders: u32,
+}
+
+/// Whether `Scheduler::summary` is up to date. Cleared, without the lock,
+/// by every kernel entry that is not the IPC fastpath (one store).
+static SUMMARY_VALID: AtomicBool = AtomicBool::new(false);
+
+/// Task states may change from here on: the IPC summary is stale.
+#[inline(always)]
+pub fn invalidate_summary() {
+    SUMMARY_VALID.store(false, Ordering::Relaxed);
 }
 
 pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
@@ -58,6 +102,7 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     next_id: 1,
     order: 0,
     fault_seq: 0,
+    summary: IpcSummary { others_best: u16::MAX, endpoints: Vec::new() },
 });
 
 impl Scheduler {
@@ -118,7 +163,7 @@ impl Scheduler {
     /// Whether the current task may simply continue: still runnable, with
     /// time left in its slice.
     pub fn current_keeps_cpu(&self) -> bool {
-        self.current.is_some_and(|c| self.tasks[c].state == State::Runnable) && self.slice_left > 0
+        self.slice_left > 0 && self.current.is_some_and(|c| matches!(self.tasks[c].state, State::Runnable))
     }
 
     /// Makes the current task give up the rest of its slice.
@@ -155,26 +200,92 @@ impl Scheduler {
     /// current task stays if its slice is not used up and nothing more
     /// urgent is runnable.
     fn pick(&self) -> Option<usize> {
+        // One pass in round-robin order (after the current task, wrapping
+        // around to it last): the first runnable task of the best priority.
         let n = self.tasks.len();
-        let best = self.tasks.iter().filter(|t| t.state == State::Runnable).map(|t| t.priority).min()?;
+        let mut i = self.current.map_or(0, |c| c + 1);
+        let (mut best, mut first) = (u16::MAX, 0);
+        for _ in 0..n {
+            if i >= n {
+                i = 0;
+            }
+            let t = &self.tasks[i];
+            if matches!(t.state, State::Runnable) && (t.priority as u16) < best {
+                (best, first) = (t.priority as u16, i);
+            }
+            i += 1;
+        }
+        if best == u16::MAX {
+            return None;
+        }
+        // The current task keeps the CPU while its slice lasts and nothing
+        // more urgent is runnable.
         if let Some(c) = self.current
             && self.slice_left > 0
-            && self.tasks[c].state == State::Runnable
-            && self.tasks[c].priority == best
+            && matches!(self.tasks[c].state, State::Runnable)
+            && self.tasks[c].priority as u16 == best
         {
             return Some(c);
         }
-        let start = self.current.map_or(0, |c| c + 1);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| self.tasks[i].state == State::Runnable && self.tasks[i].priority == best)
+        Some(first)
     }
 
     /// Whether anything can still happen: a task is runnable, or will be
     /// woken by the clock. (Tasks blocked in IPC with no timeout can only be
     /// woken by another task; if none can run, none ever will.)
     fn can_progress(&self) -> bool {
-        self.tasks.iter().any(|t| t.state == State::Runnable || t.state.has_deadline())
+        self.tasks.iter().any(|t| matches!(t.state, State::Runnable) || t.state.has_deadline())
+    }
+
+    /// The task table and the IPC summary, brought up to date (one scan)
+    /// if it is stale.
+    #[inline(always)]
+    pub fn tasks_and_summary(&mut self) -> (&mut [Box<Task>], &mut IpcSummary) {
+        if !SUMMARY_VALID.load(Ordering::Relaxed) {
+            self.recompute_summary();
+        }
+        (&mut self.tasks, &mut self.summary)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recompute_summary(&mut self) {
+        {
+            let sum = &mut self.summary;
+            sum.others_best = u16::MAX;
+            sum.endpoints.clear();
+            sum.endpoints.resize(self.endpoints.len(), EpSummary::default());
+            for (i, t) in self.tasks.iter().enumerate() {
+                match t.state {
+                    State::Runnable if Some(i) != self.current => {
+                        sum.others_best = sum.others_best.min(t.priority as u16);
+                    }
+                    State::RecvBlocked { ep, .. } => {
+                        if let Some(e) = sum.endpoints.get_mut(ep as usize) {
+                            if e.receivers == 0 {
+                                e.first_receiver = i;
+                            }
+                            e.receivers += 1;
+                        }
+                    }
+                    State::SendBlocked { ep, .. } | State::FaultPending { ep, .. } => {
+                        if let Some(e) = sum.endpoints.get_mut(ep as usize) {
+                            e.senders += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            SUMMARY_VALID.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The IPC fastpath made task `i` the one to run (see [`enter_fast`]):
+    /// it is current now, with a fresh slice, as `switch_to` would leave it.
+    #[inline(always)]
+    pub fn set_current(&mut self, i: usize) {
+        self.slice_left = SLICE_TICKS;
+        self.current = Some(i);
     }
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
@@ -182,7 +293,12 @@ impl Scheduler {
         if self.current == Some(i) {
             // Still the same task: RSP0, the save area, CR3 and the FS/GS
             // bases are already its own (only a supervisor changes another
-            // task's bases, and never the running task's).
+            // task's bases, and never the running task's). If it was chosen
+            // again with its slice used up (nothing else of its priority is
+            // runnable), it starts a new one.
+            if self.slice_left == 0 {
+                self.slice_left = SLICE_TICKS;
+            }
             return self.tasks[i].frame_ptr();
         }
         self.slice_left = SLICE_TICKS;
@@ -208,6 +324,35 @@ impl Scheduler {
         }
         task.frame_ptr()
     }
+}
+
+/// The IPC fastpath's switch from the current task (which just entered
+/// with a complete frame and is no longer runnable) to `task`, which the
+/// fastpath checked is the task `pick` would choose: what `switch_to` does,
+/// minus the scan (the caller then records it with
+/// [`Scheduler::set_current`]). `live` are the FS and GS bases in the MSRs
+/// (the leaving task's, just saved by the entry); they are written only if
+/// `task`'s differ. Returns its frame. (The fastpath only picks tasks
+/// blocked in IPC, which always have an address space.)
+#[inline(always)]
+pub fn enter_fast(task: &mut Task, live: (u64, u64)) -> *mut TrapFrame {
+    let top = task.save_top();
+    gdt::set_rsp0(top);
+    percpu::set_save_top(top);
+    if let Some(space) = &task.space {
+        let (cur, flags) = Cr3::read();
+        if cur != space.root() {
+            // SAFETY: the task's PML4 maps the kernel half like every other
+            // space, so the kernel keeps running after the switch.
+            unsafe { Cr3::write(space.root(), flags) };
+        }
+    }
+    let f = &task.save.frame;
+    if (f.fs_base, f.gs_base) != live && is_canonical(f.fs_base) && is_canonical(f.gs_base) {
+        FsBase::write(VirtAddr::new(f.fs_base));
+        KernelGsBase::write(VirtAddr::new(f.gs_base));
+    }
+    task.frame_ptr()
 }
 
 fn is_canonical(a: u64) -> bool {

@@ -5,15 +5,17 @@
 //! (`AddressSpace::read`/`write` translate and check each page), so a bad
 //! pointer yields `Error::BadPointer`, never a kernel fault.
 
+use crate::arch::trap_entry::TrapFrame;
 use crate::events;
 use crate::ipc;
 use crate::mem::space::{Perm, SpaceError};
-use crate::sched::Scheduler;
+use crate::sched::{SCHED, Scheduler};
 use crate::task::{PendingFault, State, Task};
 use abi::event::Event;
 use abi::fault::FaultKind;
 use abi::layout::{PAGE_SIZE, SHARED_BASE, USER_MAP_BASE, is_user_range};
 use abi::syscall::{Error, map_flags, nr};
+use core::mem::MaybeUninit;
 
 /// Largest write accepted in one call (longer writes are cut: the return
 /// value says how much was written).
@@ -27,7 +29,7 @@ type SysResult = Result<u64, Error>;
 
 /// Calls that can block, wake or end a task, or otherwise change what
 /// should run next; after any other call the caller simply continues.
-fn may_reschedule(number: u64) -> bool {
+const fn may_reschedule(number: u64) -> bool {
     !matches!(
         number,
         nr::NULL
@@ -47,6 +49,105 @@ fn may_reschedule(number: u64) -> bool {
     )
 }
 
+/// Light calls: they cannot block, wake, switch or end a task, and they do
+/// not record or expose the caller's frame (so, unlike `CHECKPOINT_OPEN`,
+/// they do not need its CR2 / FS / GS slots). The syscall stub handles them
+/// on its first tier (`arch::syscall_entry`), with only the hardware frame
+/// and the GPRs saved, and returns straight to the caller: no scheduler.
+const fn is_light(number: u64) -> bool {
+    matches!(
+        number,
+        nr::NULL
+            | nr::WRITE
+            | nr::TASK_ID
+            | nr::CLOCK
+            | nr::TICKS
+            | nr::MAP
+            | nr::UNMAP
+            | nr::REPORT
+            | nr::CAP_LOOKUP
+            | nr::EMIT
+            | nr::SET_RECOVERY
+            | nr::REGION
+    )
+}
+
+/// The light calls as a bit mask (bit n: call n), for the syscall stub.
+pub const LIGHT_CALLS: u64 = {
+    let (mut mask, mut n) = (0u64, 0);
+    while n < 64 {
+        if is_light(n) {
+            // Every light call is one that `handle` lets the caller continue after.
+            assert!(!may_reschedule(n));
+            mask |= 1 << n;
+        }
+        n += 1;
+    }
+    mask
+};
+
+/// The syscall stub's first tier, for the calls in [`LIGHT_CALLS`]: handles
+/// the light call of the current task and returns true (the stub then
+/// returns to the caller), or returns false having done nothing (the stub completes the frame and calls
+/// `trap::dispatch`). Also false when the caller's time slice is used up, so
+/// that the scheduler runs.
+///
+/// # Safety
+/// Only the syscall stub calls this, with the current task's save area, on
+/// the kernel stack, interrupts off; the frame's RAX slot is written.
+pub unsafe extern "C" fn light(frame: *const TrapFrame) -> bool {
+    // SAFETY: per the contract, `frame` is the current task's save area and
+    // its RAX slot holds the call number. Only that field is read, before
+    // any reference to the task exists.
+    let number = unsafe { core::ptr::addr_of!((*frame).rax).read() };
+    // The stub calls only for these (`LIGHT_CALLS`).
+    debug_assert!(is_light(number));
+    let mut s = SCHED.lock();
+    if !s.current_keeps_cpu() {
+        return false;
+    }
+    // The register-only calls right here; the others out of line.
+    let ticks = s.ticks;
+    let task = s.current();
+    let value = match number {
+        nr::NULL => 0,
+        nr::TASK_ID => task.id as u64,
+        nr::CLOCK => crate::arch::rdtsc(),
+        nr::TICKS => ticks,
+        _ => {
+            dispatch(&mut s);
+            return true;
+        }
+    };
+    task.ticks_since_syscall = 0;
+    task.save.frame.rax = value;
+    true
+}
+
+/// The syscall stub's second tier, with the caller's frame complete: the
+/// IPC fastpath, else the full handler and, if the call may change what
+/// runs, the scheduler. Returns the frame to resume.
+///
+/// # Safety
+/// Only the syscall stub (and `trap::dispatch`, for the same kind of frame)
+/// calls this, with the current task's complete save area, on the kernel
+/// stack, interrupts off.
+pub unsafe extern "C" fn full(frame: *mut TrapFrame) -> *mut TrapFrame {
+    let mut s = SCHED.lock();
+    if let Some(next) = ipc::endpoint::fastpath(&mut s) {
+        return next;
+    }
+    // From here on task states may change anywhere.
+    crate::sched::invalidate_summary();
+    // Most calls return to the caller; the frame is its save area, already
+    // current (RSP0, CR3, bases).
+    if !handle(&mut s) {
+        return frame;
+    }
+    drop(s);
+    crate::sched::next()
+}
+
 /// Handles the syscall in the current task's frame. Returns whether the
 /// scheduler must choose again (false: return straight to the caller).
 pub fn handle(s: &mut Scheduler) -> bool {
@@ -55,6 +156,7 @@ pub fn handle(s: &mut Scheduler) -> bool {
     may_reschedule(number) || !s.current_keeps_cpu()
 }
 
+#[inline(never)]
 fn dispatch(s: &mut Scheduler) {
     let ticks = s.ticks;
     let task = s.current();
@@ -116,26 +218,31 @@ fn bad_pointer(_: SpaceError) -> Error {
     Error::BadPointer
 }
 
+/// An uninitialised text buffer (filled by `AddressSpace::read_uninit`:
+/// nothing is zeroed first).
+type TextBuf = [MaybeUninit<u8>; MAX_TEXT];
+const TEXT_BUF: TextBuf = [MaybeUninit::uninit(); MAX_TEXT];
+
 /// Copies a user string of at most `MAX_TEXT` bytes into `buf`.
-fn user_text<'b>(task: &Task, ptr: u64, len: u64, buf: &'b mut [u8; MAX_TEXT]) -> Result<&'b str, Error> {
+fn user_text<'b>(task: &Task, ptr: u64, len: u64, buf: &'b mut TextBuf) -> Result<&'b str, Error> {
     let len = (len as usize).min(MAX_TEXT);
     let space = task.space.as_ref().ok_or(Error::BadPointer)?;
-    space.read(ptr, &mut buf[..len]).map_err(bad_pointer)?;
-    Ok(core::str::from_utf8(&buf[..len]).unwrap_or("<invalid UTF-8>"))
+    let text = space.read_uninit(ptr, &mut buf[..len]).map_err(bad_pointer)?;
+    Ok(core::str::from_utf8(text).unwrap_or("<invalid UTF-8>"))
 }
 
+/// The bytes go to the console as they are, straight from the task's pages
+/// through the direct map: no buffer, no formatting. (Invalid UTF-8 is not
+/// replaced here; readers of the console decode it lossily.)
 fn write(task: &Task, ptr: u64, len: u64) -> SysResult {
-    let len = (len as usize).min(MAX_WRITE);
-    let mut buf = [0u8; MAX_WRITE];
+    let len = len.min(MAX_WRITE as u64);
     let space = task.space.as_ref().ok_or(Error::BadPointer)?;
-    space.read(ptr, &mut buf[..len]).map_err(bad_pointer)?;
-    for chunk in buf[..len].utf8_chunks() {
-        crate::kprint!("{}", chunk.valid());
-        if !chunk.invalid().is_empty() {
-            crate::kprint!("\u{fffd}");
-        }
-    }
-    Ok(len as u64)
+    // Checked before the console is touched: a bad pointer prints nothing.
+    space.check_readable(ptr, len).map_err(bad_pointer)?;
+    crate::console::write_pieces(|out| {
+        let _ = space.read_pieces(ptr, len, |piece| out(piece));
+    });
+    Ok(len)
 }
 
 pub fn exit(task: &mut Task, code: i64) {
@@ -195,7 +302,7 @@ fn unmap(task: &mut Task, addr: u64, len: u64) -> SysResult {
 }
 
 fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> SysResult {
-    let mut buf = [0u8; MAX_TEXT];
+    let mut buf = TEXT_BUF;
     let name = user_text(task, name_ptr, name_len, &mut buf)?;
     events::emit(&Event::Check {
         task: Some(task.id as u64),
@@ -265,7 +372,7 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
     if kind_ptr == 0 && kind_len == 0 {
         return emit_event(task, body_ptr, body_len);
     }
-    let mut kbuf = [0u8; MAX_TEXT];
+    let mut kbuf = TEXT_BUF;
     let kind = user_text(task, kind_ptr, kind_len, &mut kbuf)?;
     if !abi::syscall::EMIT_KINDS.contains(&kind) {
         return Err(Error::BadArgument);
@@ -274,9 +381,10 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
     if len > MAX_EMIT_BODY {
         return Err(Error::BadArgument);
     }
-    let mut bbuf = [0u8; MAX_EMIT_BODY];
-    task.space.as_ref().ok_or(Error::BadPointer)?.read(body_ptr, &mut bbuf[..len]).map_err(bad_pointer)?;
-    let body = core::str::from_utf8(&bbuf[..len]).map_err(|_| Error::BadArgument)?;
+    let mut bbuf = [MaybeUninit::<u8>::uninit(); MAX_EMIT_BODY];
+    let body =
+        task.space.as_ref().ok_or(Error::BadPointer)?.read_uninit(body_ptr, &mut bbuf[..len]).map_err(bad_pointer)?;
+    let body = core::str::from_utf8(body).map_err(|_| Error::BadArgument)?;
     // One line, and it must at least look like object members.
     if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
         return Err(Error::BadArgument);
@@ -303,7 +411,7 @@ fn emit_event(task: &Task, body_ptr: u64, body_len: u64) -> SysResult {
 }
 
 fn cap_lookup(task: &Task, ptr: u64, len: u64) -> SysResult {
-    let mut buf = [0u8; MAX_TEXT];
+    let mut buf = TEXT_BUF;
     let name = user_text(task, ptr, len, &mut buf)?;
     task.caps.iter().position(|c| c.name == name).map(|i| i as u64).ok_or(Error::BadCapability)
 }
@@ -314,7 +422,7 @@ fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, li
     let Some(me) = s.current_index() else { return };
     let seq = s.next_fault_seq();
     let task = &mut s.tasks[me];
-    let (mut mbuf, mut fbuf) = ([0u8; MAX_TEXT], [0u8; MAX_TEXT]);
+    let (mut mbuf, mut fbuf) = (TEXT_BUF, TEXT_BUF);
     let message = user_text(task, msg, msg_len, &mut mbuf).unwrap_or("<unreadable message>");
     let file = user_text(task, file, file_len, &mut fbuf).unwrap_or("<unreadable>");
     crate::kprintln!("task {} ({}) panicked at {file}:{line}: {message}", task.id, task.name);

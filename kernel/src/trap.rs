@@ -23,16 +23,16 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
     let f = unsafe { &mut *frame };
     let vector = f.vector;
     if !f.from_user() {
+        sched::invalidate_summary();
         return kernel_entry(f, frame);
     }
+    if vector == SYSCALL_VECTOR {
+        // Not from the IDT: the syscall stub calls `syscall::full` itself.
+        // SAFETY: the same contract (a complete frame of the current task).
+        return unsafe { crate::syscall::full(frame) };
+    }
+    sched::invalidate_summary();
     match vector {
-        SYSCALL_VECTOR => {
-            // Fast path: most calls return to the caller; the frame is its
-            // save area, already current (RSP0, CR3, bases).
-            if !crate::syscall::handle(&mut SCHED.lock()) {
-                return frame;
-            }
-        }
         2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
         0..=31 => crate::recovery::fault::user_exception(f),
         v if v == TIMER_VECTOR as u64 => {

@@ -86,7 +86,7 @@ pub fn set_rsp0(top: u64) {
     unsafe {
         let slot = core::ptr::addr_of_mut!(TSS.privilege_stack_table[0]);
         // The TSS is packed: RSP0 sits at offset 4, not 8-aligned.
-        slot.write_unaligned(VirtAddr::new(top));
+        slot.write_unaligned(VirtAddr::new_truncate(top));
     }
 }
 

@@ -2,16 +2,42 @@
 //!
 //! `syscall` leaves the user RIP in RCX and RFLAGS in R11, does not switch
 //! stacks and masks the RFLAGS bits in `IA32_FMASK` (we clear IF, TF, DF and
-//! AC). The stub makes the entry look exactly like a trap from ring 3: it
-//! switches to the current task's save area, pushes a hardware-style frame
-//! (SS, RSP, RFLAGS, CS, RIP), error code 0 and the pseudo-vector
-//! [`SYSCALL_VECTOR`], then joins `trap_common`. One frame format, one
-//! save path, one return path (`iretq`, which restores every register and
-//! is immune to sysret's non-canonical-RCX problem).
+//! AC). The stub builds, in the current task's save area, the same frame a
+//! trap from ring 3 gets (SS, RSP, RFLAGS, CS, RIP pushed like the CPU does,
+//! error code 0, the pseudo-vector [`SYSCALL_VECTOR`], the 15 GPRs), so there
+//! is one frame format and one return path (`iretq`, which restores every
+//! register and is immune to sysret's non-canonical-RCX problem).
 //!
-//! Register contract on entry: user RSP live, RCX = user RIP, R11 = user
-//! RFLAGS, GS = the user's (hence the `swapgs` pair around the pushes:
-//! `trap_common` swaps again because the frame says ring 3).
+//! Two tiers, so that the cheapest calls pay for no more than they need:
+//!
+//! 1. **Light calls** (`crate::syscall::light`): the stub saves the hardware
+//!    frame and the 15 GPRs, then, for a call number in
+//!    [`crate::syscall::LIGHT_CALLS`], calls [`crate::syscall::light`] on
+//!    the kernel stack. Calls that cannot block, wake, switch or end a task and
+//!    that do not record the frame are handled there and return straight to
+//!    the caller through `trap_return_regs`. The frame's CR2 / GS base / FS
+//!    base slots are *not* refreshed on this tier: nothing can observe the
+//!    save area between this entry and the return to the same task
+//!    (interrupts stay off, one CPU, no other task runs), and those slots
+//!    are refreshed by every other kind of entry before the task can be
+//!    observed (blocked, faulted, preempted).
+//! 2. **Everything else**: the stub completes the frame (FS base, the user's
+//!    GS base, as `trap_common` saves them; CR2, which means something only
+//!    for a page fault, is 0 in a syscall frame) and calls
+//!    [`crate::syscall::full`], which tries the IPC fastpath
+//!    (`ipc::endpoint::fastpath`) and otherwise runs the full handler and
+//!    the scheduler; it returns the frame to resume (this task's or
+//!    another's) and we leave through `trap_return`.
+//!
+//! Register contract. On entry: user RSP live, RCX = user RIP, R11 = user
+//! RFLAGS, GS = the user's. The stub swaps GS once (`swapgs`) and stays on
+//! the kernel's GS base; `trap_return` swaps back because the frame says
+//! ring 3. From the first push on, every user register is in the frame and
+//! leaves through it: on return all 15 GPRs, RIP, RSP and RFLAGS come from
+//! the frame (RCX and R11 hold the user RIP and RFLAGS as `syscall` left
+//! them; RAX holds the result), so every register the ABI preserves is
+//! preserved. RBX holds the frame pointer across the Rust calls
+//! (callee-saved), and the CFI names the frame through it.
 
 use super::{gdt, percpu};
 use x86_64::VirtAddr;
@@ -37,27 +63,138 @@ core::arch::global_asm!(
     .type syscall_entry, @function
 syscall_entry:
     .cfi_startproc simple
+    .cfi_signal_frame
     .cfi_undefined rip
     swapgs
     mov gs:[{user_rsp}], rsp
     mov rsp, gs:[{save_top}]
+    /* CFA = the end of the save area, like a trap's. */
+    .cfi_def_cfa rsp, 0
     push {user_ss}
+    .cfi_adjust_cfa_offset 8
     push qword ptr gs:[{user_rsp}]
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset rsp, -16
     push r11
+    .cfi_adjust_cfa_offset 8
     push {user_cs}
+    .cfi_adjust_cfa_offset 8
     push rcx
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset rip, -40
     push 0
+    .cfi_adjust_cfa_offset 8
     push {vector}
-    swapgs
-    jmp trap_common
+    .cfi_adjust_cfa_offset 8
+    push r15
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r15, 0
+    push r14
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r14, 0
+    push r13
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r13, 0
+    push r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    push r11
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r11, 0
+    push r10
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r10, 0
+    push r9
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r9, 0
+    push r8
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r8, 0
+    push rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    push rdi
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rdi, 0
+    push rsi
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rsi, 0
+    push rdx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rdx, 0
+    push rcx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rcx, 0
+    push rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    push rax
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rax, 0
+
+    /* RBX = the frame's RAX slot; CFA = RBX + 176 across the calls. */
+    mov rbx, rsp
+    .cfi_def_cfa_register rbx
+    /* Light calls (a bit in LIGHT_CALLS) to tier 1, the others (among
+       them the IPC fastpath's) straight to tier 2. RCX is saved: scratch. */
+    cmp rax, {call}                   /* the IPC fastpath's calls first */
+    je 2f
+    cmp rax, {reply_recv}
+    je 2f
+    cmp rax, 63
+    ja 2f
+    mov rcx, {light_calls}
+    bt rcx, rax
+    jnc 2f
+    lea rdi, [rsp - 24]                /* the frame (its first 3 slots unwritten) */
+    mov rsp, gs:[{kernel_stack_top}]
+    call {light}
+    mov rsp, rbx
+    .cfi_def_cfa rsp, 176
+    test al, al
+    jz 2f
+    /* Tier 1 handled it: back to the caller, its GPRs from the frame. */
+    jmp trap_return_regs
+
+    /* Tier 2: complete the frame as trap_common does (RSP = the RAX slot).
+       GS is the kernel's now, so the user's GS base is in KERNEL_GS_BASE. */
+2:  mov ecx, 0xc0000100               /* IA32_FS_BASE */
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    push rax
+    .cfi_adjust_cfa_offset 8
+    mov ecx, 0xc0000102               /* IA32_KERNEL_GS_BASE: the user's */
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    push rax
+    .cfi_adjust_cfa_offset 8
+    push 0                            /* CR2: meaningless for a syscall */
+    .cfi_adjust_cfa_offset 8
+    mov rbx, rsp
+    .cfi_def_cfa_register rbx
+    mov rdi, rsp
+    mov rsp, gs:[{kernel_stack_top}]
+    call {full}
+    /* RAX = the frame to resume: this one, or another task's. */
+    mov rsp, rax
+    .cfi_def_cfa rsp, 200
+    jmp trap_return
     .cfi_endproc
     .size syscall_entry, . - syscall_entry
     "#,
     user_rsp = const percpu::USER_RSP,
     save_top = const percpu::SAVE_TOP,
+    kernel_stack_top = const percpu::KERNEL_STACK_TOP,
     user_ss = const USER_SS,
     user_cs = const USER_CS,
     vector = const SYSCALL_VECTOR,
+    light_calls = const crate::syscall::LIGHT_CALLS,
+    call = const abi::syscall::nr::CALL,
+    reply_recv = const abi::syscall::nr::REPLY_RECV,
+    light = sym crate::syscall::light,
+    full = sym crate::syscall::full,
 );
 
 pub fn init() {

@@ -258,6 +258,10 @@ trap_common:
 trap_return:
     add rsp, 24                     /* CR2, GS base, FS base: set by the scheduler */
     .cfi_adjust_cfa_offset -24
+    /* Entered here (RSP = the frame's RAX slot) by the syscall stub's
+       fast return, which never wrote the three slots below. */
+    .global trap_return_regs
+trap_return_regs:
     pop rax
     .cfi_adjust_cfa_offset -8
     pop rbx

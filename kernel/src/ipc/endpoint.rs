@@ -5,14 +5,21 @@
 //! sender (a task in `send`/`call`, or a faulted task whose fault message is
 //! pending). A received `call` leaves its caller `ReplyBlocked` and gives
 //! the receiver a one-shot reply right (`reply_to`).
+//!
+//! [`fastpath`] is the seL4-style shortcut for the two calls of a
+//! client/server exchange, `call` and `reply_recv`, when the partner is
+//! already waiting and the message is registers only; everything else goes
+//! the general way below, which the fastpath's result is identical to.
 
 use super::deadline;
 use super::message::{Outgoing, check_receive_buffer, deliver};
+use crate::arch::trap_entry::TrapFrame;
 use crate::recovery::fault;
-use crate::sched::Scheduler;
-use crate::task::State;
+use crate::sched::{self, Scheduler};
+use crate::task::{State, Task, TaskId};
 use abi::ipc::{CapKind, POLL, rights};
-use abi::syscall::Error;
+use abi::syscall::{Error, nr};
+use alloc::boxed::Box;
 
 type SysResult = Result<u64, Error>;
 
@@ -133,4 +140,153 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
         }
     }
     recv(s)
+}
+
+/// The IPC fastpath: `call` and `reply_recv` of the current task, when they
+/// end in a direct switch to the partner. Returns the partner's frame, with
+/// every state change made exactly as the general path (`send`, `reply`,
+/// `recv` and then `sched::next`) would make it; or `None`, having changed
+/// nothing, and the general path runs.
+///
+/// Conditions, checked before anything changes (any one failing: `None`):
+/// no send buffer (`r13 = 0`) and no receive buffer (`r15 = 0`); a valid
+/// capability with the right; for `call`, a task already blocked in `recv`
+/// on the endpoint; for `reply_recv`, a caller blocked on this task's reply
+/// right, no sender or pending fault queued on the endpoint (the receive
+/// would take it) and a blocking receive (not `POLL`); and the partner must
+/// be strictly more urgent than every other runnable task, so that the
+/// scheduler's `pick` (priorities, then round robin) would choose it too.
+/// The partner's priority, the badge of the capability, the one-shot reply
+/// right and the receive timeout are honoured as in the general path; a
+/// partner that was faulted, killed or restarted is no longer blocked in
+/// IPC, so the fastpath does not see it.
+///
+/// Partners are found through the scheduler's [`sched::IpcSummary`] (who
+/// waits on which endpoint, the best other runnable priority) and the
+/// reply right's task id, not by scanning the task table.
+#[inline(always)]
+pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
+    let me = s.current_index()?;
+    let f = &s.tasks[me].save.frame;
+    if f.r13 | f.r15 != 0 {
+        return None;
+    }
+    match f.rax {
+        nr::CALL => fast_call(s, me),
+        nr::REPLY_RECV => fast_reply_recv(s, me),
+        _ => None,
+    }
+}
+
+/// `call` to an endpoint a receiver waits on: the message goes register to
+/// register, the receiver gets the reply right and runs, the caller waits
+/// for the reply.
+#[inline(always)]
+fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
+    let (tasks, sum) = s.tasks_and_summary();
+    let others_best = sum.others_best;
+    let caller = &tasks[me];
+    let cap = caller.cap(caller.save.frame.rdi, CapKind::Endpoint, rights::SEND).ok()?;
+    let (ep, badge) = (cap.object as usize, cap.badge);
+    let e = sum.endpoints.get_mut(ep)?;
+    if e.receivers == 0 {
+        return None;
+    }
+    let r = e.first_receiver;
+    let [caller, receiver] = tasks.get_disjoint_mut([me, r]).ok()?;
+    let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
+    // The summary is exact while valid; checked anyway, so that a stale one
+    // can only cost speed, never a wrong delivery.
+    if !matches!(receiver.state, State::RecvBlocked { ep: e, .. } if e as usize == ep) || receiver.space.is_none() {
+        sched::invalidate_summary();
+        return None;
+    }
+    if receiver.priority as u16 >= others_best {
+        return None;
+    }
+
+    // Committed: the same changes as `send(call = true)`.
+    e.receivers -= 1;
+    if e.receivers > 0 {
+        // The next receiver in table order is unknown without a scan.
+        sched::invalidate_summary();
+    }
+    let f = &caller.save.frame;
+    deliver_registers(&mut receiver.save.frame, badge, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
+    receiver.state = State::Runnable;
+    receiver.reply_to = Some(caller.id);
+    caller.state = State::ReplyBlocked { server: receiver.id };
+    caller.ticks_since_syscall = 0;
+    caller.save.frame.rax = 0;
+    let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
+    let frame = sched::enter_fast(receiver, live);
+    s.set_current(r);
+    Some(frame)
+}
+
+/// `reply_recv` with a caller waiting for the reply: the reply goes register
+/// to register, the caller runs, this task waits on the endpoint.
+#[inline(always)]
+fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
+    let now = s.ticks;
+    let (tasks, sum) = s.tasks_and_summary();
+    let server = &tasks[me];
+    let f = &server.save.frame;
+    let timeout = f.rbx;
+    if timeout == POLL {
+        return None;
+    }
+    let caller_id = server.reply_to?;
+    let ep = server.cap(f.rdi, CapKind::Endpoint, rights::RECV).ok()?.object as usize;
+    let c = task_index(tasks, caller_id)?;
+    let e = sum.endpoints.get_mut(ep)?;
+    if e.senders != 0 {
+        return None;
+    }
+    let [server, caller] = tasks.get_disjoint_mut([me, c]).ok()?;
+    let (server, caller): (&mut Task, &mut Task) = (server, caller);
+    if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
+        return None;
+    }
+    if caller.priority as u16 >= sum.others_best {
+        return None;
+    }
+
+    // Committed: the same changes as `reply`, then `recv` finding no sender.
+    if e.receivers == 0 || me < e.first_receiver {
+        e.first_receiver = me;
+    }
+    e.receivers += 1;
+    let f = &server.save.frame;
+    deliver_registers(&mut caller.save.frame, 0, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
+    caller.state = State::Runnable;
+    server.reply_to = None;
+    server.state = State::RecvBlocked { ep: ep as u16, deadline: deadline(now, timeout) };
+    server.ticks_since_syscall = 0;
+    server.save.frame.rax = 0;
+    let live = (server.save.frame.fs_base, server.save.frame.gs_base);
+    let frame = sched::enter_fast(caller, live);
+    s.set_current(c);
+    Some(frame)
+}
+
+/// What `message::deliver` writes for a message without a payload.
+#[inline(always)]
+fn deliver_registers(f: &mut TrapFrame, badge: u64, label: u64, words: [u64; abi::ipc::MSG_WORDS]) {
+    f.rax = 0;
+    f.rdi = badge;
+    f.rsi = label;
+    f.rdx = words[0];
+    f.r10 = words[1];
+    f.r8 = words[2];
+    f.r9 = words[3];
+    f.r13 = 0;
+}
+
+/// The table index of task `id`, without a scan: tasks are never removed
+/// and ids are handed out in table order from 1, so it is `id - 1`;
+/// checked, and `None` (the general path searches) should that ever change.
+fn task_index(tasks: &[Box<Task>], id: TaskId) -> Option<usize> {
+    let i = (id as usize).checked_sub(1)?;
+    tasks.get(i).filter(|t| t.id == id).map(|_| i)
 }

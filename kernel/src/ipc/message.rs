@@ -16,27 +16,25 @@ use abi::syscall::Error;
 
 /// Where a message's payload is.
 #[derive(Clone, Copy)]
-pub enum Payload<'a> {
+pub enum Payload {
     None,
     /// `len` bytes at `addr` in the sender's memory (checked readable).
     Task {
         addr: u64,
         len: usize,
     },
-    /// Bytes the kernel composed.
-    Kernel(&'a [u8]),
 }
 
-pub struct Outgoing<'a> {
+pub struct Outgoing {
     pub badge: u64,
     pub label: u64,
     pub words: [u64; MSG_WORDS],
-    pub payload: Payload<'a>,
+    pub payload: Payload,
 }
 
-impl Outgoing<'static> {
+impl Outgoing {
     /// The message in `task`'s registers, sent with `badge`.
-    pub fn from_task(task: &Task, badge: u64) -> Result<Outgoing<'static>, Error> {
+    pub fn from_task(task: &Task, badge: u64) -> Result<Outgoing, Error> {
         let mut msg = Self::registers_of(task, badge);
         let f = &task.save.frame;
         let len = f.r13 as usize;
@@ -52,7 +50,7 @@ impl Outgoing<'static> {
     }
 
     /// The label and words in `task`'s registers, without a payload.
-    pub fn registers_of(task: &Task, badge: u64) -> Outgoing<'static> {
+    pub fn registers_of(task: &Task, badge: u64) -> Outgoing {
         let f = &task.save.frame;
         Outgoing { badge, label: f.rsi, words: [f.rdx, f.r10, f.r8, f.r9], payload: Payload::None }
     }
@@ -61,15 +59,10 @@ impl Outgoing<'static> {
 /// Writes `msg` into task `to`'s registers and receive buffer (`r14`,
 /// capacity `r15`); `r13` = bytes delivered, `rax` = 0. `from` is the
 /// sending task, whose memory a `Payload::Task` refers to.
-pub fn deliver(s: &mut Scheduler, msg: &Outgoing<'_>, from: Option<usize>, to: usize) {
+pub fn deliver(s: &mut Scheduler, msg: &Outgoing, from: Option<usize>, to: usize) {
     let (ptr, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15 as usize);
     let delivered = match msg.payload {
         Payload::None => 0,
-        Payload::Kernel(bytes) => {
-            let n = bytes.len().min(cap);
-            let wrote = n > 0 && s.tasks[to].space.as_mut().is_some_and(|space| space.write(ptr, &bytes[..n]).is_ok());
-            if wrote { n } else { 0 }
-        }
         Payload::Task { addr, len } => from.map_or(0, |from| copy_between(s, from, addr, to, ptr, len.min(cap))),
     };
     let f = &mut s.tasks[to].save.frame;
@@ -87,15 +80,16 @@ pub fn deliver(s: &mut Scheduler, msg: &Outgoing<'_>, from: Option<usize>, to: u
 /// chunks; stops at the first unreadable or unwritable chunk. Returns the
 /// bytes copied.
 fn copy_between(s: &mut Scheduler, from: usize, src: u64, to: usize, dst: u64, len: usize) -> usize {
-    let mut chunk = [0u8; 256];
+    // Not zeroed: `read_uninit` fills what is used.
+    let mut chunk = [core::mem::MaybeUninit::<u8>::uninit(); 256];
     let mut done = 0;
     while done < len {
         let n = (len - done).min(chunk.len());
-        let read = s.tasks[from].space.as_ref().map(|sp| sp.read(src + done as u64, &mut chunk[..n]));
-        if !matches!(read, Some(Ok(()))) {
+        let Some(Ok(bytes)) = s.tasks[from].space.as_ref().map(|sp| sp.read_uninit(src + done as u64, &mut chunk[..n]))
+        else {
             break;
-        }
-        let wrote = s.tasks[to].space.as_mut().map(|sp| sp.write(dst + done as u64, &chunk[..n]));
+        };
+        let wrote = s.tasks[to].space.as_mut().map(|sp| sp.write(dst + done as u64, bytes));
         if !matches!(wrote, Some(Ok(()))) {
             break;
         }

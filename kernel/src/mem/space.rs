@@ -18,6 +18,7 @@ use super::{PHYS_OFFSET, phys_to_virt};
 use crate::recovery::versions::{ARMED_MIN, Preserved, SHARED, ScopeMem, TRACKED};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB};
@@ -31,6 +32,13 @@ pub enum SpaceError {
     /// The range is (partly) mapped already.
     AlreadyMapped,
     OutOfMemory,
+}
+
+/// Which side of [`AddressSpace::copy_between`] was bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyError {
+    Source,
+    Destination,
 }
 
 /// Permissions of a user mapping.
@@ -302,6 +310,84 @@ impl AddressSpace {
             unsafe { core::ptr::copy_nonoverlapping(src, buf[done..].as_mut_ptr(), n) };
             done += n;
         })
+    }
+
+    /// Like [`read`](Self::read), into a buffer that need not be
+    /// initialised (no zeroing of a bounce buffer first); returns the
+    /// buffer, now filled.
+    pub fn read_uninit<'b>(&self, addr: u64, buf: &'b mut [MaybeUninit<u8>]) -> Result<&'b mut [u8], SpaceError> {
+        let (base, len) = (buf.as_mut_ptr() as *mut u8, buf.len());
+        let mut done = 0;
+        self.for_each_piece(addr, len as u64, false, |src, n| {
+            // SAFETY: `src` is a direct-map pointer to `n` bytes of a frame
+            // mapped in this space (checked); the pieces cover `[0, len)` of
+            // `buf` in order, so `base + done .. + n` is inside it.
+            unsafe { core::ptr::copy_nonoverlapping(src, base.add(done), n) };
+            done += n;
+        })?;
+        // SAFETY: `for_each_piece` succeeded, so its pieces covered the whole
+        // range: every byte of `buf` has been written.
+        Ok(unsafe { core::slice::from_raw_parts_mut(base, len) })
+    }
+
+    /// Calls `each` with every piece (at most a page, in order) of the
+    /// readable task memory `[addr, addr + len)`, seen through the direct
+    /// map: no copy. The whole range is checked first, so on error `each`
+    /// was never called.
+    pub fn read_pieces(&self, addr: u64, len: u64, mut each: impl FnMut(&[u8])) -> Result<(), SpaceError> {
+        self.for_each_piece(addr, len, false, |src, n| {
+            // SAFETY: `src` points at `n` bytes of a frame mapped in this
+            // space (checked), through the direct map. The kernel is not
+            // preemptible and runs on one CPU, so nothing writes the frame
+            // while `each` holds the slice.
+            each(unsafe { core::slice::from_raw_parts(src, n) })
+        })
+    }
+
+    /// Copies `len` bytes from `src` at `src_addr` to `dst` at `dst_addr`,
+    /// piece by piece between the two direct-map views (a piece ends at a
+    /// page boundary of either side): no bounce buffer. Both ranges are
+    /// checked first, so on error nothing was copied; tracked destination
+    /// pages are preserved first, like [`write`](Self::write) does. If both
+    /// ranges reach the same frames (a shared region), each piece is copied
+    /// as by `memmove`.
+    pub fn copy_between(
+        src: &AddressSpace,
+        src_addr: u64,
+        dst: &mut AddressSpace,
+        dst_addr: u64,
+        len: u64,
+    ) -> Result<(), CopyError> {
+        src.check_range(src_addr, len, false).map_err(|_| CopyError::Source)?;
+        dst.check_range(dst_addr, len, true).map_err(|_| CopyError::Destination)?;
+        if !dst.scopes.is_empty() {
+            let mut page = dst_addr & !(PAGE_SIZE - 1);
+            while page < dst_addr + len {
+                dst.preserve_on_write(page);
+                page += PAGE_SIZE;
+            }
+        }
+        let mut done = 0;
+        while done < len {
+            let (s_at, d_at) = (src_addr + done, dst_addr + done);
+            let (s_phys, _) = src.translate(s_at).ok_or(CopyError::Source)?;
+            let (d_phys, _) = dst.translate(d_at).ok_or(CopyError::Destination)?;
+            let to_page_end = |at: u64| PAGE_SIZE - (at & (PAGE_SIZE - 1));
+            let piece = (len - done).min(to_page_end(s_at)).min(to_page_end(d_at));
+            // SAFETY: both addresses are direct-map views of frames mapped
+            // in their spaces (checked above, translated just now), and
+            // `piece` stays within one page on each side. `copy` tolerates
+            // overlap.
+            unsafe {
+                core::ptr::copy(
+                    phys_to_virt(s_phys.as_u64()) as *const u8,
+                    phys_to_virt(d_phys.as_u64()) as *mut u8,
+                    piece as usize,
+                )
+            };
+            done += piece;
+        }
+        Ok(())
     }
 
     /// Copies `data` into task memory at `addr` (must be user-writable).

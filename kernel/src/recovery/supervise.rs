@@ -10,6 +10,7 @@
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
 use crate::events;
 use crate::ipc::abandon;
+use crate::mem::space::AddressSpace;
 use crate::sched::Scheduler;
 use crate::task::State;
 use abi::event::Event;
@@ -62,21 +63,20 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             if len > MAX_XFER {
                 return Err(Error::BadArgument);
             }
-            let mut data = [0u8; MAX_XFER];
             let (src, dst) = if operation == op::READ_MEM { (target, me) } else { (me, target) };
             let (src_addr, dst_addr) = if operation == op::READ_MEM { (addr, buf) } else { (buf, addr) };
-            s.tasks[src]
-                .space
-                .as_ref()
-                .ok_or(Error::BadTask)?
-                .read(src_addr, &mut data[..len])
-                .map_err(|_| Error::BadPointer)?;
-            s.tasks[dst]
-                .space
-                .as_mut()
-                .ok_or(Error::BadTask)?
-                .write(dst_addr, &data[..len])
-                .map_err(|_| Error::BadPointer)?;
+            // Straight from one space to the other (no bounce buffer); `me`
+            // and `target` differ (checked above), so the borrows are disjoint.
+            let (src_task, dst_task) = if src < dst {
+                let (low, high) = s.tasks.split_at_mut(dst);
+                (&low[src], &mut high[0])
+            } else {
+                let (low, high) = s.tasks.split_at_mut(src);
+                (&high[0], &mut low[dst])
+            };
+            let from = src_task.space.as_ref().ok_or(Error::BadTask)?;
+            let to = dst_task.space.as_mut().ok_or(Error::BadTask)?;
+            AddressSpace::copy_between(from, src_addr, to, dst_addr, len as u64).map_err(|_| Error::BadPointer)?;
             Ok(len as u64)
         }
         op::READ_IMAGE => {
