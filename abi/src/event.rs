@@ -48,6 +48,9 @@ pub use heapless;
 pub const MAX_FRAMES: usize = 32;
 /// Largest postcard-encoded [`Event`] that `EMIT` accepts.
 pub const MAX_EMIT: usize = 2200;
+/// Largest `EMIT` body: a batch of `(at, event)` entries
+/// ([`encode_emit_entry`]), each event at most [`MAX_EMIT`] bytes.
+pub const MAX_EMIT_BATCH: usize = 8192;
 /// Largest framed record (COBS adds one byte per 254 and the delimiter).
 pub const MAX_FRAME: usize = 2400;
 /// Largest unframed record: its frame fits [`MAX_FRAME`]. A kernel event
@@ -57,12 +60,16 @@ pub const MAX_RECORD: usize = MAX_FRAME - MAX_FRAME / 254 - 2;
 /// One event as written on COM2 (before COBS framing).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Record<'a> {
-    /// Guest time stamp counter when the kernel wrote the event.
+    /// Guest time stamp counter when the event happened: when the kernel
+    /// wrote it, or for a supervisor's report made after the fact (`EMIT`
+    /// with a time), when what it reports happened.
     pub tsc: u64,
     /// The supervisor task that `EMIT`ted it; `None` for the kernel's own.
     pub by: Option<u32>,
     #[serde(borrow)]
     pub event: Event<'a>,
+    /// When the kernel wrote it, if later than `tsc` (a deferred report).
+    pub emitted: Option<u64>,
 }
 
 /// The register file, encoded as 22 varints in the order of
@@ -101,6 +108,9 @@ pub enum Sym<'a> {
     Name(&'a str),
     Addr(u64),
 }
+
+/// The frames of a backtrace (at most [`MAX_FRAMES`]).
+pub type FrameList = heapless::Vec<Frame, MAX_FRAMES>;
 
 /// One frame of a task backtrace.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -161,6 +171,28 @@ pub enum Decision<'a> {
     /// Any other action, named.
     Other { action: &'a str },
 }
+
+/// What one recovery cost, from the fault server's time stamps (guest
+/// instructions under icount; JSON `fault_tsc`, `stack_bytes`, `phases`,
+/// `backlog`, `late`): `docs/events.md`, `fault_report`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryCost {
+    /// The TSC when the kernel took the fault.
+    pub fault_tsc: u64,
+    /// Bytes of the task's stack the fault message carried.
+    pub stack_bytes: u64,
+    /// Phases, in order: delivery (fault → server holding the message),
+    /// decision, walk, plan, request (the `RECOVER` call built and
+    /// entered), releases, rollback (or restart, stop).
+    pub phases: [u64; 7],
+    /// Reports waiting when this one was queued (itself included).
+    pub backlog: u64,
+    /// Reports so far emitted before a recovery because the backlog was full.
+    pub late: u64,
+}
+
+/// The JSON names of [`RecoveryCost::phases`].
+pub const PHASES: [&str; 7] = ["delivery", "decision", "walk", "plan", "request", "releases", "rollback"];
 
 /// A register-check mismatch (`regs-match` check).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,6 +469,8 @@ pub enum Event<'a> {
         message: Option<&'a str>,
         #[serde(borrow)]
         action: Decision<'a>,
+        /// What the recovery cost (the fault server's own reports).
+        cost: Option<RecoveryCost>,
     },
     /// The `check` named `regs-match` (`tasks/regcheck`).
     RegsCheck {
@@ -549,6 +583,11 @@ impl Event<'_> {
                 | Event::Check { .. }
                 | Event::RegsCheck { .. }
                 | Event::FaultReport { .. }
+                // The server reports the faults it receives and the
+                // restarts it makes through `RECOVER` itself.
+                | Event::Fault { .. }
+                | Event::RestartImage { .. }
+                | Event::RestartCheckpoint { .. }
         )
     }
 }
@@ -566,12 +605,18 @@ pub enum DecodeError {
     Postcard(postcard::Error),
     /// A record decoded but bytes were left over.
     TrailingBytes(usize),
+    /// An `EMIT` batch entry of a kind (or time) not allowed.
+    NotAllowed,
+    /// An `EMIT` batch with more entries than the checker takes.
+    TooMany,
 }
 
 impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Empty => "empty frame",
+            DecodeError::NotAllowed => "event kind or time not allowed",
+            DecodeError::TooMany => "too many events in one batch",
             DecodeError::BadCobs => "broken COBS framing",
             DecodeError::TooLong => "frame longer than MAX_FRAME",
             DecodeError::Postcard(postcard::Error::DeserializeUnexpectedEnd) => "truncated record",
@@ -604,9 +649,73 @@ fn exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
-/// Decodes an `EMIT` body: one postcard-encoded [`Event`], nothing after it.
+/// Decodes one postcard-encoded [`Event`], nothing after it.
 pub fn decode_event(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     exact(bytes)
+}
+
+/// Appends one `EMIT` batch entry to `buf` at `at_len`: `(at, event)`,
+/// postcard-encoded — `at` is the guest TSC when what the event reports
+/// happened (0: when written). Returns the new length, or an error if it
+/// does not fit (the batch is unchanged then).
+pub fn encode_emit_entry(at: u64, event: &Event<'_>, buf: &mut [u8], at_len: usize) -> Result<usize, postcard::Error> {
+    let rest = buf.get_mut(at_len..).ok_or(postcard::Error::SerializeBufferFull)?;
+    let n = postcard::to_slice(&(at, event), rest)?.len();
+    Ok(at_len + n)
+}
+
+/// A record around an event that is already encoded (`event`: the postcard
+/// bytes of an [`Event`], as checked by [`decode_emit_entry`]), into `buf`:
+/// the same bytes [`encode_record_at`] makes, without re-encoding the
+/// event. Returns the length, or `None` if `buf` is too small.
+pub fn splice_record(tsc: u64, by: Option<u32>, emitted: Option<u64>, event: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let mut head = [0u8; 32];
+    let n = postcard::to_slice(&(tsc, by), &mut head).ok()?.len();
+    let mut tail = [0u8; 16];
+    let m = postcard::to_slice(&emitted, &mut tail).ok()?.len();
+    let total = n + event.len() + m;
+    let out = buf.get_mut(..total)?;
+    out[..n].copy_from_slice(&head[..n]);
+    out[n..n + event.len()].copy_from_slice(event);
+    out[n + event.len()..].copy_from_slice(&tail[..m]);
+    Some(total)
+}
+
+/// One checked `EMIT` batch entry: its time and where its event's bytes
+/// are in the batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmitEntry {
+    pub at: u64,
+    pub event: core::ops::Range<usize>,
+}
+
+/// Checks an `EMIT` batch: every entry decodes, is of a kind `allowed`
+/// accepts, and nothing is left over; returns the entries (at most
+/// `N`; more is an error).
+pub fn check_emit_batch<const N: usize>(
+    body: &[u8],
+    mut allowed: impl FnMut(u64, &Event<'_>) -> bool,
+) -> Result<heapless::Vec<EmitEntry, N>, DecodeError> {
+    let mut out = heapless::Vec::new();
+    let mut at_off = 0;
+    while at_off < body.len() {
+        let rest = &body[at_off..];
+        let (at, after_at) = postcard::take_from_bytes::<u64>(rest)?;
+        let event_off = at_off + (rest.len() - after_at.len());
+        let (event, after) = postcard::take_from_bytes::<Event<'_>>(after_at)?;
+        let end = body.len() - after.len();
+        if !allowed(at, &event) {
+            return Err(DecodeError::NotAllowed);
+        }
+        out.push(EmitEntry { at, event: event_off..end }).map_err(|_| DecodeError::TooMany)?;
+        at_off = end;
+    }
+    Ok(out)
+}
+
+/// The next entry of an `EMIT` batch and what follows it.
+pub fn decode_emit_entry(bytes: &[u8]) -> Result<((u64, Event<'_>), &[u8]), DecodeError> {
+    Ok(postcard::take_from_bytes::<(u64, Event<'_>)>(bytes)?)
 }
 
 /// Decodes an unframed record.
@@ -681,6 +790,7 @@ struct RecordRef<'r, 'a> {
     tsc: u64,
     by: Option<u32>,
     event: &'r Event<'a>,
+    emitted: Option<u64>,
 }
 
 /// Encodes the record `{tsc, by, event}` as one COBS frame, delimiter
@@ -691,7 +801,7 @@ pub fn encode_frame<'b>(
     event: &Event<'_>,
     buf: &'b mut [u8],
 ) -> Result<&'b mut [u8], postcard::Error> {
-    postcard::to_slice_cobs(&RecordRef { tsc, by, event }, buf)
+    postcard::to_slice_cobs(&RecordRef { tsc, by, event, emitted: None }, buf)
 }
 
 /// Encodes the record `{tsc, by, event}` unframed into `buf` (the kernel
@@ -702,7 +812,19 @@ pub fn encode_record<'b>(
     event: &Event<'_>,
     buf: &'b mut [u8],
 ) -> Result<&'b mut [u8], postcard::Error> {
-    postcard::to_slice(&RecordRef { tsc, by, event }, buf)
+    encode_record_at(tsc, by, None, event, buf)
+}
+
+/// [`encode_record`] for an event that happened at `tsc` and is written at
+/// `emitted` (a supervisor's deferred report).
+pub fn encode_record_at<'b>(
+    tsc: u64,
+    by: Option<u32>,
+    emitted: Option<u64>,
+    event: &Event<'_>,
+    buf: &'b mut [u8],
+) -> Result<&'b mut [u8], postcard::Error> {
+    postcard::to_slice(&RecordRef { tsc, by, event, emitted }, buf)
 }
 
 /// Encodes `event` unframed (an `EMIT` body) into `buf`.
@@ -957,20 +1079,23 @@ mod tests {
                 fault: Some(FaultSummary { kind: 1, rip: 0x40_0b32, restarts: 0, vector: 14, error_code: 6, cr2: 0 }),
                 message: None,
                 action: Decision::Rollback { scope: 1, frame: Sym::Addr(0x40_0900), releases: 3, pages: 8 },
+                cost: None
             },
             Event::FaultReport {
                 task: 6,
                 seq: 3,
                 fault: None,
                 message: Some(s),
-                action: Decision::Restart { delay_ms: 10 }
+                action: Decision::Restart { delay_ms: 10 },
+                cost: None
             },
             Event::FaultReport {
                 task: 6,
                 seq: 4,
                 fault: None,
                 message: None,
-                action: Decision::Resume { resume_rip: 0x40_0b34 }
+                action: Decision::Resume { resume_rip: 0x40_0b34 },
+                cost: None
             },
             Event::FaultReport {
                 task: 6,
@@ -978,13 +1103,15 @@ mod tests {
                 fault: None,
                 message: None,
                 action: Decision::Stop { reason: "restart_storm", restarts_in_window: Some(5), window_ms: Some(2000) },
+                cost: None
             },
             Event::FaultReport {
                 task: 6,
                 seq: 6,
                 fault: None,
                 message: None,
-                action: Decision::Other { action: "fresh_start" }
+                action: Decision::Other { action: "fresh_start" },
+                cost: None
             },
             Event::RegsCheck {
                 task: 7,
@@ -1012,7 +1139,7 @@ mod tests {
             let body = &frame[..frame.len() - 1];
             let mut scratch = [0u8; MAX_FRAME];
             let record = decode_frame(body, &mut scratch).unwrap();
-            assert_eq!(record, Record { tsc, by, event: event.clone() }, "{}", event.name());
+            assert_eq!(record, Record { tsc, by, event: event.clone(), emitted: None }, "{}", event.name());
         }
     }
 

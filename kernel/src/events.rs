@@ -94,27 +94,49 @@ pub fn unlock_for_fatal() {
 
 /// Writes a kernel event.
 pub fn emit(event: &Event<'_>) {
-    write_record(None, event);
+    write_record(None, None, event);
 }
 
-/// Writes an event on behalf of supervisor task `by` (`EMIT`).
-pub fn emit_by(by: u32, event: &Event<'_>) {
-    write_record(Some(by), event);
+/// Writes an event on behalf of supervisor task `by` (`EMIT`); `at`: when
+/// what it reports happened, if earlier (a report made after the fact).
+pub fn emit_by(by: u32, at: Option<u64>, event: &Event<'_>) {
+    write_record(Some(by), at, event);
 }
 
-fn write_record(by: Option<u32>, event: &Event<'_>) {
+/// Writes an event a supervisor encoded (`EMIT`, checked by
+/// `abi::event::check_emit_batch`), spliced into its record as it is.
+pub fn emit_encoded_by(by: u32, at: Option<u64>, event: &[u8]) {
     let mut stream = STREAM.lock();
     if !stream.ready {
         return;
     }
-    // Stamped under the lock, so time stamps grow along the stream.
-    let tsc = crate::arch::rdtsc();
-    let len = match abi::event::encode_record(tsc, by, event, &mut stream.buf) {
+    let now = crate::arch::rdtsc();
+    let (tsc, emitted) = match at {
+        Some(t) if t < now => (t, Some(now)),
+        _ => (now, None),
+    };
+    if let Some(len) = abi::event::splice_record(tsc, Some(by), emitted, event, &mut stream.buf) {
+        write_cobs(&stream.buf[..len]);
+    }
+}
+
+fn write_record(by: Option<u32>, at: Option<u64>, event: &Event<'_>) {
+    let mut stream = STREAM.lock();
+    if !stream.ready {
+        return;
+    }
+    // Stamped under the lock, so `emitted` (or `tsc`) grows along the stream.
+    let now = crate::arch::rdtsc();
+    let (tsc, emitted) = match at {
+        Some(t) if t < now => (t, Some(now)),
+        _ => (now, None),
+    };
+    let len = match abi::event::encode_record_at(tsc, by, emitted, event, &mut stream.buf) {
         Ok(bytes) => bytes.len(),
         // Only a string longer than any the kernel bounds can get here.
         Err(_) => {
             let too_large = Event::TooLarge { kind: event.name() };
-            match abi::event::encode_record(tsc, by, &too_large, &mut stream.buf) {
+            match abi::event::encode_record_at(tsc, by, emitted, &too_large, &mut stream.buf) {
                 Ok(bytes) => bytes.len(),
                 Err(_) => return,
             }

@@ -389,24 +389,31 @@ fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64)
     if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
         return Err(Error::BadArgument);
     }
-    events::emit_by(task.id, &Event::Legacy { kind, json: body });
+    events::emit_by(task.id, None, &Event::Legacy { kind, json: body });
     Ok(0)
 }
 
-/// The typed `EMIT`: one postcard-encoded supervisor event.
+/// The typed `EMIT`: a batch of postcard-encoded `(at, event)` entries
+/// (`abi::event::encode_emit_entry`), supervisor kinds only, `at` never in
+/// the future. The whole batch is checked before anything is written, so a
+/// malformed one leaves no trace.
 #[inline(never)]
 fn emit_event(task: &Task, body_ptr: u64, body_len: u64) -> SysResult {
     let len = body_len as usize;
-    if len == 0 || len > abi::event::MAX_EMIT {
+    if len == 0 || len > abi::event::MAX_EMIT_BATCH {
         return Err(Error::BadArgument);
     }
-    let mut buf = [0u8; abi::event::MAX_EMIT];
-    task.space.as_ref().ok_or(Error::BadPointer)?.read(body_ptr, &mut buf[..len]).map_err(bad_pointer)?;
-    let event = abi::event::decode_event(&buf[..len]).map_err(|_| Error::BadArgument)?;
-    if !event.is_supervisor_kind() {
-        return Err(Error::BadArgument);
+    let mut buf = [MaybeUninit::<u8>::uninit(); abi::event::MAX_EMIT_BATCH];
+    let body =
+        task.space.as_ref().ok_or(Error::BadPointer)?.read_uninit(body_ptr, &mut buf[..len]).map_err(bad_pointer)?;
+    let now = crate::arch::rdtsc();
+    // Checked whole first (each event decoded once), then written as the
+    // supervisor encoded them.
+    let entries = abi::event::check_emit_batch::<64>(body, |at, e| e.is_supervisor_kind() && at <= now)
+        .map_err(|_| Error::BadArgument)?;
+    for e in &entries {
+        events::emit_encoded_by(task.id, (e.at != 0).then_some(e.at), &body[e.event.clone()]);
     }
-    events::emit_by(task.id, &event);
     Ok(0)
 }
 

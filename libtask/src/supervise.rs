@@ -155,11 +155,59 @@ pub fn kill(task: TaskId) -> Result<(), Error> {
 /// supervisor kind, at most `abi::event::MAX_EMIT` bytes: else
 /// `Err(BadArgument)`) and stamps it with the time and our id.
 pub fn emit_event(event: &abi::event::Event<'_>) -> Result<(), Error> {
-    let mut buf = [0u8; abi::event::MAX_EMIT];
-    let bytes = abi::event::encode_event(event, &mut buf).map_err(|_| Error::BadArgument)?;
-    // SAFETY: EMIT only reads the live buffer; kind pointer and length 0
-    // select the typed form.
-    Error::decode(unsafe { raw::syscall4(nr::EMIT, 0, 0, bytes.as_ptr() as u64, bytes.len() as u64) }).map(drop)
+    emit_event_at(event, 0)
+}
+
+/// [`emit_event`] for something that happened at guest TSC `at` (not in
+/// the future; 0 = now): the event's `tsc` is `at`, and the kernel adds
+/// when it wrote it (`emitted`).
+pub fn emit_event_at(event: &abi::event::Event<'_>, at: u64) -> Result<(), Error> {
+    let mut buf = [0u8; abi::event::MAX_EMIT + 16];
+    let n = abi::event::encode_emit_entry(at, event, &mut buf, 0).map_err(|_| Error::BadArgument)?;
+    emit_raw(&buf[..n])
+}
+
+/// Several events in one `EMIT`: a supervisor's report of one fault is a
+/// handful of events, each stamped with when what it reports happened; one
+/// system call writes them all, in order, or — if any is refused — none.
+pub struct EventBatch {
+    buf: alloc::boxed::Box<[u8; abi::event::MAX_EMIT_BATCH]>,
+    len: usize,
+}
+
+impl Default for EventBatch {
+    fn default() -> EventBatch {
+        EventBatch { buf: alloc::boxed::Box::new([0; abi::event::MAX_EMIT_BATCH]), len: 0 }
+    }
+}
+
+impl EventBatch {
+    /// Adds `event`, which happened at `at` (0: now). A full batch is sent
+    /// first; an event too large for any batch is `Err(BadArgument)`.
+    pub fn push(&mut self, event: &abi::event::Event<'_>, at: u64) -> Result<(), Error> {
+        if let Ok(n) = abi::event::encode_emit_entry(at, event, &mut self.buf[..], self.len) {
+            self.len = n;
+            return Ok(());
+        }
+        self.send()?;
+        self.len = abi::event::encode_emit_entry(at, event, &mut self.buf[..], 0).map_err(|_| Error::BadArgument)?;
+        Ok(())
+    }
+
+    /// Writes the batch (one `EMIT`) and empties it.
+    pub fn send(&mut self) -> Result<(), Error> {
+        let n = core::mem::take(&mut self.len);
+        if n == 0 {
+            return Ok(());
+        }
+        emit_raw(&self.buf[..n])
+    }
+}
+
+/// `EMIT` of a batch body (kind pointer and length 0: the typed form).
+fn emit_raw(body: &[u8]) -> Result<(), Error> {
+    // SAFETY: EMIT only reads the live buffer.
+    Error::decode(unsafe { raw::syscall4(nr::EMIT, 0, 0, body.as_ptr() as u64, body.len() as u64) }).map(drop)
 }
 
 /// TRANSITIONAL (until the fault server uses [`emit_event`]): the JSON-text

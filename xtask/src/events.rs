@@ -176,6 +176,9 @@ impl<S: SymbolSource> Decoder<S> {
         if let Some(by) = record.by {
             l.u64("by", by as u64);
         }
+        if let Some(at) = record.emitted {
+            l.u64("emitted", at);
+        }
         match *e {
             Event::Boot {
                 version,
@@ -464,7 +467,7 @@ impl<S: SymbolSource> Decoder<S> {
                     .opt_str("error", error)
                     .bool("poisoned", poisoned);
             }
-            Event::FaultReport { task, seq, ref fault, message, ref action } => {
+            Event::FaultReport { task, seq, ref fault, message, ref action, ref cost } => {
                 l.u64("task", task).u64("seq", seq);
                 if let Some(f) = fault {
                     describe(&mut l, f);
@@ -494,6 +497,15 @@ impl<S: SymbolSource> Decoder<S> {
                     Decision::Other { action } => {
                         l.str("action", action);
                     }
+                }
+                if let Some(c) = cost {
+                    let phases: Vec<String> =
+                        abi::event::PHASES.iter().zip(c.phases).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    l.u64("fault_tsc", c.fault_tsc)
+                        .u64("stack_bytes", c.stack_bytes)
+                        .raw("phases", &format!("{{{}}}", phases.join(",")))
+                        .u64("backlog", c.backlog)
+                        .u64("late", c.late);
                 }
             }
             Event::RegsCheck { task, seq, vector, ok, compared, ref first, error } => {

@@ -16,8 +16,6 @@
 
 use crate::image::TaskImage;
 use crate::memory::WindowMemory;
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use libtask::abi::fault::Parsed;
 use walker::{Frame, Regs, Stop, Walker};
@@ -27,42 +25,25 @@ pub const MAX_FRAMES: usize = 16;
 
 /// A walked stack.
 pub struct Backtrace {
-    /// `(pc, pc to name it by)` per frame, innermost first.
-    pub frames: Vec<(u64, u64)>,
-    /// How the walk ended.
-    pub stop: String,
+    /// `(pc, exact)` per frame, innermost first: `exact` when the pc is the
+    /// instruction itself (frame 0, trap frames), else a return address.
+    pub frames: Vec<(u64, bool)>,
+    /// How the walk ended, or why it could not start.
+    pub stop: Result<Stop, &'static str>,
     /// Pages read from the task outside the message's stack copy.
     pub pages_read: u64,
 }
 
 /// Walks the stack of fault `p`.
 pub fn walk<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Parsed<'_>) -> Backtrace {
-    let mut bt = Backtrace { frames: Vec::new(), stop: String::new(), pages_read: 0 };
     let eh = match image.unwind() {
         Ok(eh) => eh,
-        Err(e) => {
-            bt.stop = e;
-            return bt;
-        }
+        Err(e) => return Backtrace { frames: Vec::new(), stop: Err(e), pages_read: 0 },
     };
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
     walker.max_depth = MAX_FRAMES;
     let mut frames = [Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false }; MAX_FRAMES];
     let (n, stop) = walker.walk_into(&eh, crate::recover::fault_regs(&p.msg), &memory, &mut frames);
-    for f in &frames[..n] {
-        bt.frames.push((f.pc, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
-    }
-    bt.stop = stop_name(stop);
-    bt.pages_read = memory.pages_read();
-    bt
-}
-
-fn stop_name(stop: Stop) -> String {
-    match stop {
-        Stop::Outermost => "outermost".into(),
-        Stop::DepthLimit => "depth_limit".into(),
-        Stop::NoFde { pc } => format!("no_fde at {pc:#x}"),
-        Stop::Unreadable { addr } => format!("unreadable {addr:#x}"),
-        other => format!("{other:?}"),
-    }
+    let frames = frames[..n].iter().map(|f| (f.pc, f.exact_pc)).collect();
+    Backtrace { frames, stop: Ok(stop), pages_read: memory.pages_read() }
 }

@@ -40,9 +40,6 @@ pub struct TaskImage {
     pub strtab: Section,
     pub eh_frame: Section,
     pub eh_frame_hdr: Section,
-    /// Code symbols sorted by address: `(start, size, name offset)`, for
-    /// naming frames by binary search.
-    by_addr: Vec<(u64, u64, u32)>,
     /// `REWIND_REGCHECK` (the register-check block), if the task has one.
     pub regcheck: Option<u64>,
     /// `REWIND_RESTARTS` (the restart counter), if the task has one, 8 bytes.
@@ -107,40 +104,6 @@ impl TaskImage {
     fn index(&mut self) {
         self.regcheck = self.symbol(crate::regcheck::SYMBOL).map(|(a, _)| a);
         self.restarts = self.symbol(crate::RESTARTS_SYMBOL).filter(|&(_, size)| size == 8).map(|(a, _)| a);
-        let e = LE;
-        let count = self.symtab.data.len() / SYM_SIZE;
-        let Ok((syms, _)) = object::pod::slice_from_bytes::<Sym64<LE>>(&self.symtab.data, count) else { return };
-        const STT_NOTYPE: u8 = 0;
-        const STT_FUNC: u8 = 2;
-        let mut v: Vec<(u64, u64, u32)> = syms
-            .iter()
-            .filter(|s| {
-                let kind = s.st_type().0;
-                !s.st_shndx(e).is_special()
-                    && s.st_shndx(e).0 != 0
-                    && s.st_name(e) != 0
-                    && (kind == STT_FUNC || kind == STT_NOTYPE)
-            })
-            .map(|s| (s.st_value(e), s.st_size(e), s.st_name(e)))
-            .collect();
-        // Sized symbols first among equal starts: they win a lookup.
-        v.sort_unstable_by_key(|&(a, size, _)| (a, core::cmp::Reverse(size)));
-        v.dedup_by_key(|&mut (a, _, _)| a);
-        self.by_addr = v;
-    }
-
-    /// The demangled name of the code symbol containing `pc` (or the
-    /// closest sized-0 symbol before it), by binary search.
-    pub fn name_of(&self, pc: u64) -> Option<alloc::string::String> {
-        let i = self.by_addr.partition_point(|&(a, _, _)| a <= pc).checked_sub(1)?;
-        // The nearest start at or below pc; a sized symbol must contain it.
-        let (start, size, name) = self.by_addr[i];
-        if size != 0 && pc - start >= size {
-            return None;
-        }
-        let strings = object::read::StringTable::new(&self.strtab.data[..], 0, self.strtab.data.len() as u64);
-        let raw = core::str::from_utf8(strings.get(name).ok()?).ok()?;
-        Some(alloc::format!("{:#}", rustc_demangle::demangle(raw)))
     }
 
     /// The address and size of the symbol named `name` (exact, unmangled
@@ -156,13 +119,13 @@ impl TaskImage {
     }
 
     /// The unwind tables, for the walker.
-    pub fn unwind(&self) -> Result<walker::Image<'_>, alloc::string::String> {
+    pub fn unwind(&self) -> Result<walker::Image<'_>, &'static str> {
         walker::Image::from_hdr(
             &self.eh_frame_hdr.data,
             self.eh_frame_hdr.addr,
             &self.eh_frame.data,
             self.eh_frame.addr,
         )
-        .map_err(|e| alloc::format!("no unwind tables: {e:?}"))
+        .map_err(|_| "no unwind tables")
     }
 }

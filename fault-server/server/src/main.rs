@@ -45,7 +45,6 @@
 extern crate alloc;
 
 mod backtrace;
-mod body;
 mod image;
 mod memory;
 mod policy;
@@ -144,6 +143,8 @@ struct Server {
     lowered: bool,
     /// Reports emitted before a recovery because the backlog was full.
     late: u64,
+    /// The events of the report being made (one `EMIT` per report).
+    batch: supervise::EventBatch,
 }
 
 impl Server {
@@ -161,14 +162,14 @@ impl Server {
         let Some(p) = FaultMessage::parse(&buf[..len]).filter(|p| p.msg.task == task) else {
             println!("fault-server: malformed fault message for task {task} ({len} bytes): stopping it");
             let seq = got.msg.words[3];
-            report::emit(
-                "fault_report",
-                &body::Body::new()
-                    .u64("task", task)
-                    .u64("seq", seq)
-                    .str("action", "stop")
-                    .str("reason", "malformed fault message"),
-            );
+            let action = libtask::abi::event::Decision::Stop {
+                reason: "malformed fault message",
+                restarts_in_window: None,
+                window_ms: None,
+            };
+            let report =
+                libtask::abi::event::Event::FaultReport { task, seq, fault: None, message: None, action, cost: None };
+            report::emit(&report, 0);
             if let Err(e) = supervise::stop(task, reason::BAD_MESSAGE) {
                 println!("fault-server: stopping task {task} failed: {}", e.name());
             }
@@ -220,8 +221,8 @@ impl Server {
         let Some(rep) = self.backlog.pop_front() else { return };
         let task = FaultMessage::from_bytes(&rep.bytes[..rep.len]).map_or(0, |m| m.task);
         match self.known(task) {
-            Some(k) => report::emit_report(&rep, Some(k.image), Some(&mut k.walker.borrow_mut())),
-            None => report::emit_report(&rep, None, None),
+            Some(k) => report::emit_report(&rep, Some(k.image), Some(&mut k.walker.borrow_mut()), &mut self.batch),
+            None => report::emit_report(&rep, None, None, &mut self.batch),
         }
         self.spare.push(rep.bytes);
     }

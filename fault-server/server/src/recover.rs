@@ -178,7 +178,7 @@ pub fn walk_to_scope<'a>(
     depth: u64,
 ) -> Result<(usize, u64), String> {
     let target = p.msg.scope_rsp(depth).ok_or_else(|| String::from("no such scope"))?;
-    let eh = image.unwind()?;
+    let eh = image.unwind().map_err(String::from)?;
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
     walker.max_depth = 64;
     let mut reached = None;

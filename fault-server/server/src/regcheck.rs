@@ -29,7 +29,6 @@
 //! IF): the CPU may set RF in the saved image of a fault, which is not the
 //! task's doing.
 
-use crate::body::Body;
 use crate::image::TaskImage;
 use libtask::abi::fault::FaultMessage;
 use libtask::supervise::{self, TaskId};
@@ -44,18 +43,29 @@ pub const WORDS: usize = 24;
 pub const RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x200 | 0x400 | 0x800;
 const CHECK_CR2: u64 = 1;
 
+/// The outcome of a register check (the `regs-match` check event).
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    pub ok: bool,
+    /// `(fields compared, mismatches)` when the block was compared.
+    pub compared: Option<(u64, u64)>,
+    /// The first field that differed: name, expected, got.
+    pub first: Option<(&'static str, u64, u64)>,
+    pub error: Option<&'static str>,
+}
+
 /// Checks the message of a fault of `task` against its block, if its image
-/// has one; returns the `check` event body.
-pub fn check(task: TaskId, image: &TaskImage, msg: &FaultMessage) -> Option<Body> {
+/// has one.
+pub fn check(task: TaskId, image: &TaskImage, msg: &FaultMessage) -> Option<Checked> {
     let addr = image.regcheck?;
-    let body = Body::new().str("name", "regs-match").u64("task", task).u64("seq", msg.seq);
+    let failed = |error| Some(Checked { ok: false, compared: None, first: None, error: Some(error) });
     let mut raw = [0u8; WORDS * 8];
     if supervise::read_mem(task, addr, &mut raw).is_err() {
-        return Some(body.bool("ok", false).u64("vector", msg.vector).str("error", "block unreadable"));
+        return failed("block unreadable");
     }
     let w = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     if w(0) != MAGIC || w(1) != 1 {
-        return Some(body.bool("ok", false).u64("vector", msg.vector).str("error", "block not armed"));
+        return failed("block not armed");
     }
     let r = &msg.regs;
     let got = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15];
@@ -72,15 +82,12 @@ pub fn check(task: TaskId, image: &TaskImage, msg: &FaultMessage) -> Option<Body
     if w(23) & CHECK_CR2 != 0 {
         fields.push("cr2", w(22), msg.cr2);
     }
-    let mut body = body
-        .bool("ok", fields.mismatches == 0)
-        .u64("vector", msg.vector)
-        .u64("mismatches", fields.mismatches)
-        .u64("fields", fields.compared);
-    if let Some((name, expected, got)) = fields.first {
-        body = body.str("first", name).hex("expected", expected).hex("got", got);
-    }
-    Some(body)
+    Some(Checked {
+        ok: fields.mismatches == 0,
+        compared: Some((fields.compared, fields.mismatches)),
+        first: fields.first,
+        error: None,
+    })
 }
 
 /// Running totals of a comparison.

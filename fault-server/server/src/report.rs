@@ -2,46 +2,44 @@
 //! *after* the faulted task runs again.
 //!
 //! The recovery path (`recover.rs`) keeps what it learnt in a [`Report`]
-//! — the fault message as received (registers, the stack copy, the
-//! recovery page copy), the releases with their outcomes, the decision and
-//! its time stamps — and the server formats it when no fault is waiting
-//! (`main.rs`: at a lowered priority, so the task it just recovered runs
-//! first). A report is the events of its fault, in this order, all with the
-//! fault's `seq`:
+//! — the fault message as received (registers, the stack copy), the
+//! releases with their outcomes, the decision and its time stamps — and the
+//! server makes the report when no fault is waiting (`main.rs`: at a
+//! lowered priority, so the task it just recovered runs first). A report is
+//! the events of its fault, in this order, all with the fault's `seq`:
 //!
 //! `check` (register check, `regcheck` tasks only) → `fault` → `backtrace`
 //! → `escalate` (each step outward) → `release` (one per release) →
-//! `restart` (checkpoint or image) or `escalate` (stop) → `fault_report`
+//! `restart` (checkpoint or image) → `fault_report` (→ `escalate` for a
+//! stop)
 //!
-//! and one console line with the decision. Nothing is lost: a report is
-//! only dropped from the backlog once emitted; when the backlog is full,
-//! the oldest report is emitted *before* the next fault is recovered (that
-//! fault waits: counted as `late` in its `fault_report`).
+//! and one console line with the decision. The events are typed
+//! (`abi::event`, postcard on the wire): the server formats nothing — the
+//! host names the frames from the task's ELF and writes the JSON. Each event
+//! carries the time what it reports *happened* (`emit_event_at`: the fault,
+//! the releases, the rollback), and the kernel adds when it was written.
+//!
+//! Nothing is lost: a report leaves the backlog only once emitted; when the
+//! backlog is full, the oldest report is emitted *before* the next fault is
+//! recovered (that fault waits: counted as `late` in the `fault_report`s).
 
 use crate::backtrace;
-use crate::body::{Body, MAX_BODY, escape};
 use crate::image::TaskImage;
 use crate::recover::{Done, Escalation, Recovered};
-use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
+use crate::regcheck::Checked;
+use libtask::abi::event::{self as ev, Decision, Event, FaultSummary, Frame, RecoveryCost, Sym, WalkStop};
 use libtask::abi::fault::{FaultKind, FaultMessage, Parsed};
 use libtask::abi::ipc::recover as r;
 use libtask::abi::trap::exception_name;
 use libtask::println;
-use walker::Walker;
-
-/// `#PF`.
-const PAGE_FAULT: u64 = 14;
-/// Longest symbol name listed.
-const MAX_SYMBOL: usize = 80;
+use libtask::supervise::EventBatch;
+use walker::{Stop, Walker};
 
 /// What the server decided, for the report.
 pub enum Outcome {
     /// A fault recovered (rolled back, restarted or stopped).
     Recovered(Recovered),
-    /// A resume request answered: resumed at `rip`, or failed and then
-    /// recovered as a fault.
+    /// A resume request answered: resumed at `rip` (at TSC `at`).
     Resumed { rip: u64, at: u64 },
 }
 
@@ -52,261 +50,254 @@ pub struct Report {
     pub bytes: alloc::boxed::Box<[u8]>,
     pub len: usize,
     pub outcome: Outcome,
-    /// The register check's event body, made before recovery changed the
-    /// task's memory (`regcheck` tasks only).
-    pub regcheck: Option<Body>,
+    /// The register check, made before recovery changed the task's memory
+    /// (`regcheck` tasks only).
+    pub regcheck: Option<Checked>,
     /// Reports waiting, this one included, when it was queued.
     pub backlog: usize,
-    /// How many reports so far were emitted before a fault was recovered
-    /// because the backlog was full.
+    /// How many reports so far were emitted before a recovery because the
+    /// backlog was full.
     pub late: u64,
 }
 
-/// Emits the events and the console line of `rep`.
-pub fn emit_report<'a>(rep: &Report, image: Option<&'a TaskImage>, walker: Option<&mut Walker<'a, 32>>) {
+/// Emits the events (one `EMIT` for all: `batch`) and the console line of
+/// `rep`.
+pub fn emit_report<'a>(
+    rep: &Report,
+    image: Option<&'a TaskImage>,
+    walker: Option<&mut Walker<'a, 32>>,
+    batch: &mut EventBatch,
+) {
     let Some(p) = FaultMessage::parse(&rep.bytes[..rep.len]) else { return };
+    let batch = core::cell::RefCell::new(batch);
+    let emit = |event: &Event<'_>, at: u64| {
+        if let Err(e) = batch.borrow_mut().push(event, at) {
+            println!("fault-server: event {} refused ({})", event.name(), e.name());
+        }
+    };
     let msg = &p.msg;
-    let text = core::str::from_utf8(p.text).unwrap_or("<invalid UTF-8>");
+    let (task, seq) = (msg.task, msg.seq);
+    let text = core::str::from_utf8(p.text).ok().filter(|t| !t.is_empty());
     let (received, decided, released, recovered) = match &rep.outcome {
         Outcome::Recovered(r) => (r.phases.received, r.phases.decided, r.phases.released, r.phases.recovered),
         Outcome::Resumed { at, .. } => (*at, *at, *at, *at),
     };
-    if let Some(check) = &rep.regcheck {
-        emit("check", &Body::at(received).then(check));
+    if let Some(c) = &rep.regcheck {
+        let first = c.first.map(|(field, expected, got)| ev::Mismatch { field, expected, got });
+        let check =
+            Event::RegsCheck { task, seq, vector: msg.vector, ok: c.ok, compared: c.compared, first, error: c.error };
+        emit(&check, received);
     }
-    emit("fault", &fault_event(msg));
-    let frame_name = |pc: u64| image.and_then(|i| i.name_of(pc)).unwrap_or_else(|| "?".into());
+    let fault = Event::Fault {
+        task,
+        name: msg.name(),
+        seq,
+        kind: msg.kind,
+        vector: msg.vector,
+        error_code: msg.error_code,
+        cr2: msg.cr2,
+        regs: msg.regs,
+        scopes: msg.scopes,
+        fault_tsc: msg.fault_tsc,
+    };
+    emit(&fault, msg.fault_tsc);
     if let (Some(image), Some(walker)) = (image, walker) {
-        emit("backtrace", &backtrace_event(image, walker, &p));
+        emit(&backtrace_event(image, walker, &p), msg.fault_tsc);
     }
-    let base = |at: u64| Body::at(at).u64("task", msg.task).u64("seq", msg.seq);
+    let summary = Some(FaultSummary {
+        kind: msg.kind,
+        rip: msg.regs.rip,
+        restarts: msg.restarts,
+        vector: msg.vector,
+        error_code: msg.error_code,
+        cr2: msg.cr2,
+    });
+    let report = |action: Decision<'_>, message: Option<&str>, cost: Option<RecoveryCost>, at: u64| {
+        emit(&Event::FaultReport { task, seq, fault: summary, message, action, cost }, at);
+    };
     let what = what(msg);
-    match &rep.outcome {
+    let rec = match &rep.outcome {
         Outcome::Resumed { rip, at } => {
-            println!("fault-server: task {} asked to be resumed: resumed at {rip:#x}", msg.task);
-            emit("fault_report", &describe(*at, msg, text).str("action", "resume").hex("resume_rip", *rip));
+            println!("fault-server: task {task} asked to be resumed: resumed at {rip:#x}");
+            report(Decision::Resume { resume_rip: *rip }, text, None, *at);
+            send(&mut batch.borrow_mut());
+            return;
         }
-        Outcome::Recovered(rec) => {
-            for e in &rec.escalations {
-                let body = match e {
-                    Escalation::Policy { from_scope, retries_in_window, window_ms } => base(decided)
-                        .str("action", if *from_scope > 1 { "outer_scope" } else { "fresh_start" })
-                        .u64("from_scope", *from_scope)
-                        .u64("retries_in_window", *retries_in_window)
-                        .u64("window_ms", *window_ms),
-                    Escalation::FreshStart { why } => {
-                        println!(
-                            "fault-server: task {} fault {}: cannot roll back ({why}): fresh start",
-                            msg.task, msg.seq
-                        );
-                        base(recovered).str("action", "fresh_start").str("reason", why)
-                    }
-                    Escalation::NothingReleased { why } => {
-                        println!("fault-server: task {}: registry refused ({why}): nothing released", msg.task);
-                        base(recovered).str("action", "fresh_start").str("reason", why)
-                    }
-                };
-                emit("escalate", &body);
+        Outcome::Recovered(rec) => rec,
+    };
+    let escalate = |action: &str, reason: Option<&str>, policy: Option<(u64, u64, u64)>, at: u64| {
+        let e = Event::Escalate {
+            task,
+            name: None,
+            seq,
+            action,
+            reason_code: None,
+            reason,
+            restarts: None,
+            from_scope: policy.map(|p| p.0),
+            retries_in_window: policy.map(|p| p.1),
+            window_ms: policy.map(|p| p.2),
+        };
+        emit(&e, at);
+    };
+    for e in &rec.escalations {
+        match e {
+            Escalation::Policy { from_scope, retries_in_window, window_ms } => {
+                let action = if *from_scope > 1 { "outer_scope" } else { "fresh_start" };
+                escalate(action, None, Some((*from_scope, *retries_in_window, *window_ms)), decided);
             }
-            let frame = rec.scope_frame.map(|(_, pc)| frame_name(pc)).unwrap_or_default();
-            for rel in &rec.releases {
-                emit("release", &release_event(released, msg, rel, &frame));
+            Escalation::FreshStart { why } => {
+                println!("fault-server: task {task} fault {seq}: cannot roll back ({why}): fresh start");
+                escalate("fresh_start", Some(why), None, recovered);
             }
-            let name = msg.name();
-            match rec.done {
-                Done::Rollback { depth, pages, attempt } => {
-                    println!(
-                        "fault-server: task {} fault {} ({what}): rolled back to scope {depth} in {frame}, {} released",
-                        msg.task,
-                        msg.seq,
-                        rec.releases.len()
-                    );
-                    emit(
-                        "restart",
-                        &base(recovered)
-                            .str("name", name)
-                            .str("from", "checkpoint")
-                            .u64("scope", depth)
-                            .u64("attempt", attempt)
-                            .u64("pages", pages),
-                    );
-                    let report = describe(recovered, msg, "")
-                        .str("action", "rollback")
-                        .u64("scope", depth)
-                        .str("frame", &frame)
-                        .u64("releases", rec.releases.len() as u64)
-                        .u64("pages", pages);
-                    emit("fault_report", &with_costs(report, rep, rec));
-                }
-                Done::Restart { delay_ms, restarts } => {
-                    println!(
-                        "fault-server: task {} fault {} ({what}): restarting it in {delay_ms} ms",
-                        msg.task, msg.seq
-                    );
-                    emit(
-                        "restart",
-                        &base(recovered)
-                            .str("name", name)
-                            .str("from", "image")
-                            .u64("delay_ms", delay_ms)
-                            .u64("restarts", restarts),
-                    );
-                    let report = describe(recovered, msg, text).str("action", "restart").u64("delay_ms", delay_ms);
-                    emit("fault_report", &with_costs(report, rep, rec));
-                }
-                Done::Stop { restarts_in_window, restarts } => {
-                    println!(
-                        "fault-server: task {} faulted after {restarts_in_window} restarts within {} ms: stopping it",
-                        msg.task,
-                        crate::policy::WINDOW_MS
-                    );
-                    let report = describe(recovered, msg, text)
-                        .str("action", "stop")
-                        .str("reason", "restart_storm")
-                        .u64("restarts_in_window", restarts_in_window)
-                        .u64("window_ms", crate::policy::WINDOW_MS);
-                    emit("fault_report", &with_costs(report, rep, rec));
-                    emit(
-                        "escalate",
-                        &base(recovered)
-                            .str("name", name)
-                            .str("action", "stop")
-                            .u64("reason_code", crate::recover::reason::RESTART_STORM)
-                            .u64("restarts", restarts),
-                    );
-                }
-                Done::Refused { error } => {
-                    println!(
-                        "fault-server: task {} fault {}: the kernel refused the recovery: {error}",
-                        msg.task, msg.seq
-                    );
-                    emit("fault_report", &describe(recovered, msg, text).str("action", "none").str("error", error));
-                }
+            Escalation::NothingReleased { why } => {
+                println!("fault-server: task {task}: registry refused ({why}): nothing released");
+                escalate("fresh_start", Some(why), None, recovered);
             }
         }
     }
+    let frame = rec.scope_frame.map_or(Sym::Name("?"), |(_, pc)| Sym::Addr(pc));
+    for rel in &rec.releases {
+        emit(&release_event(task, seq, rel, frame), released);
+    }
+    let cost = Some(cost(rep, rec, msg, p.stack.len()));
+    let name = msg.name();
+    match rec.done {
+        Done::Rollback { depth, pages, attempt } => {
+            let pc = rec.scope_frame.map_or(0, |(_, pc)| pc);
+            println!(
+                "fault-server: task {task} ({name}) fault {seq} ({what} at {:#x}): rolled back to scope {depth} \
+                 (frame {pc:#x}), {} released, {pages} pages",
+                msg.regs.rip,
+                rec.releases.len()
+            );
+            let restart = Event::RestartCheckpoint { task, name, seq, scope: depth, attempt, pages };
+            emit(&restart, recovered);
+            let releases = rec.releases.len() as u64;
+            report(Decision::Rollback { scope: depth, frame, releases, pages }, None, cost, recovered);
+        }
+        Done::Restart { delay_ms, restarts } => {
+            println!("fault-server: task {task} ({name}) fault {seq} ({what}): restarting it in {delay_ms} ms");
+            let restart = Event::RestartImage { task, name, seq, delay_ms, restarts, reason: None, redelivered: None };
+            emit(&restart, recovered);
+            report(Decision::Restart { delay_ms }, text, cost, recovered);
+        }
+        Done::Stop { restarts_in_window, restarts } => {
+            let window = crate::policy::WINDOW_MS;
+            println!(
+                "fault-server: task {task} faulted after {restarts_in_window} restarts within {window} ms: stopping it"
+            );
+            let stop = Decision::Stop {
+                reason: "restart_storm",
+                restarts_in_window: Some(restarts_in_window),
+                window_ms: Some(window),
+            };
+            report(stop, text, cost, recovered);
+            let e = Event::Escalate {
+                task,
+                name: Some(name),
+                seq,
+                action: "stop",
+                reason_code: Some(crate::recover::reason::RESTART_STORM),
+                reason: None,
+                restarts: Some(restarts),
+                from_scope: None,
+                retries_in_window: None,
+                window_ms: None,
+            };
+            emit(&e, recovered);
+        }
+        Done::Refused { error } => {
+            println!("fault-server: task {task} fault {seq}: the kernel refused the recovery: {error}");
+            report(Decision::Other { action: "none" }, Some(error), cost, recovered);
+        }
+    }
+    send(&mut batch.borrow_mut());
 }
 
-/// The recovery's costs, for the benchmark and the curious: each phase in
-/// guest instructions (`docs/events.md`), and the backlog.
-fn with_costs(body: Body, rep: &Report, rec: &Recovered) -> Body {
+fn send(batch: &mut EventBatch) {
+    if let Err(e) = batch.send() {
+        println!("fault-server: report refused ({})", e.name());
+    }
+}
+
+/// The recovery's costs, for the benchmark and the curious.
+fn cost(rep: &Report, rec: &Recovered, msg: &FaultMessage, stack: usize) -> RecoveryCost {
     let p = &rec.phases;
-    let fault_tsc = FaultMessage::parse(&rep.bytes[..rep.len]).map_or(0, |p| p.msg.fault_tsc);
     let d = |a: u64, b: u64| b.saturating_sub(a);
-    let phases = format!(
-        "{{\"delivery\":{},\"decision\":{},\"walk\":{},\"plan\":{},\"request\":{},\"releases\":{},\"rollback\":{}}}",
-        d(fault_tsc, p.received),
-        d(p.received, p.decided),
-        d(p.decided, p.walked),
-        d(p.walked, p.planned),
-        d(p.planned, p.entered),
-        d(p.entered, p.released),
-        d(p.released, p.recovered),
-    );
-    let stack_bytes = FaultMessage::parse(&rep.bytes[..rep.len]).map_or(0, |p| p.stack.len() as u64);
-    body.u64("fault_tsc", fault_tsc)
-        .u64("stack_bytes", stack_bytes)
-        .u64("recovered_tsc", p.recovered)
-        .raw("phases", &phases)
-        .u64("backlog", rep.backlog as u64)
-        .u64("late", rep.late)
+    RecoveryCost {
+        fault_tsc: msg.fault_tsc,
+        stack_bytes: stack as u64,
+        phases: [
+            d(msg.fault_tsc, p.received),
+            d(p.received, p.decided),
+            d(p.decided, p.walked),
+            d(p.walked, p.planned),
+            d(p.planned, p.entered),
+            d(p.entered, p.released),
+            d(p.released, p.recovered),
+        ],
+        backlog: rep.backlog as u64,
+        late: rep.late,
+    }
 }
 
-fn release_event(at: u64, msg: &FaultMessage, rel: &crate::recover::Released, frame: &str) -> Body {
-    let r = &rel.release;
-    let op = &rel.op;
-    let origin = match r.origin {
+fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame: Sym<'a>) -> Event<'a> {
+    let (release, op) = (&rel.release, &rel.op);
+    let origin = match release.origin {
         recovery::Origin::Intent => "intent",
         recovery::Origin::Mutex(_) => "mutex_registry",
         recovery::Origin::Arc(_) => "arc_registry",
     };
-    let body = Body::at(at)
-        .u64("task", msg.task)
-        .u64("seq", msg.seq)
-        .str("kind", r.action.name())
-        .hex("addr", r.action.addr())
-        .u64("scope", r.scope)
-        .str("origin", origin)
-        .str("frame", frame);
+    let (mut outcome, mut woken, mut count, mut error, mut poisoned) = ("not_done", None, None, None, false);
     match recovery::Outcome::from_words(op.outcome, op.value, op.extra) {
         Some(o) => {
-            let b = body.str("outcome", o.name()).bool("poisoned", o.poisoned());
+            outcome = o.name();
+            poisoned = o.poisoned();
             match o {
-                recovery::Outcome::MutexReleased { woken, .. } | recovery::Outcome::MutexNotHeld { woken, .. } => {
-                    b.u64("woken", woken)
-                }
-                recovery::Outcome::ArcDecremented { count, .. } => b.u64("count", count as u64),
-                _ => b,
+                recovery::Outcome::MutexReleased { woken: w, .. }
+                | recovery::Outcome::MutexNotHeld { woken: w, .. } => woken = Some(w),
+                recovery::Outcome::ArcDecremented { count: c, .. } => count = Some(c as u64),
+                _ => {}
             }
         }
-        None if op.outcome == r::FAILED => body
-            .str("outcome", "failed")
-            .bool("poisoned", false)
-            .str("error", libtask::Error::decode(op.value).err().map_or("unknown", |e| e.name())),
-        None => body.str("outcome", "not_done").bool("poisoned", false),
-    }
-}
-
-fn fault_event(msg: &FaultMessage) -> Body {
-    let kind = FaultKind::from_u64(msg.kind);
-    let kind_name = kind.map_or("?", FaultKind::name);
-    let exception =
-        if kind == Some(FaultKind::Exception) { exception_name(msg.vector.min(255) as u8) } else { kind_name };
-    let mut regs = String::from("{");
-    for (i, (k, v)) in msg.regs.named().iter().enumerate() {
-        if i > 0 {
-            regs.push(',');
+        None if op.outcome == r::FAILED => {
+            outcome = "failed";
+            error = Some(libtask::Error::decode(op.value).err().map_or("unknown", |e| e.name()));
         }
-        regs.push_str(&format!("\"{k}\":\"{v:#x}\""));
+        None => {}
     }
-    regs.push('}');
-    Body::at(msg.fault_tsc)
-        .u64("task", msg.task)
-        .str("name", msg.name())
-        .u64("seq", msg.seq)
-        .str("kind", kind_name)
-        .u64("vector", msg.vector)
-        .str("exception", exception)
-        .hex("error_code", msg.error_code)
-        .hex("cr2", msg.cr2)
-        .hex("rip", msg.regs.rip)
-        .raw("regs", &regs)
-        .u64("scopes", msg.scopes)
-        .u64("fault_tsc", msg.fault_tsc)
+    Event::Release {
+        task,
+        seq,
+        kind: release.action.name(),
+        addr: release.action.addr(),
+        scope: release.scope,
+        origin,
+        frame,
+        outcome,
+        woken,
+        count,
+        error,
+        poisoned,
+    }
 }
 
-fn backtrace_event<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Parsed<'_>) -> Body {
+fn backtrace_event<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Parsed<'_>) -> Event<'static> {
     let bt = backtrace::walk(image, walker, p);
-    let listed: Vec<String> = bt
-        .frames
-        .iter()
-        .map(|&(pc, lookup)| {
-            let name = image.name_of(lookup);
-            let mut entry = format!("{{\"pc\":\"{pc:#x}\",\"symbol\":\"");
-            match &name {
-                Some(name) => escape(&mut entry, name, MAX_SYMBOL),
-                None => entry.push('?'),
-            }
-            entry.push_str("\"}");
-            entry
-        })
-        .collect();
-    let mut n = listed.len();
-    loop {
-        let json = format!("[{}]", listed[..n].join(","));
-        let body = Body::at(p.msg.fault_tsc)
-            .u64("task", p.msg.task)
-            .u64("seq", p.msg.seq)
-            .u64("count", n as u64)
-            .str("stop", &bt.stop)
-            .bool("truncated", n < listed.len())
-            .u64("pages_read", bt.pages_read)
-            .raw("frames", &json);
-        if body.len() <= MAX_BODY || n == 0 {
-            return body;
-        }
-        n -= 1;
+    let mut frames: ev::FrameList = Default::default();
+    for &(pc, exact) in &bt.frames {
+        let _ = frames.push(Frame { pc, exact });
     }
+    let stop = match bt.stop {
+        Ok(Stop::Outermost) => WalkStop::Outermost,
+        Ok(Stop::DepthLimit) => WalkStop::DepthLimit,
+        Ok(Stop::NoFde { pc }) => WalkStop::NoFde(pc),
+        Ok(Stop::Unreadable { addr }) => WalkStop::Unreadable(addr),
+        Ok(_) => WalkStop::Other("walk stopped"),
+        Err(why) => WalkStop::Other(why),
+    };
+    Event::Backtrace { task: p.msg.task, seq: p.msg.seq, stop, truncated: false, pages_read: bt.pages_read, frames }
 }
 
 /// A few words on the fault, for the console.
@@ -318,33 +309,9 @@ pub fn what(msg: &FaultMessage) -> &'static str {
     }
 }
 
-/// The common fields of a `fault_report`.
-pub fn describe(at: u64, msg: &FaultMessage, text: &str) -> Body {
-    let kind = FaultKind::from_u64(msg.kind);
-    let mut body = Body::at(at)
-        .u64("task", msg.task)
-        .u64("seq", msg.seq)
-        .str("kind", kind.map_or("unknown", FaultKind::name))
-        .hex("rip", msg.regs.rip)
-        .u64("restarts", msg.restarts);
-    if kind == Some(FaultKind::Exception) {
-        body = body
-            .u64("vector", msg.vector)
-            .str("exception", exception_name(msg.vector.min(255) as u8))
-            .hex("error_code", msg.error_code);
-        // CR2 means something only for a page fault.
-        if msg.vector == PAGE_FAULT {
-            body = body.hex("cr2", msg.cr2);
-        }
-    }
-    if !text.is_empty() {
-        body = body.str_max("message", text, 300);
-    }
-    body
-}
-
-pub fn emit(kind: &str, body: &Body) {
-    if let Err(e) = libtask::supervise::emit(kind, body.as_str()) {
-        println!("fault-server: event {kind} refused ({}): {}", e.name(), body.as_str());
+/// Emits `event`, which happened at guest TSC `at`, on its own.
+pub fn emit(event: &Event<'_>, at: u64) {
+    if let Err(e) = libtask::supervise::emit_event_at(event, at) {
+        println!("fault-server: event {} refused ({})", event.name(), e.name());
     }
 }

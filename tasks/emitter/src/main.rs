@@ -12,7 +12,7 @@
 #![no_std]
 #![no_main]
 
-use libtask::abi::event::{Decision, Event, FaultSummary, Frame, MAX_EMIT, Sym, WalkStop, heapless};
+use libtask::abi::event::{Decision, Event, FaultSummary, Frame, MAX_EMIT_BATCH, Sym, WalkStop, heapless};
 use libtask::abi::syscall::{Error, nr};
 use libtask::supervise::emit_event;
 use libtask::syscall::raw;
@@ -63,6 +63,7 @@ fn main(start: Start) {
             fault: Some(FaultSummary { kind: 1, rip: marker, restarts: 0, vector: 14, error_code: 6, cr2: 0x10 }),
             message: None,
             action: Decision::Rollback { scope: 1, frame: Sym::Addr(marker), releases: 1, pages: 2 },
+            cost: None,
         },
         Event::Escalate {
             task: me,
@@ -87,18 +88,22 @@ fn main(start: Start) {
     report("emit-typed", refused == 0, refused);
 
     let mut buf = [0u8; 64];
-    let kernel_kind = libtask::abi::event::encode_event(&Event::Shutdown { code: 0 }, &mut buf).map_or(0, |b| b.len());
+    use libtask::abi::event::encode_emit_entry;
+    let kernel_kind = encode_emit_entry(0, &Event::Shutdown { code: 0 }, &mut buf, 0).unwrap_or(0);
     let mut trailing = [0u8; 128];
     let check = Event::Check { task: None, task_name: None, name: "x", ok: true, value: None, error: None };
-    let n = libtask::abi::event::encode_event(&check, &mut trailing).map_or(0, |b| b.len());
-    let oversized = [1u8; MAX_EMIT + 1];
-    let bad: [&[u8]; 6] = [
+    let n = encode_emit_entry(0, &check, &mut trailing, 0).unwrap_or(0);
+    let mut future = [0u8; 128];
+    let f = encode_emit_entry(u64::MAX, &check, &mut future, 0).unwrap_or(0);
+    let oversized = [1u8; MAX_EMIT_BATCH + 1];
+    let bad: [&[u8]; 7] = [
         &[0xff, 0xff, 0xff], // no event
         &buf[..kernel_kind], // a kernel kind
         &[],                 // empty
         &oversized,          // too large
-        &trailing[..n + 1],  // an event and a byte more
-        &[3, 200, 1, b'x'],  // a string length past the end
+        &trailing[..n + 1],  // an event and a byte more (a second, broken entry)
+        &[3, 200, 1, b'x'],  // an unknown event tag
+        &future[..f],        // an event dated in the future
     ];
     let mut accepted = 0u64;
     for (i, body) in bad.iter().enumerate() {
