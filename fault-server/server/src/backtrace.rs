@@ -18,7 +18,7 @@ use crate::image::TaskImage;
 use crate::memory::WindowMemory;
 use alloc::vec::Vec;
 use libtask::abi::fault::Parsed;
-use walker::{Frame, Regs, Stop, Walker};
+use walker::Stop;
 
 /// Most frames walked and listed.
 pub const MAX_FRAMES: usize = 16;
@@ -35,15 +35,19 @@ pub struct Backtrace {
 }
 
 /// Walks the stack of fault `p`.
-pub fn walk<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Parsed<'_>) -> Backtrace {
+pub fn walk<'a>(image: &'a TaskImage, walker: &mut crate::TaskWalker<'a>, p: &Parsed<'_>) -> Backtrace {
     let eh = match image.unwind() {
         Ok(eh) => eh,
         Err(e) => return Backtrace { frames: Vec::new(), stop: Err(e), pages_read: 0 },
     };
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
     walker.max_depth = MAX_FRAMES;
-    let mut frames = [Frame { pc: 0, cfa: 0, regs: Regs::new(), signal: false, exact_pc: false }; MAX_FRAMES];
-    let (n, stop) = walker.walk_into(&eh, crate::recover::fault_regs(&p.msg), &memory, &mut frames);
-    let frames = frames[..n].iter().map(|f| (f.pc, f.exact_pc)).collect();
+    // The visitor keeps what the report needs of each frame (no array of
+    // whole frames: each carries a register file).
+    let mut frames = Vec::with_capacity(MAX_FRAMES);
+    let stop = walker.walk(&eh, crate::recover::fault_regs(&p.msg), &memory, |f| {
+        frames.push((f.pc, f.exact_pc));
+        true
+    });
     Backtrace { frames, stop: Ok(stop), pages_read: memory.pages_read() }
 }

@@ -66,9 +66,14 @@ use libtask::supervise::{self, TaskId};
 use libtask::{Error, Start, println, syscall};
 use recover::{Recovery, reason};
 use report::{Outcome, Report};
-use walker::Walker;
 
 libtask::entry!(main);
+
+/// The stack walker the server keeps per task image and use: its row cache
+/// holds a task's hot frames across faults. The recovery walk and the
+/// backtrace have one each, so that the deferred backtraces (which reach
+/// the outermost frames) never evict the rows the next recovery needs.
+pub type TaskWalker<'a> = walker::Walker<'a, 32>;
 
 /// Symbol of the restart counter a task may export (see the module note).
 pub const RESTARTS_SYMBOL: &str = "REWIND_RESTARTS";
@@ -122,12 +127,14 @@ fn main(start: Start) -> u64 {
     }
 }
 
-/// A task image read once, with a walker of its own (whose row cache stays
+/// A task image read once, with walkers of its own (whose row caches stay
 /// warm across the task's faults). Images are kept for the server's life,
 /// so they are leaked to give the walker a `'static` borrow.
 struct Known {
     image: &'static TaskImage,
-    walker: RefCell<Box<Walker<'static, 32>>>,
+    walker: RefCell<Box<crate::TaskWalker<'static>>>,
+    /// The backtraces' walker.
+    report_walker: RefCell<Box<crate::TaskWalker<'static>>>,
 }
 
 #[derive(Default)]
@@ -221,7 +228,9 @@ impl Server {
         let Some(rep) = self.backlog.pop_front() else { return };
         let task = FaultMessage::from_bytes(&rep.bytes[..rep.len]).map_or(0, |m| m.task);
         match self.known(task) {
-            Some(k) => report::emit_report(&rep, Some(k.image), Some(&mut k.walker.borrow_mut()), &mut self.batch),
+            Some(k) => {
+                report::emit_report(&rep, Some(k.image), Some(&mut k.report_walker.borrow_mut()), &mut self.batch)
+            }
             None => report::emit_report(&rep, None, None, &mut self.batch),
         }
         self.spare.push(rep.bytes);
@@ -232,9 +241,10 @@ impl Server {
         *self.images.entry(task).or_insert_with(|| match TaskImage::load(task) {
             Ok(image) => {
                 let image: &'static TaskImage = Box::leak(Box::new(image));
-                let mut walker: Box<Walker<'static, 32>> = Box::default();
+                let mut walker: Box<crate::TaskWalker<'static>> = Box::default();
                 walker.max_depth = 64;
-                Some(&*Box::leak(Box::new(Known { image, walker: RefCell::new(walker) })))
+                let report_walker = RefCell::new(Box::default());
+                Some(&*Box::leak(Box::new(Known { image, walker: RefCell::new(walker), report_walker })))
             }
             Err(why) => {
                 println!("fault-server: cannot read the image of task {task}: {why}");

@@ -38,7 +38,7 @@ use libtask::abi::checkpoint::{MAX_SCOPES, RegionInfo};
 use libtask::abi::fault::{FaultMessage, Parsed};
 use libtask::supervise::{self, FinalAction, RecoverRequest, TaskId};
 use libtask::syscall;
-use walker::{Regs, Stop, Walker};
+use walker::{Regs, Stop};
 
 /// Default restart policy when the manifest gives none.
 pub const DEFAULT_MAX_RETRIES: u64 = 5;
@@ -173,7 +173,7 @@ pub fn fault_regs(msg: &FaultMessage) -> Regs {
 /// first frame whose CFA is above the scope's saved stack pointer.
 pub fn walk_to_scope<'a>(
     image: &'a TaskImage,
-    walker: &mut Walker<'a, 32>,
+    walker: &mut crate::TaskWalker<'a>,
     p: &Parsed<'_>,
     depth: u64,
 ) -> Result<(usize, u64), String> {
@@ -227,7 +227,7 @@ impl Recovery {
     pub fn recover<'a>(
         &mut self,
         p: &Parsed<'_>,
-        image: Option<(&'a TaskImage, &mut Walker<'a, 32>)>,
+        image: Option<(&'a TaskImage, &mut crate::TaskWalker<'a>)>,
         received: u64,
         lower: bool,
     ) -> Recovered {

@@ -33,7 +33,7 @@ use libtask::abi::ipc::recover as r;
 use libtask::abi::trap::exception_name;
 use libtask::println;
 use libtask::supervise::EventBatch;
-use walker::{Stop, Walker};
+use walker::Stop;
 
 /// What the server decided, for the report.
 pub enum Outcome {
@@ -65,7 +65,7 @@ pub struct Report {
 pub fn emit_report<'a>(
     rep: &Report,
     image: Option<&'a TaskImage>,
-    walker: Option<&mut Walker<'a, 32>>,
+    walker: Option<&mut crate::TaskWalker<'a>>,
     batch: &mut EventBatch,
 ) {
     let Some(p) = FaultMessage::parse(&rep.bytes[..rep.len]) else { return };
@@ -283,7 +283,7 @@ fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame:
     }
 }
 
-fn backtrace_event<'a>(image: &'a TaskImage, walker: &mut Walker<'a, 32>, p: &Parsed<'_>) -> Event<'static> {
+fn backtrace_event<'a>(image: &'a TaskImage, walker: &mut crate::TaskWalker<'a>, p: &Parsed<'_>) -> Event<'static> {
     let bt = backtrace::walk(image, walker, p);
     let mut frames: ev::FrameList = Default::default();
     for &(pc, exact) in &bt.frames {
