@@ -144,6 +144,10 @@ pub fn checkpoint<R>(body: impl FnOnce(Attempt) -> R) -> Result<R, Error> {
         let r = registry::scope_record(depth);
         Some(FaultInfo { kind_raw: r.fault_kind, seq: r.fault_seq, pc: r.fault_pc })
     };
+    // The mutex registry's size at this open, for the unlock's scope check
+    // (libtask's private bookkeeping next to the page; also after a
+    // rollback, which restored it to before this point).
+    registry::note_open(depth);
     let result = body(Attempt { number: attempt, last_fault });
     commit(depth);
     Ok(result)

@@ -491,14 +491,29 @@ fn sweep_batch(op: &Op, entry: u64, batch: usize, ks: &[u64]) -> Vec<Shot> {
     let (allocs, frees) = (v >> 32, v & 0xffff_ffff);
     if !op.exact_stats {
         // Every excess free is one the server made for a sweeper whose
-        // allocation it interrupted (its new slot's first reference).
+        // allocation it interrupted (its new slot's first reference). A
+        // missing free is one a fault took between libtask's decrement and
+        // its `frees` increment (`release_slot`, after the decrement: the
+        // server rightly releases nothing there, and the count is exact);
+        // `sweep_arc_allocation_statistics_are_exact` is the open issue.
         let freed = run.events_of("release").into_iter().filter(|r| r["outcome"] == "freed").count() as u64;
+        let released: std::collections::BTreeSet<u64> =
+            run.events_of("release").iter().filter_map(|r| r["seq"].as_u64()).collect();
+        let in_window = run
+            .events_of("backtrace")
+            .into_iter()
+            .filter(|b| !b["seq"].as_u64().is_some_and(|s| released.contains(&s)))
+            .filter(|b| b["frames"][0]["symbol"] == "libtask::sync::arc::release_slot")
+            .count() as u64;
         assert!(
-            frees >= allocs && frees - allocs <= freed,
+            frees + in_window >= allocs && frees.saturating_sub(allocs) <= freed,
             "{}",
-            context(&format!("allocs {allocs} frees {frees}, {freed} freed by the server"))
+            context(&format!(
+                "allocs {allocs} frees {frees}, {freed} freed by the server, {in_window} faults between a \
+                 decrement and its count"
+            ))
         );
-        EXCESS_FREES.fetch_add(frees - allocs, std::sync::atomic::Ordering::Relaxed);
+        EXCESS_FREES.fetch_add(frees.saturating_sub(allocs), std::sync::atomic::Ordering::Relaxed);
     }
     let server = task_id(&run, "fault-server");
     ks.iter()
@@ -704,8 +719,7 @@ fn bank_under_faults(boots: u64) -> u64 {
         let plan: String = (0..64u64)
             .map(|j| {
                 let id = b * 64 + j;
-                // Tellers transfer once per guest ms for ~200 ms.
-                let tick = 20 + j * 2 + b % 2;
+                let tick = 20 + j * 5 + b % 5;
                 format!(
                     "inject id={id} task=teller-{} at=tick:{tick} kind={}\n",
                     (j + b) % TELLERS,

@@ -758,6 +758,7 @@ mod tests {
                 fault: Some(FaultSummary { kind: 1, rip: 0x400b32, restarts: 0, vector: 14, error_code: 6, cr2: 0x10 }),
                 message: None,
                 action: Decision::Rollback { scope: 1, frame: Sym::Name("bank::transfer"), releases: 1, pages: 8 },
+                cost: None,
             },
         ));
         raw.extend(frame(6, Some(1), &Event::Legacy { kind: "check", json: "\"name\":\"x\",\"ok\":true" }));

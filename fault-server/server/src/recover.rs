@@ -283,7 +283,9 @@ impl Recovery {
         let req = &mut *self.req;
         for _attempt in 0..2 {
             req.reset(msg.seq, action);
-            if lower {
+            // Only a rollback: after a restart the server still writes the
+            // restart count into the task before it may run.
+            if lower && matches!(action, FinalAction::Rollback { .. }) {
                 req.lower_caller();
             }
             for r in plan.releases() {
@@ -319,7 +321,7 @@ impl Recovery {
             self.scopes.forget(msg.task);
         }
         Recovered {
-            lowered: lower && !matches!(done, Done::Refused { .. }),
+            lowered: lower && matches!(done, Done::Rollback { .. }),
             escalations,
             scope_frame,
             releases,

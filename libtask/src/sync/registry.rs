@@ -206,6 +206,26 @@ pub(crate) fn set_depth(depth: u64) {
     }
 }
 
+/// Records, privately, the mutex registry's size at the open of scope
+/// `depth` (the kernel wrote the page's `depth` itself). Written only if it
+/// changed: the area shares its page with the recovery page, which the
+/// open write-protected, and an unchanged value must not cost a
+/// copy-on-write fault per scope.
+pub(crate) fn note_open(depth: u64) {
+    let a = area();
+    let d = (depth as usize).min(MAX_SCOPES);
+    // SAFETY: fields of the static; `d` is in bounds of `mutex_bases`.
+    unsafe {
+        let n = get(&raw const (*a).page.mutex_count);
+        if get(&raw const (*a).mutex_bases[d]) != n {
+            put(&raw mut (*a).mutex_bases[d], n);
+        }
+        if get(&raw const (*a).mutex_base) != n {
+            put(&raw mut (*a).mutex_base, n);
+        }
+    }
+}
+
 /// The record of scope `depth` (1 = outermost).
 pub(crate) fn scope_record(depth: u64) -> ScopeRecord {
     let i = (depth as usize).clamp(1, MAX_SCOPES) - 1;
