@@ -31,6 +31,10 @@
 //!   run of 1,000 or more each. The pipeline's plan arms 32 pc injections
 //!   per consumer: several breakpoints per task need the kernel injector
 //!   to match a `#BP` by its pc.
+//! * a fault storm in one boot (issue 10): 40 workers faulting in every
+//!   scope, a burst of 40 kills at one tick and 24 more injections — over
+//!   200 faults, the server's report backlog full — and exactly one complete
+//!   report (`fault`, `backtrace`, the decision, `fault_report`) per fault.
 //!
 //! Every run's files are in `target/rewind/qemu-tests/<run name>/`, the
 //! manifests and images written here in `target/rewind/qemu-tests/acceptance/`.
@@ -837,4 +841,181 @@ fn bank_and_pipeline_hold_through_a_thousand_faults_each() {
     let pipeline = pipeline_under_faults(30);
     eprintln!("fired: bank {bank}, pipeline {pipeline}");
     assert!(bank >= 1000 && pipeline >= 1000, "bank {bank}, pipeline {pipeline}");
+}
+
+// ---- a fault storm: one complete report per fault (issue 10) ----
+
+/// Storm workers (`tasks/txn` role 50): each runs [`STORM_ROUNDS`] scopes
+/// (sleep 1 ms, spin 0.5 ms) and faults on its own in every one.
+const STORM_WORKERS: u64 = 40;
+/// `tasks/txn`'s `STORM_ROUNDS`.
+const STORM_ROUNDS: u64 = 6;
+// Every scope faults at least once (its own fault, or an injection's first).
+const _: () = assert!(STORM_WORKERS * STORM_ROUNDS >= 200);
+/// Injections one boot can arm: the kernel injector's table
+/// (`kernel/src/inject/mod.rs`, `MAX_PENDING`) keeps fired ones too.
+const INJECTIONS_PER_BOOT: u64 = 64;
+/// The fault server's `MAX_BACKLOG` (`fault-server/server/src/main.rs`).
+const MAX_BACKLOG: u64 = 32;
+
+/// The plan of the storm: a kill into every worker at one tick — 40 faults
+/// pending at once, more than the server's backlog holds, so its reports
+/// must wait and the oldest go out before the next recoveries (`late`) —
+/// then the rest of what the injector can arm, a few ticks later: `ud`,
+/// `pf`, `de`, `gp`, `hang` (the 10 ms watchdog finds it) and `kill`, one
+/// per worker.
+fn storm_plan() -> String {
+    let mut plan = String::new();
+    for w in 0..STORM_WORKERS {
+        plan += &format!("inject id={w} task=storm-{w} at=tick:10 kind=kill\n");
+    }
+    let kinds = ["ud", "pf", "de", "gp", "hang", "kill"];
+    for (j, id) in (STORM_WORKERS..INJECTIONS_PER_BOOT).enumerate() {
+        let j = j as u64;
+        // Not into storm-0, the first to finish.
+        let (worker, tick, kind) = (1 + (j * 7) % (STORM_WORKERS - 1), 30 + j % 4, kinds[(j % 6) as usize]);
+        plan += &format!("inject id={id} task=storm-{worker} at=tick:{tick} kind={kind}\n");
+    }
+    plan
+}
+
+/// In one boot, a storm of faults into tasks inside checkpoint scopes: the
+/// workers' own (one per scope: 240) and every injection the kernel
+/// can arm (64: a burst of 40 kills at one tick, then `ud`, `pf`, `de`,
+/// `gp`, `hang`, `kill`) — at least 200 faults, many of them waiting while
+/// the server is busy. Every fault the kernel took has a `seq` (1, 2, 3, …
+/// in the order taken; the universe is every seq any event names: the
+/// injector's, the workers' retries, the server's): each gets exactly one
+/// `fault`, one `backtrace`, one `fault_report` from the server, emitted
+/// together, and its decision — one `restart` (from the checkpoint or the
+/// image) or one `escalate` stop. None missing, none twice. Each worker's
+/// own count of the rollbacks it lived through matches the server's
+/// reports. The backlog fills: some reports are emitted late.
+#[test]
+fn every_fault_of_a_storm_gets_one_complete_report() {
+    // Rollbacks are never refused (any number per 1 ms window), so a fault
+    // in a scope is a rollback; one outside any scope is a fresh start.
+    let policy = "max_restarts = 1000\nrestart_window_ms = 1\nwatchdog_ms = 10\n";
+    let manifest = format!(
+        "description = \"report storm\"\n{SERVER}{}",
+        task("storm", "txn", 50, &format!("count = {STORM_WORKERS}\n{policy}"))
+    );
+    let plan = storm_plan();
+    let run = boot_plan("acceptance-report-storm", &manifest, &plan);
+    let name = &run.name;
+    finished(&run);
+    assert_eq!(run.event("all_tasks_done")["stopped"], 0, "{name}: a task was stopped");
+    assert!(run.task_events("restart", "fault-server").is_empty(), "{name}: the fault server faulted");
+    assert!(run.task_events("task_exit", "fault-server").is_empty(), "{name}: the fault server ended");
+    assert!(run.events_of("inject_error").is_empty(), "{name}: {:#?}", run.events_of("inject_error"));
+    assert_eq!(run.events_of("inject_armed").len() as u64, INJECTIONS_PER_BOOT, "{name}: every injection armed");
+    no_failed_checks(&run);
+    let server = task_id(&run, "fault-server");
+    let by_server = |e: &&Value| e["by"].as_u64() == Some(server);
+
+    // The universe: every fault seq that any event names.
+    let mut seqs = std::collections::BTreeSet::new();
+    seqs.extend(run.events.iter().filter_map(|e| e["seq"].as_u64()));
+    let retries = run.checks("storm:retry");
+    seqs.extend(retries.iter().map(|c| c["value"].as_u64().unwrap()));
+    let faults = seqs.len() as u64;
+    let last = seqs.last().copied().unwrap_or(0);
+    let missing: Vec<u64> = (1..=last).filter(|s| !seqs.contains(s)).collect();
+    assert!(missing.is_empty(), "{name}: faults no event names (reports lost): {missing:?}");
+    assert!(faults >= 200, "{name}: only {faults} faults");
+
+    // Each seq's events from the server, in stream order.
+    let mut reports: BTreeMap<u64, Vec<(usize, &Value)>> = BTreeMap::new();
+    let server_events: Vec<&Value> = run.events.iter().filter(by_server).collect();
+    for (i, e) in server_events.iter().enumerate() {
+        let seq = e["seq"].as_u64().unwrap_or_else(|| panic!("{name}: a server event without seq: {e}"));
+        reports.entry(seq).or_default().push((i, e));
+    }
+    let (mut actions, mut kinds): (BTreeMap<String, u64>, BTreeMap<String, u64>) = Default::default();
+    let (mut late, mut max_backlog) = (0, 0);
+    for &seq in &seqs {
+        let evs = reports.get(&seq).map_or(&[][..], |v| &v[..]);
+        let context = || format!("{name}: fault {seq}: {:#?}", evs.iter().map(|(_, e)| e).collect::<Vec<_>>());
+        let count = |ev: &str| evs.iter().filter(|(_, e)| e["ev"] == ev).count();
+        assert_eq!((count("fault"), count("backtrace"), count("fault_report")), (1, 1, 1), "{}", context());
+        // One report, emitted in one piece: fault first, nothing of
+        // another fault in between.
+        let (first, end) = (evs[0].0, evs[evs.len() - 1].0);
+        assert_eq!(end - first + 1, evs.len(), "{}: interleaved with another report", context());
+        assert_eq!(evs[0].1["ev"], "fault", "{}", context());
+        let fault = evs[0].1;
+        assert!(fault["name"].as_str().is_some_and(|n| n.starts_with("storm-")), "{}", context());
+        let report = evs.iter().find(|(_, e)| e["ev"] == "fault_report").unwrap().1;
+        // The decision, once: the kernel's and the server's `restart` and
+        // `escalate` (stop) events of this fault.
+        let restarts = of_seq(&run, "restart", &Value::from(seq));
+        let stops: Vec<_> =
+            of_seq(&run, "escalate", &Value::from(seq)).into_iter().filter(|e| e["action"] == "stop").collect();
+        let action = report["action"].as_str().unwrap_or("?");
+        match action {
+            "rollback" => {
+                assert_eq!(restarts.len(), 1, "{}", context());
+                assert_eq!(
+                    (restarts[0]["from"].as_str(), restarts[0]["scope"].as_u64()),
+                    (Some("checkpoint"), Some(1)),
+                    "{}",
+                    context()
+                );
+            }
+            "restart" => {
+                assert_eq!(restarts.len(), 1, "{}", context());
+                assert_eq!(restarts[0]["from"], "image", "{}", context());
+            }
+            "stop" => assert_eq!((restarts.len(), stops.len()), (0, 1), "{}", context()),
+            other => panic!("{}: action {other:?}", context()),
+        }
+        if action != "stop" {
+            assert!(stops.is_empty(), "{}", context());
+        }
+        let what = fault["exception"].as_str().or(fault["kind"].as_str()).unwrap_or("?");
+        *kinds.entry(what.to_string()).or_default() += 1;
+        *actions.entry(action.to_string()).or_default() += 1;
+        let (l, b) = (report["late"].as_u64(), report["backlog"].as_u64());
+        let (l, b) = (
+            l.unwrap_or_else(|| panic!("{}: no late", context())),
+            b.unwrap_or_else(|| panic!("{}: no backlog", context())),
+        );
+        assert!((1..=MAX_BACKLOG).contains(&b), "{}: backlog {b}", context());
+        late = late.max(l);
+        max_backlog = max_backlog.max(b);
+    }
+    // The workers' side: each rollback a worker saw (`storm:retry`, at the
+    // retry) is one the server reported as a rollback of that worker, and
+    // seen once; each worker's count of its rollbacks is the server's (so a
+    // rollback whose report was lost, even the last fault's, shows here).
+    let injects = run.events_of("inject");
+    for c in &retries {
+        let seq = c["value"].as_u64().unwrap();
+        let report = reports[&seq].iter().find(|(_, e)| e["ev"] == "fault_report").unwrap().1;
+        assert_eq!((report["action"].as_str(), &report["task"]), (Some("rollback"), &c["task"]), "{name}: retry {c}");
+    }
+    let distinct: std::collections::BTreeSet<_> = retries.iter().map(|c| c["value"].as_u64()).collect();
+    assert_eq!(distinct.len(), retries.len(), "{name}: a rollback seen twice");
+    let done = run.checks("storm:done");
+    assert_eq!(done.len() as u64, STORM_WORKERS, "{name}: every worker finished");
+    for d in &done {
+        // Rollbacks since its last start from the image, in the order the
+        // server reported them (its reports go out oldest first).
+        let mut n = 0;
+        for r in run.events_of("restart").into_iter().filter(|r| r["task"] == d["task"]) {
+            n = if r["from"] == "image" { 0 } else { n + 1 };
+        }
+        assert_eq!(d["value"].as_u64(), Some(n), "{name}: {d}: the server reported {n} rollbacks");
+    }
+    eprintln!(
+        "report storm: {faults} faults in one boot (seq 1..={last}), {} injections fired of {INJECTIONS_PER_BOOT} armed, \
+         {} retries seen by workers; actions {actions:?}; kinds {kinds:?}; \
+         {late} reports emitted late (before a recovery, the backlog full), max backlog {max_backlog} of {MAX_BACKLOG}",
+        injects.len(),
+        retries.len()
+    );
+    assert!(
+        late > 0 && max_backlog == MAX_BACKLOG,
+        "{name}: the backlog never filled (max {max_backlog}, late {late})"
+    );
 }

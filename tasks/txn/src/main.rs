@@ -15,6 +15,7 @@
 //! | 21 | kill waiter: blocks on the killee's mutex | `kill:waiter-poisoned` |
 //! | 30 | escalator: nested scopes, a fault in the inner one on every run | `nest:outer`, `nest:inner` (value = restarts * 100 + attempt) |
 //! | 40 | sleeper: sleeps 3 s inside a scope on attempt 0 (the plan kills it there) | `pending:retried` (value = the fault's seq) |
+//! | 50 | storm worker: [`STORM_ROUNDS`] scopes, each sleeping 1 ms, spinning ~0.5 ms (no system call) and faulting on its attempt 0 — `ud2`, a null read, a `div` by zero or `hlt` (#GP), by task id and round — so many instances keep the fault server busy while a plan injects more | `storm:retry` (at each retry, value = the seq of the fault that rolled it back), `storm:done` (value = rollbacks seen since the task's last start) |
 //!
 //! Roles 10 to 21 need `txn:map` (region `txn`, 8 KiB); the others need
 //! nothing. Every wait on another task is bounded, so a broken recovery
@@ -76,6 +77,7 @@ fn main(start: Start) -> u64 {
         1 => rollback(),
         30 => escalator(),
         40 => sleeper(),
+        50 => storm_worker(start.id),
         arg => {
             let region = match Region::open("txn", LAYOUT) {
                 Ok(r) => r,
@@ -374,4 +376,70 @@ fn sleeper() {
     });
     let seq = got.ok().flatten();
     report("pending:retried", seq.is_some(), seq.unwrap_or(0));
+}
+
+// ---- arg 50: a fault storm worker ----
+
+/// Scopes a storm worker runs.
+pub const STORM_ROUNDS: u64 = 6;
+/// Loop iterations (2 instructions each) spun per attempt: 0.5 ms of guest
+/// time under `-icount` (no system call: the task stays runnable and
+/// injections that need it running find it so).
+const STORM_SPIN: u64 = 250_000;
+
+fn storm_worker(id: u64) {
+    let mut rollbacks = 0;
+    for round in 0..STORM_ROUNDS {
+        let got = checkpoint(|a| {
+            if let Some(f) = a.last_fault {
+                report("storm:retry", true, f.seq);
+            }
+            // Asleep in the scope: every worker gets into its scope early,
+            // and a kill finds it there.
+            let _ = syscall::sleep(1);
+            spin(STORM_SPIN);
+            if a.number == 0 {
+                own_fault(id + round);
+            }
+            a.number
+        });
+        match got {
+            Ok(n) => rollbacks += n,
+            Err(e) => {
+                println!("txn storm {id}: checkpoint refused: {}", e.name());
+                report("storm:done", false, rollbacks);
+                return;
+            }
+        }
+    }
+    report("storm:done", true, rollbacks);
+}
+
+/// Burns `iterations` x 2 instructions without touching memory or the kernel.
+fn spin(iterations: u64) {
+    // SAFETY: a register-only loop counting `iterations` (> 0) down to 0 in
+    // the register it is given; no memory, no stack, flags clobbered.
+    unsafe {
+        core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) iterations => _, options(nomem, nostack));
+    }
+}
+
+/// A machine fault of the task's own, by `which % 4`: #UD, #PF, #DE, #GP.
+fn own_fault(which: u64) {
+    match which % 4 {
+        0 => ud2(),
+        // SAFETY: reads address 0, which is never mapped: #PF; the read
+        // never completes, so its value is never observed.
+        1 => unsafe {
+            core::arch::asm!("mov {v}, qword ptr [{a}]", a = in(reg) 0u64, v = lateout(reg) _,
+                             options(nostack, readonly))
+        },
+        // SAFETY: raises #DE; rax, rdx and the zero divisor are declared.
+        2 => unsafe {
+            core::arch::asm!("div {zero}", zero = in(reg) 0u64, inout("rax") 1u64 => _, inout("rdx") 0u64 => _,
+                             options(nomem, nostack))
+        },
+        // SAFETY: `hlt` in ring 3 raises #GP; no memory touched.
+        _ => unsafe { core::arch::asm!("hlt", options(nomem, nostack)) },
+    }
 }
