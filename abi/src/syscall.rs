@@ -64,16 +64,16 @@ pub mod nr {
     /// `task_ctl(op, task, ...)`: supervisor operations (`abi::ipc::task_ctl`).
     pub const TASK_CTL: u64 = 20;
 
-    /// `emit(kind_ptr, kind_len, body_ptr, body_len)`: writes an event for a
-    /// supervisor (the fault server). With `kind_ptr = kind_len = 0`, `BODY`
-    /// is one postcard-encoded [`crate::event::Event`] of a supervisor kind
-    /// ([`crate::event::Event::is_supervisor_kind`]), at most
-    /// [`crate::event::MAX_EMIT`] bytes; the kernel checks it by decoding
-    /// it, then stamps `tsc` and `by`. TRANSITIONAL, until the fault server
-    /// is converted: otherwise `KIND` must be one of [`super::EMIT_KINDS`]
-    /// and `BODY` is the inside of a JSON object (`"k":v,…`), one line, at
-    /// most 2048 bytes, which the host splices into the JSON line
-    /// (`{"ev":KIND,"tsc":…,"by":ID,BODY}`).
+    /// `emit(ptr, len)`: writes events for a supervisor (the fault
+    /// server): `[ptr, len)` is a batch of postcard-encoded `(at, event)`
+    /// entries (`crate::event::encode_emit_entry`, at most
+    /// [`crate::event::MAX_EMIT_BATCH`] bytes), each a supervisor kind
+    /// ([`crate::event::Event::is_supervisor_kind`]) dated `at` (the guest
+    /// TSC when what it reports happened, not in the future; 0: now). The
+    /// kernel checks the whole batch (decoding each event once), then
+    /// writes each as encoded, stamped `by` and with the time it was
+    /// written (`emitted`) when `at` is earlier. A malformed batch is
+    /// `BadArgument` and writes nothing.
     pub const EMIT: u64 = 21;
 
     /// `checkpoint_open() -> attempt`: opens a checkpoint scope. Returns 0
@@ -118,9 +118,6 @@ pub const PRIORITY_LOWEST: u8 = u8::MAX;
 
 /// Ticks a task stays below its manifest priority (`SET_PRIORITY`).
 pub const LOWERED_MAX_TICKS: u64 = 2;
-
-/// Event kinds a supervisor may `emit`.
-pub const EMIT_KINDS: [&str; 7] = ["backtrace", "release", "escalate", "check", "fault_report", "fault", "restart"];
 
 /// Flags of [`nr::MAP`].
 pub mod map_flags {

@@ -21,20 +21,33 @@ fn send(uart: &mut Uart16550<PioBackend>, text: &str) {
     send_bytes(uart, text.as_bytes());
 }
 
-/// Sends `bytes` as they are, with terminal newlines, in FIFO-sized runs.
-fn send_bytes(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
-    let mut out = heapless::Vec::<u8, 128>::new();
+/// Sends `bytes` as they are, with terminal newlines: the line status is
+/// polled once per FIFO's worth of bytes (16; `init` turned the FIFOs on),
+/// not per byte — under `-icount` a console line costs what its bytes do.
+fn send_bytes(_uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
+    use x86_64::instructions::port::Port;
+    const LSR_THR_EMPTY: u8 = 1 << 5;
+    const FIFO: usize = 16;
+    let mut room = 0;
+    let mut put = |b: u8| {
+        if room == 0 {
+            // SAFETY: COM1's line status register; reading it touches no memory.
+            while unsafe { Port::<u8>::new(COM1 + 5).read() } & LSR_THR_EMPTY == 0 {
+                core::hint::spin_loop();
+            }
+            room = FIFO;
+        }
+        room -= 1;
+        // SAFETY: COM1's transmit register (the caller holds the console
+        // lock, `_uart`); a port write touches no memory.
+        unsafe { Port::<u8>::new(COM1).write(b) };
+    };
     for &b in bytes {
-        if out.len() + 2 > out.capacity() {
-            uart.send_bytes_exact(&out);
-            out.clear();
-        }
         if b == b'\n' {
-            let _ = out.push(b'\r');
+            put(b'\r');
         }
-        let _ = out.push(b);
+        put(b);
     }
-    uart.send_bytes_exact(&out);
 }
 
 struct Sink<'a>(&'a mut Uart16550<PioBackend>);

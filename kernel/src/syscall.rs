@@ -196,7 +196,7 @@ fn dispatch(s: &mut Scheduler) {
         nr::WAIT => ipc::notify::wait(s),
         nr::CAP_LOOKUP => cap_lookup(task, a0, a1),
         nr::TASK_CTL => crate::recovery::supervise::task_ctl(s),
-        nr::EMIT => emit(task, a0, a1, a2, a3),
+        nr::EMIT => emit(task, a0, a1),
         nr::CHECKPOINT_OPEN => crate::recovery::checkpoint::open(task),
         nr::CHECKPOINT_COMMIT => crate::recovery::checkpoint::commit(task),
         nr::FUTEX_WAIT => ipc::futex::wait(s),
@@ -353,44 +353,15 @@ fn set_recovery(task: &mut Task, addr: u64) -> SysResult {
     Ok(0)
 }
 
-/// Largest `emit` body of the transitional JSON-text form.
-const MAX_EMIT_BODY: usize = 2048;
-
-/// `EMIT`. With `kind_ptr == 0 && kind_len == 0` the body is one
-/// postcard-encoded `abi::event::Event` (`libtask::supervise::emit_event`):
-/// decoded here to check it is a supervisor kind and nothing else, then
-/// stamped (`tsc`, `by`) and framed. Otherwise it is the old JSON text
-/// form (TRANSITIONAL, until the fault server uses `emit_event`): `kind`
-/// and the inside of a JSON object, passed on as a `Legacy` record.
+/// `EMIT` (supervisors only): a batch of typed events (below).
 // Not inlined (nor `emit_event`): their buffers would make every system
 // call's frame larger than a page, and pay for stack probes.
 #[inline(never)]
-fn emit(task: &Task, kind_ptr: u64, kind_len: u64, body_ptr: u64, body_len: u64) -> SysResult {
+fn emit(task: &Task, body_ptr: u64, body_len: u64) -> SysResult {
     if !task.is_supervisor() {
         return Err(Error::Denied);
     }
-    if kind_ptr == 0 && kind_len == 0 {
-        return emit_event(task, body_ptr, body_len);
-    }
-    let mut kbuf = TEXT_BUF;
-    let kind = user_text(task, kind_ptr, kind_len, &mut kbuf)?;
-    if !abi::syscall::EMIT_KINDS.contains(&kind) {
-        return Err(Error::BadArgument);
-    }
-    let len = body_len as usize;
-    if len > MAX_EMIT_BODY {
-        return Err(Error::BadArgument);
-    }
-    let mut bbuf = [MaybeUninit::<u8>::uninit(); MAX_EMIT_BODY];
-    let body =
-        task.space.as_ref().ok_or(Error::BadPointer)?.read_uninit(body_ptr, &mut bbuf[..len]).map_err(bad_pointer)?;
-    let body = core::str::from_utf8(body).map_err(|_| Error::BadArgument)?;
-    // One line, and it must at least look like object members.
-    if body.chars().any(char::is_control) || !(body.is_empty() || body.starts_with('"')) {
-        return Err(Error::BadArgument);
-    }
-    events::emit_by(task.id, None, &Event::Legacy { kind, json: body });
-    Ok(0)
+    emit_event(task, body_ptr, body_len)
 }
 
 /// The typed `EMIT`: a batch of postcard-encoded `(at, event)` entries

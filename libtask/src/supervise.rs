@@ -204,23 +204,10 @@ impl EventBatch {
     }
 }
 
-/// `EMIT` of a batch body (kind pointer and length 0: the typed form).
+/// `EMIT` of a batch body.
 fn emit_raw(body: &[u8]) -> Result<(), Error> {
     // SAFETY: EMIT only reads the live buffer.
-    Error::decode(unsafe { raw::syscall4(nr::EMIT, 0, 0, body.as_ptr() as u64, body.len() as u64) }).map(drop)
-}
-
-/// TRANSITIONAL (until the fault server uses [`emit_event`]): the JSON-text
-/// `EMIT`, writing the event `{"ev":KIND,"tsc":…,"by":<our id>,BODY}`.
-/// `kind` must be one of `abi::syscall::EMIT_KINDS`; `body` is the inside
-/// of a JSON object (`"k":v,...`), one line, at most 2048 bytes — the
-/// kernel refuses anything else with `Err(BadArgument)`.
-pub fn emit(kind: &str, body: &str) -> Result<(), Error> {
-    // SAFETY: EMIT only reads the two live strings.
-    Error::decode(unsafe {
-        raw::syscall4(nr::EMIT, kind.as_ptr() as u64, kind.len() as u64, body.as_ptr() as u64, body.len() as u64)
-    })
-    .map(drop)
+    Error::decode(unsafe { raw::syscall2(nr::EMIT, body.as_ptr() as u64, body.len() as u64) }).map(drop)
 }
 
 /// `STORE32`: writes the `u32` at `addr` in the task's memory, atomically.

@@ -45,6 +45,7 @@
 extern crate alloc;
 
 mod backtrace;
+mod console;
 mod image;
 mod memory;
 mod policy;

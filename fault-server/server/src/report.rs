@@ -165,19 +165,46 @@ pub fn emit_report<'a>(
     match rec.done {
         Done::Rollback { depth, pages, attempt } => {
             let pc = rec.scope_frame.map_or(0, |(_, pc)| pc);
-            println!(
-                "fault-server: task {task} ({name}) fault {seq} ({what} at {:#x}): rolled back to scope {depth} \
-                 (frame {pc:#x}), {} released, {pages} pages",
-                msg.regs.rip,
-                rec.releases.len()
-            );
+            crate::console::Line::new()
+                .s("fault-server: task ")
+                .d(task)
+                .s(" (")
+                .s(name)
+                .s(") fault ")
+                .d(seq)
+                .s(" (")
+                .s(what)
+                .s(" at ")
+                .x(msg.regs.rip)
+                .s("): rolled back to scope ")
+                .d(depth)
+                .s(" (frame ")
+                .x(pc)
+                .s("), ")
+                .d(rec.releases.len() as u64)
+                .s(" released, ")
+                .d(pages)
+                .s(" pages")
+                .print();
             let restart = Event::RestartCheckpoint { task, name, seq, scope: depth, attempt, pages };
             emit(&restart, recovered);
             let releases = rec.releases.len() as u64;
             report(Decision::Rollback { scope: depth, frame, releases, pages }, None, cost, recovered);
         }
         Done::Restart { delay_ms, restarts } => {
-            println!("fault-server: task {task} ({name}) fault {seq} ({what}): restarting it in {delay_ms} ms");
+            crate::console::Line::new()
+                .s("fault-server: task ")
+                .d(task)
+                .s(" (")
+                .s(name)
+                .s(") fault ")
+                .d(seq)
+                .s(" (")
+                .s(what)
+                .s("): restarting it in ")
+                .d(delay_ms)
+                .s(" ms")
+                .print();
             let restart = Event::RestartImage { task, name, seq, delay_ms, restarts, reason: None, redelivered: None };
             emit(&restart, recovered);
             report(Decision::Restart { delay_ms }, text, cost, recovered);

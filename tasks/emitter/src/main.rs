@@ -29,7 +29,7 @@ pub extern "C" fn emitter_marker() -> u64 {
 
 fn raw_emit(body: &[u8]) -> Result<(), Error> {
     // SAFETY: EMIT only reads `body`, which lives for the call.
-    Error::decode(unsafe { raw::syscall4(nr::EMIT, 0, 0, body.as_ptr() as u64, body.len() as u64) }).map(drop)
+    Error::decode(unsafe { raw::syscall2(nr::EMIT, body.as_ptr() as u64, body.len() as u64) }).map(drop)
 }
 
 fn main(start: Start) {

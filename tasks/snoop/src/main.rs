@@ -61,7 +61,6 @@ fn main(start: Start) -> u64 {
     expect(5, supervise::resume(target));
     expect(6, supervise::restart(target, 0));
     expect(7, supervise::stop(target, 0));
-    expect(8, supervise::emit("check", "\"name\":\"forged\",\"ok\":true"));
     let forged = libtask::abi::event::Event::Check {
         task: None,
         task_name: None,
