@@ -97,12 +97,6 @@ pub fn emit(event: &Event<'_>) {
     write_record(None, None, event);
 }
 
-/// Writes an event on behalf of supervisor task `by` (`EMIT`); `at`: when
-/// what it reports happened, if earlier (a report made after the fact).
-pub fn emit_by(by: u32, at: Option<u64>, event: &Event<'_>) {
-    write_record(Some(by), at, event);
-}
-
 /// Writes an event a supervisor encoded (`EMIT`, checked by
 /// `abi::event::check_emit_batch`), spliced into its record as it is.
 pub fn emit_encoded_by(by: u32, at: Option<u64>, event: &[u8]) {

@@ -354,7 +354,7 @@ pub fn plan_into(
     out: &mut Plan,
 ) -> Result<(), Invalid> {
     out.clear();
-    let p = RecoveryPage::from_bytes(page).ok_or(Invalid::Short { len: page.len() })?;
+    let p = RecoveryPage::view(page).ok_or(Invalid::Short { len: page.len() })?;
     if p.magic != RECOVERY_MAGIC {
         return Err(Invalid::BadMagic { found: p.magic });
     }
