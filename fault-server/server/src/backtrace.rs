@@ -14,7 +14,7 @@
 //! Frames are named in the report from the ELF symbol table; a caller's pc
 //! is a return address, so it is looked up at `pc - 1` (the call).
 
-use crate::image::TaskImage;
+use crate::image::Unwinder;
 use crate::memory::WindowMemory;
 use alloc::vec::Vec;
 use libtask::abi::fault::Parsed;
@@ -35,19 +35,14 @@ pub struct Backtrace {
 }
 
 /// Walks the stack of fault `p`.
-pub fn walk<'a>(image: &'a TaskImage, walker: &mut crate::TaskWalker<'a>, p: &Parsed<'_>) -> Backtrace {
-    let eh = match image.unwind() {
-        Ok(eh) => eh,
-        Err(e) => return Backtrace { frames: Vec::new(), stop: Err(e), pages_read: 0 },
-    };
+pub fn walk(unwinder: &Unwinder, p: &Parsed<'_>) -> Backtrace {
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
-    walker.max_depth = MAX_FRAMES;
     // The visitor keeps what the report needs of each frame (no array of
     // whole frames: each carries a register file).
     let mut frames = Vec::with_capacity(MAX_FRAMES);
-    let stop = walker.walk(&eh, crate::recover::fault_regs(&p.msg), &memory, |f| {
+    let stop = unwinder.walk_for_report(crate::recover::fault_regs(&p.msg), &memory, MAX_FRAMES, |f| {
         frames.push((f.pc, f.exact_pc));
         true
     });
-    Backtrace { frames, stop: Ok(stop), pages_read: memory.pages_read() }
+    Backtrace { frames, stop, pages_read: memory.pages_read() }
 }

@@ -12,6 +12,7 @@
 //! and size is checked (and bounded by [`MAX_SECTION`]) and a bad file is
 //! an `Err` with a reason, never a panic.
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use libtask::supervise::{self, TaskId};
@@ -127,5 +128,63 @@ impl TaskImage {
             self.eh_frame.addr,
         )
         .map_err(|_| "no unwind tables")
+    }
+}
+
+/// How the server walks one task image's stacks, built once per image: the
+/// unwind tables parsed once, a walker for recoveries (its row cache warm
+/// across faults) and, for the reports' backtraces (off the recovery path),
+/// the image's precompiled unwind rows (`walker::RowTable`), built on the
+/// first report — or a second walker if the rows cannot be built.
+pub struct Unwinder {
+    eh: Result<walker::Image<'static>, &'static str>,
+    walker: core::cell::RefCell<Box<crate::TaskWalker<'static>>>,
+    rows: core::cell::OnceCell<Option<walker::RowTable>>,
+    report_walker: core::cell::RefCell<Box<crate::TaskWalker<'static>>>,
+}
+
+impl Unwinder {
+    pub fn new(image: &'static TaskImage) -> Unwinder {
+        Unwinder {
+            eh: image.unwind(),
+            walker: core::cell::RefCell::new(Box::default()),
+            rows: core::cell::OnceCell::new(),
+            report_walker: core::cell::RefCell::new(Box::default()),
+        }
+    }
+
+    /// The recovery walk: from `regs`, at most `max` frames, `visit` each.
+    pub fn walk<M, F>(&self, regs: walker::Regs, mem: &M, max: usize, visit: F) -> Result<walker::Stop, &'static str>
+    where
+        M: walker::Memory + ?Sized,
+        F: FnMut(&walker::Frame) -> bool,
+    {
+        let eh = self.eh.as_ref().map_err(|e| *e)?;
+        let mut w = self.walker.borrow_mut();
+        w.max_depth = max;
+        Ok(w.walk(eh, regs, mem, visit))
+    }
+
+    /// A report's walk: through the precompiled rows.
+    pub fn walk_for_report<M, F>(
+        &self,
+        regs: walker::Regs,
+        mem: &M,
+        max: usize,
+        visit: F,
+    ) -> Result<walker::Stop, &'static str>
+    where
+        M: walker::Memory + ?Sized,
+        F: FnMut(&walker::Frame) -> bool,
+    {
+        let eh = self.eh.as_ref().map_err(|e| *e)?;
+        match self.rows.get_or_init(|| walker::RowTable::build(eh).ok()) {
+            Some(rows) => Ok(rows.walk(eh, regs, mem, max, visit)),
+            None => {
+                let mut w = self.report_walker.borrow_mut();
+                w.max_depth = max;
+                Ok(w.walk(eh, regs, mem, visit))
+            }
+        }
     }
 }

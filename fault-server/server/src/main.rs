@@ -57,8 +57,7 @@ mod resume;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::cell::RefCell;
-use image::TaskImage;
+use image::{TaskImage, Unwinder};
 use libtask::abi::fault::{FAULT_BUFFER, FAULT_LABEL, FaultMessage};
 use libtask::abi::ipc::FAULT_BADGE;
 use libtask::abi::syscall::PRIORITY_LOWEST;
@@ -70,10 +69,9 @@ use report::{Outcome, Report};
 
 libtask::entry!(main);
 
-/// The stack walker the server keeps per task image and use: its row cache
-/// holds a task's hot frames across faults. The recovery walk and the
-/// backtrace have one each, so that the deferred backtraces (which reach
-/// the outermost frames) never evict the rows the next recovery needs.
+/// The stack walker the server keeps per task image for recoveries: its
+/// row cache holds the task's hot frames across faults (`image::Unwinder`;
+/// the reports' backtraces walk through precompiled rows instead).
 pub type TaskWalker<'a> = walker::Walker<'a, 32>;
 
 /// Symbol of the restart counter a task may export (see the module note).
@@ -105,7 +103,7 @@ fn main(start: Start) -> u64 {
             let _ = syscall::restore_priority();
             server.lowered = false;
         }
-        let mut buf = server.spare.pop().unwrap_or_else(|| alloc::vec![0u8; FAULT_BUFFER].into_boxed_slice());
+        let mut buf = server.spare.pop().unwrap_or_else(MsgBuf::new);
         let timeout = if reports_waiting { Timeout::Poll } else { Timeout::Forever };
         match ipc::recv_into(faults, &mut buf, timeout) {
             Ok(got) => {
@@ -128,14 +126,13 @@ fn main(start: Start) -> u64 {
     }
 }
 
-/// A task image read once, with walkers of its own (whose row caches stay
-/// warm across the task's faults). Images are kept for the server's life,
-/// so they are leaked to give the walker a `'static` borrow.
+/// A task image read once, with its unwinder (walkers and rows of its own,
+/// whose caches stay warm across the task's faults). Images are kept for
+/// the server's life, so they are leaked to give the unwinder a `'static`
+/// borrow.
 struct Known {
     image: &'static TaskImage,
-    walker: RefCell<Box<crate::TaskWalker<'static>>>,
-    /// The backtraces' walker.
-    report_walker: RefCell<Box<crate::TaskWalker<'static>>>,
+    unwinder: Unwinder,
 }
 
 #[derive(Default)]
@@ -146,7 +143,7 @@ struct Server {
     images: BTreeMap<TaskId, Option<&'static Known>>,
     backlog: VecDeque<Report>,
     /// Receive buffers of reported faults, for reuse.
-    spare: Vec<Box<[u8]>>,
+    spare: Vec<MsgBuf>,
     /// Whether we run below our own priority (reports waiting).
     lowered: bool,
     /// Reports emitted before a recovery because the backlog was full.
@@ -156,7 +153,7 @@ struct Server {
 }
 
 impl Server {
-    fn handle(&mut self, got: &Received, buf: Box<[u8]>) {
+    fn handle(&mut self, got: &Received, buf: MsgBuf) {
         let received = syscall::tsc();
         if got.badge != FAULT_BADGE || got.msg.label != FAULT_LABEL {
             println!("fault-server: ignoring a message with label {:#x}, badge {:#x}", got.msg.label, got.badge);
@@ -199,7 +196,7 @@ impl Server {
                     println!("fault-server: resuming task {task} failed: {}", e.name());
                 }
                 let rec = match known {
-                    Some(k) => self.recovery.recover(&p, Some((k.image, &mut k.walker.borrow_mut())), received, true),
+                    Some(k) => self.recovery.recover(&p, Some(&k.unwinder), received, true),
                     None => self.recovery.recover(&p, None, received, true),
                 };
                 self.lowered |= rec.lowered;
@@ -228,12 +225,8 @@ impl Server {
     fn report_oldest(&mut self) {
         let Some(rep) = self.backlog.pop_front() else { return };
         let task = FaultMessage::from_bytes(&rep.bytes[..rep.len]).map_or(0, |m| m.task);
-        match self.known(task) {
-            Some(k) => {
-                report::emit_report(&rep, Some(k.image), Some(&mut k.report_walker.borrow_mut()), &mut self.batch)
-            }
-            None => report::emit_report(&rep, None, None, &mut self.batch),
-        }
+        let unwinder = self.known(task).map(|k| &k.unwinder);
+        report::emit_report(&rep, unwinder, &mut self.batch);
         self.spare.push(rep.bytes);
     }
 
@@ -242,16 +235,41 @@ impl Server {
         *self.images.entry(task).or_insert_with(|| match TaskImage::load(task) {
             Ok(image) => {
                 let image: &'static TaskImage = Box::leak(Box::new(image));
-                let mut walker: Box<crate::TaskWalker<'static>> = Box::default();
-                walker.max_depth = 64;
-                let report_walker = RefCell::new(Box::default());
-                Some(&*Box::leak(Box::new(Known { image, walker: RefCell::new(walker), report_walker })))
+                let unwinder = Unwinder::new(image);
+                Some(&*Box::leak(Box::new(Known { image, unwinder })))
             }
             Err(why) => {
                 println!("fault-server: cannot read the image of task {task}: {why}");
                 None
             }
         })
+    }
+}
+
+/// A receive buffer for one fault message, 8-aligned (it is `u64`s): the
+/// message's sections are 8-aligned in it, so the recovery page copy is
+/// read in place (`abi::checkpoint::RecoveryPage::view`).
+pub struct MsgBuf(Box<[u64]>);
+
+impl MsgBuf {
+    fn new() -> MsgBuf {
+        MsgBuf(alloc::vec![0u64; FAULT_BUFFER.div_ceil(8)].into_boxed_slice())
+    }
+}
+
+impl core::ops::Deref for MsgBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the `u64`s are initialised memory of `len * 8` bytes;
+        // `u8` has no alignment requirement and every bit pattern is valid.
+        unsafe { core::slice::from_raw_parts(self.0.as_ptr() as *const u8, self.0.len() * 8) }
+    }
+}
+
+impl core::ops::DerefMut for MsgBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and any bytes written are valid `u64`s.
+        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, self.0.len() * 8) }
     }
 }
 

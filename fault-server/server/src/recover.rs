@@ -28,7 +28,7 @@
 //! Each step's time (`clock()`, guest instructions under icount) goes into
 //! the record, for the benchmark's phase breakdown.
 
-use crate::image::TaskImage;
+use crate::image::Unwinder;
 use crate::memory::WindowMemory;
 use crate::policy::{Decision, Policy};
 use alloc::collections::{BTreeMap, VecDeque};
@@ -171,26 +171,21 @@ pub fn fault_regs(msg: &FaultMessage) -> Regs {
 
 /// Walks from the fault to the frame of scope `depth`: `(index, pc)` of the
 /// first frame whose CFA is above the scope's saved stack pointer.
-pub fn walk_to_scope<'a>(
-    image: &'a TaskImage,
-    walker: &mut crate::TaskWalker<'a>,
-    p: &Parsed<'_>,
-    depth: u64,
-) -> Result<(usize, u64), String> {
+pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64) -> Result<(usize, u64), String> {
     let target = p.msg.scope_rsp(depth).ok_or_else(|| String::from("no such scope"))?;
-    let eh = image.unwind().map_err(String::from)?;
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
-    walker.max_depth = 64;
     let mut reached = None;
     let mut n = 0;
-    let stop = walker.walk(&eh, fault_regs(&p.msg), &memory, |f| {
-        if f.cfa > target {
-            reached = Some((n, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
-            return false;
-        }
-        n += 1;
-        true
-    });
+    let stop = unwinder
+        .walk(fault_regs(&p.msg), &memory, 64, |f| {
+            if f.cfa > target {
+                reached = Some((n, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
+                return false;
+            }
+            n += 1;
+            true
+        })
+        .map_err(String::from)?;
     reached.ok_or_else(|| match stop {
         Stop::Outermost => String::from("reached the outermost frame without the scope's frame"),
         other => alloc::format!("walk stopped: {other:?}"),
@@ -224,13 +219,7 @@ impl Recovery {
     /// `image` is `None` if the task's ELF is unreadable (no rollback then:
     /// the stack cannot be checked). `lower`: the kernel lowers our
     /// priority as it finishes, so the task runs before we go on.
-    pub fn recover<'a>(
-        &mut self,
-        p: &Parsed<'_>,
-        image: Option<(&'a TaskImage, &mut crate::TaskWalker<'a>)>,
-        received: u64,
-        lower: bool,
-    ) -> Recovered {
+    pub fn recover(&mut self, p: &Parsed<'_>, image: Option<&Unwinder>, received: u64, lower: bool) -> Recovered {
         let msg = &p.msg;
         let mut phases = Phases { received, ..Phases::default() };
         let mut escalations = Vec::new();
@@ -239,7 +228,7 @@ impl Recovery {
         let mut scope_frame = None;
         if depth > 0 {
             match image {
-                Some((image, walker)) => match walk_to_scope(image, walker, p, depth) {
+                Some(unwinder) => match walk_to_scope(unwinder, p, depth) {
                     Ok(frame) => scope_frame = Some(frame),
                     Err(why) => {
                         escalations.push(Escalation::FreshStart { why });

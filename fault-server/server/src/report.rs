@@ -24,7 +24,7 @@
 //! recovered (that fault waits: counted as `late` in the `fault_report`s).
 
 use crate::backtrace;
-use crate::image::TaskImage;
+use crate::image::Unwinder;
 use crate::recover::{Done, Escalation, Recovered};
 use crate::regcheck::Checked;
 use libtask::abi::event::{self as ev, Decision, Event, FaultSummary, Frame, RecoveryCost, Sym, WalkStop};
@@ -47,7 +47,7 @@ pub enum Outcome {
 pub struct Report {
     /// The message bytes as received (its stack copy is what the
     /// backtrace walks).
-    pub bytes: alloc::boxed::Box<[u8]>,
+    pub bytes: crate::MsgBuf,
     pub len: usize,
     pub outcome: Outcome,
     /// The register check, made before recovery changed the task's memory
@@ -62,12 +62,7 @@ pub struct Report {
 
 /// Emits the events (one `EMIT` for all: `batch`) and the console line of
 /// `rep`.
-pub fn emit_report<'a>(
-    rep: &Report,
-    image: Option<&'a TaskImage>,
-    walker: Option<&mut crate::TaskWalker<'a>>,
-    batch: &mut EventBatch,
-) {
+pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventBatch) {
     let Some(p) = FaultMessage::parse(&rep.bytes[..rep.len]) else { return };
     let batch = core::cell::RefCell::new(batch);
     let emit = |event: &Event<'_>, at: u64| {
@@ -101,8 +96,8 @@ pub fn emit_report<'a>(
         fault_tsc: msg.fault_tsc,
     };
     emit(&fault, msg.fault_tsc);
-    if let (Some(image), Some(walker)) = (image, walker) {
-        emit(&backtrace_event(image, walker, &p), msg.fault_tsc);
+    if let Some(unwinder) = unwinder {
+        emit(&backtrace_event(unwinder, &p), msg.fault_tsc);
     }
     let summary = Some(FaultSummary {
         kind: msg.kind,
@@ -310,8 +305,8 @@ fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame:
     }
 }
 
-fn backtrace_event<'a>(image: &'a TaskImage, walker: &mut crate::TaskWalker<'a>, p: &Parsed<'_>) -> Event<'static> {
-    let bt = backtrace::walk(image, walker, p);
+fn backtrace_event(unwinder: &Unwinder, p: &Parsed<'_>) -> Event<'static> {
+    let bt = backtrace::walk(unwinder, p);
     let mut frames: ev::FrameList = Default::default();
     for &(pc, exact) in &bt.frames {
         let _ = frames.push(Frame { pc, exact });

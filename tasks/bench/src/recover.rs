@@ -133,8 +133,8 @@ pub fn measure() {
     // task sleeps, so the server's deferred report runs at once; xtask
     // takes the time of that fault's last event.
     let (_, seq) = after_tick(|| round(&ctx, PAGES, FRAMES));
-    report("bench:fault_to_report_seq", seq != 0, seq);
     let _ = libtask::syscall::sleep(20);
+    report("bench:fault_to_report_seq", seq != 0, seq);
     let min = |v: usize| turns.iter().map(|t| t[v]).min().unwrap_or(0);
     let diffs = |a: usize, b: usize| {
         let mut d = [0u64; WARM_ROUNDS];
