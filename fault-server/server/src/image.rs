@@ -133,13 +133,13 @@ impl TaskImage {
 
 /// How the server walks one task image's stacks, built once per image: the
 /// unwind tables parsed once, a walker for recoveries (its row cache warm
-/// across faults) and, for the reports' backtraces (off the recovery path),
-/// the image's precompiled unwind rows (`walker::RowTable`), built on the
-/// first report — or a second walker if the rows cannot be built.
+/// across faults) and one for the reports' backtraces, so that those (which
+/// reach the outermost frames) never evict the rows a recovery needs.
+/// (`walker::RowTable`, precompiled rows, would walk faster but costs ~445k
+/// guest instructions to build per image: not yet worth it here.)
 pub struct Unwinder {
     eh: Result<walker::Image<'static>, &'static str>,
     walker: core::cell::RefCell<Box<crate::TaskWalker<'static>>>,
-    rows: core::cell::OnceCell<Option<walker::RowTable>>,
     report_walker: core::cell::RefCell<Box<crate::TaskWalker<'static>>>,
 }
 
@@ -148,7 +148,6 @@ impl Unwinder {
         Unwinder {
             eh: image.unwind(),
             walker: core::cell::RefCell::new(Box::default()),
-            rows: core::cell::OnceCell::new(),
             report_walker: core::cell::RefCell::new(Box::default()),
         }
     }
@@ -165,7 +164,7 @@ impl Unwinder {
         Ok(w.walk(eh, regs, mem, visit))
     }
 
-    /// A report's walk: through the precompiled rows.
+    /// A report's walk, with the reports' walker.
     pub fn walk_for_report<M, F>(
         &self,
         regs: walker::Regs,
@@ -178,13 +177,8 @@ impl Unwinder {
         F: FnMut(&walker::Frame) -> bool,
     {
         let eh = self.eh.as_ref().map_err(|e| *e)?;
-        match self.rows.get_or_init(|| walker::RowTable::build(eh).ok()) {
-            Some(rows) => Ok(rows.walk(eh, regs, mem, max, visit)),
-            None => {
-                let mut w = self.report_walker.borrow_mut();
-                w.max_depth = max;
-                Ok(w.walk(eh, regs, mem, visit))
-            }
-        }
+        let mut w = self.report_walker.borrow_mut();
+        w.max_depth = max;
+        Ok(w.walk(eh, regs, mem, visit))
     }
 }
