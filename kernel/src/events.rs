@@ -94,27 +94,12 @@ pub fn unlock_for_fatal() {
 
 /// Writes a kernel event.
 pub fn emit(event: &Event<'_>) {
-    write_record(None, None, event);
+    write_record(event);
 }
 
 /// Writes an event a supervisor encoded (`EMIT`, checked by
 /// `abi::event::check_emit_batch`), spliced into its record as it is.
 pub fn emit_encoded_by(by: u32, at: Option<u64>, event: &[u8]) {
-    let mut stream = STREAM.lock();
-    if !stream.ready {
-        return;
-    }
-    let now = crate::arch::rdtsc();
-    let (tsc, emitted) = match at {
-        Some(t) if t < now => (t, Some(now)),
-        _ => (now, None),
-    };
-    if let Some(len) = abi::event::splice_record(tsc, Some(by), emitted, event, &mut stream.buf) {
-        write_cobs(&stream.buf[..len]);
-    }
-}
-
-fn write_record(by: Option<u32>, at: Option<u64>, event: &Event<'_>) {
     let mut stream = STREAM.lock();
     if !stream.ready {
         return;
@@ -125,6 +110,19 @@ fn write_record(by: Option<u32>, at: Option<u64>, event: &Event<'_>) {
         Some(t) if t < now => (t, Some(now)),
         _ => (now, None),
     };
+    if let Some(len) = abi::event::splice_record(tsc, Some(by), emitted, event, &mut stream.buf) {
+        write_cobs(&stream.buf[..len]);
+    }
+}
+
+/// A kernel event: written now, by nobody but the kernel.
+fn write_record(event: &Event<'_>) {
+    let mut stream = STREAM.lock();
+    if !stream.ready {
+        return;
+    }
+    // Stamped under the lock, so time stamps grow along the stream.
+    let (tsc, by, emitted) = (crate::arch::rdtsc(), None, None);
     let len = match abi::event::encode_record_at(tsc, by, emitted, event, &mut stream.buf) {
         Ok(bytes) => bytes.len(),
         // Only a string longer than any the kernel bounds can get here.
