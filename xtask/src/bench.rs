@@ -82,7 +82,7 @@ pub const FIGURES: &[Figure] = &[
     fig("null_syscall", "null syscall", Some(100), Some(335)),
     fig("context_switch", "context switch (yield, two address spaces)", None, None),
     fig("ipc_call_reply", "IPC call + reply round trip", Some(400), Some(10_102)),
-    fig("fault_to_server", "fault -> fault server holding the message", None, None),
+    fig("fault_to_server", "fault -> fault server holding the message", Some(1_500), None),
     fig("fault_to_resume", "fault -> task resumed by the server", None, Some(3_497)),
     // recover.rs: the real fault server walks, releases, rolls back.
     fig(
@@ -111,10 +111,10 @@ pub const FIGURES: &[Figure] = &[
     fig("fault_to_checkpoint_20_frames", "  the same with 20 frames", None, None),
     fig("fault_to_checkpoint_40_frames", "  the same with 40 frames", None, None),
     fig("rollback_per_page", "rollback per dirty page ((64 - 8 pages) / 56)", Some(100), None),
-    fig("walk_per_frame", "stack walk per frame in the guest ((40 - 20 frames) / 20)", Some(300), None),
+    fig("walk_per_frame", "stack walk per frame in the guest ((40 - 20 frames) / 20)", Some(100), None),
     // scope.rs: scopes without faults.
     fig("first_write_in_scope", "first write to a page in a scope (fault + preserve)", Some(1_500), None),
-    fig("checkpoint_open_commit", "checkpoint open + commit, nothing dirtied", None, None),
+    fig("checkpoint_open_commit", "checkpoint open + commit, nothing dirtied", Some(2_000), None),
     Figure { unit: PAGES, ..fig("checkpoint_pages", "  private writable pages the open write-protects", None, None) },
     // lock.rs: the registry on the uncontended path.
     fig("lock_unlock_spin", "bare spinlock lock + unlock (CAS + store)", None, None),
