@@ -191,35 +191,16 @@ impl RecoveryPage {
         b.get(..RECOVERY_PAGE_SIZE).map(bytemuck::pod_read_unaligned)
     }
 
-    /// The page in place when `b` is 8-aligned (no copy), else a copy.
-    pub fn view(b: &[u8]) -> Option<PageView<'_>> {
-        let b = b.get(..RECOVERY_PAGE_SIZE)?;
-        Some(match bytemuck::try_from_bytes::<RecoveryPage>(b) {
-            Ok(p) => PageView::Borrowed(p),
-            Err(_) => PageView::Owned(bytemuck::pod_read_unaligned(b)),
-        })
+    /// The page in place, when `b` is 8-aligned and long enough; `None`
+    /// otherwise (then [`Self::from_bytes`] copies it). No large enum of
+    /// "borrowed or owned": returning one moves the whole page every time.
+    pub fn view(b: &[u8]) -> Option<&RecoveryPage> {
+        bytemuck::try_from_bytes::<RecoveryPage>(b.get(..RECOVERY_PAGE_SIZE)?).ok()
     }
 
     /// The page's bytes, as a task's memory holds them.
     pub fn as_bytes(&self) -> &[u8] {
         bytemuck::bytes_of(self)
-    }
-}
-
-/// A recovery page read from bytes: in place, or copied when they were not
-/// aligned ([`RecoveryPage::view`]).
-pub enum PageView<'a> {
-    Borrowed(&'a RecoveryPage),
-    Owned(RecoveryPage),
-}
-
-impl core::ops::Deref for PageView<'_> {
-    type Target = RecoveryPage;
-    fn deref(&self) -> &RecoveryPage {
-        match self {
-            PageView::Borrowed(p) => p,
-            PageView::Owned(p) => p,
-        }
     }
 }
 

@@ -134,7 +134,7 @@ const _: () = assert!(FAULT_MESSAGE_SIZE % 8 == 0);
 /// A received fault message with its byte sections.
 #[derive(Clone, Copy, Debug)]
 pub struct Parsed<'a> {
-    pub msg: FaultMessage,
+    pub msg: &'a FaultMessage,
     pub text: &'a [u8],
     pub recovery: &'a [u8],
     pub stack: &'a [u8],
@@ -154,13 +154,15 @@ impl FaultMessage {
         bytemuck::bytes_of(self)
     }
 
-    /// Parses a message; `None` if `bytes` is too short for the struct.
-    /// Sections whose lengths run past the bytes received are cut to what
-    /// arrived (the kernel never sends that; a receive buffer too small
-    /// for the message does).
+    /// Parses a message in place; `None` if `bytes` is too short for the
+    /// struct or not 8-aligned (receive into a `u64` buffer; or use
+    /// [`Self::from_bytes`], which copies). Sections whose lengths run past
+    /// the bytes received are cut to what arrived (the kernel never sends
+    /// that; a receive buffer too small for the message does).
     pub fn parse(bytes: &[u8]) -> Option<Parsed<'_>> {
         let head = bytes.get(..FAULT_MESSAGE_SIZE)?;
-        let msg: FaultMessage = bytemuck::pod_read_unaligned(head);
+        // In place: no copy of the struct on the recovery path.
+        let msg = bytemuck::try_from_bytes::<FaultMessage>(head).ok()?;
         let len = |l: u64, cap: usize| (l.min(cap as u64)) as usize;
         let (text_len, recovery_len, stack_len) = (
             len(msg.text_len, MAX_FAULT_TEXT),
@@ -174,7 +176,7 @@ impl FaultMessage {
 
     /// Parses just the struct; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<FaultMessage> {
-        Self::parse(bytes).map(|p| p.msg)
+        bytes.get(..FAULT_MESSAGE_SIZE).map(bytemuck::pod_read_unaligned)
     }
 
     /// The name as text.
@@ -199,6 +201,7 @@ impl FaultMessage {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -228,8 +231,20 @@ mod tests {
         bytes.extend_from_slice(b"abc\0\0\0\0\0");
         bytes.extend_from_slice(&[7; 16]);
         bytes.extend_from_slice(&[9; 16]);
-        let p = FaultMessage::parse(&bytes).unwrap();
-        assert_eq!(p.msg, m);
+        // Parsed in place: from a `u64` buffer, as the fault server does.
+        let words: std::vec::Vec<u64> = bytes.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let bytes: &[u8] = bytemuck::cast_slice(&words);
+        let p = FaultMessage::parse(bytes).unwrap();
+        assert_eq!(*p.msg, m);
+        // Unaligned bytes are refused by `parse`, copied by `from_bytes`.
+        let at = (8 - words.as_ptr() as usize % 8) % 8 + 1; // 1 past an 8-aligned address
+        let mut shifted = std::vec![0u8; at];
+        shifted.extend_from_slice(bytes);
+        let odd = &shifted[at..];
+        if (odd.as_ptr() as usize) % 8 != 0 {
+            assert!(FaultMessage::parse(odd).is_none());
+        }
+        assert_eq!(FaultMessage::from_bytes(odd), Some(m));
         assert_eq!((p.text, p.recovery.len(), p.stack), (&b"abc"[..], 9, &[9u8; 16][..]));
         // Lengths past the bytes received are cut, never read out of bounds.
         let p = FaultMessage::parse(&bytes[..FAULT_MESSAGE_SIZE + 10]).unwrap();

@@ -155,7 +155,13 @@ fn poison_and_unlock<O: SharedOps>(addr: u64, task: u64, ops: &mut O) -> Result<
             old = found;
         }
     }
-    let n = ops.futex_wake(addr + mutex::WORD, 1)?;
+    // As libtask's unlock: a task sleeps on the word only after setting
+    // `CONTENDED` in it (and `FUTEX_WAIT` checks the word under the kernel
+    // lock), so a release from a word without it has nobody to wake.
+    let n = match outcome {
+        Outcome::MutexReleased { contended: false, .. } => 0,
+        _ => ops.futex_wake(addr + mutex::WORD, 1)?,
+    };
     Ok(match outcome {
         Outcome::MutexReleased { contended, .. } => Outcome::MutexReleased { contended, woken: n },
         Outcome::MutexNotHeld { owner, .. } => Outcome::MutexNotHeld { owner, woken: n },

@@ -354,7 +354,16 @@ pub fn plan_into(
     out: &mut Plan,
 ) -> Result<(), Invalid> {
     out.clear();
-    let p = RecoveryPage::view(page).ok_or(Invalid::Short { len: page.len() })?;
+    // In place when aligned (the fault server's buffers are); the copy is
+    // made only when not (declared, not initialised, on the aligned path).
+    let copy;
+    let p = match RecoveryPage::view(page) {
+        Some(p) => p,
+        None => {
+            copy = RecoveryPage::from_bytes(page).ok_or(Invalid::Short { len: page.len() })?;
+            &copy
+        }
+    };
     if p.magic != RECOVERY_MAGIC {
         return Err(Invalid::BadMagic { found: p.magic });
     }

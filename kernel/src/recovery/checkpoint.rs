@@ -82,12 +82,14 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
     }
     let fault_pc = task.save.frame.rip;
     let space = task.space.as_mut().ok_or(Error::BadTask)?;
-    let pages = space.rollback_to(depth).map_err(|_| Error::BadArgument)?;
+    let rsp = task.scopes[depth - 1].frame.rsp;
+    let pages = space.rollback_to(depth, rsp).map_err(|_| Error::BadArgument)?;
     task.scopes.truncate(depth);
     let scope = task.scopes.last_mut().expect("depth <= len");
     // The re-run writes the stack below the scope's rsp at once, as at the
-    // open: preserve that page now (a copy) rather than by a fault.
-    space.preserve_on_write(scope.frame.rsp.wrapping_sub(8));
+    // open: `rollback_to` left that page writable when the scope had its
+    // version; otherwise preserve it now (a copy) rather than by a fault.
+    space.preserve_on_write(rsp.wrapping_sub(8));
     scope.attempt += 1;
     let attempt = scope.attempt;
     task.save.frame = scope.frame;

@@ -18,6 +18,7 @@ use crate::events;
 use crate::ipc::message::{self, Outgoing, Payload};
 use crate::sched::{SCHED, Scheduler};
 use crate::task::{PendingFault, State};
+use super::window::{Dest, Source};
 use abi::event::Event;
 use abi::fault::FaultKind;
 use abi::fault::{FAULT_LABEL, FaultMessage};
@@ -223,28 +224,30 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     let (buf, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15);
     let (src, dst) = two_tasks(s, from, to);
     let (Some(src), Some(dst)) = (src.space.as_ref(), dst.space.as_mut()) else { return };
+    let (mut src, mut dst) = (Source::new(src), Dest::new(dst, buf, cap as usize));
     // The sections first (their lengths are known only once copied), the
     // struct last.
     let (text_at, recovery_at, stack_at) = section_offsets(fault.text_len, m.recovery_len as usize);
-    let put = |at: usize, bytes: &[u8], dst: &mut crate::mem::space::AddressSpace| {
-        let n = bytes.len().min((cap as usize).saturating_sub(at));
-        n > 0 && dst.write(buf + at as u64, &bytes[..n]).is_ok()
-    };
-    put(text_at, &fault.text[..fault.text_len], dst);
+    dst.put(text_at, &fault.text[..fault.text_len]);
     if m.recovery_len != 0 {
-        copy_user(src, m.recovery, dst, buf + recovery_at as u64, room(cap, recovery_at, RECOVERY_PAGE_SIZE));
+        // Only the parts that hold data (the registries' live entries, by
+        // the page's own counts): readers look at `count` entries only, so
+        // the rest of the section may keep what the buffer held before.
+        use abi::checkpoint::RecoveryPage;
+        let used = abi::checkpoint::recovery_page_used(
+            src.u64_at(m.recovery + core::mem::offset_of!(RecoveryPage, mutex_count) as u64),
+            src.u64_at(m.recovery + core::mem::offset_of!(RecoveryPage, arc_count) as u64),
+        );
+        for range in used {
+            src.copy_to(m.recovery + range.start as u64, range.len(), &mut dst, recovery_at + range.start);
+        }
     }
-    m.stack_len = copy_user(src, rsp, dst, buf + stack_at as u64, room(cap, stack_at, stack_want as usize)) as u64;
-    put(0, m.as_bytes(), dst);
+    m.stack_len = src.copy_to(rsp, stack_want as usize, &mut dst, stack_at) as u64;
+    dst.put(0, m.as_bytes());
     let total = if m.stack_len > 0 { stack_at + m.stack_len as usize } else { recovery_at + m.recovery_len as usize };
     s.tasks[to].save.frame.r13 = total.min(cap as usize) as u64;
     s.tasks[to].state = State::Runnable;
     s.tasks[from].state = State::FaultHeld;
-}
-
-/// Bytes of `want` that fit in a buffer of `cap` bytes at offset `at`.
-fn room(cap: u64, at: usize, want: usize) -> usize {
-    want.min((cap as usize).saturating_sub(at))
 }
 
 /// Task `a` to read and task `b` to write (`a != b`).
@@ -258,36 +261,3 @@ fn two_tasks(s: &mut Scheduler, a: usize, b: usize) -> (&crate::task::Task, &mut
     }
 }
 
-/// Copies up to `len` bytes of user memory from `src` at `from` to `dst` at
-/// `to`, page piece by page piece through the direct map (no intermediate
-/// buffer); stops at the first piece not readable (user, present) in
-/// `src` or not writable in `dst`. Returns the bytes copied.
-fn copy_user(
-    src: &crate::mem::space::AddressSpace,
-    from: u64,
-    dst: &mut crate::mem::space::AddressSpace,
-    to: u64,
-    len: usize,
-) -> usize {
-    use abi::layout::PAGE_SIZE;
-    use x86_64::structures::paging::PageTableFlags as F;
-    let mut done = 0usize;
-    while done < len {
-        let a = from + done as u64;
-        let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(len - done);
-        let Some((phys, flags)) = src.translate(a) else { break };
-        if !flags.contains(F::USER_ACCESSIBLE) || a >= abi::layout::USER_END {
-            break;
-        }
-        // SAFETY: `phys..phys + n` lies in one present user page of `src`
-        // (translated above, not crossing the page end), reached through
-        // the direct map; the kernel runs with interrupts off, so the page
-        // cannot be unmapped while it is read.
-        let bytes = unsafe { core::slice::from_raw_parts(crate::mem::phys_to_virt(phys.as_u64()) as *const u8, n) };
-        if dst.write(to + done as u64, bytes).is_err() {
-            break;
-        }
-        done += n;
-    }
-    done
-}

@@ -5,6 +5,7 @@
 //! | step | module | what happens |
 //! |------|--------------|-----|
 //! | 1 | `fault`      | the trap lands (`user_exception`, or the watchdog in `user_tick`): a write to a page a scope tracks is preserved (`versions`) and the task goes on; anything else becomes a fault, the task is suspended and its fault message — registers, open scopes, policy, regions, the stack the walk needs — is delivered to its fault endpoint |
+//! | 1b | `window` | the message's bytes, copied between the two tasks' pages with one page-table walk per page |
 //! | 2 | (fault server, ring 3) | walks the stack to the scope's frame, plans the releases from the task's recovery page (`fault-server/`) |
 //! | 3 | `supervise`  | `TASK_CTL`: the server's answer — one batched `RECOVER` (releases, then rollback, restart or stop, atomically), or the single operations |
 //! | 4 | `checkpoint` | scopes: open, commit, roll back the registers |
@@ -19,3 +20,4 @@ pub mod fault;
 pub mod restart;
 pub mod supervise;
 pub mod versions;
+pub mod window;

@@ -244,10 +244,13 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
         _ => return Err(Error::BadArgument),
     }
     let id = t.id;
+    // One translation cache for the whole batch: a region's mutexes and
+    // Arc slots mostly share a page.
+    let mut ops = KernelOps::new(s, target);
     for chunk in raw[r::HEADER_SIZE..len].chunks_exact_mut(r::OP_SIZE) {
         let mut op: ReleaseOp = bytemuck::pod_read_unaligned(chunk);
         let done = match recovery::Action::from_op(&op) {
-            Some(action) => recovery::execute(&action, id as u64, &mut KernelOps::new(s, target)),
+            Some(action) => recovery::execute(&action, id as u64, &mut ops),
             None => Err(Error::BadArgument),
         };
         (op.outcome, op.value, op.extra) = match done {

@@ -361,11 +361,27 @@ impl AddressSpace {
 
     /// Rolls back to scope `depth` (1 = outermost), which stays open and
     /// empty; deeper scopes are closed. Returns the records applied.
-    pub fn rollback_to(&mut self, depth: usize) -> Result<usize, SpaceError> {
+    ///
+    /// `stack` is the target scope's saved stack pointer: the re-run writes
+    /// the stack just below it at once (as at the open), so that page is
+    /// left writable *and* recorded, as a copy-on-write fault would leave
+    /// it — without the fault, and without a fresh frame: when the scope
+    /// holds the page's version, the frame the failed attempt wrote is
+    /// kept and only the live part of the version (from `stack` less the
+    /// 128-byte red zone up to the page end) is copied back into it. What
+    /// lies below that is dead by the ABI (any interrupt or signal could
+    /// have clobbered it), holds only the task's own bytes, and is never
+    /// read before it is written.
+    pub fn rollback_to(&mut self, depth: usize, stack: u64) -> Result<usize, SpaceError> {
         if depth == 0 || depth > self.scopes.len() {
             return Err(SpaceError::BadAddress);
         }
         let target = self.scopes[depth - 1];
+        let below = stack.wrapping_sub(8);
+        let stack_page = below & !(PAGE_SIZE - 1);
+        // The kept page needs an armed entry (the next open protects it).
+        let may_keep = stack_page < USER_END && self.armed.try_reserve(1).is_ok();
+        let mut kept = None;
         let mut pages = 0;
         // Innermost first, each stretch from its end: an outer scope's
         // version is the older one, and within a stretch a page's version
@@ -375,6 +391,12 @@ impl AddressSpace {
             let start = self.scopes[k].records;
             for i in (start..end).rev() {
                 let p = self.records[i];
+                if may_keep && k == depth - 1 && p.vaddr == stack_page && kept.is_none() {
+                    if let Some(record) = self.keep_stack_page(p, below) {
+                        kept = Some(record);
+                        continue;
+                    }
+                }
                 self.restore(p);
             }
             pages += end - start;
@@ -383,34 +405,70 @@ impl AddressSpace {
         self.records.truncate(end);
         self.scopes.truncate(depth);
         // Everything armed since the target's open is restored now:
-        // protected again, or gone.
+        // protected again, or gone — but the kept stack page, writable.
         self.armed.truncate(target.armed_end);
+        if let Some(record) = kept {
+            // Both pushes fit: `records` only shrank above, `armed` has
+            // room reserved.
+            self.records.push(record);
+            self.arm(record.vaddr);
+        }
         self.flush();
         Ok(pages)
     }
 
+    /// The stack page's version `p` at the target scope's open, the page's
+    /// current frame a copy the failed attempt wrote: copies the version's
+    /// live bytes (from `below` less the red zone) into that frame, maps it
+    /// writable and returns the record to keep. `None` (nothing changed) if
+    /// the page is not in that state.
+    fn keep_stack_page(&mut self, p: Preserved, below: u64) -> Option<Preserved> {
+        const RED_ZONE: u64 = 128;
+        let (old, flags) = p.old?;
+        if !flags.contains(TRACKED | F::NO_EXECUTE) || flags.intersects(F::WRITABLE | SHARED) {
+            return None;
+        }
+        let e = self.leaf(p.vaddr)?;
+        let now = e.addr();
+        if !e.flags().contains(F::WRITABLE) || e.flags().contains(SHARED) || now == old.start_address() {
+            return None;
+        }
+        let from = below.saturating_sub(RED_ZONE).max(p.vaddr) & !7;
+        let offset = (from - p.vaddr) as usize;
+        // SAFETY: both frames are private frames of this space in the
+        // direct map: `old` is the scope's version (no mapping writes it),
+        // `now` the page's current frame; the range stays inside the page.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (phys_to_virt(old.start_address().as_u64()) as *const u8).add(offset),
+                (phys_to_virt(now.as_u64()) as *mut u8).add(offset),
+                PAGE_SIZE as usize - offset,
+            )
+        };
+        e.set_flags((flags - TRACKED) | F::WRITABLE);
+        Some(p)
+    }
+
     fn restore(&mut self, p: Preserved) {
-        let current = self.leaf(p.vaddr).map(|e| (e.addr(), e.flags()));
-        match (p.old, current) {
-            (Some((frame, flags)), Some((now, _))) => {
-                if let Some(e) = self.leaf(p.vaddr) {
-                    e.set_addr(frame.start_address(), flags);
-                }
-                if now != frame.start_address() {
-                    frames::free(PhysFrame::containing_address(now));
-                }
-            }
-            (Some((frame, flags)), None) => {
+        let Some(e) = self.leaf(p.vaddr) else {
+            if let Some((frame, flags)) = p.old {
                 // Unmapped inside the scope: map the original back.
                 if self.map_frame(p.vaddr, frame, flags).is_err() {
                     frames::free(frame);
                 }
             }
-            (None, Some(_)) => {
-                // Not through `unmap_page`: no scope may keep this frame.
-                self.discard_page(p.vaddr);
+            return;
+        };
+        match p.old {
+            Some((frame, flags)) => {
+                let now = e.addr();
+                e.set_addr(frame.start_address(), flags);
+                if now != frame.start_address() {
+                    frames::free(PhysFrame::containing_address(now));
+                }
             }
-            (None, None) => {}
+            // Not through `unmap_page`: no scope may keep this frame.
+            None => self.discard_page(p.vaddr),
         }
     }
 
