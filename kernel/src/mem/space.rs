@@ -72,6 +72,11 @@ pub struct AddressSpace {
     pub(crate) armed: Vec<u64>,
     /// `armed` is squeezed of stale entries when it would grow past this.
     pub(crate) armed_limit: usize,
+    /// A frame of this space's own old data (a version an outermost commit
+    /// let go), kept for the next open's stack page: that copy needs only
+    /// the live part of the page, and the rest may show the task nothing
+    /// but its own bytes (`recovery/versions.rs`).
+    pub(crate) spare: Option<PhysFrame>,
 }
 
 impl AddressSpace {
@@ -88,7 +93,14 @@ impl AddressSpace {
                 dst[i] = src[i].clone();
             }
         }
-        Ok(AddressSpace { pml4, scopes: Vec::new(), records: Vec::new(), armed: Vec::new(), armed_limit: ARMED_MIN })
+        Ok(AddressSpace {
+            pml4,
+            scopes: Vec::new(),
+            records: Vec::new(),
+            armed: Vec::new(),
+            armed_limit: ARMED_MIN,
+            spare: None,
+        })
     }
 
     /// The PML4 frame, for CR3.

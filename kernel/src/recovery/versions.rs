@@ -142,6 +142,36 @@ impl AddressSpace {
         None
     }
 
+    /// Like [`Self::leaf`], remembering the last page table reached in
+    /// `cache`: a rollback's pages are mostly neighbours, so most lookups
+    /// skip three of the four levels. `cache` is only valid while no page
+    /// table of this space is freed or replaced (one rollback).
+    fn leaf_cached(&self, cache: &mut Option<(u64, u64)>, addr: u64) -> Option<&'static mut PageTableEntry> {
+        let region = addr >> 21;
+        let table = match *cache {
+            Some((r, table)) if r == region => table,
+            _ => {
+                let mut table = phys_to_virt(self.root().start_address().as_u64()) as *mut PageTable;
+                for level in (2..=4).rev() {
+                    let index = ((addr >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
+                    // SAFETY: as in `leaf`.
+                    let entry = unsafe { &(&*table)[index] };
+                    if !entry.flags().contains(F::PRESENT) {
+                        return None;
+                    }
+                    table = phys_to_virt(entry.addr().as_u64()) as *mut PageTable;
+                }
+                *cache = Some((region, table as u64));
+                table as u64
+            }
+        };
+        // SAFETY: `table` is a level-1 table of this space reached through
+        // present entries (now or earlier in this rollback, which frees no
+        // table), in the direct map.
+        let entry = unsafe { &mut (&mut *(table as *mut PageTable))[((addr >> 12) & 0x1ff) as usize] };
+        entry.flags().contains(F::PRESENT).then_some(entry)
+    }
+
     /// Calls `each` with every present leaf PTE of the user half.
     fn for_each_leaf(&mut self, mut each: impl FnMut(u64, &mut PageTableEntry)) {
         fn walk(table: PhysAddr, level: u8, base: u64, each: &mut dyn FnMut(u64, &mut PageTableEntry)) {
@@ -283,7 +313,7 @@ impl AddressSpace {
         self.armed_limit = self.armed_limit.max(keep + ARMED_MIN);
         self.scopes.push(ScopeMem { records: self.records.len(), armed: from, armed_end: keep });
         // Not preserved (out of room, not tracked): the write will fault.
-        self.preserve_on_write(rsp.wrapping_sub(8));
+        self.preserve(rsp.wrapping_sub(8), Some(rsp));
         Ok(())
     }
 
@@ -292,9 +322,13 @@ impl AddressSpace {
         let inner = self.scopes.pop().ok_or(SpaceError::BadAddress)?;
         let Some(parent) = self.scopes.last().copied() else {
             // The outermost scope: nothing can be rolled back any more.
+            // One version is kept as the spare frame of the next open.
             for p in self.records.drain(..) {
                 if let Some((frame, _)) = p.old {
-                    frames::free(frame);
+                    match self.spare {
+                        None => self.spare = Some(frame),
+                        Some(_) => frames::free(frame),
+                    }
                 }
             }
             // What its open protected stays protected (lazily unprotected
@@ -383,6 +417,7 @@ impl AddressSpace {
         let may_keep = stack_page < USER_END && self.armed.try_reserve(1).is_ok();
         let mut kept = None;
         let mut pages = 0;
+        let mut cache = None;
         // Innermost first, each stretch from its end: an outer scope's
         // version is the older one, and within a stretch a page's version
         // comes before its `None`s (see the module header).
@@ -392,12 +427,12 @@ impl AddressSpace {
             for i in (start..end).rev() {
                 let p = self.records[i];
                 if may_keep && k == depth - 1 && p.vaddr == stack_page && kept.is_none() {
-                    if let Some(record) = self.keep_stack_page(p, below) {
+                    if let Some(record) = self.keep_stack_page(&mut cache, p, below) {
                         kept = Some(record);
                         continue;
                     }
                 }
-                self.restore(p);
+                self.restore(&mut cache, p);
             }
             pages += end - start;
             end = start;
@@ -422,13 +457,13 @@ impl AddressSpace {
     /// live bytes (from `below` less the red zone) into that frame, maps it
     /// writable and returns the record to keep. `None` (nothing changed) if
     /// the page is not in that state.
-    fn keep_stack_page(&mut self, p: Preserved, below: u64) -> Option<Preserved> {
+    fn keep_stack_page(&mut self, cache: &mut Option<(u64, u64)>, p: Preserved, below: u64) -> Option<Preserved> {
         const RED_ZONE: u64 = 128;
         let (old, flags) = p.old?;
         if !flags.contains(TRACKED | F::NO_EXECUTE) || flags.intersects(F::WRITABLE | SHARED) {
             return None;
         }
-        let e = self.leaf(p.vaddr)?;
+        let e = self.leaf_cached(cache, p.vaddr)?;
         let now = e.addr();
         if !e.flags().contains(F::WRITABLE) || e.flags().contains(SHARED) || now == old.start_address() {
             return None;
@@ -449,10 +484,11 @@ impl AddressSpace {
         Some(p)
     }
 
-    fn restore(&mut self, p: Preserved) {
-        let Some(e) = self.leaf(p.vaddr) else {
+    fn restore(&mut self, cache: &mut Option<(u64, u64)>, p: Preserved) {
+        let Some(e) = self.leaf_cached(cache, p.vaddr) else {
             if let Some((frame, flags)) = p.old {
-                // Unmapped inside the scope: map the original back.
+                // Unmapped inside the scope: map the original back (which
+                // may add page tables; none is freed in a rollback).
                 if self.map_frame(p.vaddr, frame, flags).is_err() {
                     frames::free(frame);
                 }
@@ -476,6 +512,17 @@ impl AddressSpace {
     /// writable copy. Returns false if the page is not tracked (a real
     /// fault), or if the scope's records or the kernel are out of memory.
     pub fn preserve_on_write(&mut self, addr: u64) -> bool {
+        self.preserve(addr, None)
+    }
+
+    /// [`Self::preserve_on_write`]; with `stack = Some(rsp)` (an open
+    /// preserving the page below the task's stack pointer), the copy may be
+    /// made into the space's spare frame, and then only the bytes from
+    /// `rsp` less the 128-byte red zone to the page end are copied: below
+    /// that the stack is dead by the ABI, and the spare holds only this
+    /// task's own old bytes there (a fresh frame could show another task's).
+    fn preserve(&mut self, addr: u64, stack: Option<u64>) -> bool {
+        const RED_ZONE: u64 = 128;
         if addr >= USER_END {
             return false;
         }
@@ -501,15 +548,25 @@ impl AddressSpace {
         if !self.reserve_record() {
             return false;
         }
-        let Some(copy) = frames::alloc_uninit() else { return false };
+        let (copy, from) = match (stack, self.spare) {
+            (Some(rsp), Some(spare)) if rsp.wrapping_sub(8) & !(PAGE_SIZE - 1) == vaddr => {
+                self.spare = None;
+                (spare, (rsp.wrapping_sub(8).saturating_sub(RED_ZONE).max(vaddr) & !7) - vaddr)
+            }
+            _ => match frames::alloc_uninit() {
+                Some(frame) => (frame, 0),
+                None => return false,
+            },
+        };
         let old = PhysFrame::containing_address(e.addr());
-        // SAFETY: both frames are in the direct map; `copy` is fresh and
-        // exclusively ours, `old` is the page's current contents.
+        // SAFETY: both frames are in the direct map; `copy` is fresh or
+        // the space's spare, exclusively ours either way; `old` is the
+        // page's current contents; `from < PAGE_SIZE`.
         unsafe {
             core::ptr::copy_nonoverlapping(
-                phys_to_virt(old.start_address().as_u64()) as *const u8,
-                phys_to_virt(copy.start_address().as_u64()) as *mut u8,
-                PAGE_SIZE as usize,
+                (phys_to_virt(old.start_address().as_u64()) as *const u8).add(from as usize),
+                (phys_to_virt(copy.start_address().as_u64()) as *mut u8).add(from as usize),
+                (PAGE_SIZE - from) as usize,
             )
         };
         e.set_addr(copy.start_address(), writable);
@@ -629,6 +686,9 @@ impl AddressSpace {
     /// Frees the frames every open scope holds (the space is going away).
     pub(crate) fn drop_versions(&mut self) {
         self.scopes.clear();
+        if let Some(frame) = self.spare.take() {
+            frames::free(frame);
+        }
         for p in self.records.drain(..) {
             if let Some((frame, _)) = p.old {
                 frames::free(frame);
