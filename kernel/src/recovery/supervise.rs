@@ -216,23 +216,40 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     let entered = crate::arch::rdtsc();
     const MAX: usize = r::HEADER_SIZE + r::MAX_RELEASE_OPS * r::OP_SIZE;
     let me = s.current_index().ok_or(Error::BadTask)?;
-    let space = s.tasks[me].space.as_ref().ok_or(Error::BadPointer)?;
-    let mut head = [0u8; r::HEADER_SIZE];
-    space.read(req, &mut head).map_err(|_| Error::BadPointer)?;
-    let mut h: Header = bytemuck::pod_read_unaligned(&head);
+    let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
+    // The request is read and answered in place when it lies in one
+    // writable page of the caller (libtask's does: no copies in and out);
+    // otherwise through a copy.
+    let mut copy: heapless::Vec<u8, MAX> = heapless::Vec::new();
+    let fits = |b: &[u8]| {
+        let count = bytemuck::pod_read_unaligned::<Header>(&b[..r::HEADER_SIZE]).count as usize;
+        count <= r::MAX_RELEASE_OPS && r::HEADER_SIZE + count * r::OP_SIZE <= b.len()
+    };
+    let (raw, in_place): (&mut [u8], bool) = match request_in_place(space, req).filter(|b| fits(b)) {
+        Some(bytes) => (bytes, true),
+        None => {
+            let _ = copy.resize(r::HEADER_SIZE, 0);
+            space.read(req, &mut copy).map_err(|_| Error::BadPointer)?;
+            let count = bytemuck::pod_read_unaligned::<Header>(&copy).count as usize;
+            if count > r::MAX_RELEASE_OPS {
+                return Err(Error::BadArgument);
+            }
+            let len = r::HEADER_SIZE + count * r::OP_SIZE;
+            // The whole request must be writable: outcomes are written back.
+            space.check_writable(req, len as u64).map_err(|_| Error::BadPointer)?;
+            let _ = copy.resize(len, 0);
+            space.read(req + r::HEADER_SIZE as u64, &mut copy[r::HEADER_SIZE..]).map_err(|_| Error::BadPointer)?;
+            (&mut copy[..], false)
+        }
+    };
+    let mut h: Header = bytemuck::pod_read_unaligned(&raw[..r::HEADER_SIZE]);
     h.tsc_entered = entered;
     let count = h.count as usize;
-    if count > r::MAX_RELEASE_OPS {
+    let len = r::HEADER_SIZE + count * r::OP_SIZE;
+    if count > r::MAX_RELEASE_OPS || len > raw.len() {
         return Err(Error::BadArgument);
     }
-    let len = r::HEADER_SIZE + count * r::OP_SIZE;
-    // The whole request must be writable: outcomes are written back. Only
-    // the operations given are read (and the buffer is not cleared first:
-    // 4.7 KiB of stores on every recovery otherwise).
-    space.check_writable(req, len as u64).map_err(|_| Error::BadPointer)?;
-    let mut raw: heapless::Vec<u8, MAX> = heapless::Vec::new();
-    let _ = raw.resize(len, 0);
-    space.read(req + r::HEADER_SIZE as u64, &mut raw[r::HEADER_SIZE..len]).map_err(|_| Error::BadPointer)?;
+    let raw = &mut raw[..len];
     let t = &s.tasks[target];
     let (kind, seq) = match t.fault {
         Some(f) if t.state == State::FaultHeld && f.seq == h.seq => (f.kind, f.seq),
@@ -247,7 +264,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     // One translation cache for the whole batch: a region's mutexes and
     // Arc slots mostly share a page.
     let mut ops = KernelOps::new(s, target);
-    for chunk in raw[r::HEADER_SIZE..len].chunks_exact_mut(r::OP_SIZE) {
+    for chunk in raw[r::HEADER_SIZE..].chunks_exact_mut(r::OP_SIZE) {
         let mut op: ReleaseOp = bytemuck::pod_read_unaligned(chunk);
         let done = match recovery::Action::from_op(&op) {
             Some(action) => recovery::execute(&action, id as u64, &mut ops),
@@ -282,7 +299,9 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     raw[..r::HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
     let now = s.ticks;
     let caller = &mut s.tasks[me];
-    caller.space.as_mut().ok_or(Error::BadPointer)?.write(req, &raw[..len]).map_err(|_| Error::BadPointer)?;
+    if !in_place {
+        caller.space.as_mut().ok_or(Error::BadPointer)?.write(req, raw).map_err(|_| Error::BadPointer)?;
+    }
     if h.flags & r::LOWER_CALLER != 0 {
         caller.priority = abi::syscall::PRIORITY_LOWEST.max(caller.spec.priority);
         if caller.is_lowered() {
@@ -290,6 +309,31 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
         }
     }
     Ok(0)
+}
+
+/// The `RECOVER` request at `req` in the caller's memory, as bytes seen
+/// through the direct map from `req` to the end of its page — if that page
+/// is present, user-accessible and writable right now (not shared, not
+/// tracked by a scope: a write then needs no preservation first) and
+/// holds at least the header. The caller is the current task and the
+/// kernel holds its lock, so nothing else writes the page meanwhile; the
+/// slice is used only within the `RECOVER` call.
+fn request_in_place(space: &mut crate::mem::space::AddressSpace, req: u64) -> Option<&'static mut [u8]> {
+    use crate::recovery::versions::{SHARED, TRACKED};
+    use abi::layout::PAGE_SIZE;
+    use x86_64::structures::paging::PageTableFlags as F;
+    let room = PAGE_SIZE - (req & (PAGE_SIZE - 1));
+    if req >= USER_END || room < abi::ipc::recover::HEADER_SIZE as u64 {
+        return None;
+    }
+    let (phys, flags) = space.translate(req)?;
+    if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) || flags.intersects(SHARED | TRACKED) {
+        return None;
+    }
+    // SAFETY: `phys .. phys + room` is the rest of a present, writable
+    // user page of the current task, in the direct map (checked above);
+    // see the function's note for why no one else touches it meanwhile.
+    Some(unsafe { core::slice::from_raw_parts_mut(crate::mem::phys_to_virt(phys.as_u64()) as *mut u8, room as usize) })
 }
 
 /// The kernel's atomic operations on a task's memory, for releases
