@@ -286,7 +286,7 @@ fn deliver_registers(f: &mut TrapFrame, badge: u64, label: u64, words: [u64; abi
 /// The table index of task `id`, without a scan: tasks are never removed
 /// and ids are handed out in table order from 1, so it is `id - 1`;
 /// checked, and `None` (the general path searches) should that ever change.
-fn task_index(tasks: &[Box<Task>], id: TaskId) -> Option<usize> {
+pub(crate) fn task_index(tasks: &[Box<Task>], id: TaskId) -> Option<usize> {
     let i = (id as usize).checked_sub(1)?;
     tasks.get(i).filter(|t| t.id == id).map(|_| i)
 }

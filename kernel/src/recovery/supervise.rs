@@ -12,7 +12,7 @@ use crate::events;
 use crate::ipc::abandon;
 use crate::mem::space::AddressSpace;
 use crate::sched::Scheduler;
-use crate::task::State;
+use crate::task::{State, TaskId};
 use abi::event::Event;
 use abi::ipc::task_ctl as op;
 use abi::layout::USER_END;
@@ -36,7 +36,12 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
     }
     let f = &s.tasks[me].save.frame;
     let (operation, target_id, a, b, c) = (f.rdi, f.rsi, f.rdx, f.r10, f.r8);
-    let target = s.tasks.iter().position(|t| t.id as u64 == target_id).ok_or(Error::BadTask)?;
+    // Ids are table positions + 1 (no scan); a search if that ever changes.
+    let target = TaskId::try_from(target_id)
+        .ok()
+        .and_then(|id| crate::ipc::endpoint::task_index(&s.tasks, id))
+        .or_else(|| s.tasks.iter().position(|t| t.id as u64 == target_id))
+        .ok_or(Error::BadTask)?;
     if target == me {
         return Err(Error::BadTask);
     }
