@@ -174,11 +174,80 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
 /// (at most `STACK_WINDOW` bytes) — written straight into the receiver's
 /// buffer (`r14`, capacity `r15`; a smaller buffer gets the first bytes).
 pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
-    use abi::checkpoint::{RECOVERY_PAGE_SIZE, RegionInfo};
-    use abi::fault::{MAX_FAULT_REGIONS, STACK_WINDOW, section_offsets};
+    use abi::checkpoint::{RECOVERY_PAGE_SIZE, RecoveryPage};
+    use abi::fault::{FAULT_MESSAGE_SIZE, STACK_WINDOW, section_offsets};
     let Some(fault) = s.tasks[from].fault else { return };
     let t = &s.tasks[from];
-    let mut m: FaultMessage = bytemuck::Zeroable::zeroed();
+    let msg = Outgoing {
+        badge: FAULT_BADGE,
+        label: FAULT_LABEL,
+        words: [t.id as u64, fault.kind, fault.vector, fault.seq],
+        payload: Payload::None,
+    };
+    message::deliver(s, &msg, None, to);
+    let (buf, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15);
+    s.tasks[to].state = State::Runnable;
+    s.tasks[from].state = State::FaultHeld;
+    let ticks = s.ticks;
+    let Scheduler { tasks, regions, .. } = s;
+    let (t, receiver) = two_tasks(tasks, from, to);
+    let (Some(src), Some(dst)) = (t.space.as_ref(), receiver.space.as_mut()) else {
+        // Nothing to copy from or into: an empty message (the server
+        // refuses it as malformed and stops the task).
+        receiver.save.frame.r13 = 0;
+        return;
+    };
+    let rsp = t.save.frame.rsp;
+    let stack_want =
+        if rsp < abi::layout::USER_END { (abi::layout::USER_END - rsp).min(STACK_WINDOW as u64) } else { 0 };
+    let recovery_len =
+        if t.recovery != 0 && src.check_readable(t.recovery, RECOVERY_PAGE_SIZE as u64).is_ok() {
+            RECOVERY_PAGE_SIZE
+        } else {
+            0
+        };
+    let (mut src, mut dst) = (Source::new(src), Dest::new(dst, buf, cap as usize));
+    // The struct is filled in place in the receiver's buffer when it lies
+    // in one writable page, 8-aligned (the fault server's does): no copy
+    // of it. The sections after it are other bytes of the buffer.
+    let mut local;
+    let (m, in_place) = match dst.in_place(0, FAULT_MESSAGE_SIZE).and_then(|b| bytemuck::try_from_bytes_mut(b).ok())
+    {
+        Some(m) => (m, true),
+        None => {
+            local = FaultMessage::default();
+            (&mut local, false)
+        }
+    };
+    fill(m, t, &fault, ticks, regions);
+    m.recovery_len = recovery_len as u64;
+    let (text_at, recovery_at, stack_at) = section_offsets(fault.text_len, recovery_len);
+    dst.put(text_at, &fault.text[..fault.text_len]);
+    if recovery_len != 0 {
+        // Only the parts that hold data (the registries' live entries, by
+        // the page's own counts): readers look at `count` entries only, so
+        // the rest of the section may keep what the buffer held before.
+        let used = abi::checkpoint::recovery_page_used(
+            src.u64_at(t.recovery + core::mem::offset_of!(RecoveryPage, mutex_count) as u64),
+            src.u64_at(t.recovery + core::mem::offset_of!(RecoveryPage, arc_count) as u64),
+        );
+        for range in used {
+            src.copy_to(t.recovery + range.start as u64, range.len(), &mut dst, recovery_at + range.start);
+        }
+    }
+    m.stack_len = src.copy_to(rsp, stack_want as usize, &mut dst, stack_at) as u64;
+    let total = if m.stack_len > 0 { stack_at + m.stack_len as usize } else { recovery_at + recovery_len };
+    if !in_place {
+        dst.put(0, m.as_bytes());
+    }
+    receiver.save.frame.r13 = total.min(cap as usize) as u64;
+}
+
+/// Writes every field of `m` (it may be the receiver's buffer, holding an
+/// earlier message) but the section lengths, for task `t`'s `fault`.
+fn fill(m: &mut FaultMessage, t: &crate::task::Task, fault: &PendingFault, ticks: u64, regions: &[crate::mem::region::Region]) {
+    use abi::checkpoint::RegionInfo;
+    use abi::fault::MAX_FAULT_REGIONS;
     m.task = t.id as u64;
     m.kind = fault.kind;
     m.vector = fault.vector;
@@ -192,71 +261,38 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     m.scopes = t.scopes.len() as u64;
     m.regs = t.save.frame.registers();
     m.fault_tsc = fault.tsc;
-    m.fault_ticks = s.ticks;
-    m.name[..t.name.len()].copy_from_slice(t.name.as_bytes());
+    m.fault_ticks = ticks;
+    m.name = [0; abi::image::NAME_LEN];
+    let n = t.name.len().min(m.name.len());
+    m.name[..n].copy_from_slice(&t.name.as_bytes()[..n]);
     m.max_restarts = t.spec.max_restarts as u64;
     m.restart_window_ms = t.spec.restart_window_ms as u64;
+    m.scope_rsp = [0; abi::checkpoint::MAX_SCOPES];
     for (slot, scope) in m.scope_rsp.iter_mut().zip(t.scopes.iter()) {
         *slot = scope.frame.rsp;
     }
+    m.region_count = 0;
+    m.regions = [RegionInfo::default(); MAX_FAULT_REGIONS];
     for cap in t.caps.iter().filter(|c| c.kind == abi::ipc::CapKind::Region) {
-        if let Some(r) = s.regions.get(cap.object as usize) {
+        if let Some(r) = regions.get(cap.object as usize) {
             if (m.region_count as usize) < MAX_FAULT_REGIONS {
                 m.regions[m.region_count as usize] = RegionInfo { base: r.base, size: r.size() };
             }
             m.region_count += 1;
         }
     }
-    let rsp = m.regs.rsp;
-    m.stack_base = rsp;
-    let stack_want =
-        if rsp < abi::layout::USER_END { (abi::layout::USER_END - rsp).min(STACK_WINDOW as u64) } else { 0 };
-    let readable = |a: u64| t.space.as_ref().is_some_and(|sp| sp.check_readable(a, RECOVERY_PAGE_SIZE as u64).is_ok());
-    m.recovery_len = if t.recovery != 0 && readable(t.recovery) { RECOVERY_PAGE_SIZE as u64 } else { 0 };
-
-    let msg = Outgoing {
-        badge: FAULT_BADGE,
-        label: FAULT_LABEL,
-        words: [t.id as u64, fault.kind, fault.vector, fault.seq],
-        payload: Payload::None,
-    };
-    message::deliver(s, &msg, None, to);
-    let (buf, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15);
-    let (src, dst) = two_tasks(s, from, to);
-    let (Some(src), Some(dst)) = (src.space.as_ref(), dst.space.as_mut()) else { return };
-    let (mut src, mut dst) = (Source::new(src), Dest::new(dst, buf, cap as usize));
-    // The sections first (their lengths are known only once copied), the
-    // struct last.
-    let (text_at, recovery_at, stack_at) = section_offsets(fault.text_len, m.recovery_len as usize);
-    dst.put(text_at, &fault.text[..fault.text_len]);
-    if m.recovery_len != 0 {
-        // Only the parts that hold data (the registries' live entries, by
-        // the page's own counts): readers look at `count` entries only, so
-        // the rest of the section may keep what the buffer held before.
-        use abi::checkpoint::RecoveryPage;
-        let used = abi::checkpoint::recovery_page_used(
-            src.u64_at(m.recovery + core::mem::offset_of!(RecoveryPage, mutex_count) as u64),
-            src.u64_at(m.recovery + core::mem::offset_of!(RecoveryPage, arc_count) as u64),
-        );
-        for range in used {
-            src.copy_to(m.recovery + range.start as u64, range.len(), &mut dst, recovery_at + range.start);
-        }
-    }
-    m.stack_len = src.copy_to(rsp, stack_want as usize, &mut dst, stack_at) as u64;
-    dst.put(0, m.as_bytes());
-    let total = if m.stack_len > 0 { stack_at + m.stack_len as usize } else { recovery_at + m.recovery_len as usize };
-    s.tasks[to].save.frame.r13 = total.min(cap as usize) as u64;
-    s.tasks[to].state = State::Runnable;
-    s.tasks[from].state = State::FaultHeld;
+    m.stack_base = t.save.frame.rsp;
+    m.recovery_len = 0;
+    m.stack_len = 0;
 }
 
 /// Task `a` to read and task `b` to write (`a != b`).
-fn two_tasks(s: &mut Scheduler, a: usize, b: usize) -> (&crate::task::Task, &mut crate::task::Task) {
+fn two_tasks(tasks: &mut [alloc::boxed::Box<crate::task::Task>], a: usize, b: usize) -> (&crate::task::Task, &mut crate::task::Task) {
     if a < b {
-        let (lo, hi) = s.tasks.split_at_mut(b);
+        let (lo, hi) = tasks.split_at_mut(b);
         (&lo[a], &mut hi[0])
     } else {
-        let (lo, hi) = s.tasks.split_at_mut(a);
+        let (lo, hi) = tasks.split_at_mut(a);
         (&hi[0], &mut lo[b])
     }
 }

@@ -63,6 +63,27 @@ impl<'a> Dest<'a> {
         Some(virt)
     }
 
+    /// Bytes `at .. at + len` of the buffer, seen in place through the
+    /// direct map, if they lie in one writable page (and the buffer's
+    /// capacity). Only bytes that no other piece of this delivery writes
+    /// may be asked for: the slice aliases the page `put` writes.
+    pub fn in_place(&mut self, at: usize, len: usize) -> Option<&'static mut [u8]> {
+        if at.checked_add(len)? > self.cap {
+            return None;
+        }
+        let addr = self.base.checked_add(at as u64)?;
+        let off = (addr & (PAGE_SIZE - 1)) as usize;
+        if off + len > PAGE_SIZE as usize {
+            return None;
+        }
+        let virt = self.page(addr)?;
+        // SAFETY: `virt + off .. + len` lies in one present, user,
+        // writable page of the destination space (checked in `page`), in
+        // the direct map; the caller keeps it apart from what `put` writes
+        // (see above), and nothing else runs during the delivery.
+        Some(unsafe { core::slice::from_raw_parts_mut((virt as *mut u8).add(off), len) })
+    }
+
     /// Writes `bytes` at offset `at` of the buffer, cut at its capacity
     /// and at the first page that cannot be written. Returns the bytes
     /// written.
