@@ -451,6 +451,39 @@ impl AddressSpace {
     }
 }
 
+impl AddressSpace {
+    /// [`Self::write_unversioned`] of the `u64`s `words` at the 8-aligned
+    /// `addr`, inside one page: one translation, plain stores. Falls back
+    /// to the byte path otherwise.
+    pub fn write_words_unversioned(&mut self, addr: u64, words: &[u64]) -> Result<(), SpaceError> {
+        let len = words.len() as u64 * 8;
+        if addr.is_multiple_of(8) && (addr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE && is_user_range(addr, len) {
+            let (phys, flags) = self.translate(addr).ok_or(SpaceError::BadAddress)?;
+            if !flags.contains(F::USER_ACCESSIBLE) || !flags.intersects(F::WRITABLE | TRACKED) {
+                return Err(SpaceError::BadAddress);
+            }
+            let at = phys_to_virt(phys.as_u64()) as *mut u64;
+            for (i, &w) in words.iter().enumerate() {
+                // SAFETY: `at` is the direct-map view of an 8-aligned
+                // range of one present, user page of this space, writable
+                // by the task (or tracked: unversioned by contract), long
+                // enough for `words` (checked above).
+                unsafe { at.add(i).write(w) };
+            }
+            return Ok(());
+        }
+        let mut bytes = [0u8; 64];
+        let n = len as usize;
+        if n > bytes.len() {
+            return Err(SpaceError::BadAddress);
+        }
+        for (i, w) in words.iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        self.write_unversioned(addr, &bytes[..n])
+    }
+}
+
 impl Drop for AddressSpace {
     /// Frees every user frame and page table, then the PML4.
     fn drop(&mut self) {

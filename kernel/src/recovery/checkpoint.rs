@@ -83,13 +83,15 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
     let fault_pc = task.save.frame.rip;
     let space = task.space.as_mut().ok_or(Error::BadTask)?;
     let rsp = task.scopes[depth - 1].frame.rsp;
-    let pages = space.rollback_to(depth, rsp).map_err(|_| Error::BadArgument)?;
+    let (pages, stack_kept) = space.rollback_to(depth, rsp).map_err(|_| Error::BadArgument)?;
     task.scopes.truncate(depth);
     let scope = task.scopes.last_mut().expect("depth <= len");
     // The re-run writes the stack below the scope's rsp at once, as at the
     // open: `rollback_to` left that page writable when the scope had its
     // version; otherwise preserve it now (a copy) rather than by a fault.
-    space.preserve_on_write(rsp.wrapping_sub(8));
+    if !stack_kept {
+        space.preserve_on_write(rsp.wrapping_sub(8));
+    }
     scope.attempt += 1;
     let attempt = scope.attempt;
     task.save.frame = scope.frame;
@@ -105,14 +107,10 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
         let offset = core::mem::offset_of!(abi::checkpoint::RecoveryPage, scopes)
             + (depth - 1) * core::mem::size_of::<ScopeRecord>();
         let words = [record.attempt, record.fault_kind, record.fault_seq, record.fault_pc];
-        let mut bytes = [0u8; 32];
-        for (i, w) in words.iter().enumerate() {
-            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
         // Not preserved: rewritten at every rollback, and a rollback to an
         // outer scope restores the page as that scope found it anyway.
         if let Some(space) = task.space.as_mut() {
-            let _ = space.write_unversioned(task.recovery + offset as u64, &bytes);
+            let _ = space.write_words_unversioned(task.recovery + offset as u64, &words);
         }
     }
     if !emit {

@@ -394,7 +394,8 @@ impl AddressSpace {
     }
 
     /// Rolls back to scope `depth` (1 = outermost), which stays open and
-    /// empty; deeper scopes are closed. Returns the records applied.
+    /// empty; deeper scopes are closed. Returns the records applied and
+    /// whether the stack page was kept writable (below).
     ///
     /// `stack` is the target scope's saved stack pointer: the re-run writes
     /// the stack just below it at once (as at the open), so that page is
@@ -406,7 +407,7 @@ impl AddressSpace {
     /// lies below that is dead by the ABI (any interrupt or signal could
     /// have clobbered it), holds only the task's own bytes, and is never
     /// read before it is written.
-    pub fn rollback_to(&mut self, depth: usize, stack: u64) -> Result<usize, SpaceError> {
+    pub fn rollback_to(&mut self, depth: usize, stack: u64) -> Result<(usize, bool), SpaceError> {
         if depth == 0 || depth > self.scopes.len() {
             return Err(SpaceError::BadAddress);
         }
@@ -449,7 +450,7 @@ impl AddressSpace {
             self.arm(record.vaddr);
         }
         self.flush();
-        Ok(pages)
+        Ok((pages, kept.is_some()))
     }
 
     /// The stack page's version `p` at the target scope's open, the page's
