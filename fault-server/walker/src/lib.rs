@@ -27,6 +27,7 @@ mod cache;
 pub mod expr;
 pub mod hdr;
 pub mod image;
+mod lazy;
 pub mod memory;
 pub mod regs;
 pub mod row;
@@ -42,6 +43,7 @@ pub mod host;
 pub use cache::CIE_SLOTS;
 pub use expr::{ExprError, MAX_EXPR_STEPS};
 pub use image::{Image, ImageError};
+pub use lazy::LazyStats;
 pub use memory::{Memory, NoMemory, SliceMemory};
 pub use regs::{NUM_REGS, Regs, dwarf};
 #[cfg(feature = "alloc")]

@@ -24,6 +24,7 @@
 use gimli::{Register, RegisterRule, UnwindContext, UnwindContextStorage, UnwindTableRow};
 
 use crate::cache::{CieCache, RowCache, RowRef, Tag};
+use crate::lazy::{Found, LazyRows, LazyStats};
 use crate::expr::{self, ExprError};
 use crate::image::Image;
 use crate::memory::Memory;
@@ -100,7 +101,7 @@ impl<T: gimli::ReaderOffset> UnwindContextStorage<T> for CtxStore {
     type Stack = [UnwindTableRow<T, Self>; 4];
 }
 
-/// Where a walk is, between two steps.
+/// Where a walk is, between two steps — or where one may resume.
 #[derive(Clone, Debug)]
 pub struct WalkState {
     regs: Regs,
@@ -117,6 +118,15 @@ impl WalkState {
         WalkState { regs, exact: true, prev: None, depth: 0, done: None }
     }
 
+    /// A walk resuming at `frame`, a frame a visitor was shown, whose callee
+    /// (the frame shown before it) had CFA and signal flag `callee` — `None`
+    /// if `frame` was the first. Walking from here shows `frame` again, then
+    /// its callers, exactly as the walk that showed it would have gone on
+    /// (see [`Walker::walk_from`]).
+    pub fn at(frame: &Frame, callee: Option<(u64, bool)>) -> Self {
+        WalkState { regs: frame.regs, exact: frame.exact_pc, prev: callee, depth: 0, done: None }
+    }
+
     /// Frames produced so far.
     pub fn depth(&self) -> usize {
         self.depth
@@ -126,55 +136,71 @@ impl WalkState {
 /// Counters for benchmarks and tuning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Row-cache hits.
+    /// Row-memo hits.
     pub hits: u64,
-    /// Row-cache misses (FDE lookup + CFI run).
+    /// Row-memo misses (the lazily compiled rows, else an FDE lookup and a
+    /// CFI run).
     pub misses: u64,
+    /// The lazily compiled rows (`FDES` > 0): FDEs compiled, flushes.
+    pub lazy: LazyStats,
 }
 
-/// A stack walker with its caches. `ROWS` is the number of row-cache slots.
+/// A stack walker with its caches. `ROWS` is the number of row-memo slots
+/// (a power of two is fastest); `FDES` and `FDE_ROWS` size the lazily
+/// compiled rows behind the memo ([`crate::lazy`]: up to `FDES` FDEs and
+/// `FDE_ROWS` rows in all; 0 for none: a memo miss then runs gimli for
+/// the pc).
 ///
 /// Reuse one `Walker` for all walks of an image: that is what keeps rows and
-/// CIEs warm. Its size is 32 bytes per row slot plus about 2.5 KB (parsed
-/// CIEs, a few general rows); building one is a `memset` and a few stores
-/// (`new` is a `const fn`). A row-cache miss also needs about 3.3 KB of stack
-/// for gimli's CFI context.
-pub struct Walker<'a, const ROWS: usize = 256> {
+/// CIEs warm. Its size is 32 bytes per memo slot, 24 per FDE and 32 per
+/// compiled row, plus about 2.5 KB (parsed CIEs, a few general rows);
+/// building one is a `memcpy` of its empty state (`new` is a `const fn`).
+/// A miss that runs gimli also needs about 3.3 KB of stack for gimli's CFI
+/// context.
+pub struct Walker<'a, const ROWS: usize = 256, const FDES: usize = 0, const FDE_ROWS: usize = 0> {
     tag: Tag,
     rows: RowCache<ROWS>,
     cies: CieCache<'a>,
+    lazy: LazyRows<FDES, FDE_ROWS>,
+    /// The memo holds rows (emptied before a walk without it).
+    memo_used: bool,
     /// Maximum number of frames a walk produces.
     pub max_depth: usize,
-    /// Whether to use the row cache (off: every step does the full lookup
-    /// and applies the general row, never a precompiled one).
+    /// Whether to use the row memo and the compiled rows (off: every step
+    /// does the full lookup and applies the general row, never a
+    /// precompiled one).
     pub use_row_cache: bool,
     /// Cache counters.
     pub stats: Stats,
 }
 
-impl<const ROWS: usize> Default for Walker<'_, ROWS> {
+impl<const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Default for Walker<'_, ROWS, FDES, FDE_ROWS> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<'a, const ROWS: usize> Walker<'a, ROWS> {
+impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a, ROWS, FDES, FDE_ROWS> {
     /// A walker with empty caches.
     pub const fn new() -> Self {
         Walker {
             tag: Tag(None),
             rows: RowCache::new(),
             cies: CieCache::new(),
+            lazy: LazyRows::new(),
+            memo_used: false,
             max_depth: DEFAULT_MAX_DEPTH,
             use_row_cache: true,
-            stats: Stats { hits: 0, misses: 0 },
+            stats: Stats { hits: 0, misses: 0, lazy: LazyStats { compiled: 0, flushes: 0, truncated: 0 } },
         }
     }
 
-    /// Empties the caches (O(1) for the row cache).
+    /// Empties the caches.
     pub fn clear(&mut self) {
         self.rows.clear();
         self.cies.clear();
+        self.lazy.clear();
+        self.memo_used = false;
         self.tag = Tag(None);
     }
 
@@ -190,7 +216,23 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     {
         self.bind(image);
         let max = self.max_depth;
-        walk_with(self, image, regs, max, mem, visit)
+        walk_with(self, image, Start::new(regs), max, mem, visit)
+    }
+
+    /// Walks from `from` ([`WalkState::at`]: a frame an earlier walk
+    /// showed), calling `visit` for that frame and each of its callers, at
+    /// most [`Self::max_depth`] frames; returns why it ended. The frames and
+    /// the end are those the earlier walk would have shown and ended with
+    /// had it gone on (the depth limit counts from `from`).
+    pub fn walk_from<M, F>(&mut self, image: &Image<'a>, from: &WalkState, mem: &M, visit: F) -> Stop
+    where
+        M: Memory + ?Sized,
+        F: FnMut(&Frame) -> bool,
+    {
+        self.bind(image);
+        let max = self.max_depth;
+        let start = Start { regs: from.regs, exact: from.exact, prev: from.prev.unwrap_or((0, true)) };
+        walk_with(self, image, start, max, mem, visit)
     }
 
     /// Walks until `until` holds for a frame, and returns that frame and
@@ -233,10 +275,12 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         let mut cur = Frame { pc: 0, cfa: 0, regs: st.regs, signal: false, exact_pc: st.exact };
         let mut prev = st.prev.unwrap_or((0, true));
         let mut seen = None;
+        let mut hits = 0;
         let res = step_in_place(self, image, &mut cur, &mut prev, mem, &mut |f: &Frame| {
             seen = Some(*f);
             true
-        });
+        }, &mut hits);
+        self.stats.hits = self.stats.hits.wrapping_add(hits);
         let Some(frame) = seen else {
             let stop = res.err().unwrap_or(Stop::UnsupportedRule);
             st.done = Some(stop);
@@ -254,17 +298,23 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         Ok(frame)
     }
 
-    /// Empties the caches if they were filled from another image.
+    /// Empties the caches if they were filled from another image (and the
+    /// memo if this walk does without it).
     #[inline]
     fn bind(&mut self, image: &Image<'a>) {
         if self.tag.0 != Some(image.id) {
             self.clear();
             self.tag = Tag(Some(image.id));
         }
+        if !self.use_row_cache && self.memo_used {
+            self.rows.clear();
+            self.memo_used = false;
+        }
     }
 
-    /// The row for `lookup`, from the cache (by reference) or computed and
-    /// cached. The caches must be bound to `image`.
+    /// The row for `lookup` when the memo's home slot did not give a
+    /// usable one: the memo's other slot or a general row, else a miss.
+    /// The caches must be bound to `image`.
     #[inline(always)]
     fn row_for(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         if self.use_row_cache
@@ -277,17 +327,30 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         self.miss(image, lookup, pc)
     }
 
-    /// A row-cache miss: FDE lookup, CFI run, conversion.
+    /// A memo miss: the lazily compiled rows, else an FDE lookup and a CFI
+    /// run; the row is memoized.
     #[inline(never)]
     fn miss(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         self.stats.misses = self.stats.misses.wrapping_add(1);
         let cies = &mut self.cies;
         let use_fast = self.use_row_cache && ROWS > 0;
+        if use_fast && LazyRows::<FDES, FDE_ROWS>::ENABLED {
+            let found = self.lazy.get(image, lookup, pc, &mut |s, b, o| cies.get(s, b, o));
+            self.stats.lazy = self.lazy.stats;
+            if let Found::Fast(fast) = found? {
+                self.memo_used = true;
+                if let Some(hit) = self.rows.put_fast(lookup, fast) {
+                    return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
+                }
+                return Err(Stop::UnsupportedRule);
+            }
+        }
         let found = compute_row(image, lookup, pc, use_fast, |s, b, o| cies.get(s, b, o))?;
-        // The common shape goes straight into the cache as a `FastRow`;
-        // anything else (or no row cache) becomes a general `Row`.
+        // The common shape goes straight into the memo as a `FastRow`;
+        // anything else (or no memo) becomes a general `Row`.
         let row = match found {
             Computed::Fast(fast) => {
+                self.memo_used = true;
                 if let Some(hit) = self.rows.put_fast(lookup, fast) {
                     return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
                 }
@@ -295,9 +358,9 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             }
             Computed::Full(row) => row,
         };
-        if self.use_row_cache {
+        if use_fast {
+            self.memo_used = true;
             let hit = self.rows.put_big(lookup, &row);
-            // `put_big` fails only without slots (`ROWS == 0`).
             if hit.is_some() {
                 return hit.and_then(|h| self.rows.fetch(h)).ok_or(Stop::UnsupportedRule);
             }
@@ -306,7 +369,17 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     }
 }
 
-impl<'a, const ROWS: usize> RowSource<'a> for Walker<'a, ROWS> {
+impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> RowSource<'a> for Walker<'a, ROWS, FDES, FDE_ROWS> {
+    #[inline(always)]
+    fn fast(&self, lookup: u64) -> Option<&FastRow> {
+        self.rows.fast(lookup)
+    }
+
+    #[inline(always)]
+    fn hits(&mut self, n: u64) {
+        self.stats.hits = self.stats.hits.wrapping_add(n);
+    }
+
     #[inline(always)]
     fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         self.row_for(image, lookup, pc)
@@ -364,14 +437,41 @@ where
 /// Where a walk gets the unwind row of a pc: the [`Walker`]'s caches or a
 /// precompiled [`crate::RowTable`].
 pub(crate) trait RowSource<'a> {
-    /// The row for `lookup` (the frame's pc is `pc`).
+    /// The hot path: a `FastRow` for `lookup` if one is at hand without any
+    /// work. It may be a placeholder whose CFA register is not a register
+    /// (the walk then takes [`Self::row`]).
+    fn fast(&self, lookup: u64) -> Option<&FastRow>;
+    /// Counts `n` uses of what [`Self::fast`] gave.
+    fn hits(&mut self, n: u64);
+    /// The row for `lookup` (the frame's pc is `pc`), by any means.
     fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop>;
+}
+
+/// Where a walk starts: registers, whether the pc is exact, and the
+/// callee's (CFA, signal) — `(0, true)` for a first frame.
+#[derive(Clone, Copy)]
+pub(crate) struct Start {
+    pub(crate) regs: Regs,
+    pub(crate) exact: bool,
+    pub(crate) prev: (u64, bool),
+}
+
+impl Start {
+    /// A walk from the registers at a fault.
+    pub(crate) fn new(regs: Regs) -> Start {
+        // The first frame has no callee: nothing to compare its CFA with.
+        Start { regs, exact: true, prev: (0, true) }
+    }
 }
 
 /// One frame: fills in `cur`'s pc, CFA and signal flag from its registers,
 /// hands it to `visit`, then turns `cur` into its caller in place (unless
 /// the walk ends there). `prev` is the callee's (CFA, signal) — `(0, true)`
 /// for the first frame — and becomes `cur`'s.
+///
+/// The hot path — a memoized `FastRow` whose CFA register is known — is
+/// inline (and counted in `hits`); everything else is [`step_slow`], out of
+/// line.
 #[inline(always)]
 pub(crate) fn step_in_place<'a, S, M, F>(
     src: &mut S,
@@ -380,6 +480,7 @@ pub(crate) fn step_in_place<'a, S, M, F>(
     prev: &mut (u64, bool),
     mem: &M,
     visit: &mut F,
+    hits: &mut u64,
 ) -> Result<(), Stop>
 where
     S: RowSource<'a> + ?Sized,
@@ -392,6 +493,57 @@ where
     let pc = cur.regs.vals[usize::from(dwarf::RIP)];
     let lookup = if cur.exact_pc { pc } else { pc.checked_sub(1).ok_or(Stop::NoFde { pc })? };
     cur.pc = pc;
+    if let Some(row) = src.fast(lookup) {
+        let reg = usize::from(row.cfa_reg);
+        if let Some(&base) = cur.regs.vals.get(reg)
+            && cur.regs.known & (1 << reg) != 0
+        {
+            *hits += 1;
+            return fast_step(row, base, cur, prev, mem, visit);
+        }
+    }
+    step_slow(src, image, cur, prev, mem, visit, lookup, pc)
+}
+
+/// [`step_in_place`] by a `FastRow` whose CFA register holds `base`.
+#[inline(always)]
+fn fast_step<M, F>(row: &FastRow, base: u64, cur: &mut Frame, prev: &mut (u64, bool), mem: &M, visit: &mut F) -> Result<(), Stop>
+where
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
+    let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
+    let signal = row.flags & F_SIGNAL != 0;
+    increasing(*prev, cfa, signal)?;
+    cur.cfa = cfa;
+    cur.signal = signal;
+    if !visit(cur) {
+        return Err(Stop::Visitor);
+    }
+    apply_fast(row, cfa, &mut cur.regs, mem)?;
+    cur.exact_pc = signal;
+    *prev = (cfa, signal);
+    Ok(())
+}
+
+/// [`step_in_place`] through the row source's slow path.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn step_slow<'a, S, M, F>(
+    src: &mut S,
+    image: &Image<'a>,
+    cur: &mut Frame,
+    prev: &mut (u64, bool),
+    mem: &M,
+    visit: &mut F,
+    lookup: u64,
+    pc: u64,
+) -> Result<(), Stop>
+where
+    S: RowSource<'a> + ?Sized,
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
     match src.row(image, lookup, pc)? {
         RowRef::Fast(row) => {
             let reg = usize::from(row.cfa_reg);
@@ -399,17 +551,8 @@ where
                 Some(v) if cur.regs.known & (1 << reg) != 0 => *v,
                 _ => return Err(Stop::UnknownRegister { reg: u16::from(row.cfa_reg) }),
             };
-            let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
-            let signal = row.flags & F_SIGNAL != 0;
-            increasing(*prev, cfa, signal)?;
-            cur.cfa = cfa;
-            cur.signal = signal;
-            if !visit(cur) {
-                return Err(Stop::Visitor);
-            }
-            apply_fast(row, cfa, &mut cur.regs, mem)?;
-            cur.exact_pc = signal;
-            *prev = (cfa, signal);
+            let row = *row;
+            fast_step(&row, base, cur, prev, mem, visit)
         }
         RowRef::Full(row) => {
             let cfa = cfa(image, row, &cur.regs, mem)?;
@@ -423,9 +566,9 @@ where
             caller(image, row, cfa, &callee, &mut cur.regs, mem)?;
             cur.exact_pc = row.signal;
             *prev = (cfa, row.signal);
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// The walk loop shared by [`Walker::walk`] and [`crate::RowTable::walk`].
@@ -433,7 +576,7 @@ where
 pub(crate) fn walk_with<'a, S, M, F>(
     src: &mut S,
     image: &Image<'a>,
-    regs: Regs,
+    start: Start,
     max_depth: usize,
     mem: &M,
     mut visit: F,
@@ -443,16 +586,19 @@ where
     M: Memory + ?Sized,
     F: FnMut(&Frame) -> bool,
 {
-    let mut cur = Frame { pc: 0, cfa: 0, regs, signal: false, exact_pc: true };
-    // The first frame has no callee: nothing to compare its CFA with.
-    let mut prev = (0, true);
+    let mut cur = Frame { pc: 0, cfa: 0, regs: start.regs, signal: false, exact_pc: start.exact };
+    let mut prev = start.prev;
+    let mut hits = 0;
+    let mut stop = Stop::DepthLimit;
     // Each iteration either produces a frame or ends the walk.
     for _ in 0..max_depth {
-        if let Err(stop) = step_in_place(src, image, &mut cur, &mut prev, mem, &mut visit) {
-            return stop;
+        if let Err(s) = step_in_place(src, image, &mut cur, &mut prev, mem, &mut visit, &mut hits) {
+            stop = s;
+            break;
         }
     }
-    Stop::DepthLimit
+    src.hits(hits);
+    stop
 }
 
 /// [`Walker::walk_until`] for any row source.
@@ -472,7 +618,7 @@ where
 {
     let mut n = 0usize;
     let mut found: Option<Frame> = None;
-    let stop = walk_with(src, image, regs, max_depth, mem, |f| {
+    let stop = walk_with(src, image, Start::new(regs), max_depth, mem, |f| {
         if until(f) {
             found = Some(*f);
             return false;
@@ -501,7 +647,7 @@ where
     M: Memory + ?Sized,
 {
     let mut n = 0;
-    let stop = walk_with(src, image, regs, max_depth, mem, |f| match out.get_mut(n) {
+    let stop = walk_with(src, image, Start::new(regs), max_depth, mem, |f| match out.get_mut(n) {
         Some(slot) => {
             *slot = *f;
             n += 1;
