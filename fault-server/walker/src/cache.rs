@@ -98,16 +98,20 @@ pub(crate) enum Hit {
 /// The row memo: `N` slots of [`FastRow`]s, 2-way set-associative (a pc
 /// lives in its home slot or the home slot's neighbour `home ^ 1`), plus
 /// [`BIG_SLOTS`] general rows.
+///
+/// `repr(C)`, slots first, and first in the [`crate::Walker`]: a slot's
+/// address is the walker's plus 32 × its index, one addressing mode.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub(crate) struct RowCache<const N: usize> {
-    next_big: usize,
     slots: [Slot; N],
+    next_big: usize,
     big: [BigSlot; BIG_SLOTS],
 }
 
 impl<const N: usize> RowCache<N> {
     pub(crate) const fn new() -> Self {
-        RowCache { next_big: 0, slots: [Slot::EMPTY; N], big: [BigSlot::EMPTY; BIG_SLOTS] }
+        RowCache { slots: [Slot::EMPTY; N], next_big: 0, big: [BigSlot::EMPTY; BIG_SLOTS] }
     }
 
     /// The home slot of `pc` (`N` > 0).

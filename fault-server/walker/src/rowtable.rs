@@ -533,6 +533,11 @@ impl<'a> RowSource<'a> for Source<'_> {
     }
 
     #[inline(always)]
+    fn slow_steps(&self) -> u64 {
+        0
+    }
+
+    #[inline(always)]
     fn hits(&mut self, _n: u64) {}
 
     #[inline(always)]

@@ -118,13 +118,13 @@ impl WalkState {
         WalkState { regs, exact: true, prev: None, depth: 0, done: None }
     }
 
-    /// A walk resuming at `frame`, a frame a visitor was shown, whose callee
-    /// (the frame shown before it) had CFA and signal flag `callee` — `None`
-    /// if `frame` was the first. Walking from here shows `frame` again, then
-    /// its callers, exactly as the walk that showed it would have gone on
-    /// (see [`Walker::walk_from`]).
-    pub fn at(frame: &Frame, callee: Option<(u64, bool)>) -> Self {
-        WalkState { regs: frame.regs, exact: frame.exact_pc, prev: callee, depth: 0, done: None }
+    /// A walk resuming at `frame`, a frame a visitor was shown: walking
+    /// from here shows `frame` again, then its callers, exactly as the walk
+    /// that showed it would have gone on (see [`Walker::walk_from`]). The
+    /// check of `frame`'s CFA against its callee's is not repeated: it
+    /// passed when `frame` was shown.
+    pub fn at(frame: &Frame) -> Self {
+        WalkState { regs: frame.regs, exact: frame.exact_pc, prev: None, depth: 0, done: None }
     }
 
     /// Frames produced so far.
@@ -157,13 +157,18 @@ pub struct Stats {
 /// building one is a `memcpy` of its empty state (`new` is a `const fn`).
 /// A miss that runs gimli also needs about 3.3 KB of stack for gimli's CFI
 /// context.
+#[repr(C)]
 pub struct Walker<'a, const ROWS: usize = 256, const FDES: usize = 0, const FDE_ROWS: usize = 0> {
-    tag: Tag,
+    /// First (`repr(C)`): the hot path addresses its slots from the
+    /// walker's address.
     rows: RowCache<ROWS>,
+    tag: Tag,
     cies: CieCache<'a>,
     lazy: LazyRows<FDES, FDE_ROWS>,
     /// The memo holds rows (emptied before a walk without it).
     memo_used: bool,
+    /// Steps that took the slow path (the others were memo hits).
+    slow: u64,
     /// Maximum number of frames a walk produces.
     pub max_depth: usize,
     /// Whether to use the row memo and the compiled rows (off: every step
@@ -184,11 +189,12 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
     /// A walker with empty caches.
     pub const fn new() -> Self {
         Walker {
-            tag: Tag(None),
             rows: RowCache::new(),
+            tag: Tag(None),
             cies: CieCache::new(),
             lazy: LazyRows::new(),
             memo_used: false,
+            slow: 0,
             max_depth: DEFAULT_MAX_DEPTH,
             use_row_cache: true,
             stats: Stats { hits: 0, misses: 0, lazy: LazyStats { compiled: 0, flushes: 0, truncated: 0 } },
@@ -235,6 +241,57 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
         walk_with(self, image, start, max, mem, visit)
     }
 
+    /// Walks from `regs` to the first frame whose CFA is above `above`
+    /// (a checkpoint scope's saved stack pointer: that frame is the
+    /// scope's), writing `(pc, exact_pc)` of the frames before it into
+    /// `record` (as many as fit). Returns that frame's index, pc and exact
+    /// flag and where a walk may resume at it ([`Self::walk_from`]), or why
+    /// the walk ended first. The same walk as [`Self::walk_until`] with
+    /// `|f| f.cfa > above`, made for the fault server's recovery path: no
+    /// visitor state outside the loop.
+    pub fn walk_to_cfa<M>(
+        &mut self,
+        image: &Image<'a>,
+        regs: Regs,
+        mem: &M,
+        above: u64,
+        record: &mut [(u64, bool)],
+    ) -> Result<(usize, u64, bool, WalkState), Stop>
+    where
+        M: Memory + ?Sized,
+    {
+        self.bind(image);
+        // The first frame has no callee: nothing to compare its CFA with.
+        let mut cur = Frame { pc: 0, cfa: 0, regs, signal: true, exact_pc: true };
+        let slow = self.slow;
+        let mut n = 0usize;
+        let mut stop = Stop::DepthLimit;
+        let mut visit = |f: &Frame| f.cfa <= above;
+        // Frame `n` is the walk's `n`-th step; a step that succeeded leaves
+        // the frame's pc in `cur.pc` (it turned only the registers into
+        // the caller's).
+        while n < self.max_depth {
+            let exact = cur.exact_pc;
+            if let Err(s) = step_in_place(self, image, &mut cur, mem, &mut visit) {
+                stop = s;
+                break;
+            }
+            if let Some(slot) = record.get_mut(n) {
+                *slot = (cur.pc, exact);
+            }
+            n += 1;
+        }
+        // Steps: `n` that went on, and the one that ended the walk.
+        let steps = n as u64 + u64::from(stop != Stop::DepthLimit);
+        self.stats.hits = self.stats.hits.wrapping_add(steps.wrapping_sub(self.slow.wrapping_sub(slow)));
+        if stop != Stop::Visitor {
+            return Err(stop);
+        }
+        // The visitor refused `cur`: it is the frame, not yet unwound.
+        let resume = WalkState::at(&cur);
+        Ok((n, cur.pc, cur.exact_pc, resume))
+    }
+
     /// Walks until `until` holds for a frame, and returns that frame and
     /// its index (0 = the first frame), or why the walk ended first.
     pub fn walk_until<M, F>(&mut self, image: &Image<'a>, regs: Regs, mem: &M, until: F) -> Result<(usize, Frame), Stop>
@@ -272,15 +329,15 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
             return Err(Stop::DepthLimit);
         }
         self.bind(image);
-        let mut cur = Frame { pc: 0, cfa: 0, regs: st.regs, signal: false, exact_pc: st.exact };
-        let mut prev = st.prev.unwrap_or((0, true));
+        let (cfa, signal) = st.prev.unwrap_or((0, true));
+        let mut cur = Frame { pc: 0, cfa, regs: st.regs, signal, exact_pc: st.exact };
         let mut seen = None;
-        let mut hits = 0;
-        let res = step_in_place(self, image, &mut cur, &mut prev, mem, &mut |f: &Frame| {
+        let slow = self.slow;
+        let res = step_in_place(self, image, &mut cur, mem, &mut |f: &Frame| {
             seen = Some(*f);
             true
-        }, &mut hits);
-        self.stats.hits = self.stats.hits.wrapping_add(hits);
+        });
+        self.stats.hits = self.stats.hits.wrapping_add(u64::from(self.slow == slow));
         let Some(frame) = seen else {
             let stop = res.err().unwrap_or(Stop::UnsupportedRule);
             st.done = Some(stop);
@@ -290,7 +347,7 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
             Ok(()) => {
                 st.regs = cur.regs;
                 st.exact = cur.exact_pc;
-                st.prev = Some(prev);
+                st.prev = Some((cur.cfa, cur.signal));
             }
             Err(stop) => st.done = Some(stop),
         }
@@ -376,12 +433,18 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> RowSource<
     }
 
     #[inline(always)]
+    fn slow_steps(&self) -> u64 {
+        self.slow
+    }
+
+    #[inline(always)]
     fn hits(&mut self, n: u64) {
         self.stats.hits = self.stats.hits.wrapping_add(n);
     }
 
     #[inline(always)]
     fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
+        self.slow = self.slow.wrapping_add(1);
         self.row_for(image, lookup, pc)
     }
 }
@@ -441,6 +504,8 @@ pub(crate) trait RowSource<'a> {
     /// work. It may be a placeholder whose CFA register is not a register
     /// (the walk then takes [`Self::row`]).
     fn fast(&self, lookup: u64) -> Option<&FastRow>;
+    /// Steps that took [`Self::row`] so far (a counter).
+    fn slow_steps(&self) -> u64;
     /// Counts `n` uses of what [`Self::fast`] gave.
     fn hits(&mut self, n: u64);
     /// The row for `lookup` (the frame's pc is `pc`), by any means.
@@ -466,21 +531,21 @@ impl Start {
 
 /// One frame: fills in `cur`'s pc, CFA and signal flag from its registers,
 /// hands it to `visit`, then turns `cur` into its caller in place (unless
-/// the walk ends there). `prev` is the callee's (CFA, signal) — `(0, true)`
-/// for the first frame — and becomes `cur`'s.
+/// the walk ends there). On entry `cur.cfa` and `cur.signal` are the
+/// callee's — `(0, true)` for the first frame: nothing to compare with —
+/// and they become `cur`'s own before `visit` sees it.
 ///
 /// The hot path — a memoized `FastRow` whose CFA register is known — is
-/// inline (and counted in `hits`); everything else is [`step_slow`], out of
-/// line.
+/// inline; everything else is [`step_slow`], out of line (and counted by
+/// the source: the walk loops count the hot path's hits as the steps
+/// that did not take it).
 #[inline(always)]
 pub(crate) fn step_in_place<'a, S, M, F>(
     src: &mut S,
     image: &Image<'a>,
     cur: &mut Frame,
-    prev: &mut (u64, bool),
     mem: &M,
     visit: &mut F,
-    hits: &mut u64,
 ) -> Result<(), Stop>
 where
     S: RowSource<'a> + ?Sized,
@@ -498,23 +563,22 @@ where
         if let Some(&base) = cur.regs.vals.get(reg)
             && cur.regs.known & (1 << reg) != 0
         {
-            *hits += 1;
-            return fast_step(row, base, cur, prev, mem, visit);
+            return fast_step(row, base, cur, mem, visit);
         }
     }
-    step_slow(src, image, cur, prev, mem, visit, lookup, pc)
+    step_slow(src, image, cur, mem, visit, lookup, pc)
 }
 
 /// [`step_in_place`] by a `FastRow` whose CFA register holds `base`.
 #[inline(always)]
-fn fast_step<M, F>(row: &FastRow, base: u64, cur: &mut Frame, prev: &mut (u64, bool), mem: &M, visit: &mut F) -> Result<(), Stop>
+fn fast_step<M, F>(row: &FastRow, base: u64, cur: &mut Frame, mem: &M, visit: &mut F) -> Result<(), Stop>
 where
     M: Memory + ?Sized,
     F: FnMut(&Frame) -> bool,
 {
     let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
     let signal = row.flags & F_SIGNAL != 0;
-    increasing(*prev, cfa, signal)?;
+    increasing((cur.cfa, cur.signal), cfa, signal)?;
     cur.cfa = cfa;
     cur.signal = signal;
     if !visit(cur) {
@@ -522,7 +586,6 @@ where
     }
     apply_fast(row, cfa, &mut cur.regs, mem)?;
     cur.exact_pc = signal;
-    *prev = (cfa, signal);
     Ok(())
 }
 
@@ -533,7 +596,6 @@ fn step_slow<'a, S, M, F>(
     src: &mut S,
     image: &Image<'a>,
     cur: &mut Frame,
-    prev: &mut (u64, bool),
     mem: &M,
     visit: &mut F,
     lookup: u64,
@@ -552,11 +614,11 @@ where
                 _ => return Err(Stop::UnknownRegister { reg: u16::from(row.cfa_reg) }),
             };
             let row = *row;
-            fast_step(&row, base, cur, prev, mem, visit)
+            fast_step(&row, base, cur, mem, visit)
         }
         RowRef::Full(row) => {
             let cfa = cfa(image, row, &cur.regs, mem)?;
-            increasing(*prev, cfa, row.signal)?;
+            increasing((cur.cfa, cur.signal), cfa, row.signal)?;
             cur.cfa = cfa;
             cur.signal = row.signal;
             if !visit(cur) {
@@ -565,7 +627,6 @@ where
             let callee = cur.regs;
             caller(image, row, cfa, &callee, &mut cur.regs, mem)?;
             cur.exact_pc = row.signal;
-            *prev = (cfa, row.signal);
             Ok(())
         }
     }
@@ -586,17 +647,20 @@ where
     M: Memory + ?Sized,
     F: FnMut(&Frame) -> bool,
 {
-    let mut cur = Frame { pc: 0, cfa: 0, regs: start.regs, signal: false, exact_pc: start.exact };
-    let mut prev = start.prev;
-    let mut hits = 0;
+    let (cfa, signal) = start.prev;
+    let mut cur = Frame { pc: 0, cfa, regs: start.regs, signal, exact_pc: start.exact };
+    let slow = src.slow_steps();
+    let mut steps = 0u64;
     let mut stop = Stop::DepthLimit;
     // Each iteration either produces a frame or ends the walk.
-    for _ in 0..max_depth {
-        if let Err(s) = step_in_place(src, image, &mut cur, &mut prev, mem, &mut visit, &mut hits) {
+    while steps < max_depth as u64 {
+        steps += 1;
+        if let Err(s) = step_in_place(src, image, &mut cur, mem, &mut visit) {
             stop = s;
             break;
         }
     }
+    let hits = steps.wrapping_sub(src.slow_steps().wrapping_sub(slow));
     src.hits(hits);
     stop
 }
@@ -691,7 +755,10 @@ fn apply_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &mut Regs, mem:
         return Err(Stop::Outermost);
     }
     let addr = cfa.wrapping_add((i64::from(row.ra_off) * 8) as u64);
-    let ra = mem.read_u64(addr).ok_or(Stop::Unreadable { addr })?;
+    let ra = match mem.read_u64_fast(addr) {
+        Some(v) => v,
+        None => mem.read_u64(addr).ok_or(Stop::Unreadable { addr })?,
+    };
     if ra == 0 {
         return Err(Stop::Outermost);
     }
@@ -708,9 +775,20 @@ fn apply_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &mut Regs, mem:
         // Registers 0..=15 only.
         let r = saved.trailing_zeros() as usize & 15;
         saved &= saved - 1;
-        if let Some(v) = mem.read_u64(cfa.wrapping_add((i64::from(off) * 8) as u64)) {
-            regs.vals[r] = v;
-            known |= 1 << r;
+        let addr = cfa.wrapping_add((i64::from(off) * 8) as u64);
+        // The fast read, else the full one (written out twice so the hot
+        // path tests one `Option`, not a merge of two).
+        match mem.read_u64_fast(addr) {
+            Some(v) => {
+                regs.vals[r] = v;
+                known |= 1 << r;
+            }
+            None => {
+                if let Some(v) = mem.read_u64(addr) {
+                    regs.vals[r] = v;
+                    known |= 1 << r;
+                }
+            }
         }
     }
     regs.vals[usize::from(dwarf::RIP)] = ra;

@@ -251,9 +251,8 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
         }
         let mid = frames.len() / 2;
         if let Some(f) = frames.get(mid) {
-            let callee = mid.checked_sub(1).map(|c| (frames[c].cfa, frames[c].signal));
             let mut resumed = Vec::new();
-            let resumed_reason = lazy.walk_from(image, &walker::WalkState::at(f, callee), &core, |f| {
+            let resumed_reason = lazy.walk_from(image, &walker::WalkState::at(f), &core, |f| {
                 resumed.push(*f);
                 true
             });

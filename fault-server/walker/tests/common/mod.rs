@@ -155,8 +155,7 @@ pub fn walks_agree(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker:
     bare.use_row_cache = false;
     assert_eq!(full(&mut |v| bare.walk(image, r, mem, v)), want, "walker without caches");
     for (i, f) in want.0.iter().enumerate() {
-        let callee = i.checked_sub(1).map(|c| (want.0[c].cfa, want.0[c].signal));
-        let from = walker::WalkState::at(f, callee);
+        let from = walker::WalkState::at(f);
         let (frames, stop) = full(&mut |v| lazy.walk_from(image, &from, mem, v));
         assert_eq!((&frames[..], stop), (&want.0[i..], want.1), "walk resumed at frame {i}");
     }
