@@ -8,7 +8,8 @@
 //!   including signal/trap frames and CFI expressions ([`walk`]);
 //! - finds FDEs through `.eh_frame_hdr` or a sorted table built once per image
 //!   ([`image`], [`hdr`], [`table`]), and caches parsed CIEs and unwind rows
-//!   across walks ([`cache`]);
+//!   across walks (`cache`), optionally behind rows compiled lazily per FDE
+//!   (`lazy`);
 //! - reads memory only through a fallible [`Memory`];
 //! - ends every walk with a typed [`Stop`], never a panic, within a depth bound.
 //!

@@ -136,7 +136,9 @@ impl WalkState {
 /// Counters for benchmarks and tuning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Row-memo hits.
+    /// Steps served by the row memo (counted as the steps that did not
+    /// take the slow path, so a step that ended before any lookup — no pc
+    /// — counts too).
     pub hits: u64,
     /// Row-memo misses (the lazily compiled rows, else an FDE lookup and a
     /// CFI run).
