@@ -131,28 +131,31 @@ impl TaskImage {
     }
 }
 
+/// The stack walker the server keeps per task image: a 64-slot row memo
+/// (the task's hot frames, across faults) in front of up to 32 FDEs of
+/// lazily compiled rows (256 rows in all: a memo miss in a function seen
+/// before is two binary searches, not a CFI run; when full, the rows are
+/// emptied and refilled — see `walker::lazy`). About 13 KB per image.
+pub type TaskWalker<'a> = walker::Walker<'a, 64, 32, 256>;
+
 /// How the server walks one task image's stacks, built once per image: the
-/// unwind tables parsed once, a walker for recoveries (its row cache warm
-/// across faults) and one for the reports' backtraces, so that those (which
-/// reach the outermost frames) never evict the rows a recovery needs.
-/// (`walker::RowTable`, precompiled rows, would walk faster but costs ~445k
-/// guest instructions to build per image: not yet worth it here.)
+/// unwind tables parsed once, and one walker, whose caches serve the
+/// recoveries' walks and the reports' backtraces alike. A report's
+/// backtrace walks only the frames past the scope's frame, which the
+/// recovery's walk reached (`recover::ScopeWalk`), so both together walk
+/// each frame once. (`walker::RowTable`, rows precompiled for the whole
+/// image, costs ~445k guest instructions per image: not worth it here.)
 pub struct Unwinder {
     eh: Result<walker::Image<'static>, &'static str>,
-    walker: core::cell::RefCell<Box<crate::TaskWalker<'static>>>,
-    report_walker: core::cell::RefCell<Box<crate::TaskWalker<'static>>>,
+    walker: core::cell::RefCell<Box<TaskWalker<'static>>>,
 }
 
 impl Unwinder {
     pub fn new(image: &'static TaskImage) -> Unwinder {
-        Unwinder {
-            eh: image.unwind(),
-            walker: core::cell::RefCell::new(Box::default()),
-            report_walker: core::cell::RefCell::new(Box::default()),
-        }
+        Unwinder { eh: image.unwind(), walker: core::cell::RefCell::new(Box::default()) }
     }
 
-    /// The recovery walk: from `regs`, at most `max` frames, `visit` each.
+    /// A walk from `regs` (the fault): at most `max` frames, `visit` each.
     pub fn walk<M, F>(&self, regs: walker::Regs, mem: &M, max: usize, visit: F) -> Result<walker::Stop, &'static str>
     where
         M: walker::Memory + ?Sized,
@@ -164,10 +167,31 @@ impl Unwinder {
         Ok(w.walk(eh, regs, mem, visit))
     }
 
-    /// A report's walk, with the reports' walker.
-    pub fn walk_for_report<M, F>(
+    /// The walk to a scope's frame: from `regs` (the fault) to the first
+    /// frame whose CFA is above `above`, at most `max` frames, recording
+    /// the frames before it (see `walker::Walker::walk_to_cfa`).
+    pub fn walk_to_cfa<M>(
         &self,
         regs: walker::Regs,
+        mem: &M,
+        max: usize,
+        above: u64,
+        record: &mut [(u64, bool)],
+    ) -> Result<Result<(usize, u64, bool, walker::WalkState), walker::Stop>, &'static str>
+    where
+        M: walker::Memory + ?Sized,
+    {
+        let eh = self.eh.as_ref().map_err(|e| *e)?;
+        let mut w = self.walker.borrow_mut();
+        w.max_depth = max;
+        Ok(w.walk_to_cfa(eh, regs, mem, above, record))
+    }
+
+    /// A walk resumed at a frame an earlier walk showed (`from`): that
+    /// frame and its callers, at most `max` frames, `visit` each.
+    pub fn walk_from<M, F>(
+        &self,
+        from: &walker::WalkState,
         mem: &M,
         max: usize,
         visit: F,
@@ -177,8 +201,8 @@ impl Unwinder {
         F: FnMut(&walker::Frame) -> bool,
     {
         let eh = self.eh.as_ref().map_err(|e| *e)?;
-        let mut w = self.report_walker.borrow_mut();
+        let mut w = self.walker.borrow_mut();
         w.max_depth = max;
-        Ok(w.walk(eh, regs, mem, visit))
+        Ok(w.walk_from(eh, from, mem, visit))
     }
 }

@@ -69,11 +69,6 @@ use report::{Outcome, Report};
 
 libtask::entry!(main);
 
-/// The stack walker the server keeps per task image for recoveries: its
-/// row cache holds the task's hot frames across faults (`image::Unwinder`;
-/// the reports' backtraces walk through precompiled rows instead).
-pub type TaskWalker<'a> = walker::Walker<'a, 32>;
-
 /// Symbol of the restart counter a task may export (see the module note).
 pub const RESTARTS_SYMBOL: &str = "REWIND_RESTARTS";
 

@@ -112,6 +112,9 @@ pub struct Recovered {
     pub escalations: Vec<Escalation>,
     /// The scope frame's index in the walk and its pc (rollbacks).
     pub scope_frame: Option<(usize, u64)>,
+    /// The walk to the scope's frame, if it got there (for the backtrace,
+    /// whatever was done after it).
+    pub walked: Option<alloc::boxed::Box<ScopeWalk>>,
     pub releases: Vec<Released>,
     pub done: Done,
     pub phases: Phases,
@@ -169,27 +172,57 @@ pub fn fault_regs(msg: &FaultMessage) -> Regs {
     ])
 }
 
-/// Walks from the fault to the frame of scope `depth`: `(index, pc)` of the
-/// first frame whose CFA is above the scope's saved stack pointer.
-pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64) -> Result<(usize, u64), String> {
+/// Frames of the recovery's walk kept for the report's backtrace (its
+/// length: `backtrace::MAX_FRAMES`).
+pub const RECORDED_FRAMES: usize = 16;
+
+/// What the walk to a scope's frame saw, kept for the report: the report's
+/// backtrace lists these frames and walks on from the scope's frame
+/// (`backtrace.rs`), so no frame is walked twice.
+#[derive(Clone, Debug)]
+pub struct ScopeWalk {
+    /// The scope frame's index in the walk.
+    pub index: usize,
+    /// Its pc (a return address minus 1: the call).
+    pub pc: u64,
+    /// `(pc, exact)` of the frames before it (the first [`RECORDED_FRAMES`]).
+    pub frames: [(u64, bool); RECORDED_FRAMES],
+    /// The scope's frame, to walk on from.
+    pub resume: walker::WalkState,
+    /// Pages read from the task outside the message's stack copy.
+    pub pages_read: u64,
+}
+
+impl ScopeWalk {
+    pub fn new() -> ScopeWalk {
+        ScopeWalk {
+            index: 0,
+            pc: 0,
+            frames: [(0, false); RECORDED_FRAMES],
+            resume: walker::WalkState::new(Regs::new()),
+            pages_read: 0,
+        }
+    }
+}
+
+/// Walks from the fault to the frame of scope `depth`: the first frame
+/// whose CFA is above the scope's saved stack pointer. Fills `out` (in
+/// place: it is a few hundred bytes).
+pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64, out: &mut ScopeWalk) -> Result<(), String> {
     let target = p.msg.scope_rsp(depth).ok_or_else(|| String::from("no such scope"))?;
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
-    let mut reached = None;
-    let mut n = 0;
-    let stop = unwinder
-        .walk(fault_regs(&p.msg), &memory, 64, |f| {
-            if f.cfa > target {
-                reached = Some((n, if f.exact_pc { f.pc } else { f.pc.saturating_sub(1) }));
-                return false;
-            }
-            n += 1;
-            true
-        })
-        .map_err(String::from)?;
-    reached.ok_or_else(|| match stop {
-        Stop::Outermost => String::from("reached the outermost frame without the scope's frame"),
-        other => alloc::format!("walk stopped: {other:?}"),
-    })
+    let found = unwinder.walk_to_cfa(fault_regs(&p.msg), &memory, 64, target, &mut out.frames).map_err(String::from)?;
+    out.pages_read = memory.pages_read();
+    match found {
+        Ok((index, pc, exact, resume)) => {
+            out.index = index;
+            out.pc = if exact { pc } else { pc.saturating_sub(1) };
+            out.resume = resume;
+            Ok(())
+        }
+        Err(Stop::Outermost) => Err(String::from("reached the outermost frame without the scope's frame")),
+        Err(other) => Err(alloc::format!("walk stopped: {other:?}")),
+    }
 }
 
 /// The server's recovery state across faults.
@@ -200,6 +233,9 @@ pub struct Recovery {
     /// (each is a few KiB: filled in place, never moved).
     req: alloc::boxed::Box<RecoverRequest>,
     plan: alloc::boxed::Box<recovery::Plan>,
+    /// The walk to the scope's frame, filled in place (handed to the
+    /// report after `RECOVER`).
+    walked: alloc::boxed::Box<ScopeWalk>,
 }
 
 impl Default for Recovery {
@@ -209,6 +245,7 @@ impl Default for Recovery {
             policy: Policy::default(),
             req: alloc::boxed::Box::new(RecoverRequest::new(0, FinalAction::Stop { reason: 0 })),
             plan: alloc::boxed::Box::default(),
+            walked: alloc::boxed::Box::new(ScopeWalk::new()),
         }
     }
 }
@@ -226,10 +263,14 @@ impl Recovery {
         let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, msg.fault_ticks, &mut escalations) } else { 0 };
         phases.decided = syscall::tsc();
         let mut scope_frame = None;
+        let mut walked = false;
         if depth > 0 {
             match image {
-                Some(unwinder) => match walk_to_scope(unwinder, p, depth) {
-                    Ok(frame) => scope_frame = Some(frame),
+                Some(unwinder) => match walk_to_scope(unwinder, p, depth, &mut self.walked) {
+                    Ok(()) => {
+                        scope_frame = Some((self.walked.index, self.walked.pc));
+                        walked = true;
+                    }
                     Err(why) => {
                         escalations.push(Escalation::FreshStart { why });
                         depth = 0;
@@ -313,6 +354,7 @@ impl Recovery {
             lowered: lower && matches!(done, Done::Rollback { .. }),
             escalations,
             scope_frame,
+            walked: walked.then(|| core::mem::replace(&mut self.walked, alloc::boxed::Box::new(ScopeWalk::new()))),
             releases,
             done,
             phases,

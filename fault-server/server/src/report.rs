@@ -97,7 +97,11 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
     };
     emit(&fault, msg.fault_tsc);
     if let Some(unwinder) = unwinder {
-        emit(&backtrace_event(unwinder, &p), msg.fault_tsc);
+        let walked = match &rep.outcome {
+            Outcome::Recovered(r) => r.walked.as_deref(),
+            Outcome::Resumed { .. } => None,
+        };
+        emit(&backtrace_event(unwinder, &p, walked), msg.fault_tsc);
     }
     let summary = Some(FaultSummary {
         kind: msg.kind,
@@ -305,8 +309,10 @@ fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame:
     }
 }
 
-fn backtrace_event(unwinder: &Unwinder, p: &Parsed<'_>) -> Event<'static> {
-    let bt = backtrace::walk(unwinder, p);
+/// The `backtrace` event: the frames the recovery walked (`walked`) and
+/// the rest, walked now (`backtrace.rs`).
+fn backtrace_event(unwinder: &Unwinder, p: &Parsed<'_>, walked: Option<&crate::recover::ScopeWalk>) -> Event<'static> {
+    let bt = backtrace::walk(unwinder, p, walked);
     let mut frames: ev::FrameList = Default::default();
     for &(pc, exact) in &bt.frames {
         let _ = frames.push(Frame { pc, exact });

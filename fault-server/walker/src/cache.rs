@@ -2,19 +2,30 @@
 //!
 //! Design note: a walk of a warm stack should cost a hash probe per frame, not
 //! an FDE search plus a CFI program run. Two caches live in the [`crate::Walker`],
-//! in fixed-size arrays so nothing allocates:
-//! - a direct-mapped **row cache** keyed by lookup pc (the pc, or return
-//!   address - 1): a hit yields, by reference, the ready-to-apply row, in the
-//!   32-byte [`FastRow`] form nearly always (48-byte slots, so even 256 slots
-//!   are cheap to build), else a general [`Row`] from a few extra slots;
+//! in fixed-size arrays so nothing allocates (a third, the lazily compiled
+//! rows of whole FDEs, is [`crate::lazy`]):
+//! - a **row memo** keyed by lookup pc (the pc, or return address - 1): a
+//!   hit yields, by reference, the ready-to-apply row, in the 20-byte
+//!   [`FastRow`] form nearly always (32-byte slots), else a general [`Row`]
+//!   from a few extra slots;
 //! - a small round-robin **CIE cache** keyed by CIE offset, so FDEs of one CIE
-//!   (nearly all of them) do not reparse it on a row-cache miss.
+//!   (nearly all of them) do not reparse it on a memo miss.
 //!
 //! Both are tagged with the identity of the image they were filled from and
 //! emptied when a walk is handed another image, so a stale row can never be
-//! applied to a different program. The row cache is emptied in O(1): every
-//! slot carries the generation it was filled in, and emptying starts a new
-//! generation.
+//! applied to a different program.
+//!
+//! The memo is built for the hit: [`RowCache::fast`] is one multiply, one
+//! shift, one compare of the home slot's key, and the walk then uses the
+//! slot's `FastRow` in place. There is no generation or kind to compare: a
+//! slot that must not be applied as a `FastRow` — empty, or standing for a
+//! general row — carries a CFA register that does not exist
+//! ([`NO_REG`], [`BIG_REG`]), and the walk checks the CFA register anyway,
+//! so such a slot falls to the slow path, which probes properly
+//! ([`RowCache::probe`]: the home slot, then its neighbour, where the home
+//! slot's previous row moved when it was replaced — 2-way set-associative).
+//! Emptying writes every slot (O(slots)); it happens only when the walker
+//! is handed another image.
 
 use gimli::{BaseAddresses, CommonInformationEntry, EhFrame, EhFrameOffset, UnwindSection};
 
@@ -28,30 +39,29 @@ pub const CIE_SLOTS: usize = 8;
 /// Number of general (non-[`FastRow`]) rows kept, round-robin.
 pub(crate) const BIG_SLOTS: usize = 4;
 
-/// `FastRow::flags` of a slot whose row is a general row: its index in the
-/// big slots is `FastRow::cfa_reg`.
-const F_BIG: u8 = 0x80;
+/// `FastRow::cfa_reg` of an empty slot: no register, so never applied.
+pub(crate) const NO_REG: u8 = 0xff;
+/// `FastRow::cfa_reg` of a slot standing for a general row, whose index in
+/// the big slots is `FastRow::ra_off`.
+pub(crate) const BIG_REG: u8 = 0xfe;
 
-/// A row-cache slot: 32 bytes, all zero when empty (generation 0 is never
-/// current), so an empty cache is built by a `memset`.
+/// A memo slot: 32 bytes.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     key: u64,
-    generation: u32,
     fast: FastRow,
 }
 
 impl Slot {
     const EMPTY: Slot = Slot {
         key: 0,
-        generation: 0,
         fast: FastRow {
             cfa_off: 0,
             keep: 0,
             saved: 0,
             saved_off: [0; crate::row::MAX_SAVED],
             ra_off: 0,
-            cfa_reg: 0,
+            cfa_reg: NO_REG,
             flags: 0,
         },
     };
@@ -61,12 +71,12 @@ impl Slot {
 #[derive(Clone, Copy, Debug)]
 struct BigSlot {
     key: u64,
-    generation: u32,
+    valid: bool,
     row: Row,
 }
 
 impl BigSlot {
-    const EMPTY: BigSlot = BigSlot { key: 0, generation: 0, row: Row::ZERO };
+    const EMPTY: BigSlot = BigSlot { key: 0, valid: false, row: Row::ZERO };
 }
 
 /// A cached row, by reference.
@@ -78,37 +88,46 @@ pub(crate) enum RowRef<'r> {
     Full(&'r Row),
 }
 
-/// Where a row-cache probe hit.
+/// Where a memo probe hit.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Hit {
     Fast(usize),
     Big(usize),
 }
 
-/// The row cache: `N` slots of [`FastRow`]s, 2-way set-associative (a pc
+/// The row memo: `N` slots of [`FastRow`]s, 2-way set-associative (a pc
 /// lives in its home slot or the home slot's neighbour `home ^ 1`), plus
-/// [`BIG_SLOTS`] general rows. Emptied in O(1) by bumping the generation.
+/// [`BIG_SLOTS`] general rows.
+///
+/// `repr(C)`, slots first, and first in the [`crate::Walker`]: a slot's
+/// address is the walker's plus 32 × its index, one addressing mode.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub(crate) struct RowCache<const N: usize> {
-    generation: u32,
-    next_big: usize,
     slots: [Slot; N],
+    next_big: usize,
     big: [BigSlot; BIG_SLOTS],
 }
 
 impl<const N: usize> RowCache<N> {
     pub(crate) const fn new() -> Self {
-        RowCache { generation: 1, next_big: 0, slots: [Slot::EMPTY; N], big: [BigSlot::EMPTY; BIG_SLOTS] }
+        RowCache { slots: [Slot::EMPTY; N], next_big: 0, big: [BigSlot::EMPTY; BIG_SLOTS] }
     }
 
-    /// The home slot of `pc`.
+    /// The home slot of `pc` (`N` > 0).
     #[inline(always)]
-    fn home(pc: u64) -> Option<usize> {
-        // Fibonacci hashing: the top 32 bits of the product are the well-mixed
-        // ones; scaling them by N maps them onto 0..N.
-        let h = pc.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-        let i = usize::try_from((h * N as u64) >> 32).ok()?;
-        (i < N).then_some(i)
+    fn home(pc: u64) -> usize {
+        // Fibonacci hashing: the top bits of the product are the well-mixed
+        // ones. A power-of-two `N` takes them with one shift.
+        let h = pc.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if N.is_power_of_two() {
+            if N == 1 {
+                return 0;
+            }
+            (h >> (64 - N.trailing_zeros())) as usize
+        } else {
+            (((h >> 32) * N as u64) >> 32) as usize
+        }
     }
 
     /// The other slot `pc` may live in.
@@ -117,27 +136,54 @@ impl<const N: usize> RowCache<N> {
         if home ^ 1 < N { home ^ 1 } else { home }
     }
 
+    /// The hot path: the row in `pc`'s home slot if its key is `pc`. The
+    /// row may be a placeholder (empty slot, general row): its CFA
+    /// register is then not a register, which the caller checks anyway
+    /// before applying it (see the module note).
+    #[inline(always)]
+    pub(crate) fn fast(&self, pc: u64) -> Option<&FastRow> {
+        if N == 0 {
+            return None;
+        }
+        let s = self.slots.get(Self::home(pc))?;
+        (s.key == pc).then_some(&s.fast)
+    }
+
     #[inline(always)]
     fn check(&self, i: usize, pc: u64) -> Option<Hit> {
         let s = self.slots.get(i)?;
-        if s.key != pc || s.generation != self.generation {
+        if s.key != pc {
             return None;
         }
-        if s.fast.flags & F_BIG == 0 {
-            return Some(Hit::Fast(i));
+        match s.fast.cfa_reg {
+            NO_REG => None,
+            BIG_REG => {
+                let j = usize::from(s.fast.ra_off as u8);
+                let b = self.big.get(j)?;
+                (b.valid && b.key == pc).then_some(Hit::Big(j))
+            }
+            _ => Some(Hit::Fast(i)),
         }
-        let j = usize::from(s.fast.cfa_reg);
-        let b = self.big.get(j)?;
-        (b.key == pc && b.generation == self.generation).then_some(Hit::Big(j))
     }
 
-    /// Where `pc`'s row is, if cached.
-    #[inline(always)]
-    pub(crate) fn probe(&self, pc: u64) -> Option<Hit> {
-        let i = Self::home(pc)?;
-        match self.check(i, pc) {
-            Some(hit) => Some(hit),
-            None => self.check(Self::other(i), pc),
+    /// Where `pc`'s row is, if cached: its home slot or the neighbour (a
+    /// row found there moves home, the home slot's row to the neighbour).
+    #[inline]
+    pub(crate) fn probe(&mut self, pc: u64) -> Option<Hit> {
+        if N == 0 {
+            return None;
+        }
+        let i = Self::home(pc);
+        if let Some(hit) = self.check(i, pc) {
+            return Some(hit);
+        }
+        let j = Self::other(i);
+        match self.check(j, pc)? {
+            Hit::Fast(_) => {
+                self.slots.swap(i, j);
+                Some(Hit::Fast(i))
+            }
+            big => Some(big),
         }
     }
 
@@ -153,13 +199,16 @@ impl<const N: usize> RowCache<N> {
     /// Puts `fast` for `pc` in its home slot; what was there moves to the
     /// other slot (the least recently inserted of the two is dropped).
     fn insert(&mut self, pc: u64, fast: FastRow) -> Option<usize> {
-        let i = Self::home(pc)?;
+        if N == 0 {
+            return None;
+        }
+        let i = Self::home(pc);
         let j = Self::other(i);
         let old = *self.slots.get(i)?;
-        if j != i && old.key != pc && old.generation == self.generation {
+        if j != i && old.key != pc && old.fast.cfa_reg != NO_REG {
             *self.slots.get_mut(j)? = old;
         }
-        *self.slots.get_mut(i)? = Slot { key: pc, generation: self.generation, fast };
+        *self.slots.get_mut(i)? = Slot { key: pc, fast };
         Some(i)
     }
 
@@ -170,36 +219,35 @@ impl<const N: usize> RowCache<N> {
 
     /// Caches a general row for `pc`.
     pub(crate) fn put_big(&mut self, pc: u64, row: &Row) -> Option<Hit> {
+        if N == 0 {
+            return None;
+        }
         let j = self.next_big % BIG_SLOTS;
         self.next_big = j.wrapping_add(1);
         let b = self.big.get_mut(j)?;
         b.key = pc;
-        b.generation = self.generation;
+        b.valid = true;
         b.row = *row;
-        let fast = FastRow { flags: F_BIG, cfa_reg: u8::try_from(j).ok()?, ..FastRow::default() };
+        let fast = FastRow { cfa_reg: BIG_REG, ra_off: j as i8, ..FastRow::default() };
         self.insert(pc, fast)?;
         Some(Hit::Big(j))
     }
 
-    /// Keeps `row` without caching it (for walks without the row cache): in
-    /// a big slot that no probe matches.
+    /// Keeps `row` without caching it (for walks without the memo): in a
+    /// big slot that no probe matches.
     pub(crate) fn put_uncached(&mut self, row: &Row) -> &Row {
         let b = &mut self.big[0];
         b.key = 0;
-        b.generation = 0;
+        b.valid = false;
         b.row = *row;
         &b.row
     }
 
     /// Forgets every row.
     pub(crate) fn clear(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            // After 2^32 clears: really empty the slots once.
-            self.slots = [Slot::EMPTY; N];
-            self.big = [BigSlot::EMPTY; BIG_SLOTS];
-            self.generation = 1;
-        }
+        self.slots = [Slot::EMPTY; N];
+        self.big = [BigSlot::EMPTY; BIG_SLOTS];
+        self.next_big = 0;
     }
 }
 

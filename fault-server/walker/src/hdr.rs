@@ -135,15 +135,36 @@ impl<'a> HdrTable<'a> {
 
     /// The FDE address of the last row whose initial location is `<= pc`.
     pub fn lookup(&self, pc: u64) -> Option<u64> {
+        self.row(self.lookup_index(pc)?).map(|(_, fde)| fde)
+    }
+
+    /// The index of the last row whose initial location is `<= pc` (the
+    /// row [`Self::lookup`] uses).
+    #[inline]
+    pub(crate) fn lookup_index(&self, pc: u64) -> Option<usize> {
         if self.width == 4 && self.signed {
             return self.lookup_i32(pc);
         }
         self.lookup_generic(pc)
     }
 
+    /// Whether the rows are sorted by initial location (then every pc
+    /// from one row's start to the next row's start finds that row).
+    pub(crate) fn is_sorted(&self) -> bool {
+        let mut prev = None;
+        for i in 0..self.count {
+            let Some((start, _)) = self.row(i) else { return false };
+            if prev.is_some_and(|p| p > start) {
+                return false;
+            }
+            prev = Some(start);
+        }
+        true
+    }
+
     /// `lookup` for the encoding every linker writes (`DW_EH_PE_datarel |
     /// DW_EH_PE_sdata4`): 8-byte rows of two signed 32-bit fields.
-    fn lookup_i32(&self, pc: u64) -> Option<u64> {
+    fn lookup_i32(&self, pc: u64) -> Option<usize> {
         let (rows, _) = self.rows.as_chunks::<8>();
         let rows = rows.get(..self.count)?;
         // (initial location, FDE address) of a row.
@@ -163,11 +184,10 @@ impl<'a> HdrTable<'a> {
                 hi = mid;
             }
         }
-        let (_, fde) = row(lo.checked_sub(1)?)?;
-        Some(fde)
+        lo.checked_sub(1)
     }
 
-    fn lookup_generic(&self, pc: u64) -> Option<u64> {
+    fn lookup_generic(&self, pc: u64) -> Option<usize> {
         let (mut lo, mut hi) = (0usize, self.count);
         // Invariant: rows before `lo` start <= pc, rows from `hi` start > pc.
         while lo < hi {
@@ -179,7 +199,6 @@ impl<'a> HdrTable<'a> {
                 hi = mid;
             }
         }
-        let (_, fde) = self.row(lo.checked_sub(1)?)?;
-        Some(fde)
+        lo.checked_sub(1)
     }
 }

@@ -165,6 +165,65 @@ impl<'a> Image<'a> {
     }
 }
 
+impl<'a> Image<'a> {
+    /// [`Self::find_fde`], and the pcs `lo..hi` around `pc` that find the
+    /// same FDE and that it contains: for a sorted index, from the index
+    /// entry's start (or the FDE's, if later) to the next entry's start (or
+    /// the end of the entry or of the FDE, if sooner). Only for indexes
+    /// that are sorted (`Hdr` checked by the caller, tables always); a scan
+    /// has no such range (`NoUnwindInfoForAddress`: the caller must not ask).
+    pub(crate) fn find_fde_range<F>(
+        &self,
+        pc: u64,
+        mut get_cie: F,
+    ) -> Result<(FrameDescriptionEntry<Reader<'a>>, u64, u64), gimli::Error>
+    where
+        F: FnMut(
+            &EhFrame<Reader<'a>>,
+            &BaseAddresses,
+            EhFrameOffset,
+        ) -> Result<CommonInformationEntry<Reader<'a>>, gimli::Error>,
+    {
+        let none = gimli::Error::NoUnwindInfoForAddress;
+        let (offset, lo, hi) = match &self.index {
+            Index::Hdr(t) => {
+                let i = t.lookup_index(pc).ok_or(none)?;
+                let (start, fde_addr) = t.row(i).ok_or(none)?;
+                let next = t.row(i + 1).map_or(u64::MAX, |(s, _)| s);
+                (fde_addr.checked_sub(self.id.addr).ok_or(none)?, start, next)
+            }
+            Index::Table(t) => table_range(t, pc)?,
+            #[cfg(feature = "alloc")]
+            Index::Owned(t) => table_range(t, pc)?,
+            Index::Scan => return Err(none),
+        };
+        let offset = usize::try_from(offset).map_err(|_| none)?;
+        if offset >= self.id.len {
+            return Err(none);
+        }
+        let fde = self.eh_frame.fde_from_offset(&self.bases, EhFrameOffset(offset), &mut get_cie)?;
+        if !fde.contains(pc) {
+            return Err(none);
+        }
+        // `contains(pc)`: initial <= pc < end, so the range holds `pc`.
+        let lo = lo.max(fde.initial_address());
+        let hi = hi.min(fde.end_address());
+        Ok((fde, lo, hi))
+    }
+}
+
+/// The sorted table's entry for `pc`: (FDE offset, its start, the end of
+/// the pcs that find it).
+fn table_range(t: &[FdeEntry], pc: u64) -> Result<(u64, u64, u64), gimli::Error> {
+    let idx = t.partition_point(|e| e.start <= pc);
+    let e = t.get(idx.checked_sub(1).ok_or(gimli::Error::NoUnwindInfoForAddress)?).ok_or(gimli::Error::NoUnwindInfoForAddress)?;
+    if pc >= e.end {
+        return Err(gimli::Error::NoUnwindInfoForAddress);
+    }
+    let next = t.get(idx).map_or(u64::MAX, |n| n.start);
+    Ok((e.offset as u64, e.start, next.min(e.end)))
+}
+
 fn lookup_offset(t: &[FdeEntry], pc: u64) -> Result<u64, gimli::Error> {
     table::lookup(t, pc).map(|e| e.offset as u64).ok_or(gimli::Error::NoUnwindInfoForAddress)
 }

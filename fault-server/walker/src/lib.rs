@@ -8,7 +8,8 @@
 //!   including signal/trap frames and CFI expressions ([`walk`]);
 //! - finds FDEs through `.eh_frame_hdr` or a sorted table built once per image
 //!   ([`image`], [`hdr`], [`table`]), and caches parsed CIEs and unwind rows
-//!   across walks ([`cache`]);
+//!   across walks (`cache`), optionally behind rows compiled lazily per FDE
+//!   (`lazy`);
 //! - reads memory only through a fallible [`Memory`];
 //! - ends every walk with a typed [`Stop`], never a panic, within a depth bound.
 //!
@@ -27,6 +28,7 @@ mod cache;
 pub mod expr;
 pub mod hdr;
 pub mod image;
+mod lazy;
 pub mod memory;
 pub mod regs;
 pub mod row;
@@ -42,6 +44,7 @@ pub mod host;
 pub use cache::CIE_SLOTS;
 pub use expr::{ExprError, MAX_EXPR_STEPS};
 pub use image::{Image, ImageError};
+pub use lazy::LazyStats;
 pub use memory::{Memory, NoMemory, SliceMemory};
 pub use regs::{NUM_REGS, Regs, dwarf};
 #[cfg(feature = "alloc")]

@@ -12,6 +12,18 @@ pub trait Memory {
     /// is unreadable.
     fn read_u64(&self, addr: u64) -> Option<u64>;
 
+    /// The hot path of [`Self::read_u64`], for the walker's loads of stack
+    /// slots: `Some` where a read is cheap and certain (e.g. a copied
+    /// stack), `None` to let [`Self::read_u64`] decide. The walker tries
+    /// this first and calls `read_u64` only on `None`, so the common load
+    /// is a bounds check and a load with no second test of its result. The
+    /// default says `None`: everything goes through `read_u64`.
+    #[inline(always)]
+    fn read_u64_fast(&self, addr: u64) -> Option<u64> {
+        let _ = addr;
+        None
+    }
+
     /// `size` (1..=8) bytes at `addr`, zero-extended. The default reads the
     /// aligned words that contain them, so it never touches a byte outside the
     /// 8-byte-aligned words holding the requested ones.
@@ -43,6 +55,11 @@ impl<M: Memory + ?Sized> Memory for &M {
     fn read_u64(&self, addr: u64) -> Option<u64> {
         (**self).read_u64(addr)
     }
+
+    #[inline(always)]
+    fn read_u64_fast(&self, addr: u64) -> Option<u64> {
+        (**self).read_u64_fast(addr)
+    }
 }
 
 /// A contiguous byte slice mapped at `base`: the simplest and cheapest
@@ -65,6 +82,11 @@ impl Memory for SliceMemory<'_> {
         let off = usize::try_from(addr.wrapping_sub(self.base)).ok()?;
         let word = self.bytes.get(off..)?.first_chunk::<8>()?;
         Some(u64::from_le_bytes(*word))
+    }
+
+    #[inline(always)]
+    fn read_u64_fast(&self, addr: u64) -> Option<u64> {
+        self.read_u64(addr)
     }
 }
 

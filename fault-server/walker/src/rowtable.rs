@@ -49,7 +49,7 @@ use crate::image::{Image, ImageId, Index};
 use crate::memory::Memory;
 use crate::regs::{NUM_REGS, Regs};
 use crate::row::{FastRow, Row};
-use crate::walk::{Computed, CtxStore, Frame, RowSource, Stop, compute_row, into_with, until_with, walk_with};
+use crate::walk::{Computed, CtxStore, Frame, RowSource, Start, Stop, compute_row, into_with, until_with, walk_with};
 
 /// Rule id: no FDE covers the pc.
 const NO_FDE: u16 = u16::MAX;
@@ -471,7 +471,7 @@ impl RowTable {
         M: Memory + ?Sized,
         F: FnMut(&Frame) -> bool,
     {
-        walk_with(&mut self.source(image), image, regs, max_depth, mem, visit)
+        walk_with(&mut self.source(image), image, Start::new(regs), max_depth, mem, visit)
     }
 
     /// Walks until `until` holds for a frame, and returns that frame and its
@@ -521,6 +521,25 @@ struct Source<'t> {
 }
 
 impl<'a> RowSource<'a> for Source<'_> {
+    #[inline(always)]
+    fn fast(&self, lookup: u64) -> Option<&FastRow> {
+        let t = self.table;
+        if !self.matches {
+            return None;
+        }
+        // `NO_FDE`, `FALLBACK` and general ids have the `GENERAL` bit: no
+        // fast row.
+        t.fast.get(usize::from(t.find(lookup)))
+    }
+
+    #[inline(always)]
+    fn slow_steps(&self) -> u64 {
+        0
+    }
+
+    #[inline(always)]
+    fn hits(&mut self, _n: u64) {}
+
     #[inline(always)]
     fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         let t = self.table;

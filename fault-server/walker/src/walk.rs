@@ -24,6 +24,7 @@
 use gimli::{Register, RegisterRule, UnwindContext, UnwindContextStorage, UnwindTableRow};
 
 use crate::cache::{CieCache, RowCache, RowRef, Tag};
+use crate::lazy::{Found, LazyRows, LazyStats};
 use crate::expr::{self, ExprError};
 use crate::image::Image;
 use crate::memory::Memory;
@@ -100,7 +101,7 @@ impl<T: gimli::ReaderOffset> UnwindContextStorage<T> for CtxStore {
     type Stack = [UnwindTableRow<T, Self>; 4];
 }
 
-/// Where a walk is, between two steps.
+/// Where a walk is, between two steps — or where one may resume.
 #[derive(Clone, Debug)]
 pub struct WalkState {
     regs: Regs,
@@ -117,6 +118,15 @@ impl WalkState {
         WalkState { regs, exact: true, prev: None, depth: 0, done: None }
     }
 
+    /// A walk resuming at `frame`, a frame a visitor was shown: walking
+    /// from here shows `frame` again, then its callers, exactly as the walk
+    /// that showed it would have gone on (see [`Walker::walk_from`]). The
+    /// check of `frame`'s CFA against its callee's is not repeated: it
+    /// passed when `frame` was shown.
+    pub fn at(frame: &Frame) -> Self {
+        WalkState { regs: frame.regs, exact: frame.exact_pc, prev: None, depth: 0, done: None }
+    }
+
     /// Frames produced so far.
     pub fn depth(&self) -> usize {
         self.depth
@@ -126,55 +136,79 @@ impl WalkState {
 /// Counters for benchmarks and tuning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Row-cache hits.
+    /// Steps served by the row memo (counted as the steps that did not
+    /// take the slow path, so a step that ended before any lookup — no pc
+    /// — counts too).
     pub hits: u64,
-    /// Row-cache misses (FDE lookup + CFI run).
+    /// Row-memo misses (the lazily compiled rows, else an FDE lookup and a
+    /// CFI run).
     pub misses: u64,
+    /// The lazily compiled rows (`FDES` > 0): FDEs compiled, flushes.
+    pub lazy: LazyStats,
 }
 
-/// A stack walker with its caches. `ROWS` is the number of row-cache slots.
+/// A stack walker with its caches. `ROWS` is the number of row-memo slots
+/// (a power of two is fastest); `FDES` and `FDE_ROWS` size the lazily
+/// compiled rows behind the memo ([`crate::lazy`]: up to `FDES` FDEs and
+/// `FDE_ROWS` rows in all; 0 for none: a memo miss then runs gimli for
+/// the pc).
 ///
 /// Reuse one `Walker` for all walks of an image: that is what keeps rows and
-/// CIEs warm. Its size is 32 bytes per row slot plus about 2.5 KB (parsed
-/// CIEs, a few general rows); building one is a `memset` and a few stores
-/// (`new` is a `const fn`). A row-cache miss also needs about 3.3 KB of stack
-/// for gimli's CFI context.
-pub struct Walker<'a, const ROWS: usize = 256> {
-    tag: Tag,
+/// CIEs warm. Its size is 32 bytes per memo slot, 24 per FDE and 32 per
+/// compiled row, plus about 2.5 KB (parsed CIEs, a few general rows);
+/// building one is a `memcpy` of its empty state (`new` is a `const fn`).
+/// A miss that runs gimli also needs about 3.3 KB of stack for gimli's CFI
+/// context.
+#[repr(C)]
+pub struct Walker<'a, const ROWS: usize = 256, const FDES: usize = 0, const FDE_ROWS: usize = 0> {
+    /// First (`repr(C)`): the hot path addresses its slots from the
+    /// walker's address.
     rows: RowCache<ROWS>,
+    tag: Tag,
     cies: CieCache<'a>,
+    lazy: LazyRows<FDES, FDE_ROWS>,
+    /// The memo holds rows (emptied before a walk without it).
+    memo_used: bool,
+    /// Steps that took the slow path (the others were memo hits).
+    slow: u64,
     /// Maximum number of frames a walk produces.
     pub max_depth: usize,
-    /// Whether to use the row cache (off: every step does the full lookup
-    /// and applies the general row, never a precompiled one).
+    /// Whether to use the row memo and the compiled rows (off: every step
+    /// does the full lookup and applies the general row, never a
+    /// precompiled one).
     pub use_row_cache: bool,
     /// Cache counters.
     pub stats: Stats,
 }
 
-impl<const ROWS: usize> Default for Walker<'_, ROWS> {
+impl<const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Default for Walker<'_, ROWS, FDES, FDE_ROWS> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<'a, const ROWS: usize> Walker<'a, ROWS> {
+impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a, ROWS, FDES, FDE_ROWS> {
     /// A walker with empty caches.
     pub const fn new() -> Self {
         Walker {
-            tag: Tag(None),
             rows: RowCache::new(),
+            tag: Tag(None),
             cies: CieCache::new(),
+            lazy: LazyRows::new(),
+            memo_used: false,
+            slow: 0,
             max_depth: DEFAULT_MAX_DEPTH,
             use_row_cache: true,
-            stats: Stats { hits: 0, misses: 0 },
+            stats: Stats { hits: 0, misses: 0, lazy: LazyStats { compiled: 0, flushes: 0, truncated: 0 } },
         }
     }
 
-    /// Empties the caches (O(1) for the row cache).
+    /// Empties the caches.
     pub fn clear(&mut self) {
         self.rows.clear();
         self.cies.clear();
+        self.lazy.clear();
+        self.memo_used = false;
         self.tag = Tag(None);
     }
 
@@ -190,7 +224,74 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     {
         self.bind(image);
         let max = self.max_depth;
-        walk_with(self, image, regs, max, mem, visit)
+        walk_with(self, image, Start::new(regs), max, mem, visit)
+    }
+
+    /// Walks from `from` ([`WalkState::at`]: a frame an earlier walk
+    /// showed), calling `visit` for that frame and each of its callers, at
+    /// most [`Self::max_depth`] frames; returns why it ended. The frames and
+    /// the end are those the earlier walk would have shown and ended with
+    /// had it gone on (the depth limit counts from `from`).
+    pub fn walk_from<M, F>(&mut self, image: &Image<'a>, from: &WalkState, mem: &M, visit: F) -> Stop
+    where
+        M: Memory + ?Sized,
+        F: FnMut(&Frame) -> bool,
+    {
+        self.bind(image);
+        let max = self.max_depth;
+        let start = Start { regs: from.regs, exact: from.exact, prev: from.prev.unwrap_or((0, true)) };
+        walk_with(self, image, start, max, mem, visit)
+    }
+
+    /// Walks from `regs` to the first frame whose CFA is above `above`
+    /// (a checkpoint scope's saved stack pointer: that frame is the
+    /// scope's), writing `(pc, exact_pc)` of the frames before it into
+    /// `record` (as many as fit). Returns that frame's index, pc and exact
+    /// flag and where a walk may resume at it ([`Self::walk_from`]), or why
+    /// the walk ended first. The same walk as [`Self::walk_until`] with
+    /// `|f| f.cfa > above`, made for the fault server's recovery path: no
+    /// visitor state outside the loop.
+    pub fn walk_to_cfa<M>(
+        &mut self,
+        image: &Image<'a>,
+        regs: Regs,
+        mem: &M,
+        above: u64,
+        record: &mut [(u64, bool)],
+    ) -> Result<(usize, u64, bool, WalkState), Stop>
+    where
+        M: Memory + ?Sized,
+    {
+        self.bind(image);
+        // The first frame has no callee: nothing to compare its CFA with.
+        let mut cur = Frame { pc: 0, cfa: 0, regs, signal: true, exact_pc: true };
+        let slow = self.slow;
+        let mut n = 0usize;
+        let mut stop = Stop::DepthLimit;
+        let mut visit = |f: &Frame| f.cfa <= above;
+        // Frame `n` is the walk's `n`-th step; a step that succeeded leaves
+        // the frame's pc in `cur.pc` (it turned only the registers into
+        // the caller's).
+        while n < self.max_depth {
+            let exact = cur.exact_pc;
+            if let Err(s) = step_in_place(self, image, &mut cur, mem, &mut visit) {
+                stop = s;
+                break;
+            }
+            if let Some(slot) = record.get_mut(n) {
+                *slot = (cur.pc, exact);
+            }
+            n += 1;
+        }
+        // Steps: `n` that went on, and the one that ended the walk.
+        let steps = n as u64 + u64::from(stop != Stop::DepthLimit);
+        self.stats.hits = self.stats.hits.wrapping_add(steps.wrapping_sub(self.slow.wrapping_sub(slow)));
+        if stop != Stop::Visitor {
+            return Err(stop);
+        }
+        // The visitor refused `cur`: it is the frame, not yet unwound.
+        let resume = WalkState::at(&cur);
+        Ok((n, cur.pc, cur.exact_pc, resume))
     }
 
     /// Walks until `until` holds for a frame, and returns that frame and
@@ -230,13 +331,15 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             return Err(Stop::DepthLimit);
         }
         self.bind(image);
-        let mut cur = Frame { pc: 0, cfa: 0, regs: st.regs, signal: false, exact_pc: st.exact };
-        let mut prev = st.prev.unwrap_or((0, true));
+        let (cfa, signal) = st.prev.unwrap_or((0, true));
+        let mut cur = Frame { pc: 0, cfa, regs: st.regs, signal, exact_pc: st.exact };
         let mut seen = None;
-        let res = step_in_place(self, image, &mut cur, &mut prev, mem, &mut |f: &Frame| {
+        let slow = self.slow;
+        let res = step_in_place(self, image, &mut cur, mem, &mut |f: &Frame| {
             seen = Some(*f);
             true
         });
+        self.stats.hits = self.stats.hits.wrapping_add(u64::from(self.slow == slow));
         let Some(frame) = seen else {
             let stop = res.err().unwrap_or(Stop::UnsupportedRule);
             st.done = Some(stop);
@@ -246,7 +349,7 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             Ok(()) => {
                 st.regs = cur.regs;
                 st.exact = cur.exact_pc;
-                st.prev = Some(prev);
+                st.prev = Some((cur.cfa, cur.signal));
             }
             Err(stop) => st.done = Some(stop),
         }
@@ -254,17 +357,23 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         Ok(frame)
     }
 
-    /// Empties the caches if they were filled from another image.
+    /// Empties the caches if they were filled from another image (and the
+    /// memo if this walk does without it).
     #[inline]
     fn bind(&mut self, image: &Image<'a>) {
         if self.tag.0 != Some(image.id) {
             self.clear();
             self.tag = Tag(Some(image.id));
         }
+        if !self.use_row_cache && self.memo_used {
+            self.rows.clear();
+            self.memo_used = false;
+        }
     }
 
-    /// The row for `lookup`, from the cache (by reference) or computed and
-    /// cached. The caches must be bound to `image`.
+    /// The row for `lookup` when the memo's home slot did not give a
+    /// usable one: the memo's other slot or a general row, else a miss.
+    /// The caches must be bound to `image`.
     #[inline(always)]
     fn row_for(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         if self.use_row_cache
@@ -277,17 +386,30 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
         self.miss(image, lookup, pc)
     }
 
-    /// A row-cache miss: FDE lookup, CFI run, conversion.
+    /// A memo miss: the lazily compiled rows, else an FDE lookup and a CFI
+    /// run; the row is memoized.
     #[inline(never)]
     fn miss(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
         self.stats.misses = self.stats.misses.wrapping_add(1);
         let cies = &mut self.cies;
         let use_fast = self.use_row_cache && ROWS > 0;
+        if use_fast && LazyRows::<FDES, FDE_ROWS>::ENABLED {
+            let found = self.lazy.get(image, lookup, pc, &mut |s, b, o| cies.get(s, b, o));
+            self.stats.lazy = self.lazy.stats;
+            if let Found::Fast(fast) = found? {
+                self.memo_used = true;
+                if let Some(hit) = self.rows.put_fast(lookup, fast) {
+                    return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
+                }
+                return Err(Stop::UnsupportedRule);
+            }
+        }
         let found = compute_row(image, lookup, pc, use_fast, |s, b, o| cies.get(s, b, o))?;
-        // The common shape goes straight into the cache as a `FastRow`;
-        // anything else (or no row cache) becomes a general `Row`.
+        // The common shape goes straight into the memo as a `FastRow`;
+        // anything else (or no memo) becomes a general `Row`.
         let row = match found {
             Computed::Fast(fast) => {
+                self.memo_used = true;
                 if let Some(hit) = self.rows.put_fast(lookup, fast) {
                     return self.rows.fetch(hit).ok_or(Stop::UnsupportedRule);
                 }
@@ -295,9 +417,9 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
             }
             Computed::Full(row) => row,
         };
-        if self.use_row_cache {
+        if use_fast {
+            self.memo_used = true;
             let hit = self.rows.put_big(lookup, &row);
-            // `put_big` fails only without slots (`ROWS == 0`).
             if hit.is_some() {
                 return hit.and_then(|h| self.rows.fetch(h)).ok_or(Stop::UnsupportedRule);
             }
@@ -306,9 +428,25 @@ impl<'a, const ROWS: usize> Walker<'a, ROWS> {
     }
 }
 
-impl<'a, const ROWS: usize> RowSource<'a> for Walker<'a, ROWS> {
+impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> RowSource<'a> for Walker<'a, ROWS, FDES, FDE_ROWS> {
+    #[inline(always)]
+    fn fast(&self, lookup: u64) -> Option<&FastRow> {
+        self.rows.fast(lookup)
+    }
+
+    #[inline(always)]
+    fn slow_steps(&self) -> u64 {
+        self.slow
+    }
+
+    #[inline(always)]
+    fn hits(&mut self, n: u64) {
+        self.stats.hits = self.stats.hits.wrapping_add(n);
+    }
+
     #[inline(always)]
     fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop> {
+        self.slow = self.slow.wrapping_add(1);
         self.row_for(image, lookup, pc)
     }
 }
@@ -364,20 +502,50 @@ where
 /// Where a walk gets the unwind row of a pc: the [`Walker`]'s caches or a
 /// precompiled [`crate::RowTable`].
 pub(crate) trait RowSource<'a> {
-    /// The row for `lookup` (the frame's pc is `pc`).
+    /// The hot path: a `FastRow` for `lookup` if one is at hand without any
+    /// work. It may be a placeholder whose CFA register is not a register
+    /// (the walk then takes [`Self::row`]).
+    fn fast(&self, lookup: u64) -> Option<&FastRow>;
+    /// Steps that took [`Self::row`] so far (a counter).
+    fn slow_steps(&self) -> u64;
+    /// Counts `n` uses of what [`Self::fast`] gave.
+    fn hits(&mut self, n: u64);
+    /// The row for `lookup` (the frame's pc is `pc`), by any means.
     fn row(&mut self, image: &Image<'a>, lookup: u64, pc: u64) -> Result<RowRef<'_>, Stop>;
+}
+
+/// Where a walk starts: registers, whether the pc is exact, and the
+/// callee's (CFA, signal) — `(0, true)` for a first frame.
+#[derive(Clone, Copy)]
+pub(crate) struct Start {
+    pub(crate) regs: Regs,
+    pub(crate) exact: bool,
+    pub(crate) prev: (u64, bool),
+}
+
+impl Start {
+    /// A walk from the registers at a fault.
+    pub(crate) fn new(regs: Regs) -> Start {
+        // The first frame has no callee: nothing to compare its CFA with.
+        Start { regs, exact: true, prev: (0, true) }
+    }
 }
 
 /// One frame: fills in `cur`'s pc, CFA and signal flag from its registers,
 /// hands it to `visit`, then turns `cur` into its caller in place (unless
-/// the walk ends there). `prev` is the callee's (CFA, signal) — `(0, true)`
-/// for the first frame — and becomes `cur`'s.
+/// the walk ends there). On entry `cur.cfa` and `cur.signal` are the
+/// callee's — `(0, true)` for the first frame: nothing to compare with —
+/// and they become `cur`'s own before `visit` sees it.
+///
+/// The hot path — a memoized `FastRow` whose CFA register is known — is
+/// inline; everything else is [`step_slow`], out of line (and counted by
+/// the source: the walk loops count the hot path's hits as the steps
+/// that did not take it).
 #[inline(always)]
 pub(crate) fn step_in_place<'a, S, M, F>(
     src: &mut S,
     image: &Image<'a>,
     cur: &mut Frame,
-    prev: &mut (u64, bool),
     mem: &M,
     visit: &mut F,
 ) -> Result<(), Stop>
@@ -392,6 +560,54 @@ where
     let pc = cur.regs.vals[usize::from(dwarf::RIP)];
     let lookup = if cur.exact_pc { pc } else { pc.checked_sub(1).ok_or(Stop::NoFde { pc })? };
     cur.pc = pc;
+    if let Some(row) = src.fast(lookup) {
+        let reg = usize::from(row.cfa_reg);
+        if let Some(&base) = cur.regs.vals.get(reg)
+            && cur.regs.known & (1 << reg) != 0
+        {
+            return fast_step(row, base, cur, mem, visit);
+        }
+    }
+    step_slow(src, image, cur, mem, visit, lookup, pc)
+}
+
+/// [`step_in_place`] by a `FastRow` whose CFA register holds `base`.
+#[inline(always)]
+fn fast_step<M, F>(row: &FastRow, base: u64, cur: &mut Frame, mem: &M, visit: &mut F) -> Result<(), Stop>
+where
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
+    let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
+    let signal = row.flags & F_SIGNAL != 0;
+    increasing((cur.cfa, cur.signal), cfa, signal)?;
+    cur.cfa = cfa;
+    cur.signal = signal;
+    if !visit(cur) {
+        return Err(Stop::Visitor);
+    }
+    apply_fast(row, cfa, &mut cur.regs, mem)?;
+    cur.exact_pc = signal;
+    Ok(())
+}
+
+/// [`step_in_place`] through the row source's slow path.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn step_slow<'a, S, M, F>(
+    src: &mut S,
+    image: &Image<'a>,
+    cur: &mut Frame,
+    mem: &M,
+    visit: &mut F,
+    lookup: u64,
+    pc: u64,
+) -> Result<(), Stop>
+where
+    S: RowSource<'a> + ?Sized,
+    M: Memory + ?Sized,
+    F: FnMut(&Frame) -> bool,
+{
     match src.row(image, lookup, pc)? {
         RowRef::Fast(row) => {
             let reg = usize::from(row.cfa_reg);
@@ -399,21 +615,12 @@ where
                 Some(v) if cur.regs.known & (1 << reg) != 0 => *v,
                 _ => return Err(Stop::UnknownRegister { reg: u16::from(row.cfa_reg) }),
             };
-            let cfa = base.wrapping_add(i64::from(row.cfa_off) as u64);
-            let signal = row.flags & F_SIGNAL != 0;
-            increasing(*prev, cfa, signal)?;
-            cur.cfa = cfa;
-            cur.signal = signal;
-            if !visit(cur) {
-                return Err(Stop::Visitor);
-            }
-            apply_fast(row, cfa, &mut cur.regs, mem)?;
-            cur.exact_pc = signal;
-            *prev = (cfa, signal);
+            let row = *row;
+            fast_step(&row, base, cur, mem, visit)
         }
         RowRef::Full(row) => {
             let cfa = cfa(image, row, &cur.regs, mem)?;
-            increasing(*prev, cfa, row.signal)?;
+            increasing((cur.cfa, cur.signal), cfa, row.signal)?;
             cur.cfa = cfa;
             cur.signal = row.signal;
             if !visit(cur) {
@@ -422,10 +629,9 @@ where
             let callee = cur.regs;
             caller(image, row, cfa, &callee, &mut cur.regs, mem)?;
             cur.exact_pc = row.signal;
-            *prev = (cfa, row.signal);
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// The walk loop shared by [`Walker::walk`] and [`crate::RowTable::walk`].
@@ -433,7 +639,7 @@ where
 pub(crate) fn walk_with<'a, S, M, F>(
     src: &mut S,
     image: &Image<'a>,
-    regs: Regs,
+    start: Start,
     max_depth: usize,
     mem: &M,
     mut visit: F,
@@ -443,16 +649,22 @@ where
     M: Memory + ?Sized,
     F: FnMut(&Frame) -> bool,
 {
-    let mut cur = Frame { pc: 0, cfa: 0, regs, signal: false, exact_pc: true };
-    // The first frame has no callee: nothing to compare its CFA with.
-    let mut prev = (0, true);
+    let (cfa, signal) = start.prev;
+    let mut cur = Frame { pc: 0, cfa, regs: start.regs, signal, exact_pc: start.exact };
+    let slow = src.slow_steps();
+    let mut steps = 0u64;
+    let mut stop = Stop::DepthLimit;
     // Each iteration either produces a frame or ends the walk.
-    for _ in 0..max_depth {
-        if let Err(stop) = step_in_place(src, image, &mut cur, &mut prev, mem, &mut visit) {
-            return stop;
+    while steps < max_depth as u64 {
+        steps += 1;
+        if let Err(s) = step_in_place(src, image, &mut cur, mem, &mut visit) {
+            stop = s;
+            break;
         }
     }
-    Stop::DepthLimit
+    let hits = steps.wrapping_sub(src.slow_steps().wrapping_sub(slow));
+    src.hits(hits);
+    stop
 }
 
 /// [`Walker::walk_until`] for any row source.
@@ -472,7 +684,7 @@ where
 {
     let mut n = 0usize;
     let mut found: Option<Frame> = None;
-    let stop = walk_with(src, image, regs, max_depth, mem, |f| {
+    let stop = walk_with(src, image, Start::new(regs), max_depth, mem, |f| {
         if until(f) {
             found = Some(*f);
             return false;
@@ -501,7 +713,7 @@ where
     M: Memory + ?Sized,
 {
     let mut n = 0;
-    let stop = walk_with(src, image, regs, max_depth, mem, |f| match out.get_mut(n) {
+    let stop = walk_with(src, image, Start::new(regs), max_depth, mem, |f| match out.get_mut(n) {
         Some(slot) => {
             *slot = *f;
             n += 1;
@@ -545,7 +757,10 @@ fn apply_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &mut Regs, mem:
         return Err(Stop::Outermost);
     }
     let addr = cfa.wrapping_add((i64::from(row.ra_off) * 8) as u64);
-    let ra = mem.read_u64(addr).ok_or(Stop::Unreadable { addr })?;
+    let ra = match mem.read_u64_fast(addr) {
+        Some(v) => v,
+        None => mem.read_u64(addr).ok_or(Stop::Unreadable { addr })?,
+    };
     if ra == 0 {
         return Err(Stop::Outermost);
     }
@@ -562,9 +777,20 @@ fn apply_fast<M: Memory + ?Sized>(row: &FastRow, cfa: u64, regs: &mut Regs, mem:
         // Registers 0..=15 only.
         let r = saved.trailing_zeros() as usize & 15;
         saved &= saved - 1;
-        if let Some(v) = mem.read_u64(cfa.wrapping_add((i64::from(off) * 8) as u64)) {
-            regs.vals[r] = v;
-            known |= 1 << r;
+        let addr = cfa.wrapping_add((i64::from(off) * 8) as u64);
+        // The fast read, else the full one (written out twice so the hot
+        // path tests one `Option`, not a merge of two).
+        match mem.read_u64_fast(addr) {
+            Some(v) => {
+                regs.vals[r] = v;
+                known |= 1 << r;
+            }
+            None => {
+                if let Some(v) = mem.read_u64(addr) {
+                    regs.vals[r] = v;
+                    known |= 1 << r;
+                }
+            }
         }
     }
     regs.vals[usize::from(dwarf::RIP)] = ra;

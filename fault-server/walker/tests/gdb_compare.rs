@@ -206,6 +206,9 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
     let mut walker: Box<Walker<'_>> = Box::default();
     let mut image = None;
     let mut table: Option<RowTable> = None;
+    // Lazily compiled rows, as the fault server walks (small, so that the
+    // programs' hundreds of FDEs flush it many times), warm across stops.
+    let mut lazy: Box<Walker<'_, 32, 16, 128>> = Box::default();
     let mut failures = Vec::new();
     let mut frames_compared = 0;
     for stop in &stops {
@@ -236,6 +239,27 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
                 table_frames.iter().map(|f| (f.pc, f.cfa)).collect::<Vec<_>>()
             ));
         }
+        // Lazily compiled rows, and a walk resumed at the middle frame
+        // (as the server's report goes on from the recovery's scope frame).
+        let mut lazy_frames = Vec::new();
+        let lazy_reason = lazy.walk(image, core.regs(), &core, |f| {
+            lazy_frames.push(*f);
+            true
+        });
+        if (&lazy_frames, lazy_reason) != (&frames, reason) {
+            failures.push(format!("stop {} at {:#x}: the lazy rows walk differently: {lazy_reason:?}", stop.index, stop.pc));
+        }
+        let mid = frames.len() / 2;
+        if let Some(f) = frames.get(mid) {
+            let mut resumed = Vec::new();
+            let resumed_reason = lazy.walk_from(image, &walker::WalkState::at(f), &core, |f| {
+                resumed.push(*f);
+                true
+            });
+            if (&resumed[..], resumed_reason) != (&frames[mid..], reason) {
+                failures.push(format!("stop {} at {:#x}: the walk resumed at frame {mid} differs", stop.index, stop.pc));
+            }
+        }
         match check(&got, reason, stop) {
             Ok(()) => frames_compared += got.len(),
             Err(why) => {
@@ -250,9 +274,11 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
         std::fs::remove_file(dir.join(format!("core.{}", stop.index))).ok();
     }
     eprintln!(
-        "{name}: {nfuncs} functions, {npoints} points, {} stops, {frames_compared} frames agreed, {} disagreements",
+        "{name}: {nfuncs} functions, {npoints} points, {} stops, {frames_compared} frames agreed, {} disagreements; \
+         lazy rows: {:?}",
         stops.len(),
-        failures.len()
+        failures.len(),
+        lazy.stats
     );
     assert!(failures.is_empty(), "{name}: walker and gdb disagree:\n{}", failures.join("\n"));
     assert!(stops.len() >= MIN_STOPS, "{name}: only {} stops (want {MIN_STOPS})", stops.len());

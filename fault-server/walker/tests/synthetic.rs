@@ -291,16 +291,145 @@ fn caches_hit_on_warm_walks_and_reset_on_another_image() {
     let (s, r, expected) = chain_stack();
     let mut w: Box<Walker<'_>> = Box::default();
     assert_eq!(walk_with(&mut w, &image, r, &s.mem()).0, expected);
-    assert_eq!(w.stats, walker::Stats { hits: 0, misses: 4 });
+    assert_eq!(w.stats, walker::Stats { hits: 0, misses: 4, ..Default::default() });
     assert_eq!(walk_with(&mut w, &image, r, &s.mem()).0, expected);
-    assert_eq!(w.stats, walker::Stats { hits: 4, misses: 4 });
+    assert_eq!(w.stats, walker::Stats { hits: 4, misses: 4, ..Default::default() });
     assert_eq!(walk_with(&mut w, &image2, r, &s.mem()).0, expected);
-    assert_eq!(w.stats, walker::Stats { hits: 4, misses: 8 });
+    assert_eq!(w.stats, walker::Stats { hits: 4, misses: 8, ..Default::default() });
     // walk_into: bounded by the output slice.
     let mut out = [walker::Frame { pc: 0, cfa: 0, regs: walker::Regs::new(), signal: false, exact_pc: false }; 2];
     let (n, stop) = w.walk_into(&image, r, &s.mem(), &mut out);
     assert_eq!((n, stop), (2, Stop::DepthLimit));
     assert_eq!((out[1].pc, out[1].cfa), expected[1]);
+}
+
+#[test]
+fn lazy_rows_compile_each_fde_once_and_serve_every_pc_of_it() {
+    let eh = chain_cfi();
+    let hdr = make_hdr(&eh, EH_FRAME_ADDR, EH_FRAME_ADDR - 0x1000, None);
+    let image = Image::from_hdr(&hdr, EH_FRAME_ADDR - 0x1000, &eh, EH_FRAME_ADDR).unwrap();
+    let (s, r, expected) = chain_stack();
+    // A memo of 1 slot: nearly every frame misses it and asks the compiled rows.
+    let mut w: Box<Walker<'_, 1, 8, 64>> = Box::default();
+    assert_eq!(walk_with_lazy(&mut w, &image, r, &s.mem()), (expected.clone(), Stop::Outermost));
+    // leaf, mid, other (0x1210 - 1 is top's), start: four FDEs compiled.
+    assert_eq!(w.stats.lazy, walker::LazyStats { compiled: 4, flushes: 0, truncated: 0 });
+    assert_eq!(w.stats.misses, 4);
+    // Every other pc of mid (entry, prologue, body, epilogue) is served by
+    // mid's compiled rows: more misses of the memo, no more compiling.
+    let r0 = BASE + 0x300;
+    let mut st = Stack::new(BASE, 0x1000);
+    st.put(r0, 0x1210);
+    st.put(r0 - 8, 0x7777);
+    st.put(r0 + 8 + 32 - 8, 0x1315);
+    for (pc, sp, bp) in [(0x1100, r0, None), (0x1101, r0 - 8, None), (0x1104, r0 - 16, Some(r0 - 8)), (0x1139, r0, None)]
+    {
+        let (frames, stop) = walk_with_lazy(&mut w, &image, regs(pc, sp, bp), &st.mem());
+        assert_eq!(frames[0], (pc, r0 + 8), "pc {pc:#x}");
+        assert_eq!(stop, Stop::Outermost);
+    }
+    assert_eq!(w.stats.lazy.compiled, 4);
+    assert!(w.stats.misses > 8, "the 1-slot memo missed: {:?}", w.stats);
+    // Another image empties the compiled rows.
+    let eh2 = eh.clone();
+    let image2 = Image::with_built_table(&eh2, EH_FRAME_ADDR);
+    walk_with_lazy(&mut w, &image2, r, &s.mem());
+    assert_eq!(w.stats.lazy.compiled, 8);
+}
+
+#[test]
+fn lazy_rows_when_full_flush_and_cut_long_fdes_short() {
+    // One FDE with 12 rows (the CFA grows by 8 every 2 bytes), then the chain.
+    let mut c = Cfi::new();
+    let steps: Vec<_> = (1..=12u32).map(|k| (2 * (k - 1), I::CfaOffset(8 + 8 * k as i32))).collect();
+    c.fde(false, 0x4000, 0x40, steps);
+    c.fde(false, 0x4100, 0x10, vec![(0, I::Undefined(RIP))]);
+    let eh = c.bytes();
+    let image = Image::with_built_table(&eh, EH_FRAME_ADDR);
+    let mut s = Stack::new(BASE, 0x1000);
+    let sp = BASE + 0x100;
+    // At 0x4000 + 2k (k = 0..11) the CFA is rsp + 16 + 8k.
+    let case = |k: u64| {
+        let cfa = sp + 16 + 8 * k;
+        (regs(0x4000 + 2 * k, sp, None), cfa)
+    };
+    for k in 0..12 {
+        s.put(case(k).1 - 8, 0x4105);
+    }
+    // Room for 2 FDEs and 5 rows: the long FDE keeps its first 3 rows (one
+    // slot is kept for the cut) and gimli serves the rest.
+    let mut w: Box<Walker<'_, 1, 2, 5>> = Box::default();
+    for k in 0..12 {
+        let (r, cfa) = case(k);
+        let (frames, stop) = walk_with_lazy(&mut w, &image, r, &s.mem());
+        assert_eq!(frames, [(0x4000 + 2 * k, cfa), (0x4105, cfa + 8)], "pc {:#x}", 0x4000 + 2 * k);
+        assert_eq!(stop, Stop::Outermost);
+        walks_agree(&image, r, &s.mem());
+    }
+    assert!(w.stats.lazy.truncated >= 1, "{:?}", w.stats);
+    // Two FDE slots and a third FDE: the cache is emptied and refilled.
+    let chain = chain_cfi();
+    let image = Image::with_built_table(&chain, EH_FRAME_ADDR);
+    let (s, r, expected) = chain_stack();
+    let mut w: Box<Walker<'_, 1, 2, 64>> = Box::default();
+    for _ in 0..2 {
+        assert_eq!(walk_with_lazy(&mut w, &image, r, &s.mem()), (expected.clone(), Stop::Outermost));
+    }
+    assert!(w.stats.lazy.flushes >= 2, "{:?}", w.stats);
+}
+
+#[test]
+fn lazy_rows_leave_rows_of_other_shapes_to_gimli() {
+    // The signal frame of `signal_frame_over_interrupted_first_instruction`:
+    // its rows are CFI expressions, which no compiled row holds.
+    let mut c = Cfi::new();
+    c.fde(false, 0x2000, 0x10, vec![]);
+    c.fde(
+        true,
+        0x20ff,
+        0x11,
+        vec![
+            (0, I::CfaExpression(breg_rsp(160, true))),
+            (0, I::Expression(RBP, breg_rsp(120, false))),
+            (0, I::Expression(RIP, breg_rsp(168, false))),
+        ],
+    );
+    c.fde(false, 0x2200, 0x20, vec![(0, I::CfaOffset(16)), (0, I::Undefined(RIP))]);
+    let eh = c.bytes();
+    let image = Image::with_built_table(&eh, EH_FRAME_ADDR);
+    let mut s = Stack::new(BASE, 0x1000);
+    let h = BASE + 0x100;
+    let v = BASE + 0x400;
+    s.put(h, 0x2100);
+    s.put(h + 8 + 160, v);
+    s.put(h + 8 + 168, 0x2204);
+    s.put(h + 8 + 120, 0xb0b0);
+    let r = regs(0x2004, h, None);
+    let want = vec![(0x2004, h + 8), (0x2100, v), (0x2204, v + 16)];
+    let mut w: Box<Walker<'_, 8, 8, 64>> = Box::default();
+    for _ in 0..2 {
+        assert_eq!(walk_with_lazy(&mut w, &image, r, &s.mem()), (want.clone(), Stop::Outermost));
+    }
+    // Three FDEs compiled; the trampoline's row went to gimli once and is
+    // memoized as a general row.
+    assert_eq!(w.stats.lazy.compiled, 3);
+    assert_eq!((w.stats.misses, w.stats.hits), (3, 3));
+    walks_agree(&image, r, &s.mem());
+}
+
+/// [`walk_with`] for a walker with lazily compiled rows.
+fn walk_with_lazy<'a, const R: usize, const F: usize, const L: usize>(
+    w: &mut Walker<'a, R, F, L>,
+    image: &Image<'a>,
+    r: walker::Regs,
+    mem: &dyn walker::Memory,
+) -> (Vec<(u64, u64)>, Stop) {
+    let mut out = Vec::new();
+    let stop = w.walk(image, r, mem, |f| {
+        out.push((f.pc, f.cfa));
+        true
+    });
+    (out, stop)
 }
 
 #[test]

@@ -119,26 +119,46 @@ pub fn regs(pc: u64, sp: u64, bp: Option<u64>) -> walker::Regs {
 pub fn walk(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) -> (Vec<(u64, u64)>, walker::Stop) {
     let mut w: Box<walker::Walker<'_>> = Box::default();
     let out = walk_with(&mut w, image, r, mem);
-    table_agrees(image, r, mem);
+    walks_agree(image, r, mem);
     out
 }
 
-/// Requires a walk through a precompiled [`walker::RowTable`] of `image` (if
-/// it can be built) to give exactly the frames (registers included) and the
-/// stop of a walk through a `Walker`, and `walk_until` to find the same
-/// frames.
-pub fn table_agrees(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) {
-    type Visit<'v> = &'v mut dyn FnMut(&walker::Frame) -> bool;
-    let full = |w: &mut dyn FnMut(Visit<'_>) -> walker::Stop| {
-        let mut frames = Vec::new();
-        let stop = w(&mut |f| {
-            frames.push(*f);
-            true
-        });
-        (frames, stop)
-    };
+type Visit<'v> = &'v mut dyn FnMut(&walker::Frame) -> bool;
+
+/// Every frame (registers included) and the stop of a walk.
+fn full(w: &mut dyn FnMut(Visit<'_>) -> walker::Stop) -> (Vec<walker::Frame>, walker::Stop) {
+    let mut frames = Vec::new();
+    let stop = w(&mut |f| {
+        frames.push(*f);
+        true
+    });
+    (frames, stop)
+}
+
+/// Requires every way of walking to give exactly the frames (registers
+/// included) and the stop of a walk through a plain `Walker`: walkers
+/// with lazily compiled rows (roomy, and so small that they flush and cut
+/// FDEs short), cold and warm; walks resumed at each frame
+/// (`WalkState::at` + `walk_from`); the walker without its caches; and a
+/// precompiled [`walker::RowTable`] of `image` (if it can be built), whose
+/// `walk_until` must find the same frames.
+pub fn walks_agree(image: &walker::Image<'_>, r: walker::Regs, mem: &dyn walker::Memory) {
     let mut w: Box<walker::Walker<'_>> = Box::default();
     let want = full(&mut |v| w.walk(image, r, mem, v));
+    let mut lazy: Box<walker::Walker<'_, 64, 16, 128>> = Box::default();
+    let mut tiny: Box<walker::Walker<'_, 2, 1, 3>> = Box::default();
+    for round in ["cold", "warm"] {
+        assert_eq!(full(&mut |v| lazy.walk(image, r, mem, v)), want, "lazy walker, {round}: {:?}", lazy.stats);
+        assert_eq!(full(&mut |v| tiny.walk(image, r, mem, v)), want, "tiny lazy walker, {round}: {:?}", tiny.stats);
+    }
+    let mut bare: Box<walker::Walker<'_>> = Box::default();
+    bare.use_row_cache = false;
+    assert_eq!(full(&mut |v| bare.walk(image, r, mem, v)), want, "walker without caches");
+    for (i, f) in want.0.iter().enumerate() {
+        let from = walker::WalkState::at(f);
+        let (frames, stop) = full(&mut |v| lazy.walk_from(image, &from, mem, v));
+        assert_eq!((&frames[..], stop), (&want.0[i..], want.1), "walk resumed at frame {i}");
+    }
     let table = match walker::RowTable::build(image) {
         Ok(t) => t,
         Err(e) => {
