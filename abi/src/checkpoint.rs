@@ -152,24 +152,6 @@ pub struct RecoveryPage {
 
 pub const RECOVERY_PAGE_SIZE: usize = core::mem::size_of::<RecoveryPage>();
 
-/// The byte ranges of a recovery page that hold data when it lists
-/// `mutexes` mutex entries and `arcs` Arc entries (each clamped to its
-/// registry's size): the head up to the last mutex entry, the Arc count up
-/// to the last Arc entry, the Arc blocks. Whoever copies a page for the
-/// fault server copies these; the rest is not read ([`RecoveryPage`]'s
-/// readers look at `count` entries only).
-pub fn recovery_page_used(mutexes: u64, arcs: u64) -> [core::ops::Range<usize>; 3] {
-    use core::mem::{offset_of, size_of};
-    let m = (mutexes as usize).min(MAX_MUTEXES);
-    let a = (arcs as usize).min(MAX_ARCS);
-    let mutexes_at = offset_of!(RecoveryPage, mutexes);
-    let arcs_at = offset_of!(RecoveryPage, arcs);
-    [
-        0..mutexes_at + m * size_of::<MutexEntry>(),
-        offset_of!(RecoveryPage, arc_count)..arcs_at + a * size_of::<ArcEntry>(),
-        offset_of!(RecoveryPage, arc_blocks)..RECOVERY_PAGE_SIZE,
-    ]
-}
 const _: () = assert!(RECOVERY_PAGE_SIZE <= 4096);
 
 impl RecoveryPage {

@@ -145,14 +145,6 @@ impl<'a> Source<'a> {
         Some(unsafe { core::slice::from_raw_parts((virt as *const u8).add(off), PAGE_SIZE as usize - off) })
     }
 
-    /// The `u64` at `addr` (0 if unreadable or unaligned).
-    pub fn u64_at(&mut self, addr: u64) -> u64 {
-        if !addr.is_multiple_of(8) {
-            return 0;
-        }
-        self.piece(addr).and_then(|b| b.get(..8)).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
     /// Copies `len` bytes from `from` to offset `at` of `dst`; stops at
     /// the first unreadable source page or unwritable destination page.
     /// Returns the bytes copied.
