@@ -29,7 +29,9 @@
 //!   ([`Sym`], [`WalkStop`], [`Decision`]).
 //!
 //! A host decoder older than the guest reports records it cannot decode as
-//! `decode_error` lines (with the bytes), never drops them.
+//! `decode_error` lines (with the bytes), never drops them. (The record's
+//! own layout changed once, when `emitted` moved before the event: a
+//! capture from before then decodes as `decode_error` lines.)
 //!
 //! # Who may write what, and what the kernel vouches for
 //!
@@ -771,8 +773,20 @@ pub const MAX_HEAD: usize = 27;
 /// (postcard). Returns their length.
 #[inline]
 pub fn record_head(tsc: u64, by: Option<u32>, emitted: Option<u64>, out: &mut [u8; MAX_HEAD]) -> usize {
-    // The buffer holds the longest head: no write can miss.
-    let mut n = crate::wire::put_varint(out, 0, tsc).unwrap_or(0);
+    /// A varint at `n` (the kernel writes a head per record: no call, no
+    /// check per byte — `n + 10 <= MAX_HEAD` at every use below).
+    #[inline(always)]
+    fn varint(out: &mut [u8; MAX_HEAD], n: usize, mut v: u64) -> usize {
+        let mut k = n;
+        while v >= 0x80 && k < n + 9 && k < MAX_HEAD - 1 {
+            out[k] = v as u8 | 0x80;
+            v >>= 7;
+            k += 1;
+        }
+        out[k.min(MAX_HEAD - 1)] = v as u8;
+        k + 1
+    }
+    let mut n = varint(out, 0, tsc);
     for value in [by.map(u64::from), emitted] {
         match value {
             None => {
@@ -781,7 +795,7 @@ pub fn record_head(tsc: u64, by: Option<u32>, emitted: Option<u64>, out: &mut [u
             }
             Some(v) => {
                 out[n] = 1;
-                n = crate::wire::put_varint(out, n + 1, v).unwrap_or(n + 1);
+                n = varint(out, n + 1, v);
             }
         }
     }

@@ -105,13 +105,13 @@ fn main(start: Start) {
     let f = encode_emit_entry(u64::MAX, &check, &mut future, 0).unwrap_or(0);
     let oversized = [1u8; MAX_EMIT_BATCH + 1];
     let bad: [&[u8]; 7] = [
-        &[0xff, 0xff, 0xff], // no event
-        &buf[..kernel_kind], // a kernel kind
-        &[],                 // empty
-        &oversized,          // too large
-        &trailing[..n + 1],  // an event and a byte more (a second, broken entry)
+        &[0xff, 0xff, 0xff],                     // no event
+        &buf[..kernel_kind],                     // a kernel kind
+        &[],                                     // empty
+        &oversized,                              // too large
+        &trailing[..n + 1],                      // an event and a byte more (a second, broken entry)
         &[3, 0, 0, 0, 0, 0, 0, 0, 2, 0, 200, 1], // at 3, 2 bytes: an unknown event tag (200)
-        &future[..f],        // an event dated in the future
+        &future[..f],                            // an event dated in the future
     ];
     let mut accepted = 0u64;
     for (i, body) in bad.iter().enumerate() {
