@@ -3,7 +3,8 @@
 //!
 //! # Wire format
 //!
-//! Every event is one [`Record`] — `{ tsc, by, event }` — encoded with
+//! Every event is one [`Record`] — `{ tsc, by, emitted, event }`: the
+//! writer's stamps first, the event last — encoded with
 //! [postcard](https://docs.rs/postcard) (varint integers, length-prefixed
 //! strings, enums tagged by variant index) and framed with COBS: the frame
 //! holds no `0x00` byte and ends with one, so a reader that starts in the
@@ -28,15 +29,36 @@
 //!   ([`Sym`], [`WalkStop`], [`Decision`]).
 //!
 //! A host decoder older than the guest reports records it cannot decode as
-//! `decode_error` lines (with the bytes), never drops them.
+//! `decode_error` lines (with the bytes), never drops them. (The record's
+//! own layout changed once, when `emitted` moved before the event: a
+//! capture from before then decodes as `decode_error` lines.)
 //!
-//! # Who may write what
+//! # Who may write what, and what the kernel vouches for
 //!
 //! The kernel writes every kind. A supervisor (the fault server) writes
 //! only the kinds of [`Event::is_supervisor_kind`] through the `EMIT`
-//! system call: it passes a postcard-encoded [`Event`] (unframed, at most
-//! [`MAX_EMIT`] bytes), and the kernel decodes it to check it, stamps
-//! `tsc` and `by`, and frames it.
+//! system call: a batch of entries `at` (`u64`), `len` (`u16`, both little
+//! endian), `len` bytes of one postcard-encoded [`Event`] (at most
+//! [`MAX_EMIT`]; [`encode_emit_entry`]). The kernel does **not** decode the
+//! events ([`check_emit_batch`]): it checks the batch's framing (every
+//! entry complete, nothing left over), that each `at` is not in the future
+//! and that each event's kind tag (its first varint, the variant index) is
+//! a supervisor kind ([`is_supervisor_tag`]). Then it writes each event's
+//! bytes as they are at the end of a record of its own making: its stamps
+//! `tsc`, `by`, `emitted` ([`record_head`]) and then the event, each record
+//! its own COBS frame.
+//!
+//! So what the kernel vouches for is the record's stamps — who wrote it
+//! (`by`: a supervisor cannot pass for the kernel or another task), when
+//! (`tsc` never later than the write, `emitted`) — and the kind; the
+//! payload is the supervisor's word. The stamps come before the payload,
+//! and a record must end where its event does, so no payload can change
+//! them and still decode (`tests::a_payload_cannot_move_the_kernels_stamps`;
+//! with `emitted` after the event, a payload could once end in `0x01`
+//! and turn the kernel's `0x00` into `Some(0)`). A payload that does not
+//! decode makes its record a `decode_error` line on the host, which still
+//! names the record's `tsc`, `by` and `emitted` ([`decode_record_head`]);
+//! the records around it are frames of their own and decode as usual.
 
 use crate::trap::Registers;
 use serde::{Deserialize, Serialize};
@@ -48,7 +70,7 @@ pub use heapless;
 pub const MAX_FRAMES: usize = 32;
 /// Largest postcard-encoded [`Event`] that `EMIT` accepts.
 pub const MAX_EMIT: usize = 2200;
-/// Largest `EMIT` body: a batch of `(at, event)` entries
+/// Largest `EMIT` body: a batch of `(at, len, event)` entries
 /// ([`encode_emit_entry`]), each event at most [`MAX_EMIT`] bytes.
 pub const MAX_EMIT_BATCH: usize = 8192;
 /// Largest framed record (COBS adds one byte per 254 and the delimiter).
@@ -66,10 +88,12 @@ pub struct Record<'a> {
     pub tsc: u64,
     /// The supervisor task that `EMIT`ted it; `None` for the kernel's own.
     pub by: Option<u32>,
-    #[serde(borrow)]
-    pub event: Event<'a>,
     /// When the kernel wrote it, if later than `tsc` (a deferred report).
     pub emitted: Option<u64>,
+    /// Last: a supervisor's event bytes end the record, after every stamp
+    /// the kernel puts on it (see "Who may write what").
+    #[serde(borrow)]
+    pub event: Event<'a>,
 }
 
 /// The register file, encoded as 22 varints in the order of
@@ -571,9 +595,9 @@ impl Event<'_> {
         }
     }
 
-    /// Whether a supervisor may write this event through `EMIT` (the kinds
-    /// of `abi::syscall::EMIT_KINDS`). `Legacy` is the kernel's wrapping of
-    /// the old text `EMIT`, never accepted in an encoded body.
+    /// Whether a supervisor may write this event through `EMIT` (the kernel
+    /// checks the encoded tag: [`is_supervisor_tag`]). `Legacy` is the
+    /// kernel's wrapping of the old text `EMIT`, never accepted.
     pub fn is_supervisor_kind(&self) -> bool {
         matches!(
             self,
@@ -590,6 +614,20 @@ impl Event<'_> {
                 | Event::RestartCheckpoint { .. }
         )
     }
+}
+
+/// The variant indices (postcard's enum tags) of the kinds a supervisor may
+/// `EMIT`, as a bit mask: `Check` 7, `Fault` 13, `RestartImage` 16,
+/// `RestartCheckpoint` 17, `Escalate` 18, `Backtrace` 30, `Release` 31,
+/// `FaultReport` 32, `RegsCheck` 33 — exactly [`Event::is_supervisor_kind`]
+/// (`tests::only_supervisor_kinds_pass_the_emit_check`).
+const SUPERVISOR_TAGS: u64 = 1 << 7 | 1 << 13 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 30 | 1 << 31 | 1 << 32 | 1 << 33;
+
+/// Whether an event whose encoding starts with the varint `tag` is of a
+/// kind a supervisor may `EMIT` (the kernel's check: it decodes no more).
+#[inline]
+pub fn is_supervisor_tag(tag: u64) -> bool {
+    tag < 64 && SUPERVISOR_TAGS & (1 << tag) != 0
 }
 
 /// Why bytes are not an event.
@@ -654,68 +692,136 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     exact(bytes)
 }
 
-/// Appends one `EMIT` batch entry to `buf` at `at_len`: `(at, event)`,
-/// postcard-encoded — `at` is the guest TSC when what the event reports
-/// happened (0: when written). Returns the new length, or an error if it
-/// does not fit (the batch is unchanged then).
+/// Bytes before each event of an `EMIT` batch: `at` and the length.
+pub const EMIT_ENTRY_HEAD: usize = 10;
+
+/// Appends one `EMIT` batch entry to `buf` at `at_len`: `at` (`u64`), the
+/// event's length (`u16`, both little endian: fixed sizes, read and
+/// written with one access each), the postcard-encoded event —
+/// `at` is the guest TSC when what the event reports happened (0: when
+/// written). Returns the new length, or an error if it does not fit or the
+/// event is longer than [`MAX_EMIT`] (the batch is unchanged then).
 pub fn encode_emit_entry(at: u64, event: &Event<'_>, buf: &mut [u8], at_len: usize) -> Result<usize, postcard::Error> {
-    let rest = buf.get_mut(at_len..).ok_or(postcard::Error::SerializeBufferFull)?;
-    let n = postcard::to_slice(&(at, event), rest)?.len();
-    Ok(at_len + n)
+    let start = at_len.checked_add(EMIT_ENTRY_HEAD).ok_or(postcard::Error::SerializeBufferFull)?;
+    let end = buf.len().min(start.saturating_add(MAX_EMIT));
+    let room = buf.get_mut(start..end).ok_or(postcard::Error::SerializeBufferFull)?;
+    let n = crate::wire::encode(event, room)?;
+    buf[at_len..at_len + 8].copy_from_slice(&at.to_le_bytes());
+    buf[at_len + 8..start].copy_from_slice(&(n as u16).to_le_bytes());
+    Ok(start + n)
 }
 
-/// A record around an event that is already encoded (`event`: the postcard
-/// bytes of an [`Event`], as checked by [`decode_emit_entry`]), into `buf`:
-/// the same bytes [`encode_record_at`] makes, without re-encoding the
-/// event. Returns the length, or `None` if `buf` is too small.
-pub fn splice_record(tsc: u64, by: Option<u32>, emitted: Option<u64>, event: &[u8], buf: &mut [u8]) -> Option<usize> {
-    let mut head = [0u8; 32];
-    let n = postcard::to_slice(&(tsc, by), &mut head).ok()?.len();
-    let mut tail = [0u8; 16];
-    let m = postcard::to_slice(&emitted, &mut tail).ok()?.len();
-    let total = n + event.len() + m;
-    let out = buf.get_mut(..total)?;
-    out[..n].copy_from_slice(&head[..n]);
-    out[n..n + event.len()].copy_from_slice(event);
-    out[n + event.len()..].copy_from_slice(&tail[..m]);
-    Some(total)
+/// The entries of an `EMIT` batch, in order: `(at, event bytes)`, or the
+/// first framing error (then the iteration ends). Only the framing is
+/// read: [`check_emit_batch`] adds the kernel's checks.
+pub fn emit_entries(body: &[u8]) -> impl Iterator<Item = Result<(u64, &[u8]), DecodeError>> {
+    let mut rest = body;
+    core::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let truncated = DecodeError::Postcard(postcard::Error::DeserializeUnexpectedEnd);
+            let head = rest.get(..EMIT_ENTRY_HEAD).ok_or(truncated.clone())?;
+            let at = crate::bytes::word_at(head, 0);
+            let len = u16::from_le_bytes([head[8], head[9]]) as usize;
+            if len == 0 || len > MAX_EMIT {
+                return Err(DecodeError::TooLong);
+            }
+            let event = rest.get(EMIT_ENTRY_HEAD..EMIT_ENTRY_HEAD + len).ok_or(truncated)?;
+            Ok((at, event, EMIT_ENTRY_HEAD + len))
+        })();
+        match entry {
+            Ok((at, event, used)) => {
+                rest = &rest[used..];
+                Some(Ok((at, event)))
+            }
+            Err(e) => {
+                rest = &[];
+                Some(Err(e))
+            }
+        }
+    })
 }
 
-/// One checked `EMIT` batch entry: its time and where its event's bytes
-/// are in the batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmitEntry {
-    pub at: u64,
-    pub event: core::ops::Range<usize>,
-}
-
-/// Checks an `EMIT` batch: every entry decodes, is of a kind `allowed`
-/// accepts, and nothing is left over; returns the entries (at most
-/// `N`; more is an error).
-pub fn check_emit_batch<const N: usize>(
-    body: &[u8],
-    mut allowed: impl FnMut(u64, &Event<'_>) -> bool,
-) -> Result<heapless::Vec<EmitEntry, N>, DecodeError> {
-    let mut out = heapless::Vec::new();
-    let mut at_off = 0;
-    while at_off < body.len() {
-        let rest = &body[at_off..];
-        let (at, after_at) = postcard::take_from_bytes::<u64>(rest)?;
-        let event_off = at_off + (rest.len() - after_at.len());
-        let (event, after) = postcard::take_from_bytes::<Event<'_>>(after_at)?;
-        let end = body.len() - after.len();
-        if !allowed(at, &event) {
+/// The kernel's check of an `EMIT` batch, made before anything is written:
+/// every entry complete and nothing left over, at most `max` entries, each
+/// dated no later than `now`, each of a supervisor kind by its tag
+/// ([`is_supervisor_tag`]). The events are not decoded (see the module
+/// documentation: the payload is the supervisor's word). Returns the
+/// number of entries.
+pub fn check_emit_batch(body: &[u8], now: u64, max: usize) -> Result<usize, DecodeError> {
+    let mut count = 0;
+    for entry in emit_entries(body) {
+        let (at, event) = entry?;
+        let tag = crate::wire::take_varint(event).map(|(tag, _)| tag);
+        if at > now || !tag.is_some_and(is_supervisor_tag) {
             return Err(DecodeError::NotAllowed);
         }
-        out.push(EmitEntry { at, event: event_off..end }).map_err(|_| DecodeError::TooMany)?;
-        at_off = end;
+        count += 1;
+        if count > max {
+            return Err(DecodeError::TooMany);
+        }
     }
-    Ok(out)
+    Ok(count)
 }
 
-/// The next entry of an `EMIT` batch and what follows it.
-pub fn decode_emit_entry(bytes: &[u8]) -> Result<((u64, Event<'_>), &[u8]), DecodeError> {
-    Ok(postcard::take_from_bytes::<(u64, Event<'_>)>(bytes)?)
+/// Longest record head ([`record_head`]): 10 + 1 + 5 + 1 + 10 bytes.
+pub const MAX_HEAD: usize = 27;
+
+/// The bytes of a [`Record`] before its event: `tsc`, `by`, `emitted`
+/// (postcard). Returns their length.
+#[inline]
+pub fn record_head(tsc: u64, by: Option<u32>, emitted: Option<u64>, out: &mut [u8; MAX_HEAD]) -> usize {
+    /// A varint at `n` (the kernel writes a head per record: no call, no
+    /// check per byte — `n + 10 <= MAX_HEAD` at every use below).
+    #[inline(always)]
+    fn varint(out: &mut [u8; MAX_HEAD], n: usize, mut v: u64) -> usize {
+        let mut k = n;
+        while v >= 0x80 && k < n + 9 && k < MAX_HEAD - 1 {
+            out[k] = v as u8 | 0x80;
+            v >>= 7;
+            k += 1;
+        }
+        out[k.min(MAX_HEAD - 1)] = v as u8;
+        k + 1
+    }
+    let mut n = varint(out, 0, tsc);
+    for value in [by.map(u64::from), emitted] {
+        match value {
+            None => {
+                out[n] = 0;
+                n += 1;
+            }
+            Some(v) => {
+                out[n] = 1;
+                n = varint(out, n + 1, v);
+            }
+        }
+    }
+    n
+}
+
+/// The stamps of a record whose event may not decode: `(tsc, by,
+/// emitted)`, read from its head (the host's `decode_error` lines carry them).
+pub fn decode_record_head(bytes: &[u8]) -> Option<(u64, Option<u32>, Option<u64>)> {
+    let (tsc, mut n) = crate::wire::take_varint(bytes)?;
+    let mut option = || -> Option<Option<u64>> {
+        let tag = *bytes.get(n)?;
+        n += 1;
+        match tag {
+            0 => Some(None),
+            1 => {
+                let (v, used) = crate::wire::take_varint(bytes.get(n..)?)?;
+                n += used;
+                Some(Some(v))
+            }
+            _ => None,
+        }
+    };
+    let by = option()?.map(u32::try_from).transpose().ok()?;
+    let emitted = option()?;
+    Some((tsc, by, emitted))
 }
 
 /// Decodes an unframed record.
@@ -753,28 +859,198 @@ pub fn cobs_decode(frame: &[u8], out: &mut [u8]) -> Result<usize, DecodeError> {
     Ok(n)
 }
 
-/// COBS-encodes `data` into `out`, one byte at a time, delimiter included
-/// (the kernel passes the UART). Each block is the bytes up to the next
-/// zero (at most 254), preceded by its length + 1; the zero is implied.
-#[inline(always)]
-pub fn cobs_encode_with(data: &[u8], mut out: impl FnMut(u8)) {
-    let mut rest = data;
-    loop {
-        let max = rest.len().min(254);
-        let n = rest[..max].iter().position(|&b| b == 0).unwrap_or(max);
-        out(n as u8 + 1);
-        for &b in &rest[..n] {
-            out(b);
+/// Room a [`CobsWriter`] needs for `n` bytes of data: the frame (a code
+/// byte per 254 bytes and one more, the delimiter) and 8 bytes of slack
+/// for its word-at-a-time stores.
+pub const fn cobs_room(n: usize) -> usize {
+    n + n / 254 + 2 + 8
+}
+
+/// COBS-encodes data fed in pieces into one frame in a buffer, delimiter
+/// included (the kernel frames a record's head, the supervisor's event
+/// and the tail without joining them first).
+///
+/// Each block is the bytes up to the next zero (at most 254), preceded by
+/// its length + 1; the zero is implied. Bytes are scanned 8 at a time
+/// (each word is stored whole, then checked for a zero byte: under TCG a
+/// byte loop costs ~8 guest instructions a byte, this ~1.5), the last few
+/// of a piece as a word with filler; with less room than the worst case
+/// needs (never in the kernel: [`cobs_room`]), a byte at a time.
+pub struct CobsWriter<'b> {
+    out: &'b mut [u8],
+    /// Where the open block's code byte goes.
+    code_at: usize,
+    /// Where the next data byte goes.
+    pos: usize,
+    /// The output was too small: [`finish`](Self::finish) fails.
+    full: bool,
+}
+
+impl<'b> CobsWriter<'b> {
+    /// A frame in `out` ([`cobs_room`] of the data's length is always enough).
+    #[inline]
+    pub fn new(out: &'b mut [u8]) -> CobsWriter<'b> {
+        let full = out.is_empty();
+        CobsWriter { out, code_at: 0, pos: 1, full }
+    }
+
+    /// Adds `data`.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.full {
+            return;
         }
-        if n < max {
-            rest = &rest[n + 1..]; // the zero ends the block
-        } else if n == rest.len() {
-            break;
+        // Room for the worst case: every byte, a code byte per 254 and one
+        // more (the open block may be nearly full), and the 8 bytes a word
+        // store may write past the last.
+        let n = data.len();
+        if self.out.len() >= self.pos + n + n / 254 + 9 {
+            self.push_words(data);
         } else {
-            rest = &rest[n..]; // a full block of 254 bytes, no zero
+            self.push_bytes(data);
         }
     }
-    out(0);
+
+    /// [`push`](Self::push) 8 bytes at a time, for an output with room for
+    /// the worst case (checked by the caller).
+    #[inline(always)]
+    fn push_words(&mut self, data: &[u8]) {
+        use crate::bytes::{first_flagged, zero_flags};
+        /// Non-zero filler for the bytes of a word past the data.
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        let (src, n) = (data.as_ptr(), data.len());
+        let out = self.out.as_mut_ptr();
+        let (mut code_at, mut pos, mut i) = (self.code_at, self.pos, 0);
+        // Invariants: `i <= n`; `code_at < pos`; `pos - code_at <= 255`;
+        // and `pos + (n - i) + (n - i) / 254 + 9 <= out.len()` — each step
+        // below writes output for input it consumes, plus a code byte
+        // per 254 bytes (at most one more than the bound, which the `+ 9`
+        // has, with the 8 bytes of a word store).
+        loop {
+            // Whole words while they fit the data and the open block (at
+            // most 254 bytes: `pos + 8 - code_at - 1 <= 254`): each is
+            // stored, then checked for a zero byte.
+            let mut last_word = code_at + 247;
+            while i + 8 <= n && pos <= last_word {
+                // SAFETY: `i + 8 <= n`: in `data`; `pos + 8 <= out.len()`
+                // (invariants); unaligned accesses.
+                let w = unsafe { core::ptr::read_unaligned(src.add(i) as *const u64) };
+                unsafe { core::ptr::write_unaligned(out.add(pos) as *mut u64, w) };
+                let flags = zero_flags(u64::from_le(w));
+                if flags == 0 {
+                    i += 8;
+                    pos += 8;
+                    continue;
+                }
+                // The first zero ends the block; its slot becomes the
+                // next block's code byte.
+                let k = first_flagged(flags);
+                pos += k;
+                i += k + 1;
+                // SAFETY: `code_at < pos < out.len()` (invariants).
+                unsafe { *out.add(code_at) = (pos - code_at) as u8 };
+                code_at = pos;
+                pos += 1;
+                last_word = code_at + 247;
+            }
+            if i == n {
+                break;
+            }
+            if pos - code_at == 255 {
+                // A full block: the next byte, zero or not, opens another.
+                // SAFETY: `code_at < pos < out.len()` (invariants).
+                unsafe { *out.add(code_at) = 0xff };
+                code_at = pos;
+                pos += 1;
+                continue;
+            }
+            // Fewer than 8 bytes to the end of the data or the block: `r`
+            // of them, in one word with filler above them.
+            let r = (n - i).min(255 - (pos - code_at));
+            let w = if n - i >= 8 {
+                // SAFETY: `i + 8 <= n`.
+                u64::from_le(unsafe { core::ptr::read_unaligned(src.add(i) as *const u64) })
+            } else if n >= 8 {
+                // The last 8 bytes of the data, shifted down to `i`.
+                // SAFETY: `n - 8 >= 0`: in `data`.
+                let last = u64::from_le(unsafe { core::ptr::read_unaligned(src.add(n - 8) as *const u64) });
+                last >> (8 * (8 - (n - i)))
+            } else {
+                data[i..].iter().rev().fold(0, |w, &b| w << 8 | b as u64)
+            };
+            let w = w | ONES << (8 * r);
+            // SAFETY: `pos + 8 <= out.len()` (invariants).
+            unsafe { core::ptr::write_unaligned(out.add(pos) as *mut u64, w.to_le()) };
+            let flags = zero_flags(w);
+            if flags == 0 {
+                i += r;
+                pos += r;
+                continue;
+            }
+            let k = first_flagged(flags);
+            pos += k;
+            i += k + 1;
+            // SAFETY: as above.
+            unsafe { *out.add(code_at) = (pos - code_at) as u8 };
+            code_at = pos;
+            pos += 1;
+        }
+        self.code_at = code_at;
+        self.pos = pos;
+    }
+
+    /// [`push`](Self::push) a byte at a time, every write checked.
+    fn push_bytes(&mut self, data: &[u8]) {
+        for &b in data {
+            if self.pos - self.code_at == 255 && !self.close() {
+                return;
+            }
+            if b == 0 {
+                if !self.close() {
+                    return;
+                }
+            } else if let Some(slot) = self.out.get_mut(self.pos) {
+                *slot = b;
+                self.pos += 1;
+            } else {
+                self.full = true;
+                return;
+            }
+        }
+    }
+
+    /// Ends the open block at `pos`: its code byte, and the next block's
+    /// slot. `false` (and `full`) if there is no room for that slot.
+    fn close(&mut self) -> bool {
+        if self.pos >= self.out.len() {
+            self.full = true;
+            return false;
+        }
+        self.out[self.code_at] = (self.pos - self.code_at) as u8;
+        self.code_at = self.pos;
+        self.pos += 1;
+        true
+    }
+
+    /// Closes the frame (last code byte and the `0x00` delimiter); returns
+    /// its length, or `None` if the output was too small.
+    pub fn finish(mut self) -> Option<usize> {
+        if self.full || self.pos >= self.out.len() {
+            return None;
+        }
+        let code = (self.pos - self.code_at) as u8;
+        self.out[self.code_at] = code;
+        self.out[self.pos] = 0;
+        self.pos += 1;
+        Some(self.pos)
+    }
+}
+
+/// COBS-encodes `data` as one frame, delimiter included, into `out`;
+/// returns its length (`None`: `out` is smaller than [`cobs_room`] needs).
+pub fn cobs_encode(data: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut w = CobsWriter::new(out);
+    w.push(data);
+    w.finish()
 }
 
 /// Decodes one COBS frame (without its delimiter) into a record that
@@ -789,8 +1065,8 @@ pub fn decode_frame<'a>(frame: &[u8], scratch: &'a mut [u8]) -> Result<Record<'a
 struct RecordRef<'r, 'a> {
     tsc: u64,
     by: Option<u32>,
-    event: &'r Event<'a>,
     emitted: Option<u64>,
+    event: &'r Event<'a>,
 }
 
 /// Encodes the record `{tsc, by, event}` as one COBS frame, delimiter
@@ -824,12 +1100,13 @@ pub fn encode_record_at<'b>(
     event: &Event<'_>,
     buf: &'b mut [u8],
 ) -> Result<&'b mut [u8], postcard::Error> {
-    postcard::to_slice(&RecordRef { tsc, by, event, emitted }, buf)
+    crate::wire::to_slice(&RecordRef { tsc, by, event, emitted }, buf)
 }
 
-/// Encodes `event` unframed (an `EMIT` body) into `buf`.
+/// Encodes `event` unframed into `buf` (postcard's bytes, written by
+/// [`crate::wire`]).
 pub fn encode_event<'b>(event: &Event<'_>, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
-    postcard::to_slice(event, buf)
+    crate::wire::to_slice(event, buf)
 }
 
 #[cfg(test)]
@@ -1139,7 +1416,7 @@ mod tests {
             let body = &frame[..frame.len() - 1];
             let mut scratch = [0u8; MAX_FRAME];
             let record = decode_frame(body, &mut scratch).unwrap();
-            assert_eq!(record, Record { tsc, by, event: event.clone(), emitted: None }, "{}", event.name());
+            assert_eq!(record, Record { tsc, by, emitted: None, event: event.clone() }, "{}", event.name());
         }
     }
 
@@ -1162,6 +1439,14 @@ mod tests {
         assert_eq!(allowed, supervisor);
         assert!(!Event::Legacy { kind: "check", json: "" }.is_supervisor_kind());
         assert!(!Event::Shutdown { code: 0 }.is_supervisor_kind());
+        // The kernel's check reads the tag only: it agrees with the kinds.
+        for e in &all {
+            let mut buf = [0u8; MAX_RECORD];
+            let bytes = encode_event(e, &mut buf).unwrap();
+            let (tag, _) = crate::wire::take_varint(bytes).unwrap();
+            assert_eq!(is_supervisor_tag(tag), e.is_supervisor_kind(), "{} (tag {tag})", e.name());
+        }
+        assert!(!is_supervisor_tag(64) && !is_supervisor_tag(u64::MAX));
     }
 
     #[test]
@@ -1209,27 +1494,61 @@ mod tests {
         }
 
         // An unknown kind (a tag past the last variant).
-        let unknown = [0x07, 0x00, 0x7f];
+        let unknown = [0x07, 0x00, 0x00, 0x7f];
         assert_eq!(decode_record(&unknown).map_err(|e| e.reason()), Err("bad enum tag (unknown kind?)"));
         // A string length far past the end.
-        let mut long = Vec::from([0x07u8, 0x00, 3]); // tsc 7, by None, BootError
+        let mut long = Vec::from([0x07u8, 0x00, 0x00, 3]); // tsc 7, by None, emitted None, BootError
         long.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         long.extend_from_slice(b"abc");
         assert!(decode_record(&long).is_err());
         // More frames than a backtrace holds.
-        let mut many = Vec::from([0x07u8, 0x00, 30, 6, 2, 0, 0, 1]); // Backtrace, task 6, seq 2, Outermost, false, 1
+        let mut many = Vec::from([0x07u8, 0x00, 0x00, 30, 6, 2, 0, 0, 1]); // Backtrace, task 6, seq 2, Outermost, false, 1
         many.push(MAX_FRAMES as u8 + 1);
         for _ in 0..=MAX_FRAMES {
             many.extend_from_slice(&[0x10, 0x00]);
         }
         assert!(decode_record(&many).is_err());
         // Invalid UTF-8 in a string.
-        let bad_utf8 = [0x07u8, 0x00, 3, 2, 0xc3, 0x28];
+        let bad_utf8 = [0x07u8, 0x00, 0x00, 3, 2, 0xc3, 0x28];
         assert_eq!(decode_record(&bad_utf8), Err(DecodeError::Postcard(postcard::Error::DeserializeBadUtf8)));
     }
 
+    /// COBS as the `cobs` crate (postcard's framing) writes it: the
+    /// reference the kernel's word-at-a-time writer must match.
+    fn reference_cobs(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        loop {
+            let max = rest.len().min(254);
+            let n = rest[..max].iter().position(|&b| b == 0).unwrap_or(max);
+            out.push(n as u8 + 1);
+            out.extend_from_slice(&rest[..n]);
+            if n < max {
+                rest = &rest[n + 1..];
+            } else if n == rest.len() {
+                break;
+            } else {
+                rest = &rest[n..];
+            }
+        }
+        out.push(0);
+        out
+    }
+
+    /// A small deterministic generator for the tests below.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
     #[test]
-    fn the_kernel_cobs_writer_agrees_with_the_decoder() {
+    fn the_kernel_cobs_writer_agrees_with_the_reference_and_the_decoder() {
         let mut cases: Vec<Vec<u8>> = alloc::vec![
             Vec::new(),
             alloc::vec![0],
@@ -1237,36 +1556,202 @@ mod tests {
             alloc::vec![1],
             alloc::vec![1, 0],
             alloc::vec![0, 1],
+            alloc::vec![0; 20],
         ];
-        for len in [253, 254, 255, 508, 509, MAX_RECORD] {
+        for len in [7, 8, 9, 15, 16, 17, 246, 247, 253, 254, 255, 256, 262, 508, 509, 510, MAX_RECORD] {
+            // Runs of non-zero bytes (blocks of 254 exactly, across words).
             cases.push((0..len).map(|i| (i % 255 + 1) as u8).collect());
+            let mut edges: Vec<u8> = (0..len).map(|i| (i % 251 + 1) as u8).collect();
+            edges[0] = 0;
+            *edges.last_mut().unwrap() = 0;
+            cases.push(edges);
             let mut with_zeros: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
             cases.push(with_zeros.clone());
             with_zeros.push(0);
             cases.push(with_zeros);
+            // A zero just before, at and after a block's end.
+            for at in [252, 253, 254, 255] {
+                if at < len {
+                    let mut v: Vec<u8> = alloc::vec![0x55; len];
+                    v[at] = 0;
+                    cases.push(v);
+                }
+            }
+        }
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let len = (rng.next() % 700) as usize;
+            // Sparse and dense zeros.
+            let density = 1 + rng.next() % 40;
+            cases.push((0..len).map(|_| if rng.next() % density == 0 { 0 } else { rng.next() as u8 | 1 }).collect());
         }
         for data in cases {
-            let mut framed = Vec::new();
-            cobs_encode_with(&data, |b| framed.push(b));
-            assert_eq!(framed.last(), Some(&0));
-            assert!(!framed[..framed.len() - 1].contains(&0));
-            assert!(framed.len() <= data.len() + data.len() / 254 + 2);
+            let expected = reference_cobs(&data);
+            let mut out = alloc::vec![0u8; cobs_room(data.len())];
+            let n = cobs_encode(&data, &mut out).unwrap();
+            assert_eq!(&out[..n], &expected[..], "{} bytes: {data:?}", data.len());
+            // The same frame when fed in pieces of any size.
+            for piece in [1, 3, 8, 11] {
+                let mut out2 = alloc::vec![0u8; cobs_room(data.len())];
+                let mut w = CobsWriter::new(&mut out2);
+                for chunk in data.chunks(piece) {
+                    w.push(chunk);
+                }
+                let m = w.finish().unwrap();
+                assert_eq!(&out2[..m], &expected[..], "pieces of {piece}");
+            }
+            // Too little room is refused, never a panic or a short frame.
+            for room in [0, n / 2, n - 1] {
+                let mut small = alloc::vec![0u8; room];
+                assert_eq!(cobs_encode(&data, &mut small), None, "{room} bytes of room for {n}");
+            }
+            let mut decoded = alloc::vec![0u8; MAX_FRAME.max(data.len())];
             if data.is_empty() {
-                assert_eq!(framed, [1, 0]);
                 continue;
             }
-            let mut out = alloc::vec![0u8; MAX_FRAME];
-            let n = cobs_decode(&framed[..framed.len() - 1], &mut out).unwrap();
-            assert_eq!(&out[..n], &data[..], "{} bytes", data.len());
+            if n - 1 <= MAX_FRAME {
+                let m = cobs_decode(&out[..n - 1], &mut decoded).unwrap();
+                assert_eq!(&decoded[..m], &data[..]);
+            }
         }
         // And a whole record: what the kernel writes is what postcard's framing gives.
         let event = Event::BootError { error: "x\0y" };
         let mut buf = [0u8; MAX_RECORD];
         let raw = encode_record(5, Some(2), &event, &mut buf).unwrap().to_vec();
-        let mut framed = Vec::new();
-        cobs_encode_with(&raw, |b| framed.push(b));
-        let mut scratch = [0u8; MAX_FRAME];
-        assert_eq!(decode_frame(&framed[..framed.len() - 1], &mut scratch).unwrap().event, event);
+        let mut framed = [0u8; cobs_room(MAX_RECORD)];
+        let n = cobs_encode(&raw, &mut framed).unwrap();
+        let mut reference = [0u8; MAX_FRAME];
+        assert_eq!(&framed[..n], encode_frame(5, Some(2), &event, &mut reference).unwrap());
+    }
+
+    #[test]
+    fn the_guest_writer_encodes_what_postcard_does() {
+        for (i, event) in samples().into_iter().enumerate() {
+            let (mut a, mut b) = ([0u8; MAX_RECORD], [0u8; MAX_RECORD]);
+            let ours = encode_event(&event, &mut a).unwrap().to_vec();
+            assert_eq!(ours, postcard::to_slice(&event, &mut b).unwrap(), "{}", event.name());
+            let tsc = u64::MAX >> (i % 64);
+            let by = (i % 3 != 0).then_some(u32::MAX >> (i % 32));
+            let emitted = (i % 2 == 0).then_some(tsc / 3);
+            let record = RecordRef { tsc, by, event: &event, emitted };
+            let ours = encode_record_at(tsc, by, emitted, &event, &mut a).unwrap().to_vec();
+            assert_eq!(ours, postcard::to_slice(&record, &mut b).unwrap(), "{}", event.name());
+            // A record is its head and the event's bytes.
+            let mut head = [0u8; MAX_HEAD];
+            let h = record_head(tsc, by, emitted, &mut head);
+            let mut spliced = head[..h].to_vec();
+            spliced.extend_from_slice(encode_event(&event, &mut b).unwrap());
+            assert_eq!(spliced, ours, "{}", event.name());
+            assert_eq!(decode_record_head(&ours), Some((tsc, by, emitted)));
+        }
+    }
+
+    #[test]
+    fn emit_batches_are_framed_and_checked_without_decoding() {
+        let all = samples();
+        let supervisor: Vec<&Event<'_>> = all.iter().filter(|e| e.is_supervisor_kind()).collect();
+        let mut body = [0u8; MAX_EMIT_BATCH];
+        let mut len = 0;
+        for (i, e) in supervisor.iter().enumerate() {
+            len = encode_emit_entry(i as u64 * 10, e, &mut body, len).unwrap();
+        }
+        let body = &body[..len];
+        assert_eq!(check_emit_batch(body, u64::MAX, 64), Ok(supervisor.len()));
+        let entries: Vec<(u64, &[u8])> = emit_entries(body).map(Result::unwrap).collect();
+        for (i, (at, bytes)) in entries.iter().enumerate() {
+            assert_eq!(*at, i as u64 * 10);
+            assert_eq!(&decode_event(bytes).unwrap(), supervisor[i]);
+        }
+        // Dated in the future, too many, cut anywhere, a byte more.
+        let last = (supervisor.len() as u64 - 1) * 10;
+        assert_eq!(check_emit_batch(body, last - 1, 64), Err(DecodeError::NotAllowed));
+        assert_eq!(check_emit_batch(body, last, supervisor.len()), Ok(supervisor.len()));
+        assert_eq!(check_emit_batch(body, last, supervisor.len() - 1), Err(DecodeError::TooMany));
+        let ends: Vec<usize> = {
+            let mut at = 0;
+            entries
+                .iter()
+                .map(|(_, e)| {
+                    at = e.as_ptr() as usize - body.as_ptr() as usize + e.len();
+                    at
+                })
+                .collect()
+        };
+        for cut in 1..body.len() {
+            let result = check_emit_batch(&body[..cut], u64::MAX, 64);
+            match ends.iter().position(|&e| e == cut) {
+                Some(i) => assert_eq!(result, Ok(i + 1)),
+                None => assert!(result.is_err(), "cut at {cut}"),
+            }
+        }
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(check_emit_batch(&longer, u64::MAX, 64).is_err());
+        // Every kernel kind is refused by its tag alone.
+        for e in all.iter().filter(|e| !e.is_supervisor_kind()) {
+            let mut one = [0u8; MAX_EMIT + 16];
+            let n = encode_emit_entry(0, e, &mut one, 0).unwrap();
+            assert_eq!(check_emit_batch(&one[..n], 0, 64), Err(DecodeError::NotAllowed), "{}", e.name());
+        }
+        // An entry of length 0, or longer than MAX_EMIT.
+        assert_eq!(check_emit_batch(&[0; EMIT_ENTRY_HEAD + 1], 0, 64), Err(DecodeError::TooLong));
+        let mut long = [0u8; EMIT_ENTRY_HEAD + 1];
+        long[8..10].copy_from_slice(&(MAX_EMIT as u16 + 1).to_le_bytes());
+        assert_eq!(check_emit_batch(&long, 0, 64), Err(DecodeError::TooLong));
+        // An event too large for `EMIT` is refused when encoding.
+        let text = "x".repeat(MAX_EMIT);
+        let big = Event::Check { task: None, task_name: None, name: &text, ok: true, value: None, error: None };
+        let mut buf = [0u8; MAX_EMIT_BATCH];
+        assert!(encode_emit_entry(0, &big, &mut buf, 0).is_err());
+    }
+
+    #[test]
+    fn a_payload_cannot_move_the_kernels_stamps() {
+        // Whatever bytes a supervisor sends after a supervisor kind's tag,
+        // the record the kernel makes of them either fails to decode or
+        // carries the kernel's `tsc`, `by` and `emitted`.
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let samples = samples();
+        let good: Vec<Vec<u8>> = samples
+            .iter()
+            .filter(|e| e.is_supervisor_kind())
+            .map(|e| {
+                let mut b = [0u8; MAX_EMIT];
+                encode_event(e, &mut b).unwrap().to_vec()
+            })
+            .collect();
+        let (mut decoded, mut refused) = (0, 0);
+        for round in 0..20_000 {
+            // A good event cut, extended or with bytes changed, or noise.
+            let mut payload = good[round % good.len()].clone();
+            match rng.next() % 4 {
+                0 => payload.truncate((rng.next() as usize) % (payload.len() + 1)),
+                1 => (0..1 + rng.next() % 12).for_each(|_| payload.push(rng.next() as u8)),
+                2 => {
+                    for _ in 0..1 + rng.next() % 3 {
+                        let i = (rng.next() as usize) % payload.len();
+                        payload[i] = rng.next() as u8;
+                    }
+                }
+                _ => payload = (0..rng.next() % 40).map(|_| rng.next() as u8).collect(),
+            }
+            let tsc = rng.next() >> (rng.next() % 64);
+            let by = Some(rng.next() as u32 >> (rng.next() % 32));
+            let emitted = (rng.next() % 2 == 0).then(|| tsc.saturating_add(1 + (rng.next() >> (rng.next() % 64))));
+            let mut head = [0u8; MAX_HEAD];
+            let h = record_head(tsc, by, emitted, &mut head);
+            let mut raw = head[..h].to_vec();
+            raw.extend_from_slice(&payload);
+            match decode_record(&raw) {
+                Ok(r) => {
+                    assert_eq!((r.tsc, r.by, r.emitted), (tsc, by, emitted), "{payload:02x?}");
+                    decoded += 1;
+                }
+                Err(_) => refused += 1,
+            }
+            assert_eq!(decode_record_head(&raw), Some((tsc, by, emitted)));
+        }
+        assert!(decoded > 1000 && refused > 1000, "{decoded} decoded, {refused} refused");
     }
 
     #[test]

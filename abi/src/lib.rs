@@ -9,6 +9,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod bytes;
 pub mod checkpoint;
 pub mod event;
 pub mod exit;
@@ -18,3 +19,4 @@ pub mod ipc;
 pub mod layout;
 pub mod syscall;
 pub mod trap;
+pub mod wire;

@@ -65,15 +65,15 @@ pub mod nr {
     pub const TASK_CTL: u64 = 20;
 
     /// `emit(ptr, len)`: writes events for a supervisor (the fault
-    /// server): `[ptr, len)` is a batch of postcard-encoded `(at, event)`
-    /// entries (`crate::event::encode_emit_entry`, at most
-    /// [`crate::event::MAX_EMIT_BATCH`] bytes), each a supervisor kind
-    /// ([`crate::event::Event::is_supervisor_kind`]) dated `at` (the guest
+    /// server): `[ptr, len)` is a batch of `(at, len, event)` entries
+    /// (`crate::event::encode_emit_entry`, at most
+    /// [`crate::event::MAX_EMIT_BATCH`] bytes), each event of a supervisor
+    /// kind ([`crate::event::is_supervisor_tag`]) dated `at` (the guest
     /// TSC when what it reports happened, not in the future; 0: now). The
-    /// kernel checks the whole batch (decoding each event once), then
-    /// writes each as encoded, stamped `by` and with the time it was
-    /// written (`emitted`) when `at` is earlier. A malformed batch is
-    /// `BadArgument` and writes nothing.
+    /// kernel checks the whole batch's framing, times and kind tags — it
+    /// does not decode the events — then writes each as encoded, after its
+    /// own stamps: `by`, and the time it was written (`emitted`) when `at`
+    /// is earlier. A malformed batch is `BadArgument` and writes nothing.
     pub const EMIT: u64 = 21;
 
     /// `checkpoint_open() -> attempt`: opens a checkpoint scope. Returns 0

@@ -1,8 +1,10 @@
 //! The human console on COM1, and the `log` backend that writes to it.
 //!
 //! Console output is for people; tools read the event stream on COM2 (see
-//! `events.rs`). Both go through `uart_16550`.
+//! `events.rs`). `uart_16550` sets COM1 up; both ports are written in
+//! bursts through `uart.rs`.
 
+use crate::uart::{FIFO, Tx};
 use core::fmt::{self, Write};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
@@ -11,50 +13,35 @@ use uart_16550::{Config, Uart16550};
 /// COM1's I/O base.
 const COM1: u16 = 0x3f8;
 
-/// COM1, written a line at a time with `\n` turned into `\r\n` here (the
-/// crate's TTY layer sends byte by byte, polling the UART each time, which
-/// under `-icount` made every console line cost thousands of instructions).
-static CONSOLE: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+/// COM1: the crate set it up (FIFOs on); lines are written in bursts
+/// (`uart.rs`: one status poll per 16 bytes, one `rep outsb` each), with
+/// `\n` turned into `\r\n` here. The crate's TTY layer sends byte by byte,
+/// polling the UART each time, which under `-icount` made every console
+/// line cost thousands of instructions.
+static CONSOLE: Mutex<Option<Console>> = Mutex::new(None);
 
-/// Sends `text` with terminal newlines, in FIFO-sized runs.
-fn send(uart: &mut Uart16550<PioBackend>, text: &str) {
-    send_bytes(uart, text.as_bytes());
+struct Console {
+    /// Kept for what it owns (the port); the writes go through `tx`.
+    _uart: Uart16550<PioBackend>,
+    tx: Tx,
 }
 
-/// Sends `bytes` as they are, with terminal newlines: the line status is
-/// polled once per FIFO's worth of bytes (16; `init` turned the FIFOs on),
-/// not per byte — under `-icount` a console line costs what its bytes do.
-fn send_bytes(_uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
-    use x86_64::instructions::port::Port;
-    const LSR_THR_EMPTY: u8 = 1 << 5;
-    const FIFO: usize = 16;
-    let mut room = 0;
-    let mut put = |b: u8| {
-        if room == 0 {
-            // SAFETY: COM1's line status register; reading it touches no memory.
-            while unsafe { Port::<u8>::new(COM1 + 5).read() } & LSR_THR_EMPTY == 0 {
-                core::hint::spin_loop();
-            }
-            room = FIFO;
+impl Console {
+    /// Sends `bytes` as they are, with terminal newlines: the runs between
+    /// `\n`s go out whole.
+    fn send(&mut self, mut bytes: &[u8]) {
+        while let Some(i) = abi::bytes::find(bytes, b'\n') {
+            self.tx.write(&bytes[..i]);
+            self.tx.write(b"\r\n");
+            bytes = &bytes[i + 1..];
         }
-        room -= 1;
-        // SAFETY: COM1's transmit register (the caller holds the console
-        // lock, `_uart`); a port write touches no memory.
-        unsafe { Port::<u8>::new(COM1).write(b) };
-    };
-    for &b in bytes {
-        if b == b'\n' {
-            put(b'\r');
-        }
-        put(b);
+        self.tx.write(bytes);
     }
 }
 
-struct Sink<'a>(&'a mut Uart16550<PioBackend>);
-
-impl Write for Sink<'_> {
+impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        send(self.0, s);
+        self.send(s.as_bytes());
         Ok(())
     }
 }
@@ -65,7 +52,7 @@ pub fn init() {
     // is its only user.
     let config = Config { check_cts_before_sending: false, ..Config::default() };
     let uart = unsafe { Uart16550::new_port(COM1) }.ok().and_then(|mut u| u.init(config).ok().map(|()| u));
-    *CONSOLE.lock() = uart;
+    *CONSOLE.lock() = uart.map(|u| Console { _uart: u, tx: Tx::new(COM1, FIFO) });
     // A second call would fail harmlessly; the first logger stays installed.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
@@ -76,11 +63,11 @@ pub fn write_fmt(args: fmt::Arguments) {
     // Format first, then write once: fewer UART status polls per line.
     let mut line = heapless::String::<512>::new();
     let fits = line.write_fmt(args).is_ok();
-    if let Some(uart) = CONSOLE.lock().as_mut() {
+    if let Some(console) = CONSOLE.lock().as_mut() {
         if fits {
-            send(uart, &line);
+            console.send(line.as_bytes());
         } else {
-            let _ = Sink(uart).write_fmt(args);
+            let _ = console.write_fmt(args);
         }
     }
 }
@@ -90,8 +77,8 @@ pub fn write_fmt(args: fmt::Arguments) {
 /// reader decodes it lossily). `each` is handed a writer that may be
 /// called several times under one lock (a task's text, piece by piece).
 pub fn write_pieces(each: impl FnOnce(&mut dyn FnMut(&[u8]))) {
-    if let Some(uart) = CONSOLE.lock().as_mut() {
-        each(&mut |bytes: &[u8]| send_bytes(uart, bytes));
+    if let Some(console) = CONSOLE.lock().as_mut() {
+        each(&mut |bytes: &[u8]| console.send(bytes));
     }
 }
 

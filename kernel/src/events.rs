@@ -13,14 +13,23 @@
 //! `core::fmt` anywhere on the way; names of exceptions, fault kinds and
 //! backtrace symbols are derived on the host.
 //!
-//! The UART is driven by hand: the TX FIFO of a 16550A holds 16 bytes, so
-//! one poll of the line status register (THRE: FIFO empty) lets 16 `out`s
-//! through, where `uart_16550`'s per-byte path polls before every byte.
+//! The UART is driven in bursts (`uart.rs`): one poll of the line status
+//! register per 16 bytes, each burst one `rep outsb` of a COBS frame
+//! encoded whole into a static buffer first (`abi::event::cobs_encode`,
+//! which scans 8 bytes at a time) from the record, whole in another.
+//!
+//! A supervisor's events (`EMIT`, [`emit_batch_by`]) are not re-encoded: the
+//! kernel writes its own stamps (`tsc`, `by`, `emitted`) and frames them
+//! with the supervisor's bytes as they are. It never decodes those (the
+//! system call checked the batch's framing, times and kinds); what they
+//! say is the supervisor's word, and a payload that does not decode is a
+//! `decode_error` on the host, alone in its frame (`abi::event`, "Who may
+//! write what").
 //!
 //! Usage: `events::emit(&Event::Shutdown { code });`
 
-use abi::event::{Event, MAX_RECORD};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::uart::{FIFO, Tx};
+use abi::event::{Event, MAX_HEAD, MAX_RECORD, cobs_room};
 use spin::Mutex;
 use x86_64::instructions::port::Port;
 
@@ -36,20 +45,22 @@ const MCR: u16 = 4;
 const LSR: u16 = 5;
 /// LSR bits.
 const LSR_DATA_READY: u8 = 1 << 0;
-const LSR_THR_EMPTY: u8 = 1 << 5;
+/// The frame buffer: a whole record's frame and the encoder's slack.
+const FRAME_ROOM: usize = cobs_room(MAX_RECORD);
 
-/// The stream: whether COM2 is set up (events before `init` are dropped)
-/// and the buffer records are encoded in. The lock keeps frames from
-/// interleaving; the buffer is static so that an event costs no stack and
-/// no zeroing.
+/// The stream: whether COM2 is set up (events before `init` are dropped),
+/// its transmitter, and the buffers records are encoded and framed in. The
+/// lock keeps frames from interleaving; the buffers are static so that an
+/// event costs no stack and no zeroing.
 struct Stream {
     ready: bool,
+    tx: Tx,
     buf: [u8; MAX_RECORD],
+    frame: [u8; FRAME_ROOM],
 }
 
-static STREAM: Mutex<Stream> = Mutex::new(Stream { ready: false, buf: [0; MAX_RECORD] });
-/// Bytes that may be written per THRE poll: 16 with the FIFO, else 1.
-static BURST: AtomicUsize = AtomicUsize::new(1);
+static STREAM: Mutex<Stream> =
+    Mutex::new(Stream { ready: false, tx: Tx::new(COM2, 1), buf: [0; MAX_RECORD], frame: [0; FRAME_ROOM] });
 
 fn outb(reg: u16, value: u8) {
     // SAFETY: COM2's registers on the PC platform QEMU emulates; this
@@ -72,9 +83,10 @@ pub fn init() {
     outb(FCR, 0xc7); // FIFOs on and cleared, 14-byte receive threshold
     outb(MCR, 0x0b); // DTR, RTS, OUT2
     // IIR bits 6-7 read 11 when the FIFOs are really on (16550A).
-    let burst = if inb(IIR) & 0xc0 == 0xc0 { 16 } else { 1 };
-    BURST.store(burst, Ordering::Relaxed);
-    STREAM.lock().ready = true;
+    let burst = if inb(IIR) & 0xc0 == 0xc0 { FIFO } else { 1 };
+    let mut stream = STREAM.lock();
+    stream.tx = Tx::new(COM2, burst);
+    stream.ready = true;
 }
 
 /// A byte from the host on COM2's receive side (the control channel), if any.
@@ -97,21 +109,28 @@ pub fn emit(event: &Event<'_>) {
     write_record(event);
 }
 
-/// Writes an event a supervisor encoded (`EMIT`, checked by
-/// `abi::event::check_emit_batch`), spliced into its record as it is.
-pub fn emit_encoded_by(by: u32, at: Option<u64>, event: &[u8]) {
+/// Writes the events of a supervisor's `EMIT` batch, in order, each in a
+/// record stamped `by` — the batch as checked by
+/// `abi::event::check_emit_batch` (entries dated no later than now, of
+/// supervisor kinds), its events' bytes as they are.
+pub fn emit_batch_by(by: u32, body: &[u8]) {
     let mut stream = STREAM.lock();
     if !stream.ready {
         return;
     }
-    // Stamped under the lock, so `emitted` (or `tsc`) grows along the stream.
-    let now = crate::arch::rdtsc();
-    let (tsc, emitted) = match at {
-        Some(t) if t < now => (t, Some(now)),
-        _ => (now, None),
-    };
-    if let Some(len) = abi::event::splice_record(tsc, Some(by), emitted, event, &mut stream.buf) {
-        write_cobs(&stream.buf[..len]);
+    let Stream { buf, frame, tx, .. } = &mut *stream;
+    for (at, event) in abi::event::emit_entries(body).map_while(Result::ok) {
+        // Stamped under the lock, so `emitted` (or `tsc`) grows along the stream.
+        let now = crate::arch::rdtsc();
+        let (tsc, emitted) = if at != 0 && at < now { (at, Some(now)) } else { (now, None) };
+        // The record, whole in `buf`: the stamps, then the event's bytes.
+        let Some(head) = buf.first_chunk_mut::<MAX_HEAD>() else { return };
+        let h = abi::event::record_head(tsc, Some(by), emitted, head);
+        let Some(record) = buf.get_mut(..h + event.len()) else { continue };
+        record[h..].copy_from_slice(event);
+        if let Some(n) = abi::event::cobs_encode(record, frame) {
+            tx.write(&frame[..n]);
+        }
     }
 }
 
@@ -134,34 +153,9 @@ fn write_record(event: &Event<'_>) {
             }
         }
     };
-    write_cobs(&stream.buf[..len]);
-}
-
-/// Writes `data` as one COBS frame, delimiter included, straight to the
-/// UART (no second buffer).
-fn write_cobs(data: &[u8]) {
-    let mut uart = Uart { room: 0, burst: BURST.load(Ordering::Relaxed) };
-    abi::event::cobs_encode_with(data, |b| uart.byte(b));
-}
-
-/// The transmit side, one LSR poll per FIFO's worth of bytes.
-struct Uart {
-    /// Bytes the FIFO still takes without polling.
-    room: usize,
-    burst: usize,
-}
-
-impl Uart {
-    #[inline(always)]
-    fn byte(&mut self, b: u8) {
-        if self.room == 0 {
-            while inb(LSR) & LSR_THR_EMPTY == 0 {
-                core::hint::spin_loop();
-            }
-            self.room = self.burst;
-        }
-        self.room -= 1;
-        outb(DATA, b);
+    let Stream { buf, frame, tx, .. } = &mut *stream;
+    if let Some(n) = abi::event::cobs_encode(&buf[..len], frame) {
+        tx.write(&frame[..n]);
     }
 }
 

@@ -45,6 +45,7 @@ mod selftest;
 mod syscall;
 mod task;
 mod trap;
+mod uart;
 
 extern crate alloc;
 

@@ -1,8 +1,10 @@
 //! The typed event stream end to end: a supervisor's `emit_event` records
 //! come out of the host decoder as the JSON of `docs/events.md`, with the
 //! symbol names filled in from the task's ELF; bad `EMIT` bodies are
-//! refused by the kernel and leave no trace; the stream has no
-//! `decode_error`.
+//! refused by the kernel and leave no trace; a supervisor's undecodable
+//! payload (which the kernel takes: it checks framing, times and kinds,
+//! not payloads) is one `decode_error` stamped with its writer, and the
+//! events around it decode.
 
 use abi::exit::GuestExit;
 use qemu_tests::{Options, Symbols, boot_with, hex, task_bins};
@@ -26,8 +28,7 @@ fn boot() -> qemu_tests::Run {
 fn typed_supervisor_events_decode_with_symbols_and_bad_ones_are_refused() {
     let run = boot();
     run.expect_exit(GuestExit::Success);
-    assert!(run.events_of("decode_error").is_empty(), "{:#?}", run.events_of("decode_error"));
-    for name in ["emit-typed", "emit-refused"] {
+    for name in ["emit-typed", "emit-refused", "emit-garbage"] {
         let c = run.checks(name);
         assert!(c.len() == 1 && c[0]["ok"] == true, "{name}: {c:#?}\nconsole:\n{}", run.console);
     }
@@ -60,7 +61,23 @@ fn typed_supervisor_events_decode_with_symbols_and_bad_ones_are_refused() {
     assert_eq!(run.event("escalate")["reason"], "emitter test");
     let typed = run.checks("emitter:typed-check");
     assert!(typed.len() == 1 && typed[0]["by"] == me, "{typed:#?}");
-    // Only what was accepted is in the stream: 5 events by the emitter.
-    assert_eq!(run.events.iter().filter(|e| e.get("by").is_some()).count(), 5);
+
+    // The garbage: one decode_error, stamped with the emitter's id (the
+    // kernel's stamp, not the payload's), between its two neighbours.
+    let errors = run.events_of("decode_error");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["by"], me);
+    let at = |pred: &dyn Fn(&serde_json::Value) -> bool| run.events.iter().position(pred).unwrap();
+    let before = at(&|e| e["name"] == "emitter:before-garbage");
+    let garbage = at(&|e| e["ev"] == "decode_error");
+    let after = at(&|e| e["name"] == "emitter:after-garbage");
+    assert!(before + 1 == garbage && garbage + 1 == after, "{before} {garbage} {after}");
+    for i in [before, after] {
+        assert_eq!(run.events[i]["by"], me);
+        assert_eq!(run.events[i]["ok"], true);
+    }
+
+    // Only what was accepted is in the stream: 5 events, then the batch of 3.
+    assert_eq!(run.events.iter().filter(|e| e.get("by").is_some()).count(), 5 + 3);
     assert!(run.events_of("shutdown").len() == 1 && run.event("shutdown")["code"] == 0);
 }

@@ -11,8 +11,13 @@
 //!
 //! It streams: feed it bytes as they come (the injection runner does, while
 //! QEMU runs), and it writes a line per complete frame. A frame that does
-//! not decode — truncated, corrupted, or from a newer schema — becomes a
-//! `decode_error` line carrying its bytes in hex; nothing is dropped.
+//! not decode — truncated, corrupted, from a newer schema, or a
+//! supervisor's payload the kernel wrote without decoding it (the kernel
+//! vouches for a record's stamps and kind, not for a supervisor's event:
+//! `abi::event`, "Who may write what") — becomes a `decode_error` line
+//! carrying its bytes in hex, stamped with the record's `tsc`, `by` and
+//! `emitted` when those decode; nothing is dropped, and frames being
+//! separate, the next one decodes normally.
 
 use crate::symbols::Symbols;
 use abi::event::{Decision, Event, FaultSummary, InjectDetail, MAX_FRAME, Record, Sym, WalkStop};
@@ -139,14 +144,39 @@ impl<S: SymbolSource> Decoder<S> {
                 out.extend_from_slice(line.as_bytes());
                 out.push(b'\n');
             }
-            Err(e) => self.error(frame, e.reason(), out),
+            Err(e) => {
+                // A record whose stamps decode but whose event does not (a
+                // supervisor's payload the kernel wrote as it was given):
+                // the line says who wrote it and when.
+                let stamps = abi::event::cobs_decode(frame, &mut scratch)
+                    .ok()
+                    .and_then(|n| abi::event::decode_record_head(&scratch[..n]));
+                self.report_error(frame, e.reason(), stamps, out);
+            }
         }
         self.scratch = scratch;
     }
 
     fn error(&mut self, frame: &[u8], reason: &str, out: &mut Vec<u8>) {
+        self.report_error(frame, reason, None, out);
+    }
+
+    /// A `decode_error` line: at the record's own stamps when its head
+    /// decoded, else at the last good record's `tsc`.
+    fn report_error(
+        &mut self,
+        frame: &[u8],
+        reason: &str,
+        stamps: Option<(u64, Option<u32>, Option<u64>)>,
+        out: &mut Vec<u8>,
+    ) {
         self.errors += 1;
-        let mut l = Line::new("decode_error", self.last_tsc);
+        let (tsc, by, emitted) = stamps.unwrap_or((self.last_tsc, None, None));
+        let mut l = Line::new("decode_error", tsc);
+        if let Some(by) = by {
+            l.u64("by", by as u64);
+        }
+        l.opt_u64("emitted", emitted);
         l.str("error", reason).u64("len", frame.len() as u64);
         let mut hex = String::with_capacity(frame.len() * 2);
         for b in frame {
@@ -851,6 +881,45 @@ mod tests {
         assert_eq!(v[10]["ev"], "decode_error");
         assert_eq!(v[10]["error"], "truncated frame at the end of the stream");
         assert!(good > 0);
+    }
+
+    #[test]
+    fn a_supervisors_garbage_is_a_decode_error_with_its_stamps_and_spares_its_neighbours() {
+        // What the kernel writes for an `EMIT`ted event it does not decode:
+        // its stamps, then the supervisor's bytes (here a `release` tag and
+        // garbage), framed alone.
+        let record = |tsc: u64, emitted: Option<u64>, payload: &[u8]| {
+            let mut head = [0u8; abi::event::MAX_HEAD];
+            let n = abi::event::record_head(tsc, Some(9), emitted, &mut head);
+            let mut raw = head[..n].to_vec();
+            raw.extend_from_slice(payload);
+            let mut framed = vec![0u8; abi::event::cobs_room(raw.len())];
+            let n = abi::event::cobs_encode(&raw, &mut framed).unwrap();
+            framed.truncate(n);
+            framed
+        };
+        let check = Event::Check { task: None, task_name: None, name: "x", ok: true, value: None, error: None };
+        let mut good = [0u8; MAX_FRAME];
+        let good = abi::event::encode_event(&check, &mut good).unwrap().to_vec();
+        let mut raw = record(10, Some(20), &good);
+        raw.extend(record(11, Some(21), &[31, 0xff, 0xff, 0x00, 0x07]));
+        raw.extend(record(12, None, &good));
+        let v = lines(&decode_all(&raw, NoSymbols));
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            (v[0]["ev"].as_str(), v[0]["tsc"].as_u64(), v[0]["emitted"].as_u64()),
+            (Some("check"), Some(10), Some(20))
+        );
+        let bad = &v[1];
+        assert_eq!(bad["ev"], "decode_error");
+        assert_eq!(bad["tsc"], 11, "the record's own time, not the last good one");
+        assert_eq!(bad["by"], 9);
+        assert_eq!(bad["emitted"], 21);
+        assert_eq!(bad["error"], "truncated record");
+        assert_eq!(
+            (v[2]["ev"].as_str(), v[2]["tsc"].as_u64(), v[2]["by"].as_u64()),
+            (Some("check"), Some(12), Some(9))
+        );
     }
 
     #[test]

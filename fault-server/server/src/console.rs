@@ -5,7 +5,9 @@
 //! recovery path, but its cost still counts (`fault_to_report`), and
 //! `core::fmt`'s machinery costs several thousand guest instructions for a
 //! line of ten fields: this builds the line by hand in a fixed buffer (cut
-//! at its end, never longer) and writes it with one `WRITE`.
+//! at its end, never longer) and writes it with one `WRITE`. The builder
+//! works in place (`&mut self`): passed by value, its 200 bytes were
+//! copied at every field.
 
 /// A console line under construction.
 pub struct Line {
@@ -18,18 +20,20 @@ impl Line {
         Line { buf: [0; 192], len: 0 }
     }
 
-    pub fn s(mut self, text: &str) -> Line {
-        for &b in text.as_bytes() {
-            if self.len < self.buf.len() {
-                self.buf[self.len] = b;
-                self.len += 1;
-            }
-        }
+    pub fn s(&mut self, text: &str) -> &mut Line {
+        self.bytes(text.as_bytes())
+    }
+
+    /// Appends `b` (cut at the end of the buffer).
+    fn bytes(&mut self, b: &[u8]) -> &mut Line {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
         self
     }
 
     /// `v` in decimal.
-    pub fn d(self, mut v: u64) -> Line {
+    pub fn d(&mut self, mut v: u64) -> &mut Line {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
         loop {
@@ -40,11 +44,11 @@ impl Line {
                 break;
             }
         }
-        self.s(core::str::from_utf8(&digits[i..]).unwrap_or("?"))
+        self.bytes(&digits[i..])
     }
 
     /// `v` as `0x…`, like `{:#x}`.
-    pub fn x(self, v: u64) -> Line {
+    pub fn x(&mut self, v: u64) -> &mut Line {
         let mut out = [0u8; 18];
         let nibbles = if v == 0 { 1 } else { (67 - v.leading_zeros() as usize) / 4 };
         out[0] = b'0';
@@ -53,12 +57,14 @@ impl Line {
             let n = ((v >> (4 * (nibbles - 1 - k))) & 0xf) as u8;
             out[2 + k] = if n < 10 { b'0' + n } else { b'a' + n - 10 };
         }
-        self.s(core::str::from_utf8(&out[..2 + nibbles]).unwrap_or("?"))
+        self.bytes(&out[..2 + nibbles])
     }
 
-    /// Writes the line and a newline to the console.
-    pub fn print(self) {
-        let line = self.s("\n");
-        let _ = libtask::syscall::write(core::str::from_utf8(&line.buf[..line.len]).unwrap_or("?\n"));
+    /// Writes the line and a newline to the console (as bytes: the
+    /// console takes any, and a line cut at the end of the buffer may end
+    /// inside a character).
+    pub fn print(&mut self) {
+        self.bytes(b"\n");
+        let _ = libtask::syscall::write_raw(self.buf.as_ptr() as u64, self.len as u64);
     }
 }

@@ -116,7 +116,10 @@ impl<'a> WindowMemory<'a> {
 }
 
 impl walker::Memory for WindowMemory<'_> {
-    #[inline]
+    // Always: both walks (recovery, report) read the stack copy word by
+    // word, and whether LLVM inlined a plain `#[inline]` here changed with
+    // unrelated edits elsewhere in the crate (~350 instructions a walk).
+    #[inline(always)]
     fn read_u64(&self, addr: u64) -> Option<u64> {
         match self.read_u64_fast(addr) {
             Some(v) => Some(v),

@@ -71,7 +71,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
         }
     };
     let msg = &p.msg;
-    let (task, seq) = (msg.task, msg.seq);
+    let (task, seq, name) = (msg.task, msg.seq, msg.name());
     let text = core::str::from_utf8(p.text).ok().filter(|t| !t.is_empty());
     let (received, decided, released, recovered) = match &rep.outcome {
         Outcome::Recovered(r) => (r.phases.received, r.phases.decided, r.phases.released, r.phases.recovered),
@@ -85,7 +85,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
     }
     let fault = Event::Fault {
         task,
-        name: msg.name(),
+        name,
         seq,
         kind: msg.kind,
         vector: msg.vector,
@@ -160,7 +160,6 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
         emit(&release_event(task, seq, rel, frame), released);
     }
     let cost = Some(cost(rep, rec, msg, p.stack.len()));
-    let name = msg.name();
     match rec.done {
         Done::Rollback { depth, pages, attempt } => {
             let pc = rec.scope_frame.map_or(0, |(_, pc)| pc);

@@ -2,13 +2,21 @@
 //! one typed event of each supervisor kind with
 //! `libtask::supervise::emit_event`, naming code locations by address so
 //! the host must fill in the symbol names from this task's ELF, and then
-//! tries bodies the kernel must refuse: bytes that are no event, a kernel
-//! kind, an empty and an oversized body, an event with bytes after it.
+//! tries bodies the kernel must refuse: bytes that are no batch, a kernel
+//! kind, an empty and an oversized body, an entry with bytes after it, an
+//! unknown kind, an entry dated in the future.
+//!
+//! Last, a batch whose middle event has a supervisor kind's tag and
+//! garbage after it, between two good `check`s: the kernel checks framing,
+//! times and kinds, not payloads, so it takes the batch; the host must
+//! turn the garbage into a `decode_error` stamped with our id and decode
+//! both neighbours (`emitter:before-garbage`, `emitter:after-garbage`).
 //!
 //! Checks: `emit-typed` (ok: every good event was accepted; value: a bit
 //! per refusal), `emit-refused` (ok: every bad body got `BadArgument`;
-//! value: a bit per acceptance). `marker` is the function whose address
-//! the events carry (`qemu-tests/tests/events.rs`).
+//! value: a bit per acceptance), `emit-garbage` (ok: the batch with garbage
+//! was accepted). `marker` is the function whose address the events carry
+//! (`qemu-tests/tests/events.rs`).
 #![no_std]
 #![no_main]
 
@@ -97,13 +105,13 @@ fn main(start: Start) {
     let f = encode_emit_entry(u64::MAX, &check, &mut future, 0).unwrap_or(0);
     let oversized = [1u8; MAX_EMIT_BATCH + 1];
     let bad: [&[u8]; 7] = [
-        &[0xff, 0xff, 0xff], // no event
-        &buf[..kernel_kind], // a kernel kind
-        &[],                 // empty
-        &oversized,          // too large
-        &trailing[..n + 1],  // an event and a byte more (a second, broken entry)
-        &[3, 200, 1, b'x'],  // an unknown event tag
-        &future[..f],        // an event dated in the future
+        &[0xff, 0xff, 0xff],                     // no event
+        &buf[..kernel_kind],                     // a kernel kind
+        &[],                                     // empty
+        &oversized,                              // too large
+        &trailing[..n + 1],                      // an event and a byte more (a second, broken entry)
+        &[3, 0, 0, 0, 0, 0, 0, 0, 2, 0, 200, 1], // at 3, 2 bytes: an unknown event tag (200)
+        &future[..f],                            // an event dated in the future
     ];
     let mut accepted = 0u64;
     for (i, body) in bad.iter().enumerate() {
@@ -112,4 +120,28 @@ fn main(start: Start) {
         }
     }
     report("emit-refused", accepted == 0, accepted);
+
+    // Garbage with a supervisor kind's tag (`Release`, 31), between two
+    // good events of one batch.
+    let mut batch = [0u8; 256];
+    let before = Event::Check {
+        task: None,
+        task_name: None,
+        name: "emitter:before-garbage",
+        ok: true,
+        value: None,
+        error: None,
+    };
+    let after =
+        Event::Check { task: None, task_name: None, name: "emitter:after-garbage", ok: true, value: None, error: None };
+    let mut n = encode_emit_entry(0, &before, &mut batch, 0).unwrap_or(0);
+    let garbage = [31u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+    // The entry: `at` 0 (now, 8 bytes), the length (2 bytes), the bytes.
+    batch[n..n + 8].fill(0);
+    batch[n + 8..n + 10].copy_from_slice(&(garbage.len() as u16).to_le_bytes());
+    batch[n + 10..n + 10 + garbage.len()].copy_from_slice(&garbage);
+    n += 10 + garbage.len();
+    n = encode_emit_entry(0, &after, &mut batch, n).unwrap_or(0);
+    let taken = n > 0 && raw_emit(&batch[..n]).is_ok();
+    report("emit-garbage", taken, 0);
 }
