@@ -212,6 +212,11 @@ impl Scheduler {
             let t = &self.tasks[i];
             if matches!(t.state, State::Runnable) && (t.priority as u16) < best {
                 (best, first) = (t.priority as u16, i);
+                if best == 0 {
+                    // Nothing is more urgent, and a later task of the same
+                    // priority would not replace it: the scan can stop.
+                    break;
+                }
             }
             i += 1;
         }

@@ -203,8 +203,11 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
                 .d(delay_ms)
                 .s(" ms")
                 .print();
+            // Dated when the kernel began the restart (its releases done):
+            // the delay counts from there, not from the end of the image
+            // reload, which can take a while on a loaded host.
             let restart = Event::RestartImage { task, name, seq, delay_ms, restarts, reason: None, redelivered: None };
-            emit(&restart, recovered);
+            emit(&restart, released);
             report(Decision::Restart { delay_ms }, text, cost, recovered);
         }
         Done::Stop { restarts_in_window, restarts } => {
