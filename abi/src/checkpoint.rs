@@ -134,6 +134,11 @@ impl ArcBlocks {
 }
 
 /// The recovery page.
+///
+/// The Arc registry comes last, so that everything a reader looks at is
+/// the prefix up to its last live entry ([`RecoveryPage::live_len`]): the
+/// kernel copies only that into a fault message (the Arc array is the
+/// largest and usually the emptiest part).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RecoveryPage {
@@ -142,12 +147,12 @@ pub struct RecoveryPage {
     pub depth: u64,
     pub scopes: [ScopeRecord; MAX_SCOPES],
     pub intent: Intent,
+    /// Where libtask's Arc asm blocks are (all 0 until registered).
+    pub arc_blocks: ArcBlocks,
     pub mutex_count: u64,
     pub mutexes: [MutexEntry; MAX_MUTEXES],
     pub arc_count: u64,
     pub arcs: [ArcEntry; MAX_ARCS],
-    /// Where libtask's Arc asm blocks are (all 0 until registered).
-    pub arc_blocks: ArcBlocks,
 }
 
 pub const RECOVERY_PAGE_SIZE: usize = core::mem::size_of::<RecoveryPage>();
@@ -178,6 +183,15 @@ impl RecoveryPage {
     /// "borrowed or owned": returning one moves the whole page every time.
     pub fn view(b: &[u8]) -> Option<&RecoveryPage> {
         bytemuck::try_from_bytes::<RecoveryPage>(b.get(..RECOVERY_PAGE_SIZE)?).ok()
+    }
+
+    /// Bytes of a page whose Arc registry counts `arc_count` entries that
+    /// a reader may look at: the page up to its last live Arc entry (the
+    /// count clamped to the registry's size). Readers look at `count`
+    /// entries only, so a copy of this prefix reads as the whole page.
+    pub const fn live_len(arc_count: u64) -> usize {
+        let n = if arc_count > MAX_ARCS as u64 { MAX_ARCS } else { arc_count as usize };
+        core::mem::offset_of!(RecoveryPage, arcs) + n * core::mem::size_of::<ArcEntry>()
     }
 
     /// The page's bytes, as a task's memory holds them.
@@ -233,12 +247,15 @@ mod tests {
         assert_eq!(offset_of!(RecoveryPage, depth), 8);
         assert_eq!(offset_of!(RecoveryPage, scopes), 16);
         assert_eq!(offset_of!(RecoveryPage, intent), 16 + 32 * MAX_SCOPES);
-        assert_eq!(offset_of!(RecoveryPage, mutex_count), 16 + 32 * MAX_SCOPES + 24);
-        assert_eq!(offset_of!(RecoveryPage, mutexes), 16 + 32 * MAX_SCOPES + 32);
-        assert_eq!(offset_of!(RecoveryPage, arc_count), 16 + 32 * MAX_SCOPES + 32 + 16 * MAX_MUTEXES);
-        assert_eq!(offset_of!(RecoveryPage, arcs), 16 + 32 * MAX_SCOPES + 40 + 16 * MAX_MUTEXES);
-        assert_eq!(offset_of!(RecoveryPage, arc_blocks), 16 + 32 * MAX_SCOPES + 40 + 16 * (MAX_MUTEXES + MAX_ARCS));
-        assert_eq!(RECOVERY_PAGE_SIZE, offset_of!(RecoveryPage, arc_blocks) + 32);
+        assert_eq!(offset_of!(RecoveryPage, arc_blocks), 16 + 32 * MAX_SCOPES + 24);
+        assert_eq!(offset_of!(RecoveryPage, mutex_count), 16 + 32 * MAX_SCOPES + 56);
+        assert_eq!(offset_of!(RecoveryPage, mutexes), 16 + 32 * MAX_SCOPES + 64);
+        assert_eq!(offset_of!(RecoveryPage, arc_count), 16 + 32 * MAX_SCOPES + 64 + 16 * MAX_MUTEXES);
+        assert_eq!(offset_of!(RecoveryPage, arcs), 16 + 32 * MAX_SCOPES + 72 + 16 * MAX_MUTEXES);
+        assert_eq!(RECOVERY_PAGE_SIZE, offset_of!(RecoveryPage, arcs) + 16 * MAX_ARCS);
+        assert_eq!(RecoveryPage::live_len(0), offset_of!(RecoveryPage, arcs));
+        assert_eq!(RecoveryPage::live_len(3), offset_of!(RecoveryPage, arcs) + 48);
+        assert_eq!(RecoveryPage::live_len(u64::MAX), RECOVERY_PAGE_SIZE);
         let mut p = RecoveryPage::EMPTY;
         p.depth = 0x0102_0304_0506_0708;
         assert_eq!(&p.as_bytes()[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());

@@ -174,7 +174,7 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
 /// (at most `STACK_WINDOW` bytes) — written straight into the receiver's
 /// buffer (`r14`, capacity `r15`; a smaller buffer gets the first bytes).
 pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
-    use abi::checkpoint::RECOVERY_PAGE_SIZE;
+    use abi::checkpoint::{RECOVERY_PAGE_SIZE, RecoveryPage};
     use abi::fault::{FAULT_MESSAGE_SIZE, STACK_WINDOW, section_offsets};
     let Some(fault) = s.tasks[from].fault else { return };
     let t = &s.tasks[from];
@@ -224,10 +224,12 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     let (text_at, recovery_at, stack_at) = section_offsets(fault.text_len, recovery_len);
     dst.put(text_at, &fault.text[..fault.text_len]);
     if recovery_len != 0 {
-        // The whole page in one copy: copying only its live entries (by the
-        // page's counts) took three copies and two reads, which cost more
-        // than the ~1.5 KiB they skip.
-        src.copy_to(t.recovery, recovery_len, &mut dst, recovery_at);
+        // The page up to its last live Arc entry, in one copy (readers look
+        // at `count` entries only; the rest of the section keeps what the
+        // buffer held before). The count is the task's: clamped, it can
+        // only make the copy longer, never past the page.
+        let arcs = src.u64_at(t.recovery + core::mem::offset_of!(RecoveryPage, arc_count) as u64);
+        src.copy_to(t.recovery, RecoveryPage::live_len(arcs), &mut dst, recovery_at);
     }
     m.stack_len = src.copy_to(rsp, stack_want as usize, &mut dst, stack_at) as u64;
     let total = if m.stack_len > 0 { stack_at + m.stack_len as usize } else { recovery_at + recovery_len };

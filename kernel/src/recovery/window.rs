@@ -145,6 +145,14 @@ impl<'a> Source<'a> {
         Some(unsafe { core::slice::from_raw_parts((virt as *const u8).add(off), PAGE_SIZE as usize - off) })
     }
 
+    /// The `u64` at the 8-aligned `addr` (0 if unreadable or unaligned).
+    pub fn u64_at(&mut self, addr: u64) -> u64 {
+        if !addr.is_multiple_of(8) {
+            return 0;
+        }
+        self.piece(addr).and_then(|b| b.first_chunk::<8>()).map_or(0, |b| u64::from_le_bytes(*b))
+    }
+
     /// Copies `len` bytes from `from` to offset `at` of `dst`; stops at
     /// the first unreadable source page or unwritable destination page.
     /// Returns the bytes copied.
