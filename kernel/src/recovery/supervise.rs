@@ -225,7 +225,8 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     // The request is read and answered in place when it lies in one
     // writable page of the caller (libtask's does: no copies in and out);
     // otherwise through a copy.
-    let mut copy: heapless::Vec<u8, MAX> = heapless::Vec::new();
+    // Only a failed in-place request pays for (and zeroes) the copy.
+    let mut copy: [u64; MAX.div_ceil(8)];
     let fits = |b: &[u8]| {
         let count = bytemuck::pod_read_unaligned::<Header>(&b[..r::HEADER_SIZE]).count as usize;
         count <= r::MAX_RELEASE_OPS && r::HEADER_SIZE + count * r::OP_SIZE <= b.len()
@@ -233,28 +234,32 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     let (raw, in_place): (&mut [u8], bool) = match request_in_place(space, req).filter(|b| fits(b)) {
         Some(bytes) => (bytes, true),
         None => {
-            let _ = copy.resize(r::HEADER_SIZE, 0);
-            space.read(req, &mut copy).map_err(|_| Error::BadPointer)?;
-            let count = bytemuck::pod_read_unaligned::<Header>(&copy).count as usize;
+            copy = [0; MAX.div_ceil(8)];
+            let copy: &mut [u8] = bytemuck::cast_slice_mut(&mut copy[..]);
+            space.read(req, &mut copy[..r::HEADER_SIZE]).map_err(|_| Error::BadPointer)?;
+            let count = bytemuck::pod_read_unaligned::<Header>(&copy[..r::HEADER_SIZE]).count as usize;
             if count > r::MAX_RELEASE_OPS {
                 return Err(Error::BadArgument);
             }
             let len = r::HEADER_SIZE + count * r::OP_SIZE;
             // The whole request must be writable: outcomes are written back.
             space.check_writable(req, len as u64).map_err(|_| Error::BadPointer)?;
-            let _ = copy.resize(len, 0);
-            space.read(req + r::HEADER_SIZE as u64, &mut copy[r::HEADER_SIZE..]).map_err(|_| Error::BadPointer)?;
-            (&mut copy[..], false)
+            space.read(req + r::HEADER_SIZE as u64, &mut copy[r::HEADER_SIZE..len]).map_err(|_| Error::BadPointer)?;
+            (copy, false)
         }
     };
-    let mut h: Header = bytemuck::pod_read_unaligned(&raw[..r::HEADER_SIZE]);
+    // Both are 8-aligned (the page piece starts at an 8-aligned `req`; the
+    // copy is `u64`s): the header and the operations are used in place.
+    let (head, rest) = raw.split_at_mut(r::HEADER_SIZE);
+    let h: &mut Header = bytemuck::try_from_bytes_mut(head).map_err(|_| Error::BadPointer)?;
     h.tsc_entered = entered;
     let count = h.count as usize;
     let len = r::HEADER_SIZE + count * r::OP_SIZE;
-    if count > r::MAX_RELEASE_OPS || len > raw.len() {
+    if count > r::MAX_RELEASE_OPS || count * r::OP_SIZE > rest.len() {
         return Err(Error::BadArgument);
     }
-    let raw = &mut raw[..len];
+    let release_ops: &mut [ReleaseOp] =
+        bytemuck::try_cast_slice_mut(&mut rest[..count * r::OP_SIZE]).map_err(|_| Error::BadPointer)?;
     let t = &s.tasks[target];
     let (kind, seq) = match t.fault {
         Some(f) if t.state == State::FaultHeld && f.seq == h.seq => (f.kind, f.seq),
@@ -269,9 +274,8 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     // One translation cache for the whole batch: a region's mutexes and
     // Arc slots mostly share a page.
     let mut ops = KernelOps::new(s, target);
-    for chunk in raw[r::HEADER_SIZE..].chunks_exact_mut(r::OP_SIZE) {
-        let mut op: ReleaseOp = bytemuck::pod_read_unaligned(chunk);
-        let done = match recovery::Action::from_op(&op) {
+    for op in release_ops.iter_mut() {
+        let done = match recovery::Action::from_op(op) {
             Some(action) => recovery::execute(&action, id as u64, &mut ops),
             None => Err(Error::BadArgument),
         };
@@ -279,7 +283,6 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
             Ok(outcome) => outcome.to_words(),
             Err(e) => (r::FAILED, e.to_raw(), 0),
         };
-        chunk.copy_from_slice(bytemuck::bytes_of(&op));
     }
     h.tsc_released = crate::arch::rdtsc();
     match h.action {
@@ -301,13 +304,13 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
         }
     }
     h.tsc_done = crate::arch::rdtsc();
-    raw[..r::HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
+    let flags = h.flags;
     let now = s.ticks;
     let caller = &mut s.tasks[me];
     if !in_place {
-        caller.space.as_mut().ok_or(Error::BadPointer)?.write(req, raw).map_err(|_| Error::BadPointer)?;
+        caller.space.as_mut().ok_or(Error::BadPointer)?.write(req, &raw[..len]).map_err(|_| Error::BadPointer)?;
     }
-    if h.flags & r::LOWER_CALLER != 0 {
+    if flags & r::LOWER_CALLER != 0 {
         caller.priority = abi::syscall::PRIORITY_LOWEST.max(caller.spec.priority);
         if caller.is_lowered() {
             caller.lowered_since.get_or_insert(now);
@@ -317,7 +320,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
 }
 
 /// The `RECOVER` request at `req` in the caller's memory, as bytes seen
-/// through the direct map from `req` to the end of its page — if that page
+/// through the direct map from `req` (8-aligned) to the end of its page — if that page
 /// is present, user-accessible and writable right now (not shared, not
 /// tracked by a scope: a write then needs no preservation first) and
 /// holds at least the header. The caller is the current task and the
@@ -328,7 +331,7 @@ fn request_in_place(space: &mut crate::mem::space::AddressSpace, req: u64) -> Op
     use abi::layout::PAGE_SIZE;
     use x86_64::structures::paging::PageTableFlags as F;
     let room = PAGE_SIZE - (req & (PAGE_SIZE - 1));
-    if req >= USER_END || room < abi::ipc::recover::HEADER_SIZE as u64 {
+    if req >= USER_END || !req.is_multiple_of(8) || room < abi::ipc::recover::HEADER_SIZE as u64 {
         return None;
     }
     let (phys, flags) = space.translate(req)?;
