@@ -92,7 +92,7 @@ pub const FIGURES: &[Figure] = &[
         Some(3_497),
     ),
     // Derived from the events of the best round's fault (`derive`).
-    fig("phase_delivery", "  phase: delivery (fault -> server holding the message)", Some(1_500), None),
+    fig("phase_delivery", "  phase: delivery (fault -> server holding the message)", None, None),
     fig("phase_decision", "  phase: decision (policy, scope chosen)", None, None),
     fig("phase_walk", "  phase: walk to the scope's frame", None, None),
     fig("phase_plan", "  phase: release plan from the recovery page", None, None),

@@ -177,10 +177,47 @@ syscall_entry:
     mov rdi, rsp
     mov rsp, gs:[{kernel_stack_top}]
     call {full}
-    /* RAX = the frame to resume: this one, or another task's. */
+    /* RAX = the frame to resume: this one, or another task's — a task's
+       frame always returns to ring 3, so this is trap_return without its
+       ring test (and without the jump there). */
     mov rsp, rax
     .cfi_def_cfa rsp, 200
-    jmp trap_return
+    add rsp, 24                       /* CR2, GS base, FS base: set by the scheduler */
+    .cfi_adjust_cfa_offset -24
+    pop rax
+    .cfi_adjust_cfa_offset -8
+    pop rbx
+    .cfi_adjust_cfa_offset -8
+    pop rcx
+    .cfi_adjust_cfa_offset -8
+    pop rdx
+    .cfi_adjust_cfa_offset -8
+    pop rsi
+    .cfi_adjust_cfa_offset -8
+    pop rdi
+    .cfi_adjust_cfa_offset -8
+    pop rbp
+    .cfi_adjust_cfa_offset -8
+    pop r8
+    .cfi_adjust_cfa_offset -8
+    pop r9
+    .cfi_adjust_cfa_offset -8
+    pop r10
+    .cfi_adjust_cfa_offset -8
+    pop r11
+    .cfi_adjust_cfa_offset -8
+    pop r12
+    .cfi_adjust_cfa_offset -8
+    pop r13
+    .cfi_adjust_cfa_offset -8
+    pop r14
+    .cfi_adjust_cfa_offset -8
+    pop r15
+    .cfi_adjust_cfa_offset -8
+    swapgs
+    add rsp, 16                       /* vector, error code */
+    .cfi_adjust_cfa_offset -16
+    iretq
     .cfi_endproc
     .size syscall_entry, . - syscall_entry
     "#,

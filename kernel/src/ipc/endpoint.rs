@@ -167,7 +167,11 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
 #[inline(always)]
 pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
     let me = s.current_index()?;
-    let f = &s.tasks[me].save.frame;
+    // SAFETY (here and in `fast_call`/`fast_reply_recv`): the current index
+    // names a task — it is set only to indices of the table, which never
+    // shrinks — so the bounds checks of the general path are skipped on
+    // the hot path of IPC.
+    let f = &unsafe { s.tasks.get_unchecked(me) }.save.frame;
     if f.r13 | f.r15 != 0 {
         return None;
     }
@@ -185,7 +189,8 @@ pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
 fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     let (tasks, sum) = s.tasks_and_summary();
     let others_best = sum.others_best;
-    let caller = &tasks[me];
+    // SAFETY: `me` is the current task's index (see `fastpath`).
+    let caller = unsafe { tasks.get_unchecked(me) };
     let cap = caller.cap(caller.save.frame.rdi, CapKind::Endpoint, rights::SEND).ok()?;
     let (ep, badge) = (cap.object as usize, cap.badge);
     let e = sum.endpoints.get_mut(ep)?;
@@ -193,7 +198,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         return None;
     }
     let r = e.first_receiver;
-    let [caller, receiver] = tasks.get_disjoint_mut([me, r]).ok()?;
+    let [caller, receiver] = disjoint(tasks, me, r)?;
     let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
     // The summary is exact while valid; checked anyway, so that a stale one
     // can only cost speed, never a wrong delivery.
@@ -230,7 +235,8 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
 fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     let now = s.ticks;
     let (tasks, sum) = s.tasks_and_summary();
-    let server = &tasks[me];
+    // SAFETY: `me` is the current task's index (see `fastpath`).
+    let server = unsafe { tasks.get_unchecked(me) };
     let f = &server.save.frame;
     let timeout = f.rbx;
     if timeout == POLL {
@@ -243,7 +249,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if e.senders != 0 {
         return None;
     }
-    let [server, caller] = tasks.get_disjoint_mut([me, c]).ok()?;
+    let [server, caller] = disjoint(tasks, me, c)?;
     let (server, caller): (&mut Task, &mut Task) = (server, caller);
     if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
@@ -268,6 +274,20 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     let frame = sched::enter_fast(caller, live);
     s.set_current(c);
     Some(frame)
+}
+
+/// The current task `me` and another task `other`, both mutable: `None`
+/// if `other` is out of the table or is `me`. `me` is not bounds-checked:
+/// it is the current index (see `fastpath`).
+#[inline(always)]
+fn disjoint(tasks: &mut [Box<Task>], me: usize, other: usize) -> Option<[&mut Task; 2]> {
+    if other >= tasks.len() || other == me {
+        return None;
+    }
+    // SAFETY: `me` is in bounds (the current index), `other` was checked
+    // above, and they differ, so the two references do not alias.
+    let [a, b] = unsafe { tasks.get_disjoint_unchecked_mut([me, other]) };
+    Some([&mut **a, &mut **b])
 }
 
 /// What `message::deliver` writes for a message without a payload.
