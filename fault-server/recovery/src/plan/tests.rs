@@ -28,7 +28,10 @@ fn bytes(p: &RecoveryPage) -> Vec<u8> {
     for s in &p.scopes {
         w.extend([s.attempt, s.fault_kind, s.fault_seq, s.fault_pc]);
     }
-    w.extend([p.intent.op, p.intent.addr, p.intent.scope, p.mutex_count]);
+    w.extend([p.intent.op, p.intent.addr, p.intent.scope]);
+    let b = p.arc_blocks;
+    w.extend([b.inc_start, b.inc_commit, b.dec_start, b.dec_commit]);
+    w.push(p.mutex_count);
     for m in &p.mutexes {
         w.extend([m.addr, m.scope]);
     }
@@ -36,8 +39,6 @@ fn bytes(p: &RecoveryPage) -> Vec<u8> {
     for a in &p.arcs {
         w.extend([a.addr, a.scope]);
     }
-    let b = p.arc_blocks;
-    w.extend([b.inc_start, b.inc_commit, b.dec_start, b.dec_commit]);
     let out: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
     assert_eq!(out.len(), RECOVERY_PAGE_SIZE);
     assert_eq!(out, p.as_bytes());
