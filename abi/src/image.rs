@@ -34,7 +34,7 @@ pub fn plan(module: &[u8], image_size: usize) -> Option<&str> {
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"RWNDIMG1";
 /// Format version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Longest task name.
 pub const NAME_LEN: usize = 24;
 /// Most tasks in one image.
@@ -43,7 +43,7 @@ pub const MAX_TASKS: usize = 64;
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 40;
 /// Size of one entry in bytes.
-pub const ENTRY_SIZE: usize = 80;
+pub const ENTRY_SIZE: usize = 96;
 /// Size of one shared-region record in bytes (name, size).
 pub const REGION_SIZE: usize = 32;
 /// Largest shared region.
@@ -80,6 +80,35 @@ pub struct TaskSpec<'a> {
     pub max_restarts: u32,
     /// ... within this window (0 and 0 = the supervisor's defaults).
     pub restart_window_ms: u32,
+    /// Most physical frames the task may hold: private pages, the page
+    /// versions its checkpoint scopes keep, page tables (0 =
+    /// [`DEFAULT_MAX_FRAMES`]). Past it, `map` is `NoMemory` and a
+    /// copy-on-write in a scope is a page fault.
+    pub max_frames: u32,
+    /// Most page records its open checkpoint scopes may hold together
+    /// (kernel heap, 32 bytes each; 0 = [`DEFAULT_MAX_RECORDS`], at most
+    /// [`MAX_RECORDS_LIMIT`]). Past it, `map`/`unmap` in a scope are
+    /// `NoMemory`.
+    pub max_records: u32,
+}
+
+/// Frames a task may hold when its manifest says nothing: 32 MiB.
+pub const DEFAULT_MAX_FRAMES: u32 = 8192;
+/// Page records a task's scopes may hold when its manifest says nothing.
+pub const DEFAULT_MAX_RECORDS: u32 = 16 * 1024;
+/// The most page records any task may be given (2 MiB of kernel heap).
+pub const MAX_RECORDS_LIMIT: u32 = 64 * 1024;
+
+impl TaskSpec<'_> {
+    /// The frame quota, the default applied.
+    pub fn frame_quota(&self) -> usize {
+        if self.max_frames == 0 { DEFAULT_MAX_FRAMES as usize } else { self.max_frames as usize }
+    }
+
+    /// The page-record quota, the default applied.
+    pub fn record_quota(&self) -> usize {
+        if self.max_records == 0 { DEFAULT_MAX_RECORDS as usize } else { self.max_records as usize }
+    }
 }
 
 /// A shared memory region: mapped into every task that holds a capability
@@ -160,6 +189,10 @@ pub enum ImageError {
     BadRegion {
         index: usize,
     },
+    /// Entry `index` asks for more page records than any task may hold.
+    BadQuota {
+        index: usize,
+    },
 }
 
 impl ImageError {
@@ -177,6 +210,7 @@ impl ImageError {
             ImageError::BadFaultEndpoint { .. } => "fault endpoint does not exist",
             ImageError::BadCap { .. } => "malformed capability",
             ImageError::BadRegion { .. } => "malformed shared region",
+            ImageError::BadQuota { .. } => "page-record quota above the limit",
         }
     }
 }
@@ -372,6 +406,10 @@ impl<'a> Image<'a> {
         let flags = u32_at(raw, 52);
         let arg = u64_at(raw, 56);
         let (watchdog_ms, max_restarts, restart_window_ms) = (u32_at(raw, 64), u32_at(raw, 68), u32_at(raw, 72));
+        let (max_frames, max_records) = (u32_at(raw, 76), u32_at(raw, 80));
+        if max_records > MAX_RECORDS_LIMIT {
+            return Some(Err(ImageError::BadQuota { index }));
+        }
         let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
             NO_ENDPOINT => None,
             e if (e as usize) < self.endpoints => Some(e),
@@ -399,6 +437,8 @@ impl<'a> Image<'a> {
             watchdog_ms,
             max_restarts,
             restart_window_ms,
+            max_frames,
+            max_records,
         }))
     }
 }
@@ -448,6 +488,8 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         entry[64..68].copy_from_slice(&t.watchdog_ms.to_le_bytes());
         entry[68..72].copy_from_slice(&t.max_restarts.to_le_bytes());
         entry[72..76].copy_from_slice(&t.restart_window_ms.to_le_bytes());
+        entry[76..80].copy_from_slice(&t.max_frames.to_le_bytes());
+        entry[80..84].copy_from_slice(&t.max_records.to_le_bytes());
         tables.extend_from_slice(&entry);
     }
     for name in spec.endpoints.iter().chain(spec.notifications) {

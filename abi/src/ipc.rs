@@ -40,6 +40,10 @@ pub const WAIT_FOREVER: u64 = 0;
 /// `rbx` timeout: do not block at all.
 pub const POLL: u64 = u64::MAX;
 
+/// The bit of a notification word `SIGNAL` refuses (`BadArgument`): `WAIT`
+/// returns the bits in `rax`, where bit 63 would read as an error code.
+pub const NOTIFY_RESERVED_BIT: u64 = 1 << 63;
+
 /// The kernel's badge on fault messages; no capability can carry it.
 pub const FAULT_BADGE: u64 = u64::MAX;
 /// Largest badge a manifest may give.

@@ -53,10 +53,13 @@ pub mod nr {
     pub const REPLY: u64 = 15;
     /// `reply_recv(cap, msg, timeout)`: reply, then receive on `cap`.
     pub const REPLY_RECV: u64 = 16;
-    /// `signal(cap, bits)`: ORs `bits` into a notification.
+    /// `signal(cap, bits)`: ORs `bits` into a notification (bits 0..=62;
+    /// bit 63 is `BadArgument`, see `WAIT`).
     pub const SIGNAL: u64 = 17;
     /// `wait(cap, timeout) -> bits`: takes a notification's bits, blocking
-    /// while they are 0 (timeout in `rbx`, as for `recv`).
+    /// while they are 0 (timeout in `rbx`, as for `recv`). The bits come
+    /// back in `rax`; bit 63 is never set (`SIGNAL` refuses it), so they
+    /// never read as an error code.
     pub const WAIT: u64 = 18;
     /// `cap_lookup(name_ptr, name_len) -> index`: finds a capability by the
     /// name the manifest gave it.

@@ -111,6 +111,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         }
     };
 
+    selftest::arm_probes(info.cmdline);
     if let Some(code) = selftest::run(info.cmdline) {
         power::exit(code);
     }

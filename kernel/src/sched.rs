@@ -309,6 +309,8 @@ impl Scheduler {
         self.slice_left = SLICE_TICKS;
         self.current = Some(i);
         let task = &mut self.tasks[i];
+        // SAFETY: the task's own area in its box; the lock is held.
+        unsafe { crate::arch::fpu::switch_to(&mut task.fpu) };
         let top = task.save_top();
         gdt::set_rsp0(top);
         percpu::set_save_top(top);
@@ -341,6 +343,8 @@ impl Scheduler {
 /// blocked in IPC, which always have an address space.)
 #[inline(always)]
 pub fn enter_fast(task: &mut Task, live: (u64, u64)) -> *mut TrapFrame {
+    // SAFETY: the task's own area in its box; the lock is held.
+    unsafe { crate::arch::fpu::switch_to(&mut task.fpu) };
     let top = task.save_top();
     gdt::set_rsp0(top);
     percpu::set_save_top(top);

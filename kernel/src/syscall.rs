@@ -137,6 +137,15 @@ pub unsafe extern "C" fn full(frame: *mut TrapFrame) -> *mut TrapFrame {
     if let Some(next) = ipc::endpoint::fastpath(&mut s) {
         return next;
     }
+    // SAFETY: per the contract, `frame` is the current task's save area.
+    if unsafe { (*frame).rflags } & crate::arch::RFLAGS_AC != 0
+        && crate::selftest::SMAP_PROBE.load(core::sync::atomic::Ordering::Relaxed)
+    {
+        drop(s);
+        // SAFETY: as above.
+        crate::selftest::smap_probe(unsafe { &*frame });
+        s = SCHED.lock();
+    }
     // From here on task states may change anywhere.
     crate::sched::invalidate_summary();
     // Most calls return to the caller; the frame is its save area, already
@@ -395,7 +404,10 @@ fn cap_lookup(task: &Task, ptr: u64, len: u64) -> SysResult {
 }
 
 /// A task panic: a synchronous fault of kind `panic` when the task has a
-/// fault endpoint, else reported and ended (exit code 101).
+/// fault endpoint; else a supervisor (the fault server: its allocator
+/// panics when memory runs out) is restarted from its image like one that
+/// faults, the faults it held redelivered; any other task is reported and
+/// ended (exit code 101).
 fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, line: u64) {
     let Some(me) = s.current_index() else { return };
     let seq = s.next_fault_seq();
@@ -412,7 +424,12 @@ fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, li
     fault.text[..text.len()].copy_from_slice(text.as_bytes());
     // The panic returns nothing: if the task is ever resumed, it sees 0.
     task.save.frame.rax = 0;
-    if !crate::recovery::fault::raise(s, me, fault) {
-        exit(&mut s.tasks[me], 101);
+    if crate::recovery::fault::raise(s, me, fault) {
+        return;
     }
+    if s.tasks[me].is_supervisor() {
+        crate::recovery::restart::restart_from_image(s, me, seq, 0, Some("supervisor panicked"), true);
+        return;
+    }
+    exit(&mut s.tasks[me], 101);
 }

@@ -12,6 +12,7 @@ use crate::arch::trap_entry::TrapFrame;
 use crate::platform::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::sched::{self, SCHED};
 use abi::exit::GuestExit;
+use core::sync::atomic::Ordering;
 
 /// Called by `trap_common` with the saved frame; returns the frame to resume.
 ///
@@ -31,6 +32,9 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
         // SAFETY: the same contract (a complete frame of the current task).
         return unsafe { crate::syscall::full(frame) };
     }
+    if f.rflags & crate::arch::RFLAGS_AC != 0 && crate::selftest::SMAP_PROBE.load(Ordering::Relaxed) {
+        crate::selftest::smap_probe(f);
+    }
     sched::invalidate_summary();
     match vector {
         2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
@@ -47,6 +51,10 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
 
 /// A trap that interrupted the kernel itself.
 fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
+    // The SMAP probe's load, refused as it should be (`selftest`).
+    if crate::selftest::smap_fixup(f) {
+        return frame;
+    }
     match f.vector {
         v if v == TIMER_VECTOR as u64 => {
             platform::eoi();

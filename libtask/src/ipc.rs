@@ -228,7 +228,8 @@ pub fn signal(cap: Cap, bits: u64) -> Result<(), Error> {
 
 /// `WAIT`: takes the bits of notification `cap`, blocking while they are 0
 /// (the timeout goes in `rbx`, as for [`recv`]). The bits come back in
-/// `rax`, where a set bit 63 reads as an error code: use bits 0..=62.
+/// `rax`; notifications hold bits 0..=62 only ([`signal`] with bit 63 is
+/// `BadArgument`), so they never read as an error code.
 pub fn wait(cap: Cap, timeout: Timeout) -> Result<u64, Error> {
     ipc(nr::WAIT, cap.0, &Message::default(), &[], &mut [], timeout).map(|(bits, _)| bits)
 }

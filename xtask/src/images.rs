@@ -23,6 +23,8 @@
 //! watchdog_ms = 500  # handled as a fault after 500 ms without a syscall (default: off)
 //! max_restarts = 5   # restart policy for the fault server: at most 5 restarts...
 //! restart_window_ms = 2000  # ...in 2 s (defaults: the fault server's)
+//! max_memory_kib = 32768     # most memory it may hold: pages, page versions, page tables (default 32 MiB)
+//! max_scope_records = 16384  # most page records its checkpoint scopes hold (default 16 Ki, at most 64 Ki)
 //! ```
 //!
 //! A capability is `OBJECT:RIGHTS[@BADGE]`: an endpoint with `send`, `recv`
@@ -92,6 +94,10 @@ pub struct TaskEntry {
     pub max_restarts: u32,
     #[serde(default)]
     pub restart_window_ms: u32,
+    #[serde(default)]
+    pub max_memory_kib: u32,
+    #[serde(default)]
+    pub max_scope_records: u32,
 }
 
 /// A parsed capability string.
@@ -283,6 +289,9 @@ impl Manifest {
         let mut caps = Vec::new();
         let mut n = 0;
         for t in &self.tasks {
+            if t.max_scope_records > abi::image::MAX_RECORDS_LIMIT {
+                bail!("task {}: max_scope_records above {}", t.name, abi::image::MAX_RECORDS_LIMIT);
+            }
             let parsed: Vec<CapString> = t.caps.iter().map(|c| self.parse_cap(c)).collect::<Result<_>>()?;
             let receives_faults = parsed.iter().any(|c| {
                 Some(c.object as usize) == fault_ep
@@ -306,6 +315,8 @@ impl Manifest {
                     watchdog_ms: t.watchdog_ms,
                     max_restarts: t.max_restarts,
                     restart_window_ms: t.restart_window_ms,
+                    max_frames: t.max_memory_kib.div_ceil(4),
+                    max_records: t.max_scope_records,
                 });
                 for c in &parsed {
                     let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {

@@ -1,5 +1,7 @@
-//! x86_64 CPU setup: segmentation and TSS, the IDT, trap entry, the legacy PIC.
+//! x86_64 CPU setup: segmentation and TSS, the IDT, trap entry, the legacy
+//! PIC, SMEP/SMAP, and the tasks' x87/SSE state (`fpu`).
 
+pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
@@ -27,9 +29,30 @@ pub struct Protections {
     pub smap: bool,
 }
 
+/// Whether CR4.SMAP is on: `trap_common` then executes `clac` on entry
+/// (`clac` is an invalid opcode on a CPU without SMAP, and without SMAP
+/// RFLAGS.AC means nothing in ring 0). Written once at boot, before
+/// interrupts are enabled or any task runs; read by the trap stub.
+#[unsafe(no_mangle)]
+pub static mut REWIND_SMAP_ON: u8 = 0;
+
+/// RFLAGS.AC: with SMAP on, ring 0 may touch user pages while it is set.
+pub const RFLAGS_AC: u64 = 1 << 18;
+
+/// The kernel's own RFLAGS right now.
+pub fn rflags() -> u64 {
+    x86_64::registers::rflags::read_raw()
+}
+
 /// Turns on SMEP (no kernel execution of user pages) and SMAP (no kernel
 /// access to user pages; the kernel reaches task memory only through the
-/// direct map) when the CPU has them (`-cpu max` does).
+/// direct map) when the CPU has them (`-cpu max` does, and xtask always
+/// boots QEMU with it; the `boot` event says which are on). Every kernel
+/// entry runs with RFLAGS.AC clear, whatever ring 3 set with `popf`: the
+/// `syscall` entry through `IA32_FMASK`, the exception and interrupt
+/// stubs with `clac` (`trap_entry.rs`); a supervisor cannot set AC for a
+/// task (`recovery/supervise.rs` `sanitize`) — not that it would matter,
+/// AC in ring 3 only enables alignment checks there.
 pub fn enable_protections() -> Protections {
     // CPUID leaf 7 (structured extended features): EBX bit 7 SMEP, bit 20 SMAP.
     let ebx = core::arch::x86_64::__cpuid_count(7, 0).ebx;
@@ -43,6 +66,10 @@ pub fn enable_protections() -> Protections {
             f.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, p.smap);
         })
     };
+    // SAFETY: one CPU, interrupts off, no task has run yet: nothing reads
+    // the flag concurrently.
+    unsafe { REWIND_SMAP_ON = p.smap as u8 };
+    fpu::init();
     p
 }
 

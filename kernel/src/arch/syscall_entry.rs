@@ -2,7 +2,9 @@
 //!
 //! `syscall` leaves the user RIP in RCX and RFLAGS in R11, does not switch
 //! stacks and masks the RFLAGS bits in `IA32_FMASK` (we clear IF, TF, DF and
-//! AC). The stub builds, in the current task's save area, the same frame a
+//! AC: clearing AC there is the `clac` of this entry, done by the CPU, so
+//! the kernel never runs a system call with user access enabled under
+//! SMAP, whatever RFLAGS the task had). The stub builds, in the current task's save area, the same frame a
 //! trap from ring 3 gets (SS, RSP, RFLAGS, CS, RIP pushed like the CPU does,
 //! error code 0, the pseudo-vector [`SYSCALL_VECTOR`], the 15 GPRs), so there
 //! is one frame format and one return path (`iretq`, which restores every

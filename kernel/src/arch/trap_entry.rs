@@ -7,6 +7,11 @@
 //! [`crate::trap::dispatch`] with a pointer to it.
 //!
 //! Register contract: on entry, nothing but the hardware frame is assumed.
+//! The first thing `trap_common` does is `clac` (when SMAP is on: see
+//! `arch::REWIND_SMAP_ON`): an exception or interrupt does not clear
+//! RFLAGS.AC, which ring 3 can set with `popf`, and the kernel must never
+//! run with user access enabled. The interrupted RFLAGS, AC included, is in
+//! the hardware frame and comes back with `iretq`.
 //! `trap_common` saves all 15 GPRs, then FS base, GS base (the *interrupted*
 //! context's: if the trap came from ring 3, after `swapgs` the user's value is
 //! in `KERNEL_GS_BASE`) and CR2 (read before anything can fault again). On
@@ -170,7 +175,12 @@ trap_common:
     .cfi_def_cfa rsp, 56
     .cfi_offset rip, -40
     .cfi_offset rsp, -16
-    push r15
+    /* User access off before anything else (flags are in the hardware
+       frame already; `cmp` may clobber them). */
+    cmp byte ptr [rip + {smap_on}], 0
+    je 7f
+    clac
+7:  push r15
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset r15, 0
     push r14
@@ -303,6 +313,7 @@ trap_return_regs:
     .size trap_common, . - trap_common
     "#,
     dispatch = sym crate::trap::dispatch,
+    smap_on = sym super::REWIND_SMAP_ON,
     cs_offset = const core::mem::offset_of!(TrapFrame, cs),
     kernel_stack_top = const super::percpu::KERNEL_STACK_TOP,
 );

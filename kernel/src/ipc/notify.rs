@@ -1,4 +1,8 @@
 //! Notifications: a word of bits; `signal` ORs in, `wait` takes them all.
+//!
+//! A notification holds 63 bits (0..=62): `wait` returns them in `rax`,
+//! where a set bit 63 would read as an error code, so `signal` refuses bit
+//! 63 (`BadArgument`) and a woken waiter never sees a negative value.
 
 use super::deadline;
 use crate::sched::Scheduler;
@@ -12,6 +16,9 @@ pub fn signal(s: &mut Scheduler) -> Result<u64, Error> {
     let f = &s.tasks[me].save.frame;
     let bits = f.rsi;
     let n = s.tasks[me].cap(f.rdi, CapKind::Notification, rights::SEND)?.object as u16;
+    if bits & abi::ipc::NOTIFY_RESERVED_BIT != 0 {
+        return Err(Error::BadArgument);
+    }
     let word = &mut s.notifications[n as usize].bits;
     *word |= bits;
     if *word != 0

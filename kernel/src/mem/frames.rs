@@ -14,7 +14,7 @@ use super::{BOOT_DIRECT_MAP_BYTES, phys_to_virt};
 use crate::boot::pvh::{MEMMAP_RAM, MemMapEntry};
 use spin::Mutex;
 use x86_64::PhysAddr;
-use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
+use x86_64::structures::paging::PhysFrame;
 
 const FRAME: u64 = 4096;
 const MAX_FRAMES: usize = (BOOT_DIRECT_MAP_BYTES / FRAME) as usize;
@@ -155,20 +155,4 @@ pub fn free(frame: PhysFrame) {
 /// Frames currently free.
 pub fn free_count() -> usize {
     FRAMES.lock().free
-}
-
-/// The allocator as the `x86_64` paging code wants it.
-pub struct Frames;
-
-// SAFETY: `alloc` returns frames that are free and not otherwise referenced.
-unsafe impl FrameAllocator<Size4KiB> for Frames {
-    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        alloc()
-    }
-}
-
-impl FrameDeallocator<Size4KiB> for Frames {
-    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
-        free(frame)
-    }
 }

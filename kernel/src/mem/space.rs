@@ -12,8 +12,22 @@
 //! (checking range, presence, USER and, for writes, WRITABLE) and copy
 //! through the direct map. A bad pointer is an `Err`, not a kernel fault,
 //! and SMAP can stay on for everything else.
+//!
+//! ## Quotas
+//!
+//! Every frame a space holds is charged to it (`frames`): its page tables,
+//! its private pages, the page versions its checkpoint scopes keep, its
+//! spare frame — everything but shared-region frames, which belong to the
+//! region. A space may hold at most `max_frames` (the manifest's
+//! `max_memory_kib`, `abi::image::DEFAULT_MAX_FRAMES` by default) and its
+//! scopes at most `max_records` page records (`max_scope_records`; a
+//! record is kernel heap). Past either, `map` and `unmap` in a scope fail
+//! with `OutOfMemory` (`NoMemory` to the task) and a copy-on-write is not
+//! served (the task takes the page fault); the kernel never fails an
+//! allocation for it. The loader is not held to the quota (an image always
+//! loads); the quota applies from the task's first instruction on.
 
-use super::frames::{self, Frames};
+use super::frames;
 use super::{PHYS_OFFSET, phys_to_virt};
 use crate::recovery::versions::{ARMED_MIN, Preserved, SHARED, ScopeMem, TRACKED};
 use abi::layout::{PAGE_SIZE, USER_END, is_user_range};
@@ -21,7 +35,9 @@ use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::mapper::MapToError;
-use x86_64::structures::paging::{Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB,
+};
 use x86_64::{PhysAddr, VirtAddr};
 
 /// Why a memory operation on a task's space failed.
@@ -77,6 +93,31 @@ pub struct AddressSpace {
     /// the live part of the page, and the rest may show the task nothing
     /// but its own bytes (`recovery/versions.rs`).
     pub(crate) spare: Option<PhysFrame>,
+    /// Frames charged to this space (module header, "Quotas").
+    pub(crate) frames: usize,
+    /// Most frames it may hold (`usize::MAX` while the loader fills it).
+    pub(crate) max_frames: usize,
+    /// Most page records its open scopes may hold together.
+    pub(crate) max_records: usize,
+}
+
+/// The frame allocator for a space's page tables: each table is charged to
+/// the space, and refused past `max` (a map then fails with `OutOfMemory`).
+struct Charged<'a> {
+    held: &'a mut usize,
+    max: usize,
+}
+
+// SAFETY: `frames::alloc` returns free, zeroed frames nothing references.
+unsafe impl FrameAllocator<Size4KiB> for Charged<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        if *self.held >= self.max {
+            return None;
+        }
+        let frame = frames::alloc()?;
+        *self.held += 1;
+        Some(frame)
+    }
 }
 
 impl AddressSpace {
@@ -100,7 +141,34 @@ impl AddressSpace {
             armed: Vec::new(),
             armed_limit: ARMED_MIN,
             spare: None,
+            frames: 1,
+            max_frames: usize::MAX,
+            max_records: abi::image::DEFAULT_MAX_RECORDS as usize,
         })
+    }
+
+    /// Holds the space to its quotas from now on (`max_frames` frames,
+    /// `max_records` page records), after the loader filled it.
+    pub fn set_quotas(&mut self, max_frames: usize, max_records: usize) {
+        self.max_frames = max_frames;
+        self.max_records = max_records;
+    }
+
+    /// A frame charged to this space (zeroed, or not if `uninit`), or
+    /// `None` past its quota or when memory is out.
+    pub(crate) fn alloc_charged(&mut self, uninit: bool) -> Option<PhysFrame> {
+        if self.frames >= self.max_frames {
+            return None;
+        }
+        let frame = if uninit { frames::alloc_uninit() } else { frames::alloc() }?;
+        self.frames += 1;
+        Some(frame)
+    }
+
+    /// Frees a frame charged to this space.
+    pub(crate) fn free_charged(&mut self, frame: PhysFrame) {
+        self.frames -= 1;
+        frames::free(frame);
     }
 
     /// The PML4 frame, for CR3.
@@ -136,13 +204,17 @@ impl AddressSpace {
             flags |= F::NO_EXECUTE;
         }
         // Room for the pages' records and armed entries first: a map in a
-        // scope fails cleanly at the records' limit, never in the middle.
+        // scope fails cleanly at the records' limit, never in the middle;
+        // and a map past the frame quota fails before it maps anything.
+        if self.frames.saturating_add(pages as usize) > self.max_frames {
+            return Err(SpaceError::OutOfMemory);
+        }
         self.reserve_new_pages(pages as usize)?;
         let flags = self.new_page_flags(flags);
         for i in 0..pages {
-            let frame = frames::alloc().ok_or(SpaceError::OutOfMemory)?;
+            let frame = self.alloc_charged(false).ok_or(SpaceError::OutOfMemory)?;
             if let Err(e) = self.map_frame(addr + i * PAGE_SIZE, frame, flags) {
-                frames::free(frame);
+                self.free_charged(frame);
                 return Err(e);
             }
             self.note_new_page(addr + i * PAGE_SIZE, flags);
@@ -155,9 +227,10 @@ impl AddressSpace {
         let parent = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let mut mapper = self.mapper();
+        let mut tables = Charged { held: &mut self.frames, max: self.max_frames };
         // SAFETY: the page is in the user half (callers check) and unmapped;
         // the frame belongs to this space from now on.
-        match unsafe { mapper.map_to_with_table_flags(page, frame, flags, parent, &mut Frames) } {
+        match unsafe { mapper.map_to_with_table_flags(page, frame, flags, parent, &mut tables) } {
             Ok(flush) => {
                 flush.flush();
                 Ok(())
@@ -200,7 +273,7 @@ impl AddressSpace {
         let Ok((frame, flush)) = self.mapper().unmap(page) else { return Ok(()) };
         flush.flush();
         if !flags.contains(SHARED) && !self.keep_unmapped(vaddr, frame, flags) {
-            frames::free(frame);
+            self.free_charged(frame);
         }
         Ok(())
     }
@@ -213,7 +286,7 @@ impl AddressSpace {
         if let Ok((frame, flush)) = self.mapper().unmap(page) {
             flush.flush();
             if !flags.contains(SHARED) {
-                frames::free(frame);
+                self.free_charged(frame);
             }
         }
     }

@@ -93,7 +93,7 @@ pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
     }
     report(s, idx, &fault);
     if s.tasks[idx].is_supervisor() {
-        super::restart::restart_from_image(s, idx, fault.seq, 0, true, true);
+        super::restart::restart_from_image(s, idx, fault.seq, 0, Some("fault server faulted"), true);
         return;
     }
     let task = &mut s.tasks[idx];

@@ -3,7 +3,8 @@
 //! When no checkpoint scope can take a fault (none open, or the policy
 //! escalated past the outermost), the supervisor restarts the task from its
 //! ELF image: fresh memory, fresh registers, regions mapped again. The same
-//! path restarts the fault server itself when it faults, handing the new
+//! path restarts a supervisor (the fault server) that faults, panics, runs
+//! out of memory (its allocator panics) or is killed, handing the new
 //! instance every fault the old one held.
 
 use crate::ipc::abandon;
@@ -13,12 +14,12 @@ use abi::event::Event;
 
 /// Restarts task `idx` from its image after `delay_ms`: callers waiting on
 /// it get an error, its memory is replaced by a fresh load, its regions
-/// are mapped again. For the fault server itself (`redeliver`), every
-/// fault it was holding is put back in line for the new instance. Emits
+/// are mapped again. For a supervisor (`redeliver`: why it is restarted),
+/// every fault it was holding is put back in line for the new instance. Emits
 /// `restart` (or `escalate` if the image cannot be loaded). Returns whether
 /// the task was restarted. `emit: false` (a batched `RECOVER`) leaves the
 /// `restart` event to the supervisor's report; a failure is always emitted.
-pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: bool, emit: bool) -> bool {
+pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: Option<&'static str>, emit: bool) -> bool {
     let id = s.tasks[idx].id;
     abandon(s, id);
     let now = s.ticks;
@@ -47,7 +48,7 @@ pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64
     s.forget_current(idx);
     s.map_regions(idx);
     let mut redelivered = 0;
-    if redeliver {
+    if redeliver.is_some() {
         for i in 0..s.tasks.len() {
             if s.tasks[i].state == State::FaultHeld
                 && let Some(ep) = s.tasks[i].fault_endpoint()
@@ -68,8 +69,8 @@ pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64
         seq,
         delay_ms,
         restarts: t.restarts,
-        reason: redeliver.then_some("fault server faulted"),
-        redelivered: redeliver.then_some(redelivered),
+        reason: redeliver,
+        redelivered: redeliver.map(|_| redelivered),
     });
     true
 }

@@ -2,7 +2,15 @@
 //!
 //! Only a task holding a supervisor capability (the fault server, by its
 //! manifest) gets past [`task_ctl`]'s first check; any other gets `Denied`,
-//! so no task reads or writes another's registers or memory. Registers a
+//! so no task reads or writes another's registers or memory. A supervisor's
+//! rights are scoped: it may act only on a task whose fault endpoint it
+//! may receive on (the tasks whose faults it is sent), anything else is
+//! `Denied` — so a supervisor cannot touch a task another supervisor
+//! handles, nor another supervisor (the fault server has no fault
+//! endpoint: no task can act on it). `GET_REGS`, `SET_REGS`, `RESUME` and
+//! `ROLLBACK` need the target held for a fault (`FaultHeld`): a running
+//! task's registers are in flux, and a blocked one's belong to its call.
+//! Registers a
 //! supervisor writes are sanitised: ring 3 selectors, no privileged RFLAGS
 //! bits, user-half RIP/RSP and canonical FS/GS bases, so a resumed task can
 //! never make `iretq` fault in the kernel.
@@ -22,8 +30,10 @@ use recovery::SharedOps;
 
 /// Largest memory or image transfer per call.
 const MAX_XFER: usize = 4096;
-/// RFLAGS bits a task may set: CF PF AF ZF SF TF DF OF AC ID.
-const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+/// RFLAGS bits a supervisor may set for a task: CF PF AF ZF SF TF DF OF
+/// ID. Not AC: the kernel clears it on every entry anyway (`arch`), but a
+/// supervisor has no business arming user access for anyone.
+const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x20_0000;
 const RFLAGS_IF: u64 = 0x200;
 const RFLAGS_RESERVED_1: u64 = 0x2;
 
@@ -45,8 +55,14 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
     if target == me {
         return Err(Error::BadTask);
     }
+    if !s.tasks[target].fault_endpoint().is_some_and(|ep| s.tasks[me].receives_on(ep)) {
+        return Err(Error::Denied);
+    }
     match operation {
         op::GET_REGS => {
+            if s.tasks[target].state != State::FaultHeld {
+                return Err(Error::BadTask);
+            }
             let regs = s.tasks[target].save.frame.registers();
             let bytes = regs.to_bytes();
             let space = s.tasks[me].space.as_mut().ok_or(Error::BadPointer)?;
@@ -104,7 +120,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
         op::RESTART => {
             let delay_ms = a;
             let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
-            if super::restart::restart_from_image(s, target, seq, delay_ms, false, true) {
+            if super::restart::restart_from_image(s, target, seq, delay_ms, None, true) {
                 Ok(0)
             } else {
                 Err(Error::NoMemory)
@@ -293,7 +309,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
         }
         r::RESTART => {
             s.tasks[target].fault = None;
-            if !super::restart::restart_from_image(s, target, seq, h.arg, false, false) {
+            if !super::restart::restart_from_image(s, target, seq, h.arg, None, false) {
                 return Err(Error::NoMemory);
             }
             h.result = s.tasks[target].restarts;
@@ -405,10 +421,12 @@ impl recovery::SharedOps for KernelOps<'_> {
     }
 
     fn futex_wake(&mut self, addr: u64, n: u64) -> Result<u64, Error> {
-        // The futex key is the word's physical address.
-        let virt = self.word(addr, 4)?;
-        let paddr = virt - crate::mem::PHYS_OFFSET;
-        Ok(crate::ipc::futex::wake_key(self.s, paddr, n))
+        // Checked writable like the other operations; the key is the
+        // word's physical address in a shared region, (task, address) in
+        // private memory (`ipc::futex`).
+        self.word(addr, 4)?;
+        let (key, _) = crate::ipc::futex::key(&self.s.tasks[self.target], addr)?;
+        Ok(crate::ipc::futex::wake_key(self.s, key, n))
     }
 }
 

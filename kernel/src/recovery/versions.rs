@@ -61,11 +61,13 @@
 //!   write (the enclosing scope has their versions, so the invariant holds
 //!   for it again).
 //!
-//! Every record costs kernel memory, so a space holds at most
-//! [`MAX_RECORDS`]; past it (or when the kernel heap cannot grow the
-//! vectors) a map or unmap inside a scope fails with `OutOfMemory` and a
-//! copy-on-write fault is not resolved (the task takes the page fault) —
-//! never a kernel allocation failure.
+//! Every record costs kernel memory, so a space holds at most its
+//! `max_records` (the manifest's `max_scope_records`, 16 Ki by default),
+//! and every version is a frame charged to the space's frame quota
+//! (`mem/space.rs`, "Quotas"); past either (or when the kernel heap cannot
+//! grow the vectors) a map or unmap inside a scope fails with
+//! `OutOfMemory` and a copy-on-write fault is not resolved (the task takes
+//! the page fault) — never a kernel allocation failure.
 //!
 //! Shared-region pages carry the `SHARED` bit and are never armed or
 //! tracked: they are what the registries protect, not rollback.
@@ -74,7 +76,6 @@
 //! through [`AddressSpace::write`], which preserves a tracked page first, so
 //! they are rolled back like the task's own writes.
 
-use crate::mem::frames;
 use crate::mem::phys_to_virt;
 use crate::mem::space::{AddressSpace, SpaceError};
 use abi::layout::{PAGE_SIZE, USER_END};
@@ -91,8 +92,6 @@ pub const SHARED: F = F::BIT_10;
 /// scope (which holds its `None` record).
 pub const SCOPED: F = F::BIT_11;
 
-/// Most page records a space holds over all its open scopes.
-pub const MAX_RECORDS: usize = 16 * 1024;
 /// The armed list's tail is squeezed when it reaches this, at the least.
 pub(crate) const ARMED_MIN: usize = 64;
 /// Above this many pages, an open reloads CR3 instead of `invlpg` per page.
@@ -323,14 +322,16 @@ impl AddressSpace {
         let Some(parent) = self.scopes.last().copied() else {
             // The outermost scope: nothing can be rolled back any more.
             // One version is kept as the spare frame of the next open.
-            for p in self.records.drain(..) {
+            let mut records = core::mem::take(&mut self.records);
+            for p in records.drain(..) {
                 if let Some((frame, _)) = p.old {
                     match self.spare {
                         None => self.spare = Some(frame),
-                        Some(_) => frames::free(frame),
+                        Some(_) => self.free_charged(frame),
                     }
                 }
             }
+            self.records = records; // empty, its capacity kept
             // What its open protected stays protected (lazily unprotected
             // by the next write); what it armed is the next open's tail.
             self.armed.drain(inner.armed..inner.armed_end);
@@ -383,7 +384,7 @@ impl AddressSpace {
             let page = p.vaddr & !(PAGE_SIZE - 1);
             if w > parent && self.records[w - 1].vaddr == page {
                 if let Some((frame, _)) = p.old {
-                    frames::free(frame);
+                    self.free_charged(frame);
                 }
                 continue;
             }
@@ -491,7 +492,7 @@ impl AddressSpace {
                 // Unmapped inside the scope: map the original back (which
                 // may add page tables; none is freed in a rollback).
                 if self.map_frame(p.vaddr, frame, flags).is_err() {
-                    frames::free(frame);
+                    self.free_charged(frame);
                 }
             }
             return;
@@ -501,7 +502,7 @@ impl AddressSpace {
                 let now = e.addr();
                 e.set_addr(frame.start_address(), flags);
                 if now != frame.start_address() {
-                    frames::free(PhysFrame::containing_address(now));
+                    self.free_charged(PhysFrame::containing_address(now));
                 }
             }
             // Not through `unmap_page`: no scope may keep this frame.
@@ -554,7 +555,9 @@ impl AddressSpace {
                 self.spare = None;
                 (spare, (rsp.wrapping_sub(8).saturating_sub(RED_ZONE).max(vaddr) & !7) - vaddr)
             }
-            _ => match frames::alloc_uninit() {
+            // Past the space's frame quota (or out of memory): not served,
+            // the task takes the page fault.
+            _ => match self.alloc_charged(true) {
                 Some(frame) => (frame, 0),
                 None => return false,
             },
@@ -622,7 +625,7 @@ impl AddressSpace {
         if self.scopes.is_empty() {
             return Ok(());
         }
-        if self.records.len() + pages > MAX_RECORDS || self.records.try_reserve(pages).is_err() {
+        if self.records.len() + pages > self.max_records || self.records.try_reserve(pages).is_err() {
             return Err(SpaceError::OutOfMemory);
         }
         Ok(())
@@ -647,11 +650,11 @@ impl AddressSpace {
     }
 
     /// Makes room for one record; false if the space has its
-    /// [`MAX_RECORDS`] or the kernel heap is out of memory.
+    /// `max_records` or the kernel heap is out of memory.
     #[inline]
     pub(crate) fn reserve_record(&mut self) -> bool {
         let len = self.records.len();
-        len < self.records.capacity() || (len < MAX_RECORDS && self.records.try_reserve(1).is_ok())
+        len < self.max_records && (len < self.records.capacity() || self.records.try_reserve(1).is_ok())
     }
 
     /// Whether unmapping a page with `flags` needs a new record (and so
@@ -688,11 +691,11 @@ impl AddressSpace {
     pub(crate) fn drop_versions(&mut self) {
         self.scopes.clear();
         if let Some(frame) = self.spare.take() {
-            frames::free(frame);
+            self.free_charged(frame);
         }
-        for p in self.records.drain(..) {
+        while let Some(p) = self.records.pop() {
             if let Some((frame, _)) = p.old {
-                frames::free(frame);
+                self.free_charged(frame);
             }
         }
     }

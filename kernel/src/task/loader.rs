@@ -171,6 +171,9 @@ pub fn load(spec: &TaskSpec<'_>) -> Result<Loaded, LoadError> {
     let stack_base = USER_STACK_TOP - spec.stack_bytes;
     space.map_zeroed(stack_base, spec.stack_bytes, Perm { write: true, exec: false }).map_err(oom)?;
     space.map_hang_page().map_err(oom)?;
+    // The task's quotas hold from its first instruction (the image itself
+    // is charged but never refused).
+    space.set_quotas(spec.frame_quota(), spec.record_quota());
     // Only trust the hdr address if it lies inside a loaded segment.
     let eh_frame_hdr =
         if segs.iter().any(|s| eh_frame_hdr >= s.vaddr && eh_frame_hdr < s.vaddr + s.memsz) { eh_frame_hdr } else { 0 };

@@ -51,9 +51,9 @@ pub enum State {
         n: u16,
         deadline: Deadline,
     },
-    /// In `futex_wait` on the word at physical address `paddr`.
+    /// In `futex_wait` on the word of futex key `key` (`ipc::futex`).
     FutexWait {
-        paddr: u64,
+        key: u64,
         deadline: Deadline,
         since: u64,
     },
@@ -170,6 +170,8 @@ pub struct Task {
     /// Set by a `hang` injection: the pc it really was at (it now spins on
     /// the hang page); faults report this pc.
     pub hang_rip: Option<u64>,
+    /// Its x87/SSE registers while another task owns the FPU (`arch::fpu`).
+    pub fpu: crate::arch::fpu::FpuState,
 }
 
 /// An open checkpoint scope's registers (its memory versions live in the
@@ -209,6 +211,7 @@ impl Task {
             scopes: heapless::Vec::new(),
             ticks_since_syscall: 0,
             hang_rip: None,
+            fpu: crate::arch::fpu::FpuState::INITIAL,
         };
         task.reset_frame(entry);
         task
@@ -240,6 +243,9 @@ impl Task {
         self.scopes.clear();
         self.ticks_since_syscall = 0;
         self.hang_rip = None;
+        // SAFETY: this task's own area, in its box; the scheduler lock is
+        // held by every caller of a restart.
+        unsafe { crate::arch::fpu::reset(&mut self.fpu) };
         self.space = Some(loaded.space);
         self.reset_frame(loaded.entry);
         Ok(())
