@@ -1,15 +1,20 @@
-//! The tasks' x87/MMX/SSE state: saved and restored on a context switch,
-//! so no task can read another's registers.
+//! The tasks' x87/MMX/SSE state: switched lazily, so no task can read
+//! another's registers and a task that never uses them pays nothing.
 //!
 //! Tasks are built soft-float, but nothing stops a task from executing x87
 //! or SSE instructions in `asm!`, and those registers are per CPU, not per
 //! task. The kernel itself never touches them (it is soft-float too), so
 //! the state in the FPU always belongs to one task, the *owner*
-//! ([`OWNER`]). A switch to another task (`sched::switch_to`, the IPC
-//! fastpath's `enter_fast`) saves the owner's state into its task with
-//! `fxsave64` and loads the next task's with `fxrstor64`: eagerly, two
-//! instructions per switch between different tasks, none when the kernel
-//! returns to the task it interrupted (a system call, a fault, a tick).
+//! ([`OWNER`]), or to nobody yet.
+//!
+//! A switch to a task that is not the owner sets CR0.TS (once: a flag
+//! remembers it is set), so that task's first x87/SSE instruction raises
+//! #NM; [`device_not_available`] then saves the owner's state into its task
+//! (`fxsave64`), loads the current task's (`fxrstor64`), makes it the owner
+//! and clears TS. A switch back to the owner clears TS again. While no
+//! task has used the FPU (no owner, TS set) a switch costs one test — the
+//! eager save/restore this replaces cost ten instructions per switch, a
+//! fifth of the IPC round trip's target margin.
 //! A fresh or restarted task starts from [`FpuState::INITIAL`] (the state
 //! `fninit` and a reset MXCSR give).
 //!
@@ -40,55 +45,115 @@ impl FpuState {
 }
 
 /// The state the FPU holds belongs to the task whose `FpuState` this is
-/// (null: nobody's yet). Only the scheduler's switch paths and
-/// [`reset`] touch it, with the scheduler lock held and interrupts off.
+/// (null: nobody's yet). Only the scheduler's switch paths, the #NM
+/// handler and [`reset`] touch it and [`TS_SET`], with the scheduler lock
+/// held and interrupts off.
 static mut OWNER: *mut FpuState = null_mut();
+/// Whether CR0.TS is set (the running task is not the owner).
+static mut TS_SET: bool = false;
 
 /// Lets ring 3 use x87 and SSE (CR0.EM clear, CR0.MP set; CR4.OSFXSR and
-/// OSXMMEXCPT set), so that `fxsave`/`fxrstor` cover the XMM registers.
+/// OSXMMEXCPT set), so that `fxsave`/`fxrstor` cover the XMM registers;
+/// TS is set: the first task to use them takes #NM and becomes the owner.
 pub fn init() {
     use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
     // SAFETY: enabling the FPU and SSE changes nothing the kernel relies
     // on (it uses neither); the task state they expose is switched below.
     unsafe {
         Cr0::update(|f| {
-            f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-            f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
         });
         Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
+        TS_SET = true;
     }
 }
 
-/// Makes `next` the FPU's state: saves the owner's into its own area and
-/// loads `next`'s, unless `next` already owns the FPU.
+/// Sets CR0.TS (the next x87/SSE instruction raises #NM).
+///
+/// # Safety
+/// The scheduler lock is held, interrupts off.
+#[inline(always)]
+unsafe fn set_ts() {
+    use x86_64::registers::control::{Cr0, Cr0Flags};
+    // SAFETY: TS only makes x87/SSE instructions trap; the kernel uses none.
+    unsafe {
+        Cr0::update(|f| f.insert(Cr0Flags::TASK_SWITCHED));
+        TS_SET = true;
+    }
+}
+
+/// Clears CR0.TS (`clts`).
+///
+/// # Safety
+/// As [`set_ts`]; the running task must own the FPU state.
+#[inline(always)]
+unsafe fn clear_ts() {
+    // SAFETY: `clts` only clears CR0.TS (no register, memory or flag
+    // operand); per the contract the FPU holds the running task's state.
+    unsafe {
+        core::arch::asm!("clts", options(nomem, nostack, preserves_flags));
+        TS_SET = false;
+    }
+}
+
+/// The switch to the task whose state is `next`: TS cleared if it owns the
+/// FPU, set otherwise (each only if not so already). No state moves here.
 ///
 /// # Safety
 /// `next` is the `FpuState` of the task about to run, inside its boxed
 /// `Task` (which never moves nor is freed); the scheduler lock is held.
 #[inline(always)]
 pub unsafe fn switch_to(next: *mut FpuState) {
-    // SAFETY: per the contract, exclusive access to OWNER (lock held, one
-    // CPU, interrupts off); OWNER is null or another live task's area.
+    // SAFETY: per the contract, exclusive access to OWNER and TS_SET.
     unsafe {
-        let owner = OWNER;
-        if owner == next {
+        // Nobody has used the FPU: TS is set (`init`, `reset`) and stays.
+        if OWNER.is_null() {
             return;
         }
+        if OWNER == next {
+            if TS_SET {
+                clear_ts();
+            }
+        } else if !TS_SET {
+            set_ts();
+        }
+    }
+}
+
+/// #NM from ring 3: the running task (state `current`) used x87/SSE while
+/// not the owner. Saves the owner's state, loads `current`'s, makes it the
+/// owner; the instruction then runs again. Returns false if TS was not set
+/// by this module (an #NM nobody asked for: a fault of the task).
+///
+/// # Safety
+/// As for [`switch_to`], with `current` the running task's area.
+pub unsafe fn device_not_available(current: *mut FpuState) -> bool {
+    // SAFETY: per the contract; OWNER is null or another live task's area.
+    unsafe {
+        if !TS_SET || OWNER == current {
+            return false;
+        }
+        clear_ts();
+        let owner = OWNER;
         if !owner.is_null() {
             // Register contract: reads the FPU/SSE registers, writes the
             // 512 bytes at `owner` (16-aligned); no flags, no other register.
             core::arch::asm!("fxsave64 [{0}]", in(reg) owner, options(nostack, preserves_flags));
         }
-        // Reads the 512 bytes at `next`, loads the FPU/SSE registers. Its
-        // MXCSR came from `INITIAL` or an earlier `fxsave` (valid bits only).
-        core::arch::asm!("fxrstor64 [{0}]", in(reg) next, options(nostack, preserves_flags, readonly));
-        OWNER = next;
+        // Reads the 512 bytes at `current`, loads the FPU/SSE registers.
+        // Its MXCSR came from `INITIAL` or an earlier `fxsave` (valid bits
+        // only).
+        core::arch::asm!("fxrstor64 [{0}]", in(reg) current, options(nostack, preserves_flags, readonly));
+        OWNER = current;
+        true
     }
 }
 
-/// Gives a task the initial state (a restart from its image). If it owns
-/// the FPU, the FPU is loaded with it now, so no later save brings the old
-/// instance's registers back.
+/// Gives a task the initial state (a restart from its image). If it owned
+/// the FPU, nobody does now (the old instance's registers are never saved
+/// over the fresh state) and TS is set, so its next use loads the initial
+/// state.
 ///
 /// # Safety
 /// As for [`switch_to`]: `state` is a live task's area, the lock is held.
@@ -97,7 +162,10 @@ pub unsafe fn reset(state: *mut FpuState) {
     unsafe {
         *state = FpuState::INITIAL;
         if OWNER == state {
-            core::arch::asm!("fxrstor64 [{0}]", in(reg) state, options(nostack, preserves_flags, readonly));
+            OWNER = null_mut();
+            if !TS_SET {
+                set_ts();
+            }
         }
     }
 }

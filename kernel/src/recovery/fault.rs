@@ -35,6 +35,15 @@ pub fn user_exception(f: &TrapFrame) {
     if matches!(f.vector, 1 | 3) && crate::inject::on_debug_trap(&mut s, me, f.vector) {
         return;
     }
+    // x87/SSE used by a task that does not own the FPU state: switched
+    // lazily (`arch::fpu`), not a fault.
+    if f.vector == 7 {
+        let task = &mut s.tasks[me];
+        // SAFETY: the running task's own area in its box; the lock is held.
+        if unsafe { crate::arch::fpu::device_not_available(&mut task.fpu) } {
+            return;
+        }
+    }
     const PRESENT_WRITE_USER: u64 = 0b111;
     if f.vector == 14
         && f.error_code & PRESENT_WRITE_USER == PRESENT_WRITE_USER
