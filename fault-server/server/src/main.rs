@@ -41,6 +41,8 @@
 //! server. The recovery path does not depend on the reporting module.
 #![no_std]
 #![no_main]
+// `Box::try_new`: the server's reserves are allocated fallibly.
+#![feature(allocator_api)]
 
 extern crate alloc;
 
@@ -97,6 +99,11 @@ fn main(start: Start) -> u64 {
             // Nothing to defer: wait for faults at our own priority.
             let _ = syscall::restore_priority();
             server.lowered = false;
+        }
+        // Refill the recovery path's pools before waiting (not on the
+        // path); short of memory, give the oldest report's back first.
+        while !server.recovery.reserve() && !server.backlog.is_empty() {
+            server.report_oldest();
         }
         let mut buf = server.spare.pop().unwrap_or_else(MsgBuf::new);
         let timeout = if reports_waiting { Timeout::Poll } else { Timeout::Forever };
@@ -223,6 +230,9 @@ impl Server {
         let unwinder = self.known(task).map(|k| &k.unwinder);
         report::emit_report(&rep, unwinder, &mut self.batch);
         self.spare.push(rep.bytes);
+        if let Outcome::Recovered(rec) = rep.outcome {
+            self.recovery.recycle(rec);
+        }
     }
 
     /// The parsed image of `task`, read once.
