@@ -13,7 +13,6 @@
 //! an `Err` with a reason, never a panic.
 
 use alloc::boxed::Box;
-use alloc::vec;
 use alloc::vec::Vec;
 use libtask::supervise::{self, TaskId};
 use object::LittleEndian as LE;
@@ -76,7 +75,11 @@ fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static s
     if len > MAX_SECTION {
         return Err("section too large");
     }
-    let mut buf = vec![0u8; len as usize];
+    // Fallible: a task's file must not be able to make the server's
+    // allocation fail (and so the server panic).
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len as usize).map_err(|_| "out of memory reading the image")?;
+    buf.resize(len as usize, 0);
     let n = supervise::read_image(task, offset, &mut buf).map_err(|_| "READ_IMAGE failed")?;
     if n != buf.len() {
         return Err("section lies beyond the end of the file");
@@ -202,8 +205,9 @@ pub struct Unwinder {
 }
 
 impl Unwinder {
-    pub fn new(image: &'static TaskImage) -> Unwinder {
-        Unwinder { image, eh: image.unwind(), walker: core::cell::RefCell::new(Box::default()) }
+    pub fn new(image: &'static TaskImage) -> Result<Unwinder, &'static str> {
+        let walker = Box::try_new(TaskWalker::default()).map_err(|_| "out of memory")?;
+        Ok(Unwinder { image, eh: image.unwind(), walker: core::cell::RefCell::new(walker) })
     }
 
     /// Whether `pc` lies in an instance of `libtask::checkpoint::checkpoint`
