@@ -533,5 +533,64 @@ fn intent_release(
     Ok(action.map(|action| Release { action, origin: Origin::Intent, scope: it.scope }))
 }
 
+/// The body of the planner's fuzz target (`fault-server/recovery/fuzz`,
+/// `cargo fuzz run plan`) and of its seeded property test: `data` is
+/// `depth u8 | pc u64 | (base u64, size u64, statics u32, slots_offset u32,
+/// slot_size u32, slot_count u32) × 2 | page bytes`. Whatever the bytes,
+/// [`plan_into`] must not panic, and every release it plans must name an
+/// object of the right kind inside one of the regions, by its layout.
+#[doc(hidden)]
+pub fn fuzz_plan(data: &[u8]) {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> u64 {
+        let mut v = [0u8; 8];
+        for (i, b) in v.iter_mut().take(n).enumerate() {
+            *b = data.get(at + i).copied().unwrap_or(0);
+        }
+        at += n;
+        u64::from_le_bytes(v)
+    };
+    let depth = take(1) % 10;
+    let pc = take(8);
+    let mut regions = [RegionInfo::default(); 2];
+    let mut layouts = [RegionLayout { base: 0, size: 0, statics: 0, slots_offset: 0, slot_size: 8, slot_count: 0 }; 2];
+    for i in 0..2 {
+        let (base, size) = (take(8), take(8));
+        regions[i] = RegionInfo { base, size };
+        let (statics, slots_offset, slot_size, slot_count) = (take(4), take(4), take(4), take(4));
+        // Layouts as the server makes them: through the header check.
+        let mut header = [0u8; RegionLayout::HEADER_BYTES];
+        header[..8].copy_from_slice(&crate::layout::REGION_MAGIC.to_le_bytes());
+        header[8..12].copy_from_slice(&crate::layout::region::STATE_READY.to_le_bytes());
+        for (o, v) in [(16, statics), (20, slot_size), (24, slot_count), (28, slots_offset)] {
+            header[o..o + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        }
+        if let Ok(l) = RegionLayout::from_header(base, size, &header) {
+            layouts[i] = l;
+        }
+    }
+    let page = &data[at.min(data.len())..];
+    let regs = Registers { rip: pc, ..Registers::default() };
+    let mut out = Plan::default();
+    if plan_into(page, &regions, &layouts, &regs, depth, &mut out).is_err() {
+        assert!(out.is_empty(), "a refused page plans nothing");
+        return;
+    }
+    for r in out.releases() {
+        let addr = r.action.addr();
+        let l = layouts
+            .iter()
+            .zip(&regions)
+            .find(|(l, g)| l.base == g.base && g.base <= addr && addr - g.base < g.size)
+            .map(|(l, _)| l);
+        let l = l.expect("a release outside every region with a layout");
+        match r.action {
+            Action::PoisonAndUnlockMutex { .. } => assert!(l.is_mutex(addr), "{r:?}"),
+            Action::ArcDecrement { region_base, .. } => assert!(l.is_slot(addr) && region_base == l.base, "{r:?}"),
+        }
+        assert!(r.scope >= depth);
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -516,3 +516,62 @@ fn a_region_without_a_validated_layout_holds_nothing() {
     assert!(plan(&bytes(&p), &[RegionInfo { base: 0x3000_0000_0000, size: SIZE }], &LAYOUTS, &at(0), 1).is_err());
     assert_eq!(plan(&bytes(&p), &REGIONS, &elsewhere, &at(0), 1).unwrap_err(), Invalid::NoLayout { addr: MA });
 }
+
+/// Seeded property test with the cargo-fuzz target's body ([`fuzz_plan`]):
+/// random region geometries and pages built from entries near the objects
+/// (and noise), never a panic, never a release of the wrong kind.
+#[test]
+fn fuzz_plan_on_seeded_random_inputs() {
+    let mut s: u64 = 0x0ddc_0ffe_e123_4567;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut accepted_with_releases = 0;
+    for round in 0..20_000 {
+        let mut d: Vec<u8> = Vec::new();
+        d.push((next() % 4) as u8);
+        let pc = [SYMS.inc_start, SYMS.dec_start + 4, SYMS.dec_commit, next()][(next() % 4) as usize];
+        d.extend(pc.to_le_bytes());
+        let bases = [BASE, BASE + (1 << 30)];
+        for base in bases {
+            d.extend(base.to_le_bytes());
+            d.extend(SIZE.to_le_bytes());
+            let statics = [0xfc0u32, 0x40, 0x100, next() as u32][(next() % 4) as usize];
+            let slots_offset = [0x1000u32, 0x80, 0x140, next() as u32][(next() % 4) as usize];
+            let slot_size = [0x40u32, 0x10, 8, next() as u32][(next() % 4) as usize];
+            let slot_count = [0x3c0u32, 4, 0, next() as u32][(next() % 4) as usize];
+            for v in [statics, slots_offset, slot_size, slot_count] {
+                d.extend(v.to_le_bytes());
+            }
+        }
+        let near = |r: u64| bases[(r % 2) as usize] + [0x40, 0x80, 0x1000, 0x1040, 0x88, 0x148, 0x10, 0][(r / 2 % 8) as usize];
+        let mut p = page(next() % 4, &[], &[]);
+        p.mutex_count = next() % 4;
+        p.arc_count = next() % 4;
+        for i in 0..4 {
+            p.mutexes[i] = MutexEntry { addr: near(next()), scope: next() % 4 };
+            p.arcs[i] = ArcEntry { addr: near(next()), scope: next() % 4 };
+        }
+        p.intent = Intent { op: next() % 6, addr: near(next()), scope: next() % 4 };
+        let mut b = bytes(&p);
+        if round % 3 == 0 {
+            let i = (next() as usize) % b.len();
+            b[i] = next() as u8;
+        }
+        d.extend(&b);
+        fuzz_plan(&d);
+        if round % 2 == 0 {
+            d.truncate((next() as usize) % d.len());
+            fuzz_plan(&d);
+        }
+        if let Ok(pl) = plan(&b, &REGIONS, &LAYOUTS, &at(pc), 1)
+            && !pl.is_empty()
+        {
+            accepted_with_releases += 1;
+        }
+    }
+    assert!(accepted_with_releases > 100, "the generator also makes valid pages ({accepted_with_releases})");
+}
