@@ -530,6 +530,35 @@ pub fn write_tasks(tasks: &[TaskSpec<'_>]) -> alloc::vec::Vec<u8> {
     write(&ImageSpec { tasks, ..ImageSpec::default() })
 }
 
+/// The body of the image parser's fuzz target (`abi/fuzz`, `cargo fuzz run
+/// image_parse`) and of its seeded property test: parses `data` as a boot
+/// image and reads every task, object and capability it claims. It must
+/// never panic; what it accepts must lie inside `data`.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let Ok(img) = parse(data) else { return };
+    assert!(img.size() <= data.len());
+    for i in 0..img.len() + 2 {
+        if let Some(Ok(t)) = img.task(i) {
+            assert!(t.elf.len() <= data.len() && t.name.len() <= NAME_LEN);
+        }
+    }
+    for i in 0..img.cap_count() + 2 {
+        let _ = img.cap(i);
+    }
+    for i in 0..img.region_count() + 2 {
+        if let Some(Ok(r)) = img.region(i) {
+            assert!(r.size <= MAX_REGION_BYTES);
+        }
+    }
+    for i in 0..img.endpoint_count() {
+        let _ = img.endpoint_name(i);
+    }
+    for i in 0..img.notification_count() {
+        let _ = img.notification_name(i);
+    }
+}
+
 #[cfg(all(test, feature = "alloc"))]
 mod tests {
     use super::*;
@@ -645,5 +674,48 @@ mod tests {
         let image = parse(&bytes).unwrap();
         assert!(image.task(0).unwrap().is_ok());
         assert_eq!(image.task(1), Some(Err(ImageError::ElfOutOfBounds { index: 1 })));
+    }
+
+    /// Seeded property test over hostile images (the same body as the
+    /// cargo-fuzz target `image_parse`): a valid image with random bytes
+    /// flipped, truncated or extended, and pure noise.
+    #[test]
+    fn random_and_mutated_images_never_panic_the_parser() {
+        let caps = [CapSpec { task: 0, kind: crate::ipc::CapKind::Endpoint, rights: 3, object: 0, badge: 1, name: "ep" }];
+        let tasks = [spec("server", b"elf1elf1"), TaskSpec { fault_endpoint: Some(0), ..spec("client", b"elf2") }];
+        let regions = [RegionSpec { name: "r", size: 8192 }];
+        let good = write(&ImageSpec {
+            tasks: &tasks,
+            endpoints: &["ep"],
+            notifications: &["n"],
+            regions: &regions,
+            caps: &caps,
+        });
+        fuzz_parse(&good);
+        let mut s: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for round in 0..50_000 {
+            let mut b = good.clone();
+            for _ in 0..1 + next() % 8 {
+                let i = (next() as usize) % b.len();
+                b[i] = match next() % 4 {
+                    0 => 0xff,
+                    1 => 0,
+                    _ => next() as u8,
+                };
+            }
+            match round % 5 {
+                0 => b.truncate((next() as usize) % b.len()),
+                1 => b.extend((0..next() % 64).map(|_| next() as u8)),
+                2 => b = (0..next() % 512).map(|_| next() as u8).collect(),
+                _ => {}
+            }
+            fuzz_parse(&b);
+        }
     }
 }

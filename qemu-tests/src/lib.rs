@@ -65,6 +65,8 @@ pub struct Options {
     pub icount: bool,
     /// The boot image file (`-initrd`).
     pub image: Option<PathBuf>,
+    /// Seconds before QEMU is killed (default [`BOOT_TIMEOUT`]).
+    pub timeout_secs: Option<u64>,
 }
 
 /// Boots image `images/IMAGE.toml`.
@@ -95,7 +97,7 @@ pub fn boot_with(name: &str, options: Options) -> Run {
     boot.cmdline = options.cmdline;
     boot.icount = options.icount;
     boot.image = options.image;
-    boot.timeout = Some(BOOT_TIMEOUT);
+    boot.timeout = Some(options.timeout_secs.map_or(BOOT_TIMEOUT, Duration::from_secs));
     let outcome = boot.run().unwrap_or_else(|e| panic!("{name}: could not boot QEMU: {e:#}"));
     let console = std::fs::read_to_string(&console_path).unwrap_or_default();
     let raw_events = std::fs::read(&outcome.events).unwrap_or_default();

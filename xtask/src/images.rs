@@ -155,57 +155,110 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Every rule of the format, as an error naming the task (or object)
+    /// and the key; [`Manifest::load`] adds the manifest's path. Arithmetic
+    /// on manifest values is checked: no value makes this panic.
+    pub fn check(&self) -> Result<()> {
+        use std::collections::HashSet;
         if self.tasks.is_empty() {
             bail!("the manifest lists no [[task]]");
         }
+        let mut total: u64 = 0;
+        let mut task_names = HashSet::new();
         for t in &self.tasks {
+            if t.count == 0 {
+                bail!("task {:?}: `count` must be at least 1", t.name);
+            }
+            if t.count as usize > abi::image::MAX_TASKS {
+                bail!("task {:?}: `count` = {} exceeds {} (an image holds at most that many tasks)", t.name, t.count, abi::image::MAX_TASKS);
+            }
+            total += t.count as u64;
             let longest = if t.count > 1 { format!("{}-{}", t.name, t.count - 1) } else { t.name.clone() };
             if t.name.is_empty() || longest.len() > NAME_LEN {
-                bail!("task name {:?} must be 1..={NAME_LEN} bytes (instances included)", t.name);
+                bail!("task {:?}: `name` must be 1..={NAME_LEN} bytes (instances included)", t.name);
             }
-            if t.stack_kib == 0 || t.stack_kib * 1024 > abi::layout::MAX_STACK_BYTES || t.stack_kib % 4 != 0 {
-                bail!(
-                    "task {:?}: stack_kib must be a multiple of 4 in 4..={}",
-                    t.name,
-                    abi::layout::MAX_STACK_BYTES / 1024
-                );
+            // Instance names too: `a` with count 2 and a task named `a-1` collide.
+            let instances: Vec<String> = if t.count > 1 {
+                (0..t.count).map(|i| format!("{}-{i}", t.name)).collect()
+            } else {
+                vec![t.name.clone()]
+            };
+            for n in instances {
+                if !task_names.insert(n.clone()) {
+                    bail!("task {:?}: duplicate task `name` {n:?} (task names, instances included, must be unique)", t.name);
+                }
             }
-            if t.count == 0 {
-                bail!("task {:?}: count must be at least 1", t.name);
+            let max_kib = abi::layout::MAX_STACK_BYTES / 1024;
+            if t.stack_kib == 0 || t.stack_kib > max_kib || t.stack_kib % 4 != 0 {
+                bail!("task {:?}: `stack_kib` = {} must be a multiple of 4 in 4..={max_kib}", t.name, t.stack_kib);
             }
         }
+        if total as usize > abi::image::MAX_TASKS {
+            bail!("{total} tasks (`count`s included); an image holds at most {}", abi::image::MAX_TASKS);
+        }
+        let region_names: Vec<String> = self.regions.iter().map(|r| r.name.clone()).collect();
+        let max_region_kib = abi::image::MAX_REGION_BYTES / 1024;
+        for r in &self.regions {
+            if r.size_kib == 0 || r.size_kib % 4 != 0 || r.size_kib > max_region_kib {
+                bail!("region {:?}: `size_kib` = {} must be a multiple of 4 in 4..={max_region_kib}", r.name, r.size_kib);
+            }
+        }
+        let mut object_names = HashSet::new();
+        for (key, list) in [("endpoints", &self.endpoints), ("notifications", &self.notifications), ("region", &region_names)] {
+            if list.len() > abi::image::MAX_OBJECTS {
+                bail!("`{key}`: {} entries; an image holds at most {}", list.len(), abi::image::MAX_OBJECTS);
+            }
+            for name in list {
+                if name.is_empty() || name.len() > NAME_LEN || name == "supervisor" {
+                    bail!("`{key}`: object name {name:?} must be 1..={NAME_LEN} bytes and not `supervisor`");
+                }
+                // Capabilities name objects: one name, one object.
+                if !object_names.insert(name.as_str()) {
+                    bail!("`{key}`: duplicate object name {name:?} (endpoints, notifications and regions share one namespace)");
+                }
+            }
+        }
+        let mut fault_receivers = Vec::new();
+        let mut caps_total = 0usize;
         for t in &self.tasks {
+            if t.caps.len() > abi::ipc::MAX_CAPS {
+                bail!(
+                    "task {:?}: `caps` lists {} capabilities; a task holds at most {} (the kernel would drop the rest)",
+                    t.name,
+                    t.caps.len(),
+                    abi::ipc::MAX_CAPS
+                );
+            }
+            caps_total += t.caps.len() * t.count as usize;
+            let mut seen = HashSet::new();
             for cap in &t.caps {
-                self.parse_cap(cap).with_context(|| format!("task {:?}", t.name))?;
+                let c = self.parse_cap(cap).with_context(|| format!("task {:?}: `caps`", t.name))?;
+                if !seen.insert(cap.as_str()) {
+                    bail!("task {:?}: `caps` lists {cap:?} twice", t.name);
+                }
+                if c.kind == abi::ipc::CapKind::Endpoint
+                    && c.name == DEFAULT_FAULT_ENDPOINT
+                    && c.rights & abi::ipc::rights::RECV != 0
+                {
+                    fault_receivers.push((t.name.clone(), t.count));
+                }
             }
             if let Some(ep) = &t.fault_endpoint
                 && !self.endpoints.contains(ep)
             {
-                bail!("task {:?}: fault_endpoint {ep:?} is not declared in `endpoints`", t.name);
+                bail!("task {:?}: `fault_endpoint` {ep:?} is not declared in `endpoints`", t.name);
             }
         }
-        let region_names: Vec<String> = self.regions.iter().map(|r| r.name.clone()).collect();
-        for r in &self.regions {
-            if r.size_kib == 0 || r.size_kib % 4 != 0 || r.size_kib * 1024 > abi::image::MAX_REGION_BYTES {
-                bail!(
-                    "region {:?}: size_kib must be a multiple of 4 in 4..={}",
-                    r.name,
-                    abi::image::MAX_REGION_BYTES / 1024
-                );
-            }
+        if caps_total > abi::image::MAX_OBJECTS {
+            bail!("{caps_total} capabilities in all (`count`s included); an image holds at most {}", abi::image::MAX_OBJECTS);
         }
-        let objects = [&self.endpoints, &self.notifications, &region_names];
-        for list in objects {
-            for name in list {
-                if name.is_empty() || name.len() > NAME_LEN || name == "supervisor" {
-                    bail!("object name {name:?} must be 1..={NAME_LEN} bytes and not `supervisor`");
-                }
-            }
-        }
-        let total: u32 = self.tasks.iter().map(|t| t.count).sum();
-        if total as usize > abi::image::MAX_TASKS {
-            bail!("{total} tasks; an image holds at most {}", abi::image::MAX_TASKS);
+        let receivers: u64 = fault_receivers.iter().map(|(_, n)| *n as u64).sum();
+        if receivers > 1 {
+            let names: Vec<String> = fault_receivers.iter().map(|(n, c)| format!("{n:?} (count {c})")).collect();
+            bail!(
+                "tasks {}: more than one receiver on `{DEFAULT_FAULT_ENDPOINT}` (`caps` \"{DEFAULT_FAULT_ENDPOINT}:recv\"); faults need one fault server",
+                names.join(", ")
+            );
         }
         Ok(())
     }
@@ -363,4 +416,104 @@ pub fn pack_to_file(name: &str, bin_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out.parent().unwrap())?;
     std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Result<Manifest> {
+        let m: Manifest = toml::from_str(text)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The error's whole chain, as `cargo xtask` prints it.
+    fn error(text: &str) -> String {
+        format!("{:#}", manifest(text).expect_err("the manifest must be refused"))
+    }
+
+    const SERVER: &str = "[[task]]\nname = \"fs\"\nbin = \"fault-server\"\ncaps = [\"faults:recv\", \"supervisor\"]\n";
+
+    #[test]
+    fn every_shipped_manifest_passes() {
+        for name in list().unwrap() {
+            Manifest::load(&name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn huge_values_are_errors_not_overflows() {
+        let e = error("[[task]]\nname = \"big\"\nbin = \"hello\"\nstack_kib = 9223372036854775807\n");
+        assert!(e.contains("\"big\"") && e.contains("stack_kib"), "{e}");
+        let e = error("[[task]]\nname = \"big\"\nbin = \"hello\"\nstack_kib = 18014398509481984\n");
+        assert!(e.contains("stack_kib"), "{e}");
+        let e = error("[[region]]\nname = \"r\"\nsize_kib = 9223372036854775804\n[[task]]\nname = \"t\"\nbin = \"hello\"\n");
+        assert!(e.contains("\"r\"") && e.contains("size_kib"), "{e}");
+        let e = error("[[task]]\nname = \"many\"\nbin = \"hello\"\ncount = 4294967295\n");
+        assert!(e.contains("\"many\"") && e.contains("count"), "{e}");
+        // Sum of counts that would overflow a u32.
+        let e = error(
+            "[[task]]\nname = \"a\"\nbin = \"hello\"\ncount = 60\n[[task]]\nname = \"b\"\nbin = \"hello\"\ncount = 60\n",
+        );
+        assert!(e.contains("120 tasks"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_are_errors() {
+        let e = error("[[task]]\nname = \"twin\"\nbin = \"hello\"\n[[task]]\nname = \"twin\"\nbin = \"spinner\"\n");
+        assert!(e.contains("\"twin\"") && e.contains("duplicate"), "{e}");
+        // An instance name colliding with another task's name.
+        let e = error("[[task]]\nname = \"w\"\nbin = \"hello\"\ncount = 2\n[[task]]\nname = \"w-1\"\nbin = \"hello\"\n");
+        assert!(e.contains("\"w-1\"") && e.contains("duplicate"), "{e}");
+        let e = error("endpoints = [\"ping\", \"ping\"]\n[[task]]\nname = \"t\"\nbin = \"hello\"\n");
+        assert!(e.contains("endpoints") && e.contains("\"ping\"") && e.contains("duplicate"), "{e}");
+        let e = error("endpoints = [\"x\"]\nnotifications = [\"x\"]\n[[task]]\nname = \"t\"\nbin = \"hello\"\n");
+        assert!(e.contains("notifications") && e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn two_fault_receivers_are_an_error() {
+        let text = format!("endpoints = [\"faults\"]\n{SERVER}{}", SERVER.replace("\"fs\"", "\"fs2\""));
+        let e = error(&text);
+        assert!(e.contains("\"fs\"") && e.contains("\"fs2\"") && e.contains("faults"), "{e}");
+        let text = format!("endpoints = [\"faults\"]\n{}count = 2\n", SERVER);
+        let e = error(&text);
+        assert!(e.contains("\"fs\"") && e.contains("count 2"), "{e}");
+        // One receiver is the normal case.
+        manifest(&format!("endpoints = [\"faults\"]\n{SERVER}")).unwrap();
+    }
+
+    #[test]
+    fn more_caps_than_a_task_holds_is_an_error() {
+        let notes: Vec<String> = (0..=abi::ipc::MAX_CAPS).map(|i| format!("\"n{i}\"")).collect();
+        let caps: Vec<String> = (0..=abi::ipc::MAX_CAPS).map(|i| format!("\"n{i}:wait\"")).collect();
+        let text = format!(
+            "notifications = [{}]\n[[task]]\nname = \"greedy\"\nbin = \"hello\"\ncaps = [{}]\n",
+            notes.join(", "),
+            caps.join(", ")
+        );
+        let e = error(&text);
+        assert!(e.contains("\"greedy\"") && e.contains("caps") && e.contains("17"), "{e}");
+        // Exactly MAX_CAPS fit.
+        let text = format!(
+            "notifications = [{}]\n[[task]]\nname = \"full\"\nbin = \"hello\"\ncaps = [{}]\n",
+            notes.join(", "),
+            caps[..abi::ipc::MAX_CAPS].join(", ")
+        );
+        manifest(&text).unwrap();
+        let e = error("notifications = [\"n\"]\n[[task]]\nname = \"t\"\nbin = \"hello\"\ncaps = [\"n:wait\", \"n:wait\"]\n");
+        assert!(e.contains("\"t\"") && e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_manifest_file() {
+        let dir = std::env::temp_dir().join(format!("rewind-manifest-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[[task]]\nname = \"t\"\nbin = \"hello\"\nstack_kib = 3\n").unwrap();
+        let e = format!("{:#}", Manifest::load(path.to_str().unwrap()).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("bad.toml") && e.contains("\"t\"") && e.contains("stack_kib"), "{e}");
+    }
 }

@@ -148,7 +148,9 @@ fn poison_and_unlock<O: SharedOps>(addr: u64, task: u64, ops: &mut O) -> Result<
                 break;
             }
             let owner = found as u32 & mutex::OWNER_MASK;
-            if owner != me {
+            // A poison word that is neither clean nor poisoned is no
+            // mutex's: a word pair that merely starts with our id.
+            if owner != me || (found >> 32) > mutex::POISONED as u64 {
                 outcome = Outcome::MutexNotHeld { owner, woken: 0 };
                 break;
             }
@@ -305,6 +307,17 @@ mod tests {
         let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, (1 << 32) | 5, &mut mem).unwrap();
         assert!(matches!(out, Outcome::MutexNotHeld { .. }));
         assert_eq!(mem.u32(M), 5);
+    }
+
+    #[test]
+    fn a_word_pair_that_is_no_mutex_is_left_alone() {
+        // Low word = our id, high word neither 0 nor POISONED: not a mutex.
+        let mut mem = Mem::new();
+        mem.set32(M, 7);
+        mem.set32(M + 4, 0x1234);
+        let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, 7, &mut mem).unwrap();
+        assert!(matches!(out, Outcome::MutexNotHeld { owner: 7, .. }), "{out:?}");
+        assert_eq!((mem.u32(M), mem.u32(M + 4)), (7, 0x1234));
     }
 
     const SLOT: u64 = BASE + 0x100;

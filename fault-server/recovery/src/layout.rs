@@ -90,6 +90,93 @@ pub mod arc {
 /// Alignment of every shared object (mutex, Arc slot).
 pub const OBJECT_ALIGN: u64 = 8;
 
+/// Where a region's objects are, as its header records it: the statics
+/// area (where every `Mutex` lives) and the Arc slot area `[slots_offset,
+/// slots_offset + slot_count * slot_size)`. libtask's `Region::open`
+/// writes these four header words (`STATICS_SIZE`, `SLOT_SIZE`,
+/// `SLOT_COUNT`, `SLOTS_OFFSET`) before the magic and `STATE_READY`, and
+/// every task that opens the region checks them against the layout it
+/// expects, so the header *is* the record of which offsets hold what.
+///
+/// The fault server reads a region's header once (`READ_MEM` of the first
+/// task that faults holding it), validates it with [`RegionLayout::from_header`]
+/// and keeps that copy — as each task keeps its own after `Region::open` —
+/// so later writes to the header move nothing. The planner then accepts a
+/// mutex entry only inside the statics area and an Arc entry only at a
+/// slot start ([`crate::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionLayout {
+    /// The region's base (its identity: regions sit at fixed addresses,
+    /// the same in every holder).
+    pub base: u64,
+    /// Bytes of the region (as the kernel reports it).
+    pub size: u64,
+    /// Bytes of the statics area, from [`region::STATICS`].
+    pub statics: u64,
+    pub slots_offset: u64,
+    pub slot_size: u64,
+    pub slot_count: u64,
+}
+
+/// Why a region header was not accepted as a [`RegionLayout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadHeader {
+    /// Fewer than [`RegionLayout::HEADER_BYTES`] bytes.
+    Short,
+    /// Not (yet) initialized: no magic, or `STATE` not `STATE_READY`.
+    NotReady,
+    /// The four layout words do not describe objects inside the region.
+    Inconsistent,
+}
+
+impl RegionLayout {
+    /// Header bytes [`RegionLayout::from_header`] reads (through `SLOTS_OFFSET`).
+    pub const HEADER_BYTES: usize = (region::SLOTS_OFFSET + 4) as usize;
+
+    /// The layout a region header at `base` (of `size` bytes) records, if
+    /// it is initialized and consistent: the statics area and the slot
+    /// area lie inside the region in this order, 8-aligned, the slot area
+    /// 64-aligned — exactly what `Region::open` writes.
+    pub fn from_header(base: u64, size: u64, header: &[u8]) -> Result<RegionLayout, BadHeader> {
+        let h = header.get(..Self::HEADER_BYTES).ok_or(BadHeader::Short)?;
+        let u32_at = |o: u64| u32::from_le_bytes([h[o as usize], h[o as usize + 1], h[o as usize + 2], h[o as usize + 3]]) as u64;
+        let magic = u64::from_le_bytes(h[..8].try_into().map_err(|_| BadHeader::Short)?);
+        if magic != REGION_MAGIC || u32_at(region::STATE) != region::STATE_READY as u64 {
+            return Err(BadHeader::NotReady);
+        }
+        let l = RegionLayout {
+            base,
+            size,
+            statics: u32_at(region::STATICS_SIZE),
+            slots_offset: u32_at(region::SLOTS_OFFSET),
+            slot_size: u32_at(region::SLOT_SIZE),
+            slot_count: u32_at(region::SLOT_COUNT),
+        };
+        // All four words are u32: no sum or product below overflows a u64.
+        let ok = l.statics.is_multiple_of(OBJECT_ALIGN)
+            && l.slots_offset.is_multiple_of(64)
+            && l.slots_offset >= region::STATICS + l.statics
+            && l.slot_size >= arc::HEADER
+            && l.slot_size.is_multiple_of(OBJECT_ALIGN)
+            && l.slots_offset + l.slot_size * l.slot_count <= size
+            && base.checked_add(size).is_some();
+        if ok { Ok(l) } else { Err(BadHeader::Inconsistent) }
+    }
+
+    /// Whether a mutex (its 8-byte word pair) at `addr` lies in the
+    /// statics area, 8-aligned.
+    pub fn is_mutex(&self, addr: u64) -> bool {
+        let start = self.base + region::STATICS;
+        addr.is_multiple_of(OBJECT_ALIGN) && addr >= start && addr - start + OBJECT_ALIGN <= self.statics
+    }
+
+    /// Whether `addr` is the start of one of the Arc slots.
+    pub fn is_slot(&self, addr: u64) -> bool {
+        let first = self.base + self.slots_offset;
+        addr >= first && (addr - first).is_multiple_of(self.slot_size) && (addr - first) / self.slot_size < self.slot_count
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +206,53 @@ mod tests {
         // The poison+word pair is one naturally aligned u64.
         assert_eq!((mutex::WORD, mutex::POISON), (0, 4));
         assert_eq!((arc::GENERATION, arc::COUNT), (0, 4));
+    }
+
+    fn header(statics: u32, slot_size: u32, slots: u32, slots_offset: u32) -> [u8; 64] {
+        let mut h = [0u8; 64];
+        h[..8].copy_from_slice(&REGION_MAGIC.to_le_bytes());
+        h[8..12].copy_from_slice(&region::STATE_READY.to_le_bytes());
+        for (o, v) in [(16, statics), (20, slot_size), (24, slots), (28, slots_offset)] {
+            h[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        h
+    }
+
+    const B: u64 = 0x2000_0000_0000;
+
+    #[test]
+    fn a_region_header_says_where_mutexes_and_slots_are() {
+        let l = RegionLayout::from_header(B, 0x1_0000, &header(0x40, 0x20, 4, 0x80)).unwrap();
+        assert!(l.is_mutex(B + 0x40) && l.is_mutex(B + 0x78));
+        assert!(!l.is_mutex(B + 0x80), "past the statics area");
+        assert!(!l.is_mutex(B + 0x38), "in the header");
+        assert!(!l.is_mutex(B + 0x44), "misaligned");
+        assert!(l.is_slot(B + 0x80) && l.is_slot(B + 0xe0));
+        assert!(!l.is_slot(B + 0x88), "inside a slot");
+        assert!(!l.is_slot(B + 0x100), "past the last slot");
+        assert!(!l.is_slot(B + 0x40), "a mutex");
+    }
+
+    #[test]
+    fn bad_region_headers_are_refused() {
+        let ok = header(0x40, 0x20, 4, 0x80);
+        assert_eq!(RegionLayout::from_header(B, 0x1000, &ok[..20]), Err(BadHeader::Short));
+        let mut h = ok;
+        h[8] = region::STATE_INITIALIZING as u8;
+        assert_eq!(RegionLayout::from_header(B, 0x1000, &h), Err(BadHeader::NotReady));
+        let mut h = ok;
+        h[0] ^= 1;
+        assert_eq!(RegionLayout::from_header(B, 0x1000, &h), Err(BadHeader::NotReady));
+        for bad in [
+            header(0x40, 0x20, 4, 0x40),             // slots overlap the statics
+            header(0x40, 0x20, 4, 0x90),             // slots not 64-aligned
+            header(0x40, 0x1c, 4, 0x80),             // slot size not 8-aligned
+            header(0x40, 0, 4, 0x80),                // slot smaller than its header
+            header(0x44, 0x20, 4, 0xc0),             // statics not 8-aligned
+            header(0x40, 0x20, 0x100, 0x80),         // past the region's end
+            header(0x40, u32::MAX & !7, u32::MAX, 0x80), // huge: no overflow, refused
+        ] {
+            assert_eq!(RegionLayout::from_header(B, 0x1000, &bad), Err(BadHeader::Inconsistent));
+        }
     }
 }

@@ -28,7 +28,10 @@
 //! The page is private memory of the faulted task: anything may be in it
 //! (the fault may be the very bug that scribbled on it). [`plan`] checks
 //! every count, every address (8-aligned, inside one of the task's shared
-//! regions, past the region's header), every scope number, the intent slot
+//! regions, past the region's header, and where the region's validated
+//! layout — [`layout::RegionLayout`] — puts objects of the entry's kind: a
+//! mutex in the statics area, an Arc at a slot start), every scope number,
+//! the intent slot
 //! and its consistency with the registries; any violation is an
 //! [`Invalid`] error, which means "escalate to a fresh start" — never a
 //! partial or guessed list of releases. The objects' own words (mutex
@@ -46,4 +49,5 @@ pub mod layout;
 pub mod plan;
 
 pub use execute::{Outcome, SharedOps, execute};
+pub use layout::RegionLayout;
 pub use plan::{Action, Invalid, MAX_ARC_BLOCK, Origin, Plan, Release, plan, plan_into};

@@ -73,7 +73,7 @@
 //! references so that waiters are woken as early as possible; the releases
 //! commute, so the order is a convention, not a correctness condition.
 
-use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE};
+use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE, RegionLayout};
 use abi::checkpoint::{ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent};
 use abi::trap::Registers;
 
@@ -225,6 +225,21 @@ pub enum Invalid {
     InRegionHeader {
         addr: u64,
     },
+    /// In a region whose header layout the server has not validated (not
+    /// initialized, or inconsistent): no object there can be told apart.
+    NoLayout {
+        addr: u64,
+    },
+    /// A mutex entry (or `LOCK`/`UNLOCK` intent) outside the region's
+    /// statics area, where mutexes live (an Arc slot, say).
+    NotAMutex {
+        addr: u64,
+    },
+    /// An Arc entry (or Arc intent) that is not the start of one of the
+    /// region's Arc slots (a mutex, the inside of a slot, ...).
+    NotAnArcSlot {
+        addr: u64,
+    },
     /// An entry or the intent owned by a scope deeper than the page's
     /// depth, or an intent owned by a scope that survives the rollback.
     BadScope {
@@ -263,12 +278,37 @@ impl Invalid {
             Invalid::Misaligned { .. } => "registry address misaligned",
             Invalid::OutsideRegions { .. } => "registry address outside shared regions",
             Invalid::InRegionHeader { .. } => "registry address in a region header",
+            Invalid::NoLayout { .. } => "registry address in a region without a valid header layout",
+            Invalid::NotAMutex { .. } => "mutex entry outside the region's statics area",
+            Invalid::NotAnArcSlot { .. } => "arc entry not at an arc slot start",
             Invalid::BadScope { .. } => "registry scope",
             Invalid::Duplicate { .. } => "registry duplicate",
             Invalid::BadIntent { .. } => "intent operation",
             Invalid::IntentConflict { .. } => "intent contradicts the registries",
             Invalid::NoSymbols => "arc intent without usable asm-block bounds",
         }
+    }
+}
+
+/// What kind of object a registry entry claims to name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mutex,
+    Arc,
+}
+
+/// The base of the region holding an 8-byte object of `kind` at `addr`,
+/// after the checks every registry address must pass: inside one of the
+/// task's regions (as the kernel reports them), past its header, and where
+/// the region's validated layout puts objects of that kind — a mutex in
+/// the statics area, an Arc at a slot start.
+fn object_at(addr: u64, kind: Kind, regions: &[RegionInfo], layouts: &[RegionLayout]) -> Result<u64, Invalid> {
+    let base = region_of(addr, regions)?;
+    let l = layouts.iter().find(|l| l.base == base).ok_or(Invalid::NoLayout { addr })?;
+    match kind {
+        Kind::Mutex if !l.is_mutex(addr) => Err(Invalid::NotAMutex { addr }),
+        Kind::Arc if !l.is_slot(addr) => Err(Invalid::NotAnArcSlot { addr }),
+        _ => Ok(base),
     }
 }
 
@@ -303,21 +343,23 @@ struct Live {
     base: u64,
 }
 
-/// Validates the live entries `(addr, scope)` of one registry into `out`.
-/// An address listed twice is [`Invalid::Duplicate`], unless `merge` (the
-/// mutex registry): then it is one entry, of the outermost scope listing it.
+/// Validates the live entries `(addr, scope)` of one registry of `kind`
+/// into `out`. An address listed twice is [`Invalid::Duplicate`], unless
+/// a mutex: then it is one entry, of the outermost scope listing it.
 fn live_entries<const N: usize>(
     entries: impl Iterator<Item = (u64, u64)>,
     depth: u64,
     regions: &[RegionInfo],
-    merge: bool,
+    layouts: &[RegionLayout],
+    kind: Kind,
     out: &mut heapless::Vec<Live, N>,
 ) -> Result<(), Invalid> {
+    let merge = kind == Kind::Mutex;
     for (slot, (addr, scope)) in entries.enumerate() {
         if addr == 0 {
             continue; // a released slot (libtask's tombstone)
         }
-        let base = region_of(addr, regions)?;
+        let base = object_at(addr, kind, regions, layouts)?;
         if scope > depth {
             return Err(Invalid::BadScope { addr, scope, depth });
         }
@@ -336,10 +378,18 @@ fn live_entries<const N: usize>(
 /// Decides the releases for rolling the task back to scope `depth`
 /// (1 = outermost; 0 = fresh start, release everything), from the bytes of
 /// its recovery page (which also locates libtask's Arc asm blocks), its
-/// shared regions and its registers at the fault.
-pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -> Result<Plan, Invalid> {
+/// shared regions (as the kernel reports them), the layouts of those
+/// regions the server validated ([`RegionLayout`]: an entry in a region
+/// without one is [`Invalid::NoLayout`]) and its registers at the fault.
+pub fn plan(
+    page: &[u8],
+    regions: &[RegionInfo],
+    layouts: &[RegionLayout],
+    regs: &Registers,
+    depth: u64,
+) -> Result<Plan, Invalid> {
     let mut out = Plan::default();
-    plan_into(page, regions, regs, depth, &mut out)?;
+    plan_into(page, regions, layouts, regs, depth, &mut out)?;
     Ok(out)
 }
 
@@ -349,6 +399,7 @@ pub fn plan(page: &[u8], regions: &[RegionInfo], regs: &Registers, depth: u64) -
 pub fn plan_into(
     page: &[u8],
     regions: &[RegionInfo],
+    layouts: &[RegionLayout],
     regs: &Registers,
     depth: u64,
     out: &mut Plan,
@@ -385,15 +436,23 @@ pub fn plan_into(
         p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)),
         p.depth,
         regions,
-        true,
+        layouts,
+        Kind::Mutex,
         &mut mutexes,
     )?;
-    live_entries(p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)), p.depth, regions, false, &mut arcs)?;
+    live_entries(
+        p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)),
+        p.depth,
+        regions,
+        layouts,
+        Kind::Arc,
+        &mut arcs,
+    )?;
     if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
         return Err(Invalid::Duplicate { addr: m.addr });
     }
 
-    let intent = intent_release(&p, regions, regs.rip, depth, &mutexes, &arcs)?;
+    let intent = intent_release(p, regions, layouts, regs.rip, depth, &mutexes, &arcs)?;
     out.page_depth = p.depth;
     if let Some(release) = intent {
         out.push(release);
@@ -419,6 +478,7 @@ pub fn plan_into(
 fn intent_release(
     p: &RecoveryPage,
     regions: &[RegionInfo],
+    layouts: &[RegionLayout],
     pc: u64,
     depth: u64,
     mutexes: &[Live],
@@ -432,14 +492,14 @@ fn intent_release(
         return Err(Invalid::BadIntent { op: it.op });
     }
     let addr = it.addr;
-    let base = region_of(addr, regions)?;
+    let is_mutex = matches!(it.op, intent::LOCK | intent::UNLOCK);
+    let base = object_at(addr, if is_mutex { Kind::Mutex } else { Kind::Arc }, regions, layouts)?;
     // An intent is written and cleared within one operation, at the depth
     // of the moment: it belongs to a scope being rolled back (or to a task
     // starting afresh). One of a surviving scope cannot exist.
     if it.scope > p.depth || it.scope < depth {
         return Err(Invalid::BadScope { addr, scope: it.scope, depth: p.depth });
     }
-    let is_mutex = matches!(it.op, intent::LOCK | intent::UNLOCK);
     let (same, other) = if is_mutex { (mutexes, arcs) } else { (arcs, mutexes) };
     if other.iter().any(|l| l.addr == addr) {
         return Err(Invalid::IntentConflict { addr });
@@ -471,6 +531,65 @@ fn intent_release(
         }
     };
     Ok(action.map(|action| Release { action, origin: Origin::Intent, scope: it.scope }))
+}
+
+/// The body of the planner's fuzz target (`fault-server/recovery/fuzz`,
+/// `cargo fuzz run plan`) and of its seeded property test: `data` is
+/// `depth u8 | pc u64 | (base u64, size u64, statics u32, slots_offset u32,
+/// slot_size u32, slot_count u32) × 2 | page bytes`. Whatever the bytes,
+/// [`plan_into`] must not panic, and every release it plans must name an
+/// object of the right kind inside one of the regions, by its layout.
+#[doc(hidden)]
+pub fn fuzz_plan(data: &[u8]) {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> u64 {
+        let mut v = [0u8; 8];
+        for (i, b) in v.iter_mut().take(n).enumerate() {
+            *b = data.get(at + i).copied().unwrap_or(0);
+        }
+        at += n;
+        u64::from_le_bytes(v)
+    };
+    let depth = take(1) % 10;
+    let pc = take(8);
+    let mut regions = [RegionInfo::default(); 2];
+    let mut layouts = [RegionLayout { base: 0, size: 0, statics: 0, slots_offset: 0, slot_size: 8, slot_count: 0 }; 2];
+    for i in 0..2 {
+        let (base, size) = (take(8), take(8));
+        regions[i] = RegionInfo { base, size };
+        let (statics, slots_offset, slot_size, slot_count) = (take(4), take(4), take(4), take(4));
+        // Layouts as the server makes them: through the header check.
+        let mut header = [0u8; RegionLayout::HEADER_BYTES];
+        header[..8].copy_from_slice(&crate::layout::REGION_MAGIC.to_le_bytes());
+        header[8..12].copy_from_slice(&crate::layout::region::STATE_READY.to_le_bytes());
+        for (o, v) in [(16, statics), (20, slot_size), (24, slot_count), (28, slots_offset)] {
+            header[o..o + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        }
+        if let Ok(l) = RegionLayout::from_header(base, size, &header) {
+            layouts[i] = l;
+        }
+    }
+    let page = &data[at.min(data.len())..];
+    let regs = Registers { rip: pc, ..Registers::default() };
+    let mut out = Plan::default();
+    if plan_into(page, &regions, &layouts, &regs, depth, &mut out).is_err() {
+        assert!(out.is_empty(), "a refused page plans nothing");
+        return;
+    }
+    for r in out.releases() {
+        let addr = r.action.addr();
+        let l = layouts
+            .iter()
+            .zip(&regions)
+            .find(|(l, g)| l.base == g.base && g.base <= addr && addr - g.base < g.size)
+            .map(|(l, _)| l);
+        let l = l.expect("a release outside every region with a layout");
+        match r.action {
+            Action::PoisonAndUnlockMutex { .. } => assert!(l.is_mutex(addr), "{r:?}"),
+            Action::ArcDecrement { region_base, .. } => assert!(l.is_slot(addr) && region_base == l.base, "{r:?}"),
+        }
+        assert!(r.scope >= depth);
+    }
 }
 
 #[cfg(test)]

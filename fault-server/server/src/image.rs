@@ -13,7 +13,6 @@
 //! an `Err` with a reason, never a panic.
 
 use alloc::boxed::Box;
-use alloc::vec;
 use alloc::vec::Vec;
 use libtask::supervise::{self, TaskId};
 use object::LittleEndian as LE;
@@ -45,13 +44,42 @@ pub struct TaskImage {
     pub regcheck: Option<u64>,
     /// `REWIND_RESTARTS` (the restart counter), if the task has one, 8 bytes.
     pub restarts: Option<u64>,
+    /// `[start, end)` of every instance of `libtask::checkpoint::checkpoint`
+    /// (one per body type), sorted: the recovery's walk must end in one of
+    /// these frames (`recover::walk_to_scope`). Empty for a stripped image.
+    pub checkpoints: Vec<(u64, u64)>,
+}
+
+/// Whether `name` is the mangled name of `libtask::checkpoint::checkpoint`
+/// or one of its instances: v0 (`_RNvNtCs<hash>_7libtask10checkpoint10checkpoint`,
+/// `_RINvNtCs...` for a generic instance) or legacy (`_ZN7libtask10checkpoint10checkpoint17h...`).
+/// A closure or another item *inside* it (`_RNC...`, `..._ZN...checkpoint10checkpoint28{{closure}}`)
+/// is not the function.
+pub fn is_checkpoint_symbol(name: &[u8]) -> bool {
+    const PATH: &[u8] = b"7libtask10checkpoint10checkpoint";
+    if let Some(rest) = name.strip_prefix(b"_ZN".as_slice()) {
+        return rest.strip_prefix(PATH).is_some_and(|r| r.starts_with(b"17h"));
+    }
+    let Some(rest) = name.strip_prefix(b"_RINvNtCs".as_slice()).or_else(|| name.strip_prefix(b"_RNvNtCs".as_slice()))
+    else {
+        return false;
+    };
+    // The crate's disambiguator: base-62 digits, then `_`.
+    match rest.iter().position(|&c| c == b'_') {
+        Some(i) => rest[i + 1..].starts_with(PATH),
+        None => false,
+    }
 }
 
 fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static str> {
     if len > MAX_SECTION {
         return Err("section too large");
     }
-    let mut buf = vec![0u8; len as usize];
+    // Fallible: a task's file must not be able to make the server's
+    // allocation fail (and so the server panic).
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len as usize).map_err(|_| "out of memory reading the image")?;
+    buf.resize(len as usize, 0);
     let n = supervise::read_image(task, offset, &mut buf).map_err(|_| "READ_IMAGE failed")?;
     if n != buf.len() {
         return Err("section lies beyond the end of the file");
@@ -105,6 +133,31 @@ impl TaskImage {
     fn index(&mut self) {
         self.regcheck = self.symbol(crate::regcheck::SYMBOL).map(|(a, _)| a);
         self.restarts = self.symbol(crate::RESTARTS_SYMBOL).filter(|&(_, size)| size == 8).map(|(a, _)| a);
+        self.checkpoints = self.checkpoint_ranges();
+    }
+
+    /// The ranges of the checkpoint function's instances (see the field).
+    fn checkpoint_ranges(&self) -> Vec<(u64, u64)> {
+        let e = LE;
+        let count = self.symtab.data.len() / SYM_SIZE;
+        let Ok((syms, _)) = object::pod::slice_from_bytes::<Sym64<LE>>(&self.symtab.data, count) else {
+            return Vec::new();
+        };
+        let strings = object::read::StringTable::new(&self.strtab.data[..], 0, self.strtab.data.len() as u64);
+        let mut out: Vec<(u64, u64)> = syms
+            .iter()
+            .filter(|s| s.st_type() == object::elf::STT_FUNC && s.st_size(e) > 0 && !s.st_shndx(e).is_special())
+            .filter(|s| strings.get(s.st_name(e)).is_ok_and(is_checkpoint_symbol))
+            .filter_map(|s| Some((s.st_value(e), s.st_value(e).checked_add(s.st_size(e))?)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Whether `pc` lies in an instance of the checkpoint function.
+    pub fn in_checkpoint(&self, pc: u64) -> bool {
+        let i = self.checkpoints.partition_point(|&(start, _)| start <= pc);
+        i > 0 && pc < self.checkpoints[i - 1].1
     }
 
     /// The address and size of the symbol named `name` (exact, unmangled
@@ -146,13 +199,21 @@ pub type TaskWalker<'a> = walker::Walker<'a, 64, 32, 256>;
 /// each frame once. (`walker::RowTable`, rows precompiled for the whole
 /// image, costs ~445k guest instructions per image: not worth it here.)
 pub struct Unwinder {
+    image: &'static TaskImage,
     eh: Result<walker::Image<'static>, &'static str>,
     walker: core::cell::RefCell<Box<TaskWalker<'static>>>,
 }
 
 impl Unwinder {
-    pub fn new(image: &'static TaskImage) -> Unwinder {
-        Unwinder { eh: image.unwind(), walker: core::cell::RefCell::new(Box::default()) }
+    pub fn new(image: &'static TaskImage) -> Result<Unwinder, &'static str> {
+        let walker = Box::try_new(TaskWalker::default()).map_err(|_| "out of memory")?;
+        Ok(Unwinder { image, eh: image.unwind(), walker: core::cell::RefCell::new(walker) })
+    }
+
+    /// Whether `pc` lies in an instance of `libtask::checkpoint::checkpoint`
+    /// (`None`: the image names none — stripped — so no pc can be checked).
+    pub fn in_checkpoint(&self, pc: u64) -> Option<bool> {
+        (!self.image.checkpoints.is_empty()).then(|| self.image.in_checkpoint(pc))
     }
 
     /// A walk from `regs` (the fault): at most `max` frames, `visit` each.

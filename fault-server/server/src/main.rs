@@ -41,6 +41,8 @@
 //! server. The recovery path does not depend on the reporting module.
 #![no_std]
 #![no_main]
+// `Box::try_new`: the server's reserves are allocated fallibly.
+#![feature(allocator_api)]
 
 extern crate alloc;
 
@@ -55,6 +57,7 @@ mod report;
 mod resume;
 
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use image::{TaskImage, Unwinder};
@@ -98,7 +101,21 @@ fn main(start: Start) -> u64 {
             let _ = syscall::restore_priority();
             server.lowered = false;
         }
-        let mut buf = server.spare.pop().unwrap_or_else(MsgBuf::new);
+        // Refill the recovery path's pools before waiting (not on the
+        // path); short of memory, give the oldest report's back first.
+        while !server.recovery.reserve() && !server.backlog.is_empty() {
+            server.report_oldest();
+        }
+        let Some(mut buf) = server.spare.pop().or_else(MsgBuf::try_new) else {
+            // Out of memory for one more buffer: a queued report gives
+            // its buffer back (there is one unless memory ran out before
+            // the first fault; then wait for memory).
+            if server.backlog.is_empty() {
+                let _ = syscall::sleep(1);
+            }
+            server.report_oldest();
+            continue;
+        };
         let timeout = if reports_waiting { Timeout::Poll } else { Timeout::Forever };
         match ipc::recv_into(faults, &mut buf, timeout) {
             Ok(got) => {
@@ -122,12 +139,42 @@ fn main(start: Start) -> u64 {
 }
 
 /// A task image read once, with its unwinder (walkers and rows of its own,
-/// whose caches stay warm across the task's faults). Images are kept for
-/// the server's life, so they are leaked to give the unwinder a `'static`
-/// borrow.
+/// whose caches stay warm across the task's faults).
+///
+/// The unwinder borrows the image's sections; both live here, the image
+/// boxed (its address does not move with `Known`) and dropped after the
+/// unwinder (fields drop in declaration order), so the borrow — given a
+/// `'static` lifetime in [`Known::load`] — never outlives the bytes.
 struct Known {
-    image: &'static TaskImage,
     unwinder: Unwinder,
+    image: Box<TaskImage>,
+}
+
+impl Known {
+    fn load(task: TaskId) -> Result<Known, &'static str> {
+        let image = Box::try_new(TaskImage::load(task)?).map_err(|_| "out of memory")?;
+        // SAFETY: the box's contents stay at this address until `Known` is
+        // dropped, and the unwinder, which borrows them, is dropped first
+        // (see the struct note); nothing hands the `'static` borrow out
+        // beyond a `&Known`'s lifetime.
+        let borrowed: &'static TaskImage = unsafe { &*(&*image as *const TaskImage) };
+        let unwinder = Unwinder::new(borrowed)?;
+        Ok(Known { unwinder, image })
+    }
+}
+
+/// Task images kept at most (about 50–100 KiB each: sections and walker);
+/// past it the least recently used is dropped. A task whose image was
+/// dropped has it read again at its next fault (the cold cost, as on its
+/// first: `fault_to_checkpoint_cold`); nothing else about the task is lost
+/// (its policy history and scope counts are kept apart).
+pub const MAX_IMAGES: usize = 16;
+
+/// An image cache entry (`None`: unreadable, remembered so that a bad file
+/// is not read at every fault) and when it was last used.
+struct Cached {
+    known: Option<Rc<Known>>,
+    used: u64,
 }
 
 #[derive(Default)]
@@ -135,7 +182,9 @@ struct Server {
     recovery: Recovery,
     /// Images of tasks seen so far (`None`: unreadable), by task id. A
     /// restart reloads the same file, so an entry stays valid.
-    images: BTreeMap<TaskId, Option<&'static Known>>,
+    images: BTreeMap<TaskId, Cached>,
+    /// Use counter for the images' LRU order.
+    uses: u64,
     backlog: VecDeque<Report>,
     /// Receive buffers of reported faults, for reuse.
     spare: Vec<MsgBuf>,
@@ -183,7 +232,8 @@ impl Server {
             self.late += 1;
         }
         let known = self.known(task);
-        let regcheck = known.and_then(|k| regcheck::check(task, k.image, &p.msg));
+        let known = known.as_deref();
+        let regcheck = known.and_then(|k| regcheck::check(task, &k.image, &p.msg));
         let outcome = match resume::is_request(&p.msg).then(|| resume::resume_past_ud2(task)) {
             Some(Ok(rip)) => Outcome::Resumed { rip, at: syscall::tsc() },
             resumed => {
@@ -196,7 +246,7 @@ impl Server {
                 };
                 self.lowered |= rec.lowered;
                 if let (recover::Done::Restart { restarts, .. }, Some(k)) = (rec.done, known) {
-                    note_restart_count(task, k.image, restarts);
+                    note_restart_count(task, &k.image, restarts);
                 }
                 Outcome::Recovered(rec)
             }
@@ -220,24 +270,38 @@ impl Server {
     fn report_oldest(&mut self) {
         let Some(rep) = self.backlog.pop_front() else { return };
         let task = FaultMessage::from_bytes(&rep.bytes[..rep.len]).map_or(0, |m| m.task);
-        let unwinder = self.known(task).map(|k| &k.unwinder);
+        let known = self.known(task);
+        let unwinder = known.as_deref().map(|k| &k.unwinder);
         report::emit_report(&rep, unwinder, &mut self.batch);
         self.spare.push(rep.bytes);
+        if let Outcome::Recovered(rec) = rep.outcome {
+            self.recovery.recycle(rec);
+        }
     }
 
-    /// The parsed image of `task`, read once.
-    fn known(&mut self, task: TaskId) -> Option<&'static Known> {
-        *self.images.entry(task).or_insert_with(|| match TaskImage::load(task) {
-            Ok(image) => {
-                let image: &'static TaskImage = Box::leak(Box::new(image));
-                let unwinder = Unwinder::new(image);
-                Some(&*Box::leak(Box::new(Known { image, unwinder })))
-            }
+    /// The parsed image of `task`: read once, kept while among the
+    /// [`MAX_IMAGES`] most recently used.
+    fn known(&mut self, task: TaskId) -> Option<Rc<Known>> {
+        self.uses += 1;
+        if let Some(c) = self.images.get_mut(&task) {
+            c.used = self.uses;
+            return c.known.clone();
+        }
+        if self.images.len() >= MAX_IMAGES
+            && let Some((&oldest, _)) = self.images.iter().min_by_key(|(_, c)| c.used)
+        {
+            // Dropped here unless a queued report still holds it.
+            self.images.remove(&oldest);
+        }
+        let known = match Known::load(task) {
+            Ok(k) => Rc::try_new(k).ok(),
             Err(why) => {
                 println!("fault-server: cannot read the image of task {task}: {why}");
                 None
             }
-        })
+        };
+        self.images.insert(task, Cached { known: known.clone(), used: self.uses });
+        known
     }
 }
 
@@ -247,8 +311,13 @@ impl Server {
 pub struct MsgBuf(Box<[u64]>);
 
 impl MsgBuf {
-    fn new() -> MsgBuf {
-        MsgBuf(alloc::vec![0u64; FAULT_BUFFER.div_ceil(8)].into_boxed_slice())
+    /// A zeroed buffer; `None` if memory ran out (never a panic).
+    fn try_new() -> Option<MsgBuf> {
+        let n = FAULT_BUFFER.div_ceil(8);
+        let mut v: Vec<u64> = Vec::new();
+        v.try_reserve_exact(n).ok()?;
+        v.resize(n, 0);
+        Some(MsgBuf(v.into_boxed_slice()))
     }
 }
 

@@ -11,14 +11,23 @@
 //! 2. **Walk** from the faulting registers to the target scope's frame
 //!    ([`walk_to_scope`]): the first frame whose CFA lies above the stack
 //!    pointer the kernel recorded when the scope opened (also in the
-//!    message). The stack comes with the message, so the walk makes no
-//!    system call. A walk that cannot get there (no unwind info, unreadable
-//!    stack, a loop) means the stack is not trustworthy: fresh start.
+//!    message). That frame must *be* the scope's: its pc inside an
+//!    instance of `libtask::checkpoint::checkpoint` (ranges found once per
+//!    image in its symbol table) and its own stack pointer (its callee's
+//!    CFA) exactly the recorded one — so every frame from the fault up to
+//!    it was unwound by the image's CFI with each CFA above the last, and
+//!    the chain lands on the very activation that opened the scope. The
+//!    stack comes with the message, so the walk makes no system call. A
+//!    walk that cannot get there (no unwind info, unreadable stack, a
+//!    loop, a frame that is not the scope's) means the stack is not
+//!    trustworthy: fresh start.
 //! 3. **Plan** the releases (`recovery::plan`) from the copy of the task's
 //!    recovery page in the message (libtask records its Arc asm-block
-//!    addresses there too) and its regions (also in the message). A page that fails
-//!    any check releases nothing and escalates to a fresh start — never a
-//!    wrong release.
+//!    addresses there too), its regions (also in the message) and the
+//!    regions' layouts (`recovery::layout::RegionLayout`: each region's
+//!    header, read with one `READ_MEM` the first time a page names an
+//!    object in it, then kept). A page that fails any check releases
+//!    nothing and escalates to a fresh start — never a wrong release.
 //! 4. **Recover**: one `TASK_CTL RECOVER` carries the releases and the
 //!    rollback (or the fresh start, or the stop) to the kernel, which does
 //!    all of it under its lock and writes each outcome back. A server that
@@ -27,14 +36,23 @@
 //!
 //! Each step's time (`clock()`, guest instructions under icount) goes into
 //! the record, for the benchmark's phase breakdown.
+//!
+//! **No allocation on this path.** The plan, the request and the walk are
+//! filled in place; escalations are a fixed array; the walk and the list of
+//! outcomes handed to the report come from pools ([`Recovery::reserve`]
+//! refills them between faults, with fallible allocations, and reports give
+//! them back when emitted). An empty pool degrades the report (its
+//! backtrace is walked again from the fault; its releases are not listed),
+//! never the recovery.
 
 use crate::image::Unwinder;
 use crate::memory::WindowMemory;
 use crate::policy::{Decision, Policy};
 use alloc::collections::{BTreeMap, VecDeque};
-use alloc::string::String;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use libtask::abi::checkpoint::{MAX_SCOPES, RegionInfo};
+use recovery::layout::RegionLayout;
 use libtask::abi::fault::{FaultMessage, Parsed};
 use libtask::supervise::{self, FinalAction, RecoverRequest, TaskId};
 use libtask::syscall;
@@ -59,7 +77,7 @@ pub enum Escalation {
     /// fresh start, from scope 1).
     Policy { from_scope: u64, retries_in_window: u64, window_ms: u64 },
     /// The rollback could not be done (`why`): fresh start.
-    FreshStart { why: String },
+    FreshStart { why: &'static str },
     /// The recovery page was refused on a fresh start: nothing released.
     NothingReleased { why: &'static str },
 }
@@ -109,16 +127,23 @@ pub struct Recovered {
     /// Whether the kernel lowered our priority as it finished (`RECOVER`
     /// succeeded with `LOWER_CALLER`).
     pub lowered: bool,
-    pub escalations: Vec<Escalation>,
+    pub escalations: Escalations,
     /// The scope frame's index in the walk and its pc (rollbacks).
     pub scope_frame: Option<(usize, u64)>,
     /// The walk to the scope's frame, if it got there (for the backtrace,
     /// whatever was done after it).
-    pub walked: Option<alloc::boxed::Box<ScopeWalk>>,
+    pub walked: Option<Box<ScopeWalk>>,
+    /// From [`Recovery`]'s pool (empty, without capacity, if it was empty).
     pub releases: Vec<Released>,
     pub done: Done,
     pub phases: Phases,
 }
+
+/// Most escalations of one fault: one policy step per scope, and the
+/// fresh-start and nothing-released notes.
+pub const MAX_ESCALATIONS: usize = MAX_SCOPES + 4;
+/// The escalations of one fault (a fixed array: no allocation).
+pub type Escalations = heapless::Vec<Escalation, MAX_ESCALATIONS>;
 
 /// Rollback history per (task, scope depth), to apply the policy.
 #[derive(Default)]
@@ -130,7 +155,7 @@ impl Scopes {
     /// The depth to roll back to: `open` scopes are open, the innermost
     /// first; 0 = none is allowed another retry (fresh start). Each step
     /// outward is noted in `out`.
-    pub fn choose(&mut self, msg: &FaultMessage, now: u64, out: &mut Vec<Escalation>) -> u64 {
+    pub fn choose(&mut self, msg: &FaultMessage, now: u64, out: &mut Escalations) -> u64 {
         let (max, window) = policy(msg);
         let mut depth = msg.scopes.min(MAX_SCOPES as u64);
         while depth > 0 {
@@ -142,7 +167,11 @@ impl Scopes {
                 h.push_back(now);
                 return depth;
             }
-            out.push(Escalation::Policy { from_scope: depth, retries_in_window: h.len() as u64, window_ms: window });
+            let _ = out.push(Escalation::Policy {
+                from_scope: depth,
+                retries_in_window: h.len() as u64,
+                window_ms: window,
+            });
             depth -= 1;
         }
         0
@@ -205,25 +234,64 @@ impl ScopeWalk {
     }
 }
 
-/// Walks from the fault to the frame of scope `depth`: the first frame
-/// whose CFA is above the scope's saved stack pointer. Fills `out` (in
-/// place: it is a few hundred bytes).
-pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64, out: &mut ScopeWalk) -> Result<(), String> {
-    let target = p.msg.scope_rsp(depth).ok_or_else(|| String::from("no such scope"))?;
+/// Walks from the fault to the frame of scope `depth` and checks that it
+/// is that scope's frame. The walk goes up to the first frame whose CFA is
+/// above the scope's saved stack pointer (the kernel's record of `rsp` at
+/// the scope's `CHECKPOINT_OPEN`); every step on the way was the image's
+/// CFI with CFAs strictly increasing (the walker checks). The frame it
+/// stops at is accepted only if
+/// * its pc (the return address less one, or the faulting pc for the
+///   first frame) lies in an instance of `libtask::checkpoint::checkpoint`
+///   (skipped, and said so in DESIGN.md, for an image without a symbol
+///   table), and
+/// * its stack pointer — its callee's CFA, or the faulting `rsp` for the
+///   first frame — equals the recorded one: `checkpoint` does not move
+///   `rsp` between its `CHECKPOINT_OPEN` and its calls (its frame is set up
+///   in the prologue), so its live activation has exactly that `rsp`.
+///
+/// Fills `out` (in place: it is a few hundred bytes).
+pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64, out: &mut ScopeWalk) -> Result<(), &'static str> {
+    let target = p.msg.scope_rsp(depth).ok_or("no such scope")?;
     let memory = WindowMemory::new(p.msg.task, p.msg.stack_base, p.stack);
-    let found = unwinder.walk_to_cfa(fault_regs(&p.msg), &memory, 64, target, &mut out.frames).map_err(String::from)?;
+    let found = unwinder.walk_to_cfa(fault_regs(&p.msg), &memory, 64, target, &mut out.frames)?;
     out.pages_read = memory.pages_read();
     match found {
         Ok((index, pc, exact, resume)) => {
+            let pc = if exact { pc } else { pc.saturating_sub(1) };
+            if resume.regs().sp() != Some(target) {
+                return Err("the frame above the scope's stack pointer is not the scope's (its rsp differs)");
+            }
+            if unwinder.in_checkpoint(pc) == Some(false) {
+                return Err("the frame above the scope's stack pointer is not a checkpoint frame");
+            }
             out.index = index;
-            out.pc = if exact { pc } else { pc.saturating_sub(1) };
+            out.pc = pc;
             out.resume = resume;
             Ok(())
         }
-        Err(Stop::Outermost) => Err(String::from("reached the outermost frame without the scope's frame")),
-        Err(other) => Err(alloc::format!("walk stopped: {other:?}")),
+        Err(stop) => Err(stop_reason(stop)),
     }
 }
+
+/// Why a walk to a scope's frame ended first, for the `escalate` event.
+fn stop_reason(stop: Stop) -> &'static str {
+    match stop {
+        Stop::Outermost => "reached the outermost frame without the scope's frame",
+        Stop::NoFde { .. } => "walk stopped: a frame without unwind info",
+        Stop::Unreadable { .. } => "walk stopped: unreadable stack",
+        Stop::CfaNotIncreasing { .. } => "walk stopped: CFA not increasing (corrupt or cyclic stack)",
+        Stop::DepthLimit => "walk stopped: too many frames",
+        Stop::UnsupportedRule | Stop::UnknownRegister { .. } => "walk stopped: unsupported unwind rule",
+        Stop::Expression(_) | Stop::BadCfi(_) => "walk stopped: bad unwind info",
+        Stop::Visitor => "walk stopped",
+    }
+}
+
+/// Region layouts kept (a region's header is read once; past this many
+/// regions, the oldest is forgotten and read again when needed).
+pub const MAX_LAYOUTS: usize = 64;
+/// Walks and outcome lists kept ready for reports (see the module note).
+const POOL: usize = 2;
 
 /// The server's recovery state across faults.
 pub struct Recovery {
@@ -234,9 +302,20 @@ pub struct Recovery {
     req: alloc::boxed::Box<RecoverRequest>,
     plan: alloc::boxed::Box<recovery::Plan>,
     /// The walk to the scope's frame, filled in place (handed to the
-    /// report after `RECOVER`).
-    walked: alloc::boxed::Box<ScopeWalk>,
+    /// report after `RECOVER`, swapped for one from `spare_walks`).
+    walked: Box<ScopeWalk>,
+    spare_walks: Vec<Box<ScopeWalk>>,
+    /// Outcome lists for reports, each with room for a whole plan.
+    spare_releases: Vec<Vec<Released>>,
+    /// Validated region layouts, by base (regions are global objects at
+    /// fixed addresses, so one layout serves every holder).
+    layouts: heapless::Vec<RegionLayout, MAX_LAYOUTS>,
+    /// The task's regions when the message lists only the first ones.
+    more_regions: [RegionInfo; MAX_REGIONS],
 }
+
+/// Most regions of one task the planner looks at.
+const MAX_REGIONS: usize = 16;
 
 impl Default for Recovery {
     fn default() -> Recovery {
@@ -245,8 +324,71 @@ impl Default for Recovery {
             policy: Policy::default(),
             req: alloc::boxed::Box::new(RecoverRequest::new(0, FinalAction::Stop { reason: 0 })),
             plan: alloc::boxed::Box::default(),
-            walked: alloc::boxed::Box::new(ScopeWalk::new()),
+            walked: Box::new(ScopeWalk::new()),
+            spare_walks: Vec::new(),
+            spare_releases: Vec::new(),
+            layouts: heapless::Vec::new(),
+            more_regions: [RegionInfo::default(); MAX_REGIONS],
         }
+    }
+}
+
+impl Recovery {
+    /// Refills the pools the recovery path takes from (between faults, not
+    /// on the path), with fallible allocations; `false` if memory ran out
+    /// (the next recovery still works, its report is degraded; emitting a
+    /// queued report gives its walk and list back).
+    pub fn reserve(&mut self) -> bool {
+        let mut ok = true;
+        while self.spare_walks.len() < POOL && ok {
+            ok = self.spare_walks.try_reserve(POOL).is_ok()
+                && match Box::try_new(ScopeWalk::new()) {
+                    Ok(w) => {
+                        self.spare_walks.push(w);
+                        true
+                    }
+                    Err(_) => false,
+                };
+        }
+        while self.spare_releases.len() < POOL && ok {
+            let mut v = Vec::new();
+            ok = self.spare_releases.try_reserve(POOL).is_ok()
+                && v.try_reserve_exact(recovery::plan::MAX_RELEASES).is_ok();
+            if ok {
+                self.spare_releases.push(v);
+            }
+        }
+        ok
+    }
+
+    /// Takes back what a report is done with.
+    pub fn recycle(&mut self, rec: Recovered) {
+        if let Some(w) = rec.walked
+            && self.spare_walks.len() < POOL
+        {
+            self.spare_walks.push(w);
+        }
+        let mut v = rec.releases;
+        if v.capacity() >= recovery::plan::MAX_RELEASES && self.spare_releases.len() < POOL {
+            v.clear();
+            self.spare_releases.push(v);
+        }
+    }
+
+    /// Reads, validates and keeps the layout of the region at `base`
+    /// (`READ_MEM` of its header in `task`, which holds it); whether it
+    /// is now known.
+    fn learn_layout(&mut self, task: TaskId, region: RegionInfo) -> bool {
+        let mut header = [0u8; RegionLayout::HEADER_BYTES];
+        if supervise::read_mem(task, region.base, &mut header).is_err() {
+            return false;
+        }
+        let Ok(layout) = RegionLayout::from_header(region.base, region.size, &header) else { return false };
+        if self.layouts.is_full() {
+            self.layouts.remove(0);
+        }
+        let _ = self.layouts.push(layout);
+        true
     }
 }
 
@@ -259,7 +401,7 @@ impl Recovery {
     pub fn recover(&mut self, p: &Parsed<'_>, image: Option<&Unwinder>, received: u64, lower: bool) -> Recovered {
         let msg = &p.msg;
         let mut phases = Phases { received, ..Phases::default() };
-        let mut escalations = Vec::new();
+        let mut escalations = Escalations::new();
         let mut depth = if msg.scopes > 0 { self.scopes.choose(msg, msg.fault_ticks, &mut escalations) } else { 0 };
         phases.decided = syscall::tsc();
         let mut scope_frame = None;
@@ -272,37 +414,35 @@ impl Recovery {
                         walked = true;
                     }
                     Err(why) => {
-                        escalations.push(Escalation::FreshStart { why });
+                        let _ = escalations.push(Escalation::FreshStart { why });
                         depth = 0;
                     }
                 },
                 None => {
-                    escalations.push(Escalation::FreshStart { why: "image unreadable".into() });
+                    let _ = escalations.push(Escalation::FreshStart { why: "image unreadable" });
                     depth = 0;
                 }
             }
         }
         phases.walked = syscall::tsc();
-        let more;
-        let regions = if msg.region_count as usize <= msg.regions().len() {
-            msg.regions()
+        let n_regions = if msg.region_count as usize <= msg.regions().len() {
+            msg.regions().len()
         } else {
-            more = all_regions(msg);
-            &more[..]
+            all_regions(msg, &mut self.more_regions)
         };
-        let plan = &mut *self.plan;
-        let mut planned = fill_plan(p, regions, depth, plan);
+        let mut planned = self.fill_plan(p, n_regions, depth);
         if depth > 0
             && let Err(why) = planned
         {
-            escalations.push(Escalation::FreshStart { why: why.into() });
+            let _ = escalations.push(Escalation::FreshStart { why });
             depth = 0;
             scope_frame = None;
-            planned = fill_plan(p, regions, 0, plan);
+            planned = self.fill_plan(p, n_regions, 0);
         }
         if let Err(why) = planned {
-            escalations.push(Escalation::NothingReleased { why });
+            let _ = escalations.push(Escalation::NothingReleased { why });
         }
+        let plan = &mut *self.plan;
         phases.planned = syscall::tsc();
 
         let mut action = match depth {
@@ -325,7 +465,7 @@ impl Recovery {
             match (&result, action) {
                 // The kernel refused the rollback (and did nothing): start afresh.
                 (Err(e), FinalAction::Rollback { .. }) => {
-                    escalations.push(Escalation::FreshStart { why: e.name().into() });
+                    let _ = escalations.push(Escalation::FreshStart { why: e.name() });
                     scope_frame = None;
                     action = fresh_start(&mut self.policy, msg.task, msg.fault_ticks);
                 }
@@ -335,7 +475,12 @@ impl Recovery {
         phases.recovered = req.header.tsc_done;
         phases.released = req.header.tsc_released;
         phases.entered = req.header.tsc_entered;
-        let releases = plan.releases().iter().zip(req.ops()).map(|(&release, &op)| Released { release, op }).collect();
+        let mut releases = self.spare_releases.pop().unwrap_or_default();
+        // With a pool list this never allocates (room for a whole plan);
+        // without one (memory ran out), the report lists none.
+        if releases.capacity() >= plan.releases().len() {
+            releases.extend(plan.releases().iter().zip(req.ops()).map(|(&release, &op)| Released { release, op }));
+        }
         let h = &req.header;
         let done = match (result, action) {
             (Err(e), _) => Done::Refused { error: e.name() },
@@ -354,7 +499,11 @@ impl Recovery {
             lowered: lower && matches!(done, Done::Rollback { .. }),
             escalations,
             scope_frame,
-            walked: walked.then(|| core::mem::replace(&mut self.walked, alloc::boxed::Box::new(ScopeWalk::new()))),
+            walked: if walked {
+                self.spare_walks.pop().map(|spare| core::mem::replace(&mut self.walked, spare))
+            } else {
+                None
+            },
             releases,
             done,
             phases,
@@ -370,23 +519,43 @@ fn fresh_start(policy: &mut Policy, task: TaskId, now: u64) -> FinalAction {
     }
 }
 
-/// All the task's shared regions, for a task with more than the message
-/// lists: from the kernel.
-fn all_regions(msg: &FaultMessage) -> Vec<RegionInfo> {
-    let mut all = alloc::vec![RegionInfo::default(); (msg.region_count as usize).min(16)];
-    let n = supervise::regions(msg.task, &mut all).unwrap_or(0).min(all.len());
-    all.truncate(n);
-    all
+/// All the task's shared regions (at most [`MAX_REGIONS`]), for a task
+/// with more than the message lists: from the kernel, into `out`; how many.
+fn all_regions(msg: &FaultMessage, out: &mut [RegionInfo; MAX_REGIONS]) -> usize {
+    let n = (msg.region_count as usize).min(MAX_REGIONS);
+    supervise::regions(msg.task, &mut out[..n]).unwrap_or(0).min(n)
 }
 
-/// Fills `out` with the releases a rollback to `depth` owes (0: everything).
-fn fill_plan(p: &Parsed<'_>, regions: &[RegionInfo], depth: u64, out: &mut recovery::Plan) -> Result<(), &'static str> {
-    out.clear();
-    if p.msg.recovery == 0 {
-        return Ok(()); // no recovery page: the task holds no shared objects
+impl Recovery {
+    /// Fills the plan with the releases a rollback to `depth` owes (0:
+    /// everything), from the message's regions (or the first `n_regions`
+    /// of `more_regions`). A page naming an object in a region whose layout
+    /// is not known yet has that region's header read once, then is
+    /// planned again.
+    fn fill_plan(&mut self, p: &Parsed<'_>, n_regions: usize, depth: u64) -> Result<(), &'static str> {
+        self.plan.clear();
+        if p.msg.recovery == 0 {
+            return Ok(()); // no recovery page: the task holds no shared objects
+        }
+        if p.recovery.is_empty() {
+            return Err("recovery page unreadable");
+        }
+        let from_msg = p.msg.region_count as usize <= p.msg.regions().len();
+        for _ in 0..MAX_REGIONS {
+            let regions: &[RegionInfo] =
+                if from_msg { p.msg.regions() } else { &self.more_regions[..n_regions.min(MAX_REGIONS)] };
+            match recovery::plan_into(p.recovery, regions, &self.layouts, &p.msg.regs, depth, &mut self.plan) {
+                Err(recovery::Invalid::NoLayout { addr }) => {
+                    let Some(&region) = regions.iter().find(|r| r.base <= addr && addr - r.base < r.size) else {
+                        return Err(recovery::Invalid::NoLayout { addr }.reason());
+                    };
+                    if !self.learn_layout(p.msg.task, region) {
+                        return Err(recovery::Invalid::NoLayout { addr }.reason());
+                    }
+                }
+                other => return other.map_err(|e| e.reason()),
+            }
+        }
+        Err("too many region layouts to learn")
     }
-    if p.recovery.is_empty() {
-        return Err("recovery page unreadable");
-    }
-    recovery::plan_into(p.recovery, regions, &p.msg.regs, depth, out).map_err(|e| e.reason())
 }

@@ -147,7 +147,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             }
             Escalation::FreshStart { why } => {
                 println!("fault-server: task {task} fault {seq}: cannot roll back ({why}): fresh start");
-                escalate("fresh_start", Some(why), None, recovered);
+                escalate("fresh_start", Some(*why), None, recovered);
             }
             Escalation::NothingReleased { why } => {
                 println!("fault-server: task {task}: registry refused ({why}): nothing released");

@@ -127,6 +127,13 @@ impl WalkState {
         WalkState { regs: frame.regs, exact: frame.exact_pc, prev: None, depth: 0, done: None }
     }
 
+    /// The registers of the frame the walk is at (for a state made by
+    /// [`WalkState::at`]: that frame's, its `rsp` the stack pointer it had
+    /// at its call — its callee's CFA).
+    pub fn regs(&self) -> &Regs {
+        &self.regs
+    }
+
     /// Frames produced so far.
     pub fn depth(&self) -> usize {
         self.depth

@@ -10,6 +10,18 @@ const BASE: u64 = 0x2000_0000_0000;
 const SIZE: u64 = 0x1_0000;
 const REGIONS: [RegionInfo; 2] =
     [RegionInfo { base: BASE, size: SIZE }, RegionInfo { base: BASE + (1 << 30), size: 0x4000 }];
+/// The two regions' layouts: statics up to +0x1000, then 64-byte slots.
+const LAYOUTS: [RegionLayout; 2] = [
+    RegionLayout { base: BASE, size: SIZE, statics: 0xfc0, slots_offset: 0x1000, slot_size: 0x40, slot_count: 0x3c0 },
+    RegionLayout {
+        base: BASE + (1 << 30),
+        size: 0x4000,
+        statics: 0xfc0,
+        slots_offset: 0x1000,
+        slot_size: 0x40,
+        slot_count: 0xc0,
+    },
+];
 /// Where libtask's Arc asm blocks are, as `page` records them.
 const SYMS: ArcBlocks =
     ArcBlocks { inc_start: 0x40_1000, inc_commit: 0x40_1010, dec_start: 0x40_2000, dec_commit: 0x40_2014 };
@@ -65,7 +77,7 @@ fn at(pc: u64) -> Registers {
 }
 
 fn run(p: &RecoveryPage, pc: u64, depth: u64) -> Result<Vec<Release>, Invalid> {
-    plan(&bytes(p), &REGIONS, &at(pc), depth).map(|pl| pl.releases().to_vec())
+    plan(&bytes(p), &REGIONS, &LAYOUTS, &at(pc), depth).map(|pl| pl.releases().to_vec())
 }
 
 fn actions(p: &RecoveryPage, pc: u64, depth: u64) -> Vec<Action> {
@@ -166,7 +178,7 @@ fn refused(p: &RecoveryPage, pc: u64, depth: u64) -> Invalid {
 #[test]
 fn short_page_and_bad_magic() {
     let b = bytes(&RecoveryPage::EMPTY);
-    assert_eq!(plan(&b[..100], &REGIONS, &at(0), 0).unwrap_err(), Invalid::Short { len: 100 });
+    assert_eq!(plan(&b[..100], &REGIONS, &LAYOUTS, &at(0), 0).unwrap_err(), Invalid::Short { len: 100 });
     let mut p = page(0, &[(MA, 0)], &[]);
     p.magic ^= 1;
     assert!(matches!(refused(&p, 0, 0), Invalid::BadMagic { .. }));
@@ -226,8 +238,8 @@ fn addresses_outside_regions_misaligned_or_in_headers() {
 fn regions_that_wrap_do_not_contain_anything() {
     let wrapping = [RegionInfo { base: u64::MAX - 0xfff, size: 0x2000 }];
     let p = page(0, &[(u64::MAX - 0xfff + 0x40, 0)], &[]);
-    assert!(plan(&bytes(&p), &wrapping, &at(0), 0).is_err());
-    assert!(plan(&bytes(&p), &[], &at(0), 0).is_err(), "no regions: nothing is valid");
+    assert!(plan(&bytes(&p), &wrapping, &LAYOUTS, &at(0), 0).is_err());
+    assert!(plan(&bytes(&p), &[], &[], &at(0), 0).is_err(), "no regions: nothing is valid");
 }
 
 #[test]
@@ -248,7 +260,10 @@ fn duplicates() {
     let p = page(1, &[(MA, 1), (MA, 1)], &[]);
     assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
     assert_eq!(refused(&page(1, &[], &[(AC, 1), (AC, 1)]), 0, 1), Invalid::Duplicate { addr: AC });
-    assert_eq!(refused(&page(1, &[(MA, 1)], &[(MA, 1)]), 0, 1), Invalid::Duplicate { addr: MA });
+    // One address in both registries: the layout says what it is, and the
+    // other listing is refused as the wrong kind of object.
+    assert_eq!(refused(&page(1, &[(MA, 1)], &[(MA, 1)]), 0, 1), Invalid::NotAnArcSlot { addr: MA });
+    assert_eq!(refused(&page(1, &[(AC, 1)], &[(AC, 1)]), 0, 1), Invalid::NotAMutex { addr: AC });
 }
 
 #[test]
@@ -267,11 +282,12 @@ fn hostile_intents() {
         refused(&with_intent(base, op, MA, 2), 0x40_5000, 1);
         refused(&with_intent(page(2, &[], &[]), op, MA, 1), 0x40_5000, 2);
     }
-    // A mutex operation on an Arc's address, and the reverse.
-    assert_eq!(refused(&with_intent(base, intent::LOCK, AD, 1), 0, 1), Invalid::IntentConflict { addr: AD });
+    // A mutex operation on an Arc's address, and the reverse: the layout
+    // refuses them before the registries are compared.
+    assert_eq!(refused(&with_intent(base, intent::LOCK, AD, 1), 0, 1), Invalid::NotAMutex { addr: AD });
     assert_eq!(
         refused(&with_intent(base, intent::ARC_DROP, MB, 1), SYMS.dec_start, 1),
-        Invalid::IntentConflict { addr: MB }
+        Invalid::NotAnArcSlot { addr: MB }
     );
     // Entry and intent of different scopes.
     let p = page(2, &[(MA, 1)], &[]);
@@ -407,12 +423,16 @@ fn random_pages_never_yield_a_wild_release() {
         }
         let pc = [SYMS.inc_start, SYMS.inc_commit, SYMS.dec_start + 4, SYMS.dec_commit, 0][(next() % 5) as usize];
         let depth = next() % 5;
-        let Ok(pl) = plan(&bytes(&p), &REGIONS, &at(pc), depth) else { continue };
+        let Ok(pl) = plan(&bytes(&p), &REGIONS, &LAYOUTS, &at(pc), depth) else { continue };
         accepted += 1;
         let mut seen_mutex = Vec::new();
         for r in pl.releases() {
             let addr = r.action.addr();
             assert!(addr % 8 == 0 && (BASE + 0x40..BASE + SIZE).contains(&addr), "wild release {r:?} from {p:?}");
+            match r.action {
+                Action::PoisonAndUnlockMutex { .. } => assert!(LAYOUTS[0].is_mutex(addr), "mutex release off the statics: {r:?}"),
+                Action::ArcDecrement { .. } => assert!(LAYOUTS[0].is_slot(addr), "arc release off a slot: {r:?}"),
+            }
             let listed = match r.origin {
                 Origin::Intent => p.intent.addr == addr,
                 Origin::Mutex(i) => p.mutexes[i].addr == addr && (i as u64) < p.mutex_count,
@@ -427,4 +447,132 @@ fn random_pages_never_yield_a_wild_release() {
         }
     }
     assert!(accepted > 100, "the generator should produce valid pages too ({accepted})");
+}
+
+// ---- entries checked against the region's layout (type and slot bounds) ----
+
+#[test]
+fn a_forged_arc_entry_naming_a_mutex_is_refused() {
+    // The attack: an Arc entry on a mutex made the server FETCH_ADD32 its
+    // poison word (+4, the "count" of a slot).
+    let p = page(1, &[], &[(MA, 1)]);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAnArcSlot { addr: MA });
+    // Also when the rollback keeps it: the page as a whole is corrupt.
+    let p = page(1, &[], &[(MA, 0)]);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAnArcSlot { addr: MA });
+}
+
+#[test]
+fn a_forged_arc_entry_inside_a_slot_or_past_the_last_one_is_refused() {
+    for addr in [AC + 8, AC + 0x38, BASE + 0x1000 + 0x40 * 0x3c0 - 8, BASE + 0xff8] {
+        let p = page(1, &[], &[(addr, 1)]);
+        assert!(matches!(refused(&p, 0, 1), Invalid::NotAnArcSlot { .. } | Invalid::OutsideRegions { .. }), "{addr:#x}");
+    }
+    // A region whose slot area ends before the region does.
+    let short = [RegionLayout { slot_count: 2, ..LAYOUTS[0] }, LAYOUTS[1]];
+    let p = page(1, &[], &[(BASE + 0x1000 + 0x80, 1)]);
+    assert_eq!(
+        plan(&bytes(&p), &REGIONS, &short, &at(0), 1).unwrap_err(),
+        Invalid::NotAnArcSlot { addr: BASE + 0x1080 }
+    );
+    assert_eq!(actions(&p, 0, 1), [dec(BASE + 0x1080)], "a slot under the full layout");
+}
+
+#[test]
+fn a_forged_mutex_entry_naming_an_arc_slot_is_refused() {
+    // The CAS of a poison-and-unlock would have freed the slot's
+    // (generation, count) pair if it equalled the task id.
+    let p = page(1, &[(AC, 1)], &[]);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AC });
+    let p = page(1, &[(AD + 0x10, 1)], &[]);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AD + 0x10 });
+    // The statics area's last 8 bytes hold a mutex word pair; past it, not.
+    let p = page(1, &[(BASE + 0x40 + 0xfc0 - 8, 1)], &[]);
+    assert_eq!(actions(&p, 0, 1), [unlock(BASE + 0xff8)]);
+}
+
+#[test]
+fn forged_intents_are_checked_against_the_layout_too() {
+    let p = with_intent(page(1, &[], &[]), intent::LOCK, AC, 1);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AC });
+    let p = with_intent(page(1, &[], &[]), intent::ARC_DROP, MA, 1);
+    assert_eq!(refused(&p, SYMS.dec_start, 1), Invalid::NotAnArcSlot { addr: MA });
+    let p = with_intent(page(1, &[], &[]), intent::ARC_CLONE, AC + 4 * 8, 1);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAnArcSlot { addr: AC + 32 });
+}
+
+#[test]
+fn a_region_without_a_validated_layout_holds_nothing() {
+    let second = BASE + (1 << 30);
+    let p = page(1, &[(second + 0x40, 1)], &[(second + 0x1000, 1)]);
+    assert_eq!(actions(&p, 0, 1), [unlock(second + 0x40), Action::ArcDecrement { addr: second + 0x1000, region_base: second }]);
+    let only_first = &LAYOUTS[..1];
+    assert_eq!(
+        plan(&bytes(&p), &REGIONS, only_first, &at(0), 1).unwrap_err(),
+        Invalid::NoLayout { addr: second + 0x40 }
+    );
+    // A layout of a region the task does not hold vouches for nothing.
+    let elsewhere = [RegionLayout { base: 0x3000_0000_0000, ..LAYOUTS[0] }];
+    let p = page(1, &[(MA, 1)], &[]);
+    assert!(plan(&bytes(&p), &[RegionInfo { base: 0x3000_0000_0000, size: SIZE }], &LAYOUTS, &at(0), 1).is_err());
+    assert_eq!(plan(&bytes(&p), &REGIONS, &elsewhere, &at(0), 1).unwrap_err(), Invalid::NoLayout { addr: MA });
+}
+
+/// Seeded property test with the cargo-fuzz target's body ([`fuzz_plan`]):
+/// random region geometries and pages built from entries near the objects
+/// (and noise), never a panic, never a release of the wrong kind.
+#[test]
+fn fuzz_plan_on_seeded_random_inputs() {
+    let mut s: u64 = 0x0ddc_0ffe_e123_4567;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut accepted_with_releases = 0;
+    for round in 0..20_000 {
+        let mut d: Vec<u8> = Vec::new();
+        d.push((next() % 4) as u8);
+        let pc = [SYMS.inc_start, SYMS.dec_start + 4, SYMS.dec_commit, next()][(next() % 4) as usize];
+        d.extend(pc.to_le_bytes());
+        let bases = [BASE, BASE + (1 << 30)];
+        for base in bases {
+            d.extend(base.to_le_bytes());
+            d.extend(SIZE.to_le_bytes());
+            let statics = [0xfc0u32, 0x40, 0x100, next() as u32][(next() % 4) as usize];
+            let slots_offset = [0x1000u32, 0x80, 0x140, next() as u32][(next() % 4) as usize];
+            let slot_size = [0x40u32, 0x10, 8, next() as u32][(next() % 4) as usize];
+            let slot_count = [0x3c0u32, 4, 0, next() as u32][(next() % 4) as usize];
+            for v in [statics, slots_offset, slot_size, slot_count] {
+                d.extend(v.to_le_bytes());
+            }
+        }
+        let near = |r: u64| bases[(r % 2) as usize] + [0x40, 0x80, 0x1000, 0x1040, 0x88, 0x148, 0x10, 0][(r / 2 % 8) as usize];
+        let mut p = page(next() % 4, &[], &[]);
+        p.mutex_count = next() % 4;
+        p.arc_count = next() % 4;
+        for i in 0..4 {
+            p.mutexes[i] = MutexEntry { addr: near(next()), scope: next() % 4 };
+            p.arcs[i] = ArcEntry { addr: near(next()), scope: next() % 4 };
+        }
+        p.intent = Intent { op: next() % 6, addr: near(next()), scope: next() % 4 };
+        let mut b = bytes(&p);
+        if round % 3 == 0 {
+            let i = (next() as usize) % b.len();
+            b[i] = next() as u8;
+        }
+        d.extend(&b);
+        fuzz_plan(&d);
+        if round % 2 == 0 {
+            d.truncate((next() as usize) % d.len());
+            fuzz_plan(&d);
+        }
+        if let Ok(pl) = plan(&b, &REGIONS, &LAYOUTS, &at(pc), 1)
+            && !pl.is_empty()
+        {
+            accepted_with_releases += 1;
+        }
+    }
+    assert!(accepted_with_releases > 100, "the generator also makes valid pages ({accepted_with_releases})");
 }

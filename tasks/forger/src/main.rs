@@ -1,0 +1,148 @@
+//! `forger`: a task that attacks its fault server from inside a checkpoint
+//! scope, in the way its manifest `arg` selects (`images/forger.toml`,
+//! `qemu-tests/tests/forger.rs`). Each attack must end in a *fresh start*
+//! of this task (an `escalate` event with the reason, a `restart` from its
+//! image) — never a rollback, and never a write to the shared object the
+//! forged entry names. On its second run (`restart_count() > 0`) the task
+//! checks the shared words it set up and reports the check named below.
+//!
+//! | arg | attack | check on the second run (ok = untouched) |
+//! |---|---|---|
+//! | 1 | an **Arc** registry entry naming a poisoned **mutex** (the old planner `FETCH_ADD32`ed its poison word: un-poisoned, counted a free) | `forger:arc-on-mutex` |
+//! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` |
+//! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope (the old walk gate accepted the first frame) | `forger:kernel-rsp` |
+//! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` |
+//!
+//! Attacks 1 and 2 register a recovery page of their own making
+//! (`SET_RECOVERY`, as any task may) after opening the region, open the
+//! scope with the raw `CHECKPOINT_OPEN` (so libtask's registry stays out of
+//! it), write the forged entry and fault. A rollback of any attack is a
+//! failed check (`forger:rolled-back`) and exit 1.
+#![no_std]
+#![no_main]
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use libtask::abi::checkpoint::{ArcEntry, MutexEntry, RECOVERY_MAGIC, RecoveryPage};
+use libtask::abi::syscall::nr;
+use libtask::sync::{Layout, Mutex, Region};
+use libtask::{Start, println, report, supervise};
+
+libtask::entry!(main);
+
+/// The region: 64 bytes of statics (a `Mutex<u64>` at 0), 4 Arc slots of 8
+/// payload bytes (the first at +128).
+const LAYOUT: Layout = Layout { statics: 64, slot_payload: 8, slots: 4 };
+const SLOT0: u64 = 128;
+
+#[repr(C, align(4096))]
+struct Page(UnsafeCell<RecoveryPage>);
+// SAFETY: one thread; the kernel and the fault server read it only while
+// the task is stopped.
+unsafe impl Sync for Page {}
+static FORGED: Page = Page(UnsafeCell::new(RecoveryPage::EMPTY));
+
+fn main(start: Start) -> u64 {
+    let region = match Region::open("forger", LAYOUT) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("forger {}: region: {e:?}", start.id);
+            report("forger:region", false, 0);
+            return 2;
+        }
+    };
+    let mutex = region.base() + 64;
+    let slot = region.base() + SLOT0;
+    // The words of the shared objects, as the task itself may write them.
+    // SAFETY: both are 8-aligned words inside the mapped region.
+    let mutex_pair = unsafe { &*(mutex as *const AtomicU64) };
+    let slot_pair = unsafe { &*(slot as *const AtomicU64) };
+    let frees = || {
+        // SAFETY: header words of the mapped region.
+        let w = |o: u64| unsafe { &*((region.base() + o) as *const AtomicU32) }.load(Ordering::Relaxed);
+        (w(36), w(40))
+    };
+    let _: &Mutex<u64> = region.get(0).expect("the mutex fits the statics");
+    let second_run = supervise::restart_count() > 0;
+    let id = start.id;
+    match start.arg {
+        1 => {
+            let poisoned = 1u64 << 32; // unlocked, poisoned
+            if second_run {
+                let ok = mutex_pair.load(Ordering::Relaxed) == poisoned && frees() == (0, 0);
+                report("forger:arc-on-mutex", ok, mutex_pair.load(Ordering::Relaxed));
+                return 0;
+            }
+            mutex_pair.store(poisoned, Ordering::Relaxed);
+            forge_and_fault(|p| {
+                p.arc_count = 1;
+                p.arcs[0] = ArcEntry { addr: mutex, scope: 1 };
+            })
+        }
+        2 => {
+            if second_run {
+                let ok = slot_pair.load(Ordering::Relaxed) == id && frees() == (0, 0);
+                report("forger:mutex-on-slot", ok, slot_pair.load(Ordering::Relaxed));
+                return 0;
+            }
+            slot_pair.store(id, Ordering::Relaxed); // generation = id, count 0 (free)
+            forge_and_fault(|p| {
+                p.mutex_count = 1;
+                p.mutexes[0] = MutexEntry { addr: slot, scope: 1 };
+            })
+        }
+        3 | 4 => {
+            let name = if start.arg == 3 { "forger:kernel-rsp" } else { "forger:caller-rsp" };
+            if second_run {
+                report(name, true, 0);
+                return 0;
+            }
+            // A buffer in this frame, above the scope's: a stack pointer
+            // there is a readable, plausible stack — just not the scope's.
+            let above = [0u64; 64];
+            let bad_rsp = if start.arg == 3 { 0xffff_8000_0000_0000 } else { above.as_ptr() as u64 + 256 };
+            let r = libtask::checkpoint::checkpoint(|attempt| {
+                if attempt.is_retry() {
+                    return true;
+                }
+                // SAFETY: the task faults at the `ud2` with the bad stack
+                // pointer; nothing runs on it (the fault server restarts
+                // the task from its image).
+                unsafe { core::arch::asm!("mov rsp, {0}", "ud2", in(reg) bad_rsp, options(noreturn)) }
+            });
+            core::hint::black_box(&above);
+            if r == Ok(true) {
+                report("forger:rolled-back", false, start.arg);
+                return 1;
+            }
+            report(name, false, 1);
+            1
+        }
+        arg => {
+            report("forger:arg", false, arg);
+            2
+        }
+    }
+}
+
+/// Registers [`FORGED`] as the recovery page, opens a scope (raw), lets
+/// `forge` fill the page's registries, and faults. A rollback lands back
+/// after the open with `rax` = the attempt: reported and exit 1.
+fn forge_and_fault(forge: impl FnOnce(&mut RecoveryPage)) -> u64 {
+    let page = FORGED.0.get();
+    // SAFETY: the static is page-aligned memory of this task; SET_RECOVERY
+    // records its address, CHECKPOINT_OPEN writes its depth and scope
+    // record (the kernel checks the page); single-threaded.
+    unsafe {
+        (*page).magic = RECOVERY_MAGIC;
+        let _ = libtask::syscall::raw::syscall1(nr::SET_RECOVERY, page as u64);
+        let attempt = libtask::syscall::raw::syscall0(nr::CHECKPOINT_OPEN);
+        if attempt != 0 {
+            report("forger:rolled-back", false, attempt);
+            libtask::syscall::exit(1);
+        }
+        (*page).depth = 1;
+        forge(&mut *page);
+        core::arch::asm!("ud2", options(noreturn))
+    }
+}
