@@ -428,7 +428,8 @@ fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, li
         return;
     }
     if s.tasks[me].is_supervisor() {
-        crate::recovery::restart::restart_from_image(s, me, seq, 0, Some("supervisor panicked"), true);
+        let delay = crate::recovery::restart::supervisor_delay(s, me);
+        crate::recovery::restart::restart_from_image(s, me, seq, delay, Some("supervisor panicked"), true);
         return;
     }
     exit(&mut s.tasks[me], 101);

@@ -188,3 +188,20 @@ fn a_supervisor_that_panics_is_restarted_and_gets_its_fault_back() {
     assert_eq!(resumed["value"], client);
     ok_check(&run, "client_resumed", "client");
 }
+
+/// A supervisor that panics at every start is restarted each time, at once
+/// for the first quick restarts and then with a doubling delay; the
+/// bystander's progress goes on meanwhile.
+#[test]
+fn a_supervisor_dying_at_every_start_is_restarted_with_a_backoff() {
+    let run = boot_with("hostile-crash-loop", Options { image: Some(image("hostile-crash-loop")), ..Options::default() });
+    run.expect_exit(GuestExit::Success);
+    let sup = task_id(&run, "sup");
+    let restarts: Vec<&Value> = run.events_of("restart").into_iter().filter(|e| e["task"] == sup).collect();
+    let delays: Vec<u64> = restarts.iter().map(|e| e["delay_ms"].as_u64().unwrap_or(u64::MAX)).collect();
+    assert_eq!(delays, [0, 0, 0, 0, 10, 20, 40], "restart delays of a supervisor that dies at every start");
+    assert!(restarts.iter().all(|e| e["reason"] == "supervisor panicked"), "{restarts:#?}");
+    ok_check(&run, "crash_loop_over", "sup");
+    let progress = run.task_events("check", "bystander").into_iter().filter(|e| e["name"] == "progress").count();
+    assert!(progress > 0, "the bystander made no progress");
+}

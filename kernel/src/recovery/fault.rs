@@ -102,7 +102,8 @@ pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
     }
     report(s, idx, &fault);
     if s.tasks[idx].is_supervisor() {
-        super::restart::restart_from_image(s, idx, fault.seq, 0, Some("fault server faulted"), true);
+        let delay = super::restart::supervisor_delay(s, idx);
+        super::restart::restart_from_image(s, idx, fault.seq, delay, Some("fault server faulted"), true);
         return;
     }
     let task = &mut s.tasks[idx];

@@ -12,6 +12,31 @@ use crate::sched::Scheduler;
 use crate::task::State;
 use abi::event::Event;
 
+/// A supervisor restarted within this long of its previous restart counts
+/// as a quick restart.
+const QUICK_RESTART_MS: u64 = 1000;
+/// Quick restarts that happen at once; later ones wait, doubling from
+/// [`FIRST_BACKOFF_MS`] up to [`MAX_BACKOFF_MS`].
+const FREE_QUICK_RESTARTS: u32 = 3;
+const FIRST_BACKOFF_MS: u64 = 10;
+const MAX_BACKOFF_MS: u64 = 1000;
+
+/// How long a supervisor that faulted or panicked waits before its restart:
+/// at once, unless it keeps failing right after restarts — then backing
+/// off, so a supervisor that dies at every start (it runs at the most
+/// urgent priority) cannot keep the CPU from every other task.
+pub fn supervisor_delay(s: &mut Scheduler, idx: usize) -> u64 {
+    let now = s.ticks;
+    let t = &mut s.tasks[idx];
+    let quick = t.restarts > 0 && now.saturating_sub(t.last_restart_tick) < QUICK_RESTART_MS;
+    t.quick_restarts = if quick { t.quick_restarts.saturating_add(1) } else { 0 };
+    t.last_restart_tick = now;
+    match t.quick_restarts.checked_sub(FREE_QUICK_RESTARTS) {
+        None | Some(0) => 0,
+        Some(n) => FIRST_BACKOFF_MS.saturating_mul(1 << (n - 1).min(16)).min(MAX_BACKOFF_MS),
+    }
+}
+
 /// Restarts task `idx` from its image after `delay_ms`: callers waiting on
 /// it get an error, its memory is replaced by a fresh load, its regions
 /// are mapped again. For a supervisor (`redeliver`: why it is restarted),

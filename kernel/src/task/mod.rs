@@ -159,6 +159,10 @@ pub struct Task {
     pub fault: Option<PendingFault>,
     /// Restarts from its image so far.
     pub restarts: u64,
+    /// A supervisor's restarts that came soon after the previous one, and
+    /// the tick of the last (`recovery::restart::supervisor_delay`).
+    pub quick_restarts: u32,
+    pub last_restart_tick: u64,
     /// Address of its `.eh_frame_hdr` (from `PT_GNU_EH_FRAME`), 0 if none.
     pub eh_frame_hdr: u64,
     /// Where its recovery page is (`SET_RECOVERY`), 0 if none.
@@ -206,6 +210,8 @@ impl Task {
             reply_to: None,
             fault: None,
             restarts: 0,
+            quick_restarts: 0,
+            last_restart_tick: 0,
             eh_frame_hdr,
             recovery: 0,
             scopes: heapless::Vec::new(),

@@ -15,6 +15,7 @@
 //! | 7 | sets RFLAGS.AC with `popf`, then a copy-on-write fault, a system call and a timer tick with AC set (the kernel's `probe=smap` checks each entry); `SIGNAL` with bit 63 | `smap_done`, `signal_bit63` (ok: `BadArgument`) |
 //! | 8 | FPU holder: a secret in `xmm0` and x87 `st0`, then 20 yields | `fpu_kept` (ok: both still hold it) |
 //! | 9 | FPU snooper: 20 yields, reading `xmm0` and `st0` after each | `fpu_isolated` (ok: never the holder's secret) |
+//! | 13 | a supervisor that panics at each of its first 7 starts (count in region `flag`), then serves | `crash_loop_over` |
 //! | 10 | a supervisor on `faults` that panics on its first fault message (flag in region `flag`), then, restarted by the kernel, resumes the redelivered fault | `sup_scoped` (GET_REGS on a task of another fault endpoint: `Denied`), `sup_not_held` (GET_REGS on a running task: `BadTask`), `sup_resumed` |
 //! | 11 | its client: `ud2` once (resumed past it) | `client_resumed` |
 //! | 12 | a task of another fault endpoint: sleeps, exits | — |
@@ -53,6 +54,7 @@ fn main(start: Start) -> u64 {
         9 => fpu_snooper(),
         10 => supervisor(start.id),
         11 => client(),
+        13 => crash_looping_supervisor(),
         12 => {
             let _ = syscall::sleep(100);
         }
@@ -320,6 +322,33 @@ fn supervisor(me: u64) {
         });
         report("sup_resumed", resumed.is_ok(), task);
     }
+}
+
+/// Starts the role 13 supervisor panics at (then it serves quietly).
+const CRASH_LOOP_STARTS: u64 = 7;
+
+/// A supervisor that panics at each of its first [`CRASH_LOOP_STARTS`]
+/// starts, counted in region `flag` (it survives restarts): the kernel
+/// restarts it each time, at once for the first few quick restarts, then
+/// backing off, so the bystander (more urgent work is never starved by a
+/// supervisor dying at every start) keeps its pace.
+fn crash_looping_supervisor() {
+    let flag = flag();
+    if flag.is_null() {
+        report("crash_loop_flag", false, 0);
+        return;
+    }
+    // SAFETY: the region's first word, ours to use; shared regions are
+    // never rolled back and survive our restart.
+    let starts = unsafe { flag.read_volatile() } + 1;
+    // SAFETY: as above.
+    unsafe { flag.write_volatile(starts) };
+    if starts <= CRASH_LOOP_STARTS {
+        panic!("hostile supervisor: dies at start {starts}");
+    }
+    report("crash_loop_over", true, starts);
+    let Ok(faults) = ipc::cap("faults") else { return };
+    while ipc::recv(faults, Timeout::Forever).is_ok() {}
 }
 
 fn client() {
