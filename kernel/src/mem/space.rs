@@ -99,6 +99,9 @@ pub struct AddressSpace {
     pub(crate) max_frames: usize,
     /// Most page records its open scopes may hold together.
     pub(crate) max_records: usize,
+    /// Bytes of `records` capacity charged to the kernel-wide record budget
+    /// (`recovery/versions.rs` `RECORD_BUDGET`), given back on drop.
+    pub(crate) records_charged: usize,
 }
 
 /// The frame allocator for a space's page tables: each table is charged to
@@ -144,6 +147,7 @@ impl AddressSpace {
             frames: 1,
             max_frames: usize::MAX,
             max_records: abi::image::DEFAULT_MAX_RECORDS as usize,
+            records_charged: 0,
         })
     }
 
@@ -561,6 +565,7 @@ impl Drop for AddressSpace {
     /// Frees every user frame and page table, then the PML4.
     fn drop(&mut self) {
         self.drop_versions();
+        crate::recovery::versions::uncharge_records(core::mem::take(&mut self.records_charged));
         // Never free the tables the CPU is using: fall back to the kernel's.
         let (current, flags) = Cr3::read();
         if current == self.pml4 {

@@ -63,9 +63,11 @@
 //!
 //! Every record costs kernel memory, so a space holds at most its
 //! `max_records` (the manifest's `max_scope_records`, 16 Ki by default),
-//! and every version is a frame charged to the space's frame quota
-//! (`mem/space.rs`, "Quotas"); past either (or when the kernel heap cannot
-//! grow the vectors) a map or unmap inside a scope fails with
+//! all spaces together at most [`RECORD_BUDGET`] bytes of record capacity
+//! (half the kernel heap, so that many tasks at their quotas cannot
+//! exhaust it), and every version is a frame charged to the space's frame
+//! quota (`mem/space.rs`, "Quotas"); past any of these (or when the kernel
+//! heap cannot grow the vectors) a map or unmap inside a scope fails with
 //! `OutOfMemory` and a copy-on-write fault is not resolved (the task takes
 //! the page fault) — never a kernel allocation failure.
 //!
@@ -77,12 +79,24 @@
 //! they are rolled back like the task's own writes.
 
 use crate::mem::phys_to_virt;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::mem::space::{AddressSpace, SpaceError};
 use abi::layout::{PAGE_SIZE, USER_END};
 use x86_64::PhysAddr;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
+
+/// Bytes of page-record capacity all spaces hold together at most (a
+/// half of the kernel heap): see `AddressSpace::grow_records`.
+pub const RECORD_BUDGET: usize = crate::mem::heap::HEAP_BYTES / 2;
+/// Bytes of page-record capacity held now, over all spaces.
+static RECORD_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A space's record capacity goes back to the budget (the space is gone).
+pub(crate) fn uncharge_records(bytes: usize) {
+    RECORD_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+}
 
 /// Software PTE bit: write-protected because a scope is open.
 pub const TRACKED: F = F::BIT_9;
@@ -625,10 +639,34 @@ impl AddressSpace {
         if self.scopes.is_empty() {
             return Ok(());
         }
-        if self.records.len() + pages > self.max_records || self.records.try_reserve(pages).is_err() {
+        if self.records.len() + pages > self.max_records || !self.grow_records(pages) {
             return Err(SpaceError::OutOfMemory);
         }
         Ok(())
+    }
+
+    /// Makes room for `n` more records within the kernel-wide budget
+    /// ([`RECORD_BUDGET`]): each space's quota bounds its own records, the
+    /// budget bounds their sum, so that many tasks at their quotas cannot
+    /// fill the kernel heap (whose infallible allocations would then fail).
+    /// False (nothing allocated) past either.
+    fn grow_records(&mut self, n: usize) -> bool {
+        let (len, cap) = (self.records.len(), self.records.capacity());
+        if len + n <= cap {
+            return true;
+        }
+        let want = (cap * 2).max(len + n).max(16).min(self.max_records.max(len + n));
+        let bytes = (want - cap) * core::mem::size_of::<Preserved>();
+        let charged = RECORD_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        if charged + bytes > RECORD_BUDGET || self.records.try_reserve_exact(want - len).is_err() {
+            RECORD_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        // What the allocator gave beyond `want` is charged too.
+        let extra = (self.records.capacity() - want) * core::mem::size_of::<Preserved>();
+        RECORD_BYTES.fetch_add(extra, Ordering::Relaxed);
+        self.records_charged += bytes + extra;
+        true
     }
 
     /// The flags a new private page is mapped with: `SCOPED` added if it
@@ -654,7 +692,7 @@ impl AddressSpace {
     #[inline]
     pub(crate) fn reserve_record(&mut self) -> bool {
         let len = self.records.len();
-        len < self.max_records && (len < self.records.capacity() || self.records.try_reserve(1).is_ok())
+        len < self.max_records && self.grow_records(1)
     }
 
     /// Whether unmapping a page with `flags` needs a new record (and so
