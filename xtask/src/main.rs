@@ -6,7 +6,7 @@
 //! - `cargo xtask images` list the image manifests in `images/`
 //! - `cargo xtask stack`  walk an ELF core file's stack (`--exe ELF --core CORE`)
 //! - `cargo xtask bench`  boot the benchmark image under icount; figures in guest instructions
-//! - `cargo xtask inject` run a fault-injection script (`faults/*.toml`); report, chart, replay
+//! - `cargo xtask inject` run a fault-injection script (`faults/*.toml`); report, chart, replay, shards and merge
 //! - `cargo xtask events` decode a raw COM2 capture (`events.bin`) to JSON lines
 //!
 //! `run` exits with the guest's verdict: 0 clean shutdown, 1..=5 the kernel's

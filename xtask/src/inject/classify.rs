@@ -105,6 +105,10 @@ pub struct Verdict {
     /// event to the event that decided its outcome.
     pub excerpt_lines: Option<[usize; 2]>,
     pub excerpt_fnv: Option<String>,
+    /// How the tasks' reports differed from the golden run's, blamed on
+    /// this injection (`golden.rs`); empty without a golden run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub golden_diff: Vec<String>,
 }
 
 /// What a boot as a whole showed.
@@ -124,6 +128,9 @@ pub struct Facts {
     pub unattributed_faults: u64,
     pub events: usize,
     pub events_fnv: String,
+    /// Golden-run divergences no injection fired before (`golden.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unattributed_divergences: Vec<String>,
 }
 
 #[derive(Default, Clone)]
@@ -394,6 +401,7 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 dormant: None,
                 excerpt_lines: None,
                 excerpt_fnv: None,
+                golden_diff: Vec::new(),
             });
             continue;
         };
@@ -427,6 +435,7 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
             dormant: if o.seq_from_inject { None } else { o.fault_tsc.map(|t| t.saturating_sub(o.tsc)) },
             excerpt_lines: Some(lines),
             excerpt_fnv: Some(fnv(&excerpt(events, lines))),
+            golden_diff: Vec::new(),
         });
     }
     (verdicts, facts)

@@ -1,5 +1,5 @@
-//! `cargo xtask inject SCRIPT [--seed N] [--jobs N] [--replay REPORT#ID]`:
-//! the host side of fault injection.
+//! `cargo xtask inject SCRIPT [--seed N] [--jobs N] [--shard I/N]`,
+//! `--replay REPORT#ID`, `merge PARTS…`: the host side of fault injection.
 //!
 //! Why the work is split this way: the kernel injects (it alone can flip a
 //! register at an instruction boundary of a running task), the host plans
@@ -10,20 +10,30 @@
 //! stream (`classify.rs`), the whole run is summarised into a JSON report
 //! and tables (`report.rs`) and an SVG (`chart.rs`), and judged against the
 //! script's expectations (`expect.rs`): any failed expectation makes the
-//! command exit non-zero. `replay.rs` re-runs one injection's batch and
-//! proves its events are the same bytes.
+//! command exit non-zero. Unless the script says otherwise, the workload is
+//! also booted once per deadline with no injection armed (the *golden
+//! run*, `golden.rs`), and what each task reported in a faulted boot is
+//! compared with it: a difference its own recovery does not explain is
+//! silent corruption, whatever the task's checks said. `replay.rs` re-runs
+//! one injection's batch and proves its events are the same bytes;
+//! `shard.rs` runs a slice of the batches and merges slices back into the
+//! very report one machine would have written.
 //!
 //! Outputs: `target/rewind/inject/<script>-<seed>.json` and `.svg`, and the
-//! per-batch event streams and consoles in `target/rewind/inject/<script>-<seed>/`.
+//! per-batch event streams and consoles (and the golden runs',
+//! `golden-<deadline>.jsonl`) in `target/rewind/inject/<script>-<seed>/`; a
+//! shard writes `<script>-<seed>.shard-I-of-N.json` and its own folder.
 
 mod chart;
 mod classify;
 mod expect;
+mod golden;
 mod plan;
 pub mod replay;
 mod report;
 mod run;
 mod script;
+pub mod shard;
 mod symbol;
 
 pub use classify::Outcome;
@@ -33,7 +43,7 @@ use crate::build::{self, Profile};
 use crate::images::Manifest;
 use crate::paths;
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,9 +52,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct InjectArgs {
+    #[command(subcommand)]
+    pub command: Option<InjectCommand>,
     /// The script (faults/NAME.toml).
     pub script: Option<PathBuf>,
+    /// Run only the I-th of N slices of the campaign (1 ≤ I ≤ N) and write
+    /// a partial report for `merge`.
+    #[arg(long, value_name = "I/N", conflicts_with = "replay")]
+    pub shard: Option<shard::Shard>,
     /// Seed of the campaign (default: the script's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -61,6 +78,21 @@ pub struct InjectArgs {
     /// Take the task binaries from this folder instead of building them.
     #[arg(long, requires = "kernel")]
     pub bins: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InjectCommand {
+    /// Merge the partial reports of every `--shard I/N` run of one campaign
+    /// into the report a single machine would have written.
+    Merge {
+        /// The parts: `target/rewind/inject/<script>-<seed>.shard-I-of-N.json`, all N.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+        /// Where to write the report (default
+        /// `target/rewind/inject/<script>-<seed>.json`); the chart goes next to it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// How to run a script (the CLI's defaults, or a test's own).
@@ -93,6 +125,24 @@ impl Finished {
 }
 
 pub fn main(args: InjectArgs) -> Result<ExitCode> {
+    if let Some(InjectCommand::Merge { parts, out }) = &args.command {
+        let (report, json, svg) = shard::merge_files(parts, out.as_deref())?;
+        print!("{}", report::table(&report.summary));
+        println!();
+        for e in &report.expectations {
+            println!("{} {:<28} {}", if e.ok { "ok  " } else { "FAIL" }, e.name, e.detail);
+        }
+        println!(
+            "\n{}: {} parts merged: {} injections in {} boots; report {} (chart {})",
+            if report.passed { "passed" } else { "FAILED" },
+            parts.len(),
+            report.summary.total.injections,
+            report.batches.len(),
+            json.display(),
+            svg.display()
+        );
+        return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     if let Some(spec) = &args.replay {
         return replay::run(
             spec,
@@ -108,6 +158,19 @@ pub fn main(args: InjectArgs) -> Result<ExitCode> {
         bins: args.bins.clone(),
         ..Options::default()
     };
+    if let Some(sh) = args.shard {
+        let done = shard::run_shard(script, sh, &opts)?;
+        let n: usize = done.part.injections.len();
+        println!(
+            "shard {sh}: {n} injections in {} of {} boots; partial report {}\n\
+             merge all {} parts with: cargo xtask inject merge PARTS...",
+            done.part.batches.len(),
+            done.part.batches_total,
+            done.json.display(),
+            sh.count
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let done = run_script(script, &opts)?;
     print_result(&done);
     Ok(if done.report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -212,114 +275,297 @@ impl Prepared {
 /// One boot's verdicts and facts.
 type Classified = (Vec<classify::Verdict>, classify::Facts);
 
+/// The golden run of one deadline: its reference in the report, and the traces.
+pub(crate) struct Golden {
+    pub reference: report::GoldenRef,
+    pub trace: golden::Trace,
+}
+
+impl Prepared {
+    /// What the golden-run comparison leaves out.
+    pub fn golden_filter(&self) -> golden::Filter<'_> {
+        let s = &self.loaded.script;
+        let ignore = s.checks.ignore.iter().chain(&s.golden.ignore).map(String::as_str).collect();
+        golden::Filter { fault_server: &s.run.fault_server, ignore }
+    }
+
+    /// Boots the golden run of `deadline_ms`: the plan with no injection.
+    /// The plan's `seed` only feeds the injector's own picks, so with none
+    /// armed every batch of that deadline would boot the same bytes; one
+    /// boot serves them all.
+    pub fn golden(&self, deadline_ms: u64, dir: &Path) -> Result<Golden> {
+        let plan = plan::Batch { index: 0, seed: 1, deadline_ms, injections: Vec::new() }.plan_text();
+        let run = run::boot_named(&self.machine, &format!("golden-{deadline_ms}"), &plan, dir)?;
+        if !run.end.kernel_alive() {
+            bail!(
+                "the golden run (no injections, deadline {deadline_ms} ms) ended: {}; the workload must run \
+                 without faults to be compared with (or set [golden] enabled = false)",
+                run.end.describe()
+            );
+        }
+        let trace = golden::trace(&run.events, &self.golden_filter());
+        let reference = report::GoldenRef {
+            plan,
+            end: run.end.describe(),
+            events: run.events.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(),
+            events_fnv: classify::fnv(&run.events),
+        };
+        Ok(Golden { reference, trace })
+    }
+
+    /// Classifies one boot, and compares it with its golden run if any.
+    pub fn judge_boot(&self, b: &plan::Batch, run: &run::BatchRun, golden: Option<&Golden>) -> Classified {
+        let (mut verdicts, mut facts) = classify::classify(&b.injections, &run.events, run.end, &self.rules());
+        if let Some(g) = golden {
+            let faulted = golden::trace(&run.events, &self.golden_filter());
+            let divergences = golden::diff(&g.trace, &faulted);
+            facts.unattributed_divergences = golden::apply(&b.injections, &mut verdicts, &divergences, &run.events);
+        }
+        (verdicts, facts)
+    }
+}
+
 /// Runs a script: plans, boots, classifies, reports, judges.
 pub fn run_script(path: &Path, opts: &Options) -> Result<Finished> {
     let start = Instant::now();
-    let prep = prepare(path, opts)?;
-    let s = &prep.loaded.script;
-    let seed = opts.seed.unwrap_or(s.seed);
-    let image_tasks = plan::ImageTasks { tasks: prep.tasks.clone(), bins: &prep.bins };
-    let batches = plan::batches(s, seed, &image_tasks)?;
-    let total: usize = batches.iter().map(|b| b.injections.len()).sum();
+    let (prep, seed, batches) = plan_script(path, opts)?;
     let name = format!("{}-{seed}", prep.loaded.stem);
     let dir = prep.out_dir.join(&name);
     let _ = std::fs::remove_dir_all(&dir);
     let prep = prep.pin_kernel(&dir)?;
+    let (batch_reports, entries) = execute(&prep, &batches, &dir, seed, opts)?;
+    let report = assemble(&header(&prep, seed)?, &prep.loaded.script, batch_reports, entries);
+    let (json, svg) = write_report(&report, &prep.out_dir.join(format!("{name}.json")))?;
+    Ok(Finished { report, json, svg, wall: start.elapsed() })
+}
+
+/// Loads a script and plans every batch of it.
+pub(crate) fn plan_script(path: &Path, opts: &Options) -> Result<(Prepared, u64, Vec<plan::Batch>)> {
+    let prep = prepare(path, opts)?;
+    let seed = opts.seed.unwrap_or(prep.loaded.script.seed);
+    let image_tasks = plan::ImageTasks { tasks: prep.tasks.clone(), bins: &prep.bins };
+    let batches = plan::batches(&prep.loaded.script, seed, &image_tasks)?;
+    Ok((prep, seed, batches))
+}
+
+/// What a report says about the run as a whole, before any boot's result.
+pub(crate) fn header(prep: &Prepared, seed: u64) -> Result<report::Header> {
+    Ok(report::Header {
+        script: prep.loaded.display.clone(),
+        description: prep.loaded.script.description.clone(),
+        seed,
+        profile: if prep.profile == Profile::Release { "release" } else { "debug" }.into(),
+        image_fnv: classify::fnv(&prep.machine.image),
+        kernel_fnv: prep.kernel_fnv()?,
+    })
+}
+
+/// The report of a whole campaign from its boots' results (in any order).
+pub(crate) fn assemble(
+    h: &report::Header,
+    s: &script::Script,
+    mut batches: Vec<report::BatchReport>,
+    mut entries: Vec<report::Entry>,
+) -> Report {
+    batches.sort_by_key(|b| b.index);
+    entries.sort_by_key(|e| e.planned.id);
+    let summary = report::summarize(&entries);
+    let expectations = expect::judge(s, &batches, &entries, &summary);
+    let passed = expectations.iter().all(|e| e.ok);
+    Report {
+        format: report::FORMAT,
+        script: h.script.clone(),
+        description: h.description.clone(),
+        seed: h.seed,
+        profile: h.profile.clone(),
+        image_fnv: h.image_fnv.clone(),
+        kernel_fnv: h.kernel_fnv.clone(),
+        summary,
+        batches,
+        injections: entries,
+        expectations,
+        passed,
+    }
+}
+
+/// Writes the report's JSON to `json` and its chart next to it.
+pub(crate) fn write_report(report: &Report, json: &Path) -> Result<(PathBuf, PathBuf)> {
+    let svg = json.with_extension("svg");
+    if let Some(d) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut text = serde_json::to_string_pretty(report).context("serialising the report")?;
+    text.push('\n');
+    std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&svg, chart::svg(report)).with_context(|| format!("writing {}", svg.display()))?;
+    Ok((json.to_path_buf(), svg))
+}
+
+/// Boots `batches` (and their golden runs), `opts.jobs` QEMUs at once;
+/// returns each batch's report and its injections' entries.
+pub(crate) fn execute(
+    prep: &Prepared,
+    batches: &[plan::Batch],
+    dir: &Path,
+    seed: u64,
+    opts: &Options,
+) -> Result<(Vec<report::BatchReport>, Vec<report::Entry>)> {
     let s = &prep.loaded.script;
+    let total: usize = batches.iter().map(|b| b.injections.len()).sum();
+    let mut deadlines: Vec<u64> = batches.iter().map(|b| b.deadline_ms).collect();
+    deadlines.sort_unstable();
+    deadlines.dedup();
+    if !s.golden.enabled {
+        deadlines.clear();
+    }
     let jobs = opts
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
-        .min(batches.len().max(1));
+        .min((batches.len() + deadlines.len()).max(1));
+    let boots = batches.len() + deadlines.len();
     eprintln!(
-        "xtask: inject {}: {total} injections in {} boots, seed {seed}, {jobs} QEMU at once",
+        "xtask: inject {}: {total} injections in {} boots (+{} golden), seed {seed}, {jobs} QEMU at once",
         prep.loaded.display,
-        batches.len()
+        batches.len(),
+        deadlines.len()
     );
 
-    let bar = if opts.progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} injections  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let rules = prep.rules();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Classified>>>> = Mutex::new((0..batches.len()).map(|_| None).collect());
-    let tally: Mutex<BTreeMap<Outcome, u64>> = Mutex::new(BTreeMap::new());
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= batches.len() || failed.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let b = &batches[i];
-                    let result = run::boot(&prep.machine, b, &dir)
-                        .map(|r| classify::classify(&b.injections, &r.events, r.end, &rules));
-                    match &result {
-                        Ok((verdicts, _)) => {
-                            let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-                            for v in verdicts {
-                                *t.entry(v.outcome).or_default() += 1;
-                            }
-                            let msg: Vec<String> = t.iter().map(|(o, n)| format!("{} {n}", o.name())).collect();
-                            bar.set_message(msg.join(", "));
-                        }
-                        Err(_) => failed.store(true, Ordering::SeqCst),
-                    }
-                    bar.inc(b.injections.len() as u64);
-                    if !opts.progress {
-                        let done = next.load(Ordering::SeqCst).min(batches.len());
-                        if done % 10 == 0 || done == batches.len() {
-                            eprintln!("xtask: inject: {done}/{} boots started", batches.len());
-                        }
-                    }
-                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                }
-            });
-        }
-    });
-    bar.finish_and_clear();
+    let start = Instant::now();
+    let progress = Progress::new(opts.progress, boots, total);
+    // The golden runs first: every batch of a deadline is compared with its.
+    let goldens: Mutex<BTreeMap<u64, Golden>> = Mutex::new(BTreeMap::new());
+    pool(jobs, deadlines.len(), |i| {
+        let g = prep.golden(deadlines[i], dir)?;
+        progress.boot_done(&format!("golden run, deadline {} ms", deadlines[i]), 0, None);
+        goldens.lock().unwrap_or_else(|e| e.into_inner()).insert(deadlines[i], g);
+        Ok(())
+    })?;
+    let goldens = goldens.into_inner().unwrap_or_else(|e| e.into_inner());
+
+    let results: Mutex<Vec<Option<Classified>>> = Mutex::new((0..batches.len()).map(|_| None).collect());
+    pool(jobs, batches.len(), |i| {
+        let b = &batches[i];
+        let r = run::boot(&prep.machine, b, dir).with_context(|| format!("booting batch {}", b.index))?;
+        let classified = prep.judge_boot(b, &r, goldens.get(&b.deadline_ms));
+        progress.boot_done(&format!("batch {}", b.index), b.injections.len(), Some(&classified.0));
+        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(classified);
+        Ok(())
+    })?;
+    progress.finish(start.elapsed());
 
     let mut entries = Vec::with_capacity(total);
     let mut batch_reports = Vec::with_capacity(batches.len());
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     for (b, result) in batches.iter().zip(results) {
-        let Some(result) = result else { bail!("batch {} was not run (an earlier boot failed)", b.index) };
-        let (verdicts, facts) = result.with_context(|| format!("booting batch {}", b.index))?;
+        let Some((verdicts, facts)) = result else { bail!("batch {} was not run (an earlier boot failed)", b.index) };
         for (p, v) in b.injections.iter().zip(verdicts) {
             entries.push(report::Entry { planned: p.clone(), verdict: v });
         }
-        batch_reports.push(report::batch_report(b, facts));
+        let mut br = report::batch_report(b, facts);
+        br.golden = goldens.get(&b.deadline_ms).map(|g| g.reference.clone());
+        batch_reports.push(br);
     }
-    entries.sort_by_key(|e| e.planned.id);
-    let summary = report::summarize(&entries);
-    let expectations = expect::judge(s, &batch_reports, &entries, &summary);
-    let passed = expectations.iter().all(|e| e.ok);
-    let report = Report {
-        format: report::FORMAT,
-        script: prep.loaded.display.clone(),
-        description: s.description.clone(),
-        seed,
-        profile: if prep.profile == Profile::Release { "release" } else { "debug" }.into(),
-        image_fnv: classify::fnv(&prep.machine.image),
-        kernel_fnv: prep.kernel_fnv()?,
-        summary,
-        batches: batch_reports,
-        injections: entries,
-        expectations,
-        passed,
-    };
-    let json = prep.out_dir.join(format!("{name}.json"));
-    let svg = prep.out_dir.join(format!("{name}.svg"));
-    let mut text = serde_json::to_string_pretty(&report).context("serialising the report")?;
-    text.push('\n');
-    std::fs::write(&json, text).with_context(|| format!("writing {}", json.display()))?;
-    std::fs::write(&svg, chart::svg(&report)).with_context(|| format!("writing {}", svg.display()))?;
-    Ok(Finished { report, json, svg, wall: start.elapsed() })
+    Ok((batch_reports, entries))
+}
+
+/// Runs `work(0..n)` on `jobs` threads; stops handing out work at the
+/// first error, and returns it.
+fn pool(jobs: usize, n: usize, work: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(n) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n || error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        break;
+                    }
+                    if let Err(e) = work(i) {
+                        error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The progress display: a bar with boots done and an ETA on a terminal;
+/// one line per finished boot when stdout is not a terminal (CI logs);
+/// nothing when not asked for (tests).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    start: Instant,
+    boots: usize,
+    total: usize,
+    state: Mutex<(usize, usize, BTreeMap<Outcome, u64>)>,
+}
+
+impl Progress {
+    fn new(wanted: bool, boots: usize, total: usize) -> Progress {
+        use std::io::IsTerminal;
+        let terminal = std::io::stdout().is_terminal();
+        let bar = (wanted && terminal).then(|| {
+            let bar = indicatif::ProgressBar::new(boots as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} boots, ETA {eta}  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            lines: wanted && !terminal,
+            start: Instant::now(),
+            boots,
+            total,
+            state: Mutex::new((0, 0, BTreeMap::new())),
+        }
+    }
+
+    fn boot_done(&self, what: &str, injections: usize, verdicts: Option<&[classify::Verdict]>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 += 1;
+        st.1 += injections;
+        for v in verdicts.unwrap_or_default() {
+            *st.2.entry(v.outcome).or_default() += 1;
+        }
+        let mut msg = format!("{}/{} injections", st.1, self.total);
+        for (i, (o, n)) in st.2.iter().enumerate() {
+            msg.push_str(if i == 0 { ": " } else { ", " });
+            msg.push_str(&format!("{} {n}", o.name()));
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(msg.clone());
+            bar.inc(1);
+        }
+        if self.lines {
+            let elapsed = self.start.elapsed().as_secs_f64();
+            let eta = elapsed / st.0 as f64 * (self.boots - st.0) as f64;
+            println!(
+                "xtask: inject: boot {}/{} done ({what}): {msg}; {elapsed:.0} s elapsed, ETA {eta:.0} s",
+                st.0, self.boots
+            );
+        }
+    }
+
+    fn finish(&self, wall: Duration) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if self.lines {
+            println!("xtask: inject: {} boots in {:.0} s", self.boots, wall.as_secs_f64());
+        }
+    }
 }
 
 /// Replays injection `id` of the report at `report_path` (see `replay.rs`).

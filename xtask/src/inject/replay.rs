@@ -8,9 +8,13 @@
 //! (its `inject` event to the event that decided it) and compare its
 //! FNV-1a fingerprint — and the whole batch's — with the report's, and,
 //! when the original run's events are still on disk, the bytes themselves.
+//! When the report compared the batch with a golden run, the golden run is
+//! booted again too, and the injection's golden-run diff (what the tasks
+//! reported differently, blamed on it) is shown and compared.
 //! Any difference exits non-zero: the build changed, or determinism broke.
 
 use super::classify::{self, Outcome};
+use super::plan::Batch;
 use super::report::Report;
 use super::{Options, prepare, run};
 use anyhow::{Context, Result, bail};
@@ -65,7 +69,13 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
     let boot = run::boot_plan(&prep.machine, batch.index, &batch.plan, &dir)?;
     let planned: Vec<_> =
         report.injections.iter().filter(|e| e.planned.batch == batch.index).map(|e| e.planned.clone()).collect();
-    let (verdicts, facts) = classify::classify(&planned, &boot.events, boot.end, &prep.rules());
+    // The golden run again, if the report compared with one.
+    let golden = match &batch.golden {
+        Some(_) => Some(prep.golden(batch.deadline_ms, &dir)?),
+        None => None,
+    };
+    let b = Batch { index: batch.index, seed: batch.seed, deadline_ms: batch.deadline_ms, injections: planned };
+    let (verdicts, facts) = prep.judge_boot(&b, &boot, golden.as_ref());
     let v = verdicts.iter().find(|v| v.id == id).context("the replayed batch lost the injection")?;
 
     text.push_str(&format!("injection {id}: {}\n", entry.planned.line));
@@ -83,6 +93,29 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
     } else {
         text.push_str("no events: it never fired\n");
     }
+    let mut same_golden = true;
+    if let (Some(g), Some(old)) = (&golden, &batch.golden) {
+        same_golden = g.reference.events_fnv == old.events_fnv;
+        text.push_str(&format!(
+            "golden run ({} events, fnv1a64 {}; report {}): {}\n",
+            g.reference.events,
+            g.reference.events_fnv,
+            old.events_fnv,
+            if same_golden { "identical" } else { "DIFFERENT" }
+        ));
+        if v.golden_diff.is_empty() {
+            text.push_str("golden-run diff: none blamed on this injection\n");
+        } else {
+            text.push_str("golden-run diff blamed on this injection:\n");
+            for d in &v.golden_diff {
+                text.push_str(&format!("  {d}\n"));
+            }
+        }
+        if v.golden_diff != entry.verdict.golden_diff {
+            same_golden = false;
+            text.push_str(&format!("  DIFFERENT from the report's: {:?}\n", entry.verdict.golden_diff));
+        }
+    }
     let same_excerpt = v.excerpt_fnv == entry.verdict.excerpt_fnv && v.excerpt_lines == entry.verdict.excerpt_lines;
     let same_batch = facts.events_fnv == batch.facts.events_fnv;
     text.push_str(&format!(
@@ -98,7 +131,7 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
         facts.events,
         if same_batch { "identical" } else { "DIFFERENT" }
     ));
-    let mut identical = same_excerpt && same_batch && v.outcome == entry.verdict.outcome;
+    let mut identical = same_excerpt && same_batch && same_golden && v.outcome == entry.verdict.outcome;
     // The original bytes, if the run's files are still there.
     let original = report_path.with_extension("").join(format!("batch-{}.jsonl", batch.index));
     if let Ok(old) = std::fs::read(&original) {

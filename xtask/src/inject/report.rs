@@ -12,20 +12,35 @@
 //! (`<script>-<seed>/batch-N.jsonl`): 10,000 excerpts inline would make the
 //! report tens of MB.
 //!
-//! Format (`format: 1`): `script`, `description`, `seed`, `profile`,
+//! Format (`format: 2`): `script`, `description`, `seed`, `profile`,
 //! `image_fnv`, `kernel_fnv`, `summary` (`total`, `by_kind`, `by_task`: each
 //! `injections`, `outcomes.{class}`, `recovered_percent`, `latency.{count,
 //! p50,p99,max}`), `batches[]` (`index`, `seed`, `deadline_ms`, `plan`,
-//! `facts`), `injections[]` (`id`, `batch`, `source`, `kind`, `task`,
-//! `line`, and the classifier's verdict fields), `expectations[]` (`name`,
-//! `ok`, `detail`) and `passed`.
+//! `facts`, `golden`: the golden run compared with), `injections[]` (`id`,
+//! `batch`, `source`, `kind`, `task`, `line`, and the classifier's verdict
+//! fields, `golden_diff` among them), `expectations[]` (`name`, `ok`,
+//! `detail`) and `passed`. Format 1 (no golden runs) still reads.
+//!
+//! A campaign run in shards (`shard.rs`) merges into this same report, byte
+//! for byte: nothing in it depends on which machine ran which boot.
 
 use super::classify::{Facts, Outcome, Verdict};
 use super::plan::{Batch, Planned};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+
+/// What a report says about the run as a whole (the same in every shard).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Header {
+    pub script: String,
+    pub description: String,
+    pub seed: u64,
+    pub profile: String,
+    pub image_fnv: String,
+    pub kernel_fnv: String,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -50,6 +65,19 @@ pub struct BatchReport {
     pub deadline_ms: u64,
     pub plan: String,
     pub facts: Facts,
+    /// The golden run this batch was compared with (`golden.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenRef>,
+}
+
+/// A golden run: its plan (no injection, the batch's deadline), how it
+/// ended and its events' fingerprint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GoldenRef {
+    pub plan: String,
+    pub end: String,
+    pub events: usize,
+    pub events_fnv: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -147,7 +175,7 @@ pub fn summarize(entries: &[Entry]) -> Summary {
 }
 
 pub fn batch_report(b: &Batch, facts: Facts) -> BatchReport {
-    BatchReport { index: b.index, seed: b.seed, deadline_ms: b.deadline_ms, plan: b.plan_text(), facts }
+    BatchReport { index: b.index, seed: b.seed, deadline_ms: b.deadline_ms, plan: b.plan_text(), facts, golden: None }
 }
 
 /// Column headings of the outcome table.

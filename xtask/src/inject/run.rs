@@ -83,8 +83,13 @@ pub fn boot(machine: &Machine, batch: &Batch, dir: &Path) -> Result<BatchRun> {
 
 /// Boots batch `index` with plan text `plan`.
 pub fn boot_plan(machine: &Machine, index: usize, plan: &str, dir: &Path) -> Result<BatchRun> {
+    boot_named(machine, &format!("batch-{index}"), plan, dir)
+}
+
+/// Boots plan text `plan`; its files go to `dir/NAME.*`.
+pub fn boot_named(machine: &Machine, name: &str, plan: &str, dir: &Path) -> Result<BatchRun> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stem = dir.join(format!("batch-{index}"));
+    let stem = dir.join(name);
     let image_path = stem.with_extension("img");
     let events_path = stem.with_extension("jsonl");
     std::fs::write(&image_path, with_plan(&machine.image, plan))

@@ -78,6 +78,27 @@ pub struct Script {
     pub expect: Expect,
     #[serde(default)]
     pub checks: CheckNames,
+    #[serde(default)]
+    pub golden: GoldenConfig,
+}
+
+/// Golden runs (`golden.rs`): boot the workload once without injections
+/// and call any other difference in what the tasks reported silent
+/// corruption.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoldenConfig {
+    pub enabled: bool,
+    /// Checks left out of the comparison, besides `[checks] ignore`: those
+    /// that report recovery itself (`bank:retried`), which a golden run
+    /// never has, or whose values measure time.
+    pub ignore: Vec<String>,
+}
+
+impl Default for GoldenConfig {
+    fn default() -> Self {
+        GoldenConfig { enabled: true, ignore: Vec::new() }
+    }
 }
 
 /// The image: a manifest name, a manifest path, or the manifest inline.
@@ -253,6 +274,8 @@ fn skip_default() -> [u64; 2] {
 /// A loaded script and where it came from.
 pub struct Loaded {
     pub script: Script,
+    /// The file's text (a shard's partial report carries it to the merge).
+    pub text: String,
     pub path: PathBuf,
     /// The name reports use: the path relative to the workspace root.
     pub display: String,
@@ -261,15 +284,21 @@ pub struct Loaded {
 
 pub fn load(path: &Path) -> Result<Loaded> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the script {}", path.display()))?;
-    let script: Script = toml::from_str(&text).with_context(|| format!("parsing the script {}", path.display()))?;
-    script.check().with_context(|| format!("in {}", path.display()))?;
+    let script = parse(&text, &path.display().to_string())?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let root = std::fs::canonicalize(crate::paths::root()).unwrap_or_else(|_| crate::paths::root());
     let display = abs.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_else(|_| {
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into())
     });
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into());
-    Ok(Loaded { script, path: abs, display, stem })
+    Ok(Loaded { script, text, path: abs, display, stem })
+}
+
+/// A script's text, checked; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Script> {
+    let script: Script = toml::from_str(text).with_context(|| format!("parsing the script {origin}"))?;
+    script.check().with_context(|| format!("in {origin}"))?;
+    Ok(script)
 }
 
 pub fn check_kind(kind: &str) -> Result<()> {
