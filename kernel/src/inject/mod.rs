@@ -235,6 +235,17 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
             events::emit(&Event::InjectMissed { id: spec.id, reason: "task not alive" });
             continue;
         }
+        // At most one unresolved injection per task, so every fault can be
+        // blamed on exactly one: a due injection waits (stays armed) while
+        // the previous one into this task has had no effect yet — no fault,
+        // no restart — for less than `SETTLE_TICKS`.
+        if let Some((at, faults, restarts)) = t.injected_at
+            && t.faults == faults
+            && t.restarts == restarts
+            && ticks.saturating_sub(at) < SETTLE_TICKS
+        {
+            continue;
+        }
         // Asynchronous kinds act on a task wherever it is; the others need it
         // interrupted in user mode, i.e. running right now.
         let anywhere = matches!(spec.kind, Kind::Kill | Kind::MemFlip | Kind::SharedFlip);
@@ -246,10 +257,18 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         inj.injected += 1;
         let rand = inj.next();
         drop(inj);
+        let t = &mut s.tasks[target];
+        t.injected_at = Some((ticks, t.faults, t.restarts));
         apply(s, target, &spec, rand);
         inj = INJECTOR.lock();
     }
 }
+
+/// How long an injection with no visible effect (no fault, no restart of
+/// its task) holds back the next injection into the same task: ticks
+/// (ms). Effects that take longer to show are blamed on the latest
+/// injection, as before.
+pub const SETTLE_TICKS: u64 = 10;
 
 /// A `#BP` or `#DB` from task `current`: returns true if it was ours.
 pub fn on_debug_trap(s: &mut Scheduler, current: usize, vector: u64) -> bool {

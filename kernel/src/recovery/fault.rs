@@ -93,6 +93,7 @@ pub fn user_tick() {
 /// reports and restarts at once, handing it back the faults it held.
 pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
     fault.tsc = crate::arch::rdtsc();
+    s.tasks[idx].faults += 1;
     // A task an injection sent spinning is reported where it really was.
     if let Some(rip) = s.tasks[idx].hang_rip.take() {
         s.tasks[idx].save.frame.rip = rip;

@@ -174,6 +174,13 @@ pub struct Task {
     /// Set by a `hang` injection: the pc it really was at (it now spins on
     /// the hang page); faults report this pc.
     pub hang_rip: Option<u64>,
+    /// Faults this task has taken (exceptions, panics, watchdog, kills).
+    pub faults: u64,
+    /// The last injection into this task that may still be unresolved:
+    /// `(tick, faults, restarts)` when it fired (`inject::on_tick` holds the
+    /// next one back until the task faulted, restarted or a settle time
+    /// passed).
+    pub injected_at: Option<(u64, u64, u64)>,
     /// Its x87/SSE registers while another task owns the FPU (`arch::fpu`).
     pub fpu: crate::arch::fpu::FpuState,
 }
@@ -217,6 +224,8 @@ impl Task {
             scopes: heapless::Vec::new(),
             ticks_since_syscall: 0,
             hang_rip: None,
+            faults: 0,
+            injected_at: None,
             fpu: crate::arch::fpu::FpuState::INITIAL,
         };
         task.reset_frame(entry);
