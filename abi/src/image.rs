@@ -80,6 +80,9 @@ pub struct TaskSpec<'a> {
     pub max_restarts: u32,
     /// ... within this window (0 and 0 = the supervisor's defaults).
     pub restart_window_ms: u32,
+    /// Core files its supervisor may make of its faults: at most this many
+    /// per task per minute (0 = none; see `fault-server/server/src/core.rs`).
+    pub core_dumps: u32,
 }
 
 /// A shared memory region: mapped into every task that holds a capability
@@ -372,6 +375,7 @@ impl<'a> Image<'a> {
         let flags = u32_at(raw, 52);
         let arg = u64_at(raw, 56);
         let (watchdog_ms, max_restarts, restart_window_ms) = (u32_at(raw, 64), u32_at(raw, 68), u32_at(raw, 72));
+        let core_dumps = u32_at(raw, 76);
         let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
             NO_ENDPOINT => None,
             e if (e as usize) < self.endpoints => Some(e),
@@ -399,6 +403,7 @@ impl<'a> Image<'a> {
             watchdog_ms,
             max_restarts,
             restart_window_ms,
+            core_dumps,
         }))
     }
 }
@@ -448,6 +453,7 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         entry[64..68].copy_from_slice(&t.watchdog_ms.to_le_bytes());
         entry[68..72].copy_from_slice(&t.max_restarts.to_le_bytes());
         entry[72..76].copy_from_slice(&t.restart_window_ms.to_le_bytes());
+        entry[76..80].copy_from_slice(&t.core_dumps.to_le_bytes());
         tables.extend_from_slice(&entry);
     }
     for name in spec.endpoints.iter().chain(spec.notifications) {
@@ -563,7 +569,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let tasks = [spec("hello", b"\x7fELF-one"), spec("world", b"two")];
+        let tasks = [spec("hello", b"\x7fELF-one"), TaskSpec { core_dumps: 4, ..spec("world", b"two") }];
         let bytes = write_tasks(&tasks);
         let image = parse(&bytes).unwrap();
         assert_eq!(image.len(), 2);

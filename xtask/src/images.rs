@@ -23,7 +23,13 @@
 //! watchdog_ms = 500  # handled as a fault after 500 ms without a syscall (default: off)
 //! max_restarts = 5   # restart policy for the fault server: at most 5 restarts...
 //! restart_window_ms = 2000  # ...in 2 s (defaults: the fault server's)
+//! core_dumps = 4     # core files of its faults: at most 4 a minute, or
+//!                    # true (= 4) / false (= 0); default: the image's
 //! ```
+//!
+//! `core_dumps` at the top of a manifest (before the tables) is the default
+//! of its tasks (default: false, no core files); see
+//! `fault-server/server/src/coredump.rs`.
 //!
 //! A capability is `OBJECT:RIGHTS[@BADGE]`: an endpoint with `send`, `recv`
 //! or `send+recv`; a notification with `signal`, `wait` or `signal+wait`;
@@ -57,6 +63,36 @@ pub struct Manifest {
     pub regions: Vec<RegionEntry>,
     #[serde(rename = "task", default)]
     pub tasks: Vec<TaskEntry>,
+    /// The tasks' default `core_dumps` (none if absent).
+    #[serde(default)]
+    pub core_dumps: Option<CoreDumps>,
+}
+
+/// `core_dumps`: a number of core files per task per minute, or a switch.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum CoreDumps {
+    Switch(bool),
+    PerMinute(u32),
+}
+
+/// What `core_dumps = true` means: at most 4 core files per task per minute.
+pub const CORE_DUMPS_ON: u32 = 4;
+
+impl CoreDumps {
+    /// Core files per task per minute (0: none).
+    pub fn per_minute(self) -> u32 {
+        match self {
+            CoreDumps::Switch(on) => {
+                if on {
+                    CORE_DUMPS_ON
+                } else {
+                    0
+                }
+            }
+            CoreDumps::PerMinute(n) => n,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -92,6 +128,9 @@ pub struct TaskEntry {
     pub max_restarts: u32,
     #[serde(default)]
     pub restart_window_ms: u32,
+    /// Overrides the manifest's `core_dumps` for this task.
+    #[serde(default)]
+    pub core_dumps: Option<CoreDumps>,
 }
 
 /// A parsed capability string.
@@ -306,6 +345,7 @@ impl Manifest {
                     watchdog_ms: t.watchdog_ms,
                     max_restarts: t.max_restarts,
                     restart_window_ms: t.restart_window_ms,
+                    core_dumps: t.core_dumps.or(self.core_dumps).map_or(0, CoreDumps::per_minute),
                 });
                 for c in &parsed {
                     let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {
