@@ -383,21 +383,7 @@ pub fn dir_for(events: &Path) -> PathBuf {
     events.parent().unwrap_or(Path::new(".")).join("cores")
 }
 
-/// The `GNU` build id in the notes of an ELF file (an executable's
-/// `PT_NOTE` segments, or a core's), if any.
-pub fn build_id(elf_bytes: &[u8]) -> Option<Vec<u8>> {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    let hdr = elf::FileHeader64::<LE>::parse(elf_bytes).ok()?;
-    for ph in hdr.program_headers(LE, elf_bytes).ok()? {
-        let Ok(Some(mut notes)) = ph.notes(LE, elf_bytes) else { continue };
-        while let Ok(Some(n)) = notes.next() {
-            if n.name() == b"GNU" && n.n_type(LE) == elf::NT_GNU_BUILD_ID {
-                return Some(n.desc().to_vec());
-            }
-        }
-    }
-    None
-}
+pub use walker::host::build_id;
 
 /// Hex of a build id.
 pub fn hex(bytes: &[u8]) -> String {

@@ -69,16 +69,17 @@ fn describe(stop: Stop) -> String {
 /// Refuses an executable whose GNU build id is not the core's (when both
 /// have one), naming both.
 fn check_build_ids(exe_path: &std::path::Path, core_path: &std::path::Path) -> Result<()> {
-    let read = |p: &std::path::Path| std::fs::read(p).ok().and_then(|b| xtask::cores::build_id(&b));
+    let read = |p: &std::path::Path| std::fs::read(p).ok().and_then(|b| walker::host::build_id(&b));
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
     if let (Some(exe), Some(core)) = (read(exe_path), read(core_path))
         && exe != core
     {
         anyhow::bail!(
             "executable {} (build id {}) is not the one core {} was made from (build id {})",
             exe_path.display(),
-            xtask::cores::hex(&exe),
+            hex(&exe),
             core_path.display(),
-            xtask::cores::hex(&core)
+            hex(&core)
         );
     }
     Ok(())
