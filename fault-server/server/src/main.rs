@@ -154,7 +154,7 @@ struct Server {
     /// The events of the report being made (one `EMIT` per report).
     batch: supervise::EventBatch,
     /// Core files made after their reports, sent a batch at a time.
-    cores: coredump::Cores,
+    cores: Box<coredump::Cores>,
 }
 
 impl Server {

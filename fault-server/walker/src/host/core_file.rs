@@ -56,7 +56,7 @@ impl CoreFile {
             return Err(bad(&format!("e_type is {:#x}, not ET_CORE ({:#x})", hdr.e_type(LE), elf::ET_CORE)));
         }
         if hdr.e_machine(LE) != elf::EM_X86_64 {
-            return Err(bad(&format!("e_machine is {}, not EM_X86_64 ({})", hdr.e_machine(LE), elf::EM_X86_64)));
+            return Err(bad(&format!("e_machine is {:#x}, not EM_X86_64 ({:#x})", hdr.e_machine(LE), elf::EM_X86_64)));
         }
         let phdrs = hdr.program_headers(LE, &*data).map_err(|e| bad(&e.to_string()))?;
         let mut segs = Vec::new();
