@@ -526,8 +526,8 @@ pub enum Event<'a> {
     // --- supervisor kinds again: task core files ------------------------
     /// A core file of fault `seq` of `task` begins: what its `NT_PRSTATUS`
     /// and identity notes hold. [`Event::CoreMemory`] chunks follow, then
-    /// [`Event::CoreEnd`]; the host writes the ELF core file (`docs/events.md`,
-    /// `core`), the guest formats nothing.
+    /// [`Event::CoreEnd`]; the host writes the ELF core file
+    /// (`docs/events.md`, `core_begin`), the guest formats nothing.
     CoreBegin {
         task: u64,
         name: &'a str,
