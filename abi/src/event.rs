@@ -522,6 +522,73 @@ pub enum Event<'a> {
     TooLarge {
         kind: &'a str,
     },
+
+    // --- supervisor kinds again: task core files ------------------------
+    /// A core file of fault `seq` of `task` begins: what its `NT_PRSTATUS`
+    /// and identity notes hold. [`Event::CoreMemory`] chunks follow, then
+    /// [`Event::CoreEnd`]; the host writes the ELF core file
+    /// (`docs/events.md`, `core_begin`), the guest formats nothing.
+    CoreBegin {
+        task: u64,
+        name: &'a str,
+        seq: u64,
+        /// The fault, as in [`Event::Fault`] (for the signal gdb shows).
+        kind: u64,
+        vector: u64,
+        error_code: u64,
+        cr2: u64,
+        /// The registers at the fault.
+        #[serde(with = "RegistersDef")]
+        regs: Registers,
+        /// The task ELF's entry point and GNU build id (empty: none), so
+        /// tools check the executable they are given is this one.
+        entry: u64,
+        #[serde(borrow)]
+        build_id: Bytes<'a>,
+        /// Cores of this task the rate limit skipped since its last one.
+        skipped: u64,
+    },
+    /// `len` bytes of the faulted task's memory at `addr`: `bytes`, or
+    /// when `bytes` is empty, `len` zero bytes. `at_fault`: copied when the
+    /// task faulted (exact); else read when the core was made, after the
+    /// task was rolled back or restarted.
+    CoreMemory {
+        task: u64,
+        seq: u64,
+        addr: u64,
+        len: u64,
+        at_fault: bool,
+        #[serde(borrow)]
+        bytes: Bytes<'a>,
+    },
+    /// The core is complete: `chunks` [`Event::CoreMemory`] events were
+    /// sent, holding `bytes` bytes of memory in all; `cut`: why some
+    /// memory the core would hold was left out (a budget, an unreadable
+    /// image), if any.
+    CoreEnd {
+        task: u64,
+        seq: u64,
+        chunks: u64,
+        bytes: u64,
+        cut: Option<&'a str>,
+    },
+}
+
+/// Bytes carried as postcard's byte string (a length, then the bytes),
+/// borrowed when decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a [u8]>::deserialize(d).map(Bytes)
+    }
 }
 
 /// What an injection did (JSON fields of `inject`).
@@ -592,6 +659,9 @@ impl Event<'_> {
             Event::FaultReport { .. } => "fault_report",
             Event::Legacy { kind, .. } => kind,
             Event::TooLarge { .. } => "event_too_large",
+            Event::CoreBegin { .. } => "core_begin",
+            Event::CoreMemory { .. } => "core_memory",
+            Event::CoreEnd { .. } => "core_end",
         }
     }
 
@@ -612,6 +682,10 @@ impl Event<'_> {
                 | Event::Fault { .. }
                 | Event::RestartImage { .. }
                 | Event::RestartCheckpoint { .. }
+                // Core files of the faults it reports.
+                | Event::CoreBegin { .. }
+                | Event::CoreMemory { .. }
+                | Event::CoreEnd { .. }
         )
     }
 }
@@ -619,9 +693,21 @@ impl Event<'_> {
 /// The variant indices (postcard's enum tags) of the kinds a supervisor may
 /// `EMIT`, as a bit mask: `Check` 7, `Fault` 13, `RestartImage` 16,
 /// `RestartCheckpoint` 17, `Escalate` 18, `Backtrace` 30, `Release` 31,
-/// `FaultReport` 32, `RegsCheck` 33 — exactly [`Event::is_supervisor_kind`]
+/// `FaultReport` 32, `RegsCheck` 33, `CoreBegin` 36, `CoreMemory` 37,
+/// `CoreEnd` 38 — exactly [`Event::is_supervisor_kind`]
 /// (`tests::only_supervisor_kinds_pass_the_emit_check`).
-const SUPERVISOR_TAGS: u64 = 1 << 7 | 1 << 13 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 30 | 1 << 31 | 1 << 32 | 1 << 33;
+const SUPERVISOR_TAGS: u64 = 1 << 7
+    | 1 << 13
+    | 1 << 16
+    | 1 << 17
+    | 1 << 18
+    | 1 << 30
+    | 1 << 31
+    | 1 << 32
+    | 1 << 33
+    | 1 << 36
+    | 1 << 37
+    | 1 << 38;
 
 /// Whether an event whose encoding starts with the varint `tag` is of a
 /// kind a supervisor may `EMIT` (the kernel's check: it decodes no more).
@@ -1401,6 +1487,29 @@ mod tests {
             },
             Event::Legacy { kind: "fault_report", json: "\"task\":1,\"seq\":2" },
             Event::TooLarge { kind: "boot" },
+            Event::CoreBegin {
+                task: 6,
+                name: "bank",
+                seq: 3,
+                kind: 1,
+                vector: 6,
+                error_code: 0,
+                cr2: 0,
+                regs: regs(),
+                entry: 0x40_1000,
+                build_id: Bytes(&[0xab; 20]),
+                skipped: 0,
+            },
+            Event::CoreMemory {
+                task: 6,
+                seq: 3,
+                addr: 0x7fff_fefe_f000,
+                len: 3,
+                at_fault: true,
+                bytes: Bytes(&[0, 1, 2])
+            },
+            Event::CoreMemory { task: 6, seq: 3, addr: 0x40_8000, len: 4096, at_fault: false, bytes: Bytes(&[]) },
+            Event::CoreEnd { task: 6, seq: 3, chunks: 2, bytes: 4099, cut: Some("budget") },
         ]
     }
 
@@ -1435,7 +1544,18 @@ mod tests {
         let mut allowed: Vec<&str> = all.iter().filter(|e| e.is_supervisor_kind()).map(|e| e.name()).collect();
         allowed.sort_unstable();
         allowed.dedup();
-        let supervisor = ["backtrace", "check", "escalate", "fault", "fault_report", "release", "restart"];
+        let supervisor = [
+            "backtrace",
+            "check",
+            "core_begin",
+            "core_end",
+            "core_memory",
+            "escalate",
+            "fault",
+            "fault_report",
+            "release",
+            "restart",
+        ];
         assert_eq!(allowed, supervisor);
         assert!(!Event::Legacy { kind: "check", json: "" }.is_supervisor_kind());
         assert!(!Event::Shutdown { code: 0 }.is_supervisor_kind());

@@ -90,6 +90,9 @@ pub struct TaskSpec<'a> {
     /// [`MAX_RECORDS_LIMIT`]). Past it, `map`/`unmap` in a scope are
     /// `NoMemory`.
     pub max_records: u32,
+    /// Core files its supervisor may make of its faults: at most this many
+    /// per task per minute (0 = none; see `fault-server/server/src/coredump.rs`).
+    pub core_dumps: u32,
 }
 
 /// Frames a task may hold when its manifest says nothing: 32 MiB.
@@ -410,6 +413,7 @@ impl<'a> Image<'a> {
         if max_records > MAX_RECORDS_LIMIT {
             return Some(Err(ImageError::BadQuota { index }));
         }
+        let core_dumps = u32_at(raw, 84);
         let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
             NO_ENDPOINT => None,
             e if (e as usize) < self.endpoints => Some(e),
@@ -439,6 +443,7 @@ impl<'a> Image<'a> {
             restart_window_ms,
             max_frames,
             max_records,
+            core_dumps,
         }))
     }
 }
@@ -490,6 +495,7 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         entry[72..76].copy_from_slice(&t.restart_window_ms.to_le_bytes());
         entry[76..80].copy_from_slice(&t.max_frames.to_le_bytes());
         entry[80..84].copy_from_slice(&t.max_records.to_le_bytes());
+        entry[84..88].copy_from_slice(&t.core_dumps.to_le_bytes());
         tables.extend_from_slice(&entry);
     }
     for name in spec.endpoints.iter().chain(spec.notifications) {
@@ -634,7 +640,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let tasks = [spec("hello", b"\x7fELF-one"), spec("world", b"two")];
+        let tasks = [spec("hello", b"\x7fELF-one"), TaskSpec { core_dumps: 4, ..spec("world", b"two") }];
         let bytes = write_tasks(&tasks);
         let image = parse(&bytes).unwrap();
         assert_eq!(image.len(), 2);

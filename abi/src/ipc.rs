@@ -250,6 +250,9 @@ pub struct TaskInfo {
     pub scopes: u64,
     /// The name, NUL-padded.
     pub name: [u8; crate::image::NAME_LEN],
+    /// Core files per minute its supervisor may make (the manifest's
+    /// `core_dumps`; 0 = none).
+    pub core_dumps: u64,
 }
 
 /// Size of [`TaskInfo`] in bytes.
@@ -270,7 +273,8 @@ impl TaskInfo {
         for (i, w) in words.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        out[56..].copy_from_slice(&self.name);
+        out[56..80].copy_from_slice(&self.name);
+        out[80..88].copy_from_slice(&self.core_dumps.to_le_bytes());
         out
     }
 
@@ -294,6 +298,7 @@ impl TaskInfo {
             restarts: w(5),
             scopes: w(6),
             name,
+            core_dumps: w(10),
         })
     }
 

@@ -19,6 +19,7 @@
 //! `emitted` when those decode; nothing is dropped, and frames being
 //! separate, the next one decodes normally.
 
+use crate::cores::{CoreHead, CoreSink};
 use crate::symbols::Symbols;
 use abi::event::{Decision, Event, FaultSummary, InjectDetail, MAX_FRAME, Record, Sym, WalkStop};
 use abi::fault::FaultKind;
@@ -85,6 +86,8 @@ pub struct Decoder<S = NoSymbols> {
     /// The `tsc` of the last record decoded (stamped on `decode_error`).
     last_tsc: u64,
     scratch: Vec<u8>,
+    /// Task core files being received (`core_*` events).
+    cores: CoreSink,
     /// Frames decoded and frames that failed.
     pub records: u64,
     pub errors: u64,
@@ -104,6 +107,7 @@ impl<S: SymbolSource> Decoder<S> {
             tasks: HashMap::new(),
             last_tsc: 0,
             scratch: vec![0; MAX_FRAME],
+            cores: CoreSink::default(),
             records: 0,
             errors: 0,
         }
@@ -126,12 +130,26 @@ impl<S: SymbolSource> Decoder<S> {
         }
     }
 
-    /// The end of the stream: a frame cut short is reported.
+    /// The end of the stream: a frame cut short is reported, and so is a
+    /// core whose `core_end` never came (a `core_end` line with an `error`).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.pending.is_empty() {
             let frame = std::mem::take(&mut self.pending);
             self.error(&frame, "truncated frame at the end of the stream", out);
         }
+        for head in self.cores.unfinished() {
+            let mut l = Line::new("core_end", self.last_tsc);
+            l.u64("task", head.task).str("name", &head.name).u64("seq", head.seq);
+            l.str("error", "the stream ended before the core's end: not written");
+            out.extend_from_slice(l.end().as_bytes());
+            out.push(b'\n');
+        }
+    }
+
+    /// Writes the task core files of the stream to `dir` (`crate::cores`).
+    pub fn with_cores(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cores = CoreSink::to_dir(dir);
+        self
     }
 
     fn frame(&mut self, frame: &[u8], out: &mut Vec<u8>) {
@@ -557,6 +575,27 @@ impl<S: SymbolSource> Decoder<S> {
             Event::TooLarge { kind } => {
                 l.str("kind", kind);
             }
+            Event::CoreBegin { task, name, seq, kind, vector, error_code, cr2, regs, entry, build_id, skipped } => {
+                self.tasks.insert(task, name.to_owned());
+                l.u64("task", task).str("name", name).u64("seq", seq);
+                l.str("build_id", &crate::cores::hex(build_id.0)).hex("entry", entry).u64("skipped", skipped);
+                let build_id = build_id.0.to_vec();
+                let (name, regs) = (name.to_owned(), regs);
+                let head = CoreHead { task, name, seq, kind, vector, error_code, cr2, regs, entry, build_id };
+                self.cores.begin(head);
+            }
+            Event::CoreMemory { task, seq, addr, len, at_fault, bytes } => {
+                l.u64("task", task).u64("seq", seq).hex("addr", addr).u64("len", len);
+                l.bool("at_fault", at_fault).bool("zeros", bytes.0.is_empty());
+                self.cores.memory(task, seq, addr, len, at_fault, bytes.0);
+            }
+            Event::CoreEnd { task, seq, chunks, bytes, cut } => {
+                let w = self.cores.end(task, seq, chunks, bytes);
+                l.u64("task", task).str("name", &w.head.name).u64("seq", seq).u64("chunks", chunks).u64("bytes", bytes);
+                l.opt_str("cut", cut).opt_str("file", w.file.as_deref()).u64("segments", w.segments as u64);
+                l.u64("exact_bytes", w.exact_bytes).u64("later_bytes", w.later_bytes);
+                l.opt_str("error", w.error.as_deref());
+            }
         }
         l.end()
     }
@@ -672,9 +711,18 @@ impl Line {
     }
 }
 
-/// Decodes a whole capture (`events.bin`) to JSON lines.
+/// Decodes a whole capture (`events.bin`) to JSON lines (task core files
+/// are checked, not written: [`decode_all_with_cores`]).
 pub fn decode_all<S: SymbolSource>(raw: &[u8], symbols: S) -> Vec<u8> {
-    let mut decoder = Decoder::new(symbols);
+    decode(raw, Decoder::new(symbols))
+}
+
+/// [`decode_all`], writing the stream's task core files to `cores`.
+pub fn decode_all_with_cores<S: SymbolSource>(raw: &[u8], symbols: S, cores: &std::path::Path) -> Vec<u8> {
+    decode(raw, Decoder::new(symbols).with_cores(cores))
+}
+
+fn decode<S: SymbolSource>(raw: &[u8], mut decoder: Decoder<S>) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() * 3);
     decoder.feed(raw, &mut out);
     decoder.finish(&mut out);
@@ -682,7 +730,8 @@ pub fn decode_all<S: SymbolSource>(raw: &[u8], symbols: S) -> Vec<u8> {
 }
 
 /// Decodes the capture `raw` to `jsonl`, naming task frames from the boot
-/// image `image` if given.
+/// image `image` if given; the task core files of the stream go to
+/// `cores/` next to `jsonl` (emptied first: the cores of this run only).
 pub fn decode_file(
     raw: &std::path::Path,
     jsonl: &std::path::Path,
@@ -690,9 +739,11 @@ pub fn decode_file(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let bytes = std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?;
+    let cores = crate::cores::dir_for(jsonl);
+    let _ = std::fs::remove_dir_all(&cores);
     let out = match image.and_then(|p| ImageSymbols::from_file(p).ok()) {
-        Some(symbols) => decode_all(&bytes, symbols),
-        None => decode_all(&bytes, NoSymbols),
+        Some(symbols) => decode_all_with_cores(&bytes, symbols, &cores),
+        None => decode_all_with_cores(&bytes, NoSymbols, &cores),
     };
     std::fs::write(jsonl, out).with_context(|| format!("writing {}", jsonl.display()))
 }

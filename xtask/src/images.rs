@@ -25,7 +25,13 @@
 //! restart_window_ms = 2000  # ...in 2 s (defaults: the fault server's)
 //! max_memory_kib = 32768     # most memory it may hold: pages, page versions, page tables (default 32 MiB)
 //! max_scope_records = 16384  # most page records its checkpoint scopes hold (default 16 Ki, at most 64 Ki)
+//! core_dumps = 4     # core files of its faults: at most 4 a minute, or
+//!                    # true (= 4) / false (= 0); default: the image's
 //! ```
+//!
+//! `core_dumps` at the top of a manifest (before the tables) is the default
+//! of its tasks (default: false, no core files); see
+//! `fault-server/server/src/coredump.rs`.
 //!
 //! A capability is `OBJECT:RIGHTS[@BADGE]`: an endpoint with `send`, `recv`
 //! or `send+recv`; a notification with `signal`, `wait` or `signal+wait`;
@@ -59,6 +65,36 @@ pub struct Manifest {
     pub regions: Vec<RegionEntry>,
     #[serde(rename = "task", default)]
     pub tasks: Vec<TaskEntry>,
+    /// The tasks' default `core_dumps` (none if absent).
+    #[serde(default)]
+    pub core_dumps: Option<CoreDumps>,
+}
+
+/// `core_dumps`: a number of core files per task per minute, or a switch.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum CoreDumps {
+    Switch(bool),
+    PerMinute(u32),
+}
+
+/// What `core_dumps = true` means: at most 4 core files per task per minute.
+pub const CORE_DUMPS_ON: u32 = 4;
+
+impl CoreDumps {
+    /// Core files per task per minute (0: none).
+    pub fn per_minute(self) -> u32 {
+        match self {
+            CoreDumps::Switch(on) => {
+                if on {
+                    CORE_DUMPS_ON
+                } else {
+                    0
+                }
+            }
+            CoreDumps::PerMinute(n) => n,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -98,6 +134,9 @@ pub struct TaskEntry {
     pub max_memory_kib: u32,
     #[serde(default)]
     pub max_scope_records: u32,
+    /// Overrides the manifest's `core_dumps` for this task.
+    #[serde(default)]
+    pub core_dumps: Option<CoreDumps>,
 }
 
 /// A parsed capability string.
@@ -370,6 +409,7 @@ impl Manifest {
                     restart_window_ms: t.restart_window_ms,
                     max_frames: t.max_memory_kib.div_ceil(4),
                     max_records: t.max_scope_records,
+                    core_dumps: t.core_dumps.or(self.core_dumps).map_or(0, CoreDumps::per_minute),
                 });
                 for c in &parsed {
                     let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {

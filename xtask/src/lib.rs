@@ -13,11 +13,13 @@
 //! | `install` | installs a missing Debian package, or says what to install |
 //! | `symbols` | names the pcs of kernel backtraces with the kernel ELF |
 //! | `events`  | decodes COM2's typed event records (postcard + COBS) to the JSON lines of `docs/events.md` |
+//! | `cores`   | writes the task core files the fault server streams as `core_*` events |
 //! | `inject`  | `cargo xtask inject`: fault-injection scripts, parallel boots, classification, reports |
 //! | `bench`   | `cargo xtask bench`: boots the benchmark image under icount, reads its figures |
 
 pub mod bench;
 pub mod build;
+pub mod cores;
 pub mod events;
 pub mod images;
 pub mod inject;

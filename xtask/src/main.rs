@@ -158,6 +158,26 @@ fn print_kernel_backtrace(kernel: &std::path::Path, events: &std::path::Path) {
     }
 }
 
+/// `run --gdb`: how to attach, with the kernel's symbols and a task's.
+/// Every task is linked at the same address (0x400000, each in its own
+/// address space), so gdb holds the symbols of one task binary at a time:
+/// `add-symbol-file` the one to debug; a hardware breakpoint in it stops
+/// whichever task runs that code (tasks of other binaries run other code
+/// at those addresses: `info symbol $pc` tells where a stop is).
+fn print_gdb_help(kernel: &std::path::Path, image: &str, profile: Profile) {
+    let dir = if matches!(profile, Profile::Release) { "release" } else { "debug" };
+    let bins = paths::target_dir().join("x86_64-rewind-task").join(dir);
+    eprintln!("xtask: QEMU waits for gdb on localhost:1234. In another terminal:");
+    eprintln!("  gdb {} -ex 'target remote localhost:1234' -ex 'hbreak kmain' -ex continue", kernel.display());
+    let Ok(manifest) = images::Manifest::load(image) else { return };
+    eprintln!("xtask: to step into a task, load its binary's symbols (all tasks are linked at 0x400000:");
+    eprintln!("       one binary at a time), e.g. `add-symbol-file BIN` then `hbreak FUNCTION`:");
+    for bin in manifest.bins() {
+        let tasks: Vec<&str> = manifest.tasks.iter().filter(|t| t.bin == bin).map(|t| t.name.as_str()).collect();
+        eprintln!("  add-symbol-file {}    # {}", bins.join(bin).display(), tasks.join(", "));
+    }
+}
+
 fn decode_events(args: EventsArgs) -> Result<ExitCode> {
     use anyhow::Context;
     use std::io::Write;
@@ -208,8 +228,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         boot.console = Console::File(console_log.clone());
     }
     if args.gdb {
-        eprintln!("xtask: QEMU waits for gdb on localhost:1234. In another terminal:");
-        eprintln!("  gdb {} -ex 'target remote localhost:1234' -ex 'hbreak kmain' -ex continue", kernel.display());
+        print_gdb_help(&kernel, &args.image, profile);
     }
     let outcome = boot.run()?;
     if args.headless {

@@ -29,7 +29,10 @@
 //!    recovery; a task that keeps the CPU busy delays reports by at most
 //!    `abi::syscall::LOWERED_MAX_TICKS` ticks (the kernel restores the
 //!    priority then); a backlog of [`MAX_BACKLOG`] reports is emitted
-//!    before the next recovery, never dropped.
+//!    before the next recovery, never dropped;
+//! 5. after its report, the fault's core file if the task's manifest asks
+//!    for them (`coredump.rs`: `core_begin`, `core_memory`, `core_end`
+//!    events, a batch per loop step, faults polled between steps).
 //!
 //! After restarting a task whose image exports a `u64` named
 //! [`RESTARTS_SYMBOL`], the server writes the task's restart count there,
@@ -48,6 +51,7 @@ extern crate alloc;
 
 mod backtrace;
 mod console;
+mod coredump;
 mod image;
 mod memory;
 mod policy;
@@ -95,7 +99,7 @@ fn main(start: Start) -> u64 {
     let mut server = Server::default();
     let mut errors = 0;
     loop {
-        let reports_waiting = !server.backlog.is_empty();
+        let reports_waiting = !server.backlog.is_empty() || server.cores.sending();
         if !reports_waiting && server.lowered {
             // Nothing to defer: wait for faults at our own priority.
             let _ = syscall::restore_priority();
@@ -124,7 +128,11 @@ fn main(start: Start) -> u64 {
             }
             Err(Error::Timeout) => {
                 server.spare.push(buf);
-                server.report_oldest();
+                if server.backlog.is_empty() {
+                    server.cores.send_step(&mut server.batch);
+                } else {
+                    server.report_oldest();
+                }
             }
             Err(e) => {
                 server.spare.push(buf);
@@ -194,6 +202,8 @@ struct Server {
     late: u64,
     /// The events of the report being made (one `EMIT` per report).
     batch: supervise::EventBatch,
+    /// Core files made after their reports, sent a batch at a time.
+    cores: Box<coredump::Cores>,
 }
 
 impl Server {
@@ -273,6 +283,9 @@ impl Server {
         let known = self.known(task);
         let unwinder = known.as_deref().map(|k| &k.unwinder);
         report::emit_report(&rep, unwinder, &mut self.batch);
+        if let (Outcome::Recovered(_), Some(p)) = (&rep.outcome, FaultMessage::parse(&rep.bytes[..rep.len])) {
+            self.cores.make(&p);
+        }
         self.spare.push(rep.bytes);
         if let Outcome::Recovered(rec) = rep.outcome {
             self.recovery.recycle(rec);

@@ -214,6 +214,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
                 restarts: t.restarts,
                 scopes: t.scopes.len() as u64,
                 name,
+                core_dumps: t.spec.core_dumps as u64,
             };
             s.tasks[me]
                 .space

@@ -53,10 +53,10 @@ impl CoreFile {
         let bad = |what: &str| HostError(format!("{name} is not a valid x86_64 ELF core file: {what}"));
         let hdr = elf::FileHeader64::<LE>::parse(&*data).map_err(|e| bad(&e.to_string()))?;
         if hdr.e_type(LE) != elf::ET_CORE {
-            return Err(bad("not of type ET_CORE"));
+            return Err(bad(&format!("e_type is {:#x}, not ET_CORE ({:#x})", hdr.e_type(LE), elf::ET_CORE)));
         }
         if hdr.e_machine(LE) != elf::EM_X86_64 {
-            return Err(bad("not for x86_64"));
+            return Err(bad(&format!("e_machine is {:#x}, not EM_X86_64 ({:#x})", hdr.e_machine(LE), elf::EM_X86_64)));
         }
         let phdrs = hdr.program_headers(LE, &*data).map_err(|e| bad(&e.to_string()))?;
         let mut segs = Vec::new();
@@ -65,10 +65,19 @@ impl CoreFile {
         for ph in phdrs {
             match ph.p_type(LE) {
                 elf::PT_LOAD => {
-                    let off = usize::try_from(ph.p_offset(LE)).map_err(|_| bad("segment offset"))?;
-                    let size = usize::try_from(ph.p_filesz(LE)).map_err(|_| bad("segment size"))?;
+                    let (off, size) = (ph.p_offset(LE), ph.p_filesz(LE));
+                    let beyond = || {
+                        bad(&format!(
+                            "the PT_LOAD segment at {:#x} (file offset {off:#x}, {size:#x} bytes) lies beyond the \
+                             end of the file ({:#x} bytes; truncated?)",
+                            ph.p_vaddr(LE),
+                            data.len()
+                        ))
+                    };
+                    let off = usize::try_from(off).map_err(|_| beyond())?;
+                    let size = usize::try_from(size).map_err(|_| beyond())?;
                     if off.checked_add(size).is_none_or(|end| end > data.len()) {
-                        return Err(bad("a PT_LOAD segment lies beyond the end of the file (truncated?)"));
+                        return Err(beyond());
                     }
                     segs.push((ph.p_vaddr(LE), off, size));
                 }
@@ -85,7 +94,13 @@ impl CoreFile {
                             elf::NT_PRSTATUS => {
                                 let mut vals = [0u64; 17];
                                 for (v, idx) in vals.iter_mut().zip(USER_REGS) {
-                                    *v = word(desc, PR_REG + idx * 8).ok_or_else(|| bad("short NT_PRSTATUS"))?;
+                                    *v = word(desc, PR_REG + idx * 8).ok_or_else(|| {
+                                        bad(&format!(
+                                            "NT_PRSTATUS of {} bytes, too short for its registers ({} bytes)",
+                                            desc.len(),
+                                            PR_REG + 27 * 8
+                                        ))
+                                    })?;
                                 }
                                 threads.push(Regs::from_dwarf_array(vals));
                             }
@@ -133,20 +148,27 @@ impl CoreFile {
         let bias = self.at_entry.map_or(0, |at| at.wrapping_sub(exe.entry));
         let mismatch = |why: &str| err(format!("executable {} does not match the core: {why}", exe.name()));
         if !bias.is_multiple_of(4096) {
-            return mismatch("its entry point is not where the core's AT_ENTRY says");
+            let at = self.at_entry.unwrap_or(0);
+            return mismatch(&format!(
+                "its entry point {:#x} and the core's AT_ENTRY {at:#x} differ by {bias:#x}, not a multiple of the page size",
+                exe.entry
+            ));
         }
         if let Some(&(vaddr, 0, _, _)) = exe.loads.iter().find(|l| l.1 == 0) {
             let n = exe.bytes().len().min(4096);
             if let (Some(mem), Some(file)) = (self.bytes(vaddr.wrapping_add(bias), n), exe.bytes().get(..n))
                 && mem != file
             {
-                return mismatch("the ELF header in the core's memory differs");
+                let at = vaddr.wrapping_add(bias);
+                return mismatch(&format!("the ELF header in the core's memory at {at:#x} ({n:#x} bytes) differs"));
             }
         }
         let pc = self.regs().pc().unwrap_or(0);
         let in_exe = exe.loads.iter().any(|&(v, _, _, x)| x && pc.wrapping_sub(v.wrapping_add(bias)) < 1 << 32);
         if self.at_entry.is_none() && !in_exe {
-            return mismatch("the core's pc is not in the executable and the core has no AT_ENTRY");
+            return mismatch(&format!(
+                "the core's pc {pc:#x} is in none of its executable segments and the core has no AT_ENTRY"
+            ));
         }
         Ok(bias)
     }

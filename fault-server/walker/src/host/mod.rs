@@ -27,3 +27,21 @@ impl std::error::Error for HostError {}
 fn err<T>(msg: impl Into<std::string::String>) -> Result<T, HostError> {
     Err(HostError(msg.into()))
 }
+
+/// The `GNU` build id (`NT_GNU_BUILD_ID`) in the `PT_NOTE` segments of an
+/// ELF file — an executable linked with `--build-id`, or a core file that
+/// names its executable's (Rewind's task cores do) — if it has one.
+pub fn build_id(elf_bytes: &[u8]) -> Option<std::vec::Vec<u8>> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::{LittleEndian as LE, elf};
+    let hdr = elf::FileHeader64::<LE>::parse(elf_bytes).ok()?;
+    for ph in hdr.program_headers(LE, elf_bytes).ok()? {
+        let Ok(Some(mut notes)) = ph.notes(LE, elf_bytes) else { continue };
+        while let Ok(Some(n)) = notes.next() {
+            if n.name() == b"GNU" && n.n_type(LE) == elf::NT_GNU_BUILD_ID {
+                return Some(n.desc().to_vec());
+            }
+        }
+    }
+    None
+}
