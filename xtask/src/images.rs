@@ -2,7 +2,8 @@
 //!
 //! A manifest lists the tasks that boot together; `pack` builds the boot
 //! image (format: `abi::image`) from the task binaries, which QEMU hands to
-//! the kernel as its `-initrd` module. Format of a manifest:
+//! the kernel as its `-initrd` module. Every key, with its type, default,
+//! limits and an example, is in `docs/manifest.md`. Format of a manifest:
 //!
 //! ```toml
 //! description = "one line"
