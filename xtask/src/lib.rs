@@ -21,6 +21,8 @@ pub mod bench;
 pub mod build;
 pub mod cores;
 pub mod events;
+#[cfg(test)]
+mod events_doc;
 pub mod images;
 pub mod inject;
 pub mod install;
