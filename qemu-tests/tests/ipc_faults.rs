@@ -1,0 +1,192 @@
+//! IPC under faults: one test per row of the table in `docs/ipc.md`.
+//!
+//! Each test boots an image written here — a server on endpoint `svc` and
+//! its clients, all `tasks/ipcfault` (roles by `arg`, listed in its
+//! `//!` note), with or without the fault server — under `-icount`, with
+//! an injection plan that kills the client or the server at tick 100.
+//! At that tick the call is in flight: the client called a request the
+//! server holds for 400 ms before replying (the kill is the scenario's
+//! setup, not a timing assertion: nothing here measures time). The tests
+//! assert on what each side's system calls returned (the tasks' `check`
+//! events carry the error codes, `abi::syscall::Error`), on which request
+//! a reply answered, and on the kernel's and fault server's events.
+
+use abi::exit::GuestExit;
+use abi::syscall::Error;
+use qemu_tests::{Options, Run, boot_with, task_bins};
+use serde_json::Value;
+
+/// Packs `manifest`, appends the injection `plan` and boots it under `-icount`.
+fn boot_plan(name: &str, manifest: &str, plan: &str) -> Run {
+    let dir = xtask::paths::rewind_dir().join("qemu-tests").join("ipc-faults");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(&toml, manifest).unwrap();
+    let m = xtask::images::Manifest::load(toml.to_str().unwrap()).unwrap_or_else(|e| panic!("{name}: manifest: {e:#}"));
+    let mut bytes = m.pack(&task_bins()).unwrap_or_else(|e| panic!("{name}: packing: {e:#}"));
+    if !plan.is_empty() {
+        bytes.resize(bytes.len().next_multiple_of(8), 0);
+        bytes.extend_from_slice(&abi::image::PLAN_MAGIC);
+        bytes.extend_from_slice(&(plan.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(plan.as_bytes());
+    }
+    let img = dir.join(format!("{name}.img"));
+    std::fs::write(&img, bytes).unwrap();
+    boot_with(name, Options { image: Some(img), icount: true, ..Options::default() })
+}
+
+const FAULT_SERVER: &str = "endpoints = [\"faults\", \"svc\"]\n\n[[task]]\nname = \"fault-server\"\nbin = \"fault-server\"\npriority = 0\nstack_kib = 128\ncaps = [\"faults:recv\", \"supervisor\"]\n";
+const NO_SUPERVISOR: &str = "endpoints = [\"svc\"]\n";
+
+/// A `[[task]]` of `tasks/ipcfault` in role `arg`.
+fn task(name: &str, arg: u64, cap: &str) -> String {
+    format!("\n[[task]]\nname = \"{name}\"\nbin = \"ipcfault\"\narg = {arg}\ncaps = [\"svc:{cap}\"]\n")
+}
+
+fn kill(name: &str) -> String {
+    format!("inject id=1 task={name} at=tick:100 kind=kill\n")
+}
+
+/// The values of the checks named `name`, in order; each must have `ok` as given.
+fn values(run: &Run, name: &str) -> Vec<(bool, u64)> {
+    run.checks(name).iter().map(|c| (c["ok"] == true, c["value"].as_u64().unwrap())).collect()
+}
+
+/// The one fault of task `name`: a kill, and the injection's.
+fn the_kill<'r>(run: &'r Run, name: &str) -> &'r Value {
+    let inject = run.events_of("inject");
+    assert_eq!(inject.len(), 1, "{}: {inject:#?}\n{}", run.name, run.console);
+    let faults = run.task_events("fault", name);
+    assert!(!faults.is_empty(), "{}: no fault of {name}\n{}", run.name, run.console);
+    assert!(faults.iter().all(|f| f["kind"] == "kill" && f["seq"] == inject[0]["seq"]), "{faults:#?}");
+    faults[0]
+}
+
+/// The fault server's `action` for fault `seq`.
+fn action(run: &Run, seq: &Value) -> String {
+    let reports: Vec<_> = run.events_of("fault_report").into_iter().filter(|r| &r["seq"] == seq).collect();
+    assert_eq!(reports.len(), 1, "{}: {reports:#?}", run.name);
+    reports[0]["action"].as_str().unwrap().to_owned()
+}
+
+const NO_CALLER: u64 = Error::NoCaller as u64;
+const BAD_TASK: u64 = Error::BadTask as u64;
+/// `tasks/ipcfault`'s request labels.
+const SLOW: u64 = 0x510;
+const FAST: u64 = 0xfa5;
+
+// ---- the client faults mid-call ----
+
+#[test]
+fn ipc_client_rolled_back_mid_call_server_reply_gets_no_caller() {
+    let manifest = format!("{FAULT_SERVER}{}{}", task("server", 1, "recv"), task("client", 12, "send"));
+    let run = boot_plan("ipc-client-rolled-back", &manifest, &kill("client"));
+    run.expect_exit(GuestExit::Success);
+    let fault = the_kill(&run, "client");
+    assert_eq!(action(&run, &fault["seq"]), "rollback");
+    // The client's scope ran twice; its retry got the answer to its retry,
+    // never the held reply to the call that was rolled back.
+    assert_eq!(values(&run, "client:attempt"), [(true, 0), (true, 1)], "{}", run.console);
+    assert_eq!(values(&run, "client:reply"), [(true, FAST)]);
+    // The server's reply to the rolled-back call: `NoCaller`; the next works.
+    assert_eq!(values(&run, "server:reply"), [(false, NO_CALLER), (true, 0)], "{}", run.console);
+}
+
+#[test]
+fn ipc_client_restarted_mid_call_server_reply_gets_no_caller() {
+    let manifest = format!("{FAULT_SERVER}{}{}", task("server", 1, "recv"), task("client", 11, "send"));
+    let run = boot_plan("ipc-client-restarted", &manifest, &kill("client"));
+    run.expect_exit(GuestExit::Success);
+    let fault = the_kill(&run, "client");
+    assert_eq!(action(&run, &fault["seq"]), "restart");
+    // The killed instance never returned from its call; the new one did.
+    assert_eq!(values(&run, "client:first-call"), [(true, 0)], "{}", run.console);
+    assert_eq!(values(&run, "server:reply"), [(false, NO_CALLER), (true, 0)], "{}", run.console);
+    let exits = run.task_events("task_exit", "client");
+    assert!(exits.len() == 1 && exits[0]["code"] == 0, "{exits:#?}");
+}
+
+#[test]
+fn ipc_client_killed_for_good_mid_call_server_reply_gets_no_caller() {
+    let manifest = format!("{NO_SUPERVISOR}{}{}", task("server", 1, "recv"), task("client", 11, "send"));
+    let run = boot_plan("ipc-client-killed", &manifest, &kill("client"));
+    run.expect_exit(GuestExit::Success);
+    let fault = the_kill(&run, "client");
+    assert!(fault.get("by").is_none(), "no supervisor: the kernel reports and stops it");
+    assert!(values(&run, "client:first-call").is_empty(), "the killed client never returns");
+    assert_eq!(values(&run, "server:reply"), [(false, NO_CALLER)], "{}", run.console);
+    assert_eq!(run.event("all_tasks_done")["faulted"], 1);
+}
+
+// ---- the server faults (or ends) holding the request ----
+
+#[test]
+fn ipc_server_rolled_back_mid_request_caller_gets_bad_task_queued_caller_served() {
+    let manifest = format!(
+        "{FAULT_SERVER}{}{}{}",
+        task("server", 2, "recv"),
+        task("client", 10, "send"),
+        task("queued", 13, "send")
+    );
+    let run = boot_plan("ipc-server-rolled-back", &manifest, &kill("server"));
+    run.expect_exit(GuestExit::Success);
+    let fault = the_kill(&run, "server");
+    assert_eq!(action(&run, &fault["seq"]), "rollback");
+    let attempts = values(&run, "server:attempt");
+    assert_eq!(attempts.iter().filter(|a| a.1 == 1).count(), 1, "one re-run of the scope: {attempts:?}");
+    // The caller whose request the server held: `BadTask`; its retry works.
+    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    assert_eq!(values(&run, "client:retry"), [(true, FAST)]);
+    // A caller still queued (not yet received) is untouched: served later.
+    assert_eq!(values(&run, "queued:reply"), [(true, 0)], "{}", run.console);
+    // The rolled-back server never replied to the held request.
+    assert!(values(&run, "server:reply").iter().all(|r| *r == (true, 0)), "{}", run.console);
+}
+
+#[test]
+fn ipc_server_restarted_mid_request_caller_gets_bad_task_queued_caller_served() {
+    let manifest = format!(
+        "{FAULT_SERVER}{}{}{}",
+        task("server", 1, "recv"),
+        task("client", 10, "send"),
+        task("queued", 13, "send")
+    );
+    let run = boot_plan("ipc-server-restarted", &manifest, &kill("server"));
+    run.expect_exit(GuestExit::Success);
+    let fault = the_kill(&run, "server");
+    assert_eq!(action(&run, &fault["seq"]), "restart");
+    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    assert_eq!(values(&run, "client:retry"), [(true, FAST)]);
+    assert_eq!(values(&run, "queued:reply"), [(true, 0)], "{}", run.console);
+    assert_eq!(values(&run, "server:reply"), [(true, 0), (true, 0)], "the new instance served both, {}", run.console);
+}
+
+#[test]
+fn ipc_server_stopped_mid_request_caller_gets_bad_task_queued_caller_waits_forever() {
+    let manifest = format!(
+        "{NO_SUPERVISOR}{}{}{}",
+        task("server", 1, "recv"),
+        task("client", 11, "send"),
+        task("queued", 13, "send")
+    );
+    let run = boot_plan("ipc-server-stopped", &manifest, &kill("server"));
+    run.expect_exit(GuestExit::Success);
+    the_kill(&run, "server");
+    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    // Nobody will ever receive on `svc`: the queued call stays blocked, with
+    // no error, and the kernel counts it as blocked at the end.
+    assert!(values(&run, "queued:reply").is_empty(), "{}", run.console);
+    let done = run.event("all_tasks_done");
+    assert_eq!((done["faulted"].as_u64(), done["blocked"].as_u64()), (Some(1), Some(1)), "{done}");
+}
+
+#[test]
+fn ipc_server_exits_holding_a_request_caller_gets_bad_task() {
+    let manifest = format!("{NO_SUPERVISOR}{}{}", task("server", 3, "recv"), task("client", 11, "send"));
+    let run = boot_plan("ipc-server-exits", &manifest, "");
+    run.expect_exit(GuestExit::Success);
+    assert_eq!(values(&run, "server:received"), [(true, SLOW)]);
+    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    let exits = run.task_events("task_exit", "server");
+    assert!(exits.len() == 1 && exits[0]["code"] == 0, "{exits:#?}");
+}

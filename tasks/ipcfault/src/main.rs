@@ -1,0 +1,138 @@
+//! `ipcfault`: a `call` whose client or server is killed, rolled back,
+//! restarted or stopped while the call is in flight — the rows of the
+//! table in `docs/ipc.md`, one qemu-test each (`qemu-tests/tests/ipc_faults.rs`,
+//! which also holds the manifests and the kill plans).
+//!
+//! Every scenario is one server on endpoint `svc` and one or two clients.
+//! A request labelled [`SLOW`] makes the server hold it (sleep [`HOLD_MS`])
+//! before replying; the test's plan kills the client or the server at tick
+//! 100, while the call is certainly in flight (the client blocked waiting
+//! for the reply, the server holding the request). Retries are labelled
+//! [`FAST`], which the server answers at once, so nothing is killed twice.
+//!
+//! Roles (`arg`):
+//!
+//! | arg | role |
+//! |-----|------|
+//! | 1 | server: `recv`, (hold), `reply`, forever; check `server:reply` per request (ok = the reply went through, value = the error code, 0 if none) |
+//! | 2 | server whose request handling is a checkpoint scope (`recv`, hold, `reply` inside): a kill rolls it back; check `server:attempt` per scope run |
+//! | 3 | server that exits (code 0) holding its first request, without replying |
+//! | 10 | client: `call(SLOW)`, check `client:first-call` (value = the error code, 0 for a reply); then `call(FAST)`, check `client:retry` (value = the request label the reply answers) |
+//! | 11 | client: `call(SLOW)`, check `client:first-call`, no retry |
+//! | 12 | client whose call is a checkpoint scope: check `client:attempt` (value = attempt number) per run, then `client:reply` (value = the label the reply answers) |
+//! | 13 | client queued behind another: sleeps 20 ms, `call(FAST)`, check `queued:reply` (value = the error code, 0 for a reply) |
+//!
+//! A reply carries the request's label in `words[1]` and the server's count
+//! of requests received in `words[0]`, so a test can tell which request a
+//! reply answers.
+#![no_std]
+#![no_main]
+
+use libtask::checkpoint::checkpoint;
+use libtask::ipc::{self, Cap, Message, Timeout};
+use libtask::{Error, Start, report, syscall};
+
+libtask::entry!(main);
+
+/// A request the server holds for [`HOLD_MS`] before replying.
+const SLOW: u64 = 0x510;
+/// A request the server answers at once.
+const FAST: u64 = 0xfa5;
+/// How long a [`SLOW`] request is held: the kill (tick 100) lands inside.
+const HOLD_MS: u64 = 400;
+
+fn main(start: Start) -> u64 {
+    let Ok(svc) = ipc::cap("svc") else {
+        report("ipcfault-caps", false, start.arg);
+        return 1;
+    };
+    match start.arg {
+        1 => server(svc),
+        2 => scoped_server(svc),
+        3 => exiting_server(svc),
+        10 => client(svc, true),
+        11 => client(svc, false),
+        12 => scoped_client(svc),
+        13 => queued_client(svc),
+        other => {
+            report("ipcfault-arg", false, other);
+            2
+        }
+    }
+}
+
+/// The error code of a result, 0 for success.
+fn code<T>(r: &Result<T, Error>) -> u64 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => *e as u64,
+    }
+}
+
+fn request(label: u64) -> Message {
+    Message { label, words: [label, 0, 0, 0] }
+}
+
+/// Receives one request, holds it if it is [`SLOW`] (and `hold`), replies.
+fn serve_one(svc: Cap, served: &mut u64, hold: bool) -> Result<(), Error> {
+    let got = ipc::recv(svc, Timeout::Forever)?;
+    *served += 1;
+    if got.msg.label == SLOW && hold {
+        let _ = syscall::sleep(HOLD_MS);
+    }
+    ipc::reply(&Message { label: got.msg.label + 1, words: [*served, got.msg.label, 0, 0] })
+}
+
+fn server(svc: Cap) -> u64 {
+    let mut served = 0;
+    loop {
+        let r = serve_one(svc, &mut served, true);
+        report("server:reply", r.is_ok(), code(&r));
+    }
+}
+
+fn scoped_server(svc: Cap) -> u64 {
+    let mut served = 0;
+    loop {
+        let r = checkpoint(|attempt| {
+            report("server:attempt", true, attempt.number);
+            serve_one(svc, &mut served, attempt.number == 0)
+        });
+        let r = r.and_then(|r| r);
+        report("server:reply", r.is_ok(), code(&r));
+    }
+}
+
+fn exiting_server(svc: Cap) -> u64 {
+    let got = ipc::recv(svc, Timeout::Forever);
+    report("server:received", got.is_ok(), got.map_or(0, |g| g.msg.label));
+    let _ = syscall::sleep(50);
+    0
+}
+
+fn client(svc: Cap, retry: bool) -> u64 {
+    let first = ipc::call(svc, &request(SLOW));
+    report("client:first-call", true, code(&first));
+    if retry {
+        let again = ipc::call(svc, &request(FAST));
+        report("client:retry", again.is_ok(), again.map_or(0, |r| r.msg.words[1]));
+    }
+    0
+}
+
+fn scoped_client(svc: Cap) -> u64 {
+    let r = checkpoint(|attempt| {
+        report("client:attempt", true, attempt.number);
+        ipc::call(svc, &request(if attempt.number == 0 { SLOW } else { FAST }))
+    });
+    let r = r.and_then(|r| r);
+    report("client:reply", r.is_ok(), r.map_or(0, |r| r.msg.words[1]));
+    0
+}
+
+fn queued_client(svc: Cap) -> u64 {
+    let _ = syscall::sleep(20);
+    let r = ipc::call(svc, &request(FAST));
+    report("queued:reply", r.is_ok(), code(&r));
+    0
+}
