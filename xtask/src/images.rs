@@ -664,6 +664,33 @@ mod tests {
     }
 
     #[test]
+    fn bad_path_and_package_are_errors_naming_manifest_task_and_key() {
+        let dir = std::env::temp_dir().join(format!("rewind-manifest-path-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("no-crate")).unwrap();
+        let load = |text: &str| {
+            let path = dir.join("app.toml");
+            std::fs::write(&path, text).unwrap();
+            format!("{:#}", Manifest::load(path.to_str().unwrap()).expect_err("must be refused"))
+        };
+        let missing = load("[[task]]\nname = \"t\"\nbin = \"app\"\npath = \"nowhere\"\n");
+        let no_toml = load("[[task]]\nname = \"t\"\nbin = \"app\"\npath = \"no-crate\"\n");
+        let empty = load("[[task]]\nname = \"t\"\nbin = \"app\"\npackage = \"\"\n");
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/Cargo.toml"), "").unwrap();
+        let twice =
+            load("[[task]]\nname = \"t\"\nbin = \"app\"\npath = \"a\"\n[[task]]\nname = \"u\"\nbin = \"app\"\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (e, key, what) in
+            [(&missing, "`path`", "no folder"), (&no_toml, "`path`", "no Cargo.toml"), (&empty, "`package`", "empty")]
+        {
+            assert!(e.contains("app.toml") && e.contains("task \"t\"") && e.contains(key) && e.contains(what), "{e}");
+        }
+        // The missing folder is named as resolved: relative to the manifest.
+        assert!(missing.contains(&dir.join("nowhere").display().to_string()), "{missing}");
+        assert!(twice.contains("\"t\"") && twice.contains("\"u\"") && twice.contains("one binary per name"), "{twice}");
+    }
+
+    #[test]
     fn load_names_the_manifest_file() {
         let dir = std::env::temp_dir().join(format!("rewind-manifest-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -275,3 +275,36 @@ fn seed_lockfile(workspace_root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `package` and `bin` are checked against the crate's own metadata,
+    /// before anything is built, with the manifest, task and key named.
+    #[test]
+    fn unknown_package_or_bin_of_an_outside_crate_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("rewind-sources-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::template::create("probe", &dir).unwrap();
+        let try_build = |task: &str| {
+            let path = dir.join("probe/bad.toml");
+            std::fs::write(&path, format!("[[task]]\nname = \"p\"\n{task}")).unwrap();
+            let m = Manifest::load(path.to_str().unwrap()).unwrap();
+            format!("{:#}", build(&m, Profile::Debug, &InTree::Prebuilt(dir.clone())).expect_err("must be refused"))
+        };
+        let package = try_build("bin = \"probe\"\npath = \".\"\npackage = \"nope\"\n");
+        let bin = try_build("bin = \"nope\"\npath = \".\"\n");
+        let in_tree = try_build("bin = \"no-such-task\"\npackage = \"task-hello\"\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            package.contains("bad.toml")
+                && package.contains("\"p\"")
+                && package.contains("`package` = \"nope\"")
+                && package.contains("probe"),
+            "{package}"
+        );
+        assert!(bin.contains("bad.toml") && bin.contains("`bin` = \"nope\"") && bin.contains("probe"), "{bin}");
+        assert!(in_tree.contains("`bin` = \"no-such-task\"") && in_tree.contains("hello"), "{in_tree}");
+    }
+}
