@@ -14,7 +14,10 @@
 //! size_kib = 64
 //! [[task]]
 //! name = "hello"     # at most 24 bytes; with count > 1: name-0, name-1, ...
-//! bin = "hello"      # a binary built from tasks/
+//! bin = "hello"      # the [[bin]] name of a task crate
+//! path = "../hello"  # the crate's folder, relative to this manifest file
+//!                    # (default: a crate of Rewind's workspace, tasks/*)
+//! package = "hello"  # the package holding `bin` (default: the one that does)
 //! priority = 2       # 0 = most urgent (default 2)
 //! stack_kib = 64     # default 64
 //! arg = 0            # passed to the task in rsi (default 0)
@@ -29,6 +32,10 @@
 //! core_dumps = 4     # core files of its faults: at most 4 a minute, or
 //!                    # true (= 4) / false (= 0); default: the image's
 //! ```
+//!
+//! `path` and `package` say where a task's binary comes from; only the
+//! crates a manifest names are built (`xtask/src/sources.rs`), so a task
+//! that does not compile breaks only the images that use it.
 //!
 //! `core_dumps` at the top of a manifest (before the tables) is the default
 //! of its tasks (default: false, no core files); see
@@ -69,6 +76,10 @@ pub struct Manifest {
     /// The tasks' default `core_dumps` (none if absent).
     #[serde(default)]
     pub core_dumps: Option<CoreDumps>,
+    /// The manifest file, when it was read from one ([`Manifest::load`]):
+    /// `path` keys are relative to its folder.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// `core_dumps`: a number of core files per task per minute, or a switch.
@@ -113,6 +124,13 @@ pub const DEFAULT_FAULT_ENDPOINT: &str = "faults";
 pub struct TaskEntry {
     pub name: String,
     pub bin: String,
+    /// The folder of the crate that builds `bin`, relative to the manifest
+    /// file (default: Rewind's workspace).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The package that builds `bin` (default: the one with that binary).
+    #[serde(default)]
+    pub package: Option<String>,
     #[serde(default = "default_priority")]
     pub priority: u8,
     #[serde(default = "default_stack_kib")]
@@ -190,7 +208,8 @@ impl Manifest {
             bail!("no image manifest {} (images: {known})", path.display());
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        manifest.file = Some(std::path::absolute(&path).unwrap_or(path.clone()));
         manifest.check().with_context(|| format!("in {}", path.display()))?;
         Ok(manifest)
     }
@@ -210,7 +229,12 @@ impl Manifest {
                 bail!("task {:?}: `count` must be at least 1", t.name);
             }
             if t.count as usize > abi::image::MAX_TASKS {
-                bail!("task {:?}: `count` = {} exceeds {} (an image holds at most that many tasks)", t.name, t.count, abi::image::MAX_TASKS);
+                bail!(
+                    "task {:?}: `count` = {} exceeds {} (an image holds at most that many tasks)",
+                    t.name,
+                    t.count,
+                    abi::image::MAX_TASKS
+                );
             }
             total += t.count as u64;
             let longest = if t.count > 1 { format!("{}-{}", t.name, t.count - 1) } else { t.name.clone() };
@@ -225,9 +249,13 @@ impl Manifest {
             };
             for n in instances {
                 if !task_names.insert(n.clone()) {
-                    bail!("task {:?}: duplicate task `name` {n:?} (task names, instances included, must be unique)", t.name);
+                    bail!(
+                        "task {:?}: duplicate task `name` {n:?} (task names, instances included, must be unique)",
+                        t.name
+                    );
                 }
             }
+            self.check_source(t)?;
             let max_kib = abi::layout::MAX_STACK_BYTES / 1024;
             if t.stack_kib == 0 || t.stack_kib > max_kib || t.stack_kib % 4 != 0 {
                 bail!("task {:?}: `stack_kib` = {} must be a multiple of 4 in 4..={max_kib}", t.name, t.stack_kib);
@@ -240,11 +268,17 @@ impl Manifest {
         let max_region_kib = abi::image::MAX_REGION_BYTES / 1024;
         for r in &self.regions {
             if r.size_kib == 0 || r.size_kib % 4 != 0 || r.size_kib > max_region_kib {
-                bail!("region {:?}: `size_kib` = {} must be a multiple of 4 in 4..={max_region_kib}", r.name, r.size_kib);
+                bail!(
+                    "region {:?}: `size_kib` = {} must be a multiple of 4 in 4..={max_region_kib}",
+                    r.name,
+                    r.size_kib
+                );
             }
         }
         let mut object_names = HashSet::new();
-        for (key, list) in [("endpoints", &self.endpoints), ("notifications", &self.notifications), ("region", &region_names)] {
+        for (key, list) in
+            [("endpoints", &self.endpoints), ("notifications", &self.notifications), ("region", &region_names)]
+        {
             if list.len() > abi::image::MAX_OBJECTS {
                 bail!("`{key}`: {} entries; an image holds at most {}", list.len(), abi::image::MAX_OBJECTS);
             }
@@ -254,7 +288,9 @@ impl Manifest {
                 }
                 // Capabilities name objects: one name, one object.
                 if !object_names.insert(name.as_str()) {
-                    bail!("`{key}`: duplicate object name {name:?} (endpoints, notifications and regions share one namespace)");
+                    bail!(
+                        "`{key}`: duplicate object name {name:?} (endpoints, notifications and regions share one namespace)"
+                    );
                 }
             }
         }
@@ -290,7 +326,10 @@ impl Manifest {
             }
         }
         if caps_total > abi::image::MAX_OBJECTS {
-            bail!("{caps_total} capabilities in all (`count`s included); an image holds at most {}", abi::image::MAX_OBJECTS);
+            bail!(
+                "{caps_total} capabilities in all (`count`s included); an image holds at most {}",
+                abi::image::MAX_OBJECTS
+            );
         }
         let receivers: u64 = fault_receivers.iter().map(|(_, n)| *n as u64).sum();
         if receivers > 1 {
@@ -298,6 +337,56 @@ impl Manifest {
             bail!(
                 "tasks {}: more than one receiver on `{DEFAULT_FAULT_ENDPOINT}` (`caps` \"{DEFAULT_FAULT_ENDPOINT}:recv\"); faults need one fault server",
                 names.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The folder `path` keys are relative to: the manifest file's (the
+    /// current directory for a manifest not read from a file).
+    pub fn base_dir(&self) -> PathBuf {
+        self.file.as_deref().and_then(Path::parent).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// The crate folder of task `t`'s `path` key, resolved.
+    pub fn crate_dir(&self, t: &TaskEntry) -> Option<PathBuf> {
+        t.path.as_ref().map(|p| self.base_dir().join(p))
+    }
+
+    /// `path` names a crate folder; `package` is not empty; one `bin` name
+    /// comes from one place. (Whether the package and the binary exist is
+    /// cargo's to say: `sources::build` asks it.)
+    fn check_source(&self, t: &TaskEntry) -> Result<()> {
+        if let Some(dir) = self.crate_dir(t) {
+            let p = t.path.as_deref().unwrap_or_default();
+            if p.is_empty() {
+                bail!("task {:?}: `path` is empty (a crate folder, relative to the manifest)", t.name);
+            }
+            if !dir.is_dir() {
+                bail!("task {:?}: `path` = {p:?}: no folder {}", t.name, dir.display());
+            }
+            if !dir.join("Cargo.toml").is_file() {
+                bail!(
+                    "task {:?}: `path` = {p:?}: {} has no Cargo.toml (`path` names a crate folder)",
+                    t.name,
+                    dir.display()
+                );
+            }
+        }
+        if t.package.as_deref() == Some("") {
+            bail!("task {:?}: `package` is empty", t.name);
+        }
+        let source = |t: &TaskEntry| (self.crate_dir(t), t.package.clone());
+        if let Some(other) = self.tasks.iter().find(|o| o.bin == t.bin && source(o) != source(t)) {
+            bail!(
+                "task {:?}: `bin` = {:?} comes from `path` {:?}, `package` {:?}, but task {:?} takes a `bin` of that name from `path` {:?}, `package` {:?}: an image holds one binary per name",
+                t.name,
+                t.bin,
+                t.path,
+                t.package,
+                other.name,
+                other.path,
+                other.package
             );
         }
         Ok(())
@@ -361,13 +450,31 @@ impl Manifest {
         bins
     }
 
-    /// Packs the image from the binaries in `bin_dir`.
+    /// Packs the image from the binaries in `bin_dir` (Rewind's tasks, as
+    /// `cargo xtask test` builds them all). A task with a `path` is not
+    /// there: pack those with [`Manifest::pack_bins`] and the
+    /// [`crate::sources::build`] of this manifest.
     pub fn pack(&self, bin_dir: &Path) -> Result<Vec<u8>> {
+        if let Some(t) = self.tasks.iter().find(|t| t.path.is_some()) {
+            bail!(
+                "task {:?} is built from its own crate (`path` = {:?}): build this image with `cargo xtask build --image {}`",
+                t.name,
+                t.path.as_deref().unwrap_or_default(),
+                self.file.as_ref().map_or("MANIFEST".into(), |f| f.display().to_string())
+            );
+        }
+        let bins: crate::sources::Binaries =
+            self.bins().into_iter().map(|b| (b.to_string(), bin_dir.join(b))).collect();
+        self.pack_bins(&bins)
+    }
+
+    /// Packs the image from the binaries `bins` (bin name -> ELF file).
+    pub fn pack_bins(&self, bins: &crate::sources::Binaries) -> Result<Vec<u8>> {
         let mut elfs = std::collections::BTreeMap::new();
         for bin in self.bins() {
-            let path = bin_dir.join(bin);
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!("reading task binary {} (is there a tasks/ crate with bin {bin:?}?)", path.display())
+            let path = bins.get(bin).with_context(|| format!("no binary {bin:?} was built for this image"))?;
+            let bytes = std::fs::read(path).with_context(|| {
+                format!("reading task binary {} (is there a task crate with bin {bin:?}?)", path.display())
             })?;
             elfs.insert(bin.to_string(), bytes);
         }
@@ -451,7 +558,12 @@ impl Manifest {
 /// Writes the packed image of manifest `name` to `target/rewind/images/`.
 pub fn pack_to_file(name: &str, bin_dir: &Path) -> Result<PathBuf> {
     let manifest = Manifest::load(name)?;
-    let bytes = manifest.pack(bin_dir)?;
+    write_image(name, &manifest.pack(bin_dir)?)
+}
+
+/// Writes packed image `bytes` of manifest `name` (a name or a path) to
+/// `target/rewind/images/STEM.img`.
+pub fn write_image(name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let stem = Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.into());
     let out = paths::rewind_dir().join("images").join(format!("{stem}.img"));
     std::fs::create_dir_all(out.parent().unwrap())?;
@@ -489,7 +601,9 @@ mod tests {
         assert!(e.contains("\"big\"") && e.contains("stack_kib"), "{e}");
         let e = error("[[task]]\nname = \"big\"\nbin = \"hello\"\nstack_kib = 18014398509481984\n");
         assert!(e.contains("stack_kib"), "{e}");
-        let e = error("[[region]]\nname = \"r\"\nsize_kib = 9223372036854775804\n[[task]]\nname = \"t\"\nbin = \"hello\"\n");
+        let e = error(
+            "[[region]]\nname = \"r\"\nsize_kib = 9223372036854775804\n[[task]]\nname = \"t\"\nbin = \"hello\"\n",
+        );
         assert!(e.contains("\"r\"") && e.contains("size_kib"), "{e}");
         let e = error("[[task]]\nname = \"many\"\nbin = \"hello\"\ncount = 4294967295\n");
         assert!(e.contains("\"many\"") && e.contains("count"), "{e}");
@@ -505,7 +619,8 @@ mod tests {
         let e = error("[[task]]\nname = \"twin\"\nbin = \"hello\"\n[[task]]\nname = \"twin\"\nbin = \"spinner\"\n");
         assert!(e.contains("\"twin\"") && e.contains("duplicate"), "{e}");
         // An instance name colliding with another task's name.
-        let e = error("[[task]]\nname = \"w\"\nbin = \"hello\"\ncount = 2\n[[task]]\nname = \"w-1\"\nbin = \"hello\"\n");
+        let e =
+            error("[[task]]\nname = \"w\"\nbin = \"hello\"\ncount = 2\n[[task]]\nname = \"w-1\"\nbin = \"hello\"\n");
         assert!(e.contains("\"w-1\"") && e.contains("duplicate"), "{e}");
         let e = error("endpoints = [\"ping\", \"ping\"]\n[[task]]\nname = \"t\"\nbin = \"hello\"\n");
         assert!(e.contains("endpoints") && e.contains("\"ping\"") && e.contains("duplicate"), "{e}");
@@ -543,8 +658,37 @@ mod tests {
             caps[..abi::ipc::MAX_CAPS].join(", ")
         );
         manifest(&text).unwrap();
-        let e = error("notifications = [\"n\"]\n[[task]]\nname = \"t\"\nbin = \"hello\"\ncaps = [\"n:wait\", \"n:wait\"]\n");
+        let e = error(
+            "notifications = [\"n\"]\n[[task]]\nname = \"t\"\nbin = \"hello\"\ncaps = [\"n:wait\", \"n:wait\"]\n",
+        );
         assert!(e.contains("\"t\"") && e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn bad_path_and_package_are_errors_naming_manifest_task_and_key() {
+        let dir = std::env::temp_dir().join(format!("rewind-manifest-path-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("no-crate")).unwrap();
+        let load = |text: &str| {
+            let path = dir.join("app.toml");
+            std::fs::write(&path, text).unwrap();
+            format!("{:#}", Manifest::load(path.to_str().unwrap()).expect_err("must be refused"))
+        };
+        let missing = load("[[task]]\nname = \"t\"\nbin = \"app\"\npath = \"nowhere\"\n");
+        let no_toml = load("[[task]]\nname = \"t\"\nbin = \"app\"\npath = \"no-crate\"\n");
+        let empty = load("[[task]]\nname = \"t\"\nbin = \"app\"\npackage = \"\"\n");
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/Cargo.toml"), "").unwrap();
+        let twice =
+            load("[[task]]\nname = \"t\"\nbin = \"app\"\npath = \"a\"\n[[task]]\nname = \"u\"\nbin = \"app\"\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (e, key, what) in
+            [(&missing, "`path`", "no folder"), (&no_toml, "`path`", "no Cargo.toml"), (&empty, "`package`", "empty")]
+        {
+            assert!(e.contains("app.toml") && e.contains("task \"t\"") && e.contains(key) && e.contains(what), "{e}");
+        }
+        // The missing folder is named as resolved: relative to the manifest.
+        assert!(missing.contains(&dir.join("nowhere").display().to_string()), "{missing}");
+        assert!(twice.contains("\"t\"") && twice.contains("\"u\"") && twice.contains("one binary per name"), "{twice}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | `paths`   | where the workspace, targets and run outputs are |
 //! | `build`   | builds the kernel and tasks with build-std for `targets/*.json` |
 //! | `images`  | image manifests (`images/*.toml`) and packing boot images |
+//! | `sources` | where a manifest's task crates are (in the tree or anywhere), building only those |
+//! | `template`| `cargo xtask new`: a task crate and its manifest, outside the tree |
 //! | `qemu`    | finds (or installs) QEMU, boots an image, returns the verdict |
 //! | `install` | installs a missing Debian package, or says what to install |
 //! | `symbols` | names the pcs of kernel backtraces with the kernel ELF |
@@ -28,4 +30,6 @@ pub mod inject;
 pub mod install;
 pub mod paths;
 pub mod qemu;
+pub mod sources;
 pub mod symbols;
+pub mod template;

@@ -4,6 +4,7 @@
 //! - `cargo xtask test`  host unit tests, then the QEMU integration tests
 //! - `cargo xtask build` build the kernel and tasks, pack an image
 //! - `cargo xtask images` list the image manifests in `images/`
+//! - `cargo xtask new`   write a task crate and its manifest, anywhere (`template.rs`)
 //! - `cargo xtask stack`  walk an ELF core file's stack (`--exe ELF --core CORE`)
 //! - `cargo xtask bench`  boot the benchmark image under icount; figures in guest instructions
 //! - `cargo xtask inject` run a fault-injection script (`faults/*.toml`); report, chart, replay, shards and merge
@@ -42,6 +43,8 @@ enum Command {
     Build(BuildArgs),
     /// List the image manifests (images/*.toml).
     Images,
+    /// Write a new task crate and its image manifest (DIR/NAME/, NAME.toml).
+    New(NewArgs),
     /// Walk the stack of an ELF core file with Rewind's CFI walker.
     Stack(stack::StackArgs),
     /// Boot the benchmark image under icount; print the figures in guest instructions.
@@ -64,18 +67,28 @@ struct EventsArgs {
 }
 
 #[derive(Args)]
+struct NewArgs {
+    /// The crate's, binary's and task's name.
+    name: String,
+    /// Where to make the crate's folder (default: the current directory).
+    #[arg(long, default_value = ".")]
+    dir: std::path::PathBuf,
+}
+
+#[derive(Args)]
 struct BuildArgs {
     /// Build with the release profile.
     #[arg(long)]
     release: bool,
-    /// The image manifest to pack (images/NAME.toml).
+    /// The image to pack: a name in images/, or a manifest file (path/to/app.toml).
     #[arg(long, default_value = images::DEFAULT_IMAGE)]
     image: String,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// The image to boot: a manifest in images/ (see `cargo xtask images`).
+    /// The image to boot: a name in images/ (see `cargo xtask images`), or
+    /// a manifest file (path/to/app.toml) whose tasks may live anywhere.
     #[arg(long, default_value = images::DEFAULT_IMAGE)]
     image: String,
     /// Build and boot the release profile.
@@ -112,6 +125,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Build(args) => build(args),
         Command::Images => list_images(),
+        Command::New(args) => new_task(args),
         Command::Stack(args) => stack::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args),
         Command::Inject(args) => xtask::inject::main(args),
@@ -124,6 +138,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn new_task(args: NewArgs) -> Result<ExitCode> {
+    let dir = xtask::template::create(&args.name, &args.dir)?;
+    let manifest = dir.join(format!("{}.toml", args.name));
+    println!("{}", dir.display());
+    eprintln!("xtask: wrote the crate {} and its image {}", dir.display(), manifest.display());
+    eprintln!("xtask: boot it (from this checkout): cargo xtask run --image {}", manifest.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -164,9 +187,7 @@ fn print_kernel_backtrace(kernel: &std::path::Path, events: &std::path::Path) {
 /// `add-symbol-file` the one to debug; a hardware breakpoint in it stops
 /// whichever task runs that code (tasks of other binaries run other code
 /// at those addresses: `info symbol $pc` tells where a stop is).
-fn print_gdb_help(kernel: &std::path::Path, image: &str, profile: Profile) {
-    let dir = if matches!(profile, Profile::Release) { "release" } else { "debug" };
-    let bins = paths::target_dir().join("x86_64-rewind-task").join(dir);
+fn print_gdb_help(kernel: &std::path::Path, image: &str, bins: &xtask::sources::Binaries) {
     eprintln!("xtask: QEMU waits for gdb on localhost:1234. In another terminal:");
     eprintln!("  gdb {} -ex 'target remote localhost:1234' -ex 'hbreak kmain' -ex continue", kernel.display());
     let Ok(manifest) = images::Manifest::load(image) else { return };
@@ -174,7 +195,8 @@ fn print_gdb_help(kernel: &std::path::Path, image: &str, profile: Profile) {
     eprintln!("       one binary at a time), e.g. `add-symbol-file BIN` then `hbreak FUNCTION`:");
     for bin in manifest.bins() {
         let tasks: Vec<&str> = manifest.tasks.iter().filter(|t| t.bin == bin).map(|t| t.name.as_str()).collect();
-        eprintln!("  add-symbol-file {}    # {}", bins.join(bin).display(), tasks.join(", "));
+        let Some(path) = bins.get(bin) else { continue };
+        eprintln!("  add-symbol-file {}    # {}", path.display(), tasks.join(", "));
     }
 }
 
@@ -213,7 +235,7 @@ fn list_images() -> Result<ExitCode> {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let profile = if args.release { Profile::Release } else { Profile::Debug };
-    let (kernel, image) = build::system(profile, &args.image)?;
+    let (kernel, image, bins) = build::system_bins(profile, &args.image)?;
     let out = paths::rewind_dir();
     let mut boot = Boot::new(&kernel, out.join("events.jsonl"));
     boot.image = Some(image);
@@ -228,7 +250,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         boot.console = Console::File(console_log.clone());
     }
     if args.gdb {
-        print_gdb_help(&kernel, &args.image, profile);
+        print_gdb_help(&kernel, &args.image, &bins);
     }
     let outcome = boot.run()?;
     if args.headless {

@@ -28,3 +28,9 @@ pub fn rewind_dir() -> PathBuf {
 pub fn kernel_target_spec() -> PathBuf {
     root().join("targets/x86_64-rewind-kernel.json")
 }
+
+/// The target specification for tasks (the linker script, `task.ld`,
+/// reaches them through libtask's build script).
+pub fn task_target_spec() -> PathBuf {
+    root().join("targets/x86_64-rewind-task.json")
+}
