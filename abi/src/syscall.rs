@@ -110,8 +110,14 @@ pub mod nr {
     /// fault server reports faults this way, after the faulted task runs.
     pub const SET_PRIORITY: u64 = 28;
 
+    /// `checkpoint_depth() -> scopes`: how many checkpoint scopes the kernel
+    /// has open for the caller. libtask's recovery page says the same (the
+    /// kernel writes its `depth` at every open, commit and rollback); this
+    /// lets a task check that, and costs no more than `TASK_ID`.
+    pub const CHECKPOINT_DEPTH: u64 = 29;
+
     /// One past the highest call number.
-    pub const COUNT: u64 = 29;
+    pub const COUNT: u64 = 30;
 }
 
 /// `SET_PRIORITY` argument: back to the manifest priority.

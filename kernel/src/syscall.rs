@@ -46,6 +46,7 @@ const fn may_reschedule(number: u64) -> bool {
             | nr::CHECKPOINT_COMMIT
             | nr::SET_RECOVERY
             | nr::REGION
+            | nr::CHECKPOINT_DEPTH
     )
 }
 
@@ -69,6 +70,7 @@ const fn is_light(number: u64) -> bool {
             | nr::EMIT
             | nr::SET_RECOVERY
             | nr::REGION
+            | nr::CHECKPOINT_DEPTH
     )
 }
 
@@ -112,6 +114,7 @@ pub unsafe extern "C" fn light(frame: *const TrapFrame) -> bool {
     let value = match number {
         nr::NULL => 0,
         nr::TASK_ID => task.id as u64,
+        nr::CHECKPOINT_DEPTH => task.scopes.len() as u64,
         nr::CLOCK => crate::arch::rdtsc(),
         nr::TICKS => ticks,
         _ => {
@@ -190,6 +193,7 @@ fn dispatch(s: &mut Scheduler) {
             Ok(0)
         }
         nr::TASK_ID => Ok(task.id as u64),
+        nr::CHECKPOINT_DEPTH => Ok(task.scopes.len() as u64),
         nr::CLOCK => Ok(crate::arch::rdtsc()),
         nr::TICKS => Ok(ticks),
         nr::MAP => map(task, a0, a1, a2),

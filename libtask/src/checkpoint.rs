@@ -23,11 +23,39 @@
 //! `CHECKPOINT_OPEN` a second time. So:
 //!
 //! ```text
-//! attempt = CHECKPOINT_OPEN      // 0 now; 1, 2, ... after rollbacks
-//! depth += 1; read the fault record if attempt > 0
+//! CHECKPOINT_OPEN                // the kernel: depth += 1 in the page
+//! depth = the page's depth; attempt, fault = its scope record
 //! r = body(attempt)
-//! CHECKPOINT_COMMIT; hand the scope's registry entries to the parent
+//! CHECKPOINT_COMMIT              // the kernel: entries to the parent, depth -= 1
 //! ```
+//!
+//! ## The invariant: the kernel is the one source of the scope depth
+//!
+//! The recovery page's `depth` is written by the kernel only — at the open
+//! (before the scope exists, so a rollback to it finds it so), at the
+//! commit (with the hand-over of the scope's registry entries to the
+//! parent, in the same call) and, through the restored page, at a
+//! rollback. libtask never stores it. So at every user instruction the
+//! page's `depth` equals the kernel's scope count (`CHECKPOINT_DEPTH`
+//! asks the kernel directly; the sweeps in `faults/checkpoint-sweep.toml`
+//! compare the two), and no fault between a system call and libtask's
+//! bookkeeping can leave them apart.
+//!
+//! libtask decides from the page, not from `rax`, whether an open
+//! happened: a skipped `syscall`, a flipped `rax` or a skipped branch
+//! cannot make it ignore a scope the kernel opened, or count one it did
+//! not. The attempt number comes from the scope record (the kernel zeroes
+//! it at the open and fills it at a rollback), not from `rax` either.
+//! After the open the page must say `parent + 1`; if it says `parent`,
+//! the kernel opened nothing and libtask tries once more (a skipped
+//! `syscall`) before it returns the kernel's error; anything else (a
+//! flipped `parent`, an open executed twice) is a panic — a fault inside
+//! the innermost kernel scope, which the fault server rolls back.
+//! `checkpoint` returns `Err` only when the kernel refused twice: `body`
+//! then did not run, and no scope is open for it. The commit checks the
+//! page says the scope's own depth *before* it closes anything (else a
+//! panic, rolled back to that scope), and after it believes the kernel
+//! closed the scope if `rax` is 0 or the page says `depth - 1`.
 //!
 //! This is `setjmp` without `setjmp`'s trap. After a `longjmp`, locals that
 //! the compiler kept in registers and locals it kept in memory disagree
@@ -57,31 +85,30 @@
 //!
 //! An empty scope must be cheap, and the first write to a page in a scope
 //! is a copy-on-write fault (a page copy and a trap). So libtask writes
-//! nothing on the way in: `CHECKPOINT_OPEN` itself sets the recovery
-//! page's `depth` and clears the new scope's record, as part of the state
-//! the scope starts from (a rollback to the scope finds them so, and the
-//! page says the right depth from the instant the kernel's scope exists);
-//! and it preserves the stack page right below the caller's stack pointer
-//! at once, which the call into `body` is about to write anyway (a copy,
-//! without the fault). On the way out the order is fixed — the kernel
-//! closes the scope, then the scope's registry entries pass to the parent,
-//! then libtask lowers `depth` — so that write stays here; the kernel makes
-//! the recovery page writable again at an outermost commit, so it does not
-//! fault either. What an empty scope then costs is the two system calls,
-//! the write protection of the pages written since the previous open, and
-//! that one stack page copy.
-//!
+//! nothing of the page on the way in: `CHECKPOINT_OPEN` itself sets the
+//! recovery page's `depth` and clears the new scope's record, as part of
+//! the state the scope starts from (a rollback to the scope finds them so,
+//! and the page says the right depth from the instant the kernel's scope
+//! exists); and it preserves the stack page right below the caller's stack
+//! pointer at once, which the call into `body` is about to write anyway (a
+//! copy, without the fault). On the way out `CHECKPOINT_COMMIT` closes the
+//! scope, re-tags the scope's live registry entries to the parent and
+//! lowers `depth`, in that order, in one call; it makes the recovery page
+//! writable again at an outermost commit, so libtask's deferred releases
+//! after it do not fault either. What an empty scope then costs is the two
+//! system calls, the write protection of the pages written since the
+//! previous open, and that one stack page copy.
+
 //! ## Nesting and the registries
 //!
 //! Scopes nest up to `abi::checkpoint::MAX_SCOPES`. Registry entries are
 //! owned by the innermost scope open when they were taken. On commit, the
-//! kernel closes the scope *first*, then its entries pass to the parent
-//! scope, then the depth drops (`docs/recovery.md` shows why this order is
-//! exact for a fault at any point), and finally releases that inner scopes
-//! deferred for the parent's entries happen (see [`crate::sync`]).
+//! kernel closes the scope, passes its entries to the parent scope and
+//! lowers the depth, all in the one system call (no fault can fall in
+//! between), and then libtask makes the releases that inner scopes
+//! deferred for the parent's entries (see [`crate::sync`]).
 
 use crate::sync::registry;
-use abi::checkpoint::MAX_SCOPES;
 use abi::fault::FaultKind;
 use abi::syscall::{Error, nr};
 
@@ -117,32 +144,47 @@ impl Attempt {
     }
 }
 
-/// Scopes open (0 outside any).
+/// Scopes open (0 outside any): the kernel's count, as it wrote it into
+/// the recovery page.
 pub fn depth() -> usize {
     registry::depth() as usize
 }
 
+/// The kernel's count of this task's open scopes, asked of the kernel
+/// (`CHECKPOINT_DEPTH`, a light call). Always equal to [`depth`] unless the
+/// recovery page was overwritten (a stray store into it): for checks.
+pub fn kernel_depth() -> usize {
+    // SAFETY: CHECKPOINT_DEPTH touches no memory and cannot fail.
+    unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_DEPTH) as usize }
+}
+
 /// Runs `body` in a checkpoint scope (see the module documentation).
-/// `Err(BadArgument)` if `MAX_SCOPES` scopes are open already.
+/// `Err(BadArgument)` if `MAX_SCOPES` scopes are open already,
+/// `Err(NoMemory)` if the kernel could not open one: in both cases the
+/// kernel opened nothing and `body` did not run.
 #[inline(never)]
 pub fn checkpoint<R>(body: impl FnOnce(Attempt) -> R) -> Result<R, Error> {
     let parent = registry::depth();
-    if parent >= MAX_SCOPES as u64 {
-        return Err(Error::BadArgument);
-    }
     // SAFETY: CHECKPOINT_OPEN touches no memory of ours. It returns twice or
     // more (after rollbacks), each time with all registers and all private
     // memory as at this instruction: sound, see the module documentation.
-    let attempt = Error::decode(unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_OPEN) })?;
-    let depth = parent + 1;
-    // The kernel has written `depth` and a fresh scope record into the
-    // recovery page as part of the open (see "The recovery page on open
-    // and commit" above); after a rollback, the record says why.
+    let raw = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_OPEN) };
+    // Whether the kernel opened the scope is what the page's `depth` says
+    // (the kernel writes it as part of the open, and only then), not what
+    // `rax` says: a skipped `syscall`, a flipped `rax` or a skipped branch
+    // must not make libtask and the kernel disagree (module documentation).
+    let mut depth = registry::depth();
+    if depth != parent + 1 {
+        depth = reopen(parent, raw)?;
+    }
+    // The attempt number and the last fault, from the scope's record in the
+    // page, which the kernel cleared at the open and fills at a rollback.
+    let record = registry::scope_record(depth);
+    let attempt = record.attempt;
     let last_fault = if attempt == 0 {
         None
     } else {
-        let r = registry::scope_record(depth);
-        Some(FaultInfo { kind_raw: r.fault_kind, seq: r.fault_seq, pc: r.fault_pc })
+        Some(FaultInfo { kind_raw: record.fault_kind, seq: record.fault_seq, pc: record.fault_pc })
     };
     // The mutex registry's size at this open, for the unlock's scope check
     // (libtask's private bookkeeping next to the page; also after a
@@ -153,16 +195,87 @@ pub fn checkpoint<R>(body: impl FnOnce(Attempt) -> R) -> Result<R, Error> {
     Ok(result)
 }
 
-/// Closes scope `depth`, which the caller opened.
-fn commit(depth: u64) {
-    // SAFETY: CHECKPOINT_COMMIT touches no memory of ours.
-    let closed = Error::decode(unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_COMMIT) });
-    if let Err(e) = closed {
-        // The kernel has no scope where libtask counts one: their records
-        // disagree, and no recovery can be trusted any more.
-        panic!("checkpoint commit at depth {depth} refused: {}", e.name());
+/// The open did not leave the page at `parent + 1` (the fast path's check):
+/// decides from the page, the kernel's record, what happened.
+#[cold]
+#[inline(never)]
+fn reopen(parent: u64, raw: u64) -> Result<u64, Error> {
+    let depth = registry::depth();
+    if depth == parent + 1 {
+        // The check itself went wrong (a skipped or flipped compare).
+        return Ok(depth);
     }
-    registry::hand_to_parent(depth);
-    registry::set_depth(depth - 1);
+    if depth == parent {
+        // The kernel opened nothing: it refused (scopes full, no memory),
+        // or the `syscall` was skipped. One more try tells them apart.
+        // SAFETY: as for the open in `checkpoint` (a rollback to a scope
+        // opened here returns here, with this frame as it was).
+        let again = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_OPEN) };
+        let depth = registry::depth();
+        if depth == parent + 1 {
+            return Ok(depth);
+        }
+        return Err(Error::decode(again).err().or(Error::decode(raw).err()).unwrap_or(Error::BadArgument));
+    }
+    // Anything else: `parent` is wrong (a flipped register), or the open
+    // ran twice (a flipped `rip` that came back to the `syscall`). Both
+    // agree on nothing libtask could continue from; a fault here is
+    // rolled back to the innermost kernel scope, which restores `parent`
+    // (and a double open escalates, by the server's policy, to the first).
+    panic!("checkpoint: kernel depth {depth} after an open at depth {parent}")
+}
+
+/// Closes scope `depth`, which the caller opened. `#[inline(never)]`: the
+/// sweeps of `faults/checkpoint-sweep.toml` inject from its entry.
+#[inline(never)]
+fn commit(depth: u64) {
+    if registry::depth() != depth {
+        // Before the kernel closes anything, so that the fault rolls back
+        // this scope (or the inner one left open), not its parent.
+        panic!("checkpoint commit of scope {depth} at kernel depth {}", registry::depth());
+    }
+    // SAFETY: CHECKPOINT_COMMIT touches no memory of ours. The kernel hands
+    // the scope's registry entries to the parent and lowers the page's
+    // `depth` as part of it.
+    let raw = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_COMMIT) };
+    if raw != 0 || registry::depth() != depth - 1 {
+        recommit(depth, raw);
+    }
+    registry::note_commit(depth - 1);
     crate::sync::release_deferred(depth - 1);
+}
+
+/// The commit did not return 0, or the page does not say `depth - 1`:
+/// decides from the page (which said `depth` right before the call) what
+/// the call did.
+#[cold]
+#[inline(never)]
+fn recommit(depth: u64, raw: u64) {
+    let now = registry::depth();
+    if now == depth - 1 {
+        return; // closed; `rax` was flipped on the way back
+    }
+    // The call did not run (a skipped `syscall`: `rax` still holds the
+    // call number), or ran as an open (a flipped call number: 23 ^ 1 is
+    // `CHECKPOINT_OPEN`, which opened a scope inside this one). Close
+    // what is open above the parent, at most twice.
+    let not_run = now == depth && matches!(Error::decode(raw), Ok(n) if n != 0);
+    if not_run || now == depth + 1 {
+        for _ in 0..2 {
+            if registry::depth() == depth - 1 {
+                return;
+            }
+            // SAFETY: as for the commit in `commit`.
+            let _ = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_COMMIT) };
+        }
+        if registry::depth() == depth - 1 {
+            return;
+        }
+    }
+    // The kernel has no scope where libtask counts one: their records
+    // disagree, and no recovery can be trusted any more.
+    panic!(
+        "checkpoint commit at depth {depth} refused: {}",
+        Error::decode(raw).err().unwrap_or(Error::BadArgument).name()
+    );
 }

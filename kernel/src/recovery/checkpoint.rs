@@ -10,8 +10,9 @@
 //! the memory restored too, so nothing the failed attempt wrote survives).
 
 use crate::events;
+use crate::mem::space::AddressSpace;
 use crate::task::{Scope, State, Task};
-use abi::checkpoint::{MAX_SCOPES, RecoveryPage, ScopeRecord};
+use abi::checkpoint::{MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord};
 use abi::event::Event;
 use abi::layout::PAGE_SIZE;
 use abi::syscall::Error;
@@ -33,7 +34,7 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         // when it opens a scope (that would be a copy-on-write fault on
         // every open), the page says `depth` from the instant the scope
         // exists, and a rollback to the scope finds both as written here.
-        let depth_at = recovery + offset_of!(RecoveryPage, depth) as u64;
+        let depth_at = depth_of(recovery);
         let record_at = recovery + (offset_of!(RecoveryPage, scopes) + (depth - 1) * size_of::<ScopeRecord>()) as u64;
         let page = recovery & !(PAGE_SIZE - 1);
         if record_at + size_of::<ScopeRecord>() as u64 <= page + PAGE_SIZE {
@@ -51,24 +52,75 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
             space.write(record_at, &[0; size_of::<ScopeRecord>()]).map_err(|_| Error::BadPointer)?;
         }
     }
-    space.open_scope(frame.rsp).map_err(|_| Error::NoMemory)?;
+    if space.open_scope(frame.rsp).is_err() {
+        // No scope: the page must not say one either (libtask tells a
+        // refused open from an accepted one by the page's `depth`).
+        if recovery != 0 {
+            let _ = space.write(depth_of(recovery), &(depth as u64 - 1).to_le_bytes());
+        }
+        return Err(Error::NoMemory);
+    }
     let _ = task.scopes.push(Scope { frame, attempt: 0 });
     Ok(0)
 }
 
+/// Where the recovery page at `recovery` keeps `depth`.
+fn depth_of(recovery: u64) -> u64 {
+    recovery + offset_of!(RecoveryPage, depth) as u64
+}
+
+/// Closes the innermost scope `n` and, as part of the same call, does in
+/// the recovery page what the close means there: the scope's live registry
+/// entries pass to the parent (`scope` `n` -> `n - 1`), then `depth` drops
+/// to `n - 1`. Done here rather than by libtask after the call, so that no
+/// fault, skip or flipped register in the task can fall between the
+/// kernel's close and the page's record of it: the page's `depth` is the
+/// kernel's scope count at every user instruction (`docs/recovery.md`).
 pub fn commit(task: &mut Task) -> Result<u64, Error> {
+    let n = task.scopes.len() as u64;
+    let recovery = task.recovery;
     let space = task.space.as_mut().ok_or(Error::BadTask)?;
     if task.scopes.pop().is_none() {
         return Err(Error::BadArgument);
     }
     space.commit_scope().map_err(|_| Error::BadArgument)?;
-    if task.recovery != 0 {
-        // libtask lowers the depth in its recovery page right after the
-        // commit (after handing the scope's entries up, an order the fault
-        // server relies on): unprotect the page now, not by a fault then.
-        space.unprotect(task.recovery);
+    if recovery != 0 {
+        // libtask still writes the page after the commit (its deferred
+        // releases): at an outermost commit, unprotect it now, not by a
+        // fault then. Then the writes below are plain stores, or, inside
+        // a parent scope, preserved in it like any write of the task.
+        space.unprotect(recovery);
+        hand_to_parent(space, recovery, n);
     }
     Ok(0)
+}
+
+/// The page's part of closing scope `n` (see [`commit`]). The page is the
+/// task's: a word that cannot be read or written is skipped (the fault
+/// server validates the page before it trusts any of it).
+fn hand_to_parent(space: &mut AddressSpace, recovery: u64, n: u64) {
+    let word = |space: &AddressSpace, at: u64| {
+        let mut b = [0u8; 8];
+        space.read(at, &mut b).ok().map(|()| u64::from_le_bytes(b))
+    };
+    let put = |space: &mut AddressSpace, at: u64, v: u64| {
+        let _ = space.write_words(at & !(PAGE_SIZE - 1), &[(at, v)]);
+    };
+    let tables = [
+        (offset_of!(RecoveryPage, mutex_count), offset_of!(RecoveryPage, mutexes), MAX_MUTEXES),
+        (offset_of!(RecoveryPage, arc_count), offset_of!(RecoveryPage, arcs), MAX_ARCS),
+    ];
+    for (count_at, entries_at, cap) in tables {
+        let count = word(space, recovery + count_at as u64).unwrap_or(0).min(cap as u64);
+        for i in 0..count {
+            // `MutexEntry` and `ArcEntry` are both `{addr, scope}` words.
+            let entry = recovery + (entries_at + i as usize * size_of::<MutexEntry>()) as u64;
+            if word(space, entry).is_some_and(|a| a != 0) && word(space, entry + 8) == Some(n) {
+                put(space, entry + 8, n - 1);
+            }
+        }
+    }
+    put(space, depth_of(recovery), n - 1);
 }
 
 /// Rolls `task` back to scope `depth` (1 = outermost) and makes it

@@ -180,29 +180,27 @@ pub(crate) fn task_id() -> u32 {
     (if id == 0 { register() } else { id }) as u32
 }
 
-/// Scopes open, as libtask counts them.
+/// Scopes open: the page's `depth`, which only the kernel writes (at every
+/// open, commit and rollback), so it is the kernel's count.
 #[inline(always)]
 pub(crate) fn depth() -> u64 {
     // SAFETY: a field of the static.
     get(unsafe { &raw const (*area()).page.depth })
 }
 
-/// Opens (`depth` = current + 1) or closes (current - 1) a scope in the
-/// page, after `CHECKPOINT_OPEN` / `COMMIT`.
-pub(crate) fn set_depth(depth: u64) {
+/// Records, privately, that scope `depth + 1` has committed (the kernel
+/// lowered the page's `depth` and handed the scope's entries up as part of
+/// the commit): the unlock's scope check goes back to the parent's base.
+/// Written only if it changed, like [`note_open`].
+pub(crate) fn note_commit(depth: u64) {
     let a = area();
     let d = (depth as usize).min(MAX_SCOPES);
     // SAFETY: fields of the static; `d` is in bounds of `mutex_bases`.
     unsafe {
-        let base = if depth > get(&raw const (*a).page.depth) {
-            let n = get(&raw const (*a).page.mutex_count);
-            put(&raw mut (*a).mutex_bases[d], n);
-            n
-        } else {
-            get(&raw const (*a).mutex_bases[d])
-        };
-        put(&raw mut (*a).mutex_base, base);
-        put(&raw mut (*a).page.depth, depth)
+        let base = get(&raw const (*a).mutex_bases[d]);
+        if get(&raw const (*a).mutex_base) != base {
+            put(&raw mut (*a).mutex_base, base);
+        }
     }
 }
 
@@ -416,18 +414,6 @@ pub(crate) fn set_deferred(kind: Kind, slot: usize, deferred: bool) {
 pub(crate) fn deferred_at(kind: Kind, depth: u64) -> Option<usize> {
     let t = table(kind);
     (0..t.count()).rev().find(|&i| get(t.addr_ptr(i)) != 0 && get(t.scope_ptr(i)) == depth && is_deferred(kind, i))
-}
-
-/// Commit of scope `depth`: its live entries pass to the parent scope.
-pub(crate) fn hand_to_parent(depth: u64) {
-    for kind in [Kind::Mutex, Kind::Arc] {
-        let t = table(kind);
-        for i in 0..t.count() {
-            if get(t.addr_ptr(i)) != 0 && get(t.scope_ptr(i)) == depth {
-                put(t.scope_ptr(i), depth - 1);
-            }
-        }
-    }
 }
 
 /// Whether the mutex entry in `slot` may belong to a scope outside the

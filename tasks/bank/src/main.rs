@@ -220,6 +220,10 @@ fn teller(region: &Region, id: u64, faulty: bool) {
             syscall::yield_now();
         }
     }
+    // Out of every scope: the recovery page and the kernel must both say 0
+    // (the checkpoint sweeps' count check).
+    let (page, kernel) = (checkpoint::depth(), checkpoint::kernel_depth());
+    report("bank:depth", page == 0 && kernel == 0, (page as u64) << 32 | kernel as u64);
     done.fetch_add(1, Ordering::Release);
     report("bank:teller-done", true, TRANSFERS);
 }
