@@ -99,6 +99,18 @@ pub fn commit(task: &mut Task) -> Result<u64, Error> {
 /// task's: a word that cannot be read or written is skipped (the fault
 /// server validates the page before it trusts any of it).
 fn hand_to_parent(space: &mut AddressSpace, recovery: u64, n: u64) {
+    if let Some(page) = page_in_place(space, recovery) {
+        let mutexes = (page.mutex_count as usize).min(MAX_MUTEXES);
+        for e in page.mutexes[..mutexes].iter_mut().filter(|e| e.addr != 0 && e.scope == n) {
+            e.scope = n - 1;
+        }
+        let arcs = (page.arc_count as usize).min(MAX_ARCS);
+        for e in page.arcs[..arcs].iter_mut().filter(|e| e.addr != 0 && e.scope == n) {
+            e.scope = n - 1;
+        }
+        page.depth = n - 1;
+        return;
+    }
     let word = |space: &AddressSpace, at: u64| {
         let mut b = [0u8; 8];
         space.read(at, &mut b).ok().map(|()| u64::from_le_bytes(b))
@@ -121,6 +133,33 @@ fn hand_to_parent(space: &mut AddressSpace, recovery: u64, n: u64) {
         }
     }
     put(space, depth_of(recovery), n - 1);
+}
+
+/// The recovery page at `recovery`, seen in place through the direct map,
+/// when it is page-aligned and its page is present, user and writable by
+/// the task now — preserved first if a scope tracks it, so the writes are
+/// rolled back with that scope like the task's own. `None` otherwise (the
+/// word-by-word path then does the same through the checked accessors).
+/// The task is not running (it is in this system call) and the kernel holds
+/// its lock: nothing else touches the page while the view is used.
+fn page_in_place(space: &mut AddressSpace, recovery: u64) -> Option<&'static mut RecoveryPage> {
+    use crate::recovery::versions::{SHARED, TRACKED};
+    use x86_64::structures::paging::PageTableFlags as F;
+    if !recovery.is_multiple_of(PAGE_SIZE) {
+        return None;
+    }
+    let (_, flags) = space.translate(recovery)?;
+    if flags.contains(TRACKED) && !flags.contains(F::WRITABLE) {
+        space.preserve_on_write(recovery);
+    }
+    let (phys, flags) = space.translate(recovery)?;
+    if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) || flags.contains(SHARED) {
+        return None;
+    }
+    // SAFETY: a whole present, user, writable page of this space (checked
+    // just now; `RecoveryPage` fits in a page), page-aligned so the view
+    // is aligned, in the direct map; see above for exclusivity.
+    Some(unsafe { &mut *(crate::mem::phys_to_virt(phys.as_u64()) as *mut RecoveryPage) })
 }
 
 /// Rolls `task` back to scope `depth` (1 = outermost) and makes it
