@@ -64,7 +64,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     events::init();
     arch::init();
     // SAFETY: the boot CPU, once, interrupts off, before anything reads GS.
-    unsafe { arch::percpu::init(0, 0, boot::boot_stack_top(), arch::gdt::rsp0_slot(0)) };
+    unsafe { arch::percpu::init(0, 0, boot::boot_stack_top()) };
     arch::syscall_entry::init();
     let protections = arch::enable_protections();
     drop_identity_map();

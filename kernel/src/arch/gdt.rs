@@ -40,10 +40,10 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-/// The TSSes, one per CPU. Mutable because RSP0 changes at every switch to
-/// a task; only [`set_rsp0`] writes one after `init`, with interrupts
-/// disabled, on the CPU it belongs to.
-static mut TSS: [TaskStateSegment; MAX_CPUS] = [const { TaskStateSegment::new() }; MAX_CPUS];
+// The TSSes, one per CPU, live in the per-CPU blocks (`percpu::tss`).
+// Mutable because RSP0 changes at every switch to a task; only
+// [`set_rsp0`] writes one after `init`, with interrupts disabled, on the
+// CPU it belongs to.
 static GDTS: [Once<(GlobalDescriptorTable, Selectors)>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
 fn ist_top(index: usize) -> u64 {
@@ -68,14 +68,14 @@ pub unsafe fn init_cpu(cpu: usize, ist_tops: [u64; 3]) {
     // SAFETY: per the contract nothing else uses TSS `cpu` yet. After this,
     // the CPU reads it and only `set_rsp0` (on this CPU) writes it.
     let tss: &'static TaskStateSegment = unsafe {
-        let tss = &mut *core::ptr::addr_of_mut!(TSS[cpu]);
+        let tss = super::percpu::tss(cpu);
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(ist_tops[0]);
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(ist_tops[1]);
         tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = VirtAddr::new(ist_tops[2]);
         // Until a task runs, a privilege change cannot happen; RSP0 points
         // at the double-fault stack so a stray one still has a valid stack.
         tss.privilege_stack_table[0] = VirtAddr::new(ist_tops[0]);
-        &*core::ptr::addr_of!(TSS[cpu])
+        tss
     };
     let (gdt, sel) = GDTS[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
@@ -98,27 +98,16 @@ pub unsafe fn init_cpu(cpu: usize, ist_tops: [u64; 3]) {
     }
 }
 
-/// Where RSP0 of TSS `cpu` lives (for `percpu::init`).
-pub fn rsp0_slot(cpu: usize) -> u64 {
-    // SAFETY: only the address is taken.
-    (unsafe { core::ptr::addr_of_mut!(TSS[cpu].privilege_stack_table[0]) }) as u64
-}
-
 /// Sets the stack the CPU switches to on a trap from ring 3: the end of the
 /// next task's save area, so the hardware frame lands in its trap frame.
-/// Writes the calling CPU's TSS, found through its per-CPU block.
+/// Writes the calling CPU's TSS. Called with interrupts disabled.
 #[inline(always)]
 pub fn set_rsp0(top: u64) {
-    // SAFETY: called with interrupts disabled; the slot is this CPU's TSS
-    // RSP0 (`percpu::init`), which the CPU reads only when it takes a trap
-    // from ring 3, which cannot happen now.
-    unsafe {
-        // The TSS is packed: RSP0 sits at offset 4, not 8-aligned. `top` is
-        // a kernel address (canonical), stored as it is: `VirtAddr` is a
-        // transparent `u64`, and re-canonicalising it cost two instructions
-        // on every task switch.
-        super::percpu::rsp0_slot().write_unaligned(top);
-    }
+    // One `gs`-relative store into this CPU's TSS (in its per-CPU block).
+    // `top` is a kernel address (canonical), stored as it is: `VirtAddr` is
+    // a transparent `u64`, and re-canonicalising it cost two instructions on
+    // every task switch.
+    super::percpu::set_rsp0(top);
 }
 
 /// The selectors (the same in every CPU's GDT), once `init` has run.

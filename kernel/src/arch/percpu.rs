@@ -11,6 +11,7 @@
 //! the boot CPU's hot paths cost what they did with a single static block.
 
 use core::mem::offset_of;
+use x86_64::structures::tss::TaskStateSegment;
 
 /// Most CPUs the kernel brings up (more in the MADT are reported and left out).
 pub const MAX_CPUS: usize = 16;
@@ -28,32 +29,46 @@ pub struct PerCpu {
     pub cpu: u64,
     /// This CPU's local APIC id.
     pub apic_id: u64,
-    /// Address of RSP0 in this CPU's TSS (`gdt::set_rsp0` writes through it).
-    pub rsp0_slot: u64,
+    /// This CPU's TSS, inside its block so that `gdt::set_rsp0` is one
+    /// `gs`-relative store, as cheap as the single static TSS it replaced.
+    pub tss: TaskStateSegment,
 }
 
 pub const SAVE_TOP: usize = 0;
 pub const USER_RSP: usize = 8;
 pub const KERNEL_STACK_TOP: usize = 16;
 pub const CPU: usize = 24;
-pub const RSP0_SLOT: usize = 40;
+pub const TSS: usize = 40;
+/// RSP0 inside the TSS (the TSS is packed: offset 4, not 8-aligned).
+pub const TSS_RSP0: usize = TSS + 4;
 const _: () = assert!(offset_of!(PerCpu, save_top) == SAVE_TOP);
 const _: () = assert!(offset_of!(PerCpu, user_rsp) == USER_RSP);
 const _: () = assert!(offset_of!(PerCpu, kernel_stack_top) == KERNEL_STACK_TOP);
 const _: () = assert!(offset_of!(PerCpu, cpu) == CPU);
-const _: () = assert!(offset_of!(PerCpu, rsp0_slot) == RSP0_SLOT);
+const _: () = assert!(offset_of!(PerCpu, tss) == TSS);
+const _: () = assert!(offset_of!(TaskStateSegment, privilege_stack_table) == 4);
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
-    PerCpu { save_top: 0, user_rsp: 0, kernel_stack_top: 0, cpu: 0, apic_id: 0, rsp0_slot: 0 }
+    PerCpu { save_top: 0, user_rsp: 0, kernel_stack_top: 0, cpu: 0, apic_id: 0, tss: TaskStateSegment::new() }
 }; MAX_CPUS];
 
+/// TSS `cpu`, for `gdt::init_cpu` to fill and describe in its GDT.
+///
+/// # Safety
+/// Called once per CPU, by that CPU, interrupts off, `cpu < MAX_CPUS`:
+/// the reference is the only one until the CPU itself reads the TSS.
+pub unsafe fn tss(cpu: usize) -> &'static mut TaskStateSegment {
+    // SAFETY: per the contract.
+    unsafe { &mut *core::ptr::addr_of_mut!(PERCPU[cpu].tss) }
+}
+
 /// Points this CPU's GS at block `cpu`; `kernel_stack_top` is where its
-/// handlers run, `rsp0_slot` the address of RSP0 in its TSS.
+/// handlers run.
 ///
 /// # Safety
 /// Called once per CPU, by that CPU, with interrupts off, before anything
 /// on it reads GS; no other CPU touches block `cpu`; `cpu < MAX_CPUS`.
-pub unsafe fn init(cpu: usize, apic_id: u32, kernel_stack_top: u64, rsp0_slot: u64) {
+pub unsafe fn init(cpu: usize, apic_id: u32, kernel_stack_top: u64) {
     // SAFETY: per the contract, block `cpu` is this CPU's alone. The MSR
     // writes make GS reach it in ring 0 and zero the user's GS.
     unsafe {
@@ -61,7 +76,6 @@ pub unsafe fn init(cpu: usize, apic_id: u32, kernel_stack_top: u64, rsp0_slot: u
         p.kernel_stack_top = kernel_stack_top;
         p.cpu = cpu as u64;
         p.apic_id = u64::from(apic_id);
-        p.rsp0_slot = rsp0_slot;
         x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::new(p as *mut PerCpu as u64));
         x86_64::registers::model_specific::KernelGsBase::write(x86_64::VirtAddr::new(0));
     }
@@ -92,14 +106,13 @@ pub fn cpu() -> usize {
     cpu as usize
 }
 
-/// The address of RSP0 in this CPU's TSS.
+/// Sets RSP0 in this CPU's TSS (see `gdt::set_rsp0`).
 #[inline(always)]
-pub fn rsp0_slot() -> *mut u64 {
-    let slot: u64;
-    // SAFETY: as in `cpu`.
+pub fn set_rsp0(top: u64) {
+    // SAFETY: as in `set_save_top`; the CPU reads RSP0 only when it takes a
+    // trap from ring 3, which cannot happen while the kernel runs here.
     unsafe {
-        core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) slot, off = const RSP0_SLOT,
-            options(nostack, preserves_flags, readonly));
+        core::arch::asm!("mov qword ptr gs:[{off}], {top}", off = const TSS_RSP0, top = in(reg) top,
+            options(nostack, preserves_flags));
     }
-    slot as *mut u64
 }

@@ -430,7 +430,7 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     let expected = slot.apic_id.load(Ordering::Relaxed);
     // SAFETY: once, on this CPU, interrupts off, before anything reads GS;
     // block `cpu` is this CPU's alone (as above).
-    unsafe { percpu::init(cpu, expected, stack_top, gdt::rsp0_slot(cpu)) };
+    unsafe { percpu::init(cpu, expected, stack_top) };
     syscall_entry::init();
     super::enable_protections_this_cpu();
     // Online: its LAPIC answers with the id it was started as, and GS
