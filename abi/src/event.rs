@@ -572,6 +572,21 @@ pub enum Event<'a> {
         bytes: u64,
         cut: Option<&'a str>,
     },
+    /// Application-processor bring-up is over: `cpus` enabled processors
+    /// in the MADT, `cpus_online` of them running (the boot CPU included;
+    /// the others parked), the trampoline page (0 if none was needed).
+    Smp {
+        cpus: u64,
+        cpus_online: u64,
+        trampoline: u64,
+    },
+    /// A processor the MADT lists was left out (`reason`: `timeout`,
+    /// `lapic`, `ipi_not_accepted`, `x2apic_id`, `max_cpus`, `no_memory`,
+    /// `no_low_page`); `apic_id` is `u32::MAX` when not known.
+    CpuFailed {
+        apic_id: u64,
+        reason: &'a str,
+    },
 }
 
 /// Bytes carried as postcard's byte string (a length, then the bytes),
@@ -662,6 +677,8 @@ impl Event<'_> {
             Event::CoreBegin { .. } => "core_begin",
             Event::CoreMemory { .. } => "core_memory",
             Event::CoreEnd { .. } => "core_end",
+            Event::Smp { .. } => "smp",
+            Event::CpuFailed { .. } => "cpu_failed",
         }
     }
 
@@ -1510,6 +1527,8 @@ mod tests {
             },
             Event::CoreMemory { task: 6, seq: 3, addr: 0x40_8000, len: 4096, at_fault: false, bytes: Bytes(&[]) },
             Event::CoreEnd { task: 6, seq: 3, chunks: 2, bytes: 4099, cut: Some("budget") },
+            Event::Smp { cpus: 4, cpus_online: 3, trampoline: 0x8000 },
+            Event::CpuFailed { apic_id: 3, reason: "timeout" },
         ]
     }
 

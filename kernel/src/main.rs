@@ -5,7 +5,7 @@
 //! | module      | job |
 //! |-------------|-----|
 //! | `boot`      | PVH entry (assembly) into long mode and the higher half; start info |
-//! | `arch`      | GDT/TSS, IDT, trap entry stubs (assembly), legacy PIC |
+//! | `arch`      | GDT/TSS, IDT, trap entry stubs (assembly), legacy PIC, per-CPU data, AP bring-up (`smp`) |
 //! | `trap`      | where every exception lands; decides what it means |
 //! | `fatal`     | kernel fault and panic reports; never returns |
 //! | `backtrace` | walks the kernel's own stack with its `.eh_frame` |
@@ -24,7 +24,9 @@
 //!
 //! Boot order (`kmain`): console and event stream first, so that anything
 //! after them can report; then CPU tables, so that a fault is caught and
-//! reported rather than triple-faulting; then the start info.
+//! reported rather than triple-faulting; then the start info, memory, the
+//! platform (ACPI, APICs, timers), then the application processors (started
+//! and parked: `arch::smp`), then the tasks.
 #![no_std]
 #![no_main]
 
@@ -61,7 +63,8 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     console::init();
     events::init();
     arch::init();
-    arch::percpu::init(boot::boot_stack_top());
+    // SAFETY: the boot CPU, once, interrupts off, before anything reads GS.
+    unsafe { arch::percpu::init(0, 0, boot::boot_stack_top()) };
     arch::syscall_entry::init();
     let protections = arch::enable_protections();
     drop_identity_map();
@@ -110,6 +113,8 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             power::exit(GuestExit::BootError);
         }
     };
+
+    arch::smp::start(platform, &info);
 
     selftest::arm_probes(info.cmdline);
     if let Some(code) = selftest::run(info.cmdline) {

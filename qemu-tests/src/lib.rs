@@ -67,6 +67,8 @@ pub struct Options {
     pub image: Option<PathBuf>,
     /// Seconds before QEMU is killed (default [`BOOT_TIMEOUT`]).
     pub timeout_secs: Option<u64>,
+    /// Virtual CPUs (`-smp`); 0 or 1: one.
+    pub cpus: u32,
 }
 
 /// Boots image `images/IMAGE.toml`.
@@ -96,6 +98,7 @@ pub fn boot_with(name: &str, options: Options) -> Run {
     boot.console = Console::File(console_path.clone());
     boot.cmdline = options.cmdline;
     boot.icount = options.icount;
+    boot.cpus = options.cpus.max(1);
     boot.image = options.image;
     boot.timeout = Some(options.timeout_secs.map_or(BOOT_TIMEOUT, Duration::from_secs));
     let outcome = boot.run().unwrap_or_else(|e| panic!("{name}: could not boot QEMU: {e:#}"));

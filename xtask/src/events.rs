@@ -596,6 +596,12 @@ impl<S: SymbolSource> Decoder<S> {
                 l.u64("exact_bytes", w.exact_bytes).u64("later_bytes", w.later_bytes);
                 l.opt_str("error", w.error.as_deref());
             }
+            Event::Smp { cpus, cpus_online, trampoline } => {
+                l.u64("cpus", cpus).u64("cpus_online", cpus_online).hex("trampoline", trampoline);
+            }
+            Event::CpuFailed { apic_id, reason } => {
+                l.u64("apic_id", apic_id).str("reason", reason);
+            }
         }
         l.end()
     }

@@ -110,6 +110,10 @@ struct RunArgs {
     /// Kernel command line (e.g. `test=page-fault`).
     #[arg(long, default_value = "")]
     append: String,
+    /// Virtual CPUs (QEMU `-smp N`). The kernel starts them all and parks
+    /// all but the boot CPU (tasks run on CPU 0 only, so far).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    cpus: u32,
     /// Kill QEMU after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -241,6 +245,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     boot.image = Some(image);
     boot.cmdline = args.append;
     boot.icount = args.icount;
+    boot.cpus = args.cpus;
     boot.gdb = args.gdb;
     boot.display = args.display;
     boot.timeout = args.timeout.map(Duration::from_secs_f64);

@@ -45,6 +45,8 @@ pub struct Boot {
     /// Show a display window (default: none).
     pub display: bool,
     pub memory_mib: u32,
+    /// Virtual CPUs (`-smp N`; 1, QEMU's default, adds no argument).
+    pub cpus: u32,
     /// Kill QEMU after this long (None: wait forever).
     pub timeout: Option<Duration>,
     pub extra_args: Vec<String>,
@@ -62,6 +64,7 @@ impl Boot {
             gdb: false,
             display: false,
             memory_mib: 256,
+            cpus: 1,
             timeout: None,
             extra_args: Vec::new(),
         }
@@ -78,6 +81,11 @@ impl Boot {
             "-m".into(),
             format!("{}M", self.memory_mib),
         ]);
+        // One CPU is QEMU's default; say nothing then, so the command line
+        // (and what the bench reproduces) is unchanged.
+        if self.cpus > 1 {
+            a.extend(["-smp".into(), self.cpus.to_string()]);
+        }
         a.extend(["-no-reboot".into(), "-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
         if !self.display {
             a.extend(["-display".into(), "none".into()]);

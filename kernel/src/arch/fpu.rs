@@ -56,6 +56,14 @@ static mut TS_SET: bool = false;
 /// OSXMMEXCPT set), so that `fxsave`/`fxrstor` cover the XMM registers;
 /// TS is set: the first task to use them takes #NM and becomes the owner.
 pub fn init() {
+    init_this_cpu();
+    // SAFETY: boot, one CPU, interrupts off: nothing reads the flag now.
+    unsafe { TS_SET = true };
+}
+
+/// The control bits of [`init`] on the calling CPU only (an application
+/// processor: `TS_SET` is the boot CPU's, which alone runs tasks so far).
+pub fn init_this_cpu() {
     use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
     // SAFETY: enabling the FPU and SSE changes nothing the kernel relies
     // on (it uses neither); the task state they expose is switched below.
@@ -65,7 +73,6 @@ pub fn init() {
             f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
         });
         Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
-        TS_SET = true;
     }
 }
 

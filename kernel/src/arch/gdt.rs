@@ -5,7 +5,14 @@
 //! they are. The TSS gives the CPU its ring-0 stack (RSP0, set per task once
 //! tasks exist) and three IST stacks for the traps that must not trust the
 //! current stack: double fault, NMI and machine check.
+//!
+//! Every CPU has its own GDT and TSS (slot `cpu` of `GDTS` and `TSS`; a TSS
+//! descriptor is marked busy when loaded, and each CPU needs its own RSP0
+//! and IST stacks). All GDTs have the same layout, so the selectors are the
+//! same on every CPU. The boot CPU's IST stacks are static; an application
+//! processor's come from `arch::smp`.
 
+use super::percpu::MAX_CPUS;
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
@@ -33,31 +40,44 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-/// The TSS. Mutable because RSP0 changes at every switch to a task; only
-/// [`set_rsp0`] writes it after `init`, with interrupts disabled.
-static mut TSS: TaskStateSegment = TaskStateSegment::new();
-static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+// The TSSes, one per CPU, live in the per-CPU blocks (`percpu::tss`).
+// Mutable because RSP0 changes at every switch to a task; only
+// [`set_rsp0`] writes one after `init`, with interrupts disabled, on the
+// CPU it belongs to.
+static GDTS: [Once<(GlobalDescriptorTable, Selectors)>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
-fn ist_top(index: usize) -> VirtAddr {
+fn ist_top(index: usize) -> u64 {
     // SAFETY: only the address is taken; the stacks are used by the CPU alone.
     let base = unsafe { core::ptr::addr_of!(IST_STACKS[index]) } as u64;
-    VirtAddr::new(base + IST_STACK_SIZE as u64)
+    base + IST_STACK_SIZE as u64
 }
 
+/// Sets up and loads the boot CPU's GDT and TSS (CPU 0, static IST stacks).
 pub fn init() {
-    // SAFETY: single-threaded boot, interrupts off: nothing else uses the
-    // TSS yet. After this, the CPU reads it and only `set_rsp0` writes it.
+    // SAFETY: boot, interrupts off, only CPU 0 runs; the stacks are static.
+    unsafe { init_cpu(0, [ist_top(0), ist_top(1), ist_top(2)]) }
+}
+
+/// Sets up and loads GDT and TSS `cpu` on the calling CPU, with the IST
+/// stacks ending at `ist_tops` (double fault, NMI, machine check).
+///
+/// # Safety
+/// Called once per CPU index, by the CPU it belongs to, interrupts off;
+/// `cpu < MAX_CPUS`; the stacks are the calling CPU's alone, for good.
+pub unsafe fn init_cpu(cpu: usize, ist_tops: [u64; 3]) {
+    // SAFETY: per the contract nothing else uses TSS `cpu` yet. After this,
+    // the CPU reads it and only `set_rsp0` (on this CPU) writes it.
     let tss: &'static TaskStateSegment = unsafe {
-        let tss = &mut *core::ptr::addr_of_mut!(TSS);
-        tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = ist_top(0);
-        tss.interrupt_stack_table[(IST_NMI - 1) as usize] = ist_top(1);
-        tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = ist_top(2);
+        let tss = super::percpu::tss(cpu);
+        tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(ist_tops[0]);
+        tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(ist_tops[1]);
+        tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = VirtAddr::new(ist_tops[2]);
         // Until a task runs, a privilege change cannot happen; RSP0 points
         // at the double-fault stack so a stray one still has a valid stack.
-        tss.privilege_stack_table[0] = ist_top(0);
-        &*core::ptr::addr_of!(TSS)
+        tss.privilege_stack_table[0] = VirtAddr::new(ist_tops[0]);
+        tss
     };
-    let (gdt, sel) = GDT.call_once(|| {
+    let (gdt, sel) = GDTS[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let kernel_code = gdt.append(Descriptor::kernel_code_segment());
         let kernel_data = gdt.append(Descriptor::kernel_data_segment());
@@ -80,20 +100,17 @@ pub fn init() {
 
 /// Sets the stack the CPU switches to on a trap from ring 3: the end of the
 /// next task's save area, so the hardware frame lands in its trap frame.
+/// Writes the calling CPU's TSS. Called with interrupts disabled.
+#[inline(always)]
 pub fn set_rsp0(top: u64) {
-    // SAFETY: called with interrupts disabled on the only CPU; the CPU reads
-    // RSP0 only when it takes a trap from ring 3, which cannot happen now.
-    unsafe {
-        let slot = core::ptr::addr_of_mut!(TSS.privilege_stack_table[0]);
-        // The TSS is packed: RSP0 sits at offset 4, not 8-aligned. `top` is
-        // a kernel address (canonical), stored as it is: `VirtAddr` is a
-        // transparent `u64`, and re-canonicalising it cost two instructions
-        // on every task switch.
-        slot.cast::<u64>().write_unaligned(top);
-    }
+    // One `gs`-relative store into this CPU's TSS (in its per-CPU block).
+    // `top` is a kernel address (canonical), stored as it is: `VirtAddr` is
+    // a transparent `u64`, and re-canonicalising it cost two instructions on
+    // every task switch.
+    super::percpu::set_rsp0(top);
 }
 
-/// The selectors, once `init` has run.
+/// The selectors (the same in every CPU's GDT), once `init` has run.
 pub fn selectors() -> &'static Selectors {
-    &GDT.get().expect("gdt::init ran").1
+    &GDTS[0].get().expect("gdt::init ran").1
 }

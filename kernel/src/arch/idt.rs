@@ -72,10 +72,18 @@ pub fn init() {
         for vector in 32..256 {
             idt.0[vector] = Gate::interrupt(irq_base + (vector as u64 - 32) * IRQ_STUB_STRIDE, cs, 0, 0);
         }
-        let pointer = DescriptorTablePointer {
-            limit: (core::mem::size_of::<Idt>() - 1) as u16,
-            base: VirtAddr::new(core::ptr::addr_of!(IDT) as u64),
-        };
-        lidt(&pointer);
     }
+    load();
+}
+
+/// Loads the IDT on the calling CPU (the boot CPU in `init`; each
+/// application processor once `init` has run: all CPUs share one IDT).
+pub fn load() {
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::new(core::ptr::addr_of!(IDT) as u64),
+    };
+    // SAFETY: the IDT is a static, filled by `init` before any CPU loads it
+    // and never written again.
+    unsafe { lidt(&pointer) };
 }

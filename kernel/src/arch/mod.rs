@@ -1,11 +1,13 @@
 //! x86_64 CPU setup: segmentation and TSS, the IDT, trap entry, the legacy
-//! PIC, SMEP/SMAP, and the tasks' x87/SSE state (`fpu`).
+//! PIC, SMEP/SMAP, the tasks' x87/SSE state (`fpu`), per-CPU data
+//! (`percpu`) and application-processor bring-up (`smp`).
 
 pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
 pub mod pic;
+pub mod smp;
 pub mod syscall_entry;
 pub mod trap_entry;
 
@@ -54,6 +56,23 @@ pub fn rflags() -> u64 {
 /// task (`recovery/supervise.rs` `sanitize`) — not that it would matter,
 /// AC in ring 3 only enables alignment checks there.
 pub fn enable_protections() -> Protections {
+    let p = set_protection_bits();
+    // SAFETY: one CPU, interrupts off, no task has run yet: nothing reads
+    // the flag concurrently.
+    unsafe { REWIND_SMAP_ON = p.smap as u8 };
+    fpu::init();
+    p
+}
+
+/// An application processor's share of [`enable_protections`]: the same
+/// CR4 bits and FPU control bits on this CPU (the shared flags were set by
+/// the boot CPU, and all CPUs of a machine report the same features).
+pub fn enable_protections_this_cpu() {
+    set_protection_bits();
+    fpu::init_this_cpu();
+}
+
+fn set_protection_bits() -> Protections {
     // CPUID leaf 7 (structured extended features): EBX bit 7 SMEP, bit 20 SMAP.
     let ebx = core::arch::x86_64::__cpuid_count(7, 0).ebx;
     let p = Protections { smep: ebx & (1 << 7) != 0, smap: ebx & (1 << 20) != 0 };
@@ -66,10 +85,6 @@ pub fn enable_protections() -> Protections {
             f.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, p.smap);
         })
     };
-    // SAFETY: one CPU, interrupts off, no task has run yet: nothing reads
-    // the flag concurrently.
-    unsafe { REWIND_SMAP_ON = p.smap as u8 };
-    fpu::init();
     p
 }
 

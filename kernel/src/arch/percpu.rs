@@ -1,11 +1,20 @@
 //! Per-CPU data, reached through GS in ring 0.
 //!
-//! While the kernel runs, `IA32_GS_BASE` points at [`PerCpu`]; while a task
-//! runs, `swapgs` has exchanged it into `IA32_KERNEL_GS_BASE`. The entry
-//! stubs read these fields at fixed offsets, so the layout is part of the
-//! assembly contract (checked below).
+//! One [`PerCpu`] block per CPU, in the array `PERCPU` indexed by the
+//! kernel's CPU index (0 = the boot CPU, 1.. = the application processors
+//! in MADT order that came up; `arch::smp`). While the kernel runs,
+//! `IA32_GS_BASE` points at this CPU's block; while a task runs, `swapgs`
+//! has exchanged it into `IA32_KERNEL_GS_BASE`. The entry stubs read these
+//! fields at fixed offsets, so the layout is part of the assembly contract
+//! (checked below). The kernel's own accessors ([`set_save_top`], [`cpu`])
+//! are `gs`-relative too: one instruction each, no index computation, so
+//! the boot CPU's hot paths cost what they did with a single static block.
 
 use core::mem::offset_of;
+use x86_64::structures::tss::TaskStateSegment;
+
+/// Most CPUs the kernel brings up (more in the MADT are reported and left out).
+pub const MAX_CPUS: usize = 16;
 
 #[repr(C)]
 pub struct PerCpu {
@@ -16,32 +25,94 @@ pub struct PerCpu {
     pub user_rsp: u64,
     /// Top of the kernel stack the handlers run on.
     pub kernel_stack_top: u64,
+    /// This CPU's index in `PERCPU`.
+    pub cpu: u64,
+    /// This CPU's local APIC id.
+    pub apic_id: u64,
+    /// This CPU's TSS, inside its block so that `gdt::set_rsp0` is one
+    /// `gs`-relative store, as cheap as the single static TSS it replaced.
+    pub tss: TaskStateSegment,
 }
 
 pub const SAVE_TOP: usize = 0;
 pub const USER_RSP: usize = 8;
 pub const KERNEL_STACK_TOP: usize = 16;
+pub const CPU: usize = 24;
+pub const TSS: usize = 40;
+/// RSP0 inside the TSS (the TSS is packed: offset 4, not 8-aligned).
+pub const TSS_RSP0: usize = TSS + 4;
 const _: () = assert!(offset_of!(PerCpu, save_top) == SAVE_TOP);
 const _: () = assert!(offset_of!(PerCpu, user_rsp) == USER_RSP);
 const _: () = assert!(offset_of!(PerCpu, kernel_stack_top) == KERNEL_STACK_TOP);
+const _: () = assert!(offset_of!(PerCpu, cpu) == CPU);
+const _: () = assert!(offset_of!(PerCpu, tss) == TSS);
+const _: () = assert!(offset_of!(TaskStateSegment, privilege_stack_table) == 4);
 
-static mut PERCPU: PerCpu = PerCpu { save_top: 0, user_rsp: 0, kernel_stack_top: 0 };
+static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu { save_top: 0, user_rsp: 0, kernel_stack_top: 0, cpu: 0, apic_id: 0, tss: TaskStateSegment::new() }
+}; MAX_CPUS];
 
-/// Points GS at the per-CPU block; `kernel_stack_top` is where handlers run.
-pub fn init(kernel_stack_top: u64) {
-    // SAFETY: boot, interrupts off, single CPU: no concurrent access. The
-    // MSR writes make GS reach PERCPU in ring 0 and zero the user's GS.
+/// TSS `cpu`, for `gdt::init_cpu` to fill and describe in its GDT.
+///
+/// # Safety
+/// Called once per CPU, by that CPU, interrupts off, `cpu < MAX_CPUS`:
+/// the reference is the only one until the CPU itself reads the TSS.
+pub unsafe fn tss(cpu: usize) -> &'static mut TaskStateSegment {
+    // SAFETY: per the contract.
+    unsafe { &mut *core::ptr::addr_of_mut!(PERCPU[cpu].tss) }
+}
+
+/// Points this CPU's GS at block `cpu`; `kernel_stack_top` is where its
+/// handlers run.
+///
+/// # Safety
+/// Called once per CPU, by that CPU, with interrupts off, before anything
+/// on it reads GS; no other CPU touches block `cpu`; `cpu < MAX_CPUS`.
+pub unsafe fn init(cpu: usize, apic_id: u32, kernel_stack_top: u64) {
+    // SAFETY: per the contract, block `cpu` is this CPU's alone. The MSR
+    // writes make GS reach it in ring 0 and zero the user's GS.
     unsafe {
-        let p = &mut *core::ptr::addr_of_mut!(PERCPU);
+        let p = &mut *core::ptr::addr_of_mut!(PERCPU[cpu]);
         p.kernel_stack_top = kernel_stack_top;
+        p.cpu = cpu as u64;
+        p.apic_id = u64::from(apic_id);
         x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::new(p as *mut PerCpu as u64));
         x86_64::registers::model_specific::KernelGsBase::write(x86_64::VirtAddr::new(0));
     }
 }
 
-/// Records where the next task's save area ends.
+/// Records where the next task's save area ends (in this CPU's block).
+#[inline(always)]
 pub fn set_save_top(top: u64) {
-    // SAFETY: interrupts are disabled in the kernel; the stubs read this
-    // field only on entry from ring 3, which cannot happen concurrently.
-    unsafe { core::ptr::addr_of_mut!(PERCPU.save_top).write_volatile(top) };
+    // SAFETY: in the kernel GS_BASE is this CPU's block (`init`; the entry
+    // stubs `swapgs` back before any Rust runs). Interrupts are disabled in
+    // the kernel, and the stubs read this field only on entry from ring 3,
+    // which cannot happen concurrently on this CPU.
+    unsafe {
+        core::arch::asm!("mov qword ptr gs:[{off}], {top}", off = const SAVE_TOP, top = in(reg) top,
+            options(nostack, preserves_flags));
+    }
+}
+
+/// The index of the CPU this runs on.
+#[inline(always)]
+pub fn cpu() -> usize {
+    let cpu: u64;
+    // SAFETY: as in `set_save_top`: GS reaches this CPU's block in the kernel.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) cpu, off = const CPU,
+            options(nostack, preserves_flags, readonly));
+    }
+    cpu as usize
+}
+
+/// Sets RSP0 in this CPU's TSS (see `gdt::set_rsp0`).
+#[inline(always)]
+pub fn set_rsp0(top: u64) {
+    // SAFETY: as in `set_save_top`; the CPU reads RSP0 only when it takes a
+    // trap from ring 3, which cannot happen while the kernel runs here.
+    unsafe {
+        core::arch::asm!("mov qword ptr gs:[{off}], {top}", off = const TSS_RSP0, top = in(reg) top,
+            options(nostack, preserves_flags));
+    }
 }

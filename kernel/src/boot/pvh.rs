@@ -60,6 +60,11 @@ pub struct StartInfo {
     pub cmdline: &'static str,
     pub memmap: &'static [MemMapEntry],
     pub modules: &'static [Module],
+    /// Physical ranges `[start, end)` the start info's own structures
+    /// occupy (itself, the memory map, the module list, the command line):
+    /// memory the loader used that the memory map may still call RAM, so
+    /// that `arch::smp` does not put its trampoline over them.
+    pub structures: [(u64, u64); 4],
 }
 
 #[derive(Debug)]
@@ -122,7 +127,13 @@ impl StartInfo {
         };
         // SAFETY: QEMU writes a NUL-terminated command line (or none).
         let cmdline = unsafe { c_str_at(raw.cmdline_paddr) };
-        Ok(StartInfo { version: raw.version, rsdp_paddr: raw.rsdp_paddr, cmdline, memmap, modules })
+        let structures = [
+            (paddr, paddr + core::mem::size_of::<RawStartInfo>() as u64),
+            (raw.memmap_paddr, raw.memmap_paddr + core::mem::size_of_val(memmap) as u64),
+            (raw.modlist_paddr, raw.modlist_paddr + core::mem::size_of_val(modules) as u64),
+            (raw.cmdline_paddr, raw.cmdline_paddr + cmdline.len() as u64 + 1),
+        ];
+        Ok(StartInfo { version: raw.version, rsdp_paddr: raw.rsdp_paddr, cmdline, memmap, modules, structures })
     }
 
     /// Total bytes of usable RAM in the memory map.

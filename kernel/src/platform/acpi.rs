@@ -24,6 +24,7 @@
 //! [`discover`].
 
 use super::{MAX_IOAPICS, PlatformError};
+use crate::arch::percpu::MAX_CPUS;
 use crate::mem::{BOOT_DIRECT_MAP_BYTES, phys_to_virt};
 use ::acpi::address::{AddressSpace, RawGenericAddress};
 use ::acpi::rsdp::Rsdp;
@@ -65,6 +66,9 @@ pub struct Tables {
     pub lapic_paddr: u64,
     /// Enabled processors (MADT local APIC and local x2APIC entries).
     pub cpus: u32,
+    /// Their local APIC ids, in MADT order (at most `MAX_CPUS`; an x2APIC
+    /// id too large for the xAPIC is kept, and bring-up leaves it out).
+    pub apic_ids: heapless::Vec<u32, MAX_CPUS>,
     pub ioapics: heapless::Vec<IoApicEntry, MAX_IOAPICS>,
     /// `None` when there is no FADT or it has no port-I/O PM timer.
     pub pm_timer: Option<PmTimerBlock>,
@@ -98,6 +102,7 @@ pub fn discover(rsdp_paddr: u64) -> Result<Tables, PlatformError> {
         revision,
         lapic_paddr: madt.lapic_paddr,
         cpus: madt.cpus,
+        apic_ids: madt.apic_ids,
         ioapics: madt.ioapics,
         pm_timer: read_pm_timer(&tables)?,
         hpet_paddr: read_hpet(&tables)?,
@@ -178,6 +183,7 @@ fn find_checked<T: AcpiTable>(
 struct MadtInfo {
     lapic_paddr: u64,
     cpus: u32,
+    apic_ids: heapless::Vec<u32, MAX_CPUS>,
     ioapics: heapless::Vec<IoApicEntry, MAX_IOAPICS>,
 }
 
@@ -187,7 +193,12 @@ fn read_madt(tables: &AcpiTables<DirectMap>) -> Result<MadtInfo, PlatformError> 
     check_madt_entries(paddr, madt.region_length)?;
 
     let mut info =
-        MadtInfo { lapic_paddr: u64::from(madt.get().local_apic_address), cpus: 0, ioapics: heapless::Vec::new() };
+        MadtInfo {
+        lapic_paddr: u64::from(madt.get().local_apic_address),
+        cpus: 0,
+        apic_ids: heapless::Vec::new(),
+        ioapics: heapless::Vec::new(),
+    };
     let mut processors = 0;
     for entry in madt.get().entries() {
         match entry {
@@ -196,12 +207,15 @@ fn read_madt(tables: &AcpiTables<DirectMap>) -> Result<MadtInfo, PlatformError> 
                 // Bit 0: enabled. (Bit 1, online capable, is for hot plug.)
                 if { e.flags } & 1 != 0 {
                     info.cpus += 1;
+                    // Beyond MAX_CPUS: counted, not started.
+                    let _ = info.apic_ids.push(u32::from(e.apic_id));
                 }
             }
             MadtEntry::LocalX2Apic(e) => {
                 processors += 1;
                 if { e.flags } & 1 != 0 {
                     info.cpus += 1;
+                    let _ = info.apic_ids.push(e.x2apic_id);
                 }
             }
             MadtEntry::LocalApicAddressOverride(e) => info.lapic_paddr = e.local_apic_address,

@@ -29,6 +29,8 @@ mod reg {
     pub const EOI: u64 = 0x0b0;
     pub const SVR: u64 = 0x0f0;
     pub const ESR: u64 = 0x280;
+    pub const ICR_LOW: u64 = 0x300;
+    pub const ICR_HIGH: u64 = 0x310;
     pub const LVT_TIMER: u64 = 0x320;
     pub const LVT_LINT0: u64 = 0x350;
     pub const LVT_ERROR: u64 = 0x370;
@@ -43,6 +45,18 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 const SVR_ENABLE: u32 = 1 << 8;
+
+/// Interrupt command register fields (Intel SDM vol. 3, "Interrupt Command
+/// Register"): delivery mode (bits 8..11), delivery status (bit 12: the
+/// previous IPI is still being sent), level (bit 14: assert).
+mod icr {
+    pub const DELIVERY_INIT: u32 = 0b101 << 8;
+    pub const DELIVERY_STARTUP: u32 = 0b110 << 8;
+    pub const PENDING: u32 = 1 << 12;
+    pub const ASSERT: u32 = 1 << 14;
+    /// The destination field (ICR high, bits 24..32): an xAPIC id.
+    pub const DEST_SHIFT: u32 = 24;
+}
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_TIMER_PERIODIC: u32 = 1 << 17;
 
@@ -125,6 +139,29 @@ impl Lapic {
     pub fn stop_timer(&self) {
         self.write(reg::LVT_TIMER, LVT_MASKED);
         self.write(reg::TIMER_INITIAL, 0);
+    }
+
+    /// Sends an INIT IPI to the CPU with local APIC id `apic_id` (which then
+    /// waits for a startup IPI). Returns false if the ICR stayed busy.
+    pub fn send_init(&self, apic_id: u32) -> bool {
+        self.send_ipi(apic_id, icr::DELIVERY_INIT | icr::ASSERT)
+    }
+
+    /// Sends a startup IPI to `apic_id`: it starts in real mode at CS:IP =
+    /// `page << 8`:0, i.e. physical address `page << 12`.
+    pub fn send_startup(&self, apic_id: u32, page: u8) -> bool {
+        self.send_ipi(apic_id, icr::DELIVERY_STARTUP | icr::ASSERT | u32::from(page))
+    }
+
+    /// Writes the ICR (high half first: writing the low half sends) and
+    /// waits, bounded, for the delivery status to clear.
+    fn send_ipi(&self, apic_id: u32, low: u32) -> bool {
+        self.write(reg::ICR_HIGH, apic_id << icr::DEST_SHIFT);
+        self.write(reg::ICR_LOW, low);
+        (0..1_000_000).any(|_| {
+            core::hint::spin_loop();
+            self.read(reg::ICR_LOW) & icr::PENDING == 0
+        })
     }
 
     /// The timer's current count.

@@ -61,8 +61,10 @@ const UNCACHED_MMIO: core::ops::Range<u64> = (4 << 30) - (32 << 20)..(4 << 30);
 pub struct Platform {
     /// ACPI revision from the RSDP (0 = ACPI 1.0).
     pub acpi_revision: u8,
-    /// Enabled processors in the MADT (only the boot CPU runs).
+    /// Enabled processors in the MADT (`arch::smp` starts the others).
     pub cpus: u32,
+    /// Their local APIC ids, in MADT order (the first `MAX_CPUS`).
+    pub apic_ids: heapless::Vec<u32, { crate::arch::percpu::MAX_CPUS }>,
     lapic: lapic::Lapic,
     ioapics: heapless::Vec<ioapic::IoApic, MAX_IOAPICS>,
     ref_timer: reftimer::RefTimer,
@@ -92,9 +94,28 @@ impl Platform {
         self.calibration.lapic_hz
     }
 
-    /// This CPU's local APIC id.
+    /// The boot CPU's local APIC id.
     pub fn apic_id(&self) -> u32 {
         self.lapic.id
+    }
+
+    /// Sends INIT to the CPU with local APIC id `apic_id` (from the boot
+    /// CPU's LAPIC). False if the IPI was not accepted.
+    pub fn send_init(&self, apic_id: u32) -> bool {
+        self.lapic.send_init(apic_id)
+    }
+
+    /// Sends a startup IPI to `apic_id`: it starts in real mode at physical
+    /// address `page << 12`.
+    pub fn send_startup(&self, apic_id: u32, page: u8) -> bool {
+        self.lapic.send_startup(apic_id, page)
+    }
+
+    /// Enables the calling application processor's local APIC (the same
+    /// setup as the boot CPU's: every local interrupt masked, spurious
+    /// vector set) and returns its APIC id.
+    pub fn init_ap_lapic(&self) -> Result<u32, PlatformError> {
+        lapic::Lapic::init(self.lapic.paddr).map(|l| l.id)
     }
 }
 
@@ -173,6 +194,11 @@ impl fmt::Display for PlatformError {
 
 static PLATFORM: Once<Platform> = Once::new();
 
+/// The platform, once [`init`] has succeeded.
+pub fn get() -> Option<&'static Platform> {
+    PLATFORM.get()
+}
+
 /// Discovers the platform from the ACPI tables at `rsdp_paddr`, sets up the
 /// local APIC and I/O APICs, calibrates the LAPIC timer and the TSC, and
 /// reports the `platform` event. Call once at boot, interrupts off; a second
@@ -193,6 +219,7 @@ pub fn init(rsdp_paddr: u64) -> Result<&'static Platform, PlatformError> {
     let platform = PLATFORM.call_once(|| Platform {
         acpi_revision: tables.revision,
         cpus: tables.cpus,
+        apic_ids: tables.apic_ids.clone(),
         lapic,
         ioapics,
         ref_timer,
