@@ -28,7 +28,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The number of `Event` variants ([`variant`] returns `0..VARIANTS`).
-const VARIANTS: usize = 39;
+const VARIANTS: usize = 41;
 
 /// The variant's index. Exhaustive: a new variant must be added here.
 fn variant(e: &Event<'_>) -> usize {
@@ -72,6 +72,8 @@ fn variant(e: &Event<'_>) -> usize {
         Event::CoreBegin { .. } => 36,
         Event::CoreMemory { .. } => 37,
         Event::CoreEnd { .. } => 38,
+        Event::Smp { .. } => 39,
+        Event::CpuFailed { .. } => 40,
     }
 }
 
@@ -232,6 +234,8 @@ fn samples() -> Vec<Event<'static>> {
         Event::CoreMemory { task: 6, seq: 3, addr: 0x1000, len: 2, at_fault: true, bytes: Bytes(&[1, 2]) },
         Event::CoreEnd { task: 6, seq: 3, chunks: 1, bytes: 2, cut: Some("c") },
         Event::CoreEnd { task: 6, seq: 4, chunks: 1, bytes: 2, cut: None },
+        Event::Smp { cpus: 4, cpus_online: 3, trampoline: 0x3000 },
+        Event::CpuFailed { apic_id: 2, reason: "timeout" },
     ];
     for d in [
         Decision::Restart { delay_ms: 1 },
