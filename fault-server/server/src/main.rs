@@ -34,6 +34,11 @@
 //!    for them (`coredump.rs`: `core_begin`, `core_memory`, `core_end`
 //!    events, a batch per loop step, faults polled between steps).
 //!
+//! While no fault waits (and no report), the server also reads the images
+//! — ELF symbols and unwind tables — of the tasks it supervises, one per
+//! idle turn, below every task's priority ([`Server::preload_one`]): a
+//! task's first fault then costs about what its later ones do.
+//!
 //! After restarting a task whose image exports a `u64` named
 //! [`RESTARTS_SYMBOL`], the server writes the task's restart count there,
 //! so the task knows which run it is on (`libtask::supervise::restart_count`).
@@ -96,10 +101,20 @@ fn main(start: Start) -> u64 {
         return 1;
     }
     println!("fault-server: task {} serving faults", start.id);
-    let mut server = Server::default();
+    let mut server = Server { preload: Some(1), ..Server::default() };
+    // Our own id is not a task we supervise.
+    let me = start.id;
     let mut errors = 0;
     loop {
-        let reports_waiting = !server.backlog.is_empty() || server.cores.sending();
+        if server.preload == Some(me) {
+            server.preload = Some(me + 1);
+        }
+        let reports_waiting = !server.backlog.is_empty() || server.cores.sending() || server.preload.is_some();
+        if reports_waiting && !server.lowered && syscall::set_priority(PRIORITY_LOWEST).is_ok() {
+            // Deferred work (reports, cores, preloading) runs below every
+            // task; a fault gives us our priority back (the kernel does).
+            server.lowered = true;
+        }
         if !reports_waiting && server.lowered {
             // Nothing to defer: wait for faults at our own priority.
             let _ = syscall::restore_priority();
@@ -128,10 +143,12 @@ fn main(start: Start) -> u64 {
             }
             Err(Error::Timeout) => {
                 server.spare.push(buf);
-                if server.backlog.is_empty() {
+                if !server.backlog.is_empty() {
+                    server.report_oldest();
+                } else if server.cores.sending() {
                     server.cores.send_step(&mut server.batch);
                 } else {
-                    server.report_oldest();
+                    server.preload_one();
                 }
             }
             Err(e) => {
@@ -204,6 +221,10 @@ struct Server {
     batch: supervise::EventBatch,
     /// Core files made after their reports, sent a batch at a time.
     cores: Box<coredump::Cores>,
+    /// Image preloading while idle: the next task id to look at (ids start
+    /// at 1), or `None` once every supervised task's image is read or the
+    /// cache is full (`preload_one`).
+    preload: Option<TaskId>,
 }
 
 impl Server {
@@ -289,6 +310,28 @@ impl Server {
         self.spare.push(rep.bytes);
         if let Outcome::Recovered(rec) = rep.outcome {
             self.recovery.recycle(rec);
+        }
+    }
+
+    /// Reads the image of one more task this server supervises, while no
+    /// fault waits: a task's first fault then costs what its later ones do
+    /// (reading an ELF and its unwind tables is ~100k instructions, most of
+    /// a first recovery). Ids are table positions + 1; `TASK_INFO` tells
+    /// which are ours (`Denied`: another supervisor's) and where the table
+    /// ends (`BadTask`). Stops once the cache is full, never evicting.
+    fn preload_one(&mut self) {
+        let Some(id) = self.preload else { return };
+        if self.images.len() >= MAX_IMAGES {
+            self.preload = None;
+            return;
+        }
+        self.preload = Some(id + 1);
+        match supervise::task_info(id) {
+            Ok(_) if !self.images.contains_key(&id) => {
+                let _ = self.known(id);
+            }
+            Ok(_) | Err(Error::Denied) => {}
+            Err(_) => self.preload = None,
         }
     }
 
