@@ -687,7 +687,8 @@ mod tests {
     /// flipped, truncated or extended, and pure noise.
     #[test]
     fn random_and_mutated_images_never_panic_the_parser() {
-        let caps = [CapSpec { task: 0, kind: crate::ipc::CapKind::Endpoint, rights: 3, object: 0, badge: 1, name: "ep" }];
+        let caps =
+            [CapSpec { task: 0, kind: crate::ipc::CapKind::Endpoint, rights: 3, object: 0, badge: 1, name: "ep" }];
         let tasks = [spec("server", b"elf1elf1"), TaskSpec { fault_endpoint: Some(0), ..spec("client", b"elf2") }];
         let regions = [RegionSpec { name: "r", size: 8192 }];
         let good = write(&ImageSpec {

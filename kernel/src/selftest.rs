@@ -82,9 +82,11 @@ pub fn smap_probe(f: &TrapFrame) {
     let Some(me) = s.current_index() else { return };
     let t = &s.tasks[me];
     // Only a present user page: an unmapped one would fault either way.
-    let mapped = t.space.as_ref().and_then(|sp| sp.translate(f.rsp)).is_some_and(|(_, fl)| {
-        fl.contains(x86_64::structures::paging::PageTableFlags::USER_ACCESSIBLE)
-    });
+    let mapped = t
+        .space
+        .as_ref()
+        .and_then(|sp| sp.translate(f.rsp))
+        .is_some_and(|(_, fl)| fl.contains(x86_64::structures::paging::PageTableFlags::USER_ACCESSIBLE));
     if !mapped || f.rsp % 8 != 0 {
         return;
     }

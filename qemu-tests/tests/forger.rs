@@ -45,7 +45,9 @@ fn fresh_start_for(name: &str, reason: &str, check: &str) {
     assert_eq!(&restarts[0]["seq"], seq);
     let escalations = of_task(run, "escalate", id);
     assert!(
-        escalations.iter().any(|e| e["action"] == "fresh_start" && e["reason"].as_str().is_some_and(|r| r.contains(reason))),
+        escalations
+            .iter()
+            .any(|e| e["action"] == "fresh_start" && e["reason"].as_str().is_some_and(|r| r.contains(reason))),
         "{name}: no fresh_start escalation for {reason:?}: {escalations:#?}"
     );
     // Nothing was released for the forged page.

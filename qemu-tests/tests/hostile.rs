@@ -57,7 +57,8 @@ fn kernel_and_fault_server_survive_every_attack() {
     assert_eq!(restarts.len(), 1, "{restarts:#?}");
     assert_eq!(restarts[0]["by"], server, "the fault server rolled it back");
     // Every hostile task ended on its own.
-    for task in ["map-unmap", "hog-0", "hog-1", "hog-2", "served", "big-commit", "wx", "smap", "fpu-holder", "fpu-snooper"]
+    for task in
+        ["map-unmap", "hog-0", "hog-1", "hog-2", "served", "big-commit", "wx", "smap", "fpu-holder", "fpu-snooper"]
     {
         let exits = run.task_events("task_exit", task);
         assert_eq!(exits.len(), 1, "{task}: {exits:#?}");
@@ -172,7 +173,8 @@ fn notifications_hold_63_bits() {
 /// a held fault.
 #[test]
 fn a_supervisor_that_panics_is_restarted_and_gets_its_fault_back() {
-    let run = boot_with("hostile-supervisor", Options { image: Some(image("hostile-supervisor")), ..Options::default() });
+    let run =
+        boot_with("hostile-supervisor", Options { image: Some(image("hostile-supervisor")), ..Options::default() });
     run.expect_exit(GuestExit::Success);
     ok_check(&run, "sup_scoped", "sup");
     ok_check(&run, "sup_not_held", "sup");
@@ -194,7 +196,8 @@ fn a_supervisor_that_panics_is_restarted_and_gets_its_fault_back() {
 /// bystander's progress goes on meanwhile.
 #[test]
 fn a_supervisor_dying_at_every_start_is_restarted_with_a_backoff() {
-    let run = boot_with("hostile-crash-loop", Options { image: Some(image("hostile-crash-loop")), ..Options::default() });
+    let run =
+        boot_with("hostile-crash-loop", Options { image: Some(image("hostile-crash-loop")), ..Options::default() });
     run.expect_exit(GuestExit::Success);
     let sup = task_id(&run, "sup");
     let restarts: Vec<&Value> = run.events_of("restart").into_iter().filter(|e| e["task"] == sup).collect();

@@ -106,7 +106,12 @@ pub const FIGURES: &[Figure] = &[
         Some(30_000),
         None,
     ),
-    fig("fault_to_checkpoint_cold", "  the same, the task's first fault (cold unwind rows, region layouts)", None, None),
+    fig(
+        "fault_to_checkpoint_cold",
+        "  the same, the task's first fault (cold unwind rows, region layouts)",
+        None,
+        None,
+    ),
     fig("fault_to_checkpoint_64_pages", "  the same with 64 dirty pages", None, None),
     fig("fault_to_checkpoint_20_frames", "  the same with 20 frames", None, None),
     fig("fault_to_checkpoint_40_frames", "  the same with 40 frames", None, None),

@@ -139,7 +139,9 @@ impl RegionLayout {
     /// 64-aligned — exactly what `Region::open` writes.
     pub fn from_header(base: u64, size: u64, header: &[u8]) -> Result<RegionLayout, BadHeader> {
         let h = header.get(..Self::HEADER_BYTES).ok_or(BadHeader::Short)?;
-        let u32_at = |o: u64| u32::from_le_bytes([h[o as usize], h[o as usize + 1], h[o as usize + 2], h[o as usize + 3]]) as u64;
+        let u32_at = |o: u64| {
+            u32::from_le_bytes([h[o as usize], h[o as usize + 1], h[o as usize + 2], h[o as usize + 3]]) as u64
+        };
         let magic = u64::from_le_bytes(h[..8].try_into().map_err(|_| BadHeader::Short)?);
         if magic != REGION_MAGIC || u32_at(region::STATE) != region::STATE_READY as u64 {
             return Err(BadHeader::NotReady);
@@ -173,7 +175,9 @@ impl RegionLayout {
     /// Whether `addr` is the start of one of the Arc slots.
     pub fn is_slot(&self, addr: u64) -> bool {
         let first = self.base + self.slots_offset;
-        addr >= first && (addr - first).is_multiple_of(self.slot_size) && (addr - first) / self.slot_size < self.slot_count
+        addr >= first
+            && (addr - first).is_multiple_of(self.slot_size)
+            && (addr - first) / self.slot_size < self.slot_count
     }
 }
 
@@ -244,12 +248,12 @@ mod tests {
         h[0] ^= 1;
         assert_eq!(RegionLayout::from_header(B, 0x1000, &h), Err(BadHeader::NotReady));
         for bad in [
-            header(0x40, 0x20, 4, 0x40),             // slots overlap the statics
-            header(0x40, 0x20, 4, 0x90),             // slots not 64-aligned
-            header(0x40, 0x1c, 4, 0x80),             // slot size not 8-aligned
-            header(0x40, 0, 4, 0x80),                // slot smaller than its header
-            header(0x44, 0x20, 4, 0xc0),             // statics not 8-aligned
-            header(0x40, 0x20, 0x100, 0x80),         // past the region's end
+            header(0x40, 0x20, 4, 0x40),                 // slots overlap the statics
+            header(0x40, 0x20, 4, 0x90),                 // slots not 64-aligned
+            header(0x40, 0x1c, 4, 0x80),                 // slot size not 8-aligned
+            header(0x40, 0, 4, 0x80),                    // slot smaller than its header
+            header(0x44, 0x20, 4, 0xc0),                 // statics not 8-aligned
+            header(0x40, 0x20, 0x100, 0x80),             // past the region's end
             header(0x40, u32::MAX & !7, u32::MAX, 0x80), // huge: no overflow, refused
         ] {
             assert_eq!(RegionLayout::from_header(B, 0x1000, &bad), Err(BadHeader::Inconsistent));

@@ -66,8 +66,8 @@ mod report;
 mod resume;
 
 use alloc::boxed::Box;
-use alloc::rc::Rc;
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 use image::{TaskImage, Unwinder};
 use libtask::abi::fault::{FAULT_BUFFER, FAULT_LABEL, FaultMessage};

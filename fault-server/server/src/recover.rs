@@ -48,14 +48,14 @@
 use crate::image::Unwinder;
 use crate::memory::WindowMemory;
 use crate::policy::{Decision, Policy};
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use libtask::abi::checkpoint::{MAX_SCOPES, RegionInfo};
-use recovery::layout::RegionLayout;
 use libtask::abi::fault::{FaultMessage, Parsed};
 use libtask::supervise::{self, FinalAction, RecoverRequest, TaskId};
 use libtask::syscall;
+use recovery::layout::RegionLayout;
 use walker::{Regs, Stop};
 
 /// Default restart policy when the manifest gives none.

@@ -403,22 +403,10 @@ fn summary(since: SystemTime) {
             };
             println!("{group:<5} {n:>6}  {:>24}  {:>24}  {:>6.2}", per(w), per(f), w.1 / f.1);
             if let Some(t) = estimate(group, "table", n, since) {
-                println!(
-                    "{:<12}  {:>24}  {:>24}  {:>6.2}   (RowTable, precompiled rows)",
-                    "",
-                    per(t),
-                    "",
-                    t.1 / f.1
-                );
+                println!("{:<12}  {:>24}  {:>24}  {:>6.2}   (RowTable, precompiled rows)", "", per(t), "", t.1 / f.1);
             }
             if let Some(w32) = estimate(group, "walker32", n, since) {
-                println!(
-                    "{:<12}  {:>24}  {:>24}  {:>6.2}   (Walker<32>, a small memo)",
-                    "",
-                    per(w32),
-                    "",
-                    w32.1 / f.1
-                );
+                println!("{:<12}  {:>24}  {:>24}  {:>6.2}   (Walker<32>, a small memo)", "", per(w32), "", w32.1 / f.1);
             }
         }
     }

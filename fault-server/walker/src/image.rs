@@ -216,7 +216,9 @@ impl<'a> Image<'a> {
 /// the pcs that find it).
 fn table_range(t: &[FdeEntry], pc: u64) -> Result<(u64, u64, u64), gimli::Error> {
     let idx = t.partition_point(|e| e.start <= pc);
-    let e = t.get(idx.checked_sub(1).ok_or(gimli::Error::NoUnwindInfoForAddress)?).ok_or(gimli::Error::NoUnwindInfoForAddress)?;
+    let e = t
+        .get(idx.checked_sub(1).ok_or(gimli::Error::NoUnwindInfoForAddress)?)
+        .ok_or(gimli::Error::NoUnwindInfoForAddress)?;
     if pc >= e.end {
         return Err(gimli::Error::NoUnwindInfoForAddress);
     }

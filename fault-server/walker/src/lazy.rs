@@ -146,13 +146,7 @@ impl<const F: usize, const R: usize> LazyRows<F, R> {
     /// The row for `lookup` (frame pc `pc`): from the cache, or its FDE
     /// compiled now. `Err` is what gimli says for the pc (no FDE, bad CFI),
     /// exactly as an uncached lookup would.
-    pub(crate) fn get<'a, C>(
-        &mut self,
-        image: &Image<'a>,
-        lookup: u64,
-        pc: u64,
-        get_cie: &mut C,
-    ) -> Result<Found, Stop>
+    pub(crate) fn get<'a, C>(&mut self, image: &Image<'a>, lookup: u64, pc: u64, get_cie: &mut C) -> Result<Found, Stop>
     where
         C: FnMut(
             &gimli::EhFrame<Reader<'a>>,

@@ -24,9 +24,9 @@
 use gimli::{Register, RegisterRule, UnwindContext, UnwindContextStorage, UnwindTableRow};
 
 use crate::cache::{CieCache, RowCache, RowRef, Tag};
-use crate::lazy::{Found, LazyRows, LazyStats};
 use crate::expr::{self, ExprError};
 use crate::image::Image;
+use crate::lazy::{Found, LazyRows, LazyStats};
 use crate::memory::Memory;
 use crate::regs::{NUM_REGS, Regs, callee_saved, dwarf};
 use crate::row::{Cfa, F_OUTERMOST, F_RSP_CFA, F_SIGNAL, FastRow, Row, Rule};
@@ -435,7 +435,9 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
     }
 }
 
-impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> RowSource<'a> for Walker<'a, ROWS, FDES, FDE_ROWS> {
+impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> RowSource<'a>
+    for Walker<'a, ROWS, FDES, FDE_ROWS>
+{
     #[inline(always)]
     fn fast(&self, lookup: u64) -> Option<&FastRow> {
         self.rows.fast(lookup)

@@ -247,7 +247,10 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
             true
         });
         if (&lazy_frames, lazy_reason) != (&frames, reason) {
-            failures.push(format!("stop {} at {:#x}: the lazy rows walk differently: {lazy_reason:?}", stop.index, stop.pc));
+            failures.push(format!(
+                "stop {} at {:#x}: the lazy rows walk differently: {lazy_reason:?}",
+                stop.index, stop.pc
+            ));
         }
         let mid = frames.len() / 2;
         if let Some(f) = frames.get(mid) {
@@ -257,7 +260,8 @@ fn compare(name: &str, exe: &Path, dir: &Path, pick: &dyn Fn(&str) -> Option<usi
                 true
             });
             if (&resumed[..], resumed_reason) != (&frames[mid..], reason) {
-                failures.push(format!("stop {} at {:#x}: the walk resumed at frame {mid} differs", stop.index, stop.pc));
+                failures
+                    .push(format!("stop {} at {:#x}: the walk resumed at frame {mid} differs", stop.index, stop.pc));
             }
         }
         match check(&got, reason, stop) {

@@ -322,7 +322,8 @@ fn lazy_rows_compile_each_fde_once_and_serve_every_pc_of_it() {
     st.put(r0, 0x1210);
     st.put(r0 - 8, 0x7777);
     st.put(r0 + 8 + 32 - 8, 0x1315);
-    for (pc, sp, bp) in [(0x1100, r0, None), (0x1101, r0 - 8, None), (0x1104, r0 - 16, Some(r0 - 8)), (0x1139, r0, None)]
+    for (pc, sp, bp) in
+        [(0x1100, r0, None), (0x1101, r0 - 8, None), (0x1104, r0 - 16, Some(r0 - 8)), (0x1139, r0, None)]
     {
         let (frames, stop) = walk_with_lazy(&mut w, &image, regs(pc, sp, bp), &st.mem());
         assert_eq!(frames[0], (pc, r0 + 8), "pc {pc:#x}");

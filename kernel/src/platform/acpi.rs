@@ -192,8 +192,7 @@ fn read_madt(tables: &AcpiTables<DirectMap>) -> Result<MadtInfo, PlatformError> 
     let paddr = madt.physical_start as u64;
     check_madt_entries(paddr, madt.region_length)?;
 
-    let mut info =
-        MadtInfo {
+    let mut info = MadtInfo {
         lapic_paddr: u64::from(madt.get().local_apic_address),
         cpus: 0,
         apic_ids: heapless::Vec::new(),

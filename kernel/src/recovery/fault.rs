@@ -13,12 +13,12 @@
 //! cannot be forged. Once delivered the task is `FaultHeld` until its
 //! supervisor decides (`supervise.rs`).
 
+use super::window::{Dest, Source};
 use crate::arch::trap_entry::TrapFrame;
 use crate::events;
 use crate::ipc::message::{self, Outgoing, Payload};
 use crate::sched::{SCHED, Scheduler};
 use crate::task::{PendingFault, State};
-use super::window::{Dest, Source};
 use abi::event::Event;
 use abi::fault::FaultKind;
 use abi::fault::{FAULT_LABEL, FaultMessage};
@@ -211,19 +211,17 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     let rsp = t.save.frame.rsp;
     let stack_want =
         if rsp < abi::layout::USER_END { (abi::layout::USER_END - rsp).min(STACK_WINDOW as u64) } else { 0 };
-    let recovery_len =
-        if t.recovery != 0 && src.check_readable(t.recovery, RECOVERY_PAGE_SIZE as u64).is_ok() {
-            RECOVERY_PAGE_SIZE
-        } else {
-            0
-        };
+    let recovery_len = if t.recovery != 0 && src.check_readable(t.recovery, RECOVERY_PAGE_SIZE as u64).is_ok() {
+        RECOVERY_PAGE_SIZE
+    } else {
+        0
+    };
     let (mut src, mut dst) = (Source::new(src), Dest::new(dst, buf, cap as usize));
     // The struct is filled in place in the receiver's buffer when it lies
     // in one writable page, 8-aligned (the fault server's does): no copy
     // of it. The sections after it are other bytes of the buffer.
     let mut local;
-    let (m, in_place) = match dst.in_place(0, FAULT_MESSAGE_SIZE).and_then(|b| bytemuck::try_from_bytes_mut(b).ok())
-    {
+    let (m, in_place) = match dst.in_place(0, FAULT_MESSAGE_SIZE).and_then(|b| bytemuck::try_from_bytes_mut(b).ok()) {
         Some(m) => (m, true),
         None => {
             local = FaultMessage::default();
@@ -252,7 +250,13 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
 
 /// Writes every field of `m` (it may be the receiver's buffer, holding an
 /// earlier message) but the section lengths, for task `t`'s `fault`.
-fn fill(m: &mut FaultMessage, t: &crate::task::Task, fault: &PendingFault, ticks: u64, regions: &[crate::mem::region::Region]) {
+fn fill(
+    m: &mut FaultMessage,
+    t: &crate::task::Task,
+    fault: &PendingFault,
+    ticks: u64,
+    regions: &[crate::mem::region::Region],
+) {
     use abi::checkpoint::RegionInfo;
     use abi::fault::MAX_FAULT_REGIONS;
     m.task = t.id as u64;
@@ -294,7 +298,11 @@ fn fill(m: &mut FaultMessage, t: &crate::task::Task, fault: &PendingFault, ticks
 }
 
 /// Task `a` to read and task `b` to write (`a != b`).
-fn two_tasks(tasks: &mut [alloc::boxed::Box<crate::task::Task>], a: usize, b: usize) -> (&crate::task::Task, &mut crate::task::Task) {
+fn two_tasks(
+    tasks: &mut [alloc::boxed::Box<crate::task::Task>],
+    a: usize,
+    b: usize,
+) -> (&crate::task::Task, &mut crate::task::Task) {
     if a < b {
         let (lo, hi) = tasks.split_at_mut(b);
         (&lo[a], &mut hi[0])
@@ -303,4 +311,3 @@ fn two_tasks(tasks: &mut [alloc::boxed::Box<crate::task::Task>], a: usize, b: us
         (&hi[0], &mut lo[b])
     }
 }
-

@@ -44,7 +44,14 @@ pub fn supervisor_delay(s: &mut Scheduler, idx: usize) -> u64 {
 /// `restart` (or `escalate` if the image cannot be loaded). Returns whether
 /// the task was restarted. `emit: false` (a batched `RECOVER`) leaves the
 /// `restart` event to the supervisor's report; a failure is always emitted.
-pub fn restart_from_image(s: &mut Scheduler, idx: usize, seq: u64, delay_ms: u64, redeliver: Option<&'static str>, emit: bool) -> bool {
+pub fn restart_from_image(
+    s: &mut Scheduler,
+    idx: usize,
+    seq: u64,
+    delay_ms: u64,
+    redeliver: Option<&'static str>,
+    emit: bool,
+) -> bool {
     let id = s.tasks[idx].id;
     abandon(s, id);
     let now = s.ticks;

@@ -79,9 +79,9 @@
 //! they are rolled back like the task's own writes.
 
 use crate::mem::phys_to_virt;
-use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::mem::space::{AddressSpace, SpaceError};
 use abi::layout::{PAGE_SIZE, USER_END};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use x86_64::PhysAddr;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::page_table::PageTableEntry;

@@ -430,7 +430,9 @@ fn random_pages_never_yield_a_wild_release() {
             let addr = r.action.addr();
             assert!(addr % 8 == 0 && (BASE + 0x40..BASE + SIZE).contains(&addr), "wild release {r:?} from {p:?}");
             match r.action {
-                Action::PoisonAndUnlockMutex { .. } => assert!(LAYOUTS[0].is_mutex(addr), "mutex release off the statics: {r:?}"),
+                Action::PoisonAndUnlockMutex { .. } => {
+                    assert!(LAYOUTS[0].is_mutex(addr), "mutex release off the statics: {r:?}")
+                }
                 Action::ArcDecrement { .. } => assert!(LAYOUTS[0].is_slot(addr), "arc release off a slot: {r:?}"),
             }
             let listed = match r.origin {
@@ -466,7 +468,10 @@ fn a_forged_arc_entry_naming_a_mutex_is_refused() {
 fn a_forged_arc_entry_inside_a_slot_or_past_the_last_one_is_refused() {
     for addr in [AC + 8, AC + 0x38, BASE + 0x1000 + 0x40 * 0x3c0 - 8, BASE + 0xff8] {
         let p = page(1, &[], &[(addr, 1)]);
-        assert!(matches!(refused(&p, 0, 1), Invalid::NotAnArcSlot { .. } | Invalid::OutsideRegions { .. }), "{addr:#x}");
+        assert!(
+            matches!(refused(&p, 0, 1), Invalid::NotAnArcSlot { .. } | Invalid::OutsideRegions { .. }),
+            "{addr:#x}"
+        );
     }
     // A region whose slot area ends before the region does.
     let short = [RegionLayout { slot_count: 2, ..LAYOUTS[0] }, LAYOUTS[1]];
@@ -505,7 +510,10 @@ fn forged_intents_are_checked_against_the_layout_too() {
 fn a_region_without_a_validated_layout_holds_nothing() {
     let second = BASE + (1 << 30);
     let p = page(1, &[(second + 0x40, 1)], &[(second + 0x1000, 1)]);
-    assert_eq!(actions(&p, 0, 1), [unlock(second + 0x40), Action::ArcDecrement { addr: second + 0x1000, region_base: second }]);
+    assert_eq!(
+        actions(&p, 0, 1),
+        [unlock(second + 0x40), Action::ArcDecrement { addr: second + 0x1000, region_base: second }]
+    );
     let only_first = &LAYOUTS[..1];
     assert_eq!(
         plan(&bytes(&p), &REGIONS, only_first, &at(0), 1).unwrap_err(),
@@ -548,7 +556,8 @@ fn fuzz_plan_on_seeded_random_inputs() {
                 d.extend(v.to_le_bytes());
             }
         }
-        let near = |r: u64| bases[(r % 2) as usize] + [0x40, 0x80, 0x1000, 0x1040, 0x88, 0x148, 0x10, 0][(r / 2 % 8) as usize];
+        let near =
+            |r: u64| bases[(r % 2) as usize] + [0x40, 0x80, 0x1000, 0x1040, 0x88, 0x148, 0x10, 0][(r / 2 % 8) as usize];
         let mut p = page(next() % 4, &[], &[]);
         p.mutex_count = next() % 4;
         p.arc_count = next() % 4;
