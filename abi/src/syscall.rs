@@ -83,9 +83,12 @@ pub mod nr {
     /// when the scope opens; after a rollback to this scope the task resumes
     /// *here again* with its registers and private memory as they were,
     /// and the call returns the attempt number (1, 2, ...). Scopes nest (at
-    /// most `abi::checkpoint::MAX_SCOPES`).
+    /// most `abi::checkpoint::MAX_SCOPES`). `rdi` = `abi::checkpoint::SEAL`
+    /// seals the scope (see there).
     pub const CHECKPOINT_OPEN: u64 = 22;
-    /// `checkpoint_commit()`: closes the innermost scope, keeping its effects.
+    /// `checkpoint_commit()`: closes the innermost scope, keeping its
+    /// effects. A sealed scope whose seal does not hold is not closed: the
+    /// task faults inside it (`FaultKind::ScopeCheck`) instead.
     pub const CHECKPOINT_COMMIT: u64 = 23;
     /// `futex_wait(addr, expected, timeout_ms)`: blocks while the `u32` at
     /// `addr` (in a shared region) equals `expected`; returns 0 when woken,

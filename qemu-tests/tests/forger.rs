@@ -1,11 +1,13 @@
 //! Forger tasks against the fault server (`images/forger.toml`,
 //! `tasks/forger/`): forged registry entries naming the wrong kind of
-//! shared object, and stack pointers that are not the scope's. Each attack
-//! must end in a fresh start of its task — an `escalate` event whose
-//! reason names the check that refused it, a `restart` from the image, no
-//! rollback — and the shared words the forged entry named must be as the
-//! task left them (the task checks them on its second run). The kernel and
-//! the fault server stay up, and the spinner finishes.
+//! shared object, and stack pointers that are not the scope's. Each forged
+//! registry entry must end in a fresh start of its task — an `escalate`
+//! event whose reason names the check that refused it, a `restart` from the
+//! image, no rollback — and the shared words the forged entry named must be
+//! as the task left them (the task checks them on its second run). A forged
+//! stack pointer must end in a rollback all the same (the rollback does not
+//! rest on the stack), with the scope's frame reported as unknown. The
+//! kernel and the fault server stay up, and the spinner finishes.
 
 use abi::exit::GuestExit;
 use qemu_tests::{Run, boot_image};
@@ -54,7 +56,7 @@ fn fresh_start_for(name: &str, reason: &str, check: &str) {
     assert!(of_task(run, "release", id).is_empty(), "{name}: {:#?}", of_task(run, "release", id));
     let checks: Vec<&Value> = run.checks(check).into_iter().filter(|c| c["task"] == id).collect();
     assert!(checks.len() == 1 && checks[0]["ok"] == true, "{name}: {checks:#?}\nconsole:\n{}", run.console);
-    assert!(run.checks("forger:rolled-back").is_empty(), "a forger scope was rolled back");
+    assert!(run.checks("forger:rolled-back").is_empty(), "a forged registry was rolled back");
     let exits = run.task_events("task_exit", name);
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "{name}: {exits:#?}");
 }
@@ -69,14 +71,42 @@ fn a_mutex_entry_naming_an_arc_slot_releases_nothing() {
     fresh_start_for("mutex-on-slot", "mutex entry outside the region's statics area", "forger:mutex-on-slot");
 }
 
-#[test]
-fn a_kernel_stack_pointer_is_not_the_scope_frame() {
-    fresh_start_for("kernel-rsp", "not the scope's", "forger:kernel-rsp");
+/// The attack of task `name` (a smashed stack pointer in its scope) ended
+/// in one rollback of scope 1, with nothing released and the scope's frame
+/// reported as unknown (the walk could not reach it), and the re-run's
+/// check `check` is ok.
+fn rolled_back_for(name: &str, check: &str) {
+    let run = run();
+    let id = task_id(run, name);
+    let faults = of_task(run, "fault", id);
+    assert_eq!(faults.len(), 1, "{name}: one fault: {faults:#?}\nconsole:\n{}", run.console);
+    let restarts = of_task(run, "restart", id);
+    assert_eq!(restarts.len(), 1, "{name}: {restarts:#?}");
+    assert_eq!(restarts[0]["from"], "checkpoint", "{name}: a rollback: {restarts:#?}");
+    assert_eq!(restarts[0]["scope"], 1, "{name}: {restarts:#?}");
+    assert!(of_task(run, "escalate", id).is_empty(), "{name}: {:#?}", of_task(run, "escalate", id));
+    let reports: Vec<&Value> = of_task(run, "fault_report", id);
+    assert!(reports.len() == 1 && reports[0]["action"] == "rollback", "{name}: {reports:#?}");
+    assert_eq!(reports[0]["frame"], "?", "{name}: the walk cannot have reached the scope: {reports:#?}");
+    assert!(
+        run.console.contains(&format!("fault {}: the walk did not reach scope 1's frame", faults[0]["seq"])),
+        "{name}: the console says why:\n{}",
+        run.console
+    );
+    let checks: Vec<&Value> = run.checks(check).into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 1, "{name}: {checks:#?}");
+    let exits = run.task_events("task_exit", name);
+    assert!(exits.len() == 1 && exits[0]["code"] == 0, "{name}: {exits:#?}");
 }
 
 #[test]
-fn a_stack_pointer_into_the_callers_frame_is_not_the_scope_frame() {
-    fresh_start_for("caller-rsp", "not the scope's", "forger:caller-rsp");
+fn a_kernel_stack_pointer_in_a_scope_is_rolled_back_all_the_same() {
+    rolled_back_for("kernel-rsp", "forger:kernel-rsp");
+}
+
+#[test]
+fn a_stack_pointer_into_the_callers_frame_is_rolled_back_all_the_same() {
+    rolled_back_for("caller-rsp", "forger:caller-rsp");
 }
 
 #[test]

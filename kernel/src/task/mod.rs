@@ -193,6 +193,9 @@ pub struct Scope {
     pub frame: TrapFrame,
     /// How many times the scope was rolled back and re-run.
     pub attempt: u64,
+    /// Opened with `abi::checkpoint::SEAL`: its commit checks the seal
+    /// (`recovery::checkpoint::seal_broken`).
+    pub sealed: bool,
 }
 
 impl Task {

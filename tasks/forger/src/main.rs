@@ -1,23 +1,29 @@
 //! `forger`: a task that attacks its fault server from inside a checkpoint
 //! scope, in the way its manifest `arg` selects (`images/forger.toml`,
-//! `qemu-tests/tests/forger.rs`). Each attack must end in a *fresh start*
-//! of this task (an `escalate` event with the reason, a `restart` from its
-//! image) — never a rollback, and never a write to the shared object the
-//! forged entry names. On its second run (`restart_count() > 0`) the task
-//! checks the shared words it set up and reports the check named below.
+//! `qemu-tests/tests/forger.rs`). The registry forgeries (1, 2) must end in
+//! a *fresh start* of this task (an `escalate` event with the reason, a
+//! `restart` from its image) — never a rollback, and never a write to the
+//! shared object the forged entry names; on its second run
+//! (`restart_count() > 0`) the task checks the shared words it set up and
+//! reports the check named below. The stack forgeries (3, 4) must be
+//! *rolled back*: the rollback restores the registers the kernel recorded
+//! at the open, not anything on the stack, so a smashed `rsp` costs the
+//! walk (the report's scope frame is `?`) but not the recovery; the re-run
+//! reports the check, ok.
 //!
 //! | arg | attack | check on the second run (ok = untouched) |
 //! |---|---|---|
 //! | 1 | an **Arc** registry entry naming a poisoned **mutex** (the old planner `FETCH_ADD32`ed its poison word: un-poisoned, counted a free) | `forger:arc-on-mutex` |
 //! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` |
-//! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope (the old walk gate accepted the first frame) | `forger:kernel-rsp` |
-//! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` |
+//! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope | `forger:kernel-rsp` (on the re-run) |
+//! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` (on the re-run) |
 //!
 //! Attacks 1 and 2 register a recovery page of their own making
 //! (`SET_RECOVERY`, as any task may) after opening the region, open the
 //! scope with the raw `CHECKPOINT_OPEN` (so libtask's registry stays out of
-//! it), write the forged entry and fault. A rollback of any attack is a
-//! failed check (`forger:rolled-back`) and exit 1.
+//! it), write the forged entry and fault. A rollback of attack 1 or 2 is a
+//! failed check (`forger:rolled-back`) and exit 1; a fresh start of attack
+//! 3 or 4 is a failed check of its name.
 #![no_std]
 #![no_main]
 
@@ -94,8 +100,8 @@ fn main(start: Start) -> u64 {
         3 | 4 => {
             let name = if start.arg == 3 { "forger:kernel-rsp" } else { "forger:caller-rsp" };
             if second_run {
-                report(name, true, 0);
-                return 0;
+                report(name, false, 0);
+                return 1;
             }
             // A buffer in this frame, above the scope's: a stack pointer
             // there is a readable, plausible stack — just not the scope's.
@@ -103,17 +109,17 @@ fn main(start: Start) -> u64 {
             let bad_rsp = if start.arg == 3 { 0xffff_8000_0000_0000 } else { above.as_ptr() as u64 + 256 };
             let r = libtask::checkpoint::checkpoint(|attempt| {
                 if attempt.is_retry() {
+                    report(name, true, attempt.number);
                     return true;
                 }
                 // SAFETY: the task faults at the `ud2` with the bad stack
-                // pointer; nothing runs on it (the fault server restarts
-                // the task from its image).
+                // pointer; nothing runs on it (the fault server rolls the
+                // scope back, which restores the open's `rsp`).
                 unsafe { core::arch::asm!("mov rsp, {0}", "ud2", in(reg) bad_rsp, options(noreturn)) }
             });
             core::hint::black_box(&above);
             if r == Ok(true) {
-                report("forger:rolled-back", false, start.arg);
-                return 1;
+                return 0;
             }
             report(name, false, 1);
             1
