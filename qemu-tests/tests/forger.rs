@@ -116,8 +116,37 @@ fn the_fault_server_and_the_bystander_survive() {
     assert!(of_task(run, "fault", server).is_empty(), "the fault server faulted");
     assert!(of_task(run, "task_panic", server).is_empty(), "the fault server panicked");
     assert!(run.task_events("task_exit", "fault-server").is_empty(), "the fault server exited");
-    // It answered all four attacks.
-    assert_eq!(run.events_of("fault_report").len(), 4);
+    // It answered the four attacks that fault, and the sealed scope's.
+    assert_eq!(run.events_of("fault_report").len(), 5);
     let exits = run.task_events("task_exit", "spinner");
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "spinner: {exits:#?}");
+}
+
+/// A bit of `rbx` flipped between a sealed scope's open and its commit: the
+/// kernel refuses the commit and faults the task inside the scope
+/// (`scope_check`, `error_code` 0 = rbx), the fault server rolls it back,
+/// and the re-run commits with rbx intact.
+#[test]
+fn a_register_corrupted_inside_a_sealed_scope_faults_at_the_commit_and_is_rolled_back() {
+    let run = run();
+    let id = task_id(run, "seal-rbx");
+    let faults = of_task(run, "fault", id);
+    assert_eq!(faults.len(), 1, "{faults:#?}\nconsole:\n{}", run.console);
+    assert_eq!(faults[0]["kind"], "scope_check", "{faults:#?}");
+    assert_eq!(faults[0]["error_code"], "0x0", "rbx is SEAL_REGS[0]: {faults:#?}");
+    assert_eq!(faults[0]["scopes"], 1, "the scope is still open at the fault: {faults:#?}");
+    let restarts = of_task(run, "restart", id);
+    assert!(restarts.len() == 1 && restarts[0]["from"] == "checkpoint", "{restarts:#?}");
+    let checks: Vec<&Value> = run.checks("forger:seal").into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 1, "{checks:#?}\n{}", run.console);
+}
+
+/// The control: the same corruption in an unsealed scope commits unseen.
+#[test]
+fn the_same_corruption_in_an_unsealed_scope_commits_unseen() {
+    let run = run();
+    let id = task_id(run, "unsealed-rbx");
+    assert!(of_task(run, "fault", id).is_empty(), "{:#?}", of_task(run, "fault", id));
+    let checks: Vec<&Value> = run.checks("forger:unsealed").into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 0, "{checks:#?}\n{}", run.console);
 }

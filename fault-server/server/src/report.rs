@@ -162,13 +162,13 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
     let cost = Some(cost(rep, rec, msg, p.stack.len()));
     match rec.done {
         Done::Rollback { depth, pages, attempt } => {
-            let pc = named_scope_frame(rec).unwrap_or(0);
+            let pc = named_scope_frame(rec);
             if let Some(why) = rec.unwalked {
                 // Rolled back all the same (`recover.rs`, step 2).
                 println!("fault-server: task {task} fault {seq}: the walk did not reach scope {depth}'s frame ({why})");
             }
-            crate::console::Line::new()
-                .s("fault-server: task ")
+            let mut line = crate::console::Line::new();
+            line.s("fault-server: task ")
                 .d(task)
                 .s(" (")
                 .s(name)
@@ -180,14 +180,12 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
                 .x(msg.regs.rip)
                 .s("): rolled back to scope ")
                 .d(depth)
-                .s(" (frame ")
-                .x(pc)
-                .s("), ")
-                .d(rec.releases.len() as u64)
-                .s(" released, ")
-                .d(pages)
-                .s(" pages")
-                .print();
+                .s(" (frame ");
+            match pc {
+                Some(pc) => line.x(pc),
+                None => line.s("?"),
+            };
+            line.s("), ").d(rec.releases.len() as u64).s(" released, ").d(pages).s(" pages").print();
             let restart = Event::RestartCheckpoint { task, name, seq, scope: depth, attempt, pages };
             emit(&restart, recovered);
             let releases = rec.releases.len() as u64;

@@ -17,6 +17,8 @@
 //! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` |
 //! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope | `forger:kernel-rsp` (on the re-run) |
 //! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` (on the re-run) |
+//! | 5 | a *sealed* scope (raw open, `rdi = SEAL`) whose first run flips a bit of `rbx` before the commit | `forger:seal` (the commit faulted, the re-run committed) |
+//! | 6 | the same in an *unsealed* scope: the control | `forger:unsealed` (the commit closed the scope, no fault) |
 //!
 //! Attacks 1 and 2 register a recovery page of their own making
 //! (`SET_RECOVERY`, as any task may) after opening the region, open the
@@ -124,6 +126,7 @@ fn main(start: Start) -> u64 {
             report(name, false, 1);
             1
         }
+        5 | 6 => seal(start.arg == 5),
         arg => {
             report("forger:arg", false, arg);
             2
@@ -151,4 +154,56 @@ fn forge_and_fault(forge: impl FnOnce(&mut RecoveryPage)) -> u64 {
         forge(&mut *page);
         core::arch::asm!("ud2", options(noreturn))
     }
+}
+
+/// Attacks 5 and 6: a raw scope, sealed or not, whose first run corrupts
+/// `rbx` between the open and the commit — the corruption of a register the
+/// scope's caller relies on, which no fault reveals. Sealed, the kernel must
+/// refuse the commit and fault the task inside the scope (`scope_check`),
+/// so the fault server rolls it back and the re-run (no corruption)
+/// commits: the check is ok with the attempt 1 and `rbx` intact. Unsealed,
+/// the commit closes the scope on the first run: ok with attempt 0 — the
+/// control, showing the seal is what catches it.
+fn seal(sealed: bool) -> u64 {
+    let name = if sealed { "forger:seal" } else { "forger:unsealed" };
+    let (attempt, commit, rbx_kept): (u64, u64, u64);
+    // SAFETY: one asm block opens the scope, may flip rbx, commits, and
+    // restores rbx from its stack copy, so the compiler's rbx is intact
+    // after it whatever happened. The rollback (sealed) returns to the
+    // open with every register and the stack as they were there. rdi,
+    // rcx, r11 (syscall), rax, rdx, rsi are declared clobbered or outputs.
+    unsafe {
+        core::arch::asm!(
+            "push rbx",
+            "sub rsp, 8",
+            "mov rbx, 0x5eed",
+            "syscall",
+            "mov rsi, rax",
+            "test rax, rax",
+            "jnz 2f",
+            "xor rbx, 1",
+            "2:",
+            "mov eax, {commit}",
+            "syscall",
+            "mov rdx, rbx",
+            "add rsp, 8",
+            "pop rbx",
+            commit = const nr::CHECKPOINT_COMMIT,
+            inout("rax") nr::CHECKPOINT_OPEN => commit,
+            inout("rdi") if sealed { libtask::abi::checkpoint::SEAL } else { 0 } => _,
+            out("rsi") attempt,
+            out("rdx") rbx_kept,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    let depth_ok = libtask::checkpoint::kernel_depth() == 0;
+    let ok = if sealed {
+        attempt == 1 && commit == 0 && rbx_kept == 0x5eed && depth_ok
+    } else {
+        attempt == 0 && commit == 0 && rbx_kept == 0x5eed ^ 1 && depth_ok
+    };
+    println!("forger {name}: attempt {attempt}, commit {commit:#x}, rbx {rbx_kept:#x}, depth ok {depth_ok}");
+    report(name, ok, attempt);
+    if ok { 0 } else { 1 }
 }
