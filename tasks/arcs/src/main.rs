@@ -1,0 +1,310 @@
+//! `arcs`: typed shared state under faults and across tasks — an
+//! `Arc<Mutex<Account>>` in a region (`Region<Shared, Mutex<Account>>`),
+//! held at a fault, and passed to another task over typed IPC
+//! (`libtask::ipc::typed`) as one `SharedArc` value.
+//!
+//! | arg | role | checks |
+//! |---|---|---|
+//! | 1 | owner: allocates the account, publishes its token in the statics, waits for the faulter, checks and frees it | `arcs:owner-after-fault` (value = holders), `arcs:freed-once` (value = frees) |
+//! | 2 | faulter: takes the account, locks it and faults (`ud2`) in a scope; at the retry finds it poisoned and its holders exact | `arcs:poisoned-on-retry`, `arcs:count-on-retry` (value = holders: 2) |
+//! | 3 | IPC server on endpoint `acct`: typed `Op` requests, `Arc::from_token` on the account each names | `arcs:server` (value = requests served), `arcs:server-malformed` (value = malformed requests) |
+//! | 4 | IPC client: deposits through the server into an account it holds, a malformed request, a reply of the wrong type, a stale token; `Instant` around a sleep | `arcs:ipc` (value = balance), `arcs:malformed-refused`, `arcs:bad-reply-detected`, `arcs:stale-refused`, `arcs:instant` (value = ms) |
+//! | 5 | reports its instance index (manifest `count > 1`) | `arcs:instance` (value = `Start::instance`) |
+//!
+//! Roles 1 and 2 need `held:map` (region `held`, 8 KiB), 3 and 4
+//! `accts:map` (region `accts`, 8 KiB), 3 `acct:recv`, 4 `acct:send`.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use libtask::checkpoint::checkpoint;
+use libtask::ipc::{self, Message, typed};
+use libtask::sync::{Arc, FromBytes, Mutex, PoisonError, Region, SharedArc, SyncError};
+use libtask::time::{Duration, Instant};
+use libtask::{Start, println, report, syscall};
+use serde::{Deserialize, Serialize};
+
+libtask::entry!(main);
+
+#[derive(FromBytes, Clone, Copy, Debug)]
+#[repr(C)]
+struct Account {
+    balance: u64,
+    ops: u64,
+}
+
+/// An account, shared: what the region's Arc slots hold.
+type Acct = Mutex<Account>;
+
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    /// The owner's account, for the faulter.
+    published: Mutex<SharedArc<Acct>>,
+    /// `published` is set.
+    ready: AtomicU32,
+    /// The faulter is done (its reference dropped).
+    faulter_done: AtomicU32,
+}
+
+type Accounts = Region<Shared, Acct>;
+const SLOTS: u32 = 8;
+const OPENING: u64 = 100;
+const DEPOSITS: u64 = 10;
+const AMOUNT: u64 = 5;
+
+/// The IPC protocol: requests...
+#[derive(Serialize, Deserialize, Debug)]
+enum Op {
+    Deposit { account: SharedArc<Acct>, amount: u64 },
+    Stop,
+}
+
+/// ... and replies.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+enum Reply {
+    /// The balance after the deposit; the account's holders (tasks) while
+    /// the server held it.
+    Balance {
+        balance: u64,
+        holders: u32,
+    },
+    /// `Arc::from_token` refused the token (`SyncError`, by name).
+    Refused {
+        stale: bool,
+    },
+    Stopped {
+        served: u64,
+    },
+}
+
+fn main(start: Start) -> u64 {
+    if start.arg == 5 {
+        println!("arcs: instance {} of its entry (task {})", start.instance, start.id);
+        report("arcs:instance", true, start.instance as u64);
+        return 0;
+    }
+    // Two regions, so that each pair's statistics are its own.
+    let name = if start.arg <= 2 { "held" } else { "accts" };
+    let region = match Accounts::open_arcs(name, SLOTS) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("arcs {}: region: {e}", start.id);
+            report("arcs:region", false, 0);
+            return 1;
+        }
+    };
+    match start.arg {
+        1 => owner(&region),
+        2 => faulter(&region),
+        3 => server(&region),
+        4 => client(&region),
+        other => {
+            println!("arcs: unknown role {other}");
+            return 2;
+        }
+    }
+    0
+}
+
+/// Waits (sleeping) until `f` is set, at most `ms`; whether it was.
+fn wait_flag(f: &AtomicU32, ms: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while f.load(Ordering::Acquire) == 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let _ = syscall::sleep(1);
+    }
+    true
+}
+
+// ---- roles 1 and 2: an Arc<Mutex<T>> held at a fault ----
+
+fn owner(region: &Accounts) {
+    let acct = match Arc::new_in(region, Mutex::new(Account { balance: OPENING, ops: 0 })) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("arcs owner: {e}");
+            report("arcs:owner-after-fault", false, 0);
+            return;
+        }
+    };
+    let s = region.statics();
+    *s.published.lock().unwrap_or_else(PoisonError::into_inner) = Arc::share(&acct);
+    s.ready.store(1, Ordering::Release);
+    let waited = wait_flag(&s.faulter_done, 10_000);
+    // The faulter's faulted attempt gave nothing back twice, kept nothing.
+    let holders = Arc::strong_count(&acct);
+    let (locked, poisoned) = (acct.is_locked(), acct.is_poisoned());
+    let a = *acct.lock().unwrap_or_else(PoisonError::into_inner);
+    println!("arcs owner: holders {holders}, locked {locked}, poisoned {poisoned}, {a:?}");
+    let ok = waited && holders == 1 && !locked && !poisoned && a.balance == OPENING + 1 && a.ops == 1;
+    report("arcs:owner-after-fault", ok, holders as u64);
+    drop(acct); // the last reference: frees the slot
+    let st = region.stats();
+    let live = region.live_slots();
+    let ok = st.allocs == 1 && st.frees == 1 && st.double_frees == 0 && live == 0;
+    println!("arcs owner: allocs {} frees {} double frees {} live {live}", st.allocs, st.frees, st.double_frees);
+    report("arcs:freed-once", ok, st.frees as u64);
+}
+
+fn faulter(region: &Accounts) {
+    let s = region.statics();
+    if !wait_flag(&s.ready, 5000) {
+        report("arcs:count-on-retry", false, 0);
+        return;
+    }
+    let token = *s.published.lock().unwrap_or_else(PoisonError::into_inner);
+    let got = checkpoint(|attempt| {
+        let acct = Arc::from_token(region, token).ok()?;
+        let holders = Arc::strong_count(&acct);
+        let (mut g, poisoned) = match acct.lock() {
+            Ok(g) => (g, false),
+            Err(p) => (p.into_inner(), true),
+        };
+        if poisoned {
+            // A holder faulted mid-update (shared memory is not rolled
+            // back): restore the invariant `balance == OPENING + ops`.
+            g.balance = OPENING + g.ops;
+        }
+        g.balance += 1; // torn if the fault comes now...
+        if attempt.number == 0 {
+            println!("arcs faulter: faulting with the account locked (holders {holders})");
+            // SAFETY: ud2 raises #UD: the fault this test is about.
+            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+        }
+        g.ops += 1; // ... and whole again now
+        drop(g);
+        if poisoned {
+            acct.clear_poison();
+        }
+        Some((holders, poisoned, attempt.number))
+    });
+    let Ok(Some((holders, poisoned, attempt))) = got else {
+        report("arcs:count-on-retry", false, 0);
+        return;
+    };
+    report("arcs:poisoned-on-retry", poisoned && attempt == 1, attempt);
+    // The owner's and ours: the faulted attempt's reference was given back.
+    report("arcs:count-on-retry", holders == 2, holders as u64);
+    s.faulter_done.store(1, Ordering::Release);
+}
+
+// ---- roles 3 and 4: an Arc passed over typed IPC ----
+
+fn server(region: &Accounts) {
+    let Ok(cap) = ipc::cap("acct") else { return report("arcs:server", false, 0) };
+    let (mut served, mut malformed) = (0u64, 0u64);
+    let mut request = typed::recv::<Op>(cap, ipc::Timeout::Forever);
+    loop {
+        let req = match request {
+            Ok(r) => r,
+            Err(e) => {
+                println!("arcs server: receive: {e}");
+                return report("arcs:server", false, served);
+            }
+        };
+        let reply = match req.body {
+            Err(e) => {
+                println!("arcs server: refusing a request: {e}");
+                malformed += 1;
+                None
+            }
+            Ok(Op::Stop) => {
+                let _ = typed::reply(&Reply::Stopped { served });
+                break;
+            }
+            Ok(Op::Deposit { account, amount }) => {
+                served += 1;
+                Some(deposit(region, account, amount))
+            }
+        };
+        request = typed::reply_recv(cap, reply.as_ref(), ipc::Timeout::Forever).map_err(|e| {
+            println!("arcs server: {e}");
+            libtask::Error::BadArgument
+        });
+    }
+    report("arcs:server", served == DEPOSITS + 3, served);
+    report("arcs:server-malformed", malformed == 1, malformed);
+}
+
+/// One deposit into the account a client passed: this task's own reference
+/// while it works on it, given back before the reply.
+fn deposit(region: &Accounts, account: SharedArc<Acct>, amount: u64) -> Reply {
+    let acct = match Arc::from_token(region, account) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("arcs server: token refused: {e}");
+            return Reply::Refused { stale: e == SyncError::Stale };
+        }
+    };
+    let mut g = acct.lock().unwrap_or_else(PoisonError::into_inner);
+    g.balance += amount;
+    g.ops += 1;
+    Reply::Balance { balance: g.balance, holders: Arc::strong_count(&acct) }
+}
+
+fn client(region: &Accounts) {
+    let Ok(cap) = ipc::cap("acct") else { return report("arcs:ipc", false, 0) };
+    let acct = match Arc::new_in(region, Mutex::new(Account { balance: 0, ops: 0 })) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("arcs client: {e}");
+            return report("arcs:ipc", false, 0);
+        }
+    };
+    // Deposits: the account goes to the server as one value, which takes
+    // its own reference (2 holders) and gives it back before replying.
+    let mut ok = true;
+    for i in 1..=DEPOSITS {
+        let op = Op::Deposit { account: Arc::share(&acct), amount: AMOUNT };
+        match typed::call::<Op, Reply>(cap, 0, &op) {
+            Ok(Reply::Balance { balance, holders }) => ok &= balance == i * AMOUNT && holders == 2,
+            other => {
+                println!("arcs client: deposit {i}: {other:?}");
+                ok = false;
+            }
+        }
+    }
+    let a = *acct.lock().unwrap_or_else(PoisonError::into_inner);
+    let holders = Arc::strong_count(&acct);
+    println!("arcs client: {a:?} after {DEPOSITS} deposits; holders now {holders}");
+    report("arcs:ipc", ok && a.balance == DEPOSITS * AMOUNT && a.ops == DEPOSITS && holders == 1, a.balance);
+
+    // A request that is no `Op`: the server refuses it, typed.
+    let garbage = [0xffu8; 3];
+    let r = ipc::call_with(cap, &Message { label: 0, words: [0; 4] }, &garbage, &mut []);
+    let refused = matches!(r, Ok(ref m) if m.msg.label == typed::REPLY_MALFORMED);
+    report("arcs:malformed-refused", refused, r.map(|m| m.msg.label).unwrap_or(u64::MAX));
+
+    // A reply that is not what we expect to decode: an error, not garbage.
+    let op = Op::Deposit { account: Arc::share(&acct), amount: 0 };
+    let r = typed::call::<Op, [u64; 8]>(cap, 0, &op);
+    if let Err(e) = &r {
+        println!("arcs client: as expected, {e}");
+    }
+    report("arcs:bad-reply-detected", matches!(r, Err(typed::TypedError::Malformed(_))), 0);
+
+    // A token of an Arc freed since: the server's from_token says Stale.
+    let gone = Arc::new_in(region, Mutex::new(Account { balance: 0, ops: 0 })).map(|g| Arc::share(&g));
+    let r = gone.map(|token| typed::call::<Op, Reply>(cap, 0, &Op::Deposit { account: token, amount: 1 }));
+    report("arcs:stale-refused", matches!(r, Ok(Ok(Reply::Refused { stale: true }))), 0);
+
+    // A second deposit round through the same typed path after all that.
+    let r = typed::call::<Op, Reply>(cap, 0, &Op::Deposit { account: Arc::share(&acct), amount: AMOUNT });
+    let again = matches!(r, Ok(Reply::Balance { balance, holders: 2 }) if balance == (DEPOSITS + 1) * AMOUNT);
+    report("arcs:ipc-again", again, 0);
+    let _ = typed::call::<Op, Reply>(cap, 0, &Op::Stop);
+
+    // Instant and Duration on the guest clock.
+    let t0 = Instant::now();
+    let slept = libtask::time::sleep(Duration::from_millis(20));
+    let e = t0.elapsed();
+    report(
+        "arcs:instant",
+        slept.is_ok() && e >= Duration::from_millis(20) && e < Duration::from_secs(2),
+        e.as_millis() as u64,
+    );
+}
