@@ -57,7 +57,7 @@ impl Termination for Result<(), abi::syscall::Error> {
         match self {
             Ok(()) => 0,
             Err(e) => {
-                crate::println!("main returned error {}", e.name());
+                crate::println!("main returned error {e}");
                 e as u64
             }
         }

@@ -10,8 +10,10 @@
 //! | 3 | IPC server on endpoint `acct`: typed `Op` requests, `Arc::from_token` on the account each names | `arcs:server` (value = requests served), `arcs:server-malformed` (value = malformed requests) |
 //! | 4 | IPC client: deposits through the server into an account it holds, a malformed request, a reply of the wrong type, a stale token; `Instant` around a sleep | `arcs:ipc` (value = balance), `arcs:malformed-refused`, `arcs:bad-reply-detected`, `arcs:stale-refused`, `arcs:instant` (value = ms) |
 //! | 5 | reports its instance index (manifest `count > 1`) | `arcs:instance` (value = `Start::instance`) |
+//! | 6 | sweeper (`faults/arc-sweep.toml`): [`SWEEP_ROUNDS`] scopes, each taking the account by token, cloning, dropping both handles around a deposit — through the `#[inline(never)]` wrappers the sweep injects into | `arcs:sweeper` (value = rounds) |
+//! | 7 + 100 n | sweep owner: allocates and publishes the account, waits for n sweepers, checks the count and the balance, frees it | `arcs:sweep-holders` (value = holders: 1), `arcs:sweep-balance`, `arcs:sweep-freed` (value = frees: 1) |
 //!
-//! Roles 1 and 2 need `held:map` (region `held`, 8 KiB), 3 and 4
+//! Roles 1, 2, 6 and 7 need `held:map` (region `held`, 8 KiB), 3 and 4
 //! `accts:map` (region `accts`, 8 KiB), 3 `acct:recv`, 4 `acct:send`.
 #![no_std]
 #![no_main]
@@ -28,7 +30,7 @@ libtask::entry!(main);
 
 #[derive(FromBytes, Clone, Copy, Debug)]
 #[repr(C)]
-struct Account {
+pub struct Account {
     balance: u64,
     ops: u64,
 }
@@ -39,13 +41,15 @@ type Acct = Mutex<Account>;
 /// The region's statics.
 #[derive(FromBytes)]
 #[repr(C)]
-struct Shared {
+pub struct Shared {
     /// The owner's account, for the faulter.
     published: Mutex<SharedArc<Acct>>,
     /// `published` is set.
     ready: AtomicU32,
     /// The faulter is done (its reference dropped).
     faulter_done: AtomicU32,
+    /// Sweepers done.
+    sweepers_done: AtomicU32,
 }
 
 type Accounts = Region<Shared, Acct>;
@@ -86,7 +90,7 @@ fn main(start: Start) -> u64 {
         return 0;
     }
     // Two regions, so that each pair's statistics are its own.
-    let name = if start.arg <= 2 { "held" } else { "accts" };
+    let name = if matches!(start.arg % 100, 1 | 2 | 6 | 7) { "held" } else { "accts" };
     let region = match Accounts::open_arcs(name, SLOTS) {
         Ok(r) => r,
         Err(e) => {
@@ -100,6 +104,8 @@ fn main(start: Start) -> u64 {
         2 => faulter(&region),
         3 => server(&region),
         4 => client(&region),
+        6 => sweeper(&region),
+        a if a % 100 == 7 => sweep_owner(&region, (a / 100) as u32),
         other => {
             println!("arcs: unknown role {other}");
             return 2;
@@ -123,17 +129,11 @@ fn wait_flag(f: &AtomicU32, ms: u64) -> bool {
 // ---- roles 1 and 2: an Arc<Mutex<T>> held at a fault ----
 
 fn owner(region: &Accounts) {
-    let acct = match Arc::new_in(region, Mutex::new(Account { balance: OPENING, ops: 0 })) {
-        Ok(a) => a,
-        Err(e) => {
-            println!("arcs owner: {e}");
-            report("arcs:owner-after-fault", false, 0);
-            return;
-        }
+    let Some(acct) = publish(region) else {
+        println!("arcs owner: no account");
+        return report("arcs:owner-after-fault", false, 0);
     };
     let s = region.statics();
-    *s.published.lock().unwrap_or_else(PoisonError::into_inner) = Arc::share(&acct);
-    s.ready.store(1, Ordering::Release);
     let waited = wait_flag(&s.faulter_done, 10_000);
     // The faulter's faulted attempt gave nothing back twice, kept nothing.
     let holders = Arc::strong_count(&acct);
@@ -307,4 +307,92 @@ fn client(region: &Accounts) {
         slept.is_ok() && e >= Duration::from_millis(20) && e < Duration::from_secs(2),
         e.as_millis() as u64,
     );
+}
+
+// ---- roles 6 and 7: the Arc crash-window sweep ----
+
+/// Rounds of a sweeper.
+pub const SWEEP_ROUNDS: u64 = 5;
+
+// The swept operations, one function each, never inlined: the sweep
+// breaks at their entry and single-steps K instructions into them.
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn arcs_from_token(region: &Accounts, token: SharedArc<Acct>) -> Result<Arc<Acct>, SyncError> {
+    Arc::from_token(region, token)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn arcs_clone(a: &Arc<Acct>) -> Arc<Acct> {
+    a.clone()
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn arcs_drop(a: Arc<Acct>) {
+    drop(a)
+}
+
+/// Publishes a fresh account for the sweepers (the owners' common part).
+fn publish(region: &Accounts) -> Option<Arc<Acct>> {
+    let acct = Arc::new_in(region, Mutex::new(Account { balance: OPENING, ops: 0 })).ok()?;
+    let s = region.statics();
+    *s.published.lock().unwrap_or_else(PoisonError::into_inner) = Arc::share(&acct);
+    s.ready.store(1, Ordering::Release);
+    Some(acct)
+}
+
+fn sweeper(region: &Accounts) {
+    let s = region.statics();
+    if !wait_flag(&s.ready, 5000) {
+        return report("arcs:sweeper", false, 0);
+    }
+    let token = *s.published.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut done = 0;
+    for _ in 0..SWEEP_ROUNDS {
+        let r = checkpoint(|_| {
+            let a = arcs_from_token(region, token).ok()?;
+            let b = arcs_clone(&a);
+            arcs_drop(a);
+            {
+                let mut g = match b.lock() {
+                    Ok(g) => g,
+                    Err(p) => {
+                        let mut g = p.into_inner();
+                        g.balance = OPENING + g.ops; // a torn deposit undone
+                        b.clear_poison();
+                        g
+                    }
+                };
+                g.balance += 1;
+                g.ops += 1;
+            }
+            arcs_drop(b);
+            Some(())
+        });
+        done += matches!(r, Ok(Some(()))) as u64;
+    }
+    report("arcs:sweeper", done == SWEEP_ROUNDS, done);
+    s.sweepers_done.fetch_add(1, Ordering::Release);
+}
+
+fn sweep_owner(region: &Accounts, sweepers: u32) {
+    let Some(acct) = publish(region) else { return report("arcs:sweep-holders", false, 0) };
+    let s = region.statics();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.sweepers_done.load(Ordering::Acquire) < sweepers && Instant::now() < deadline {
+        let _ = syscall::sleep(5);
+    }
+    let holders = Arc::strong_count(&acct);
+    report("arcs:sweep-holders", holders == 1 && !acct.is_locked(), holders as u64);
+    let a = *acct.lock().unwrap_or_else(PoisonError::into_inner);
+    let want = OPENING + sweepers as u64 * SWEEP_ROUNDS;
+    report("arcs:sweep-balance", a.balance == want && a.ops == want - OPENING, a.balance);
+    drop(acct);
+    let st = region.stats();
+    let ok = st.allocs == 1 && st.frees == 1 && st.double_frees == 0 && region.live_slots() == 0;
+    println!("arcs sweep owner: allocs {} frees {} double frees {}", st.allocs, st.frees, st.double_frees);
+    report("arcs:sweep-freed", ok, st.frees as u64);
 }
