@@ -71,6 +71,13 @@ pub struct SharedArc<T> {
     _t: PhantomData<T>,
 }
 
+// A token may itself live in shared memory (a mailbox of tokens).
+const _: () = {
+    const fn from_bytes<T: FromBytes>() {}
+    from_bytes::<SharedArc<u64>>();
+    from_bytes::<super::Mutex<[SharedArc<u64>; 4]>>();
+};
+
 impl<T> Clone for SharedArc<T> {
     fn clone(&self) -> Self {
         *self

@@ -74,6 +74,14 @@ pub struct Mutex<T> {
 const _: () = assert!(core::mem::offset_of!(Mutex<u64>, word) as u64 == recovery::layout::mutex::WORD);
 const _: () = assert!(core::mem::offset_of!(Mutex<u64>, poison) as u64 == recovery::layout::mutex::POISON);
 const _: () = assert!(core::mem::offset_of!(Mutex<u64>, data) as u64 == recovery::layout::mutex::DATA);
+// The derive holds for shared data, and a mutex over it is shared data too
+// (a field of a statics struct, an Arc payload): checked when libtask builds.
+const _: () = {
+    const fn from_bytes<T: FromBytes>() {}
+    from_bytes::<Mutex<u64>>();
+    from_bytes::<Mutex<[u32; 4]>>();
+    from_bytes::<[Mutex<u64>; 2]>();
+};
 
 // SAFETY: the data is only reached through a guard, which exists only while
 // the lock word names this task (std's bound: the data moves between tasks

@@ -33,7 +33,14 @@ libtask::entry!(main);
 pub struct Account {
     balance: u64,
     ops: u64,
+    /// Per sweeper instance: rounds applied (the sweep's exactly-once key:
+    /// shared memory is not rolled back, so a retry must know whether its
+    /// faulted attempt's deposit landed).
+    applied: [u64; SWEEPERS],
 }
+
+/// Most sweeper instances.
+const SWEEPERS: usize = 4;
 
 /// An account, shared: what the region's Arc slots hold.
 type Acct = Mutex<Account>;
@@ -104,7 +111,7 @@ fn main(start: Start) -> u64 {
         2 => faulter(&region),
         3 => server(&region),
         4 => client(&region),
-        6 => sweeper(&region),
+        6 => sweeper(&region, start.instance as usize),
         a if a % 100 == 7 => sweep_owner(&region, (a / 100) as u32),
         other => {
             println!("arcs: unknown role {other}");
@@ -248,7 +255,7 @@ fn deposit(region: &Accounts, account: SharedArc<Acct>, amount: u64) -> Reply {
 
 fn client(region: &Accounts) {
     let Ok(cap) = ipc::cap("acct") else { return report("arcs:ipc", false, 0) };
-    let acct = match Arc::new_in(region, Mutex::new(Account { balance: 0, ops: 0 })) {
+    let acct = match Arc::new_in(region, Mutex::new(Account { balance: 0, ops: 0, applied: [0; SWEEPERS] })) {
         Ok(a) => a,
         Err(e) => {
             println!("arcs client: {e}");
@@ -288,7 +295,8 @@ fn client(region: &Accounts) {
     report("arcs:bad-reply-detected", matches!(r, Err(typed::TypedError::Malformed(_))), 0);
 
     // A token of an Arc freed since: the server's from_token says Stale.
-    let gone = Arc::new_in(region, Mutex::new(Account { balance: 0, ops: 0 })).map(|g| Arc::share(&g));
+    let gone =
+        Arc::new_in(region, Mutex::new(Account { balance: 0, ops: 0, applied: [0; SWEEPERS] })).map(|g| Arc::share(&g));
     let r = gone.map(|token| typed::call::<Op, Reply>(cap, 0, &Op::Deposit { account: token, amount: 1 }));
     report("arcs:stale-refused", matches!(r, Ok(Ok(Reply::Refused { stale: true }))), 0);
 
@@ -337,21 +345,21 @@ pub fn arcs_drop(a: Arc<Acct>) {
 
 /// Publishes a fresh account for the sweepers (the owners' common part).
 fn publish(region: &Accounts) -> Option<Arc<Acct>> {
-    let acct = Arc::new_in(region, Mutex::new(Account { balance: OPENING, ops: 0 })).ok()?;
+    let acct = Arc::new_in(region, Mutex::new(Account { balance: OPENING, ops: 0, applied: [0; SWEEPERS] })).ok()?;
     let s = region.statics();
     *s.published.lock().unwrap_or_else(PoisonError::into_inner) = Arc::share(&acct);
     s.ready.store(1, Ordering::Release);
     Some(acct)
 }
 
-fn sweeper(region: &Accounts) {
+fn sweeper(region: &Accounts, me: usize) {
     let s = region.statics();
-    if !wait_flag(&s.ready, 5000) {
+    if me >= SWEEPERS || !wait_flag(&s.ready, 5000) {
         return report("arcs:sweeper", false, 0);
     }
     let token = *s.published.lock().unwrap_or_else(PoisonError::into_inner);
     let mut done = 0;
-    for _ in 0..SWEEP_ROUNDS {
+    for round in 1..=SWEEP_ROUNDS {
         let r = checkpoint(|_| {
             let a = arcs_from_token(region, token).ok()?;
             let b = arcs_clone(&a);
@@ -360,14 +368,22 @@ fn sweeper(region: &Accounts) {
                 let mut g = match b.lock() {
                     Ok(g) => g,
                     Err(p) => {
+                        // A holder faulted mid-deposit. The deposits that
+                        // count are the applied ones; the rest is torn.
                         let mut g = p.into_inner();
-                        g.balance = OPENING + g.ops; // a torn deposit undone
+                        g.ops = g.applied.iter().sum();
+                        g.balance = OPENING + g.ops;
                         b.clear_poison();
                         g
                     }
                 };
-                g.balance += 1;
-                g.ops += 1;
+                // Exactly once: a retry whose attempt's deposit landed
+                // before the fault does not deposit again.
+                if g.applied[me] != round {
+                    g.balance += 1;
+                    g.ops += 1;
+                    g.applied[me] = round;
+                }
             }
             arcs_drop(b);
             Some(())
