@@ -17,6 +17,8 @@
 //! Limits: an encoded value must fit `MAX_BUFFER` bytes
 //! ([`TypedError::TooLarge`]); values are decoded as owned
 //! (`DeserializeOwned`: no borrowing from the buffer, which is reused).
+//! The wire rules (one value exactly, errors as values) are
+//! `abi::typed_msg`, host-tested there.
 
 use super::{Cap, Received, Timeout};
 use abi::ipc::{MAX_BUFFER, Message};
@@ -25,10 +27,7 @@ use core::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Reply label: the request was decoded; the bytes are the reply value.
-pub const REPLY_OK: u64 = 0;
-/// Reply label: the request did not decode (no bytes).
-pub const REPLY_MALFORMED: u64 = 1;
+pub use abi::typed_msg::{DecodeError, REPLY_MALFORMED, REPLY_OK, decode};
 
 /// Why a typed exchange failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,23 +45,6 @@ pub enum TypedError {
     /// [`REPLY_MALFORMED`]: not a typed server.
     BadReply(u64),
 }
-
-/// Why bytes did not decode (postcard's reason).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecodeError {
-    /// Bytes that arrived.
-    pub len: usize,
-    /// postcard's error.
-    pub reason: postcard::Error,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} bytes did not decode: {}", self.len, self.reason)
-    }
-}
-
-impl core::error::Error for DecodeError {}
 
 impl fmt::Display for TypedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,16 +76,7 @@ impl From<Error> for TypedError {
 
 /// Encodes `value` into `buf`; the bytes used.
 pub fn encode<'b, T: Serialize + ?Sized>(value: &T, buf: &'b mut [u8]) -> Result<&'b [u8], TypedError> {
-    postcard::to_slice(value, buf).map(|b| &*b).map_err(|_| TypedError::TooLarge)
-}
-
-/// Decodes a whole `T` from `bytes` (trailing bytes are malformed too).
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok(_) => Err(DecodeError { len: bytes.len(), reason: postcard::Error::DeserializeBadEncoding }),
-        Err(reason) => Err(DecodeError { len: bytes.len(), reason }),
-    }
+    abi::typed_msg::encode(value, buf).map_err(|_| TypedError::TooLarge)
 }
 
 /// `CALL` with a typed request and reply: `label` travels as the message
