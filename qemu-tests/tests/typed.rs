@@ -5,7 +5,8 @@
 //! slot freed once by its last holder; an Arc passed to another task as
 //! one value over typed IPC, with malformed messages, wrong reply types and
 //! stale tokens refused by error values; instance indices for a manifest
-//! entry with `count > 1`.
+//! entry with `count > 1`; one typed view of a region per task and across
+//! tasks (`TypeMismatch`).
 
 use abi::exit::GuestExit;
 use qemu_tests::{Options, Run, boot_image, boot_with, task_bins};
@@ -123,4 +124,23 @@ fn the_arcs_image_runs_clean_and_instances_know_their_index() {
     );
     assert_eq!(run.checks("arcs:freed-once").len(), 1);
     assert_eq!(run.checks("arcs:ipc").len(), 1);
+}
+
+#[test]
+fn a_region_has_one_typed_view_in_a_task_and_across_tasks() {
+    let manifest = format!(
+        "description = \"typed views\"\n{SERVER}\n[[region]]\nname = \"views\"\nsize_kib = 4\n{}{}",
+        task("views", 8, "\"views:map\""),
+        task("other-view", 9, "\"views:map\""),
+    );
+    let run = boot_manifest("typed-views", &manifest);
+    run.expect_exit(GuestExit::Success);
+    // Opened again as the same types: the same statics.
+    ok(&run, "arcs:same-view");
+    // As another statics type of the same size, and with another slot
+    // type: TypeMismatch, in the task that opened it first...
+    assert_eq!(ok(&run, "arcs:other-view-refused")["value"], 2);
+    // ... and in another task, from the header's type fingerprints.
+    ok(&run, "arcs:other-task-view-refused");
+    no_failed_checks(&run);
 }

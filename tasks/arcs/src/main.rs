@@ -11,6 +11,8 @@
 //! | 4 | IPC client: deposits through the server into an account it holds, a malformed request, a reply of the wrong type, a stale token; `Instant` around a sleep | `arcs:ipc` (value = balance), `arcs:malformed-refused`, `arcs:bad-reply-detected`, `arcs:stale-refused`, `arcs:instant` (value = ms) |
 //! | 5 | reports its instance index (manifest `count > 1`) | `arcs:instance` (value = `Start::instance`) |
 //! | 6 | sweeper (`faults/arc-sweep.toml`): [`SWEEP_ROUNDS`] scopes, each taking the account by token, cloning, dropping both handles around a deposit — through the `#[inline(never)]` wrappers the sweep injects into | `arcs:sweeper` (value = rounds) |
+//! | 8 | views: opens region `views` as `Region<ViewA>`, again as `ViewA` (the same view), then as `ViewB` and as `Region<ViewA, u64>` (refused) | `arcs:same-view`, `arcs:other-view-refused` (value = refusals: 2) |
+//! | 9 | opens region `views` as `Region<ViewB>` after role 8 initialized it as `ViewA` (same size): another task's types | `arcs:other-task-view-refused` |
 //! | 7 + 100 n | sweep owner: allocates and publishes the account, waits for n sweepers, checks the count and the balance, frees it | `arcs:sweep-holders` (value = holders: 1), `arcs:sweep-balance`, `arcs:sweep-freed` (value = frees: 1) |
 //!
 //! Roles 1, 2, 6 and 7 need `held:map` (region `held`, 8 KiB), 3 and 4
@@ -91,6 +93,12 @@ enum Reply {
 }
 
 fn main(start: Start) -> u64 {
+    if matches!(start.arg, 8 | 9) {
+        return match start.arg {
+            8 => views(),
+            _ => other_task_view(),
+        };
+    }
     if start.arg == 5 {
         println!("arcs: instance {} of its entry (task {})", start.instance, start.id);
         report("arcs:instance", true, start.instance as u64);
@@ -411,4 +419,52 @@ fn sweep_owner(region: &Accounts, sweepers: u32) {
     let ok = st.allocs == 1 && st.frees == 1 && st.double_frees == 0 && region.live_slots() == 0;
     println!("arcs sweep owner: allocs {} frees {} double frees {}", st.allocs, st.frees, st.double_frees);
     report("arcs:sweep-freed", ok, st.frees as u64);
+}
+
+// ---- roles 8 and 9: one typed view per region ----
+
+/// Two statics types of the same size and alignment: only their
+/// declarations tell them apart.
+#[derive(FromBytes)]
+#[repr(C)]
+pub struct ViewA {
+    counter: AtomicU32,
+    lock: Mutex<u32>,
+}
+
+#[derive(FromBytes)]
+#[repr(C)]
+pub struct ViewB {
+    lock: Mutex<u32>,
+    counter: AtomicU32,
+}
+
+const _: () = assert!(core::mem::size_of::<ViewA>() == core::mem::size_of::<ViewB>());
+
+fn views() -> u64 {
+    let Ok(a) = Region::<ViewA>::open("views") else {
+        report("arcs:same-view", false, 0);
+        return 1;
+    };
+    a.statics().counter.store(7, Ordering::Release);
+    // The same types again: the same bytes, the same view.
+    let again = Region::<ViewA>::open("views");
+    let same = matches!(&again, Ok(r) if core::ptr::eq(r.statics(), a.statics()));
+    report("arcs:same-view", same, 0);
+    // Other types over the same bytes: refused, whatever their size.
+    let b = Region::<ViewB>::open("views").map(|_| ());
+    let with_arcs = Region::<ViewA, u64>::open_arcs("views", 0).map(|_| ());
+    println!("arcs views: as ViewB: {b:?}; as (ViewA, u64): {with_arcs:?}");
+    let refused = [b, with_arcs].iter().filter(|r| **r == Err(SyncError::TypeMismatch)).count();
+    report("arcs:other-view-refused", refused == 2, refused as u64);
+    0
+}
+
+fn other_task_view() -> u64 {
+    // Wait for role 8's region (its initializer's header) to be there.
+    let _ = syscall::sleep(100);
+    let r = Region::<ViewB>::open("views").map(|_| ());
+    println!("arcs other task: as ViewB: {r:?}");
+    report("arcs:other-task-view-refused", r == Err(SyncError::TypeMismatch), 0);
+    0
 }
