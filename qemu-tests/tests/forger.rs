@@ -68,7 +68,11 @@ fn an_arc_entry_naming_a_mutex_releases_nothing() {
 
 #[test]
 fn a_mutex_entry_naming_an_arc_slot_releases_nothing() {
-    fresh_start_for("mutex-on-slot", "mutex entry outside the region's statics area", "forger:mutex-on-slot");
+    fresh_start_for(
+        "mutex-on-slot",
+        "mutex entry outside the region's statics area and Arc payloads",
+        "forger:mutex-on-slot",
+    );
 }
 
 /// The attack of task `name` (a smashed stack pointer in its scope) ended

@@ -33,14 +33,20 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libtask::abi::checkpoint::{ArcEntry, MutexEntry, RECOVERY_MAGIC, RecoveryPage};
 use libtask::abi::syscall::nr;
-use libtask::sync::{Layout, Mutex, Region};
+use libtask::sync::{FromBytes, Mutex, Region};
 use libtask::{Start, println, report, supervise};
 
 libtask::entry!(main);
 
 /// The region: 64 bytes of statics (a `Mutex<u64>` at 0), 4 Arc slots of 8
 /// payload bytes (the first at +128).
-const LAYOUT: Layout = Layout { statics: 64, slot_payload: 8, slots: 4 };
+#[derive(FromBytes)]
+#[repr(C)]
+struct Statics {
+    mutex: Mutex<u64>,
+    _rest: [u64; 6],
+}
+const SLOTS: u32 = 4;
 const SLOT0: u64 = 128;
 
 #[repr(C, align(4096))]
@@ -51,10 +57,10 @@ unsafe impl Sync for Page {}
 static FORGED: Page = Page(UnsafeCell::new(RecoveryPage::EMPTY));
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("forger", LAYOUT) {
+    let region = match Region::<Statics, u64>::open_arcs("forger", SLOTS) {
         Ok(r) => r,
         Err(e) => {
-            println!("forger {}: region: {e:?}", start.id);
+            println!("forger {}: region: {e}", start.id);
             report("forger:region", false, 0);
             return 2;
         }
@@ -70,7 +76,7 @@ fn main(start: Start) -> u64 {
         let w = |o: u64| unsafe { &*((region.base() + o) as *const AtomicU32) }.load(Ordering::Relaxed);
         (w(36), w(40))
     };
-    let _: &Mutex<u64> = region.get(0).expect("the mutex fits the statics");
+    let _: &Mutex<u64> = &region.statics().mutex;
     let second_run = supervise::restart_count() > 0;
     let id = start.id;
     match start.arg {
