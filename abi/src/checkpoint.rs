@@ -44,7 +44,7 @@
 /// Most nested scopes.
 pub const MAX_SCOPES: usize = 8;
 
-/// `rdi` of a `CHECKPOINT_OPEN` that *seals* its scope (libtask's opens all
+/// `rdx` of a `CHECKPOINT_OPEN` that *seals* its scope (libtask's opens all
 /// do): its `CHECKPOINT_COMMIT` must then be made with the callee-saved
 /// registers and the stack pointer exactly as they were at the open, or the
 /// kernel refuses to close the scope and faults the task inside it
@@ -54,8 +54,13 @@ pub const MAX_SCOPES: usize = 8;
 /// the body, an ordinary function, must hand them back as it found them
 /// (the SysV ABI), so a difference is a corruption of state the scope's
 /// caller relies on — a flipped register that would otherwise survive the
-/// commit unseen. Any other `rdi` (a raw open) opens an unsealed scope.
-pub const SEAL: u64 = 0x5345_414c_5343_4f50;
+/// commit unseen. Any other `rdx` (a raw open) opens an unsealed scope.
+///
+/// Its bytes, little-endian, are `0f 0b` four times: `ud2`. libtask loads
+/// it with a `movabs` right before the open, so an instruction skip that
+/// lands inside that `movabs` executes its immediate — and faults cleanly
+/// rather than running whatever other bytes would decode to.
+pub const SEAL: u64 = 0x0b0f_0b0f_0b0f_0b0f;
 /// The registers a seal compares, in the order a `ScopeCheck` fault's
 /// `error_code` indexes them.
 pub const SEAL_REGS: [&str; 7] = ["rbx", "rbp", "r12", "r13", "r14", "r15", "rsp"];

@@ -83,7 +83,7 @@ pub mod nr {
     /// when the scope opens; after a rollback to this scope the task resumes
     /// *here again* with its registers and private memory as they were,
     /// and the call returns the attempt number (1, 2, ...). Scopes nest (at
-    /// most `abi::checkpoint::MAX_SCOPES`). `rdi` = `abi::checkpoint::SEAL`
+    /// most `abi::checkpoint::MAX_SCOPES`). `rdx` = `abi::checkpoint::SEAL`
     /// seals the scope (see there).
     pub const CHECKPOINT_OPEN: u64 = 22;
     /// `checkpoint_commit()`: closes the innermost scope, keeping its

@@ -164,8 +164,15 @@ pub fn kernel_depth() -> usize {
 /// kernel opened nothing and `body` did not run.
 #[inline(never)]
 pub fn checkpoint<R, F: FnOnce(Attempt) -> R>(body: F) -> Result<R, Error> {
-    let mut ctx =
-        Scope { body: Some(body), result: None, parent: registry::depth(), depth: 0, opened: false, open_raw: 0 };
+    let mut ctx = Scope {
+        magic: SCOPE_MAGIC,
+        body: Some(body),
+        result: None,
+        parent: registry::depth(),
+        depth: 0,
+        opened: false,
+        open_raw: 0,
+    };
     let mut raw = run_scope(&mut ctx);
     if !ctx.opened {
         // The kernel opened nothing: it refused (scopes full, no memory),
@@ -192,6 +199,10 @@ pub fn checkpoint<R, F: FnOnce(Attempt) -> R>(body: F) -> Result<R, Error> {
 /// One scope's state, in the `checkpoint` frame (private memory: a
 /// rollback restores it as it was at the open, `body` unconsumed).
 struct Scope<F, R> {
+    /// [`SCOPE_MAGIC`]: `scope_body` checks it before it writes anything
+    /// through the pointer it was handed (a flipped `rdi` must not make it
+    /// write `None` into some other memory — shared memory, even).
+    magic: u64,
     body: Option<F>,
     result: Option<R>,
     /// The page's depth before the open.
@@ -203,6 +214,9 @@ struct Scope<F, R> {
     /// The open's `rax`, for the error when the kernel refused.
     open_raw: u64,
 }
+
+/// [`Scope::magic`].
+const SCOPE_MAGIC: u64 = 0x5c0e_5c0e_0b5e_55ed;
 
 /// Opens a sealed scope, runs [`scope_body`] in it and commits it, all in
 /// `__rewind_checkpoint_scope`; returns the commit's `rax` (meaningless if
@@ -220,9 +234,17 @@ fn run_scope<F: FnOnce(Attempt) -> R, R>(ctx: &mut Scope<F, R>) -> u64 {
 /// open, with the open's `rax`): checks the open from the page, runs the
 /// body, checks the page before the commit. Returns 1 to have the scope
 /// committed, 0 if the kernel opened none (nothing to commit).
-extern "C" fn scope_body<F: FnOnce(Attempt) -> R, R>(ctx: *mut u8, raw: u64) -> u64 {
-    // SAFETY: `run_scope` passes its `&mut Scope<F, R>` (no other
-    // reference to it is used until the asm function returns).
+extern "C" fn scope_body<F: FnOnce(Attempt) -> R, R>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
+    // A read first: the pointer came through `rdi` across the open, where a
+    // flipped bit would make every write below land elsewhere.
+    // SAFETY: `run_scope` passes its `&mut Scope<F, R>`, valid and aligned
+    // (a corrupted pointer faults here or fails the check: a panic inside
+    // the scope, rolled back, then escalated by the policy).
+    if unsafe { core::ptr::read_volatile(&raw const (*ctx.cast::<Scope<F, R>>()).magic) } != SCOPE_MAGIC {
+        panic!("checkpoint: the scope's context at {ctx:p} is not one");
+    }
+    // SAFETY: as above; no other reference to it is used until the asm
+    // function returns.
     let ctx = unsafe { &mut *ctx.cast::<Scope<F, R>>() };
     let parent = ctx.parent;
     // Whether the kernel opened the scope is what the page's `depth` says
@@ -306,47 +328,53 @@ fn precommit(depth: u64) {
 }
 
 unsafe extern "C" {
-    /// `u64 __rewind_checkpoint_scope(u8 *ctx, u64 (*body)(u8 *ctx, u64 open_rax))`.
-    fn __rewind_checkpoint_scope(ctx: *mut u8, body: extern "C" fn(*mut u8, u64) -> u64) -> u64;
+    /// `u64 __rewind_checkpoint_scope(u8 *ctx, u64 (*body)(u8 *ctx, u64 body, u64 open_rax))`.
+    fn __rewind_checkpoint_scope(ctx: *mut u8, body: extern "C" fn(*mut u8, u64, u64) -> u64) -> u64;
 }
 
 // __rewind_checkpoint_scope(rdi = ctx, rsi = body): a C-ABI function, the
-// scope's own frame. Keeps ctx and body in its 24-byte frame, opens a
-// *sealed* scope (`rdi` = SEAL), calls body(ctx, open's rax) and, if body
-// returns non-zero, commits. Between the two `syscall`s it writes none of
-// rbx, rbp, r12-r15 and does not move rsp, and body must hand them back as
-// it found them (SysV ABI): so at the commit they are what the kernel
-// recorded at the open — the seal the kernel checks — unless something
-// corrupted them inside the scope. Returns the commit's rax (body's 0 when
-// there was no commit). Clobbers the caller-saved registers. After a
-// rollback the kernel resumes it right after the open with the open's
-// registers (rdi = SEAL, rsi = body) and rax = the attempt: it reloads ctx
-// from its frame, which the rollback restored. CFI for every instruction,
-// so the fault server's walk finds the scope's frame (this function: its
-// symbol is how the server recognises it) from a fault anywhere in it.
+// scope's own frame. Opens a *sealed* scope (`rdx` = SEAL), calls
+// body(ctx, body, open's rax) and, if body returns non-zero, commits.
+// Between the two `syscall`s it writes none of rbx, rbp, r12-r15 and does
+// not move rsp, and body must hand them back as it found them (SysV ABI):
+// so at the commit they are what the kernel recorded at the open — the
+// seal the kernel checks — unless something corrupted them inside the
+// scope. Returns the commit's rax (body's 0 when there was no commit).
+// Clobbers the caller-saved registers.
+//
+// ctx and body stay in rdi and rsi, which the kernel preserves across the
+// `syscall` and restores at a rollback (it resumes right after the open
+// with the open's registers and rax = the attempt): no memory slot whose
+// store a skipped instruction could leave stale (the sweeps of
+// `faults/checkpoint-sweep.toml` found one: a stale slot read as the
+// context pointer, and its writes landed in a shared region's header).
+// What precedes the open is chosen so that a skipped instruction faults
+// or is caught rather than writes: the call number comes from the stack
+// word the aligning push left (`mov eax, imm32`'s zero bytes would decode
+// as `add [rax], al`), and the seal's bytes are `ud2`s. CFI for every
+// instruction, so the fault server's walk finds the scope's frame (this
+// function: its symbol is how the server recognises it) from a fault
+// anywhere in it.
 core::arch::global_asm!(
     ".section .text.__rewind_checkpoint_scope, \"ax\", @progbits",
     ".global __rewind_checkpoint_scope",
     ".type __rewind_checkpoint_scope, @function",
     "__rewind_checkpoint_scope:",
     ".cfi_startproc",
-    "    sub rsp, 24",
-    ".cfi_adjust_cfa_offset 24",
-    "    mov [rsp], rdi",
-    "    mov [rsp + 8], rsi",
-    "    movabs rdi, {seal}",
-    "    mov eax, {open}",
+    "    push {open}",
+    ".cfi_adjust_cfa_offset 8",
+    "    movabs rdx, {seal}",
+    "    mov rax, [rsp]",
     "    syscall",
-    "    mov rdi, [rsp]",
-    "    mov rsi, rax",
-    "    call qword ptr [rsp + 8]",
+    "    mov rdx, rax",
+    "    call rsi",
     "    test rax, rax",
     "    jz 2f",
     "    mov eax, {commit}",
     "    syscall",
     "2:",
-    "    add rsp, 24",
-    ".cfi_adjust_cfa_offset -24",
+    "    add rsp, 8",
+    ".cfi_adjust_cfa_offset -8",
     "    ret",
     ".cfi_endproc",
     ".size __rewind_checkpoint_scope, . - __rewind_checkpoint_scope",

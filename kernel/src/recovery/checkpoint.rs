@@ -60,7 +60,7 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         }
         return Err(Error::NoMemory);
     }
-    let sealed = frame.rdi == abi::checkpoint::SEAL;
+    let sealed = frame.rdx == abi::checkpoint::SEAL;
     let _ = task.scopes.push(Scope { frame, attempt: 0, sealed });
     Ok(0)
 }

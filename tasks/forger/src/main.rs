@@ -17,7 +17,7 @@
 //! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` |
 //! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope | `forger:kernel-rsp` (on the re-run) |
 //! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` (on the re-run) |
-//! | 5 | a *sealed* scope (raw open, `rdi = SEAL`) whose first run flips a bit of `rbx` before the commit | `forger:seal` (the commit faulted, the re-run committed) |
+//! | 5 | a *sealed* scope (raw open, `rdx = SEAL`) whose first run flips a bit of `rbx` before the commit | `forger:seal` (the commit faulted, the re-run committed) |
 //! | 6 | the same in an *unsealed* scope: the control | `forger:unsealed` (the commit closed the scope, no fault) |
 //!
 //! Attacks 1 and 2 register a recovery page of their own making
@@ -176,8 +176,9 @@ fn seal(sealed: bool) -> u64 {
     // SAFETY: one asm block opens the scope, may flip rbx, commits, and
     // restores rbx from its stack copy, so the compiler's rbx is intact
     // after it whatever happened. The rollback (sealed) returns to the
-    // open with every register and the stack as they were there. rdi,
-    // rcx, r11 (syscall), rax, rdx, rsi are declared clobbered or outputs.
+    // open with every register and the stack as they were there. rcx,
+    // r11 (syscall), rax, rdx (the seal flag in, rbx out), rsi are declared
+    // clobbered or outputs.
     unsafe {
         core::arch::asm!(
             "push rbx",
@@ -196,9 +197,8 @@ fn seal(sealed: bool) -> u64 {
             "pop rbx",
             commit = const nr::CHECKPOINT_COMMIT,
             inout("rax") nr::CHECKPOINT_OPEN => commit,
-            inout("rdi") if sealed { libtask::abi::checkpoint::SEAL } else { 0 } => _,
+            inout("rdx") if sealed { libtask::abi::checkpoint::SEAL } else { 0 } => rbx_kept,
             out("rsi") attempt,
-            out("rdx") rbx_kept,
             out("rcx") _,
             out("r11") _,
         );
