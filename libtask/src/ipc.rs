@@ -29,6 +29,9 @@
 //! is stated at each asm block.
 
 pub mod raw;
+pub mod server;
+
+pub use server::{CallError, Request, Server, call_server, serve};
 
 use abi::ipc::{MAX_BUFFER, MSG_WORDS, POLL, WAIT_FOREVER};
 use abi::syscall::{Error, nr};
@@ -130,8 +133,21 @@ fn ipc(
     recv: &mut [u8],
     timeout: Timeout,
 ) -> Result<(u64, Received), Error> {
+    ipc_detail(nr, cap, msg, send, recv, timeout).map_err(|(e, _)| e)
+}
+
+/// [`ipc`], with `rdx` next to an error (`Restarted`/`Stopped` carry the
+/// server's generation there).
+fn ipc_detail(
+    nr: u64,
+    cap: u64,
+    msg: &Message,
+    send: &[u8],
+    recv: &mut [u8],
+    timeout: Timeout,
+) -> Result<(u64, Received), (Error, u64)> {
     if send.len() > MAX_BUFFER {
-        return Err(Error::BadArgument);
+        return Err((Error::BadArgument, 0));
     }
     let mut r = IpcRegs {
         rax: nr,
@@ -156,7 +172,7 @@ fn ipc(
         // kernel only reads.
         unsafe { raw::exchange(&mut r) };
     }
-    let value = Error::decode(r.rax)?;
+    let value = Error::decode(r.rax).map_err(|e| (e, r.words[0]))?;
     let received =
         Received { badge: r.rdi, msg: Message { label: r.rsi, words: r.words }, len: (r.r13 as usize).min(recv.len()) };
     Ok((value, received))

@@ -60,7 +60,7 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         }
         return Err(Error::NoMemory);
     }
-    let _ = task.scopes.push(Scope { frame, attempt: 0 });
+    let _ = task.scopes.push(Scope { frame, attempt: 0, reply_to: task.reply_to });
     Ok(0)
 }
 
