@@ -218,3 +218,27 @@ fn ipc_server_exits_holding_a_request_caller_gets_stopped() {
     let exits = run.task_events("task_exit", "server");
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "{exits:#?}");
 }
+
+// ---- what a scope may hold ----
+
+#[test]
+fn ipc_scope_holds_at_most_max_held_requests_unanswered_ones_fail_at_commit() {
+    let clients: String = (0..abi::ipc::MAX_HELD).map(|i| task(&format!("client-{i}"), 11, "send")).collect();
+    let manifest = format!("{NO_SUPERVISOR}{}{clients}", task("server", 5, "recv"));
+    let run = boot_plan("ipc-scope-full", &manifest, "");
+    run.expect_exit(GuestExit::Success);
+    // One more receive in the full scope: `NoMemory`, nothing taken; a
+    // reply with a buffer inside the scope: `BadArgument` (held replies are
+    // registers only), the reply right kept for the reply that follows.
+    assert_eq!(values(&run, "server:full"), [(true, Error::NoMemory as u64)], "{}", run.console);
+    assert_eq!(values(&run, "server:buffer-reply"), [(true, Error::BadArgument as u64)]);
+    assert_eq!(values(&run, "server:committed"), [(true, 0)]);
+    // At the commit: the request replied to is answered; the three whose
+    // reply right the later receives replaced can no longer be answered and
+    // fail with `BadTask` — none waits forever.
+    let mut firsts: Vec<u64> = values(&run, "client:first-call").into_iter().map(|(_, v)| v).collect();
+    firsts.sort();
+    assert_eq!(firsts, [0, BAD_TASK, BAD_TASK, BAD_TASK], "{}", run.console);
+    assert_eq!(values(&run, "client:first-answer"), [(true, SLOW)]);
+    assert_eq!(run.event("all_tasks_done")["blocked"], 0);
+}

@@ -18,6 +18,7 @@
 //! | 2 | server whose request handling is a checkpoint scope (`recv`, hold, `reply` inside): a kill rolls it back; check `server:attempt` per scope run |
 //! | 3 | server that exits (code 0) holding its first request, without replying |
 //! | 4 | server that receives *outside* any scope, then holds and replies inside one: a kill rolls back a scope that does not hold the request; check `server:attempt` per scope run, `server:reply` |
+//! | 5 | server that receives `abi::ipc::MAX_HELD` (4) requests in one scope: check `server:full` (value = the error code of one more `recv`, `POLL`), `server:buffer-reply` (value = the error code of a reply with a buffer in the scope), then replies to the last request (the only one it has a reply right for) and commits; check `server:committed` |
 //! | 10 | client: `call(SLOW)`, check `client:first-call` (value = the error code, 0 for a reply), then `client:first-answer` (value = the request label the reply answers) or `client:generation` (value = the server's generation a `Restarted`/`Stopped` error carries); then `call(FAST)`, check `client:retry` (value = the request label the reply answers) |
 //! | 11 | client: `call(SLOW)`, check `client:first-call` (and `client:first-answer` / `client:generation`), no retry |
 //! | 12 | client whose call is a checkpoint scope: check `client:attempt` (value = attempt number) per run, then `client:reply` (value = the label the reply answers) |
@@ -52,6 +53,7 @@ fn main(start: Start) -> u64 {
         2 => scoped_server(svc),
         3 => exiting_server(svc),
         4 => half_scoped_server(svc),
+        5 => full_server(svc),
         10 => client(svc, true),
         11 => client(svc, false),
         12 => scoped_client(svc),
@@ -121,6 +123,24 @@ fn half_scoped_server(svc: Cap) -> u64 {
         });
         report("server:reply", r.is_ok(), code(&r));
     }
+}
+
+fn full_server(svc: Cap) -> u64 {
+    let r = checkpoint(|_| {
+        let mut last = 0;
+        for _ in 0..libtask::abi::ipc::MAX_HELD {
+            last = ipc::recv(svc, Timeout::Forever)?.msg.label;
+        }
+        let more = ipc::recv(svc, Timeout::Poll);
+        report("server:full", more.is_err(), code(&more));
+        let buffered = ipc::reply_with(&Message::default(), &[1, 2, 3]);
+        report("server:buffer-reply", buffered.is_err(), code(&buffered));
+        ipc::reply(&Message { label: last + 1, words: [0, last, 0, 0] })
+    });
+    let r = r.and_then(|r| r);
+    report("server:committed", r.is_ok(), code(&r));
+    let _ = syscall::sleep(50);
+    0
 }
 
 fn exiting_server(svc: Cap) -> u64 {
