@@ -211,7 +211,20 @@ fn dispatch(s: &mut Scheduler) {
         nr::TASK_CTL => crate::recovery::supervise::task_ctl(s),
         nr::EMIT => emit(task, a0, a1),
         nr::CHECKPOINT_OPEN => crate::recovery::checkpoint::open(task),
-        nr::CHECKPOINT_COMMIT => commit(s),
+        nr::CHECKPOINT_COMMIT => {
+            // The scope closes; what it held of IPC goes to its parent or,
+            // at the outermost commit, its held replies are delivered
+            // (`ipc::held`). `task` is the current task.
+            let n = task.scopes.len();
+            let r = crate::recovery::checkpoint::commit(task);
+            if r.is_ok()
+                && !task.held.is_empty()
+                && let Some(me) = s.current_index()
+            {
+                ipc::held::on_commit(s, me, n);
+            }
+            r
+        }
         nr::FUTEX_WAIT => ipc::futex::wait(s),
         nr::FUTEX_WAKE => ipc::futex::wake(s),
         nr::SET_RECOVERY => set_recovery(task, a0),
@@ -225,17 +238,6 @@ fn dispatch(s: &mut Scheduler) {
         Ok(v) => v,
         Err(e) => e.to_raw(),
     };
-}
-
-/// `CHECKPOINT_COMMIT`: the scope closes, and what it held of IPC goes to
-/// its parent, or, at the outermost commit, its held replies are delivered
-/// (`ipc::held`).
-fn commit(s: &mut Scheduler) -> SysResult {
-    let me = s.current_index().ok_or(Error::BadTask)?;
-    let n = s.tasks[me].scopes.len();
-    let r = crate::recovery::checkpoint::commit(&mut s.tasks[me])?;
-    ipc::held::on_commit(s, me, n);
-    Ok(r)
 }
 
 fn bad_pointer(_: SpaceError) -> Error {

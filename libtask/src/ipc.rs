@@ -6,6 +6,10 @@
 //! [`recv`], [`reply`], [`reply_recv`] — each with a `_with` form that also
 //! moves a byte buffer (at most `abi::ipc::MAX_BUFFER` bytes); notifications
 //! are [`signal`] and [`wait`]. Everything returns `Result<_, Error>`.
+//! A server that handles each request in a checkpoint scope, replying at
+//! the commit, is [`serve`] / [`Server`]; its clients use [`call_server`],
+//! whose error tells a restarted or stopped server apart, with its
+//! generation ([`server`]'s note).
 //!
 //! ## Why the register shuffling lives in two places
 //!

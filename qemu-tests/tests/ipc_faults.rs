@@ -3,7 +3,8 @@
 //! Each test boots an image written here — a server on endpoint `svc` and
 //! its clients, all `tasks/ipcfault` (roles by `arg`, listed in its
 //! `//!` note), with or without the fault server — under `-icount`, with
-//! an injection plan that kills the client or the server at tick 100.
+//! an injection plan that kills the client or the server at tick 100
+//! (the last test, of a scope's bounds, needs no kill).
 //! At that tick the call is in flight: the client called a request the
 //! server holds for 400 ms before replying (the kill is the scenario's
 //! setup, not a timing assertion: nothing here measures time). The tests

@@ -58,9 +58,14 @@ fn kv_invariants_hold(run: &Run) {
     let clients = run.checks("kv:client");
     assert_eq!(clients.len(), 3, "{}: {clients:#?}\n{}", run.name, run.console);
     assert!(clients.iter().all(|c| c["value"] == 100), "{clients:#?}");
-    for (name, value) in
-        [("kv:sequence", 0), ("kv:answered", 300), ("kv:total", 8000), ("kv:ledger", 300), ("kv:arcs", 3), ("kv:audit", 1)]
-    {
+    for (name, value) in [
+        ("kv:sequence", 0),
+        ("kv:answered", 300),
+        ("kv:total", 8000),
+        ("kv:ledger", 300),
+        ("kv:arcs", 3),
+        ("kv:audit", 1),
+    ] {
         let found = run.checks(name);
         assert_eq!(found.len(), 1, "{}: one {name}: {found:#?}\n{}", run.name, run.console);
         assert_eq!(found[0]["value"], value, "{}: {name}: {}", run.name, found[0]);
@@ -97,7 +102,11 @@ fn rolled_back_mid_request(run: &Run, kind: &str) {
     assert_eq!(fault["kind"], kind, "{fault}");
     assert_eq!(report["action"], "rollback", "{report}");
     let names = frames(run, &fault["seq"]);
-    assert!(names.iter().any(|f| f.contains("kv::handle") || f.contains("kv::apply_once")), "{}: not mid-request: {names:?}", run.name);
+    assert!(
+        names.iter().any(|f| f.contains("kv::handle") || f.contains("kv::apply_once")),
+        "{}: not mid-request: {names:?}",
+        run.name
+    );
 }
 
 #[test]
@@ -133,7 +142,10 @@ fn txipc_kv_server_killed_in_recv_inside_its_scope_loses_nothing() {
     // in a handler: the clients were pausing.
     let names = frames(&run, &fault["seq"]);
     assert!(names.iter().any(|f| f == "libtask::ipc::recv"), "{names:?}");
-    assert!(names.iter().any(|f| f.contains("libtask::checkpoint::checkpoint") && f.contains("Server>::next")), "{names:?}");
+    assert!(
+        names.iter().any(|f| f.contains("libtask::checkpoint::checkpoint") && f.contains("Server>::next")),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|f| f.contains("kv::handle")), "{names:?}");
     kv_invariants_hold(&run);
 }
@@ -149,4 +161,3 @@ fn txipc_kv_server_ud_kill_and_hang_in_one_run_every_call_answered_exactly_once(
     assert!(faults.iter().all(|(_, r)| r["action"] == "rollback"), "{faults:#?}");
     kv_invariants_hold(&run);
 }
-

@@ -11,8 +11,8 @@
 //! already waiting and the message is registers only; everything else goes
 //! the general way below, which the fastpath's result is identical to.
 
-use super::{deadline, held};
 use super::message::{Outgoing, check_receive_buffer, deliver};
+use super::{deadline, held};
 use crate::arch::trap_entry::TrapFrame;
 use crate::recovery::fault;
 use crate::sched::{self, Scheduler};

@@ -158,40 +158,52 @@ pub fn on_commit(s: &mut Scheduler, me: usize, n: usize) {
 /// are queued again on their endpoints, first in line, in the order they
 /// were received; replies they made are forgotten; the reply right is what
 /// it was at the scope's open if an outer scope still holds that request.
-/// Callers whose request no scope held (received outside any scope) get
-/// `BadTask`, as do callers of a rolled-back *client* nothing: its reply
-/// rights elsewhere are dropped ([`super::drop_rights_to`]).
+/// Callers whose request no scope holds (received outside any scope) get
+/// `BadTask`; reply rights other tasks hold to answer this one (it may be
+/// a client, rolled back mid-call) are dropped. One pass over the task
+/// table when nothing is held, as before scopes held requests: this is on
+/// the fault -> checkpoint path.
 pub fn on_rollback(s: &mut Scheduler, idx: usize, depth: usize) {
     let id = s.tasks[idx].id;
-    let at_open = s.tasks[idx].scopes.get(depth.wrapping_sub(1)).and_then(|sc| sc.reply_to);
-    let held = core::mem::take(&mut s.tasks[idx].held);
-    let mut kept = heapless::Vec::<Held, MAX_HELD>::new();
-    let mut requeued = 0u64;
-    for mut h in held {
-        let Some(c) = waiting(s, id, &h) else { continue };
-        if h.depth >= depth {
-            // `since` below every real order (`Scheduler::order` starts at
-            // `MAX_HELD`): first in line, in the order received.
-            s.tasks[c].state = State::SendBlocked { ep: h.ep, call: true, badge: h.badge, since: requeued };
-            requeued += 1;
-        } else {
-            if h.reply.is_some_and(|r| r.depth >= depth) {
-                h.reply = None;
+    // The callers an outer scope still holds (not to be failed below).
+    let mut kept_callers = [0 as TaskId; MAX_HELD];
+    let mut kept_n = 0;
+    if s.tasks[idx].held.is_empty() {
+        s.tasks[idx].reply_to = None;
+    } else {
+        let at_open = s.tasks[idx].scopes.get(depth.wrapping_sub(1)).and_then(|sc| sc.reply_to);
+        let held = core::mem::take(&mut s.tasks[idx].held);
+        let mut kept = heapless::Vec::<Held, MAX_HELD>::new();
+        let mut requeued = 0u64;
+        for mut h in held {
+            let Some(c) = waiting(s, id, &h) else { continue };
+            if h.depth >= depth {
+                // `since` below every real order (`Scheduler::order` starts
+                // at `MAX_HELD`): first in line, in the order received.
+                s.tasks[c].state = State::SendBlocked { ep: h.ep, call: true, badge: h.badge, since: requeued };
+                requeued += 1;
+            } else {
+                if h.reply.is_some_and(|r| r.depth >= depth) {
+                    h.reply = None;
+                }
+                kept_callers[kept_n] = h.caller;
+                kept_n += 1;
+                let _ = kept.push(h);
             }
-            let _ = kept.push(h);
+        }
+        let t = &mut s.tasks[idx];
+        t.reply_to = at_open.filter(|c| kept.iter().any(|h| h.caller == *c && h.reply.is_none()));
+        t.held = kept;
+    }
+    let kept_callers = &kept_callers[..kept_n];
+    for t in s.tasks.iter_mut() {
+        // Requests received outside any scope are lost with the rolled-back run.
+        if t.state == (State::ReplyBlocked { server: id }) && !kept_callers.contains(&t.id) {
+            t.state = State::Runnable;
+            t.save.frame.rax = Error::BadTask.to_raw();
+        }
+        if t.reply_to == Some(id) {
+            t.reply_to = None;
         }
     }
-    let t = &mut s.tasks[idx];
-    t.reply_to = at_open.filter(|c| kept.iter().any(|h| h.caller == *c && h.reply.is_none()));
-    t.held = kept;
-    // Requests received outside any scope are lost with the rolled-back run.
-    for i in 0..s.tasks.len() {
-        if s.tasks[i].state == (State::ReplyBlocked { server: id })
-            && !s.tasks[idx].held.iter().any(|h| h.caller == s.tasks[i].id)
-        {
-            s.tasks[i].state = State::Runnable;
-            s.tasks[i].save.frame.rax = Error::BadTask.to_raw();
-        }
-    }
-    super::drop_rights_to(s, id);
 }

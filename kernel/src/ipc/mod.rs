@@ -124,13 +124,15 @@ pub fn abandon(s: &mut Scheduler, id: TaskId, gone: Gone) {
 }
 
 /// Task `id` is starting over or gone: reply rights other tasks hold to
-/// answer it (and their scopes' held requests of it) are dropped.
-pub fn drop_rights_to(s: &mut Scheduler, id: TaskId) {
+/// answer it are dropped. (Their scopes' held requests of it need no
+/// sweep: a held entry names its caller with the caller's fault and
+/// restart counts, which every way of leaving a call but a reply or
+/// an end for good changes, and an ended caller never waits again.)
+fn drop_rights_to(s: &mut Scheduler, id: TaskId) {
     for t in s.tasks.iter_mut() {
         if t.reply_to == Some(id) {
             t.reply_to = None;
         }
-        t.held.retain(|h| h.caller != id);
     }
 }
 
