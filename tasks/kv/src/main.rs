@@ -49,7 +49,8 @@
 //! | `kv:audit` | the last client | the audit call was answered with 1 | the result |
 //!
 //! Roles (`arg`): 1 server; `10 + n` client of `n` clients (its client
-//! number from its task id order: `arg` 10+n, `count` n). Clients make
+//! number from its task id order: `arg` 10+n, `count` n); `20 + n` the
+//! same client without the pause (`faults/kv-storm.toml`). Clients make
 //! [`ROUNDS`] calls; after the first half they all sleep until tick
 //! [`PAUSE_UNTIL`], so the server sits idle in `recv` inside its scope
 //! there (where a test kills it).
@@ -138,7 +139,8 @@ fn main(start: Start) -> u64 {
     };
     match start.arg {
         1 => server(&region),
-        a @ 11..=18 => client(&region, start.id, a - 10),
+        a @ 11..=18 => client(&region, start.id, a - 10, true),
+        a @ 21..=28 => client(&region, start.id, a - 20, false),
         other => {
             println!("kv: unknown role {other}");
             2
@@ -315,7 +317,7 @@ fn set(place: &mut u64, value: u64) {
 
 // ---- the clients ----
 
-fn client(region: &Region, id: u64, clients: u64) -> u64 {
+fn client(region: &Region, id: u64, clients: u64, pause: bool) -> u64 {
     let Ok(kv) = ipc::cap("kv") else {
         report("kv:caps", false, 0);
         return 1;
@@ -325,7 +327,7 @@ fn client(region: &Region, id: u64, clients: u64) -> u64 {
     let done = region.get::<AtomicU32>(at::DONE).expect("counter");
     let (mut counter, mut value, mut answered, mut wrong) = (0u64, 0u64, 0u64, 0u64);
     for seq in 1..=ROUNDS {
-        if seq == ROUNDS / 2 + 1 {
+        if pause && seq == ROUNDS / 2 + 1 {
             while syscall::ticks() < PAUSE_UNTIL {
                 let _ = syscall::sleep(PAUSE_UNTIL - syscall::ticks());
             }
