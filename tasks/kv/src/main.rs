@@ -40,7 +40,8 @@
 //! | name | by | ok when | value |
 //! |---|---|---|---|
 //! | `kv:client` | each client | every call answered once, each reply for its own `seq`, every counter and value as expected | calls answered |
-//! | `kv:call-error` | a client | never (a call failed) | the error code |
+//! | `kv:call-error` | a client | never (a call failed; the client stops calling) | the error code |
+//! | `kv:generation` | a client whose call failed with `Restarted`/`Stopped` | always | the server's generation the error carried |
 //! | `kv:sequence` | server, at the audit | each client's requests arrived exactly in order 1, 2, 3 ... (a doubled or lost request breaks it) | violations |
 //! | `kv:answered` | server | requests answered (committed; the audit not counted) = clients × [`ROUNDS`] | answered |
 //! | `kv:total` | server | the accounts' total is conserved | the total |
@@ -375,22 +376,17 @@ fn client(region: &Region, id: u64, clients: u64, pause: bool) -> u64 {
     0
 }
 
-/// The raw error code of a failed call (the generation is in the event's
-/// console line).
+/// The raw error code of a failed call; a restart or stop of the server
+/// is also reported with the generation it carried (`kv:generation`).
 fn code(e: CallError) -> u64 {
-    match e {
-        CallError::Restarted { generation } => {
-            println!("kv client: server restarted (generation {generation})");
-            abi_code(libtask::Error::Restarted)
-        }
-        CallError::Stopped { generation } => {
-            println!("kv client: server stopped (generation {generation})");
-            abi_code(libtask::Error::Stopped)
-        }
-        CallError::Other(e) => abi_code(e),
+    let (error, generation) = match e {
+        CallError::Restarted { generation } => (libtask::Error::Restarted, Some(generation)),
+        CallError::Stopped { generation } => (libtask::Error::Stopped, Some(generation)),
+        CallError::Other(e) => (e, None),
+    };
+    if let Some(generation) = generation {
+        println!("kv client: {}: the server's generation is now {generation}", error.name());
+        report("kv:generation", true, generation);
     }
-}
-
-fn abi_code(e: libtask::Error) -> u64 {
-    e as u64
+    error as u64
 }
