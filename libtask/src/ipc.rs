@@ -34,6 +34,7 @@
 
 pub mod raw;
 pub mod server;
+pub mod typed;
 
 pub use server::{CallError, Request, Server, call_server, serve};
 

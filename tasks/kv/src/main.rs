@@ -63,7 +63,7 @@ extern crate alloc;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 use libtask::ipc::{self, CallError, Message, Request, Server};
-use libtask::sync::{Arc, Layout, Mutex, MutexGuard, Plain, Region};
+use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, Region};
 use libtask::{Start, println, report, syscall};
 
 libtask::entry!(main);
@@ -91,8 +91,8 @@ pub mod op {
 
 /// The ledger's undo-free journal: the update in progress, rolled forward
 /// by whoever finds the mutex poisoned (it is idempotent: assignments).
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Journal {
     active: u64,
     client: u64,
@@ -100,8 +100,8 @@ struct Journal {
     applied: u64,
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Ledger {
     applied: [u64; MAX_CLIENTS],
     last_seq: [u64; MAX_CLIENTS],
@@ -109,28 +109,27 @@ struct Ledger {
 }
 
 /// A client's value, in an Arc slot.
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Value {
     v: u64,
 }
 
-// SAFETY: only u64 fields: every bit pattern is valid, nothing owned.
-unsafe impl Plain for Journal {}
-// SAFETY: as above.
-unsafe impl Plain for Ledger {}
-// SAFETY: as above.
-unsafe impl Plain for Value {}
-
-/// Offsets in the region's statics area.
-mod at {
-    pub const LEDGER: u32 = 0; // Mutex<Ledger>: 8 + 128 + 32 bytes
-    pub const DONE: u32 = 192; // AtomicU32: clients finished
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    ledger: Mutex<Ledger>,
+    /// Clients finished.
+    done: AtomicU32,
 }
-const LAYOUT: Layout = Layout { statics: 256, slot_payload: 8, slots: 16 };
+
+/// Region `kv-store`: the statics and [`SLOTS`] Arc slots of [`Value`].
+type Kv = Region<Shared, Value>;
+const SLOTS: u32 = 16;
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("kv-store", LAYOUT) {
+    let region = match Kv::open_arcs("kv-store", SLOTS) {
         Ok(r) => r,
         Err(e) => {
             println!("kv {}: region: {e:?}", start.id);
@@ -173,12 +172,12 @@ struct Store {
     audited: bool,
 }
 
-fn server(region: &Region) -> u64 {
+fn server(region: &Kv) -> u64 {
     let Ok(ep) = ipc::cap("kv") else {
         report("kv:caps", false, 0);
         return 1;
     };
-    let ledger = region.get::<Mutex<Ledger>>(at::LEDGER).expect("the ledger fits the statics");
+    let ledger = &region.statics().ledger;
     let store = RefCell::new(Store {
         accounts: [OPENING; ACCOUNTS],
         counters: [0; MAX_CLIENTS],
@@ -223,7 +222,7 @@ fn server(region: &Region) -> u64 {
 }
 
 /// One request, inside its scope.
-fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Region, req: &Request) -> Message {
+fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> Message {
     let [client, seq, a, b] = req.msg.words;
     let c = client as usize;
     let label = req.msg.label;
@@ -318,14 +317,14 @@ fn set(place: &mut u64, value: u64) {
 
 // ---- the clients ----
 
-fn client(region: &Region, id: u64, clients: u64, pause: bool) -> u64 {
+fn client(region: &Kv, id: u64, clients: u64, pause: bool) -> u64 {
     let Ok(kv) = ipc::cap("kv") else {
         report("kv:caps", false, 0);
         return 1;
     };
     // Client numbers 0.. in task order: clients are consecutive tasks.
     let me = (id - 1) % clients.max(1);
-    let done = region.get::<AtomicU32>(at::DONE).expect("counter");
+    let done = &region.statics().done;
     let (mut counter, mut value, mut answered, mut wrong) = (0u64, 0u64, 0u64, 0u64);
     for seq in 1..=ROUNDS {
         if pause && seq == ROUNDS / 2 + 1 {
