@@ -33,6 +33,11 @@
 pub const MSG_WORDS: usize = 4;
 /// Largest buffer a message carries.
 pub const MAX_BUFFER: usize = 1024;
+/// Most requests a task's checkpoint scopes hold at once (received inside
+/// a scope and not yet committed: `docs/ipc.md`, "Requests in a scope"). A
+/// `recv` inside a scope when that many are held is `NoMemory`, and takes
+/// nothing (the message stays queued).
+pub const MAX_HELD: usize = 4;
 /// Most capabilities a task holds.
 pub const MAX_CAPS: usize = 16;
 /// `rbx` timeout: block until something arrives.

@@ -164,10 +164,20 @@ pub enum Error {
     NoCaller = 8,
     /// No such task, or the task is not in a state the operation needs.
     BadTask = 9,
+    /// `call`: the server was restarted from its image while it held the
+    /// request (received, not yet answered): the request is lost with the
+    /// old instance. `rdx` carries the server's new generation (its
+    /// restarts from its image, `TaskInfo::restarts`). `docs/ipc.md`.
+    Restarted = 10,
+    /// `call`/`send`: the server ended for good (stopped, faulted with no
+    /// supervisor, exited) while the call was in flight or queued, or no
+    /// task that may receive on the endpoint is alive any more. `rdx`
+    /// carries the generation of the instance that ended.
+    Stopped = 11,
 }
 
 impl Error {
-    pub const ALL: [Error; 9] = [
+    pub const ALL: [Error; 11] = [
         Error::NoSuchCall,
         Error::BadPointer,
         Error::BadArgument,
@@ -177,6 +187,8 @@ impl Error {
         Error::Timeout,
         Error::NoCaller,
         Error::BadTask,
+        Error::Restarted,
+        Error::Stopped,
     ];
 
     /// The raw `rax` value for this error.
@@ -207,6 +219,8 @@ impl Error {
             Error::Timeout => "timeout",
             Error::NoCaller => "no_caller",
             Error::BadTask => "bad_task",
+            Error::Restarted => "restarted",
+            Error::Stopped => "stopped",
         }
     }
 
@@ -222,6 +236,8 @@ impl Error {
             Error::Timeout => "timed out",
             Error::NoCaller => "no caller waits for a reply",
             Error::BadTask => "no such task, or not in the state the operation needs",
+            Error::Restarted => "the server was restarted from its image holding the request",
+            Error::Stopped => "the server ended for good: nobody will answer",
         }
     }
 }

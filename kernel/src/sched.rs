@@ -100,7 +100,9 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     ticks: 0,
     slice_left: SLICE_TICKS,
     next_id: 1,
-    order: 0,
+    // Above every `since` a request handed back by a rollback gets
+    // (`ipc::held`: below `MAX_HELD`), which so comes first.
+    order: abi::ipc::MAX_HELD as u64,
     fault_seq: 0,
     summary: IpcSummary { others_best: u16::MAX, endpoints: Vec::new() },
 });

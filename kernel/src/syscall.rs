@@ -189,7 +189,7 @@ fn dispatch(s: &mut Scheduler) {
         nr::EXIT => {
             let id = task.id;
             exit(task, a0 as i64);
-            ipc::abandon(s, id);
+            ipc::abandon(s, id, ipc::Gone::Ended);
             Ok(0)
         }
         nr::TASK_ID => Ok(task.id as u64),
@@ -212,7 +212,20 @@ fn dispatch(s: &mut Scheduler) {
         nr::EMIT => emit(task, a0, a1),
         nr::CHECKPOINT_OPEN => crate::recovery::checkpoint::open(task),
         nr::CHECKPOINT_COMMIT => match crate::recovery::checkpoint::seal_broken(task) {
-            None => crate::recovery::checkpoint::commit(task),
+            None => {
+                // The scope closes; what it held of IPC goes to its parent
+                // or, at the outermost commit, its held replies are
+                // delivered (`ipc::held`). `task` is the current task.
+                let n = task.scopes.len();
+                let r = crate::recovery::checkpoint::commit(task);
+                if r.is_ok()
+                    && !task.held.is_empty()
+                    && let Some(me) = s.current_index()
+                {
+                    ipc::held::on_commit(s, me, n);
+                }
+                r
+            }
             Some(broken) => return seal_fault(s, broken),
         },
         nr::FUTEX_WAIT => ipc::futex::wait(s),

@@ -6,6 +6,10 @@
 //! [`recv`], [`reply`], [`reply_recv`] — each with a `_with` form that also
 //! moves a byte buffer (at most `abi::ipc::MAX_BUFFER` bytes); notifications
 //! are [`signal`] and [`wait`]. Everything returns `Result<_, Error>`.
+//! A server that handles each request in a checkpoint scope, replying at
+//! the commit, is [`serve`] / [`Server`]; its clients use [`call_server`],
+//! whose error tells a restarted or stopped server apart, with its
+//! generation ([`server`]'s note).
 //!
 //! ## Why the register shuffling lives in two places
 //!
@@ -29,7 +33,10 @@
 //! is stated at each asm block.
 
 pub mod raw;
+pub mod server;
 pub mod typed;
+
+pub use server::{CallError, Request, Server, call_server, serve};
 
 use abi::ipc::{MAX_BUFFER, MSG_WORDS, POLL, WAIT_FOREVER};
 use abi::syscall::{Error, nr};
@@ -131,8 +138,21 @@ fn ipc(
     recv: &mut [u8],
     timeout: Timeout,
 ) -> Result<(u64, Received), Error> {
+    ipc_detail(nr, cap, msg, send, recv, timeout).map_err(|(e, _)| e)
+}
+
+/// [`ipc`], with `rdx` next to an error (`Restarted`/`Stopped` carry the
+/// server's generation there).
+fn ipc_detail(
+    nr: u64,
+    cap: u64,
+    msg: &Message,
+    send: &[u8],
+    recv: &mut [u8],
+    timeout: Timeout,
+) -> Result<(u64, Received), (Error, u64)> {
     if send.len() > MAX_BUFFER {
-        return Err(Error::BadArgument);
+        return Err((Error::BadArgument, 0));
     }
     let mut r = IpcRegs {
         rax: nr,
@@ -157,7 +177,7 @@ fn ipc(
         // kernel only reads.
         unsafe { raw::exchange(&mut r) };
     }
-    let value = Error::decode(r.rax)?;
+    let value = Error::decode(r.rax).map_err(|e| (e, r.words[0]))?;
     let received =
         Received { badge: r.rdi, msg: Message { label: r.rsi, words: r.words }, len: (r.r13 as usize).min(recv.len()) };
     Ok((value, received))

@@ -3,7 +3,8 @@
 //! Each test boots an image written here — a server on endpoint `svc` and
 //! its clients, all `tasks/ipcfault` (roles by `arg`, listed in its
 //! `//!` note), with or without the fault server — under `-icount`, with
-//! an injection plan that kills the client or the server at tick 100.
+//! an injection plan that kills the client or the server at tick 100
+//! (the last test, of a scope's bounds, needs no kill).
 //! At that tick the call is in flight: the client called a request the
 //! server holds for 400 ms before replying (the kill is the scenario's
 //! setup, not a timing assertion: nothing here measures time). The tests
@@ -71,6 +72,8 @@ fn action(run: &Run, seq: &Value) -> String {
 
 const NO_CALLER: u64 = Error::NoCaller as u64;
 const BAD_TASK: u64 = Error::BadTask as u64;
+const RESTARTED: u64 = Error::Restarted as u64;
+const STOPPED: u64 = Error::Stopped as u64;
 /// `tasks/ipcfault`'s request labels.
 const SLOW: u64 = 0x510;
 const FAST: u64 = 0xfa5;
@@ -121,7 +124,7 @@ fn ipc_client_killed_for_good_mid_call_server_reply_gets_no_caller() {
 // ---- the server faults (or ends) holding the request ----
 
 #[test]
-fn ipc_server_rolled_back_mid_request_caller_gets_bad_task_queued_caller_served() {
+fn ipc_server_rolled_back_mid_request_held_by_its_scope_caller_answered_once() {
     let manifest = format!(
         "{FAULT_SERVER}{}{}{}",
         task("server", 2, "recv"),
@@ -132,19 +135,38 @@ fn ipc_server_rolled_back_mid_request_caller_gets_bad_task_queued_caller_served(
     run.expect_exit(GuestExit::Success);
     let fault = the_kill(&run, "server");
     assert_eq!(action(&run, &fault["seq"]), "rollback");
+    // The scope received the request: the kernel held it and handed it to
+    // the re-run (attempt 1), which answered it. The caller saw one call,
+    // answered once, by the reply to its own request.
     let attempts = values(&run, "server:attempt");
     assert_eq!(attempts.iter().filter(|a| a.1 == 1).count(), 1, "one re-run of the scope: {attempts:?}");
-    // The caller whose request the server held: `BadTask`; its retry works.
-    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    assert_eq!(values(&run, "client:first-call"), [(true, 0)], "{}", run.console);
+    assert_eq!(values(&run, "client:first-answer"), [(true, SLOW)], "{}", run.console);
     assert_eq!(values(&run, "client:retry"), [(true, FAST)]);
     // A caller still queued (not yet received) is untouched: served later.
     assert_eq!(values(&run, "queued:reply"), [(true, 0)], "{}", run.console);
-    // The rolled-back server never replied to the held request.
-    assert!(values(&run, "server:reply").iter().all(|r| *r == (true, 0)), "{}", run.console);
+    // Three requests, three replies, each delivered (the rolled-back run's
+    // reply was never made: it was killed holding the request).
+    assert_eq!(values(&run, "server:reply"), [(true, 0); 3], "{}", run.console);
 }
 
 #[test]
-fn ipc_server_restarted_mid_request_caller_gets_bad_task_queued_caller_served() {
+fn ipc_server_rolled_back_scope_not_holding_the_request_caller_gets_bad_task() {
+    let manifest = format!("{FAULT_SERVER}{}{}", task("server", 4, "recv"), task("client", 10, "send"));
+    let run = boot_plan("ipc-server-rolled-back-unheld", &manifest, &kill("server"));
+    run.expect_exit(GuestExit::Success);
+    let fault = the_kill(&run, "server");
+    assert_eq!(action(&run, &fault["seq"]), "rollback");
+    // Received outside the rolled-back scope: lost with the rolled-back
+    // run, as before transactional IPC. The re-run's reply finds nobody.
+    assert_eq!(values(&run, "server:attempt").iter().filter(|a| a.1 == 1).count(), 1);
+    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    assert_eq!(values(&run, "client:retry"), [(true, FAST)]);
+    assert_eq!(values(&run, "server:reply"), [(false, NO_CALLER), (true, 0)], "{}", run.console);
+}
+
+#[test]
+fn ipc_server_restarted_mid_request_caller_gets_restarted_with_new_generation_queued_caller_served() {
     let manifest = format!(
         "{FAULT_SERVER}{}{}{}",
         task("server", 1, "recv"),
@@ -155,14 +177,19 @@ fn ipc_server_restarted_mid_request_caller_gets_bad_task_queued_caller_served() 
     run.expect_exit(GuestExit::Success);
     let fault = the_kill(&run, "server");
     assert_eq!(action(&run, &fault["seq"]), "restart");
-    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    assert_eq!(values(&run, "client:first-call"), [(true, RESTARTED)], "{}", run.console);
+    // The new instance is generation 1 (its first restart from the image),
+    // as the restart event says.
+    let restarts = run.task_events("restart", "server");
+    assert!(restarts.len() == 1 && restarts[0]["restarts"] == 1, "{restarts:#?}");
+    assert_eq!(values(&run, "client:generation"), [(true, 1)], "{}", run.console);
     assert_eq!(values(&run, "client:retry"), [(true, FAST)]);
     assert_eq!(values(&run, "queued:reply"), [(true, 0)], "{}", run.console);
     assert_eq!(values(&run, "server:reply"), [(true, 0), (true, 0)], "the new instance served both, {}", run.console);
 }
 
 #[test]
-fn ipc_server_stopped_mid_request_caller_gets_bad_task_queued_caller_waits_forever() {
+fn ipc_server_stopped_mid_request_caller_and_queued_caller_get_stopped() {
     let manifest = format!(
         "{NO_SUPERVISOR}{}{}{}",
         task("server", 1, "recv"),
@@ -172,21 +199,47 @@ fn ipc_server_stopped_mid_request_caller_gets_bad_task_queued_caller_waits_forev
     let run = boot_plan("ipc-server-stopped", &manifest, &kill("server"));
     run.expect_exit(GuestExit::Success);
     the_kill(&run, "server");
-    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
-    // Nobody will ever receive on `svc`: the queued call stays blocked, with
-    // no error, and the kernel counts it as blocked at the end.
-    assert!(values(&run, "queued:reply").is_empty(), "{}", run.console);
+    assert_eq!(values(&run, "client:first-call"), [(true, STOPPED)], "{}", run.console);
+    assert_eq!(values(&run, "client:generation"), [(true, 0)], "{}", run.console);
+    // Nobody will ever receive on `svc`: the queued call fails too, with
+    // the same error, instead of waiting forever.
+    assert_eq!(values(&run, "queued:reply"), [(false, STOPPED)], "{}", run.console);
+    assert_eq!(values(&run, "queued:generation"), [(true, 0)], "{}", run.console);
     let done = run.event("all_tasks_done");
-    assert_eq!((done["faulted"].as_u64(), done["blocked"].as_u64()), (Some(1), Some(1)), "{done}");
+    assert_eq!((done["faulted"].as_u64(), done["blocked"].as_u64()), (Some(1), Some(0)), "{done}");
 }
 
 #[test]
-fn ipc_server_exits_holding_a_request_caller_gets_bad_task() {
+fn ipc_server_exits_holding_a_request_caller_gets_stopped() {
     let manifest = format!("{NO_SUPERVISOR}{}{}", task("server", 3, "recv"), task("client", 11, "send"));
     let run = boot_plan("ipc-server-exits", &manifest, "");
     run.expect_exit(GuestExit::Success);
     assert_eq!(values(&run, "server:received"), [(true, SLOW)]);
-    assert_eq!(values(&run, "client:first-call"), [(true, BAD_TASK)], "{}", run.console);
+    assert_eq!(values(&run, "client:first-call"), [(true, STOPPED)], "{}", run.console);
     let exits = run.task_events("task_exit", "server");
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "{exits:#?}");
+}
+
+// ---- what a scope may hold ----
+
+#[test]
+fn ipc_scope_holds_at_most_max_held_requests_unanswered_ones_fail_at_commit() {
+    let clients: String = (0..abi::ipc::MAX_HELD).map(|i| task(&format!("client-{i}"), 11, "send")).collect();
+    let manifest = format!("{NO_SUPERVISOR}{}{clients}", task("server", 5, "recv"));
+    let run = boot_plan("ipc-scope-full", &manifest, "");
+    run.expect_exit(GuestExit::Success);
+    // One more receive in the full scope: `NoMemory`, nothing taken; a
+    // reply with a buffer inside the scope: `BadArgument` (held replies are
+    // registers only), the reply right kept for the reply that follows.
+    assert_eq!(values(&run, "server:full"), [(true, Error::NoMemory as u64)], "{}", run.console);
+    assert_eq!(values(&run, "server:buffer-reply"), [(true, Error::BadArgument as u64)]);
+    assert_eq!(values(&run, "server:committed"), [(true, 0)]);
+    // At the commit: the request replied to is answered; the three whose
+    // reply right the later receives replaced can no longer be answered and
+    // fail with `BadTask` — none waits forever.
+    let mut firsts: Vec<u64> = values(&run, "client:first-call").into_iter().map(|(_, v)| v).collect();
+    firsts.sort();
+    assert_eq!(firsts, [0, BAD_TASK, BAD_TASK, BAD_TASK], "{}", run.console);
+    assert_eq!(values(&run, "client:first-answer"), [(true, SLOW)]);
+    assert_eq!(run.event("all_tasks_done")["blocked"], 0);
 }

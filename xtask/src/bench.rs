@@ -82,6 +82,12 @@ pub const FIGURES: &[Figure] = &[
     fig("null_syscall", "null syscall", Some(100), Some(335)),
     fig("context_switch", "context switch (yield, two address spaces)", None, None),
     fig("ipc_call_reply", "IPC call + reply round trip", Some(400), Some(10_102)),
+    fig(
+        "ipc_request_in_scope",
+        "  the same, request-scoped server (scope open, recv, reply held, commit delivers)",
+        None,
+        None,
+    ),
     fig("fault_to_server", "fault -> fault server holding the message", Some(1_500), None),
     fig("fault_to_resume", "fault -> task resumed by the server", None, Some(3_497)),
     // recover.rs: the real fault server walks, releases, rolls back.

@@ -394,7 +394,10 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
             None
         }
         Kind::Hang => {
-            t.hang_rip = Some(rip);
+            // A second hang of a task already spinning on the hang page
+            // keeps the pc it really was at (found by `faults/kv-storm.toml`:
+            // the hang page as the "real" pc made its fault unwalkable).
+            t.hang_rip.get_or_insert(rip);
             t.save.frame.rip = abi::layout::USER_HANG_PAGE;
             None
         }

@@ -11,8 +11,8 @@
 //! already waiting and the message is registers only; everything else goes
 //! the general way below, which the fastpath's result is identical to.
 
-use super::deadline;
 use super::message::{Outgoing, check_receive_buffer, deliver};
+use super::{deadline, held};
 use crate::arch::trap_entry::TrapFrame;
 use crate::recovery::fault;
 use crate::sched::{self, Scheduler};
@@ -45,7 +45,13 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
                 s.tasks[r].reply_to = Some(my_id);
                 let server = s.tasks[r].id;
                 s.tasks[me].state = State::ReplyBlocked { server };
+                held::on_receive(s, r, me, ep, badge);
             }
+        }
+        None if !super::live_receiver(s, ep, None) => {
+            // Nobody alive may ever receive here: fail now, never hang.
+            s.tasks[me].save.frame.rdx = super::receivers_generation(s, ep);
+            return Err(Error::Stopped);
         }
         None => {
             let since = s.next_order();
@@ -61,6 +67,7 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
     let task = &s.tasks[me];
     let ep = task.cap(task.save.frame.rdi, CapKind::Endpoint, rights::RECV)?.object as u16;
     check_receive_buffer(task)?;
+    held::check_room(task)?;
     let timeout = task.save.frame.rbx;
 
     // The longest-waiting sender: normal messages and pending faults alike.
@@ -94,7 +101,7 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
 pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
     match s.tasks[from].state {
         State::FaultPending { .. } => fault::deliver(s, from, to),
-        State::SendBlocked { call, badge, .. } => {
+        State::SendBlocked { call, badge, ep, .. } => {
             // The sender's buffer may have gone bad while it waited: then
             // the registers go alone.
             let msg = Outgoing::from_task(&s.tasks[from], badge)
@@ -105,6 +112,7 @@ pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
                 let (caller, server) = (s.tasks[from].id, s.tasks[to].id);
                 s.tasks[to].reply_to = Some(caller);
                 s.tasks[from].state = State::ReplyBlocked { server };
+                held::on_receive(s, to, from, ep, badge);
             } else {
                 s.tasks[from].state = State::Runnable;
                 s.tasks[from].save.frame.rax = 0;
@@ -117,7 +125,12 @@ pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
 /// `reply` by the current task.
 pub fn reply(s: &mut Scheduler) -> SysResult {
     let me = s.current_index().ok_or(Error::BadTask)?;
-    let caller_id = s.tasks[me].reply_to.take().ok_or(Error::NoCaller)?;
+    let caller_id = s.tasks[me].reply_to.ok_or(Error::NoCaller)?;
+    // Inside a scope that holds the request: kept until the commit.
+    if let Some(result) = held::hold_reply(s, me, caller_id) {
+        return result;
+    }
+    s.tasks[me].reply_to = None;
     let my_id = s.tasks[me].id;
     let caller = s
         .tasks
@@ -158,6 +171,8 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
 /// scheduler's `pick` (priorities, then round robin) would choose it too.
 /// The partner's priority, the badge of the capability, the one-shot reply
 /// right and the receive timeout are honoured as in the general path; a
+/// server inside a checkpoint scope (it would hold the request or reply:
+/// `held`) takes the general path; a
 /// partner that was faulted, killed or restarted is no longer blocked in
 /// IPC, so the fastpath does not see it.
 ///
@@ -206,7 +221,9 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         sched::invalidate_summary();
         return None;
     }
-    if receiver.priority as u16 >= others_best {
+    // A receiver inside a checkpoint scope holds what it receives
+    // (`held`): the general path.
+    if receiver.priority as u16 >= others_best || !receiver.scopes.is_empty() {
         return None;
     }
 
@@ -254,7 +271,8 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
-    if caller.priority as u16 >= sum.others_best {
+    // A server inside a scope holds its reply until the commit (`held`).
+    if caller.priority as u16 >= sum.others_best || !server.scopes.is_empty() {
         return None;
     }
 

@@ -61,7 +61,7 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         return Err(Error::NoMemory);
     }
     let sealed = frame.rdx == abi::checkpoint::SEAL;
-    let _ = task.scopes.push(Scope { frame, attempt: 0, sealed });
+    let _ = task.scopes.push(Scope { frame, attempt: 0, sealed, reply_to: task.reply_to });
     Ok(0)
 }
 

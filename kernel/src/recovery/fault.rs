@@ -111,7 +111,7 @@ pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
     task.state = State::Faulted { vector: fault.vector as u8 };
     task.space = None;
     let id = task.id;
-    crate::ipc::abandon(s, id);
+    crate::ipc::abandon(s, id, crate::ipc::Gone::Ended);
 }
 
 /// The kernel's own report of a fault nobody supervises: a console line and

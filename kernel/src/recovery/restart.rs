@@ -7,7 +7,7 @@
 //! out of memory (its allocator panics) or is killed, handing the new
 //! instance every fault the old one held.
 
-use crate::ipc::abandon;
+use crate::ipc::{Gone, abandon};
 use crate::sched::Scheduler;
 use crate::task::State;
 use abi::event::Event;
@@ -53,13 +53,14 @@ pub fn restart_from_image(
     emit: bool,
 ) -> bool {
     let id = s.tasks[idx].id;
-    abandon(s, id);
     let now = s.ticks;
     let t = &mut s.tasks[idx];
     t.space = None;
     t.fault = None;
     if let Err(e) = t.reload() {
         t.state = State::Stopped;
+        abandon(s, id, Gone::Ended);
+        let t = &s.tasks[idx];
         crate::events::emit(&Event::Escalate {
             task: id as u64,
             name: Some(&t.name),
@@ -75,6 +76,9 @@ pub fn restart_from_image(
         return false;
     }
     t.restarts += 1;
+    // Its callers learn of the new generation (the one just counted).
+    abandon(s, id, Gone::Restarted);
+    let t = &mut s.tasks[idx];
     t.state =
         if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
     s.forget_current(idx);

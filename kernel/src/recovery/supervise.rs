@@ -17,7 +17,7 @@
 
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
 use crate::events;
-use crate::ipc::abandon;
+use crate::ipc::{Gone, abandon, held};
 use crate::mem::space::AddressSpace;
 use crate::sched::Scheduler;
 use crate::task::{State, TaskId};
@@ -137,9 +137,8 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
                 return Err(Error::BadTask);
             }
             let (kind, seq) = t.fault.map_or((0, 0), |f| (f.kind, f.seq));
-            let id = t.id;
             let (pages, _) = super::checkpoint::rollback(t, depth, kind, seq, true)?;
-            abandon(s, id);
+            held::on_rollback(s, target, depth);
             Ok(pages as u64)
         }
         op::KILL => {
@@ -305,7 +304,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     match h.action {
         r::ROLLBACK => {
             let (pages, attempt) = super::checkpoint::rollback(&mut s.tasks[target], h.arg as usize, kind, seq, false)?;
-            abandon(s, id);
+            held::on_rollback(s, target, h.arg as usize);
             (h.result, h.attempt) = (pages as u64, attempt);
         }
         r::RESTART => {
@@ -457,7 +456,7 @@ fn word_ptr(task: &mut crate::task::Task, addr: u64, n: u64) -> Result<u64, Erro
 fn stop(s: &mut Scheduler, target: usize, reason: u64, emit: bool) {
     let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
     let id = s.tasks[target].id;
-    abandon(s, id);
+    abandon(s, id, Gone::Ended);
     let t = &mut s.tasks[target];
     t.state = State::Stopped;
     t.space = None;

@@ -155,6 +155,9 @@ pub struct Task {
     pub caps: heapless::Vec<Cap, { abi::ipc::MAX_CAPS }>,
     /// One-shot reply right: the caller whose `call` this task received.
     pub reply_to: Option<TaskId>,
+    /// Requests received inside its checkpoint scopes, not yet committed
+    /// (`ipc::held`), in the order received.
+    pub held: heapless::Vec<crate::ipc::held::Held, { abi::ipc::MAX_HELD }>,
     /// The fault being handled, while `FaultPending`/`FaultHeld`.
     pub fault: Option<PendingFault>,
     /// Restarts from its image so far.
@@ -196,6 +199,9 @@ pub struct Scope {
     /// Opened with `abi::checkpoint::SEAL`: its commit checks the seal
     /// (`recovery::checkpoint::seal_broken`).
     pub sealed: bool,
+    /// The task's reply right at the open: a rollback to the scope gives
+    /// it back if an outer scope holds that request (`ipc::held`).
+    pub reply_to: Option<TaskId>,
 }
 
 impl Task {
@@ -219,6 +225,7 @@ impl Task {
             spec,
             caps: heapless::Vec::new(),
             reply_to: None,
+            held: heapless::Vec::new(),
             fault: None,
             restarts: 0,
             quick_restarts: 0,

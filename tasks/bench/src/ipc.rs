@@ -20,8 +20,20 @@
 //! `(round - 2 × empty) / iterations`. Setting up and stopping (capability
 //! lookup, the last call, the last reply) use `libtask::ipc`.
 //!
-//! The server ends when a call carries the label [`STOP`]: it answers it
-//! with `reply` and exits, so the image ends with no server left waiting.
+//! A call with the label [`STOP`] ends that loop: the server answers it
+//! with `reply` and turns into a request-scoped server
+//! (`libtask::ipc::Server`: a checkpoint scope per request around `recv`,
+//! a trivial handler and `reply`, the reply delivered by the commit), and
+//! the client measures the same call loop against it —
+//! `ipc_request_in_scope`: `(round - empty) / iterations`, the empty loop
+//! subtracted once (the server's side is libtask's, not a matched asm
+//! loop), so the figure is the whole cost of one request handled
+//! exactly-once: call, open, recv, the first writes to the pages the
+//! scope protected, reply held, commit delivering it, switches. A call
+//! with the label [`STOP_SCOPED`] ends the server, which then exits: the
+//! image ends with no server left waiting. Both phases use the same two
+//! tasks, so the image's task table — which every switch scans — does not
+//! grow for the second figure.
 
 use crate::measure::{best, report_figure, timed};
 use crate::syscall::ROUNDS;
@@ -35,8 +47,10 @@ use libtask::report;
 const ITERS: u64 = 50;
 /// Calls before measuring.
 const WARMUP: u64 = 4;
-/// The label that ends the server.
+/// The label that ends the server's `reply_recv` loop.
 const STOP: u64 = 0x5709;
+/// The label that ends the request-scoped server.
+const STOP_SCOPED: u64 = 0x570a;
 /// The endpoint, by its name in the manifest.
 const ENDPOINT: &str = "ping";
 
@@ -54,6 +68,15 @@ pub fn client() {
     let stop = Message { label: STOP, ..Message::default() };
     let stopped = libtask::ipc::call(libtask::ipc::Cap::from_index(ep), &stop);
     report_figure("bench:ipc_call_reply", if stopped.is_ok() { total } else { 0 }, 2 * empty, ITERS);
+    // The request-scoped server: one checked call, then the same loop.
+    if let Err(e) = libtask::ipc::call(libtask::ipc::Cap::from_index(ep), &Message::default()) {
+        return report("bench:ipc_request_in_scope", false, e as u64);
+    }
+    call_loop::<true>(ep, WARMUP);
+    let scoped = best(ROUNDS, || timed(|| call_loop::<true>(ep, ITERS)));
+    let stop = Message { label: STOP_SCOPED, ..Message::default() };
+    let stopped = libtask::ipc::call(libtask::ipc::Cap::from_index(ep), &stop);
+    report_figure("bench:ipc_request_in_scope", if stopped.is_ok() { scoped } else { 0 }, empty, ITERS);
 }
 
 /// Role 4: answers calls until one carries [`STOP`].
@@ -62,6 +85,18 @@ pub fn server() {
     serve(ep.index());
     if let Err(e) = libtask::ipc::reply(&Message::default()) {
         report("bench:ipc_server", false, e as u64);
+    }
+    // Request-scoped until STOP_SCOPED (its reply, too, goes out at the commit).
+    let mut server = libtask::ipc::Server::new(ep);
+    let stop = core::cell::Cell::new(false);
+    let mut handler = |req: &libtask::ipc::Request| {
+        stop.set(req.msg.label == STOP_SCOPED);
+        Message::default()
+    };
+    while !stop.get() {
+        if let Err(e) = server.next(&mut handler) {
+            return report("bench:ipc_server", false, e as u64);
+        }
     }
 }
 

@@ -27,8 +27,8 @@
 //! | 1 | `syscall::null`            | `null_syscall` |
 //! | 2 | `syscall::switch_measure`  | `context_switch` (yield ping-pong with arg 3) |
 //! | 3 | `syscall::switch_partner`  | — |
-//! | 4 | `ipc::server`              | — (answers arg 5 with `reply_recv`) |
-//! | 5 | `ipc::client`              | `ipc_call_reply` |
+//! | 4 | `ipc::server`              | — (answers arg 5 with `reply_recv`, then request-scoped) |
+//! | 5 | `ipc::client`              | `ipc_call_reply`, `ipc_request_in_scope` |
 //! | 6 | `fault::faulter`           | `fault_to_resume` |
 //! | 7 | `fault::supervisor`        | `fault_to_server` |
 //! | 8 | `scope::measure`, then `lock::measure`, then `recover::measure` | `checkpoint_open_commit`, `checkpoint_pages`, `first_write_in_scope`; `lock_unlock_spin`, `lock_unlock_mutex`, `registry_cost`; `fault_to_checkpoint` (and `_cold`, `_64_pages`, `_20_frames`, `_40_frames`), `rollback_per_page`, `walk_per_frame` |

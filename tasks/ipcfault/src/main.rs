@@ -17,10 +17,12 @@
 //! | 1 | server: `recv`, (hold), `reply`, forever; check `server:reply` per request (ok = the reply went through, value = the error code, 0 if none) |
 //! | 2 | server whose request handling is a checkpoint scope (`recv`, hold, `reply` inside): a kill rolls it back; check `server:attempt` per scope run |
 //! | 3 | server that exits (code 0) holding its first request, without replying |
-//! | 10 | client: `call(SLOW)`, check `client:first-call` (value = the error code, 0 for a reply); then `call(FAST)`, check `client:retry` (value = the request label the reply answers) |
-//! | 11 | client: `call(SLOW)`, check `client:first-call`, no retry |
+//! | 4 | server that receives *outside* any scope, then holds and replies inside one: a kill rolls back a scope that does not hold the request; check `server:attempt` per scope run, `server:reply` |
+//! | 5 | server that receives `abi::ipc::MAX_HELD` (4) requests in one scope: check `server:full` (value = the error code of one more `recv`, `POLL`), `server:buffer-reply` (value = the error code of a reply with a buffer in the scope), then replies to the last request (the only one it has a reply right for) and commits; check `server:committed` |
+//! | 10 | client: `call(SLOW)`, check `client:first-call` (value = the error code, 0 for a reply), then `client:first-answer` (value = the request label the reply answers) or `client:generation` (value = the server's generation a `Restarted`/`Stopped` error carries); then `call(FAST)`, check `client:retry` (value = the request label the reply answers) |
+//! | 11 | client: `call(SLOW)`, check `client:first-call` (and `client:first-answer` / `client:generation`), no retry |
 //! | 12 | client whose call is a checkpoint scope: check `client:attempt` (value = attempt number) per run, then `client:reply` (value = the label the reply answers) |
-//! | 13 | client queued behind another: sleeps 20 ms, `call(FAST)`, check `queued:reply` (value = the error code, 0 for a reply) |
+//! | 13 | client queued behind another: sleeps 20 ms, `call(FAST)`, check `queued:reply` (value = the error code, 0 for a reply), and `queued:generation` on `Restarted`/`Stopped` |
 //!
 //! A reply carries the request's label in `words[1]` and the server's count
 //! of requests received in `words[0]`, so a test can tell which request a
@@ -29,7 +31,7 @@
 #![no_main]
 
 use libtask::checkpoint::checkpoint;
-use libtask::ipc::{self, Cap, Message, Timeout};
+use libtask::ipc::{self, CallError, Cap, Message, Received, Timeout};
 use libtask::{Error, Start, report, syscall};
 
 libtask::entry!(main);
@@ -50,6 +52,8 @@ fn main(start: Start) -> u64 {
         1 => server(svc),
         2 => scoped_server(svc),
         3 => exiting_server(svc),
+        4 => half_scoped_server(svc),
+        5 => full_server(svc),
         10 => client(svc, true),
         11 => client(svc, false),
         12 => scoped_client(svc),
@@ -103,6 +107,42 @@ fn scoped_server(svc: Cap) -> u64 {
     }
 }
 
+fn half_scoped_server(svc: Cap) -> u64 {
+    let mut served = 0;
+    loop {
+        let r = ipc::recv(svc, Timeout::Forever).and_then(|got| {
+            served += 1;
+            let held = checkpoint(|attempt| {
+                report("server:attempt", true, attempt.number);
+                if got.msg.label == SLOW && attempt.number == 0 {
+                    let _ = syscall::sleep(HOLD_MS);
+                }
+                ipc::reply(&Message { label: got.msg.label + 1, words: [served, got.msg.label, 0, 0] })
+            });
+            held.and_then(|r| r)
+        });
+        report("server:reply", r.is_ok(), code(&r));
+    }
+}
+
+fn full_server(svc: Cap) -> u64 {
+    let r = checkpoint(|_| {
+        let mut last = 0;
+        for _ in 0..libtask::abi::ipc::MAX_HELD {
+            last = ipc::recv(svc, Timeout::Forever)?.msg.label;
+        }
+        let more = ipc::recv(svc, Timeout::Poll);
+        report("server:full", more.is_err(), code(&more));
+        let buffered = ipc::reply_with(&Message::default(), &[1, 2, 3]);
+        report("server:buffer-reply", buffered.is_err(), code(&buffered));
+        ipc::reply(&Message { label: last + 1, words: [0, last, 0, 0] })
+    });
+    let r = r.and_then(|r| r);
+    report("server:committed", r.is_ok(), code(&r));
+    let _ = syscall::sleep(50);
+    0
+}
+
 fn exiting_server(svc: Cap) -> u64 {
     let got = ipc::recv(svc, Timeout::Forever);
     report("server:received", got.is_ok(), got.map_or(0, |g| g.msg.label));
@@ -110,9 +150,29 @@ fn exiting_server(svc: Cap) -> u64 {
     0
 }
 
+/// The error code of a call to a server, 0 for a reply; reports the
+/// generation a `Restarted`/`Stopped` error carries as check `what`.
+fn call_code(r: &Result<Received, CallError>, what: &str) -> u64 {
+    match r {
+        Ok(_) => 0,
+        Err(CallError::Restarted { generation }) => {
+            report(what, true, *generation);
+            Error::Restarted as u64
+        }
+        Err(CallError::Stopped { generation }) => {
+            report(what, true, *generation);
+            Error::Stopped as u64
+        }
+        Err(CallError::Other(e)) => *e as u64,
+    }
+}
+
 fn client(svc: Cap, retry: bool) -> u64 {
-    let first = ipc::call(svc, &request(SLOW));
-    report("client:first-call", true, code(&first));
+    let first = ipc::call_server(svc, &request(SLOW));
+    report("client:first-call", true, call_code(&first, "client:generation"));
+    if let Ok(r) = first {
+        report("client:first-answer", true, r.msg.words[1]);
+    }
     if retry {
         let again = ipc::call(svc, &request(FAST));
         report("client:retry", again.is_ok(), again.map_or(0, |r| r.msg.words[1]));
@@ -132,7 +192,7 @@ fn scoped_client(svc: Cap) -> u64 {
 
 fn queued_client(svc: Cap) -> u64 {
     let _ = syscall::sleep(20);
-    let r = ipc::call(svc, &request(FAST));
-    report("queued:reply", r.is_ok(), code(&r));
+    let r = ipc::call_server(svc, &request(FAST));
+    report("queued:reply", r.is_ok(), call_code(&r, "queued:generation"));
     0
 }

@@ -1,0 +1,391 @@
+//! `kv`: a request-scoped key-value server over IPC and its clients — the
+//! workload of transactional IPC (`docs/ipc.md`, "Requests in a scope"):
+//! every call is answered exactly once, whatever the server suffers
+//! mid-request (a `ud`, a kill — in `recv` too — or a hang the watchdog
+//! ends), and the invariants below fail on any lost or doubled update.
+//!
+//! The server ([`server`]) handles each request with
+//! `libtask::ipc::Server::next`: a checkpoint scope around `recv`, the
+//! handler and `reply`, the reply delivered at the commit. Its store is
+//! the way its author would naturally keep it:
+//!
+//! * **private memory** (rolled back with the scope): account balances, a
+//!   counter and a value handle per client, the next sequence number it
+//!   expects from each client, how many requests it answered;
+//! * **`Arc`s in the shared region `kv-store`**: each client's value is an
+//!   `Arc<Value>` allocated by the `PUT` that wrote it (the old one
+//!   dropped); a rollback gives back, through the fault server, the Arcs
+//!   the failed run allocated, and keeps the ones it dropped (libtask's
+//!   deferred drops);
+//! * **a `Mutex<Ledger>` in the region**: how many requests of each client
+//!   were applied. Shared memory is *not* rolled back, so the handler makes
+//!   its update idempotent — it applies a client's `seq` only if the
+//!   ledger's last `seq` for that client is older — and journals it first,
+//!   so that a holder faulting mid-update leaves a poisoned mutex the next
+//!   locker repairs by rolling the journal forward.
+//!
+//! Requests: label = operation, words = `[client, seq, a, b]`; replies:
+//! label = the request's, words = `[seq, result, 0, 0]`.
+//!
+//! | label | operation | result |
+//! |---|---|---|
+//! | [`op::INCR`] | the client's counter += `a` | the new counter |
+//! | [`op::TRANSFER`] | move `a` from account `b % 8` to account `(b / 8) % 8` if it has it | 1 moved, 0 not |
+//! | [`op::PUT`] | the client's value := `a` (a new `Arc<Value>`) | 0 |
+//! | [`op::GET`] | the client's value | the value |
+//! | [`op::AUDIT`] | the checks below, then the server exits | 1 all held |
+//!
+//! Checks (`check` events):
+//!
+//! | name | by | ok when | value |
+//! |---|---|---|---|
+//! | `kv:client` | each client | every call answered once, each reply for its own `seq`, every counter and value as expected | calls answered |
+//! | `kv:call-error` | a client | never (a call failed; the client stops calling) | the error code |
+//! | `kv:generation` | a client whose call failed with `Restarted`/`Stopped` | always | the server's generation the error carried |
+//! | `kv:sequence` | server, at the audit | each client's requests arrived exactly in order 1, 2, 3 ... (a doubled or lost request breaks it) | violations |
+//! | `kv:answered` | server | requests answered (committed; the audit not counted) = clients × [`ROUNDS`] | answered |
+//! | `kv:total` | server | the accounts' total is conserved | the total |
+//! | `kv:ledger` | server | the shared ledger applied each client's requests exactly [`ROUNDS`] times | applied, all clients |
+//! | `kv:arcs` | server | live Arc slots in the region = the values held (none leaked, none lost) | live slots |
+//! | `kv:audit` | the last client | the audit call was answered with 1 | the result |
+//!
+//! Roles (`arg`): 1 server; `10 + n` client of `n` clients (its client
+//! number from its task id order: `arg` 10+n, `count` n); `20 + n` the
+//! same client without the pause (`faults/kv-storm.toml`). Clients make
+//! [`ROUNDS`] calls; after the first half they all sleep until tick
+//! [`PAUSE_UNTIL`], so the server sits idle in `recv` inside its scope
+//! there (where a test kills it).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU32, Ordering};
+use libtask::ipc::{self, CallError, Message, Request, Server};
+use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, Region};
+use libtask::{Start, println, report, syscall};
+
+libtask::entry!(main);
+
+/// Calls per client.
+pub const ROUNDS: u64 = 100;
+/// Clients sleep after `ROUNDS / 2` calls until this tick (ms).
+pub const PAUSE_UNTIL: u64 = 700;
+/// Most clients.
+const MAX_CLIENTS: usize = 8;
+const ACCOUNTS: usize = 8;
+const OPENING: u64 = 1000;
+/// Work per request (~4 guest instructions each): a fault or kill in a
+/// busy server lands inside a request.
+const REQUEST_WORK: u64 = 20_000;
+
+/// Request labels.
+pub mod op {
+    pub const INCR: u64 = 1;
+    pub const TRANSFER: u64 = 2;
+    pub const PUT: u64 = 3;
+    pub const GET: u64 = 4;
+    pub const AUDIT: u64 = 5;
+}
+
+/// The ledger's undo-free journal: the update in progress, rolled forward
+/// by whoever finds the mutex poisoned (it is idempotent: assignments).
+#[derive(FromBytes, Clone, Copy)]
+#[repr(C)]
+struct Journal {
+    active: u64,
+    client: u64,
+    seq: u64,
+    applied: u64,
+}
+
+#[derive(FromBytes, Clone, Copy)]
+#[repr(C)]
+struct Ledger {
+    applied: [u64; MAX_CLIENTS],
+    last_seq: [u64; MAX_CLIENTS],
+    journal: Journal,
+}
+
+/// A client's value, in an Arc slot.
+#[derive(FromBytes, Clone, Copy)]
+#[repr(C)]
+struct Value {
+    v: u64,
+}
+
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    ledger: Mutex<Ledger>,
+    /// Clients finished.
+    done: AtomicU32,
+}
+
+/// Region `kv-store`: the statics and [`SLOTS`] Arc slots of [`Value`].
+type Kv = Region<Shared, Value>;
+const SLOTS: u32 = 16;
+
+fn main(start: Start) -> u64 {
+    let region = match Kv::open_arcs("kv-store", SLOTS) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("kv {}: region: {e:?}", start.id);
+            report("kv:region", false, 0);
+            return 1;
+        }
+    };
+    match start.arg {
+        1 => server(&region),
+        a @ 11..=18 => client(&region, start.id, a - 10, true),
+        a @ 21..=28 => client(&region, start.id, a - 20, false),
+        other => {
+            println!("kv: unknown role {other}");
+            2
+        }
+    }
+}
+
+/// Busy work the optimiser cannot remove.
+#[inline(never)]
+fn work(n: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..n {
+        x = core::hint::black_box(x.wrapping_add(i));
+    }
+    x
+}
+
+// ---- the server ----
+
+/// The server's private state: rolled back with a request's scope.
+struct Store {
+    accounts: [u64; ACCOUNTS],
+    counters: [u64; MAX_CLIENTS],
+    values: [Option<Arc<Value>>; MAX_CLIENTS],
+    next_seq: [u64; MAX_CLIENTS],
+    violations: u64,
+    answered: u64,
+    clients: u64,
+    audited: bool,
+}
+
+fn server(region: &Kv) -> u64 {
+    let Ok(ep) = ipc::cap("kv") else {
+        report("kv:caps", false, 0);
+        return 1;
+    };
+    let ledger = &region.statics().ledger;
+    let store = RefCell::new(Store {
+        accounts: [OPENING; ACCOUNTS],
+        counters: [0; MAX_CLIENTS],
+        values: [const { None }; MAX_CLIENTS],
+        next_seq: [1; MAX_CLIENTS],
+        violations: 0,
+        answered: 0,
+        clients: 0,
+        audited: false,
+    });
+    let mut handler = |req: &Request| handle(&mut store.borrow_mut(), ledger, region, req);
+    let mut server = Server::new(ep);
+    loop {
+        match server.next(&mut handler) {
+            Ok(_) => {}
+            Err(e) => {
+                println!("kv: serving failed: {e:?}");
+                report("kv:serve", false, e as u64);
+                return 1;
+            }
+        }
+        if store.borrow().audited {
+            break;
+        }
+    }
+    // Reported after the audit's scope committed: a report is console and
+    // event output, which no rollback takes back.
+    let s = store.borrow();
+    let want = s.clients * ROUNDS;
+    report("kv:sequence", s.violations == 0, s.violations);
+    report("kv:answered", s.answered == want, s.answered);
+    let total: u64 = s.accounts.iter().sum();
+    report("kv:total", total == ACCOUNTS as u64 * OPENING, total);
+    let l = lock_ledger(ledger);
+    let applied: u64 = l.applied.iter().sum();
+    let each = l.applied[..s.clients as usize].iter().all(|&a| a == ROUNDS);
+    report("kv:ledger", each && applied == want, applied);
+    drop(l);
+    let held = s.values.iter().filter(|v| v.is_some()).count() as u32;
+    report("kv:arcs", region.live_slots() == held, region.live_slots() as u64);
+    0
+}
+
+/// One request, inside its scope.
+fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> Message {
+    let [client, seq, a, b] = req.msg.words;
+    let c = client as usize;
+    let label = req.msg.label;
+    let answer = |result: u64| Message { label, words: [seq, result, 0, 0] };
+    if label == op::AUDIT {
+        s.audited = true;
+        return answer(1);
+    }
+    if c >= MAX_CLIENTS || !(op::INCR..=op::GET).contains(&label) {
+        return answer(u64::MAX);
+    }
+    // Exactly once, in order: a doubled or lost request shows here.
+    if seq != s.next_seq[c] {
+        s.violations += 1;
+    }
+    s.next_seq[c] = seq + 1;
+    s.clients = s.clients.max(client + 1);
+    work(REQUEST_WORK);
+    let result = match label {
+        op::INCR => {
+            s.counters[c] += a;
+            s.counters[c]
+        }
+        op::TRANSFER => {
+            let (from, to) = ((b % 8) as usize, ((b / 8) % 8) as usize);
+            if from != to && s.accounts[from] >= a {
+                s.accounts[from] -= a;
+                s.accounts[to] += a;
+                1
+            } else {
+                0
+            }
+        }
+        op::PUT => match Arc::new_in(region, Value { v: a }) {
+            Ok(v) => {
+                s.values[c] = Some(v); // the old one dropped
+                0
+            }
+            Err(_) => u64::MAX,
+        },
+        _ => s.values[c].as_ref().map_or(0, |v| v.v),
+    };
+    apply_once(ledger, client, seq);
+    s.answered += 1;
+    answer(result)
+}
+
+/// Counts request `seq` of `client` in the shared ledger, once: shared
+/// memory is not rolled back, so a re-run of the request finds it applied.
+fn apply_once(ledger: &Mutex<Ledger>, client: u64, seq: u64) {
+    let mut g = lock_ledger(ledger);
+    let c = client as usize;
+    if g.last_seq[c] >= seq {
+        return;
+    }
+    let applied = g.applied[c] + 1;
+    set(&mut g.journal.client, client);
+    set(&mut g.journal.seq, seq);
+    set(&mut g.journal.applied, applied);
+    set(&mut g.journal.active, 1);
+    work(REQUEST_WORK / 4); // holding the lock: faults land here too
+    set(&mut g.applied[c], applied);
+    set(&mut g.last_seq[c], seq);
+    set(&mut g.journal.active, 0);
+}
+
+/// Locks the ledger, rolling a journalled update forward if a holder faulted.
+fn lock_ledger(m: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            let mut g = poisoned.into_inner();
+            let j = g.journal;
+            // Shared data is hostile: the index is checked, not trusted.
+            if j.active != 0 && (j.client as usize) < MAX_CLIENTS {
+                set(&mut g.applied[j.client as usize], j.applied);
+                set(&mut g.last_seq[j.client as usize], j.seq);
+            }
+            set(&mut g.journal.active, 0);
+            m.clear_poison();
+            report("kv:repaired", true, j.active);
+            g
+        }
+    }
+}
+
+fn set(place: &mut u64, value: u64) {
+    // SAFETY: a valid &mut. Volatile: the order of these stores is what a
+    // repairer reads after a fault, so the compiler must keep it.
+    unsafe { core::ptr::write_volatile(place, value) }
+}
+
+// ---- the clients ----
+
+fn client(region: &Kv, id: u64, clients: u64, pause: bool) -> u64 {
+    let Ok(kv) = ipc::cap("kv") else {
+        report("kv:caps", false, 0);
+        return 1;
+    };
+    // Client numbers 0.. in task order: clients are consecutive tasks.
+    let me = (id - 1) % clients.max(1);
+    let done = &region.statics().done;
+    let (mut counter, mut value, mut answered, mut wrong) = (0u64, 0u64, 0u64, 0u64);
+    for seq in 1..=ROUNDS {
+        if pause && seq == ROUNDS / 2 + 1 {
+            while syscall::ticks() < PAUSE_UNTIL {
+                let _ = syscall::sleep(PAUSE_UNTIL - syscall::ticks());
+            }
+        }
+        let (label, a, b) = match seq % 4 {
+            0 => (op::INCR, seq, 0),
+            1 => (op::TRANSFER, seq % 50 + 1, seq * 7 + me),
+            2 => (op::PUT, seq * 1000 + me, 0),
+            _ => (op::GET, 0, 0),
+        };
+        let msg = Message { label, words: [me, seq, a, b] };
+        match ipc::call_server(kv, &msg) {
+            Ok(r) => {
+                answered += 1;
+                let result = r.msg.words[1];
+                let expected = match label {
+                    op::INCR => {
+                        counter += a;
+                        Some(counter)
+                    }
+                    op::PUT => {
+                        value = a;
+                        Some(0)
+                    }
+                    op::GET => Some(value),
+                    _ => None,
+                };
+                if r.msg.label != label || r.msg.words[0] != seq || expected.is_some_and(|e| e != result) {
+                    wrong += 1;
+                    println!("kv client {me}: seq {seq}: reply {:?}, expected {expected:?}", r.msg);
+                }
+            }
+            Err(e) => {
+                report("kv:call-error", false, code(e));
+                break;
+            }
+        }
+    }
+    report("kv:client", answered == ROUNDS && wrong == 0, answered);
+    if done.fetch_add(1, Ordering::AcqRel) + 1 == clients as u32 {
+        let r = ipc::call_server(kv, &Message { label: op::AUDIT, words: [me, 0, 0, 0] });
+        let result = r.map_or(0, |r| r.msg.words[1]);
+        report("kv:audit", result == 1, result);
+    }
+    0
+}
+
+/// The raw error code of a failed call; a restart or stop of the server
+/// is also reported with the generation it carried (`kv:generation`).
+fn code(e: CallError) -> u64 {
+    let (error, generation) = match e {
+        CallError::Restarted { generation } => (libtask::Error::Restarted, Some(generation)),
+        CallError::Stopped { generation } => (libtask::Error::Stopped, Some(generation)),
+        CallError::Other(e) => (e, None),
+    };
+    if let Some(generation) = generation {
+        println!("kv client: {}: the server's generation is now {generation}", error.name());
+        report("kv:generation", true, generation);
+    }
+    error as u64
+}
