@@ -92,6 +92,11 @@ pub struct PoisonError<G> {
 }
 
 impl<G> PoisonError<G> {
+    /// A poisoned acquisition of `guard` (for the other locks of `sync`).
+    pub(super) fn new(guard: G) -> PoisonError<G> {
+        PoisonError { guard }
+    }
+
     /// The guard: the lock is held all the same.
     pub fn into_inner(self) -> G {
         self.guard
@@ -316,6 +321,26 @@ fn unlock(word: &AtomicU32, slot: usize) {
 #[inline(never)]
 fn wake(word: &AtomicU32) {
     let _ = futex::wake(word, 1);
+}
+
+impl<'a, T: Plain> MutexGuard<'a, T> {
+    /// Unlocks now for a `Condvar` wait and returns the mutex, to lock
+    /// again after it. A guard of an outer checkpoint scope cannot be
+    /// unlocked inside an inner one (its release is deferred to the
+    /// commit: see [`crate::sync`]), and a wait holding the mutex would
+    /// wait forever: that is a panic, with the reason, not a hang.
+    pub(super) fn unlock_for_wait(self) -> &'a Mutex<T> {
+        let (mutex, slot) = (self.mutex, self.slot);
+        if registry::entry_scope(Kind::Mutex, slot) < registry::depth() {
+            panic!(
+                "Condvar::wait with the guard of Mutex {:#x} from an outer checkpoint scope: it cannot be unlocked here",
+                mutex.addr()
+            );
+        }
+        core::mem::forget(self);
+        unlock(&mutex.word, slot);
+        mutex
+    }
 }
 
 impl<T: Plain> Drop for MutexGuard<'_, T> {
