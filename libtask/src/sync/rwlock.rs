@@ -450,6 +450,8 @@ pub(crate) fn release_slot(slot: usize) {
 }
 
 impl<T: Plain> Drop for RwLockReadGuard<'_, T> {
+    // Not inlined: one named function for the crash-window sweeps.
+    #[inline(never)]
     fn drop(&mut self) {
         if registry::is_outer_mutex(self.slot) {
             registry::set_deferred(Kind::Mutex, self.slot, true);
@@ -461,6 +463,7 @@ impl<T: Plain> Drop for RwLockReadGuard<'_, T> {
 }
 
 impl<T: Plain> Drop for RwLockWriteGuard<'_, T> {
+    #[inline(never)]
     fn drop(&mut self) {
         if registry::is_outer_mutex(self.slot) {
             registry::set_deferred(Kind::Mutex, self.slot, true);

@@ -63,6 +63,8 @@ struct Queue {
     items: u64,
     produced: u64,
     consumed: u64,
+    /// The producer is done: consumers leave once the queue is empty.
+    closed: u64,
 }
 
 #[repr(C)]
@@ -82,14 +84,14 @@ unsafe impl Plain for Config {}
 /// Offsets in the region's statics area.
 mod at {
     pub const TABLE: u32 = 0; // RwLock<Table>: 80 + 48
-    pub const QUEUE: u32 = 128; // Mutex<Queue>: 8 + 24
-    pub const CV: u32 = 160; // Condvar
-    pub const CONFIG: u32 = 168; // OnceLock<Config>: 8 + 16
-    pub const DONE: u32 = 192; // AtomicU32: workers finished
-    pub const FAULTED: u32 = 196; // AtomicU32: bit per deliberate fault done
-    pub const ONCE_RUNS: u32 = 200; // AtomicU32: initializer closures started
-    pub const HELD: u32 = 204; // AtomicU32: the hanger holds the write lock
-    pub const HUNG: u32 = 208; // AtomicU32: the hanger hung once
+    pub const QUEUE: u32 = 128; // Mutex<Queue>: 8 + 32
+    pub const CV: u32 = 168; // Condvar
+    pub const CONFIG: u32 = 176; // OnceLock<Config>: 8 + 16
+    pub const DONE: u32 = 200; // AtomicU32: workers finished
+    pub const FAULTED: u32 = 204; // AtomicU32: bit per deliberate fault done
+    pub const ONCE_RUNS: u32 = 208; // AtomicU32: initializer closures started
+    pub const HELD: u32 = 212; // AtomicU32: the hanger holds the write lock
+    pub const HUNG: u32 = 216; // AtomicU32: the hanger hung once
 }
 const LAYOUT: Layout = Layout { statics: 256, slot_payload: 0, slots: 0 };
 
@@ -304,18 +306,22 @@ fn producer(s: &Shared<'_>) {
         }
         let _ = syscall::sleep(2);
     }
+    let r = checkpoint(|_| {
+        lock_queue(s.queue).closed = 1;
+        s.cv.notify_all();
+    });
     s.done.fetch_add(1, Ordering::Release);
-    report("rwlock:produced", true, ITEMS);
+    report("rwlock:produced", r.is_ok(), ITEMS);
 }
 
-/// Takes items until all [`ITEMS`] are consumed (by anyone).
+/// Takes items until the producer is done and the queue empty.
 fn consumer(s: &Shared<'_>, faulty: bool) {
     let mut taken = 0u64;
     let mut n = 0u64;
     loop {
         let r = checkpoint(|_| {
             let g = lock_queue(s.queue);
-            let mut g = match s.cv.wait_while(g, |q| q.items == 0 && q.consumed < ITEMS) {
+            let mut g = match s.cv.wait_while(g, |q| q.items == 0 && q.closed == 0) {
                 Ok(g) => g,
                 Err(p) => {
                     s.queue.clear_poison();
@@ -327,7 +333,7 @@ fn consumer(s: &Shared<'_>, faulty: bool) {
                 ud2("right after a Condvar wait, holding the mutex");
             }
             if g.items == 0 {
-                return false; // all consumed
+                return false; // closed and empty
             }
             g.items -= 1;
             g.consumed += 1;
@@ -340,8 +346,6 @@ fn consumer(s: &Shared<'_>, faulty: bool) {
             Err(_) => report("rwlock:checkpoint", false, n),
         }
     }
-    // Wake the other consumers: nothing more will come.
-    s.cv.notify_all();
     s.done.fetch_add(1, Ordering::Release);
     report("rwlock:consumer-done", true, taken);
 }
