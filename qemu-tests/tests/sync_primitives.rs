@@ -147,6 +147,13 @@ fn rwlock_and_once_crash_window_sweep_short() {
     sweep("rwlock-sweep.toml", "short");
 }
 
+/// Kills (mostly) and #UDs at random times in every kind of user, the
+/// consumers asleep on the Condvar included (`faults/rwlock-kills.toml`).
+#[test]
+fn rwlock_users_killed_at_random_times() {
+    sweep("rwlock-kills.toml", "kills");
+}
+
 /// Every instruction boundary of the four paths (0..150 each): hundreds of
 /// boots. After `cargo xtask build`: `cargo test -p qemu-tests --test
 /// sync_primitives -- --ignored rwlock_sweep_long` with `REWIND_KERNEL`

@@ -43,6 +43,20 @@ pub const ITEMS: u64 = 40;
 const MAGIC: u64 = 0x5eed_c0de;
 /// The deliberate faults happen at this iteration.
 const FAULT_AT: u64 = 17;
+/// Iterations of busy work (~4 guest instructions each) in each writer's
+/// and reader's critical section: time for injections at random times to
+/// land while the locks are held (`faults/rwlock-kills.toml`).
+const WORK: u64 = 40_000;
+
+/// Busy work the optimiser cannot remove.
+#[inline(never)]
+fn work(n: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..n {
+        x = core::hint::black_box(x.wrapping_add(i));
+    }
+    x
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -207,6 +221,7 @@ fn writer(s: &Shared<'_>, id: u64, faulty: bool) {
             set(&mut g.old_b, b);
             set(&mut g.active, 1);
             set(&mut g.a, a - amount.min(a));
+            work(WORK);
             if fault_now(s, faulty, n, bit::WRITER) {
                 ud2("holding the write lock, mid-move");
             }
@@ -250,6 +265,7 @@ fn reader(s: &Shared<'_>, faulty: bool) {
                 }
             };
             let _outer = s.table.read();
+            work(WORK);
             if n % 8 == 0 {
                 let _ = checkpoint(|_| {
                     let _inner = s.table.read();
