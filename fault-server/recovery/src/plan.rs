@@ -33,6 +33,13 @@
 //! *outermost* listing is rolled back. Arc entries, which count, are never
 //! listed twice ([`Invalid::Duplicate`]).
 //!
+//! ## Tagged entries: `RwLock` and `Once`
+//!
+//! Mutex registry entries whose `addr` has low bits set
+//! (`abi::checkpoint::lock_tag`) name an `RwLock` write or read lock or a
+//! running `Once`; they are validated and planned in [`locks`] (reads are
+//! counted: all but the surviving scopes' reads are given back).
+//!
 //! ## The intent slot
 //!
 //! A fault in the middle of an Arc count change leaves
