@@ -29,7 +29,12 @@ fn ok<'a>(run: &'a Run, name: &str) -> &'a Value {
 fn all_ok<'a>(run: &'a Run, name: &str, n: usize) -> Vec<&'a Value> {
     let found = run.checks(name);
     assert_eq!(found.len(), n, "{}: expected {n} checks {name:?}, got {found:#?}\nconsole:\n{}", run.name, run.console);
-    assert!(found.iter().all(|c| c["ok"] == true), "{}: {name:?} failed: {found:#?}\nconsole:\n{}", run.name, run.console);
+    assert!(
+        found.iter().all(|c| c["ok"] == true),
+        "{}: {name:?} failed: {found:#?}\nconsole:\n{}",
+        run.name,
+        run.console
+    );
     found
 }
 

@@ -238,7 +238,9 @@ impl RegionLayout {
     /// area, 8-aligned (an `RwLock`'s header, a `Once`'s words).
     pub fn is_static_object(&self, addr: u64, size: u64) -> bool {
         let start = self.base + region::STATICS;
-        addr.is_multiple_of(OBJECT_ALIGN) && addr >= start && (addr - start).checked_add(size).is_some_and(|e| e <= self.statics)
+        addr.is_multiple_of(OBJECT_ALIGN)
+            && addr >= start
+            && (addr - start).checked_add(size).is_some_and(|e| e <= self.statics)
     }
 
     /// Whether `addr` is the start of one of the Arc slots.

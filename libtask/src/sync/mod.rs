@@ -58,8 +58,8 @@ pub use arc::Arc;
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{LockResult, Mutex, MutexGuard, PoisonError, TryLockError, TryLockResult};
 pub use once::{Once, OnceLock, OnceState};
-pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use region::{Layout, Region, Stats};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use registry::Kind;
 

@@ -265,7 +265,10 @@ impl<T: Plain> RwLock<T> {
             }
             if w & OWNER_MASK == me {
                 if registry::find(Kind::Mutex, self.addr() | lock_tag::RWLOCK_WRITE).is_some() {
-                    panic!("RwLock at {:#x}: read by the task holding its write lock: it would wait for itself", self.addr());
+                    panic!(
+                        "RwLock at {:#x}: read by the task holding its write lock: it would wait for itself",
+                        self.addr()
+                    );
                 }
                 // Ours by id but not listed: an earlier run of this task held
                 // it and nobody released it. Release it, poisoned.
@@ -406,7 +409,10 @@ impl<T: Plain> RwLock<T> {
             }
             if self.readers.iter().any(|r| r.load(Ordering::Relaxed) == me) {
                 if registry::find(Kind::Mutex, self.addr() | lock_tag::RWLOCK_READ).is_some() {
-                    panic!("RwLock at {:#x}: write by a task holding a read of it: it would wait for itself", self.addr());
+                    panic!(
+                        "RwLock at {:#x}: write by a task holding a read of it: it would wait for itself",
+                        self.addr()
+                    );
                 }
                 while self.release_read() {}
                 continue;

@@ -453,6 +453,10 @@ fn auditor(s: &Shared<'_>, workers: u32) {
     report("rwlock:total", total == TOTAL, total);
     report("rwlock:writes", true, writes);
     report("rwlock:items", consumed == produced && items == 0, consumed);
-    report("rwlock:once-runs", s.config.get().is_some_and(|c| c.magic == MAGIC), s.once_runs.load(Ordering::Relaxed) as u64);
+    report(
+        "rwlock:once-runs",
+        s.config.get().is_some_and(|c| c.magic == MAGIC),
+        s.once_runs.load(Ordering::Relaxed) as u64,
+    );
     report("rwlock:locks-released", readers == 0 && write_free && queue_free && total != 0, readers as u64);
 }

@@ -32,8 +32,8 @@
 
 use super::{Action, Invalid, Live, Origin, Plan, Release, region_of};
 use crate::layout::{RegionLayout, once, rwlock};
-use abi::checkpoint::{MAX_MUTEXES, MutexEntry, lock_tag};
 use abi::checkpoint::RegionInfo;
+use abi::checkpoint::{MAX_MUTEXES, MutexEntry, lock_tag};
 
 /// A tagged entry's object, after its checks.
 #[derive(Clone, Copy)]
@@ -109,7 +109,8 @@ pub(super) fn validate(
             }
             continue;
         }
-        let mut o = Tagged { live: Live { slot, addr, scope: e.scope, base }, tag, keep: 0, rolled: 0, rolled_scope: 0 };
+        let mut o =
+            Tagged { live: Live { slot, addr, scope: e.scope, base }, tag, keep: 0, rolled: 0, rolled_scope: 0 };
         if tag == lock_tag::RWLOCK_READ {
             reads(&mut o);
         }

@@ -407,7 +407,8 @@ fn random_pages_never_yield_a_wild_release() {
         s ^= s << 17;
         s
     };
-    let candidates = [0, MA, MB, AC, AD, MA + 4, BASE, BASE + SIZE, 0x40_1000, u64::MAX, MA | 1, MA | 2, MB | 3, MB | 2, MA | 5];
+    let candidates =
+        [0, MA, MB, AC, AD, MA + 4, BASE, BASE + SIZE, 0x40_1000, u64::MAX, MA | 1, MA | 2, MB | 3, MB | 2, MA | 5];
     let mut accepted = 0;
     for round in 0..20_000 {
         let mut p = page(next() % 4, &[], &[]);
@@ -714,11 +715,11 @@ fn rwlock_read_protocol_is_exact_at_every_store() {
         page(2, &e, &[])
     };
     let states = [
-        (with(None), false),                   // before the read lock
-        (with(Some((MA | R, 2))), false),      // listed, CAS not yet run
-        (with(Some((MA | R, 2))), true),       // slot taken: held
-        (with(Some((MA | R, 2))), false),      // unlock: slot cleared (drain not yet bumped)
-        (with(None), false),                   // entry removed
+        (with(None), false),              // before the read lock
+        (with(Some((MA | R, 2))), false), // listed, CAS not yet run
+        (with(Some((MA | R, 2))), true),  // slot taken: held
+        (with(Some((MA | R, 2))), false), // unlock: slot cleared (drain not yet bumped)
+        (with(None), false),              // entry removed
     ];
     for (k, (p, taken)) in states.iter().enumerate() {
         let mut shm = Shm(std::vec![0; 0x100]);
