@@ -497,7 +497,13 @@ pub fn plan_into(
         return Err(Invalid::Duplicate { addr: m.addr });
     }
 
-    let tagged = locks::validate(&p.mutexes[..p.mutex_count as usize], p.depth, depth, regions, layouts, &mutexes)?;
+    // Pages without RwLock or Once entries (most) skip their pass.
+    let live = &p.mutexes[..p.mutex_count as usize];
+    let mut tagged = locks::Objects::new();
+    let any_tagged = live.iter().any(|e| e.addr & lock_tag::MASK != 0);
+    if any_tagged {
+        locks::validate(live, p.depth, depth, regions, layouts, &mutexes, &mut tagged)?;
+    }
     let intent = intent_release(p, regions, layouts, regs.rip, depth, &mutexes, &arcs)?;
     out.page_depth = p.depth;
     if let Some(release) = intent {
@@ -510,7 +516,9 @@ pub fn plan_into(
             scope: m.scope,
         });
     }
-    locks::emit(&tagged, depth, out);
+    if any_tagged {
+        locks::emit(&tagged, depth, out);
+    }
     for a in arcs.iter().rev().filter(|a| a.scope >= depth) {
         out.push(Release {
             action: Action::ArcDecrement { addr: a.addr, region_base: a.base },
