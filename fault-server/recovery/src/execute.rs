@@ -130,11 +130,11 @@ impl Action {
     pub const fn from_op(op: &abi::ipc::recover::ReleaseOp) -> Option<Action> {
         use abi::ipc::recover::{ARC, MUTEX, ONCE, RWLOCK_READS, RWLOCK_WRITE};
         match op.kind {
+            MUTEX => Some(Action::PoisonAndUnlockMutex { addr: op.addr }),
+            ARC => Some(Action::ArcDecrement { addr: op.addr, region_base: op.region_base }),
             RWLOCK_WRITE => Some(Action::PoisonAndUnlockRwLock { addr: op.addr }),
             RWLOCK_READS => Some(Action::ReleaseRwLockReads { addr: op.addr, keep: op.region_base }),
             ONCE => Some(Action::ResetOnce { addr: op.addr }),
-            MUTEX => Some(Action::PoisonAndUnlockMutex { addr: op.addr }),
-            ARC => Some(Action::ArcDecrement { addr: op.addr, region_base: op.region_base }),
             _ => None,
         }
     }
@@ -144,15 +144,16 @@ impl Action {
 /// words hold when it owns them).
 pub fn execute<O: SharedOps>(action: &Action, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
     match *action {
-        Action::PoisonAndUnlockMutex { addr } => poison_and_unlock(addr, task, 1, ops),
+        Action::PoisonAndUnlockMutex { addr } => poison_and_unlock::<O, 1>(addr, task, ops),
         Action::ArcDecrement { addr, region_base } => arc_decrement(addr, region_base, ops),
         // The writer word and the once state are mutex-shaped word pairs
         // (owner id | CONTENDED, poison) at the object's start.
-        Action::PoisonAndUnlockRwLock { addr } => poison_and_unlock(addr + rwlock::WRITER, task, WAKE_ALL, ops),
+        Action::PoisonAndUnlockRwLock { addr } => poison_and_unlock::<O, WAKE_ALL>(addr + rwlock::WRITER, task, ops),
         // COMPLETE is no initializer's id: a task with it owns nothing
         // (0 cannot match either: no owner word holds it).
         Action::ResetOnce { addr } => {
-            poison_and_unlock(addr + once::STATE, if task >= once::COMPLETE as u64 { 0 } else { task }, WAKE_ALL, ops)
+            let task = if task >= once::COMPLETE as u64 { 0 } else { task };
+            poison_and_unlock::<O, WAKE_ALL>(addr + once::STATE, task, ops)
         }
         Action::ReleaseRwLockReads { addr, keep } => release_reads(addr, keep, task, ops),
     }
@@ -212,7 +213,9 @@ fn release_reads<O: SharedOps>(addr: u64, keep: u64, task: u64, ops: &mut O) -> 
     Ok(Outcome::ReadsReleased { released, held })
 }
 
-fn poison_and_unlock<O: SharedOps>(addr: u64, task: u64, wake: u64, ops: &mut O) -> Result<Outcome, O::Error> {
+/// `WAKE`: how many waiters a release wakes (a mutex's one; all for the
+/// `RwLock` writer word and the `Once` state, where everyone sleeps).
+fn poison_and_unlock<O: SharedOps, const WAKE: u64>(addr: u64, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
     let me = task as u32;
     let released = (mutex::POISONED as u64) << 32;
     let mut outcome = Outcome::MutexContested;
@@ -242,7 +245,7 @@ fn poison_and_unlock<O: SharedOps>(addr: u64, task: u64, wake: u64, ops: &mut O)
     // lock), so a release from a word without it has nobody to wake.
     let n = match outcome {
         Outcome::MutexReleased { contended: false, .. } => 0,
-        _ => ops.futex_wake(addr + mutex::WORD, wake)?,
+        _ => ops.futex_wake(addr + mutex::WORD, WAKE)?,
     };
     Ok(match outcome {
         Outcome::MutexReleased { contended, .. } => Outcome::MutexReleased { contended, woken: n },

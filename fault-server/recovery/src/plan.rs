@@ -474,11 +474,18 @@ pub fn plan_into(
     }
     let mut mutexes: heapless::Vec<Live, MAX_MUTEXES> = heapless::Vec::new();
     let mut arcs: heapless::Vec<Live, MAX_ARCS> = heapless::Vec::new();
-    // Tagged entries (RwLock, Once: `locks`) are left to their own pass.
+    // Tagged entries (RwLock, Once: `locks`) are left to their own pass,
+    // which pages without any (most) skip.
+    let mut any_tagged = false;
     live_entries(
-        p.mutexes[..p.mutex_count as usize]
-            .iter()
-            .map(|e| if e.addr & lock_tag::MASK == 0 { (e.addr, e.scope) } else { (0, e.scope) }),
+        p.mutexes[..p.mutex_count as usize].iter().map(|e| {
+            if e.addr & lock_tag::MASK == 0 {
+                (e.addr, e.scope)
+            } else {
+                any_tagged = true;
+                (0, e.scope)
+            }
+        }),
         p.depth,
         regions,
         layouts,
@@ -497,11 +504,9 @@ pub fn plan_into(
         return Err(Invalid::Duplicate { addr: m.addr });
     }
 
-    // Pages without RwLock or Once entries (most) skip their pass.
-    let live = &p.mutexes[..p.mutex_count as usize];
     let mut tagged = locks::Objects::new();
-    let any_tagged = live.iter().any(|e| e.addr & lock_tag::MASK != 0);
     if any_tagged {
+        let live = &p.mutexes[..p.mutex_count as usize];
         locks::validate(live, p.depth, depth, regions, layouts, &mutexes, &mut tagged)?;
     }
     let intent = intent_release(p, regions, layouts, regs.rip, depth, &mutexes, &arcs)?;
