@@ -96,11 +96,11 @@ impl Once {
     fn run(&self, f: impl FnOnce(&OnceState)) {
         let me = registry::task_id();
         let tagged = self.addr() | lock_tag::ONCE;
-        let slot = super::rwlock::list(tagged);
-        // Listed: from here a fault is decided by the state word.
-        if registry::find(Kind::Mutex, tagged).is_some_and(|s| s != slot) {
+        if registry::find(Kind::Mutex, tagged).is_some() {
             panic!("Once at {:#x}: call_once inside its own closure: it would wait for itself", self.addr());
         }
+        let slot = super::rwlock::list(tagged);
+        // Listed: from here a fault is decided by the state word.
         let mut spins = 0;
         let mut contended = 0;
         loop {

@@ -338,17 +338,16 @@ impl<T: Plain> RwLock<T> {
     fn acquire_write(&self, deadline: Option<u64>) -> Option<usize> {
         let me = registry::task_id();
         let tagged = self.addr() | lock_tag::RWLOCK_WRITE;
-        let slot = list(tagged);
-        // Listed twice: a write of ours whose release was deferred (taken
-        // back now) or a second write (a panic).
-        if let Some(earlier) = registry::find(Kind::Mutex, tagged).filter(|&s| s != slot) {
-            registry::remove(Kind::Mutex, slot);
+        // Listed already: a write of ours whose release was deferred (taken
+        // back, without touching shared memory) or a second write (a panic).
+        if let Some(earlier) = registry::find(Kind::Mutex, tagged) {
             if registry::is_deferred(Kind::Mutex, earlier) {
                 registry::set_deferred(Kind::Mutex, earlier, false);
                 return Some(earlier);
             }
             panic!("RwLock at {:#x} write-locked twice by task {me}: it would wait for itself", self.addr());
         }
+        let slot = list(tagged);
         if !self.take_writer(me, deadline) {
             registry::remove(Kind::Mutex, slot);
             return None;
