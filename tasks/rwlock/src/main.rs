@@ -14,8 +14,8 @@
 //!
 //! | arg | role | checks |
 //! |---|---|---|
-//! | 1 / 101 | writer: [`WRITES`] moves between `a` and `b` under the write lock (101 faults once mid-move) | `rwlock:writer-done` |
-//! | 2 / 102 | reader: [`READS`] checks of `a + b` under a read lock, some with a second, nested read in an inner scope (102 faults once holding both) | `rwlock:reader-done` (value = torn tables seen: must be 0) |
+//! | 1 / 101 | writer: [`WRITES`] moves between `a` and `b` under the write lock (101 faults once mid-move); every eighth drops its guard in an inner scope and relocks there (a deferred release taken back) | `rwlock:writer-done` |
+//! | 2 / 102 | reader: [`READS`] checks of `a + b` under a read lock, some with a second, nested read in an inner scope (102 faults once holding both), some dropping the outer read in an inner scope (deferred to its commit) | `rwlock:reader-done` (value = torn tables seen: must be 0) |
 //! | 3 | producer: [`ITEMS`] items into a `Mutex` queue, `notify_one` each | `rwlock:produced` |
 //! | 4 / 104 | consumer: takes items, waiting on the `Condvar` (104 faults once right after a wait, holding the mutex) | `rwlock:consumer-done` (value = items taken) |
 //! | 5 / 105 | initializer: `OnceLock::get_or_init` (105 faults once inside the closure) | `rwlock:once` (value = the config's magic) |
@@ -235,6 +235,15 @@ fn writer(s: &Shared<'_>, id: u64, faulty: bool) {
                 set(&mut g.a, a + b);
                 set(&mut g.b, 0);
             }
+            if n % 8 == 3 {
+                // Dropped in an inner scope: unlocked at its commit
+                // (deferred); relocked inside it first, taken back.
+                let _ = checkpoint(move |_| {
+                    drop(g);
+                    let again = s.table.write();
+                    drop(again);
+                });
+            }
         });
         if r.is_err() {
             report("rwlock:checkpoint", false, n);
@@ -276,6 +285,11 @@ fn reader(s: &Shared<'_>, faulty: bool) {
             }
             if fault_now(s, faulty, n, bit::READ) {
                 ud2("holding a read");
+            }
+            if n % 8 == 4 {
+                // The outer scope's read, dropped in an inner scope: given
+                // back at the inner scope's commit (deferred), not before.
+                let _ = checkpoint(move |_| drop(_outer));
             }
             (bad, pois)
         });
