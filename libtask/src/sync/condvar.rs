@@ -27,13 +27,15 @@
 
 use super::futex::{self, Wait};
 use super::mutex::{LockResult, MutexGuard, PoisonError};
-use super::{Plain, Shared};
 use core::sync::atomic::{AtomicU32, Ordering};
+use zerocopy::FromBytes;
 
 /// Longest single sleep (the cost of a notification lost to a fault).
 pub const WAIT_SLICE_MS: u64 = 100;
 
-/// A condition variable for a `Mutex` in the same or another region.
+/// A condition variable for a `Mutex` in the same or another region
+/// (`FromBytes`: a field of a region's statics struct).
+#[derive(FromBytes)]
 #[repr(C, align(8))]
 pub struct Condvar {
     seq: AtomicU32,
@@ -42,9 +44,6 @@ pub struct Condvar {
 
 const _: () = assert!(core::mem::offset_of!(Condvar, seq) as u64 == recovery::layout::condvar::SEQ);
 const _: () = assert!(core::mem::size_of::<Condvar>() as u64 == recovery::layout::condvar::SIZE);
-
-// SAFETY: two atomics, valid for every bit pattern.
-unsafe impl Shared for Condvar {}
 
 /// Whether a timed wait returned because its time ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,12 +71,12 @@ impl Condvar {
 
     /// Unlocks `guard`'s mutex, sleeps until notified (or a spurious
     /// wakeup), locks it again. `Err` if the mutex came back poisoned.
-    pub fn wait<'a, T: Plain>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
         self.wait_until(guard, None).0
     }
 
     /// Waits while `condition` holds of the data (checked under the lock).
-    pub fn wait_while<'a, T: Plain>(
+    pub fn wait_while<'a, T>(
         &self,
         mut guard: MutexGuard<'a, T>,
         mut condition: impl FnMut(&mut T) -> bool,
@@ -96,7 +95,7 @@ impl Condvar {
     }
 
     /// As [`Condvar::wait`], at most `ms` milliseconds.
-    pub fn wait_timeout<'a, T: Plain>(
+    pub fn wait_timeout<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
         ms: u64,
@@ -110,7 +109,7 @@ impl Condvar {
         }
     }
 
-    fn wait_until<'a, T: Plain>(
+    fn wait_until<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
         deadline: Option<u64>,

@@ -28,18 +28,20 @@
 
 use super::futex::{self, Wait};
 use super::registry::{self, Kind};
-use super::{Plain, Shared};
 use abi::checkpoint::lock_tag;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 use recovery::layout::once::{COMPLETE, CONTENDED, OWNER_MASK, POISONED};
+use zerocopy::FromBytes;
 
 /// Spins on a running initializer before sleeping.
 const SPIN_LIMIT: u32 = 64;
 /// Longest single sleep: a wake lost to a fault costs at most this.
 pub const WAIT_SLICE_MS: u64 = 100;
 
-/// One-time initialization shared by the tasks of a region.
+/// One-time initialization shared by the tasks of a region (`FromBytes`:
+/// a field of a region's statics struct).
+#[derive(FromBytes)]
 #[repr(C, align(8))]
 pub struct Once {
     state: AtomicU32,
@@ -48,9 +50,6 @@ pub struct Once {
 
 const _: () = assert!(core::mem::offset_of!(Once, state) as u64 == recovery::layout::once::STATE);
 const _: () = assert!(core::mem::offset_of!(Once, poison) as u64 == recovery::layout::once::POISON);
-
-// SAFETY: two atomics, valid for every bit pattern.
-unsafe impl Shared for Once {}
 
 /// What the closure of [`Once::call_once_force`] is told.
 pub struct OnceState {
@@ -146,9 +145,12 @@ impl Once {
     }
 }
 
-/// A value initialized once, shared by the tasks of a region.
+/// A value initialized once, shared by the tasks of a region. The value
+/// is written in place and never dropped (it lives in shared memory, which
+/// other tasks may have written anything into: `T: FromBytes`).
+#[derive(FromBytes)]
 #[repr(C, align(8))]
-pub struct OnceLock<T: Plain> {
+pub struct OnceLock<T> {
     once: Once,
     value: UnsafeCell<T>,
 }
@@ -156,13 +158,11 @@ pub struct OnceLock<T: Plain> {
 const _: () = assert!(core::mem::offset_of!(OnceLock<u64>, value) as u64 == recovery::layout::once::DATA);
 
 // SAFETY: the value is written only by the task running the Once (the
-// state word names it) and read only once it is COMPLETE (Acquire);
-// `T: Plain` owns nothing and has no invalid bit patterns.
-unsafe impl<T: Plain> Sync for OnceLock<T> {}
-// SAFETY: as above; every bit pattern is valid.
-unsafe impl<T: Plain> Shared for OnceLock<T> {}
+// state word names it) and read, shared, only once it is COMPLETE
+// (Acquire): std's bounds.
+unsafe impl<T: Send + Sync> Sync for OnceLock<T> {}
 
-impl<T: Plain> OnceLock<T> {
+impl<T> OnceLock<T> {
     /// The value, if some task has initialized it.
     pub fn get(&self) -> Option<&T> {
         // SAFETY: complete: written once, never again (see the Sync impl).
@@ -172,8 +172,9 @@ impl<T: Plain> OnceLock<T> {
     /// The value, initialized by `f` if no task has done it yet.
     pub fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
         // SAFETY: the Once runs the closure only in the task its state
-        // word names: nobody else writes or reads the value meanwhile.
-        self.once.call_once(|| unsafe { *self.value.get() = f() });
+        // word names: nobody else writes or reads the value meanwhile. A
+        // write, not an assignment: the bytes there are no value to drop.
+        self.once.call_once(|| unsafe { core::ptr::write(self.value.get(), f()) });
         self.get().expect("a Once returns complete")
     }
 
@@ -181,7 +182,7 @@ impl<T: Plain> OnceLock<T> {
     pub fn set(&self, value: T) -> Result<(), T> {
         let mut mine = Some(value);
         // SAFETY: as in get_or_init.
-        self.once.call_once(|| unsafe { *self.value.get() = mine.take().expect("run once") });
+        self.once.call_once(|| unsafe { core::ptr::write(self.value.get(), mine.take().expect("run once")) });
         match mine {
             None => Ok(()),
             Some(v) => Err(v),

@@ -68,12 +68,12 @@
 use super::futex::{self, Wait};
 use super::mutex::{LockResult, PoisonError, TryLockError, TryLockResult};
 use super::registry::{self, Kind};
-use super::{Plain, Shared};
 use abi::checkpoint::lock_tag;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 use recovery::layout::rwlock::{CONTENDED, DRAIN_SLEEPERS, DRAIN_STEP, OWNER_MASK, POISONED, READERS};
+use zerocopy::FromBytes;
 
 /// Spins on a held writer word before sleeping.
 const SPIN_LIMIT: u32 = 64;
@@ -82,9 +82,11 @@ pub const WAIT_SLICE_MS: u64 = 100;
 /// `FUTEX_WAKE` count for "everyone".
 const ALL: u64 = u32::MAX as u64;
 
-/// A reader-writer lock over a `T` in a shared region.
+/// A reader-writer lock over a `T` in a shared region. `FromBytes`
+/// (derived), so it can be a field of a region's statics struct.
+#[derive(FromBytes)]
 #[repr(C, align(8))]
-pub struct RwLock<T: Plain> {
+pub struct RwLock<T> {
     writer: AtomicU32,
     poison: AtomicU32,
     drain: AtomicU32,
@@ -106,21 +108,24 @@ mod offsets {
 
 // SAFETY: the data is reached only through guards: shared ones while this
 // task's id is in a reader slot and the writer word is 0, the exclusive
-// one while the writer word names this task and every slot is 0.
-unsafe impl<T: Plain> Sync for RwLock<T> {}
-// SAFETY: every bit pattern of the words and of a `Plain` T is valid; all
-// mutation is atomic or under the write lock.
-unsafe impl<T: Plain> Shared for RwLock<T> {}
+// one while the writer word names this task and every slot is 0 (std's
+// bounds: readers share `&T` across tasks, a writer moves data between
+// them).
+unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
+const _: () = {
+    const fn from_bytes<T: FromBytes>() {}
+    from_bytes::<RwLock<u64>>();
+};
 
 /// One read held while this lives.
-pub struct RwLockReadGuard<'a, T: Plain> {
+pub struct RwLockReadGuard<'a, T> {
     lock: &'a RwLock<T>,
     slot: usize,
     _task: core::marker::PhantomData<*const ()>,
 }
 
 /// The write lock is held while this lives.
-pub struct RwLockWriteGuard<'a, T: Plain> {
+pub struct RwLockWriteGuard<'a, T> {
     lock: &'a RwLock<T>,
     slot: usize,
     _task: core::marker::PhantomData<*const ()>,
@@ -155,7 +160,7 @@ fn sleep(word: &AtomicU32, expected: u32, ms: u64) {
     }
 }
 
-impl<T: Plain> RwLock<T> {
+impl<T> RwLock<T> {
     /// Its address (what registries and the fault server see).
     pub fn addr(&self) -> u64 {
         self as *const Self as u64
@@ -454,7 +459,7 @@ pub(crate) fn release_slot(slot: usize) {
     }
 }
 
-impl<T: Plain> Drop for RwLockReadGuard<'_, T> {
+impl<T> Drop for RwLockReadGuard<'_, T> {
     // Not inlined: one named function for the crash-window sweeps.
     #[inline(never)]
     fn drop(&mut self) {
@@ -467,7 +472,7 @@ impl<T: Plain> Drop for RwLockReadGuard<'_, T> {
     }
 }
 
-impl<T: Plain> Drop for RwLockWriteGuard<'_, T> {
+impl<T> Drop for RwLockWriteGuard<'_, T> {
     #[inline(never)]
     fn drop(&mut self) {
         if registry::is_outer_mutex(self.slot) {
@@ -478,7 +483,7 @@ impl<T: Plain> Drop for RwLockWriteGuard<'_, T> {
     }
 }
 
-impl<T: Plain> Deref for RwLockReadGuard<'_, T> {
+impl<T> Deref for RwLockReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: a read is held: no writer until it is given back.
@@ -486,7 +491,7 @@ impl<T: Plain> Deref for RwLockReadGuard<'_, T> {
     }
 }
 
-impl<T: Plain> Deref for RwLockWriteGuard<'_, T> {
+impl<T> Deref for RwLockWriteGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the write lock is held: no other reader or writer.
@@ -494,7 +499,7 @@ impl<T: Plain> Deref for RwLockWriteGuard<'_, T> {
     }
 }
 
-impl<T: Plain> DerefMut for RwLockWriteGuard<'_, T> {
+impl<T> DerefMut for RwLockWriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as for deref; `&mut self` makes the access exclusive here.
         unsafe { &mut *self.lock.data.get() }

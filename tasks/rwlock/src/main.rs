@@ -29,7 +29,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use libtask::checkpoint::checkpoint;
-use libtask::sync::{Condvar, Layout, Mutex, MutexGuard, OnceLock, Plain, Region, RwLock, TryLockError};
+use libtask::sync::{Condvar, FromBytes, Mutex, MutexGuard, OnceLock, Region, RwLock, TryLockError};
 use libtask::{Start, println, report, syscall};
 
 libtask::entry!(main);
@@ -58,8 +58,8 @@ fn work(n: u64) -> u64 {
     x
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Table {
     a: u64,
     b: u64,
@@ -71,8 +71,8 @@ struct Table {
     old_b: u64,
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Queue {
     items: u64,
     produced: u64,
@@ -81,75 +81,52 @@ struct Queue {
     closed: u64,
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Config {
     magic: u64,
     by: u64,
 }
 
-// SAFETY: only u64 fields: every bit pattern is valid, nothing owned.
-unsafe impl Plain for Table {}
-// SAFETY: as above.
-unsafe impl Plain for Queue {}
-// SAFETY: as above.
-unsafe impl Plain for Config {}
-
-/// Offsets in the region's statics area.
-mod at {
-    pub const TABLE: u32 = 0; // RwLock<Table>: 80 + 48
-    pub const QUEUE: u32 = 128; // Mutex<Queue>: 8 + 32
-    pub const CV: u32 = 168; // Condvar
-    pub const CONFIG: u32 = 176; // OnceLock<Config>: 8 + 16
-    pub const DONE: u32 = 200; // AtomicU32: workers finished
-    pub const FAULTED: u32 = 204; // AtomicU32: bit per deliberate fault done
-    pub const ONCE_RUNS: u32 = 208; // AtomicU32: initializer closures started
-    pub const HELD: u32 = 212; // AtomicU32: the hanger holds the write lock
-    pub const HUNG: u32 = 216; // AtomicU32: the hanger hung once
-}
-const LAYOUT: Layout = Layout { statics: 256, slot_payload: 0, slots: 0 };
-
-struct Shared<'r> {
-    table: &'r RwLock<Table>,
-    queue: &'r Mutex<Queue>,
-    cv: &'r Condvar,
-    config: &'r OnceLock<Config>,
-    done: &'r AtomicU32,
-    faulted: &'r AtomicU32,
-    once_runs: &'r AtomicU32,
-    held: &'r AtomicU32,
-    hung: &'r AtomicU32,
+/// The region's statics: every object the roles share.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    table: RwLock<Table>,
+    queue: Mutex<Queue>,
+    cv: Condvar,
+    config: OnceLock<Config>,
+    /// Workers finished.
+    done: AtomicU32,
+    /// Bit per deliberate fault done (once per boot each).
+    faulted: AtomicU32,
+    /// Initializer closures started.
+    once_runs: AtomicU32,
+    /// The hanger holds the write lock.
+    held: AtomicU32,
+    /// The hanger hung once.
+    hung: AtomicU32,
 }
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open_with("rw", LAYOUT, init) {
+    let region = match Region::<Shared>::open_init("rw", init) {
         Ok(r) => r,
         Err(e) => {
-            println!("rwlock {}: region: {e:?}", start.id);
+            println!("rwlock {}: region: {e}", start.id);
             report("rwlock:region", false, 0);
             return 1;
         }
     };
-    let s = Shared {
-        table: region.get(at::TABLE).expect("table"),
-        queue: region.get(at::QUEUE).expect("queue"),
-        cv: region.get(at::CV).expect("condvar"),
-        config: region.get(at::CONFIG).expect("config"),
-        done: region.get(at::DONE).expect("counter"),
-        faulted: region.get(at::FAULTED).expect("flags"),
-        once_runs: region.get(at::ONCE_RUNS).expect("counter"),
-        held: region.get(at::HELD).expect("flag"),
-        hung: region.get(at::HUNG).expect("flag"),
-    };
+    let s: &Shared = region.statics();
     match start.arg {
-        1 | 101 => writer(&s, start.id, start.arg > 100),
-        2 | 102 => reader(&s, start.arg > 100),
-        3 => producer(&s),
-        4 | 104 => consumer(&s, start.arg > 100),
-        5 | 105 => initializer(&s, start.id, start.arg > 100),
-        6 => hanger(&s),
-        7 => hung_waiter(&s),
-        a @ 201..=299 => auditor(&s, (a - 200) as u32),
+        1 | 101 => writer(s, start.id, start.arg > 100),
+        2 | 102 => reader(s, start.arg > 100),
+        3 => producer(s),
+        4 | 104 => consumer(s, start.arg > 100),
+        5 | 105 => initializer(s, start.id, start.arg > 100),
+        6 => hanger(s),
+        7 => hung_waiter(s),
+        a @ 201..=299 => auditor(s, (a - 200) as u32),
         other => {
             println!("rwlock: unknown role {other}");
             return 2;
@@ -159,15 +136,14 @@ fn main(start: Start) -> u64 {
 }
 
 /// The opening table, by the task that initializes the region.
-fn init(region: &Region) {
-    let table = region.get::<RwLock<Table>>(at::TABLE).expect("the table fits the statics");
-    let mut g = table.write().unwrap_or_else(|p| p.into_inner());
+fn init(s: &'static Shared) {
+    let mut g = s.table.write().unwrap_or_else(|p| p.into_inner());
     *g = Table { a: TOTAL, b: 0, writes: 0, active: 0, old_a: 0, old_b: 0 };
 }
 
 /// Whether this task is the one to fault deliberately for `bit` (once per
 /// boot: the flag lives in the region, which a rollback does not undo).
-fn fault_now(s: &Shared<'_>, faulty: bool, n: u64, bit: u32) -> bool {
+fn fault_now(s: &Shared, faulty: bool, n: u64, bit: u32) -> bool {
     faulty && n == FAULT_AT && s.faulted.fetch_or(bit, Ordering::Relaxed) & bit == 0
 }
 
@@ -192,7 +168,7 @@ fn set(place: &mut u64, value: u64) {
     unsafe { core::ptr::write_volatile(place, value) }
 }
 
-fn writer(s: &Shared<'_>, id: u64, faulty: bool) {
+fn writer(s: &Shared, id: u64, faulty: bool) {
     let mut rng = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for n in 0..WRITES {
         rng ^= rng << 13;
@@ -259,7 +235,7 @@ fn writer(s: &Shared<'_>, id: u64, faulty: bool) {
 /// Checks the table under a read lock; every eighth read also takes a
 /// second read in an inner scope (the case where a rollback must give back
 /// the inner read and keep the outer one). Counts torn tables seen.
-fn reader(s: &Shared<'_>, faulty: bool) {
+fn reader(s: &Shared, faulty: bool) {
     let mut torn = 0u64;
     let mut poisoned = 0u64;
     for n in 0..READS {
@@ -322,10 +298,10 @@ fn lock_queue<'a>(q: &'a Mutex<Queue>) -> MutexGuard<'a, Queue> {
     }
 }
 
-fn producer(s: &Shared<'_>) {
+fn producer(s: &Shared) {
     for n in 0..ITEMS {
         let r = checkpoint(|_| {
-            let mut g = lock_queue(s.queue);
+            let mut g = lock_queue(&s.queue);
             g.items += 1;
             g.produced += 1;
             drop(g);
@@ -337,7 +313,7 @@ fn producer(s: &Shared<'_>) {
         let _ = syscall::sleep(2);
     }
     let r = checkpoint(|_| {
-        lock_queue(s.queue).closed = 1;
+        lock_queue(&s.queue).closed = 1;
         s.cv.notify_all();
     });
     s.done.fetch_add(1, Ordering::Release);
@@ -345,12 +321,12 @@ fn producer(s: &Shared<'_>) {
 }
 
 /// Takes items until the producer is done and the queue empty.
-fn consumer(s: &Shared<'_>, faulty: bool) {
+fn consumer(s: &Shared, faulty: bool) {
     let mut taken = 0u64;
     let mut n = 0u64;
     loop {
         let r = checkpoint(|_| {
-            let g = lock_queue(s.queue);
+            let g = lock_queue(&s.queue);
             let mut g = match s.cv.wait_while(g, |q| q.items == 0 && q.closed == 0) {
                 Ok(g) => g,
                 Err(p) => {
@@ -380,7 +356,7 @@ fn consumer(s: &Shared<'_>, faulty: bool) {
     report("rwlock:consumer-done", true, taken);
 }
 
-fn initializer(s: &Shared<'_>, id: u64, faulty: bool) {
+fn initializer(s: &Shared, id: u64, faulty: bool) {
     if !faulty {
         // The faulty one first: the others find it running and wait.
         let _ = syscall::sleep(5);
@@ -406,7 +382,7 @@ fn initializer(s: &Shared<'_>, id: u64, faulty: bool) {
 
 /// `let _g = table.write(); loop {}`: the watchdog must fault it, and the
 /// fault server release the write lock, poisoned.
-fn hanger(s: &Shared<'_>) {
+fn hanger(s: &Shared) {
     if s.hung.swap(1, Ordering::Relaxed) != 0 {
         let ok = s.table.read().is_ok() || s.table.is_poisoned();
         report("rwlock:hanger-restarted", ok, 0);
@@ -420,7 +396,7 @@ fn hanger(s: &Shared<'_>) {
     }
 }
 
-fn hung_waiter(s: &Shared<'_>) {
+fn hung_waiter(s: &Shared) {
     let deadline = syscall::ticks() + 5000;
     while s.held.load(Ordering::Acquire) == 0 && syscall::ticks() < deadline {
         let _ = syscall::sleep(1);
@@ -437,7 +413,7 @@ fn hung_waiter(s: &Shared<'_>) {
     report("rwlock:hung-released", ok, value);
 }
 
-fn auditor(s: &Shared<'_>, workers: u32) {
+fn auditor(s: &Shared, workers: u32) {
     let deadline = syscall::ticks() + 60_000;
     while s.done.load(Ordering::Acquire) < workers && syscall::ticks() < deadline {
         let _ = syscall::sleep(10);
@@ -456,7 +432,7 @@ fn auditor(s: &Shared<'_>, workers: u32) {
         Err(TryLockError::WouldBlock) => (0, 0),
     };
     let queue_free = !s.queue.is_locked();
-    let q = lock_queue(s.queue);
+    let q = lock_queue(&s.queue);
     let (produced, consumed, items) = (q.produced, q.consumed, q.items);
     drop(q);
     println!(
