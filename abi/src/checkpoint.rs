@@ -233,6 +233,36 @@ pub struct RegionInfo {
 /// else the owner's task id, with [`MUTEX_CONTENDED`] set when a task waits.
 pub const MUTEX_CONTENDED: u32 = 1 << 31;
 
+/// Lock kinds that share the mutex registry: the low three bits of a
+/// [`MutexEntry::addr`] (objects are 8-aligned, so a plain mutex entry has
+/// them 0) say what the entry's object is and how the fault server
+/// releases it. The record layout stays `{addr, scope}`, so the kernel's
+/// hand-over at a commit (which looks only at `addr != 0` and `scope`) and
+/// the fault message's copy of the page need no change; a fault server that
+/// does not know the tags refuses such a page (a misaligned address) and
+/// escalates, which is safe.
+pub mod lock_tag {
+    /// A `Mutex` (untagged, as before the tags existed).
+    pub const MUTEX: u64 = 0;
+    /// An `RwLock` write lock, held or about to be: decided by the
+    /// `RwLock`'s writer word, which names its owner.
+    pub const RWLOCK_WRITE: u64 = 1;
+    /// One `RwLock` read lock, held or about to be: decided by the
+    /// `RwLock`'s reader slots, which name their holders (one entry per
+    /// read held).
+    pub const RWLOCK_READ: u64 = 2;
+    /// A `Once` being run, or about to be: decided by its state word,
+    /// which names the running initializer.
+    pub const ONCE: u64 = 3;
+    /// The bits of `addr` that hold the tag.
+    pub const MASK: u64 = 7;
+
+    /// The object's address and the tag of a registry `addr`.
+    pub const fn split(addr: u64) -> (u64, u64) {
+        (addr & !MASK, addr & MASK)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

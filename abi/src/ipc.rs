@@ -174,6 +174,20 @@ pub mod recover {
     /// Give back one reference to the Arc slot at `addr` in the region at
     /// `region_base` (`recovery::Action::ArcDecrement`).
     pub const ARC: u64 = 2;
+    /// Poison and unlock the `RwLock` writer word at `addr` if the task
+    /// owns it, then wake every waiter on it
+    /// (`recovery::Action::PoisonAndUnlockRwLock`).
+    pub const RWLOCK_WRITE: u64 = 3;
+    /// Give back the task's read locks of the `RwLock` at `addr` beyond
+    /// the first `region_base` (the reads of scopes that survive the
+    /// rollback, which stay held), then wake the writers and readers
+    /// sleeping on its drain word (`recovery::Action::ReleaseRwLockReads`;
+    /// the field carries the count to keep for this kind).
+    pub const RWLOCK_READS: u64 = 4;
+    /// Reset the `Once` at `addr` to incomplete, poisoned, if the task is
+    /// its running initializer, then wake every waiter on it
+    /// (`recovery::Action::ResetOnce`).
+    pub const ONCE: u64 = 5;
 
     /// [`ReleaseOp::outcome`], written by the kernel (`value`, `extra`):
     pub const NOT_DONE: u64 = 0;
@@ -189,6 +203,8 @@ pub mod recover {
     pub const ARC_UNDERFLOW: u64 = 5;
     /// The operation failed (raw `Error` code).
     pub const FAILED: u64 = 6;
+    /// Read locks given back (released, held: the task's reads found).
+    pub const READS_RELEASED: u64 = 7;
 
     /// Most releases one request carries: the intent and both registries.
     pub const MAX_RELEASE_OPS: usize = 1 + MAX_MUTEXES + MAX_ARCS;

@@ -13,7 +13,7 @@
 //! setting `CONTENDED`, a new owner taking a just-unlocked mutex) cannot
 //! make it release something the faulted task does not hold.
 
-use crate::layout::{arc, mutex, region};
+use crate::layout::{arc, mutex, once, region, rwlock};
 use crate::plan::Action;
 
 /// How many times a poison-and-unlock retries its `CAS64` when the word
@@ -48,6 +48,9 @@ pub enum Outcome {
     ArcDecremented { count: u32, freed: bool },
     /// The count was already 0: restored, counted as a double free.
     ArcUnderflow,
+    /// `released` of the task's `held` read locks of an `RwLock` given
+    /// back (the others belong to scopes that survive).
+    ReadsReleased { released: u32, held: u32 },
 }
 
 impl Outcome {
@@ -60,6 +63,8 @@ impl Outcome {
             Outcome::ArcDecremented { freed: true, .. } => "freed",
             Outcome::ArcDecremented { freed: false, .. } => "decremented",
             Outcome::ArcUnderflow => "underflow",
+            Outcome::ReadsReleased { released: 0, .. } => "not_held",
+            Outcome::ReadsReleased { .. } => "released",
         }
     }
 }
@@ -75,6 +80,7 @@ impl Outcome {
             Outcome::MutexContested => (r::MUTEX_CONTESTED, 0, 0),
             Outcome::ArcDecremented { count, freed } => (r::ARC_DECREMENTED, count as u64, freed as u64),
             Outcome::ArcUnderflow => (r::ARC_UNDERFLOW, 0, 0),
+            Outcome::ReadsReleased { released, held } => (r::READS_RELEASED, released as u64, held as u64),
         }
     }
 
@@ -88,6 +94,7 @@ impl Outcome {
             r::MUTEX_CONTESTED => Outcome::MutexContested,
             r::ARC_DECREMENTED => Outcome::ArcDecremented { count: value as u32, freed: extra != 0 },
             r::ARC_UNDERFLOW => Outcome::ArcUnderflow,
+            r::READS_RELEASED => Outcome::ReadsReleased { released: value as u32, held: extra as u32 },
             _ => return None,
         })
     }
@@ -101,8 +108,15 @@ impl Outcome {
 impl Action {
     /// The action as a `TASK_CTL RECOVER` operation.
     pub const fn to_op(&self) -> abi::ipc::recover::ReleaseOp {
-        use abi::ipc::recover::{ARC, MUTEX, ReleaseOp};
+        use abi::ipc::recover::{ARC, MUTEX, ONCE, RWLOCK_READS, RWLOCK_WRITE, ReleaseOp};
+        const fn at(kind: u64, addr: u64, region_base: u64) -> ReleaseOp {
+            ReleaseOp { kind, addr, region_base, outcome: 0, value: 0, extra: 0 }
+        }
         match *self {
+            Action::PoisonAndUnlockRwLock { addr } => at(RWLOCK_WRITE, addr, 0),
+            // The count to keep travels in the op's third word.
+            Action::ReleaseRwLockReads { addr, keep } => at(RWLOCK_READS, addr, keep),
+            Action::ResetOnce { addr } => at(ONCE, addr, 0),
             Action::PoisonAndUnlockMutex { addr } => {
                 ReleaseOp { kind: MUTEX, addr, region_base: 0, outcome: 0, value: 0, extra: 0 }
             }
@@ -114,10 +128,13 @@ impl Action {
 
     /// The operation as an action; `None` for an unknown kind.
     pub const fn from_op(op: &abi::ipc::recover::ReleaseOp) -> Option<Action> {
-        use abi::ipc::recover::{ARC, MUTEX};
+        use abi::ipc::recover::{ARC, MUTEX, ONCE, RWLOCK_READS, RWLOCK_WRITE};
         match op.kind {
             MUTEX => Some(Action::PoisonAndUnlockMutex { addr: op.addr }),
             ARC => Some(Action::ArcDecrement { addr: op.addr, region_base: op.region_base }),
+            RWLOCK_WRITE => Some(Action::PoisonAndUnlockRwLock { addr: op.addr }),
+            RWLOCK_READS => Some(Action::ReleaseRwLockReads { addr: op.addr, keep: op.region_base }),
+            ONCE => Some(Action::ResetOnce { addr: op.addr }),
             _ => None,
         }
     }
@@ -127,12 +144,78 @@ impl Action {
 /// words hold when it owns them).
 pub fn execute<O: SharedOps>(action: &Action, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
     match *action {
-        Action::PoisonAndUnlockMutex { addr } => poison_and_unlock(addr, task, ops),
+        Action::PoisonAndUnlockMutex { addr } => poison_and_unlock::<O, 1>(addr, task, ops),
         Action::ArcDecrement { addr, region_base } => arc_decrement(addr, region_base, ops),
+        // The writer word and the once state are mutex-shaped word pairs
+        // (owner id | CONTENDED, poison) at the object's start.
+        Action::PoisonAndUnlockRwLock { addr } => poison_and_unlock::<O, WAKE_ALL>(addr + rwlock::WRITER, task, ops),
+        // COMPLETE is no initializer's id: a task with it owns nothing
+        // (0 cannot match either: no owner word holds it).
+        Action::ResetOnce { addr } => {
+            let task = if task >= once::COMPLETE as u64 { 0 } else { task };
+            poison_and_unlock::<O, WAKE_ALL>(addr + once::STATE, task, ops)
+        }
+        Action::ReleaseRwLockReads { addr, keep } => release_reads(addr, keep, task, ops),
     }
 }
 
-fn poison_and_unlock<O: SharedOps>(addr: u64, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
+/// `FUTEX_WAKE` count meaning "everyone".
+pub const WAKE_ALL: u64 = u32::MAX as u64;
+
+/// Gives back the task's reads of the `RwLock` at `addr` but `keep` (see
+/// [`Action::ReleaseRwLockReads`]). The faulted task is stopped, so the
+/// slots holding its id change only by this (or by a hostile task, which
+/// can only make the count smaller); other tasks' reads in the same pair
+/// may come and go, so each pair is cleared by a `CAS64` from the value
+/// found, retried as a mutex's.
+fn release_reads<O: SharedOps>(addr: u64, keep: u64, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
+    let me = task as u32;
+    let pairs = rwlock::READERS as u64 / 2;
+    let slots = addr + rwlock::READER_SLOTS;
+    let mine = |v: u64| (v as u32 == me) as u32 + ((v >> 32) as u32 == me) as u32;
+    let mut held = 0u32;
+    if task != 0 && task <= rwlock::OWNER_MASK as u64 {
+        for p in 0..pairs {
+            held += mine(ops.cas64(slots + 8 * p, 0, 0)?);
+        }
+    }
+    let mut todo = (held as u64).saturating_sub(keep) as u32;
+    let mut released = 0u32;
+    for p in 0..pairs {
+        if todo == 0 {
+            break;
+        }
+        let at = slots + 8 * p;
+        let mut old = ops.cas64(at, 0, 0)?;
+        for _ in 0..MUTEX_CAS_TRIES {
+            // Clear up to `todo` halves of `old` that hold our id.
+            let (mut new, mut n) = (old, 0u32);
+            for shift in [0, 32] {
+                if n < todo && (old >> shift) as u32 == me {
+                    new &= !(0xffff_ffffu64 << shift);
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            let found = ops.cas64(at, old, new)?;
+            if found == old {
+                released += n;
+                todo -= n;
+                break;
+            }
+            old = found;
+        }
+    }
+    ops.fetch_add32(addr + rwlock::DRAIN, rwlock::DRAIN_STEP as i32)?;
+    ops.futex_wake(addr + rwlock::DRAIN, WAKE_ALL)?;
+    Ok(Outcome::ReadsReleased { released, held })
+}
+
+/// `WAKE`: how many waiters a release wakes (a mutex's one; all for the
+/// `RwLock` writer word and the `Once` state, where everyone sleeps).
+fn poison_and_unlock<O: SharedOps, const WAKE: u64>(addr: u64, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
     let me = task as u32;
     let released = (mutex::POISONED as u64) << 32;
     let mut outcome = Outcome::MutexContested;
@@ -162,7 +245,7 @@ fn poison_and_unlock<O: SharedOps>(addr: u64, task: u64, ops: &mut O) -> Result<
     // lock), so a release from a word without it has nobody to wake.
     let n = match outcome {
         Outcome::MutexReleased { contended: false, .. } => 0,
-        _ => ops.futex_wake(addr + mutex::WORD, 1)?,
+        _ => ops.futex_wake(addr + mutex::WORD, WAKE)?,
     };
     Ok(match outcome {
         Outcome::MutexReleased { contended, .. } => Outcome::MutexReleased { contended, woken: n },
@@ -334,5 +417,127 @@ mod tests {
         assert_eq!(mem.u32(SLOT + 4), 0, "an underflow is undone");
         assert_eq!(mem.u32(BASE + region::DOUBLE_FREES), 1);
         assert_eq!(mem.u32(BASE + region::FREES), 1);
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    //! The RwLock and Once releases on a byte array.
+    extern crate std;
+    use super::*;
+    use crate::layout::{once, rwlock};
+    use std::vec::Vec;
+
+    const BASE: u64 = 0x2000_0000_0000;
+    const L: u64 = BASE + 0x40;
+
+    struct Mem(Vec<u8>, Vec<(u64, u64)>);
+
+    impl Mem {
+        fn u32(&self, a: u64) -> u32 {
+            let i = (a - BASE) as usize;
+            u32::from_le_bytes(self.0[i..i + 4].try_into().unwrap())
+        }
+        fn set32(&mut self, a: u64, v: u32) {
+            let i = (a - BASE) as usize;
+            self.0[i..i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        fn slot(&self, i: u64) -> u32 {
+            self.u32(L + rwlock::READER_SLOTS + 4 * i)
+        }
+    }
+
+    impl SharedOps for Mem {
+        type Error = ();
+        fn cas64(&mut self, a: u64, old: u64, new: u64) -> Result<u64, ()> {
+            let found = self.u32(a) as u64 | (self.u32(a + 4) as u64) << 32;
+            if found == old {
+                self.set32(a, new as u32);
+                self.set32(a + 4, (new >> 32) as u32);
+            }
+            Ok(found)
+        }
+        fn fetch_add32(&mut self, a: u64, d: i32) -> Result<u32, ()> {
+            let old = self.u32(a);
+            self.set32(a, old.wrapping_add(d as u32));
+            Ok(old)
+        }
+        fn futex_wake(&mut self, a: u64, n: u64) -> Result<u64, ()> {
+            self.1.push((a, n));
+            Ok(0)
+        }
+    }
+
+    fn mem() -> Mem {
+        Mem(std::vec![0; 0x200], Vec::new())
+    }
+
+    #[test]
+    fn reads_beyond_keep_are_given_back_and_the_drain_woken() {
+        let mut m = mem();
+        for (i, id) in [(0, 7), (1, 9), (4, 7), (5, 7), (15, 7)] {
+            m.set32(L + rwlock::READER_SLOTS + 4 * i, id);
+        }
+        let out = execute(&Action::ReleaseRwLockReads { addr: L, keep: 1 }, 7, &mut m).unwrap();
+        assert_eq!(out, Outcome::ReadsReleased { released: 3, held: 4 });
+        assert_eq!((0..16).filter(|&i| m.slot(i) == 7).count(), 1);
+        assert_eq!(m.slot(1), 9, "another task's read is untouched");
+        assert_eq!(m.u32(L + rwlock::DRAIN), rwlock::DRAIN_STEP);
+        assert_eq!(m.1, [(L + rwlock::DRAIN, WAKE_ALL)]);
+        // Nothing (more) to give back: still the drain bump and the wake.
+        let out = execute(&Action::ReleaseRwLockReads { addr: L, keep: 1 }, 7, &mut m).unwrap();
+        assert_eq!(out, Outcome::ReadsReleased { released: 0, held: 1 });
+        assert_eq!(out.name(), "not_held");
+        assert_eq!(m.1.len(), 2);
+        // Impossible ids own no slot.
+        let out = execute(&Action::ReleaseRwLockReads { addr: L, keep: 0 }, 0, &mut m).unwrap();
+        assert_eq!(out, Outcome::ReadsReleased { released: 0, held: 0 });
+    }
+
+    #[test]
+    fn a_writer_is_poisoned_released_and_everyone_woken() {
+        let mut m = mem();
+        m.set32(L + rwlock::WRITER, 7 | rwlock::CONTENDED);
+        let out = execute(&Action::PoisonAndUnlockRwLock { addr: L }, 7, &mut m).unwrap();
+        assert_eq!(out, Outcome::MutexReleased { contended: true, woken: 0 });
+        assert_eq!((m.u32(L), m.u32(L + rwlock::POISON)), (0, rwlock::POISONED));
+        assert_eq!(m.1, [(L, WAKE_ALL)]);
+        // Another task's writer word: untouched (the wake is owed anyway).
+        m.set32(L, 8);
+        let out = execute(&Action::PoisonAndUnlockRwLock { addr: L }, 7, &mut m).unwrap();
+        assert!(matches!(out, Outcome::MutexNotHeld { owner: 8, .. }));
+        assert_eq!(m.u32(L), 8);
+    }
+
+    #[test]
+    fn a_once_being_run_is_reset_poisoned_a_complete_one_is_not() {
+        let mut m = mem();
+        m.set32(L + once::STATE, 7 | once::CONTENDED);
+        let out = execute(&Action::ResetOnce { addr: L }, 7, &mut m).unwrap();
+        assert!(out.poisoned());
+        assert_eq!((m.u32(L), m.u32(L + once::POISON)), (0, once::POISONED), "incomplete, poisoned: re-runnable");
+        assert_eq!(m.1, [(L, WAKE_ALL)]);
+        let mut m = mem();
+        m.set32(L + once::STATE, once::COMPLETE);
+        let out = execute(&Action::ResetOnce { addr: L }, 7, &mut m).unwrap();
+        assert!(matches!(out, Outcome::MutexNotHeld { .. }));
+        assert_eq!(m.u32(L), once::COMPLETE, "done stays done");
+        // No task id can match COMPLETE.
+        let out = execute(&Action::ResetOnce { addr: L }, once::COMPLETE as u64, &mut m).unwrap();
+        assert!(matches!(out, Outcome::MutexNotHeld { .. }), "{out:?}");
+    }
+
+    #[test]
+    fn lock_actions_and_outcomes_round_trip_through_recover_words() {
+        for a in [
+            Action::PoisonAndUnlockRwLock { addr: L },
+            Action::ReleaseRwLockReads { addr: L, keep: 3 },
+            Action::ResetOnce { addr: L },
+        ] {
+            assert_eq!(Action::from_op(&a.to_op()), Some(a));
+        }
+        let o = Outcome::ReadsReleased { released: 2, held: 5 };
+        let (c, v, e) = o.to_words();
+        assert_eq!(Outcome::from_words(c, v, e), Some(o));
     }
 }

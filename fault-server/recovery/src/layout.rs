@@ -82,6 +82,68 @@ pub mod mutex {
     pub const POISONED: u32 = 1;
 }
 
+/// Offsets of an `RwLock`'s words (`libtask::sync::rwlock`, whose `//!`
+/// note has the protocol).
+///
+/// ```text
+/// +0   u32 writer     0 = no writer, else the writer's task id | CONTENDED:
+///                     held, or draining the readers (new readers wait)
+/// +4   u32 poison     0 = clean, 1 = a writer faulted holding it
+/// +8   u32 drain      bumped by 2 at every read release; bit 0 set by a
+///                     task about to sleep on it (a writer waiting for the
+///                     readers to leave, a reader waiting for a free slot)
+/// +12  u32 reserved
+/// +16  u32 readers[READERS]   0 = free, else the task id of one read held
+/// +80  T              the data
+/// ```
+pub mod rwlock {
+    pub const WRITER: u64 = 0;
+    pub const POISON: u64 = 4;
+    pub const DRAIN: u64 = 8;
+    pub const READER_SLOTS: u64 = 16;
+    /// Reads that can be held at once (by all tasks together).
+    pub const READERS: usize = 16;
+    pub const DATA: u64 = READER_SLOTS + 4 * READERS as u64;
+    /// `DRAIN`'s sleeper flag; the count moves in steps of [`DRAIN_STEP`].
+    pub const DRAIN_SLEEPERS: u32 = 1;
+    pub const DRAIN_STEP: u32 = 2;
+    pub const CONTENDED: u32 = super::mutex::CONTENDED;
+    pub const OWNER_MASK: u32 = super::mutex::OWNER_MASK;
+    pub const POISONED: u32 = super::mutex::POISONED;
+}
+
+/// Offsets of a `Once`'s words (`libtask::sync::once`).
+///
+/// ```text
+/// +0   u32 state      0 = incomplete, COMPLETE, else the running
+///                     initializer's task id | CONTENDED (waiters sleep on it)
+/// +4   u32 poison     1 = an initializer faulted (reset by the fault server)
+/// +8   T              a `OnceLock`'s value
+/// ```
+pub mod once {
+    pub const STATE: u64 = 0;
+    pub const POISON: u64 = 4;
+    pub const DATA: u64 = 8;
+    /// `STATE` once the initializer returned: an id no task has (task
+    /// ids stay far below it; the fault server never matches it).
+    pub const COMPLETE: u32 = super::mutex::OWNER_MASK;
+    pub const CONTENDED: u32 = super::mutex::CONTENDED;
+    pub const OWNER_MASK: u32 = super::mutex::OWNER_MASK;
+    pub const POISONED: u32 = super::mutex::POISONED;
+}
+
+/// Offsets of a `Condvar`'s words (`libtask::sync::condvar`): it holds
+/// nothing a fault must release, so no registry entry names it.
+///
+/// ```text
+/// +0   u32 seq        bumped by every notify; waiters sleep on it
+/// +4   u32 reserved
+/// ```
+pub mod condvar {
+    pub const SEQ: u64 = 0;
+    pub const SIZE: u64 = 8;
+}
+
 /// Offsets of an Arc slot's words.
 pub mod arc {
     pub const GENERATION: u64 = 0;
@@ -215,6 +277,15 @@ impl RegionLayout {
         }
         let within = (addr - first) % self.slot_size;
         within >= arc::PAYLOAD && within + OBJECT_ALIGN <= self.slot_size
+    }
+
+    /// Whether an object of `size` bytes at `addr` lies in the statics
+    /// area, 8-aligned (an `RwLock`'s header, a `Once`'s words).
+    pub fn is_static_object(&self, addr: u64, size: u64) -> bool {
+        let start = self.base + region::STATICS;
+        addr.is_multiple_of(OBJECT_ALIGN)
+            && addr >= start
+            && (addr - start).checked_add(size).is_some_and(|e| e <= self.statics)
     }
 
     /// Whether `addr` is the start of one of the Arc slots.

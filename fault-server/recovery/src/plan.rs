@@ -33,6 +33,13 @@
 //! *outermost* listing is rolled back. Arc entries, which count, are never
 //! listed twice ([`Invalid::Duplicate`]).
 //!
+//! ## Tagged entries: `RwLock` and `Once`
+//!
+//! Mutex registry entries whose `addr` has low bits set
+//! (`abi::checkpoint::lock_tag`) name an `RwLock` write or read lock or a
+//! running `Once`; they are validated and planned in [`locks`] (reads are
+//! counted: all but the surviving scopes' reads are given back).
+//!
 //! ## The intent slot
 //!
 //! A fault in the middle of an Arc count change leaves
@@ -77,7 +84,9 @@
 //! harmless, but the poison would be lost with the object anyway).
 
 use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE, RegionLayout};
-use abi::checkpoint::{ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent};
+use abi::checkpoint::{
+    ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent, lock_tag,
+};
 use abi::trap::Registers;
 
 /// Most releases one plan can hold: the intent and two full registries.
@@ -124,12 +133,36 @@ pub enum Action {
     ///    already-released count): undo with `FETCH_ADD32(addr + 4, +1)` and
     ///    count it, `FETCH_ADD32(region_base + 40 (double_frees), +1)`.
     ArcDecrement { addr: u64, region_base: u64 },
+    /// As [`Action::PoisonAndUnlockMutex`], on the writer word of the
+    /// `RwLock` at `addr` (the same word pair, [`crate::layout::rwlock`]),
+    /// but waking *every* waiter: readers and writers sleep on it alike.
+    PoisonAndUnlockRwLock { addr: u64 },
+    /// Give back the faulted task's read locks of the `RwLock` at `addr`,
+    /// but `keep` of them (the reads of the scopes that survive).
+    ///
+    /// `TASK_CTL` operations ([`crate::execute`]): read the reader slots
+    /// pairwise (`CAS64(p, 0, 0)` changes nothing), count the slots that
+    /// hold the task's id; clear all but `keep` of them, each pair by a
+    /// `CAS64` from the value found; then `FETCH_ADD32(drain, 2)` and
+    /// `FUTEX_WAKE(drain, all)` — always, also when nothing was released
+    /// (a task that faulted between its slot's release and its wake owes
+    /// it).
+    ReleaseRwLockReads { addr: u64, keep: u64 },
+    /// Reset the `Once` at `addr` to incomplete and poisoned *if the
+    /// faulted task is its running initializer* (the same `CAS64` as a
+    /// mutex's poison-and-unlock, on [`crate::layout::once`]), then wake
+    /// every waiter: one of them runs the initializer again.
+    ResetOnce { addr: u64 },
 }
 
 impl Action {
     pub fn addr(&self) -> u64 {
         match *self {
-            Action::PoisonAndUnlockMutex { addr } | Action::ArcDecrement { addr, .. } => addr,
+            Action::PoisonAndUnlockMutex { addr }
+            | Action::ArcDecrement { addr, .. }
+            | Action::PoisonAndUnlockRwLock { addr }
+            | Action::ReleaseRwLockReads { addr, .. }
+            | Action::ResetOnce { addr } => addr,
         }
     }
 
@@ -138,6 +171,9 @@ impl Action {
         match self {
             Action::PoisonAndUnlockMutex { .. } => "mutex",
             Action::ArcDecrement { .. } => "arc",
+            Action::PoisonAndUnlockRwLock { .. } => "rwlock_write",
+            Action::ReleaseRwLockReads { .. } => "rwlock_read",
+            Action::ResetOnce { .. } => "once",
         }
     }
 }
@@ -267,6 +303,11 @@ pub enum Invalid {
     /// An Arc intent, but no usable asm-block bounds in the page
     /// (`RecoveryPage::arc_blocks`) to decide it.
     NoSymbols,
+    /// A mutex registry address whose low bits name no lock kind
+    /// (`abi::checkpoint::lock_tag`).
+    BadLockTag {
+        addr: u64,
+    },
 }
 
 impl Invalid {
@@ -290,6 +331,7 @@ impl Invalid {
             Invalid::BadIntent { .. } => "intent operation",
             Invalid::IntentConflict { .. } => "intent contradicts the registries",
             Invalid::NoSymbols => "arc intent without usable asm-block bounds",
+            Invalid::BadLockTag { .. } => "mutex registry entry of an unknown lock kind",
         }
     }
 }
@@ -436,8 +478,18 @@ pub fn plan_into(
     }
     let mut mutexes: heapless::Vec<Live, MAX_MUTEXES> = heapless::Vec::new();
     let mut arcs: heapless::Vec<Live, MAX_ARCS> = heapless::Vec::new();
+    // Tagged entries (RwLock, Once: `locks`) are left to their own pass,
+    // which pages without any (most) skip.
+    let mut any_tagged = false;
     live_entries(
-        p.mutexes[..p.mutex_count as usize].iter().map(|e| (e.addr, e.scope)),
+        p.mutexes[..p.mutex_count as usize].iter().map(|e| {
+            if e.addr & lock_tag::MASK == 0 {
+                (e.addr, e.scope)
+            } else {
+                any_tagged = true;
+                (0, e.scope)
+            }
+        }),
         p.depth,
         regions,
         layouts,
@@ -456,6 +508,11 @@ pub fn plan_into(
         return Err(Invalid::Duplicate { addr: m.addr });
     }
 
+    let mut tagged = locks::Objects::new();
+    if any_tagged {
+        let live = &p.mutexes[..p.mutex_count as usize];
+        locks::validate(live, p.depth, depth, regions, layouts, &mutexes, &mut tagged)?;
+    }
     let intent = intent_release(p, regions, layouts, regs.rip, depth, &mutexes, &arcs)?;
     out.page_depth = p.depth;
     if let Some(release) = intent {
@@ -467,6 +524,9 @@ pub fn plan_into(
             origin: Origin::Mutex(m.slot),
             scope: m.scope,
         });
+    }
+    if any_tagged {
+        locks::emit(&tagged, depth, out);
     }
     for a in arcs.iter().rev().filter(|a| a.scope >= depth) {
         out.push(Release {
@@ -591,10 +651,15 @@ pub fn fuzz_plan(data: &[u8]) {
         match r.action {
             Action::PoisonAndUnlockMutex { .. } => assert!(l.is_mutex(addr), "{r:?}"),
             Action::ArcDecrement { region_base, .. } => assert!(l.is_slot(addr) && region_base == l.base, "{r:?}"),
+            Action::PoisonAndUnlockRwLock { .. } | Action::ReleaseRwLockReads { .. } => {
+                assert!(l.is_static_object(addr, crate::layout::rwlock::DATA), "{r:?}")
+            }
+            Action::ResetOnce { .. } => assert!(l.is_static_object(addr, crate::layout::once::DATA), "{r:?}"),
         }
         assert!(r.scope >= depth);
     }
 }
 
+mod locks;
 #[cfg(test)]
 mod tests;

@@ -288,6 +288,8 @@ fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame:
                 recovery::Outcome::MutexReleased { woken: w, .. }
                 | recovery::Outcome::MutexNotHeld { woken: w, .. } => woken = Some(w),
                 recovery::Outcome::ArcDecremented { count: c, .. } => count = Some(c as u64),
+                // Reads given back (of the task's `held`).
+                recovery::Outcome::ReadsReleased { released, .. } => count = Some(released as u64),
                 _ => {}
             }
         }

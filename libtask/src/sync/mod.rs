@@ -6,6 +6,9 @@
 //! |---|---|---|
 //! | [`region`] | a shared region: header, race-free initialization, statics area, Arc slots | the one allocator the fault server can check addresses against |
 //! | [`mutex`] | `Mutex<T>`: futex lock, std-style poisoning | the release the fault server does with a `CAS64` |
+//! | [`rwlock`] | `RwLock<T>`: reader slots named by id, writer-preferring | reads given back exactly, by count of slots |
+//! | [`condvar`] | `Condvar`: a notify sequence word | holds nothing: what a fault while waiting means |
+//! | [`once`] | `Once`, `OnceLock<T>` | a faulted initializer leaves it re-runnable |
 //! | [`arc`] | `Arc<T>`: a counted slot, freed at zero | the count change the fault server decides from the pc |
 //! | [`refcount`] | the two asm blocks that change an Arc count | their symbols are the exactness argument |
 //! | [`registry`] | the recovery page and its private bookkeeping | written only in orders that are exact at every instruction |
@@ -46,16 +49,23 @@
 //! touching shared memory.
 
 pub mod arc;
+pub mod condvar;
 pub mod futex;
 pub mod mutex;
+pub mod once;
 pub mod refcount;
 pub mod region;
 pub mod registry;
 mod views;
 
+pub mod rwlock;
+
 pub use arc::{Arc, SharedArc};
+pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{LockResult, Mutex, MutexGuard, PoisonError, TryLockError, TryLockResult};
+pub use once::{Once, OnceLock, OnceState};
 pub use region::{NoArcs, Region, Stats};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// The derive a region's statics struct and shared data use (the task
 /// crate depends on `zerocopy` with its `derive` feature).
 pub use zerocopy::{FromBytes, FromZeros};
@@ -121,7 +131,12 @@ impl core::error::Error for SyncError {
 pub(crate) fn release_deferred(depth: u64) {
     while let Some(slot) = registry::deferred_at(Kind::Mutex, depth) {
         registry::set_deferred(Kind::Mutex, slot, false);
-        mutex::release_slot(slot);
+        // The mutex registry also lists RwLock guards (tagged entries).
+        if registry::entry_addr(Kind::Mutex, slot) & abi::checkpoint::lock_tag::MASK == 0 {
+            mutex::release_slot(slot);
+        } else {
+            rwlock::release_slot(slot);
+        }
     }
     while let Some(slot) = registry::deferred_at(Kind::Arc, depth) {
         registry::set_deferred(Kind::Arc, slot, false);

@@ -362,6 +362,26 @@ fn wake(word: &AtomicU32) {
     let _ = futex::wake(word, 1);
 }
 
+impl<'a, T> MutexGuard<'a, T> {
+    /// Unlocks now for a `Condvar` wait and returns the mutex, to lock
+    /// again after it. A guard of an outer checkpoint scope cannot be
+    /// unlocked inside an inner one (its release is deferred to the
+    /// commit: see [`crate::sync`]), and a wait holding the mutex would
+    /// wait forever: that is a panic, with the reason, not a hang.
+    pub(super) fn unlock_for_wait(self) -> &'a Mutex<T> {
+        let (mutex, slot) = (self.mutex, self.slot);
+        if registry::entry_scope(Kind::Mutex, slot) < registry::depth() {
+            panic!(
+                "Condvar::wait with the guard of Mutex {:#x} from an outer checkpoint scope: it cannot be unlocked here",
+                mutex.addr()
+            );
+        }
+        core::mem::forget(self);
+        unlock(&mutex.word, slot);
+        mutex
+    }
+}
+
 impl<T> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {

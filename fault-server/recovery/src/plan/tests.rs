@@ -215,7 +215,7 @@ fn addresses_outside_regions_misaligned_or_in_headers() {
         (u64::MAX - 7, "the top of the address space"),
         (0xffff_8000_0000_0000, "the kernel"),
         (MA + 4, "misaligned"),
-        (MA + 1, "misaligned"),
+        (MA + 5, "misaligned (for a mutex entry: no lock kind's tag)"),
         (BASE, "the region header"),
         (BASE + 0x38, "the region header's last word"),
     ];
@@ -223,7 +223,13 @@ fn addresses_outside_regions_misaligned_or_in_headers() {
         let p = page(1, &[(addr, 1)], &[]);
         let e = refused(&p, 0, 1);
         assert!(
-            matches!(e, Invalid::OutsideRegions { .. } | Invalid::Misaligned { .. } | Invalid::InRegionHeader { .. }),
+            matches!(
+                e,
+                Invalid::OutsideRegions { .. }
+                    | Invalid::Misaligned { .. }
+                    | Invalid::InRegionHeader { .. }
+                    | Invalid::BadLockTag { .. }
+            ),
             "{what}: {e:?}"
         );
         let p = page(1, &[], &[(addr, 1)]);
@@ -401,7 +407,8 @@ fn random_pages_never_yield_a_wild_release() {
         s ^= s << 17;
         s
     };
-    let candidates = [0, MA, MB, AC, AD, MA + 4, BASE, BASE + SIZE, 0x40_1000, u64::MAX];
+    let candidates =
+        [0, MA, MB, AC, AD, MA + 4, BASE, BASE + SIZE, 0x40_1000, u64::MAX, MA | 1, MA | 2, MB | 3, MB | 2, MA | 5];
     let mut accepted = 0;
     for round in 0..20_000 {
         let mut p = page(next() % 4, &[], &[]);
@@ -434,17 +441,27 @@ fn random_pages_never_yield_a_wild_release() {
                     assert!(LAYOUTS[0].is_mutex(addr), "mutex release off the statics: {r:?}")
                 }
                 Action::ArcDecrement { .. } => assert!(LAYOUTS[0].is_slot(addr), "arc release off a slot: {r:?}"),
+                Action::PoisonAndUnlockRwLock { .. } | Action::ReleaseRwLockReads { .. } | Action::ResetOnce { .. } => {
+                    assert!(LAYOUTS[0].is_static_object(addr, 80), "lock release off the statics: {r:?}")
+                }
             }
             let listed = match r.origin {
                 Origin::Intent => p.intent.addr == addr,
-                Origin::Mutex(i) => p.mutexes[i].addr == addr && (i as u64) < p.mutex_count,
+                Origin::Mutex(i) => p.mutexes[i].addr & !7 == addr && (i as u64) < p.mutex_count,
                 Origin::Arc(i) => p.arcs[i].addr == addr && (i as u64) < p.arc_count,
             };
             assert!(listed, "release {r:?} not from the page {p:?}");
             assert!(r.scope >= depth, "release of a surviving scope: {r:?}");
-            if let Action::PoisonAndUnlockMutex { addr } = r.action {
-                assert!(!seen_mutex.contains(&addr), "mutex released twice: {pl:?}");
-                seen_mutex.push(addr);
+            if matches!(
+                r.action,
+                Action::PoisonAndUnlockMutex { .. }
+                    | Action::PoisonAndUnlockRwLock { .. }
+                    | Action::ReleaseRwLockReads { .. }
+                    | Action::ResetOnce { .. }
+            ) {
+                let key = (addr, core::mem::discriminant(&r.action));
+                assert!(!seen_mutex.contains(&key), "lock released twice: {pl:?}");
+                seen_mutex.push(key);
             }
         }
     }
@@ -588,4 +605,138 @@ fn fuzz_plan_on_seeded_random_inputs() {
         }
     }
     assert!(accepted_with_releases > 100, "the generator also makes valid pages ({accepted_with_releases})");
+}
+
+// ---- tagged entries: RwLock write / read locks, Once (plan/locks.rs) ----
+
+const W: u64 = abi::checkpoint::lock_tag::RWLOCK_WRITE;
+const R: u64 = abi::checkpoint::lock_tag::RWLOCK_READ;
+const O: u64 = abi::checkpoint::lock_tag::ONCE;
+
+#[test]
+fn write_and_once_entries_are_released_by_scope_once() {
+    let p = page(2, &[(MA | W, 1), (MB | O, 2), (MA | W, 2)], &[]);
+    // Rollback to 2: the write lock is listed by scope 1 too (a deferred
+    // release taken back), so it survives; the Once of scope 2 is reset.
+    assert_eq!(actions(&p, 0, 2), [Action::ResetOnce { addr: MB }]);
+    assert_eq!(actions(&p, 0, 1), [Action::ResetOnce { addr: MB }, Action::PoisonAndUnlockRwLock { addr: MA }]);
+    let r = run(&p, 0, 1).unwrap();
+    assert_eq!((r[1].origin, r[1].scope), (Origin::Mutex(0), 1), "one listing, the outermost");
+}
+
+#[test]
+fn read_entries_give_back_all_but_the_surviving_reads() {
+    // Two reads of scope 1, one of scope 2, one of scope 3.
+    let p = page(3, &[(MA | R, 1), (MA | R, 1), (MA | R, 2), (MB, 2), (MA | R, 3)], &[]);
+    assert_eq!(actions(&p, 0, 3), [Action::ReleaseRwLockReads { addr: MA, keep: 3 }]);
+    assert_eq!(actions(&p, 0, 2), [unlock(MB), Action::ReleaseRwLockReads { addr: MA, keep: 2 }]);
+    assert_eq!(actions(&p, 0, 0), [unlock(MB), Action::ReleaseRwLockReads { addr: MA, keep: 0 }]);
+    let r = run(&p, 0, 2).unwrap();
+    assert_eq!(r[1].scope, 3, "the deepest rolled-back read");
+    // Only surviving reads: nothing to give back.
+    let p = page(2, &[(MA | R, 1)], &[]);
+    assert_eq!(actions(&p, 0, 2), []);
+}
+
+#[test]
+fn hostile_tagged_entries_are_refused() {
+    for tag in 4..8 {
+        assert_eq!(refused(&page(1, &[(MA | tag, 1)], &[]), 0, 1), Invalid::BadLockTag { addr: MA | tag });
+    }
+    // An RwLock needs its 80-byte header inside the statics area (which
+    // ends at +0x1000); a Once needs 8 bytes.
+    let near_end = BASE + 0x1000 - 0x40;
+    assert!(matches!(refused(&page(1, &[(near_end | W, 1)], &[]), 0, 1), Invalid::NotAMutex { .. }));
+    assert_eq!(actions(&page(1, &[(near_end | O, 1)], &[]), 0, 1), [Action::ResetOnce { addr: near_end }]);
+    assert!(matches!(refused(&page(1, &[(AC | R, 1)], &[]), 0, 1), Invalid::NotAMutex { .. }), "an Arc slot");
+    assert!(matches!(refused(&page(1, &[(BASE | W, 1)], &[]), 0, 1), Invalid::InRegionHeader { .. }));
+    assert!(matches!(refused(&page(1, &[(MA | R, 2)], &[]), 0, 1), Invalid::BadScope { .. }));
+    // One address, two kinds of object.
+    assert_eq!(refused(&page(1, &[(MA, 1), (MA | W, 1)], &[]), 0, 1), Invalid::Duplicate { addr: MA });
+    assert_eq!(refused(&page(1, &[(MA | O, 1), (MA | R, 1)], &[]), 0, 1), Invalid::Duplicate { addr: MA });
+    // ... but a write and a read entry of one RwLock are its two sides.
+    assert_eq!(
+        actions(&page(1, &[(MA | W, 1), (MA | R, 1)], &[]), 0, 1),
+        [Action::ReleaseRwLockReads { addr: MA, keep: 0 }, Action::PoisonAndUnlockRwLock { addr: MA }]
+    );
+    // A refused tagged entry refuses the whole page: nothing planned.
+    let mut out = Plan::default();
+    let p = page(1, &[(MB, 1), (MA | 6, 1)], &[]);
+    assert!(plan_into(&bytes(&p), &REGIONS, &LAYOUTS, &at(0), 1, &mut out).is_err());
+    assert!(out.is_empty());
+}
+
+/// Memory for [`crate::execute`] at `BASE..BASE + 0x100`.
+struct Shm(Vec<u8>);
+
+impl Shm {
+    fn u32(&self, a: u64) -> u32 {
+        let i = (a - BASE) as usize;
+        u32::from_le_bytes(self.0[i..i + 4].try_into().unwrap())
+    }
+    fn set32(&mut self, a: u64, v: u32) {
+        let i = (a - BASE) as usize;
+        self.0[i..i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+impl crate::SharedOps for Shm {
+    type Error = ();
+    fn cas64(&mut self, a: u64, old: u64, new: u64) -> Result<u64, ()> {
+        let found = self.u32(a) as u64 | (self.u32(a + 4) as u64) << 32;
+        if found == old {
+            self.set32(a, new as u32);
+            self.set32(a + 4, (new >> 32) as u32);
+        }
+        Ok(found)
+    }
+    fn fetch_add32(&mut self, a: u64, d: i32) -> Result<u32, ()> {
+        let old = self.u32(a);
+        self.set32(a, old.wrapping_add(d as u32));
+        Ok(old)
+    }
+    fn futex_wake(&mut self, _: u64, _: u64) -> Result<u64, ()> {
+        Ok(0)
+    }
+}
+
+/// `libtask::sync::rwlock`'s read protocol, replayed store by store, for a
+/// task (id 7) that holds one read of scope 1 and takes (then gives back)
+/// a second one in scope 2, next to another task's read (id 9): lock =
+/// push the entry → `CAS` a reader slot; unlock = clear the slot → bump
+/// the drain word → remove the entry. A fault at every boundary, rolled
+/// back to scope 2, planned and executed, leaves exactly the scope-1 read
+/// of task 7 and task 9's read: never a double release, never a leak.
+#[test]
+fn rwlock_read_protocol_is_exact_at_every_store() {
+    use crate::layout::rwlock;
+    let slot = |i: u64| MA + rwlock::READER_SLOTS + 4 * i;
+    // (entries, slots held by task 7 besides its scope-1 read at slot 0)
+    let base = [(MA | R, 1), (MB, 1)];
+    let with = |extra: Option<(u64, u64)>| {
+        let mut e = base.to_vec();
+        e.extend(extra);
+        page(2, &e, &[])
+    };
+    let states = [
+        (with(None), false),              // before the read lock
+        (with(Some((MA | R, 2))), false), // listed, CAS not yet run
+        (with(Some((MA | R, 2))), true),  // slot taken: held
+        (with(Some((MA | R, 2))), false), // unlock: slot cleared (drain not yet bumped)
+        (with(None), false),              // entry removed
+    ];
+    for (k, (p, taken)) in states.iter().enumerate() {
+        let mut shm = Shm(std::vec![0; 0x100]);
+        shm.set32(slot(0), 7);
+        shm.set32(slot(1), 9);
+        if *taken {
+            shm.set32(slot(5), 7);
+        }
+        for r in run(p, 0, 2).unwrap() {
+            crate::execute(&r.action, 7, &mut shm).unwrap();
+        }
+        let mine = (0..16).filter(|&i| shm.u32(slot(i)) == 7).count();
+        assert_eq!(mine, 1, "state {k}: the scope-1 read must survive, alone");
+        assert_eq!(shm.u32(slot(1)), 9, "state {k}: another task's read");
+    }
 }
