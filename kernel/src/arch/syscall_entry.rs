@@ -1,8 +1,8 @@
 //! The `syscall` entry stub and the MSRs that route `syscall` to it.
 //!
 //! `syscall` leaves the user RIP in RCX and RFLAGS in R11, does not switch
-//! stacks and masks the RFLAGS bits in `IA32_FMASK` (we clear IF, TF, DF and
-//! AC: clearing AC there is the `clac` of this entry, done by the CPU, so
+//! stacks and masks the RFLAGS bits in `IA32_FMASK` (we clear IF, TF, DF, NT
+//! and AC: clearing AC there is the `clac` of this entry, done by the CPU, so
 //! the kernel never runs a system call with user access enabled under
 //! SMAP, whatever RFLAGS the task had). The stub builds, in the current task's save area, the same frame a
 //! trap from ring 3 gets (SS, RSP, RFLAGS, CS, RIP pushed like the CPU does,
@@ -247,6 +247,17 @@ pub fn init() {
         Star::write(sel.user_code, sel.user_data, sel.kernel_code, sel.kernel_data)
             .expect("STAR selectors in sysret order");
         LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
-        SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
+        // NT too: a task's RFLAGS.NT (a flipped bit, `faults/bank-storm.toml`
+        // seed 13) would otherwise reach the kernel, whose next `iretq`
+        // then raises #GP in ring 0 (IRET with NT set is a task switch,
+        // which long mode does not have). Exceptions and interrupts clear
+        // NT themselves on entry; `syscall` clears what FMASK says.
+        SFMask::write(
+            RFlags::INTERRUPT_FLAG
+                | RFlags::TRAP_FLAG
+                | RFlags::DIRECTION_FLAG
+                | RFlags::ALIGNMENT_CHECK
+                | RFlags::NESTED_TASK,
+        );
     }
 }

@@ -373,7 +373,13 @@ fn apply(s: &mut Scheduler, idx: usize, spec: &Spec, rand: u64) {
             let mut regs = t.save.frame.registers();
             let named = regs.named();
             let (name, before) = named[spec.reg as usize % named.len()];
-            let after = before ^ (1 << spec.bit);
+            let mut after = before ^ (1 << spec.bit);
+            if name == "rflags" {
+                // A bit a ring-3 task cannot hold (IF, IOPL, NT, VM, RF) is
+                // not flipped: IOPL 3 would let the task `cli` and keep the
+                // CPU; the flip then has no effect (`after` says so).
+                after = crate::recovery::supervise::user_rflags(after);
+            }
             set_register(&mut regs, spec.reg as usize, after);
             crate::recovery::supervise::set_frame(&mut t.save.frame, &regs);
             detail = InjectDetail::RegFlip { reg: name, bit: spec.bit as u64, before, after };

@@ -477,13 +477,20 @@ fn stop(s: &mut Scheduler, target: usize, reason: u64, emit: bool) {
     });
 }
 
+/// `rflags` as a ring-3 task may hold it: its own arithmetic and control
+/// bits kept, IF set, IOPL 0, no NT, VM, RF (what `TASK_CTL SET_REGS` and
+/// the fault injector's `regflip` leave in a frame).
+pub fn user_rflags(rflags: u64) -> u64 {
+    (rflags & USER_RFLAGS) | RFLAGS_IF | RFLAGS_RESERVED_1
+}
+
 fn sanitize(mut r: Registers) -> Result<Registers, Error> {
     if r.rip >= USER_END || r.rsp >= USER_END || r.fs_base >= USER_END || r.gs_base >= USER_END {
         return Err(Error::BadArgument);
     }
     r.cs = USER_CS;
     r.ss = USER_SS;
-    r.rflags = (r.rflags & USER_RFLAGS) | RFLAGS_IF | RFLAGS_RESERVED_1;
+    r.rflags = user_rflags(r.rflags);
     Ok(r)
 }
 

@@ -12,7 +12,7 @@
 //! | 4 | after the hogs: in a scope, dirty a page and `ud2`: the fault server must still serve it | `served` (ok on the re-run; value: attempt) |
 //! | 5 | ~25,000 page records in an outer scope, ~25,000 in an inner one, commit both | `big_commit` (ok: no error; value: rounds) |
 //! | 6 | W^X through rollback: map a page `EXEC`, unmap it in a scope and fault; after the rollback, write it | `wx_rollback` (ok: the write faulted; value: attempt) |
-//! | 7 | sets RFLAGS.AC with `popf`, then a copy-on-write fault, a system call and a timer tick with AC set (the kernel's `probe=smap` checks each entry); `SIGNAL` with bit 63 | `smap_done`, `signal_bit63` (ok: `BadArgument`) |
+//! | 7 | sets RFLAGS.AC with `popf`, then a copy-on-write fault, a system call and a timer tick with AC set (the kernel's `probe=smap` checks each entry); then RFLAGS.NT, a system call and a tick (the kernel must not `iretq` with NT set); `SIGNAL` with bit 63 | `smap_done`, `nt_done`, `signal_bit63` (ok: `BadArgument`) |
 //! | 8 | FPU holder: a secret in `xmm0` and x87 `st0`, then 20 yields | `fpu_kept` (ok: both still hold it) |
 //! | 9 | FPU snooper: 20 yields, reading `xmm0` and `st0` after each | `fpu_isolated` (ok: never the holder's secret) |
 //! | 13 | a supervisor that panics at each of its first 7 starts (count in region `flag`), then serves | `crash_loop_over` |
@@ -233,6 +233,32 @@ fn smap() {
         }
     });
     report("smap_done", true, 0);
+    // SAFETY: sets RFLAGS.NT (ring 3 may, with `popf`), makes a system
+    // call and runs ~1 M instructions (a timer tick or so) with it set,
+    // clears it. The kernel must not carry NT into its own `iretq` (#GP in
+    // ring 0: `IA32_FMASK` clears it on `syscall`; exceptions and
+    // interrupts clear it themselves). Clobbers: rax, rcx, r11, the
+    // counter; uses the stack for pushfq/popfq.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "or qword ptr [rsp], 0x4000",
+            "popfq",
+            "mov eax, {yield_}",
+            "syscall",
+            "mov {n}, 500000",
+            "2:",
+            "dec {n}",
+            "jnz 2b",
+            "pushfq",
+            "and qword ptr [rsp], -0x4001",
+            "popfq",
+            n = out(reg) _,
+            yield_ = const nr::YIELD,
+            out("rax") _, out("rcx") _, out("r11") _,
+        );
+    }
+    report("nt_done", true, 0);
     let bit63 = ipc::cap("note").and_then(|c| ipc::signal(c, 1 << 63));
     let bit62 = ipc::cap("note").and_then(|c| {
         ipc::signal(c, 1 << 62)?;
