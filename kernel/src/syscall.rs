@@ -156,8 +156,7 @@ pub unsafe extern "C" fn full(frame: *mut TrapFrame) -> *mut TrapFrame {
     if !handle(&mut s) {
         return frame;
     }
-    drop(s);
-    crate::sched::next()
+    crate::sched::next_locked(s)
 }
 
 /// Handles the syscall in the current task's frame. Returns whether the
@@ -220,6 +219,13 @@ fn dispatch(s: &mut Scheduler) {
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
+    if s.take_again() {
+        // The call waits for another CPU (`Scheduler::restart_syscall`):
+        // back over the 2-byte `syscall`, RAX still its number.
+        s.tasks[me].save.frame.rip -= 2;
+        s.yield_current();
+        return;
+    }
     let task = &mut s.tasks[me];
     task.save.frame.rax = match result {
         Ok(v) => v,
@@ -262,7 +268,12 @@ pub fn exit(task: &mut Task, code: i64) {
     task.state = State::Exited { code };
     task.space = None;
     task.reply_to = None;
-    events::emit(&Event::TaskExit { task: task.id as u64, name: &task.name, code });
+    events::emit(&Event::TaskExitV2 {
+        task: task.id as u64,
+        name: &task.name,
+        code,
+        cpu: crate::arch::percpu::cpu() as u64,
+    });
 }
 
 fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {

@@ -253,6 +253,12 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         if !ok_state || !(anywhere || current == Some(target)) {
             continue;
         }
+        // "Wherever it is" stops at another CPU: a task running there is
+        // asked to leave it, and the injection fires at a later tick
+        // (`Scheduler::stop_remote`).
+        if current != Some(target) && !s.stop_remote(target) {
+            continue;
+        }
         inj.pending[i].1 = true;
         inj.injected += 1;
         let rand = inj.next();

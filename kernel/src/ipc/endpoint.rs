@@ -187,6 +187,7 @@ pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
 /// for the reply.
 #[inline(always)]
 fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
+    let now = s.ticks;
     let (tasks, sum) = s.tasks_and_summary();
     let others_best = sum.others_best;
     // SAFETY: `me` is the current task's index (see `fastpath`).
@@ -206,7 +207,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         sched::invalidate_summary();
         return None;
     }
-    if receiver.priority as u16 >= others_best {
+    if receiver.priority as u16 >= others_best || sched::smp() && !sched::may_take(receiver, now) {
         return None;
     }
 
@@ -254,7 +255,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
-    if caller.priority as u16 >= sum.others_best {
+    if caller.priority as u16 >= sum.others_best || sched::smp() && !sched::may_take(caller, now) {
         return None;
     }
 

@@ -77,6 +77,15 @@ pub fn restart_from_image(
     t.restarts += 1;
     t.state =
         if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+    // With several CPUs, another CPU would run it at once, before its
+    // supervisor's next call: the restart count it writes into the task
+    // right after (`REWIND_RESTARTS`, the fault server's README) would come
+    // too late — one CPU gave the same order by priority. So the task
+    // waits for that next call on it (which clears this,
+    // `Scheduler::stop_remote`), two ticks at most.
+    if redeliver.is_none() && crate::sched::smp() {
+        t.held_until = now.saturating_add(2);
+    }
     s.forget_current(idx);
     s.map_regions(idx);
     let mut redelivered = 0;
