@@ -574,7 +574,7 @@ pub enum Event<'a> {
     },
     /// Application-processor bring-up is over: `cpus` enabled processors
     /// in the MADT, `cpus_online` of them running (the boot CPU included;
-    /// the others parked), the trampoline page (0 if none was needed).
+    /// all of them run tasks), the trampoline page (0 if none was needed).
     Smp {
         cpus: u64,
         cpus_online: u64,

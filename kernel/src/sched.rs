@@ -5,12 +5,19 @@
 //! its time slice ([`SLICE_TICKS`] timer ticks); then the next runnable task
 //! of the best priority, after it in table order, runs.
 //!
-//! The kernel is not preemptible: it runs with interrupts off, on one kernel
-//! stack, and every entry ends by choosing a save area to return through
-//! ([`next`]). When nothing is runnable the kernel idles *inside* `next`
-//! with `sti; hlt` — the only place where interrupts nest into ring 0; those
-//! nested traps only count ticks and wake sleepers, then return to the idle
-//! loop. When no task is alive any more, the kernel shuts down.
+//! The kernel is not preemptible: it runs with interrupts off, on this
+//! CPU's kernel stack, and every entry ends by choosing a save area to
+//! return through ([`next`], [`next_locked`]). When nothing is runnable the
+//! kernel idles *inside* `next` with `sti; hlt` — the only place where
+//! interrupts nest into ring 0; those nested traps only count ticks, wake
+//! sleepers or end the `hlt`, then return to the idle loop. When no task is
+//! alive any more, the kernel shuts down.
+//!
+//! Several CPUs (DESIGN.md, SMP): one table under one lock, each CPU with
+//! its own current task and slice (`percpu`); a task runs on at most one
+//! CPU (`Task::running_on`), another CPU that must act on it stops it first
+//! ([`Scheduler::stop_remote`]), and an idle CPU is woken for new work by
+//! the reschedule IPI ([`RESCHED_VECTOR`]).
 
 use crate::arch::trap_entry::TrapFrame;
 use crate::arch::{gdt, percpu};
@@ -258,8 +265,13 @@ impl Scheduler {
     }
 
     /// Whether the call just handled must run again (and clears it).
+    #[inline(always)]
     pub fn take_again(&mut self) -> bool {
-        core::mem::take(&mut self.again)
+        if self.again {
+            self.again = false;
+            return true;
+        }
+        false
     }
 
     /// Whether task `idx` may be read and changed from this CPU now: it
@@ -322,13 +334,13 @@ impl Scheduler {
         let current = cur();
         let mut i = current.map_or(0, |c| c + 1);
         let (mut best, mut first) = (u16::MAX, 0);
-        let (me, now) = (percpu::cpu() as u8, self.ticks);
+        let (me, now, smp) = (percpu::cpu() as u8, self.ticks, smp());
         for _ in 0..n {
             if i >= n {
                 i = 0;
             }
             let t = &self.tasks[i];
-            if matches!(t.state, State::Runnable) && (t.priority as u16) < best && t.may_run_on(me, now) {
+            if matches!(t.state, State::Runnable) && (t.priority as u16) < best && (!smp || t.may_run_on(me, now)) {
                 (best, first) = (t.priority as u16, i);
                 if best == 0 {
                     // Nothing is more urgent, and a later task of the same
@@ -346,7 +358,7 @@ impl Scheduler {
         if let Some(c) = current
             && slice_left() > 0
             && matches!(self.tasks[c].state, State::Runnable)
-            && self.tasks[c].may_run_on(me, now)
+            && (!smp || self.tasks[c].may_run_on(me, now))
             && self.tasks[c].priority as u16 == best
         {
             return Some(c);
@@ -434,6 +446,10 @@ impl Scheduler {
         let t = &mut self.tasks[i];
         debug_assert!(t.running_on == NOT_RUNNING, "task {} runs on CPU {} already", t.id, t.running_on);
         t.running_on = me as u8;
+        // Its CR3 is loaded here next (`switch_to`, `enter_fast`).
+        if let Some(space) = t.space.as_mut() {
+            space.live_on = me as u8;
+        }
         percpu::set::<{ percpu::OWNED }>(i as u64);
     }
 

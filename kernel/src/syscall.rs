@@ -110,7 +110,8 @@ pub unsafe extern "C" fn light(frame: *const TrapFrame) -> bool {
     }
     // The register-only calls right here; the others out of line.
     let ticks = s.ticks;
-    let task = s.current();
+    let Some(me) = s.current_index() else { return false };
+    let task = &mut s.tasks[me];
     let value = match number {
         nr::NULL => 0,
         nr::TASK_ID => task.id as u64,
