@@ -169,14 +169,25 @@ fn set_slice_left(v: u64) {
     percpu::set::<{ percpu::SLICE_LEFT }>(v);
 }
 
-/// Whether this CPU may switch to blocked task `t` (the IPC fastpath,
-/// several CPUs): no CPU runs it (a blocked task never runs: it left its
-/// CPU in the critical section in which it blocked), and no CPU asked to
-/// keep it off CPUs.
+/// The IPC fastpath switches this CPU to blocked task `t`: no CPU runs it
+/// (a blocked task left its CPU in the critical section in which it
+/// blocked: `next_locked`). A hold another CPU put on it while it ran
+/// (`stop_remote`) is not looked at: that CPU retries its operation, and
+/// a restarted task held for its supervisor is runnable, not blocked.
 #[inline(always)]
-pub fn may_take(t: &Task, now: u64) -> bool {
+pub fn debug_assert_not_running(t: &Task) {
     debug_assert!(t.running_on == NOT_RUNNING, "blocked task {} still runs on CPU {}", t.id, t.running_on);
-    t.may_run_on(percpu::cpu() as u8, now)
+}
+
+/// This CPU's current task index again, which the caller read before as
+/// `me` (the same value: nothing changed it since; debug-asserted). A
+/// fresh read costs one instruction, keeping `me` alive costs a saved
+/// register in the IPC fastpath.
+#[inline(always)]
+pub fn current_again(me: usize) -> usize {
+    let c = percpu::get::<{ percpu::CURRENT }>() as usize;
+    debug_assert_eq!(c, me);
+    c
 }
 
 /// Sends CPU `cpu` the reschedule IPI.
@@ -248,6 +259,18 @@ impl Scheduler {
     /// time left in its slice.
     pub fn current_keeps_cpu(&self) -> bool {
         slice_left() > 0 && cur().is_some_and(|c| matches!(self.tasks[c].state, State::Runnable))
+    }
+
+    /// The current task if it may simply continue ([`Self::current_keeps_cpu`]),
+    /// with one read of the per-CPU words and one bounds check (the light
+    /// system calls' path).
+    #[inline(always)]
+    pub fn current_keeping_cpu(&mut self) -> Option<&mut Task> {
+        if slice_left() == 0 {
+            return None;
+        }
+        let t = self.tasks.get_mut(cur()?)?;
+        if matches!(t.state, State::Runnable) { Some(t) } else { None }
     }
 
     /// Makes the current task give up the rest of its slice.
@@ -391,13 +414,10 @@ impl Scheduler {
             sum.others_best = u16::MAX;
             sum.endpoints.clear();
             sum.endpoints.resize(self.endpoints.len(), EpSummary::default());
-            // The tasks this CPU's `pick` could choose besides its current
-            // one: with several CPUs, those no CPU runs (the same set seen
-            // from every CPU: a current task is always its CPU's own).
-            let (current, smp) = (cur(), smp());
+            let current = cur();
             for (i, t) in self.tasks.iter().enumerate() {
                 match t.state {
-                    State::Runnable if if smp { t.running_on == NOT_RUNNING } else { Some(i) != current } => {
+                    State::Runnable if Some(i) != current => {
                         sum.others_best = sum.others_best.min(t.priority as u16);
                     }
                     State::RecvBlocked { ep, .. } => {
@@ -416,19 +436,29 @@ impl Scheduler {
                     _ => {}
                 }
             }
+            // With several CPUs the fastpath is off (next step of SMP: a
+            // per-CPU summary and run queue): "something more urgent is
+            // runnable" makes every `call`/`reply_recv` take the general
+            // path, which does the per-CPU bookkeeping. This costs the
+            // one-CPU fastpath nothing (no test of its own).
+            if smp() {
+                sum.others_best = 0;
+            }
             SUMMARY_VALID.store(true, Ordering::Relaxed);
         }
     }
 
     /// The IPC fastpath made task `i` the one to run (see [`enter_fast`]):
     /// it is current now, with a fresh slice, as `switch_to` would leave it.
+    /// Returns `frame` (task `i`'s, from `enter_fast`). One CPU only: with
+    /// several the fastpath never switches (see `recompute_summary`), so
+    /// this needs no `running_on` bookkeeping nor a test for it.
     #[inline(always)]
-    pub fn set_current(&mut self, i: usize) {
-        set_slice_left(SLICE_TICKS as u64);
-        if smp() {
-            self.own(i);
-        }
+    pub fn set_current(&mut self, i: usize, frame: *mut TrapFrame) -> *mut TrapFrame {
+        debug_assert!(!smp(), "the IPC fastpath switched tasks with several CPUs");
+        percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
         set_cur(Some(i));
+        frame
     }
 
     /// This CPU now runs task `i` (several CPUs): the task it ran before
@@ -487,11 +517,11 @@ impl Scheduler {
             // again with its slice used up (nothing else of its priority is
             // runnable), it starts a new one.
             if slice_left() == 0 {
-                set_slice_left(SLICE_TICKS as u64);
+                percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
             }
             return self.tasks[i].frame_ptr();
         }
-        set_slice_left(SLICE_TICKS as u64);
+        percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
         let smp = smp();
         if smp {
             self.own(i);

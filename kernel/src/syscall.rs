@@ -105,13 +105,9 @@ pub unsafe extern "C" fn light(frame: *const TrapFrame) -> bool {
     // The stub calls only for these (`LIGHT_CALLS`).
     debug_assert!(is_light(number));
     let mut s = SCHED.lock();
-    if !s.current_keeps_cpu() {
-        return false;
-    }
     // The register-only calls right here; the others out of line.
     let ticks = s.ticks;
-    let Some(me) = s.current_index() else { return false };
-    let task = &mut s.tasks[me];
+    let Some(task) = s.current_keeping_cpu() else { return false };
     let value = match number {
         nr::NULL => 0,
         nr::TASK_ID => task.id as u64,

@@ -182,6 +182,17 @@ pub fn set<const OFF: usize>(v: u64) {
     }
 }
 
+/// Writes the constant `V` into this CPU's per-CPU word at byte offset
+/// `OFF`: one store of an immediate (as [`set`], without the register).
+#[inline(always)]
+pub fn set_const<const OFF: usize, const V: i32>() {
+    // SAFETY: as in `set`.
+    unsafe {
+        core::arch::asm!("mov qword ptr gs:[{off}], {v}", off = const OFF, v = const V,
+            options(nostack, preserves_flags, nomem));
+    }
+}
+
 /// CPU `cpu`'s local APIC id (0 for a CPU never brought up).
 pub fn apic_id_of(cpu: usize) -> u32 {
     // SAFETY: a plain read of a word written once by `init` on that CPU

@@ -187,7 +187,6 @@ pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
 /// for the reply.
 #[inline(always)]
 fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
-    let now = s.ticks;
     let (tasks, sum) = s.tasks_and_summary();
     let others_best = sum.others_best;
     // SAFETY: `me` is the current task's index (see `fastpath`).
@@ -199,6 +198,10 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         return None;
     }
     let r = e.first_receiver;
+    // `me` read again (one `gs` load) rather than kept in a register
+    // across the checks above: the one-CPU fastpath then saves no more
+    // registers than before per-CPU state (IPC round trip).
+    let me = sched::current_again(me);
     let [caller, receiver] = disjoint(tasks, me, r)?;
     let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
     // The summary is exact while valid; checked anyway, so that a stale one
@@ -207,9 +210,10 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         sched::invalidate_summary();
         return None;
     }
-    if receiver.priority as u16 >= others_best || sched::smp() && !sched::may_take(receiver, now) {
+    if receiver.priority as u16 >= others_best {
         return None;
     }
+    sched::debug_assert_not_running(receiver);
 
     // Committed: the same changes as `send(call = true)`.
     e.receivers -= 1;
@@ -226,8 +230,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
     let frame = sched::enter_fast(receiver, live);
-    s.set_current(r);
-    Some(frame)
+    Some(s.set_current(r, frame))
 }
 
 /// `reply_recv` with a caller waiting for the reply: the reply goes register
@@ -250,14 +253,16 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if e.senders != 0 {
         return None;
     }
+    let me = sched::current_again(me);
     let [server, caller] = disjoint(tasks, me, c)?;
     let (server, caller): (&mut Task, &mut Task) = (server, caller);
     if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
-    if caller.priority as u16 >= sum.others_best || sched::smp() && !sched::may_take(caller, now) {
+    if caller.priority as u16 >= sum.others_best {
         return None;
     }
+    sched::debug_assert_not_running(caller);
 
     // Committed: the same changes as `reply`, then `recv` finding no sender.
     if e.receivers == 0 || me < e.first_receiver {
@@ -273,8 +278,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
     let frame = sched::enter_fast(caller, live);
-    s.set_current(c);
-    Some(frame)
+    Some(s.set_current(c, frame))
 }
 
 /// The current task `me` and another task `other`, both mutable: `None`
