@@ -43,6 +43,22 @@
 
 /// Most nested scopes.
 pub const MAX_SCOPES: usize = 8;
+
+/// `rdi` of a `CHECKPOINT_OPEN` that *seals* its scope (libtask's opens all
+/// do): its `CHECKPOINT_COMMIT` must then be made with the callee-saved
+/// registers and the stack pointer exactly as they were at the open, or the
+/// kernel refuses to close the scope and faults the task inside it
+/// ([`crate::fault::FaultKind::ScopeCheck`]), so the fault server rolls it
+/// back. libtask makes both calls from one asm function that touches none
+/// of those registers between them and calls the scope's body in between:
+/// the body, an ordinary function, must hand them back as it found them
+/// (the SysV ABI), so a difference is a corruption of state the scope's
+/// caller relies on — a flipped register that would otherwise survive the
+/// commit unseen. Any other `rdi` (a raw open) opens an unsealed scope.
+pub const SEAL: u64 = 0x5345_414c_5343_4f50;
+/// The registers a seal compares, in the order a `ScopeCheck` fault's
+/// `error_code` indexes them.
+pub const SEAL_REGS: [&str; 7] = ["rbx", "rbp", "r12", "r13", "r14", "r15", "rsp"];
 /// Registry capacities.
 pub const MAX_MUTEXES: usize = 32;
 pub const MAX_ARCS: usize = 64;

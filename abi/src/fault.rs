@@ -32,6 +32,12 @@ pub enum FaultKind {
     Watchdog = 3,
     /// Its supervisor killed it (`TASK_CTL KILL`).
     Kill = 4,
+    /// `CHECKPOINT_COMMIT` of a sealed scope found a callee-saved register
+    /// or the stack pointer not as it was at the scope's open: a value the
+    /// scope's caller relies on was corrupted inside the scope (see
+    /// `abi::checkpoint::SEAL`). `error_code` names the register
+    /// (`SEAL_REGS` index), the text says both values.
+    ScopeCheck = 5,
 }
 
 impl FaultKind {
@@ -41,6 +47,7 @@ impl FaultKind {
             2 => Some(FaultKind::Panic),
             3 => Some(FaultKind::Watchdog),
             4 => Some(FaultKind::Kill),
+            5 => Some(FaultKind::ScopeCheck),
             _ => None,
         }
     }
@@ -51,6 +58,7 @@ impl FaultKind {
             FaultKind::Panic => "panic",
             FaultKind::Watchdog => "watchdog",
             FaultKind::Kill => "kill",
+            FaultKind::ScopeCheck => "scope_check",
         }
     }
 }

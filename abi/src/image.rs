@@ -93,6 +93,9 @@ pub struct TaskSpec<'a> {
     /// Core files its supervisor may make of its faults: at most this many
     /// per task per minute (0 = none; see `fault-server/server/src/coredump.rs`).
     pub core_dumps: u32,
+    /// Which instance of its manifest entry this task is (0 .. `count`;
+    /// 0 for `count = 1`): passed at start in `rdx`.
+    pub instance: u32,
 }
 
 /// Frames a task may hold when its manifest says nothing: 32 MiB.
@@ -414,6 +417,7 @@ impl<'a> Image<'a> {
             return Some(Err(ImageError::BadQuota { index }));
         }
         let core_dumps = u32_at(raw, 84);
+        let instance = u32_at(raw, 88);
         let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
             NO_ENDPOINT => None,
             e if (e as usize) < self.endpoints => Some(e),
@@ -444,6 +448,7 @@ impl<'a> Image<'a> {
             max_frames,
             max_records,
             core_dumps,
+            instance,
         }))
     }
 }
@@ -496,6 +501,7 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         entry[76..80].copy_from_slice(&t.max_frames.to_le_bytes());
         entry[80..84].copy_from_slice(&t.max_records.to_le_bytes());
         entry[84..88].copy_from_slice(&t.core_dumps.to_le_bytes());
+        entry[88..92].copy_from_slice(&t.instance.to_le_bytes());
         tables.extend_from_slice(&entry);
     }
     for name in spec.endpoints.iter().chain(spec.notifications) {
@@ -640,7 +646,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let tasks = [spec("hello", b"\x7fELF-one"), TaskSpec { core_dumps: 4, ..spec("world", b"two") }];
+        let tasks = [spec("hello", b"\x7fELF-one"), TaskSpec { core_dumps: 4, instance: 3, ..spec("world", b"two") }];
         let bytes = write_tasks(&tasks);
         let image = parse(&bytes).unwrap();
         assert_eq!(image.len(), 2);

@@ -19,4 +19,5 @@ pub mod ipc;
 pub mod layout;
 pub mod syscall;
 pub mod trap;
+pub mod typed_msg;
 pub mod wire;

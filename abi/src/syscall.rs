@@ -83,9 +83,12 @@ pub mod nr {
     /// when the scope opens; after a rollback to this scope the task resumes
     /// *here again* with its registers and private memory as they were,
     /// and the call returns the attempt number (1, 2, ...). Scopes nest (at
-    /// most `abi::checkpoint::MAX_SCOPES`).
+    /// most `abi::checkpoint::MAX_SCOPES`). `rdi` = `abi::checkpoint::SEAL`
+    /// seals the scope (see there).
     pub const CHECKPOINT_OPEN: u64 = 22;
-    /// `checkpoint_commit()`: closes the innermost scope, keeping its effects.
+    /// `checkpoint_commit()`: closes the innermost scope, keeping its
+    /// effects. A sealed scope whose seal does not hold is not closed: the
+    /// task faults inside it (`FaultKind::ScopeCheck`) instead.
     pub const CHECKPOINT_COMMIT: u64 = 23;
     /// `futex_wait(addr, expected, timeout_ms)`: blocks while the `u32` at
     /// `addr` (in a shared region) equals `expected`; returns 0 when woken,
@@ -206,7 +209,31 @@ impl Error {
             Error::BadTask => "bad_task",
         }
     }
+
+    /// What went wrong, in a sentence (its [`Display`](core::fmt::Display)).
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Error::NoSuchCall => "no such system call",
+            Error::BadPointer => "a pointer is not mapped user memory",
+            Error::BadArgument => "an argument is out of range",
+            Error::NoMemory => "out of memory",
+            Error::Denied => "not permitted to this task",
+            Error::BadCapability => "no such capability, or of the wrong kind",
+            Error::Timeout => "timed out",
+            Error::NoCaller => "no caller waits for a reply",
+            Error::BadTask => "no such task, or not in the state the operation needs",
+        }
+    }
 }
+
+/// `bad_capability: no such capability, or of the wrong kind`.
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.name(), self.describe())
+    }
+}
+
+impl core::error::Error for Error {}
 
 #[cfg(test)]
 mod tests {
@@ -221,6 +248,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn errors_display_their_name_and_meaning() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(Error::Timeout.to_string(), "timeout: timed out");
+        for e in Error::ALL {
+            let shown = e.to_string();
+            assert!(shown.starts_with(e.name()) && shown.len() > e.name().len() + 2, "{shown}");
+            let _: &dyn core::error::Error = &e;
+        }
+    }
 
     #[test]
     fn errors_round_trip_through_rax() {

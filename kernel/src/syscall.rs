@@ -207,7 +207,10 @@ fn dispatch(s: &mut Scheduler) {
         nr::TASK_CTL => crate::recovery::supervise::task_ctl(s),
         nr::EMIT => emit(task, a0, a1),
         nr::CHECKPOINT_OPEN => crate::recovery::checkpoint::open(task),
-        nr::CHECKPOINT_COMMIT => crate::recovery::checkpoint::commit(task),
+        nr::CHECKPOINT_COMMIT => match crate::recovery::checkpoint::seal_broken(task) {
+            None => crate::recovery::checkpoint::commit(task),
+            Some(broken) => return seal_fault(s, broken),
+        },
         nr::FUTEX_WAIT => ipc::futex::wait(s),
         nr::FUTEX_WAKE => ipc::futex::wake(s),
         nr::SET_RECOVERY => set_recovery(task, a0),
@@ -420,6 +423,27 @@ fn cap_lookup(task: &Task, ptr: u64, len: u64) -> SysResult {
 /// panics when memory runs out) is restarted from its image like one that
 /// faults, the faults it held redelivered; any other task is reported and
 /// ended (exit code 101).
+/// A sealed scope's commit found `broken` (`checkpoint::seal_broken`): the
+/// scope stays open and the task faults inside it, as if the commit were a
+/// faulting instruction, so its supervisor rolls the scope back. A task
+/// without a fault endpoint is stopped like for any unsupervised fault.
+fn seal_fault(s: &mut Scheduler, (reg, at_open, now): (usize, u64, u64)) {
+    let Some(me) = s.current_index() else { return };
+    let seq = s.next_fault_seq();
+    let name = abi::checkpoint::SEAL_REGS[reg];
+    let mut fault =
+        PendingFault { kind: FaultKind::ScopeCheck as u64, error_code: reg as u64, seq, ..PendingFault::default() };
+    let mut text = heapless::String::<256>::new();
+    let _ = core::fmt::write(
+        &mut text,
+        format_args!("scope check: {name} is {now:#x} at the commit, {at_open:#x} at the open"),
+    );
+    fault.text_len = text.len();
+    fault.text[..text.len()].copy_from_slice(text.as_bytes());
+    s.tasks[me].save.frame.rax = 0;
+    crate::recovery::fault::fault(s, me, fault);
+}
+
 fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, line: u64) {
     let Some(me) = s.current_index() else { return };
     let seq = s.next_fault_seq();

@@ -163,19 +163,81 @@ pub fn kernel_depth() -> usize {
 /// `Err(NoMemory)` if the kernel could not open one: in both cases the
 /// kernel opened nothing and `body` did not run.
 #[inline(never)]
-pub fn checkpoint<R>(body: impl FnOnce(Attempt) -> R) -> Result<R, Error> {
-    let parent = registry::depth();
-    // SAFETY: CHECKPOINT_OPEN touches no memory of ours. It returns twice or
-    // more (after rollbacks), each time with all registers and all private
-    // memory as at this instruction: sound, see the module documentation.
-    let raw = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_OPEN) };
+pub fn checkpoint<R, F: FnOnce(Attempt) -> R>(body: F) -> Result<R, Error> {
+    let mut ctx =
+        Scope { body: Some(body), result: None, parent: registry::depth(), depth: 0, opened: false, open_raw: 0 };
+    let mut raw = run_scope(&mut ctx);
+    if !ctx.opened {
+        // The kernel opened nothing: it refused (scopes full, no memory),
+        // or the `syscall` was skipped. One more try tells them apart.
+        let first = ctx.open_raw;
+        raw = run_scope(&mut ctx);
+        if !ctx.opened {
+            return Err(Error::decode(ctx.open_raw).err().or(Error::decode(first).err()).unwrap_or(Error::BadArgument));
+        }
+    }
+    let depth = ctx.depth;
+    if raw != 0 || registry::depth() != depth - 1 {
+        recommit(depth, raw);
+    }
+    registry::note_commit(depth - 1);
+    crate::sync::release_deferred(depth - 1);
+    match ctx.result.take() {
+        Some(r) => Ok(r),
+        // `scope_body` stores the result before it lets the commit happen.
+        None => panic!("checkpoint: scope {depth} committed without a result"),
+    }
+}
+
+/// One scope's state, in the `checkpoint` frame (private memory: a
+/// rollback restores it as it was at the open, `body` unconsumed).
+struct Scope<F, R> {
+    body: Option<F>,
+    result: Option<R>,
+    /// The page's depth before the open.
+    parent: u64,
+    /// The scope's depth, once opened.
+    depth: u64,
+    /// Whether the kernel opened the scope (and the commit was made).
+    opened: bool,
+    /// The open's `rax`, for the error when the kernel refused.
+    open_raw: u64,
+}
+
+/// Opens a sealed scope, runs [`scope_body`] in it and commits it, all in
+/// `__rewind_checkpoint_scope`; returns the commit's `rax` (meaningless if
+/// `ctx.opened` is false: then nothing was committed).
+fn run_scope<F: FnOnce(Attempt) -> R, R>(ctx: &mut Scope<F, R>) -> u64 {
+    // SAFETY: the asm function's contract (at its definition): `ctx` is
+    // valid for `scope_body::<F, R>` for the whole call. It returns twice
+    // or more (after rollbacks) from its `CHECKPOINT_OPEN`, each time with
+    // all registers and all private memory as at that instruction —
+    // `ctx` included: sound, see the module documentation.
+    unsafe { __rewind_checkpoint_scope((ctx as *mut Scope<F, R>).cast(), scope_body::<F, R>) }
+}
+
+/// Inside the scope (called by `__rewind_checkpoint_scope` right after its
+/// open, with the open's `rax`): checks the open from the page, runs the
+/// body, checks the page before the commit. Returns 1 to have the scope
+/// committed, 0 if the kernel opened none (nothing to commit).
+extern "C" fn scope_body<F: FnOnce(Attempt) -> R, R>(ctx: *mut u8, raw: u64) -> u64 {
+    // SAFETY: `run_scope` passes its `&mut Scope<F, R>` (no other
+    // reference to it is used until the asm function returns).
+    let ctx = unsafe { &mut *ctx.cast::<Scope<F, R>>() };
+    let parent = ctx.parent;
     // Whether the kernel opened the scope is what the page's `depth` says
     // (the kernel writes it as part of the open, and only then), not what
     // `rax` says: a skipped `syscall`, a flipped `rax` or a skipped branch
     // must not make libtask and the kernel disagree (module documentation).
     let mut depth = registry::depth();
     if depth != parent + 1 {
-        depth = reopen(parent, raw)?;
+        depth = match reopened(parent, raw) {
+            Some(d) => d,
+            None => {
+                ctx.open_raw = raw;
+                return 0;
+            }
+        };
     }
     // The attempt number and the last fault, from the scope's record in the
     // page, which the kernel cleared at the open and fills at a rollback.
@@ -190,32 +252,39 @@ pub fn checkpoint<R>(body: impl FnOnce(Attempt) -> R) -> Result<R, Error> {
     // (libtask's private bookkeeping next to the page; also after a
     // rollback, which restored it to before this point).
     registry::note_open(depth);
-    let result = body(Attempt { number: attempt, last_fault });
-    commit(depth);
-    Ok(result)
+    let Some(body) = ctx.body.take() else { panic!("checkpoint: scope {depth} has no body") };
+    ctx.result = Some(body(Attempt { number: attempt, last_fault }));
+    precommit(depth);
+    ctx.depth = depth;
+    ctx.opened = true;
+    1
 }
 
 /// The open did not leave the page at `parent + 1` (the fast path's check):
-/// decides from the page, the kernel's record, what happened.
+/// decides from the page, the kernel's record, and the open's `raw` result
+/// what happened. `None`: the kernel opened nothing.
 #[cold]
 #[inline(never)]
-fn reopen(parent: u64, raw: u64) -> Result<u64, Error> {
+fn reopened(parent: u64, raw: u64) -> Option<u64> {
     let depth = registry::depth();
     if depth == parent + 1 {
         // The check itself went wrong (a skipped or flipped compare).
-        return Ok(depth);
+        return Some(depth);
     }
     if depth == parent {
-        // The kernel opened nothing: it refused (scopes full, no memory),
-        // or the `syscall` was skipped. One more try tells them apart.
-        // SAFETY: as for the open in `checkpoint` (a rollback to a scope
-        // opened here returns here, with this frame as it was).
-        let again = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_OPEN) };
-        let depth = registry::depth();
-        if depth == parent + 1 {
-            return Ok(depth);
+        // Nothing opened: the kernel refused (an error in `rax`) or the
+        // `syscall` was skipped (`rax` still the call number). But `rax` =
+        // 0 says it *did* open — as does `rax` = the attempt the page's
+        // record holds, a rollback's re-entry — so `parent` may be what is
+        // wrong: flipped to the new depth before the open (and written
+        // before it, so every rollback restores it so), and a retry would
+        // open a second scope that nothing commits. Fault instead, inside
+        // the scope the kernel (perhaps) opened: its policy escalates
+        // outward (the sweeps of `faults/checkpoint-sweep.toml` found it).
+        if raw == 0 || (depth > 0 && raw == registry::scope_record(depth).attempt) {
+            panic!("checkpoint: the open returned {raw} but the page still says depth {depth}");
         }
-        return Err(Error::decode(again).err().or(Error::decode(raw).err()).unwrap_or(Error::BadArgument));
+        return None;
     }
     // Anything else: `parent` is wrong (a flipped register), or the open
     // ran twice (a flipped `rip` that came back to the `syscall`). Both
@@ -225,25 +294,66 @@ fn reopen(parent: u64, raw: u64) -> Result<u64, Error> {
     panic!("checkpoint: kernel depth {depth} after an open at depth {parent}")
 }
 
-/// Closes scope `depth`, which the caller opened. `#[inline(never)]`: the
-/// sweeps of `faults/checkpoint-sweep.toml` inject from its entry.
+/// Right before scope `depth`'s commit. `#[inline(never)]`: the sweeps of
+/// `faults/checkpoint-sweep.toml` inject from its entry.
 #[inline(never)]
-fn commit(depth: u64) {
+fn precommit(depth: u64) {
     if registry::depth() != depth {
         // Before the kernel closes anything, so that the fault rolls back
         // this scope (or the inner one left open), not its parent.
         panic!("checkpoint commit of scope {depth} at kernel depth {}", registry::depth());
     }
-    // SAFETY: CHECKPOINT_COMMIT touches no memory of ours. The kernel hands
-    // the scope's registry entries to the parent and lowers the page's
-    // `depth` as part of it.
-    let raw = unsafe { crate::syscall::raw::syscall0(nr::CHECKPOINT_COMMIT) };
-    if raw != 0 || registry::depth() != depth - 1 {
-        recommit(depth, raw);
-    }
-    registry::note_commit(depth - 1);
-    crate::sync::release_deferred(depth - 1);
 }
+
+unsafe extern "C" {
+    /// `u64 __rewind_checkpoint_scope(u8 *ctx, u64 (*body)(u8 *ctx, u64 open_rax))`.
+    fn __rewind_checkpoint_scope(ctx: *mut u8, body: extern "C" fn(*mut u8, u64) -> u64) -> u64;
+}
+
+// __rewind_checkpoint_scope(rdi = ctx, rsi = body): a C-ABI function, the
+// scope's own frame. Keeps ctx and body in its 24-byte frame, opens a
+// *sealed* scope (`rdi` = SEAL), calls body(ctx, open's rax) and, if body
+// returns non-zero, commits. Between the two `syscall`s it writes none of
+// rbx, rbp, r12-r15 and does not move rsp, and body must hand them back as
+// it found them (SysV ABI): so at the commit they are what the kernel
+// recorded at the open — the seal the kernel checks — unless something
+// corrupted them inside the scope. Returns the commit's rax (body's 0 when
+// there was no commit). Clobbers the caller-saved registers. After a
+// rollback the kernel resumes it right after the open with the open's
+// registers (rdi = SEAL, rsi = body) and rax = the attempt: it reloads ctx
+// from its frame, which the rollback restored. CFI for every instruction,
+// so the fault server's walk finds the scope's frame (this function: its
+// symbol is how the server recognises it) from a fault anywhere in it.
+core::arch::global_asm!(
+    ".section .text.__rewind_checkpoint_scope, \"ax\", @progbits",
+    ".global __rewind_checkpoint_scope",
+    ".type __rewind_checkpoint_scope, @function",
+    "__rewind_checkpoint_scope:",
+    ".cfi_startproc",
+    "    sub rsp, 24",
+    ".cfi_adjust_cfa_offset 24",
+    "    mov [rsp], rdi",
+    "    mov [rsp + 8], rsi",
+    "    movabs rdi, {seal}",
+    "    mov eax, {open}",
+    "    syscall",
+    "    mov rdi, [rsp]",
+    "    mov rsi, rax",
+    "    call qword ptr [rsp + 8]",
+    "    test rax, rax",
+    "    jz 2f",
+    "    mov eax, {commit}",
+    "    syscall",
+    "2:",
+    "    add rsp, 24",
+    ".cfi_adjust_cfa_offset -24",
+    "    ret",
+    ".cfi_endproc",
+    ".size __rewind_checkpoint_scope, . - __rewind_checkpoint_scope",
+    seal = const abi::checkpoint::SEAL,
+    open = const nr::CHECKPOINT_OPEN,
+    commit = const nr::CHECKPOINT_COMMIT,
+);
 
 /// The commit did not return 0, or the page does not say `depth - 1`:
 /// decides from the page (which said `depth` right before the call) what

@@ -29,6 +29,7 @@
 //! is stated at each asm block.
 
 pub mod raw;
+pub mod typed;
 
 use abi::ipc::{MAX_BUFFER, MSG_WORDS, POLL, WAIT_FOREVER};
 use abi::syscall::{Error, nr};

@@ -13,9 +13,10 @@
 //! | [`heap`] | the global allocator (`alloc::vec::Vec`, `Box`... work) | grows with `MAP` on demand; a task that never allocates never maps |
 //! | [`panic`] | the panic handler | reports message, file and line (event `task_panic`) without allocating, then the task ends |
 //! | [`buf`] | [`FixedBuf`], text formatting without a heap | shared by `println!` and the panic handler |
-//! | [`ipc`] | capabilities by name, `send`/`call`/`recv`/`reply`/`reply_recv`, `signal`/`wait` | the thirteen-register IPC convention (and `rbx`, which Rust asm cannot name) is handled once |
+//! | [`ipc`] | capabilities by name, `send`/`call`/`recv`/`reply`/`reply_recv`, `signal`/`wait`; typed requests and replies ([`ipc::typed`], postcard) | the thirteen-register IPC convention (and `rbx`, which Rust asm cannot name) is handled once |
 //! | [`checkpoint`] | [`checkpoint()`]: run a closure in a scope the fault server can roll back and re-run | the open/commit syscalls return twice; the scope's bookkeeping in the recovery page must follow exactly |
-//! | [`sync`] | shared-region `Mutex` (poisoning) and `Arc`, the recovery page and its registries | the fault server releases what a faulted task held, from the registries; see `docs/recovery.md` |
+//! | [`sync`] | typed shared regions, `Mutex` (poisoning) and `Arc<T>` in them, the recovery page and its registries | the fault server releases what a faulted task held, from the registries; see `docs/recovery.md` |
+//! | [`time`] | `Instant`, `Duration`, `sleep` on the guest clock | std's shape over `TICKS`, the clock every kernel timeout counts in |
 //! | [`supervise`] | `TASK_CTL` (registers, memory, image, resume/restart/stop) and `emit` | the fault server's tools; any other task gets `Denied` |
 //!
 //! [`report`] emits a `check` event: the way test tasks tell the QEMU tests
@@ -38,6 +39,7 @@ pub mod start;
 pub mod supervise;
 pub mod sync;
 pub mod syscall;
+pub mod time;
 
 /// The kernel interface this crate is built on (layout, syscall numbers).
 pub use abi;

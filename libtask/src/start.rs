@@ -2,14 +2,15 @@
 //!
 //! The kernel starts a task at its ELF entry point in ring 3 with
 //! `rsp = abi::layout::USER_STACK_TOP` (16-byte aligned), `rdi` = the task
-//! id, `rsi` = the `arg` word of its manifest entry, every other register 0.
+//! id, `rsi` = the `arg` word of its manifest entry, `rdx` = its instance
+//! index (manifest `count > 1`: 0, 1, ...; else 0), every other register 0.
 //! There is no caller to return to, so `_start` is written in assembly:
 //!
 //! * its CFI says `.cfi_undefined rip`, the DWARF way of marking the
 //!   outermost frame, so a stack walk (the fault server's, or the kernel's)
 //!   ends cleanly here instead of reading garbage above the stack top;
-//! * it `call`s [`rust_start`] with `rdi`/`rsi` untouched (they are already
-//!   the first two arguments of the C calling convention) and an aligned
+//! * it `call`s [`rust_start`] with `rdi`/`rsi`/`rdx` untouched (they are
+//!   already the first three arguments of the C calling convention) and an aligned
 //!   stack (`rsp` is 16-aligned before the `call`, as the ABI wants);
 //! * `rbp` is cleared, so frame-pointer walkers stop here too.
 //!
@@ -27,6 +28,10 @@ pub struct Start {
     pub id: u64,
     /// The `arg` word of the task's manifest entry (default 0).
     pub arg: u64,
+    /// Which instance of its manifest entry this task is: `0..count` for
+    /// an entry with `count > 1` (the task named `NAME-i` gets `i`), else 0.
+    /// Every instance gets the same `arg`; this tells them apart.
+    pub instance: u32,
 }
 
 /// What a task's `main` may return: turned into the `EXIT` code.
@@ -52,7 +57,7 @@ impl Termination for Result<(), abi::syscall::Error> {
         match self {
             Ok(()) => 0,
             Err(e) => {
-                crate::println!("main returned error {}", e.name());
+                crate::println!("main returned error {e}");
                 e as u64
             }
         }
@@ -81,9 +86,10 @@ unsafe extern "Rust" {
     safe fn __rewind_task_main(start: Start) -> u64;
 }
 
-/// Called by `_start` with the task id and the manifest's `arg`.
-extern "C" fn rust_start(id: u64, arg: u64) -> ! {
-    let code = __rewind_task_main(Start { id, arg });
+/// Called by `_start` with the task id, the manifest's `arg` and the
+/// instance index.
+extern "C" fn rust_start(id: u64, arg: u64, instance: u64) -> ! {
+    let code = __rewind_task_main(Start { id, arg, instance: instance as u32 });
     syscall::exit(code)
 }
 

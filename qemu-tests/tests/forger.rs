@@ -1,11 +1,13 @@
 //! Forger tasks against the fault server (`images/forger.toml`,
 //! `tasks/forger/`): forged registry entries naming the wrong kind of
-//! shared object, and stack pointers that are not the scope's. Each attack
-//! must end in a fresh start of its task — an `escalate` event whose
-//! reason names the check that refused it, a `restart` from the image, no
-//! rollback — and the shared words the forged entry named must be as the
-//! task left them (the task checks them on its second run). The kernel and
-//! the fault server stay up, and the spinner finishes.
+//! shared object, and stack pointers that are not the scope's. Each forged
+//! registry entry must end in a fresh start of its task — an `escalate`
+//! event whose reason names the check that refused it, a `restart` from the
+//! image, no rollback — and the shared words the forged entry named must be
+//! as the task left them (the task checks them on its second run). A forged
+//! stack pointer must end in a rollback all the same (the rollback does not
+//! rest on the stack), with the scope's frame reported as unknown. The
+//! kernel and the fault server stay up, and the spinner finishes.
 
 use abi::exit::GuestExit;
 use qemu_tests::{Run, boot_image};
@@ -54,7 +56,7 @@ fn fresh_start_for(name: &str, reason: &str, check: &str) {
     assert!(of_task(run, "release", id).is_empty(), "{name}: {:#?}", of_task(run, "release", id));
     let checks: Vec<&Value> = run.checks(check).into_iter().filter(|c| c["task"] == id).collect();
     assert!(checks.len() == 1 && checks[0]["ok"] == true, "{name}: {checks:#?}\nconsole:\n{}", run.console);
-    assert!(run.checks("forger:rolled-back").is_empty(), "a forger scope was rolled back");
+    assert!(run.checks("forger:rolled-back").is_empty(), "a forged registry was rolled back");
     let exits = run.task_events("task_exit", name);
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "{name}: {exits:#?}");
 }
@@ -66,17 +68,49 @@ fn an_arc_entry_naming_a_mutex_releases_nothing() {
 
 #[test]
 fn a_mutex_entry_naming_an_arc_slot_releases_nothing() {
-    fresh_start_for("mutex-on-slot", "mutex entry outside the region's statics area", "forger:mutex-on-slot");
+    fresh_start_for(
+        "mutex-on-slot",
+        "mutex entry outside the region's statics area and Arc payloads",
+        "forger:mutex-on-slot",
+    );
+}
+
+/// The attack of task `name` (a smashed stack pointer in its scope) ended
+/// in one rollback of scope 1, with nothing released and the scope's frame
+/// reported as unknown (the walk could not reach it), and the re-run's
+/// check `check` is ok.
+fn rolled_back_for(name: &str, check: &str) {
+    let run = run();
+    let id = task_id(run, name);
+    let faults = of_task(run, "fault", id);
+    assert_eq!(faults.len(), 1, "{name}: one fault: {faults:#?}\nconsole:\n{}", run.console);
+    let restarts = of_task(run, "restart", id);
+    assert_eq!(restarts.len(), 1, "{name}: {restarts:#?}");
+    assert_eq!(restarts[0]["from"], "checkpoint", "{name}: a rollback: {restarts:#?}");
+    assert_eq!(restarts[0]["scope"], 1, "{name}: {restarts:#?}");
+    assert!(of_task(run, "escalate", id).is_empty(), "{name}: {:#?}", of_task(run, "escalate", id));
+    let reports: Vec<&Value> = of_task(run, "fault_report", id);
+    assert!(reports.len() == 1 && reports[0]["action"] == "rollback", "{name}: {reports:#?}");
+    assert_eq!(reports[0]["frame"], "?", "{name}: the walk cannot have reached the scope: {reports:#?}");
+    assert!(
+        run.console.contains(&format!("fault {}: the walk did not reach scope 1's frame", faults[0]["seq"])),
+        "{name}: the console says why:\n{}",
+        run.console
+    );
+    let checks: Vec<&Value> = run.checks(check).into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 1, "{name}: {checks:#?}");
+    let exits = run.task_events("task_exit", name);
+    assert!(exits.len() == 1 && exits[0]["code"] == 0, "{name}: {exits:#?}");
 }
 
 #[test]
-fn a_kernel_stack_pointer_is_not_the_scope_frame() {
-    fresh_start_for("kernel-rsp", "not the scope's", "forger:kernel-rsp");
+fn a_kernel_stack_pointer_in_a_scope_is_rolled_back_all_the_same() {
+    rolled_back_for("kernel-rsp", "forger:kernel-rsp");
 }
 
 #[test]
-fn a_stack_pointer_into_the_callers_frame_is_not_the_scope_frame() {
-    fresh_start_for("caller-rsp", "not the scope's", "forger:caller-rsp");
+fn a_stack_pointer_into_the_callers_frame_is_rolled_back_all_the_same() {
+    rolled_back_for("caller-rsp", "forger:caller-rsp");
 }
 
 #[test]
@@ -86,8 +120,37 @@ fn the_fault_server_and_the_bystander_survive() {
     assert!(of_task(run, "fault", server).is_empty(), "the fault server faulted");
     assert!(of_task(run, "task_panic", server).is_empty(), "the fault server panicked");
     assert!(run.task_events("task_exit", "fault-server").is_empty(), "the fault server exited");
-    // It answered all four attacks.
-    assert_eq!(run.events_of("fault_report").len(), 4);
+    // It answered the four attacks that fault, and the sealed scope's.
+    assert_eq!(run.events_of("fault_report").len(), 5);
     let exits = run.task_events("task_exit", "spinner");
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "spinner: {exits:#?}");
+}
+
+/// A bit of `rbx` flipped between a sealed scope's open and its commit: the
+/// kernel refuses the commit and faults the task inside the scope
+/// (`scope_check`, `error_code` 0 = rbx), the fault server rolls it back,
+/// and the re-run commits with rbx intact.
+#[test]
+fn a_register_corrupted_inside_a_sealed_scope_faults_at_the_commit_and_is_rolled_back() {
+    let run = run();
+    let id = task_id(run, "seal-rbx");
+    let faults = of_task(run, "fault", id);
+    assert_eq!(faults.len(), 1, "{faults:#?}\nconsole:\n{}", run.console);
+    assert_eq!(faults[0]["kind"], "scope_check", "{faults:#?}");
+    assert_eq!(faults[0]["error_code"], "0x0", "rbx is SEAL_REGS[0]: {faults:#?}");
+    assert_eq!(faults[0]["scopes"], 1, "the scope is still open at the fault: {faults:#?}");
+    let restarts = of_task(run, "restart", id);
+    assert!(restarts.len() == 1 && restarts[0]["from"] == "checkpoint", "{restarts:#?}");
+    let checks: Vec<&Value> = run.checks("forger:seal").into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 1, "{checks:#?}\n{}", run.console);
+}
+
+/// The control: the same corruption in an unsealed scope commits unseen.
+#[test]
+fn the_same_corruption_in_an_unsealed_scope_commits_unseen() {
+    let run = run();
+    let id = task_id(run, "unsealed-rbx");
+    assert!(of_task(run, "fault", id).is_empty(), "{:#?}", of_task(run, "fault", id));
+    let checks: Vec<&Value> = run.checks("forger:unsealed").into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 0, "{checks:#?}\n{}", run.console);
 }

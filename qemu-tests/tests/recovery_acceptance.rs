@@ -779,9 +779,10 @@ fn line_addresses(bin: &str, start: u64, end: u64) -> Vec<u64> {
 
 /// `boots` boots of the pipeline (a producer, two consumers). Each
 /// consumer has 32 injections armed (`ud`), at distinct instructions of
-/// `Arc::<Buf>::acquire` (which consumers only call inside their scope,
-/// holding the queue lock), a window of the function's line-table
-/// addresses that moves from boot to boot: each fires the first time the
+/// `Arc::<Buf>::from_token` and the `take_reference` it calls (which
+/// consumers only reach inside their scope, holding the queue lock), a
+/// window of the two functions' line-table addresses that moves from boot
+/// to boot: each fires the first time the
 /// consumer gets there, so its first acquisitions fault again and again,
 /// one instruction further each retry. Their manifest policy allows any
 /// number of rollbacks. Returns the injections that fired.
@@ -798,9 +799,12 @@ fn pipeline_under_faults(boots: u64) -> u64 {
         task("even", "pipeline", 2, policy),
         task("odd", "pipeline", 3, policy)
     );
-    let (acquire, size) = function("pipeline", "<libtask::sync::arc::Arc<pipeline::Buf>>::acquire");
-    let pcs = line_addresses("pipeline", acquire, acquire + size);
-    assert!(pcs.len() >= 32, "only {} line addresses in Arc::<Buf>::acquire", pcs.len());
+    let (acquire, size) =
+        function("pipeline", "<libtask::sync::arc::Arc<pipeline::Buf>>::from_token::<pipeline::Shared>");
+    let (take, take_size) = function("pipeline", "libtask::sync::arc::take_reference");
+    let mut pcs = line_addresses("pipeline", acquire, acquire + size);
+    pcs.extend(line_addresses("pipeline", take, take + take_size));
+    assert!(pcs.len() >= 32, "only {} line addresses in Arc::<Buf>::from_token", pcs.len());
     let mut total = Tally::default();
     for b in 0..boots {
         let mut plan = String::new();

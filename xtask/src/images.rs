@@ -503,7 +503,7 @@ impl Manifest {
                 None if receives_faults => None,
                 None => fault_ep.map(|i| i as u16),
             };
-            for _ in 0..t.count {
+            for instance in 0..t.count {
                 specs.push(TaskSpec {
                     name: &names[n],
                     elf: &elfs[&t.bin],
@@ -518,6 +518,7 @@ impl Manifest {
                     max_frames: t.max_memory_kib.div_ceil(4),
                     max_records: t.max_scope_records,
                     core_dumps: t.core_dumps.or(self.core_dumps).map_or(0, CoreDumps::per_minute),
+                    instance,
                 });
                 for c in &parsed {
                     let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {

@@ -5,7 +5,7 @@
 //! | file | what |
 //! |---|---|
 //! | `Cargo.toml` | package NAME, `[[bin]]` NAME, `libtask` by path to this checkout, an empty `[workspace]` |
-//! | `src/main.rs` | `libtask::entry!`, a `Mutex<u64>` in a shared region, rounds in checkpoint scopes, one deliberate fault the fault server rolls back, a `check` |
+//! | `src/main.rs` | `libtask::entry!`, a `Mutex<u64>` in a shared region's typed statics, rounds in checkpoint scopes, one deliberate fault the fault server rolls back, a `check` |
 //! | `NAME.toml` | the image: Rewind's fault server and the task (`path = "."`) |
 //! | `Cargo.lock` | a copy of Rewind's: the dependency versions its tasks use |
 //! | `rust-toolchain.toml`, `.cargo/config.toml` | Rewind's toolchain, the task target and build-std: a plain `cargo build` (or an editor) in the folder works too |
@@ -88,6 +88,8 @@ bench = false
 # Everything a task is written against. Another checkout, or
 # libtask = {{ git = "https://…/rewind" }}, works the same.
 libtask = {{ path = {libtask} }}
+# `#[derive(FromBytes)]` for what lives in shared regions (libtask::sync).
+zerocopy = {{ version = "0.8.63", default-features = false, features = ["derive"] }}
 
 # Its own workspace: builds the same inside another project's tree.
 [workspace]
@@ -166,25 +168,32 @@ const MAIN_RS: &str = r#"//! `NAME`: a Rewind task in a crate of its own (from `
 #![no_main]
 
 use libtask::checkpoint::checkpoint;
-use libtask::sync::{Layout, Mutex, Region};
+use libtask::sync::{FromBytes, Mutex, Region};
 use libtask::{Start, println, report};
 
 libtask::entry!(main);
 
 const ROUNDS: u64 = 5;
 const FAULTY_ROUND: u64 = 3;
-/// The region holds one `Mutex<u64>` at offset 0 in 64 bytes of statics.
-const LAYOUT: Layout = Layout { statics: 64, slot_payload: 0, slots: 0 };
+/// What the image's tasks share in region `shared`: one `#[repr(C)]`
+/// struct whose every field is valid for any bytes (`FromBytes`: another
+/// task may write anything there). The region starts zeroed, so `count` is
+/// an unlocked `Mutex` over 0 before anyone touches it.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    count: Mutex<u64>,
+}
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("shared", LAYOUT) {
+    let region = match Region::<Shared>::open("shared") {
         Ok(r) => r,
         Err(e) => {
-            println!("NAME: cannot open region `shared`: {e:?}");
+            println!("NAME: cannot open region `shared`: {e}");
             return 1;
         }
     };
-    let count = region.get::<Mutex<u64>>(0).expect("a Mutex<u64> at offset 0");
+    let count = &region.statics().count;
     for round in 1..=ROUNDS {
         let done = checkpoint(|attempt| {
             if attempt.is_retry() {

@@ -23,11 +23,13 @@
 //!   +36  u32 frees            freed (count reached 0),
 //!   +40  u32 double_frees     decrements found at count 0 (undone),
 //!   +44  u32 alloc_failures   allocations that found no free slot
-//!   +48  reserved up to +64
-//!   +64  statics area         Mutex<T> and atomics at offsets the tasks agree on
+//!   +48  u32 statics_type     fingerprint of the statics struct S (type_fingerprint)
+//!   +52  u32 slot_type        fingerprint of the Arc payload type T
+//!   +56  reserved up to +64
+//!   +64  statics area         one S: the user's #[repr(C)] struct (Mutex<T>, atomics ...)
 //!   +slots_offset             slot_count Arc slots of slot_size bytes
 //!
-//! mutex (8-aligned, in the statics area)
+//! mutex (8-aligned, in the statics area or in an Arc slot's payload)
 //!   +0   u32 word     0 = unlocked, else owner task id | MUTEX_CONTENDED (bit 31)
 //!   +4   u32 poison   0 = clean, 1 = poisoned (set by the fault server)
 //!   +8   T            the data
@@ -56,6 +58,8 @@ pub mod region {
     pub const FREES: u64 = 36;
     pub const DOUBLE_FREES: u64 = 40;
     pub const ALLOC_FAILURES: u64 = 44;
+    pub const STATICS_TYPE: u64 = 48;
+    pub const SLOT_TYPE: u64 = 52;
     /// Where the statics area starts.
     pub const STATICS: u64 = super::REGION_HEADER_SIZE;
 
@@ -89,6 +93,35 @@ pub mod arc {
 
 /// Alignment of every shared object (mutex, Arc slot).
 pub const OBJECT_ALIGN: u64 = 8;
+
+/// Where the objects of a region are for statics of `statics` bytes and
+/// `slots` Arc slots of `payload` bytes each, in a region of `size` bytes:
+/// `(statics area bytes, slots_offset, slot_size)`, or `None` if that does
+/// not fit. libtask's `Region::open` computes its geometry with this from
+/// `size_of` of its types (so no task states a size), writes it to the
+/// header, and [`RegionLayout::from_header`] accepts exactly what it gives.
+pub fn geometry(statics: u64, payload: u64, slots: u32, size: u64) -> Option<(u64, u64, u64)> {
+    let align_up = |x: u64, to: u64| x.checked_next_multiple_of(to);
+    let statics = align_up(statics, OBJECT_ALIGN)?;
+    let slots_offset = align_up(REGION_HEADER_SIZE.checked_add(statics)?, 64)?;
+    let slot_size = align_up(arc::HEADER.checked_add(payload)?, OBJECT_ALIGN)?;
+    let end = slots_offset.checked_add(slot_size.checked_mul(slots as u64)?)?;
+    let fits_u32 = statics <= u32::MAX as u64 && slots_offset <= u32::MAX as u64 && slot_size <= u32::MAX as u64;
+    (end <= size && fits_u32).then_some((statics, slots_offset, slot_size))
+}
+
+/// A type's fingerprint for the region header's `STATICS_TYPE`/`SLOT_TYPE`
+/// words: FNV-1a of its name (`core::any::type_name`, which names the
+/// crate that declares it), size and alignment, with bit 0 set (never 0).
+/// Tasks built by one toolchain from one declaration agree on it; two
+/// look-alike structs in two crates do not, by design.
+pub fn type_fingerprint(name: &str, size: u64, align: u64) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes().chain(size.to_le_bytes()).chain(align.to_le_bytes()) {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    h | 1
+}
 
 /// Where a region's objects are, as its header records it: the statics
 /// area (where every `Mutex` lives) and the Arc slot area `[slots_offset,
@@ -165,11 +198,23 @@ impl RegionLayout {
         if ok { Ok(l) } else { Err(BadHeader::Inconsistent) }
     }
 
-    /// Whether a mutex (its 8-byte word pair) at `addr` lies in the
-    /// statics area, 8-aligned.
+    /// Whether a mutex (its 8-byte word pair) at `addr` lies, 8-aligned,
+    /// in the statics area or in the payload of an Arc slot (an
+    /// `Arc<Mutex<T>>`: never over a slot's own `{generation, count}`).
     pub fn is_mutex(&self, addr: u64) -> bool {
+        if !addr.is_multiple_of(OBJECT_ALIGN) {
+            return false;
+        }
         let start = self.base + region::STATICS;
-        addr.is_multiple_of(OBJECT_ALIGN) && addr >= start && addr - start + OBJECT_ALIGN <= self.statics
+        if addr >= start && addr - start + OBJECT_ALIGN <= self.statics {
+            return true;
+        }
+        let first = self.base + self.slots_offset;
+        if addr < first || (addr - first) / self.slot_size >= self.slot_count {
+            return false;
+        }
+        let within = (addr - first) % self.slot_size;
+        within >= arc::PAYLOAD && within + OBJECT_ALIGN <= self.slot_size
     }
 
     /// Whether `addr` is the start of one of the Arc slots.
@@ -199,6 +244,8 @@ mod tests {
             (region::FREES, 4),
             (region::DOUBLE_FREES, 4),
             (region::ALLOC_FAILURES, 4),
+            (region::STATICS_TYPE, 4),
+            (region::SLOT_TYPE, 4),
         ];
         for (i, &(off, len)) in words.iter().enumerate() {
             assert!(off + len <= REGION_HEADER_SIZE);
@@ -235,6 +282,45 @@ mod tests {
         assert!(!l.is_slot(B + 0x88), "inside a slot");
         assert!(!l.is_slot(B + 0x100), "past the last slot");
         assert!(!l.is_slot(B + 0x40), "a mutex");
+        // Arc<Mutex<T>>: a mutex in a slot's payload, not over its header.
+        assert!(l.is_mutex(B + 0x88) && l.is_mutex(B + 0xe8) && l.is_mutex(B + 0x90));
+        assert!(!l.is_mutex(B + 0x80), "a slot's generation and count");
+        assert!(l.is_mutex(B + 0x98), "the last word pair of a payload");
+        assert!(!l.is_mutex(B + 0xa0), "the next slot's header");
+        assert!(!l.is_mutex(B + 0x108), "past the last slot");
+        assert!(!l.is_mutex(B + 0x8c), "misaligned in a payload");
+    }
+
+    /// What `Region::open` computes from its types, the header records and
+    /// the fault server accepts: the same objects, exactly.
+    #[test]
+    fn geometry_from_type_sizes_is_what_the_header_check_accepts() {
+        for (statics, payload, slots) in [(0, 0, 0), (1, 1, 1), (24, 40, 16), (192, 0, 0), (4000, 4096, 3)] {
+            let (st, so, ss) = geometry(statics, payload, slots, 0x10_0000).unwrap();
+            assert!(st >= statics && st % 8 == 0 && ss >= payload + arc::HEADER && ss % 8 == 0);
+            let l = RegionLayout::from_header(B, 0x10_0000, &header(st as u32, ss as u32, slots, so as u32)).unwrap();
+            assert_eq!((l.statics, l.slots_offset, l.slot_size, l.slot_count), (st, so, ss, slots as u64));
+            // Every payload byte range of a slot is in it, none in the next.
+            for i in 0..slots as u64 {
+                assert!(l.is_slot(B + so + i * ss));
+                assert!(!l.is_slot(B + so + i * ss + 8));
+            }
+        }
+        assert_eq!(geometry(64, 0, 0, 64), None, "the header and statics do not fit");
+        assert_eq!(geometry(0, 8, 1000, 4096), None, "the slots do not fit");
+        assert_eq!(geometry(u64::MAX - 3, 8, 1, u64::MAX), None, "no overflow");
+        assert_eq!(geometry(0, u64::MAX, 1, u64::MAX), None, "no overflow");
+        assert_eq!(geometry(0, 1 << 32, 1, u64::MAX), None, "a slot size past u32");
+    }
+
+    #[test]
+    fn type_fingerprints_tell_types_apart() {
+        let a = type_fingerprint("bank::Shared", 192, 8);
+        assert_eq!(a, type_fingerprint("bank::Shared", 192, 8));
+        assert_ne!(a, type_fingerprint("teller::Shared", 192, 8), "a look-alike in another crate");
+        assert_ne!(a, type_fingerprint("bank::Shared", 200, 8), "another size");
+        assert_ne!(a, type_fingerprint("bank::Shared", 192, 16), "another alignment");
+        assert_eq!(a & 1, 1, "never 0");
     }
 
     #[test]

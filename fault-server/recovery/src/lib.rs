@@ -30,7 +30,8 @@
 //! every count, every address (8-aligned, inside one of the task's shared
 //! regions, past the region's header, and where the region's validated
 //! layout — [`layout::RegionLayout`] — puts objects of the entry's kind: a
-//! mutex in the statics area, an Arc at a slot start), every scope number,
+//! mutex in the statics area or an Arc slot's payload, an Arc at a slot
+//! start), every scope number,
 //! the intent slot
 //! and its consistency with the registries; any violation is an
 //! [`Invalid`] error, which means "escalate to a fresh start" — never a

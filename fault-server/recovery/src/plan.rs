@@ -70,8 +70,11 @@
 //! The intent's release first (it is the most recent acquisition), then the
 //! mutexes, then the Arc references, each registry from its last slot to its
 //! first: reverse acquisition order within each registry. Mutexes go before
-//! references so that waiters are woken as early as possible; the releases
-//! commute, so the order is a convention, not a correctness condition.
+//! references so that waiters are woken as early as possible, and so that
+//! the mutex of an `Arc<Mutex<T>>` is poisoned and unlocked while its slot
+//! is still held (released after, a slot freed and reallocated would hold
+//! a fresh mutex, whose word the poison-and-unlock `CAS` would not match:
+//! harmless, but the poison would be lost with the object anyway).
 
 use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE, RegionLayout};
 use abi::checkpoint::{ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent};
@@ -231,7 +234,8 @@ pub enum Invalid {
         addr: u64,
     },
     /// A mutex entry (or `LOCK`/`UNLOCK` intent) outside the region's
-    /// statics area, where mutexes live (an Arc slot, say).
+    /// statics area and Arc payloads, where mutexes live (an Arc slot's
+    /// own header, say).
     NotAMutex {
         addr: u64,
     },
@@ -279,7 +283,7 @@ impl Invalid {
             Invalid::OutsideRegions { .. } => "registry address outside shared regions",
             Invalid::InRegionHeader { .. } => "registry address in a region header",
             Invalid::NoLayout { .. } => "registry address in a region without a valid header layout",
-            Invalid::NotAMutex { .. } => "mutex entry outside the region's statics area",
+            Invalid::NotAMutex { .. } => "mutex entry outside the region's statics area and Arc payloads",
             Invalid::NotAnArcSlot { .. } => "arc entry not at an arc slot start",
             Invalid::BadScope { .. } => "registry scope",
             Invalid::Duplicate { .. } => "registry duplicate",
@@ -301,7 +305,7 @@ enum Kind {
 /// after the checks every registry address must pass: inside one of the
 /// task's regions (as the kernel reports them), past its header, and where
 /// the region's validated layout puts objects of that kind — a mutex in
-/// the statics area, an Arc at a slot start.
+/// the statics area or an Arc slot's payload, an Arc at a slot start.
 fn object_at(addr: u64, kind: Kind, regions: &[RegionInfo], layouts: &[RegionLayout]) -> Result<u64, Invalid> {
     let base = region_of(addr, regions)?;
     let l = layouts.iter().find(|l| l.base == base).ok_or(Invalid::NoLayout { addr })?;

@@ -44,31 +44,20 @@ pub struct TaskImage {
     pub regcheck: Option<u64>,
     /// `REWIND_RESTARTS` (the restart counter), if the task has one, 8 bytes.
     pub restarts: Option<u64>,
-    /// `[start, end)` of every instance of `libtask::checkpoint::checkpoint`
-    /// (one per body type), sorted: the recovery's walk must end in one of
+    /// `[start, end)` of libtask's scope function (`is_checkpoint_symbol`;
+    /// one, unless a task links two copies of libtask), sorted: the recovery's walk must end in one of
     /// these frames (`recover::walk_to_scope`). Empty for a stripped image.
     pub checkpoints: Vec<(u64, u64)>,
 }
 
-/// Whether `name` is the mangled name of `libtask::checkpoint::checkpoint`
-/// or one of its instances: v0 (`_RNvNtCs<hash>_7libtask10checkpoint10checkpoint`,
-/// `_RINvNtCs...` for a generic instance) or legacy (`_ZN7libtask10checkpoint10checkpoint17h...`).
-/// A closure or another item *inside* it (`_RNC...`, `..._ZN...checkpoint10checkpoint28{{closure}}`)
-/// is not the function.
+/// Whether `name` is the symbol of a scope's frame: libtask's
+/// `__rewind_checkpoint_scope`, the asm function that opens a sealed scope,
+/// calls its body and commits it (`libtask/src/checkpoint.rs`), so the
+/// activation whose stack pointer the kernel recorded at the open. The
+/// Rust function `libtask::checkpoint::checkpoint` that calls it is not
+/// the scope's frame (its stack pointer is another).
 pub fn is_checkpoint_symbol(name: &[u8]) -> bool {
-    const PATH: &[u8] = b"7libtask10checkpoint10checkpoint";
-    if let Some(rest) = name.strip_prefix(b"_ZN".as_slice()) {
-        return rest.strip_prefix(PATH).is_some_and(|r| r.starts_with(b"17h"));
-    }
-    let Some(rest) = name.strip_prefix(b"_RINvNtCs".as_slice()).or_else(|| name.strip_prefix(b"_RNvNtCs".as_slice()))
-    else {
-        return false;
-    };
-    // The crate's disambiguator: base-62 digits, then `_`.
-    match rest.iter().position(|&c| c == b'_') {
-        Some(i) => rest[i + 1..].starts_with(PATH),
-        None => false,
-    }
+    name == b"__rewind_checkpoint_scope"
 }
 
 fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static str> {

@@ -19,8 +19,15 @@
 //!    the chain lands on the very activation that opened the scope. The
 //!    stack comes with the message, so the walk makes no system call. A
 //!    walk that cannot get there (no unwind info, unreadable stack, a
-//!    loop, a frame that is not the scope's) means the stack is not
-//!    trustworthy: fresh start.
+//!    loop, a frame that is not the scope's: a flipped `rip` or `rsp`, a
+//!    smashed return address) does **not** stop the rollback: what the
+//!    rollback restores — the registers the kernel recorded at the open,
+//!    every private page as it was then — comes from the kernel, not from
+//!    the stack, and what it releases comes from the recovery page, which
+//!    the plan checks on its own. The walk names the frames and attributes
+//!    the releases; without it the report says the scope's frame is `?`
+//!    and why (`Recovered::unwalked`), and the backtrace event says where
+//!    the walk stopped.
 //! 3. **Plan** the releases (`recovery::plan`) from the copy of the task's
 //!    recovery page in the message (libtask records its Arc asm-block
 //!    addresses there too), its regions (also in the message) and the
@@ -128,6 +135,9 @@ pub struct Recovered {
     /// succeeded with `LOWER_CALLER`).
     pub lowered: bool,
     pub escalations: Escalations,
+    /// A rollback done although the walk did not reach the scope's frame:
+    /// why it stopped.
+    pub unwalked: Option<&'static str>,
     /// The scope frame's index in the walk and its pc (rollbacks).
     pub scope_frame: Option<(usize, u64)>,
     /// The walk to the scope's frame, if it got there (for the backtrace,
@@ -406,6 +416,7 @@ impl Recovery {
         phases.decided = syscall::tsc();
         let mut scope_frame = None;
         let mut walked = false;
+        let mut unwalked = None;
         if depth > 0 {
             match image {
                 Some(unwinder) => match walk_to_scope(unwinder, p, depth, &mut self.walked) {
@@ -413,15 +424,11 @@ impl Recovery {
                         scope_frame = Some((self.walked.index, self.walked.pc));
                         walked = true;
                     }
-                    Err(why) => {
-                        let _ = escalations.push(Escalation::FreshStart { why });
-                        depth = 0;
-                    }
+                    // The rollback does not rest on the stack (module note,
+                    // step 2): roll back all the same, and say so.
+                    Err(why) => unwalked = Some(why),
                 },
-                None => {
-                    let _ = escalations.push(Escalation::FreshStart { why: "image unreadable" });
-                    depth = 0;
-                }
+                None => unwalked = Some("image unreadable"),
             }
         }
         phases.walked = syscall::tsc();
@@ -498,6 +505,7 @@ impl Recovery {
         Recovered {
             lowered: lower && matches!(done, Done::Rollback { .. }),
             escalations,
+            unwalked: if matches!(done, Done::Rollback { .. }) { unwalked } else { None },
             scope_frame,
             walked: if walked {
                 self.spare_walks.pop().map(|spare| core::mem::replace(&mut self.walked, spare))

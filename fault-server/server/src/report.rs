@@ -156,16 +156,20 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             }
         }
     }
-    let frame = rec.scope_frame.map_or(Sym::Name("?"), |(_, pc)| Sym::Addr(pc));
+    let frame = named_scope_frame(rec).map_or(Sym::Name("?"), Sym::Addr);
     for rel in &rec.releases {
         emit(&release_event(task, seq, rel, frame), released);
     }
     let cost = Some(cost(rep, rec, msg, p.stack.len()));
     match rec.done {
         Done::Rollback { depth, pages, attempt } => {
-            let pc = rec.scope_frame.map_or(0, |(_, pc)| pc);
-            crate::console::Line::new()
-                .s("fault-server: task ")
+            let pc = named_scope_frame(rec);
+            if let Some(why) = rec.unwalked {
+                // Rolled back all the same (`recover.rs`, step 2).
+                println!("fault-server: task {task} fault {seq}: the walk did not reach scope {depth}'s frame ({why})");
+            }
+            let mut line = crate::console::Line::new();
+            line.s("fault-server: task ")
                 .d(task)
                 .s(" (")
                 .s(name)
@@ -177,14 +181,12 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
                 .x(msg.regs.rip)
                 .s("): rolled back to scope ")
                 .d(depth)
-                .s(" (frame ")
-                .x(pc)
-                .s("), ")
-                .d(rec.releases.len() as u64)
-                .s(" released, ")
-                .d(pages)
-                .s(" pages")
-                .print();
+                .s(" (frame ");
+            match pc {
+                Some(pc) => line.x(pc),
+                None => line.s("?"),
+            };
+            line.s("), ").d(rec.releases.len() as u64).s(" released, ").d(pages).s(" pages").print();
             let restart = Event::RestartCheckpoint { task, name, seq, scope: depth, attempt, pages };
             emit(&restart, recovered);
             let releases = rec.releases.len() as u64;
@@ -345,4 +347,20 @@ pub fn emit(event: &Event<'_>, at: u64) {
     if let Err(e) = libtask::supervise::emit_event_at(event, at) {
         println!("fault-server: event {} refused ({})", event.name(), e.name());
     }
+}
+
+/// The pc a rollback's report names as the scope's frame: the frame right
+/// below the scope's own (`__rewind_checkpoint_scope`, the same function for
+/// every scope) — the scope's body, `libtask::checkpoint::scope_body::<R,
+/// F>`, whose name carries the user's closure — or the scope's frame itself
+/// when the fault was in it (a seal check at the commit). `None` when the
+/// walk did not reach the scope's frame.
+fn named_scope_frame(rec: &Recovered) -> Option<u64> {
+    let (index, pc) = rec.scope_frame?;
+    let below = index.checked_sub(1).and_then(|i| rec.walked.as_ref()?.frames.get(i).copied());
+    Some(match below {
+        Some((pc, true)) => pc,
+        Some((ret, false)) => ret.saturating_sub(1),
+        None => pc,
+    })
 }

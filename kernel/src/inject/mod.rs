@@ -149,6 +149,24 @@ fn arm_breakpoint(s: &mut Scheduler, spec_index: usize, spec: &Spec, pc: u64, st
     }
 }
 
+/// Whether task `t`'s saved rip is right after a `syscall` (`0f 05`) of
+/// its pristine text: it is back from a system call and has run no
+/// instruction since (see `on_tick`). An instruction that merely ends in
+/// those two bytes (an immediate) is taken for one too: that point is
+/// skipped, a bias of one instruction where it occurs.
+fn follows_syscall(t: &crate::task::Task) -> bool {
+    let rip = t.save.frame.rip;
+    rip >= 2 && original_byte(t, rip - 2) == Some(0x0f) && original_byte(t, rip - 1) == Some(0x05)
+}
+
+/// Whether task `t` is at its ELF entry point with nothing run yet.
+fn at_entry(t: &crate::task::Task) -> bool {
+    use object::read::elf::FileHeader;
+    let Ok(header) = object::elf::FileHeader64::<object::LittleEndian>::parse(t.spec.elf) else { return false };
+    let Ok(endian) = header.endian() else { return false };
+    t.save.frame.rip == header.e_entry(endian)
+}
+
 /// Direct-map pointer to the text byte at `pc` of task `t`.
 fn text_byte(t: &crate::task::Task, pc: u64) -> Option<*mut u8> {
     let space = t.space.as_ref()?;
@@ -253,10 +271,28 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         if !ok_state || !(anywhere || current == Some(target)) {
             continue;
         }
+        // A tick that interrupted the task right after a `syscall` expired
+        // while the task was in the kernel (interrupts are masked there),
+        // so it is delivered before the first user instruction after the
+        // call: firing there would put every such injection on that one
+        // instruction (64 % of a campaign's once landed after
+        // `CHECKPOINT_OPEN`). Wait for a tick that expired in user mode:
+        // those land on user instructions uniformly, each as likely as the
+        // time the task spends on it (exactly so under icount).
+        if !anywhere && follows_syscall(&s.tasks[target]) {
+            continue;
+        }
         // "Wherever it is" stops at another CPU: a task running there is
         // asked to leave it, and the injection fires at a later tick
-        // (`Scheduler::stop_remote`).
+        // (`Scheduler::stop_remote`); its frame is not read before.
         if current != Some(target) && !s.stop_remote(target) {
+            continue;
+        }
+        // Nor at a task that has not run its first instruction yet (at
+        // boot, or just restarted from its image): there is nothing of it
+        // to hit — a kill there is a restart of a task that never ran —
+        // and it spends no user time there.
+        if at_entry(&s.tasks[target]) {
             continue;
         }
         inj.pending[i].1 = true;

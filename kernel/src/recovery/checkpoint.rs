@@ -60,8 +60,38 @@ pub fn open(task: &mut Task) -> Result<u64, Error> {
         }
         return Err(Error::NoMemory);
     }
-    let _ = task.scopes.push(Scope { frame, attempt: 0 });
+    let sealed = frame.rdi == abi::checkpoint::SEAL;
+    let _ = task.scopes.push(Scope { frame, attempt: 0, sealed });
     Ok(0)
+}
+
+/// The seal of the innermost scope, checked at its `CHECKPOINT_COMMIT`:
+/// `Some((index in SEAL_REGS, at the open, now))` for the first callee-saved
+/// register or stack pointer that is not what it was at the open, `None`
+/// if the seal holds or the scope is not sealed (`abi::checkpoint::SEAL`).
+///
+/// Why this catches what rollback alone cannot: a bit flipped in a register
+/// that holds a value of the scope's *caller* (a loop counter, a pointer
+/// kept in `r12` across the call) faults nowhere inside the scope — the
+/// body never reads it — so without this the commit would make the
+/// corruption permanent and the caller would compute on it. libtask opens
+/// and commits from one asm function that calls the body in between; the
+/// SysV ABI makes the body return those registers unchanged, so at the
+/// commit they must equal the open's record exactly. Seven compares on the
+/// commit path.
+pub fn seal_broken(task: &Task) -> Option<(usize, u64, u64)> {
+    let scope = task.scopes.last().filter(|s| s.sealed)?;
+    let (a, b) = (&scope.frame, &task.save.frame);
+    let pairs = [
+        (a.rbx, b.rbx),
+        (a.rbp, b.rbp),
+        (a.r12, b.r12),
+        (a.r13, b.r13),
+        (a.r14, b.r14),
+        (a.r15, b.r15),
+        (a.rsp, b.rsp),
+    ];
+    pairs.iter().position(|(x, y)| x != y).map(|i| (i, pairs[i].0, pairs[i].1))
 }
 
 /// Where the recovery page at `recovery` keeps `depth`.

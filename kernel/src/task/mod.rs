@@ -218,11 +218,15 @@ pub struct Scope {
     pub frame: TrapFrame,
     /// How many times the scope was rolled back and re-run.
     pub attempt: u64,
+    /// Opened with `abi::checkpoint::SEAL`: its commit checks the seal
+    /// (`recovery::checkpoint::seal_broken`).
+    pub sealed: bool,
 }
 
 impl Task {
     /// A runnable task at `entry` in `space`, with the start contract of
-    /// `docs/first-task.md`: RSP at the stack top, RDI = id, RSI = arg.
+    /// `docs/first-task.md`: RSP at the stack top, RDI = id, RSI = arg,
+    /// RDX = instance.
     pub fn new(id: TaskId, spec: TaskSpec<'static>, loaded: loader::Loaded) -> Task {
         let loader::Loaded { space, entry, eh_frame_hdr } = loaded;
         let mut name = heapless::String::new();
@@ -263,7 +267,7 @@ impl Task {
     pub fn reset_frame(&mut self, entry: u64) {
         // SAFETY: TrapFrame is plain integers; all-zero is a valid value.
         self.save.frame = unsafe { core::mem::zeroed() };
-        let (id, arg) = (self.id, self.spec.arg);
+        let (id, arg, instance) = (self.id, self.spec.arg, self.spec.instance);
         let f = &mut self.save.frame;
         f.rip = entry;
         f.cs = USER_CS;
@@ -272,6 +276,7 @@ impl Task {
         f.ss = USER_SS;
         f.rdi = id as u64;
         f.rsi = arg;
+        f.rdx = instance as u64;
     }
 
     /// Reloads the task from its image: fresh memory, start registers.

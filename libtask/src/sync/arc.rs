@@ -20,27 +20,38 @@
 //!   count moves when the first handle appears and the last goes away. It
 //!   keeps the registries free of duplicates — which is what lets the fault
 //!   server tell an in-flight reference from a registered one.
-//! * **Across tasks**: a task passes the slot's [`Arc::addr`] and
-//!   [`Arc::generation`] (through a shared queue, a message...) *while it
-//!   still holds its own reference*; the receiver takes its own with
-//!   [`Arc::acquire`], which refuses a slot that was freed or reused
-//!   meanwhile (`Stale`), and the sender may drop after that.
+//! * **Across tasks**: [`Arc::share`] makes a [`SharedArc<T>`] token (the
+//!   slot's address and generation; `Copy`, serde-serializable, or two words
+//!   with [`SharedArc::to_words`]) to send *while the sender still holds its
+//!   own reference* — e.g. inside an IPC `call`, which blocks the sender
+//!   until the reply. The receiver takes its own reference with
+//!   [`Arc::from_token`], which refuses a slot that was freed or reused
+//!   meanwhile (`Stale`); the sender may drop after that.
+//! * **`strong_count`** counts the *tasks* holding a reference (each holds
+//!   one, whatever its number of handles); [`Arc::handle_count`] is this
+//!   task's handles.
 //!
-//! Why `T: Plain` (and so `Copy`): the payload is shared memory other
-//! tasks can see, and the last reference may be dropped by the fault server,
-//! which runs no code of the task — there must be no drop glue to run.
+//! The payload is any `T: FromBytes + Sync` with no drop glue (checked at
+//! compile time by [`Region`]): valid for any bytes a hostile task could
+//! write, shared only as `&T` (mutable through interior mutability —
+//! `Arc<Mutex<U>>`, atomics), and never dropped: the last reference may be
+//! given back by the fault server, which runs no code of the task. A
+//! `Mutex` in a payload is released by the fault server like one in the
+//! statics (poisoned and unlocked before the reference is given back: the
+//! layout check accepts mutexes in slot payloads).
 
+use super::SyncError;
 use super::refcount;
-use super::region::{Region, count_of, header_word_of};
+use super::region::{Geometry, Region, count_of, header_word_of};
 use super::registry::{self, Kind};
-use super::{Plain, SyncError};
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::sync::atomic::{AtomicU32, Ordering};
 use recovery::layout::{arc as slot_off, region as off};
+use zerocopy::FromBytes;
 
 /// A shared reference to a `T` in a region's Arc slot.
-pub struct Arc<T: Plain> {
+pub struct Arc<T> {
     addr: u64,
     /// This task's registry slot for the object.
     slot: usize,
@@ -48,19 +59,78 @@ pub struct Arc<T: Plain> {
     _t: PhantomData<*const T>,
 }
 
-impl<T: Plain> Arc<T> {
-    fn fits(region: &Region) -> Result<(), SyncError> {
-        if core::mem::size_of::<T>() as u64 > region.payload() || core::mem::align_of::<T>() > 8 {
-            return Err(SyncError::TooLarge);
-        }
-        Ok(())
+/// An Arc passed to another task: the slot's address and generation,
+/// typed. It holds no reference itself; [`Arc::from_token`] takes one.
+/// `FromBytes` (for a `FromBytes` `T`), so it may itself be shared data —
+/// a mailbox in a region, for instance.
+#[derive(FromBytes)]
+#[repr(C)]
+pub struct SharedArc<T> {
+    addr: u64,
+    generation: u64,
+    _t: PhantomData<T>,
+}
+
+// A token may itself live in shared memory (a mailbox of tokens).
+const _: () = {
+    const fn from_bytes<T: FromBytes>() {}
+    from_bytes::<SharedArc<u64>>();
+    from_bytes::<super::Mutex<[SharedArc<u64>; 4]>>();
+};
+
+impl<T> Clone for SharedArc<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedArc<T> {}
+
+impl<T> PartialEq for SharedArc<T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.addr, self.generation) == (other.addr, other.generation)
+    }
+}
+impl<T> Eq for SharedArc<T> {}
+
+impl<T> core::fmt::Debug for SharedArc<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SharedArc({:#x}, generation {})", self.addr, self.generation)
+    }
+}
+
+impl<T> SharedArc<T> {
+    /// As two message words: `[addr, generation]`.
+    pub fn to_words(self) -> [u64; 2] {
+        [self.addr, self.generation]
     }
 
-    /// Allocates a slot of `region` holding `value`.
-    pub fn new_in(region: &Region, value: T) -> Result<Arc<T>, SyncError> {
-        Self::fits(region)?;
-        for i in 0..region.slots() {
-            let addr = region.slot_addr(i);
+    /// From [`SharedArc::to_words`]'s two words (anything: checked by
+    /// [`Arc::from_token`]).
+    pub fn from_words(words: [u64; 2]) -> SharedArc<T> {
+        SharedArc { addr: words[0], generation: words[1], _t: PhantomData }
+    }
+}
+
+impl<T> serde::Serialize for SharedArc<T> {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        (self.addr, self.generation).serialize(s)
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for SharedArc<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (addr, generation) = <(u64, u64)>::deserialize(d)?;
+        Ok(SharedArc { addr, generation, _t: PhantomData })
+    }
+}
+
+impl<T: FromBytes + Sync + 'static> Arc<T> {
+    /// Allocates a slot of `region` holding `value`. On `Err` the value is
+    /// gone (it has no drop glue to run).
+    pub fn new_in<S>(region: &Region<S, T>, value: T) -> Result<Arc<T>, SyncError> {
+        let g = region.geometry();
+        for i in 0..g.slots() {
+            let addr = g.slot_addr(i);
             if count_of(addr).load(Ordering::Relaxed) != 0 {
                 continue;
             }
@@ -69,67 +139,96 @@ impl<T: Plain> Arc<T> {
                 release_slot(slot); // another task's, allocated meanwhile
                 continue;
             }
-            region.word(off::ALLOCS).fetch_add(1, Ordering::Relaxed);
+            g.word(off::ALLOCS).fetch_add(1, Ordering::Relaxed);
             generation_of(addr).fetch_add(1, Ordering::Relaxed);
             // SAFETY: the slot is ours alone (count was 0, now 1, and nobody
-            // else knows its address yet); the payload fits (checked) at an
-            // 8-aligned address, and T: Plain needs no drop of the old bytes.
+            // else knows its address under this generation); the region's
+            // slots hold a T (its geometry comes from size_of::<T>()) at an
+            // 8-aligned address (align_of::<T>() <= 8, checked by Region);
+            // the old bytes need no drop (no drop glue, checked by Region).
             unsafe { core::ptr::write_volatile((addr + slot_off::PAYLOAD) as *mut T, value) };
             core::sync::atomic::fence(Ordering::Release);
             return Ok(Arc { addr, slot, _t: PhantomData });
         }
-        region.word(off::ALLOC_FAILURES).fetch_add(1, Ordering::Relaxed);
+        g.word(off::ALLOC_FAILURES).fetch_add(1, Ordering::Relaxed);
         Err(SyncError::Full)
     }
 
-    /// Takes a reference to the object at `addr` (a slot of `region`) of
-    /// `generation`, which another task holds and passed on.
-    pub fn acquire(region: &Region, addr: u64, generation: u32) -> Result<Arc<T>, SyncError> {
-        Self::fits(region)?;
-        if !region.is_slot(addr) {
-            return Err(SyncError::NotASlot);
-        }
-        let arc = match registry::find(Kind::Arc, addr) {
-            Some(slot) => {
-                // Already ours: one more handle (or back from a deferred drop).
-                registry::set_deferred(Kind::Arc, slot, false);
-                registry::set_arc_handles(slot, registry::arc_handles(slot).saturating_add(1));
-                Arc { addr, slot, _t: PhantomData }
-            }
-            None => {
-                let (slot, old) = take_reference(addr)?;
-                let arc = Arc { addr, slot, _t: PhantomData };
-                if old == 0 {
-                    // It was free: we just allocated it, empty. Book it as an
-                    // allocation so that its free (our drop) balances.
-                    region.word(off::ALLOCS).fetch_add(1, Ordering::Relaxed);
-                    drop(arc);
-                    return Err(SyncError::Stale);
-                }
-                arc
-            }
-        };
-        if Arc::generation(&arc) != generation {
-            return Err(SyncError::Stale); // dropping `arc` gives it back
-        }
-        core::sync::atomic::fence(Ordering::Acquire);
-        Ok(arc)
+    /// Takes this task's reference to the object another task passed as
+    /// `token` (while it still holds its own). `NotASlot` if the token
+    /// names no slot of `region`; `Stale` if the slot was freed or
+    /// reallocated since.
+    pub fn from_token<S>(region: &Region<S, T>, token: SharedArc<T>) -> Result<Arc<T>, SyncError> {
+        // A generation is a u32: a token with more is stale by definition.
+        let generation = u32::try_from(token.generation).map_err(|_| SyncError::Stale)?;
+        acquire(region.geometry(), token.addr, generation)
     }
 
-    /// The slot's address, to pass to another task.
+    /// The token to pass this Arc to another task.
+    pub fn share(this: &Self) -> SharedArc<T> {
+        SharedArc { addr: this.addr, generation: Arc::generation(this) as u64, _t: PhantomData }
+    }
+}
+
+impl<T> Arc<T> {
+    /// The slot's address.
     pub fn addr(this: &Self) -> u64 {
         this.addr
     }
 
-    /// The slot's allocation generation, to pass along with the address.
+    /// The slot's allocation generation.
     pub fn generation(this: &Self) -> u32 {
         generation_of(this.addr).load(Ordering::Relaxed)
     }
 
-    /// Shared references, all tasks together.
+    /// Tasks holding a reference (one each, whatever their handles): the
+    /// shared count. A snapshot; other tasks change it any time.
     pub fn strong_count(this: &Self) -> u32 {
         count_of(this.addr).load(Ordering::Relaxed)
     }
+
+    /// This task's handles (clones) on its one reference.
+    pub fn handle_count(this: &Self) -> u32 {
+        registry::arc_handles(this.slot)
+    }
+
+    /// Whether two Arcs name the same object.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        a.addr == b.addr
+    }
+}
+
+/// Takes a reference to the object at `addr` (a slot of `g`) of
+/// `generation`.
+fn acquire<T>(g: &Geometry, addr: u64, generation: u32) -> Result<Arc<T>, SyncError> {
+    if !g.is_slot(addr) {
+        return Err(SyncError::NotASlot);
+    }
+    let arc = match registry::find(Kind::Arc, addr) {
+        Some(slot) => {
+            // Already ours: one more handle (or back from a deferred drop).
+            registry::set_deferred(Kind::Arc, slot, false);
+            registry::set_arc_handles(slot, registry::arc_handles(slot).saturating_add(1));
+            Arc { addr, slot, _t: PhantomData }
+        }
+        None => {
+            let (slot, old) = take_reference(addr)?;
+            let arc = Arc { addr, slot, _t: PhantomData };
+            if old == 0 {
+                // It was free: we just allocated it, empty. Book it as an
+                // allocation so that its free (our drop) balances.
+                g.word(off::ALLOCS).fetch_add(1, Ordering::Relaxed);
+                drop(arc);
+                return Err(SyncError::Stale);
+            }
+            arc
+        }
+    };
+    if Arc::generation(&arc) != generation {
+        return Err(SyncError::Stale); // dropping `arc` gives it back
+    }
+    core::sync::atomic::fence(Ordering::Acquire);
+    Ok(arc)
 }
 
 fn generation_of(addr: u64) -> &'static AtomicU32 {
@@ -177,7 +276,7 @@ pub(crate) fn release_slot(slot: usize) {
     registry::clear_intent();
 }
 
-impl<T: Plain> Clone for Arc<T> {
+impl<T> Clone for Arc<T> {
     /// One more handle on this task's reference: no shared memory touched.
     fn clone(&self) -> Self {
         let n = registry::arc_handles(self.slot);
@@ -187,7 +286,7 @@ impl<T: Plain> Clone for Arc<T> {
     }
 }
 
-impl<T: Plain> Drop for Arc<T> {
+impl<T> Drop for Arc<T> {
     fn drop(&mut self) {
         let n = registry::arc_handles(self.slot);
         if n > 1 {
@@ -205,13 +304,15 @@ impl<T: Plain> Drop for Arc<T> {
     }
 }
 
-impl<T: Plain> Deref for Arc<T> {
+impl<T: FromBytes + Sync> Deref for Arc<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: we hold a reference, so the slot stays allocated; the
-        // payload was written before the address was handed out and is not
-        // written again (no API does); T: Plain is valid for any bytes a
-        // hostile task could write there.
+        // SAFETY: we hold a reference, so the slot stays allocated; an
+        // Arc<T> exists only for a slot of a Region<_, T> (new_in,
+        // from_token), whose payload is a T, aligned; it was written before
+        // the token was handed out and only interior mutability changes it
+        // after (T: Sync); T: FromBytes is valid for any bytes a hostile
+        // task could write there.
         unsafe { &*((self.addr + slot_off::PAYLOAD) as *const T) }
     }
 }

@@ -15,16 +15,20 @@
 //! window is exact are in `docs/recovery.md`; the word layouts are shared
 //! with the fault server through `recovery::layout`.
 //!
-//! ## What may live in shared memory: [`Plain`]
+//! ## What may live in shared memory: `FromBytes`
 //!
 //! Other tasks can write anything into a shared region, at any time — the
-//! rule is to treat it as hostile. So the data of a `Mutex<T>` or an
-//! `Arc<T>` must be valid for *every* bit pattern and own nothing: no
-//! references or pointers into a task's private memory, no enums with
-//! invalid discriminants, no `bool`, and no drop glue (the fault server,
-//! not the task, may be the one that drops an Arc's last reference, and it
-//! runs no code of the task). [`Plain`] is the (unsafe) promise of that;
-//! it requires `Copy`, which rules out `Drop` in the type system.
+//! rule is to treat it as hostile. So a region's statics struct, the data
+//! of a `Mutex<T>` and the payload of an `Arc<T>` must be valid for
+//! *every* bit pattern: [`zerocopy::FromBytes`], derived
+//! (`#[derive(FromBytes)]` on a `#[repr(C)]` struct checks every field at
+//! compile time; integers, arrays, atomics, `Mutex<T>` of such a `T` are
+//! `FromBytes`; `bool`, `char`, enums, references are not). No hand-written
+//! `unsafe impl` is needed. An Arc payload must also have no drop glue
+//! (the fault server, not the task, may give back its last reference, and
+//! it runs no code of the task): `Region` checks `needs_drop` at compile
+//! time. Pointers into a task's private memory mean nothing to the others
+//! (a `u64` can still hold one: that is the user's business).
 //!
 //! ## Scopes: owned by the innermost, handed up on commit, deferred down
 //!
@@ -47,65 +51,35 @@ pub mod mutex;
 pub mod refcount;
 pub mod region;
 pub mod registry;
+mod views;
 
-pub use arc::Arc;
+pub use arc::{Arc, SharedArc};
 pub use mutex::{LockResult, Mutex, MutexGuard, PoisonError, TryLockError, TryLockResult};
-pub use region::{Layout, Region, Stats};
+pub use region::{NoArcs, Region, Stats};
+/// The derive a region's statics struct and shared data use (the task
+/// crate depends on `zerocopy` with its `derive` feature).
+pub use zerocopy::{FromBytes, FromZeros};
 
 use registry::Kind;
-
-/// Types that may live in shared memory: every bit pattern is a valid
-/// value, and a value owns nothing (see the module documentation).
-///
-/// # Safety
-/// Implement it only for types with no invalid bit patterns (no `bool`,
-/// `char`, enums, references, `NonZero*`...), no padding that matters, and
-/// no pointers into private memory. `Copy` is required so that the type has
-/// no drop glue.
-pub unsafe trait Plain: Copy + 'static {}
-
-macro_rules! plain {
-    ($($t:ty),*) => { $(
-        // SAFETY: integers: every bit pattern is a value, nothing owned.
-        unsafe impl Plain for $t {}
-    )* };
-}
-plain!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, ());
-// SAFETY: an array of plain values is plain.
-unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
-
-/// Types that may be placed at an offset of a region's statics area and
-/// shared as `&'static`: all their mutation goes through atomics or a lock,
-/// and every bit pattern is valid.
-///
-/// # Safety
-/// As [`Plain`], and the type must be `Sync` through interior mutability.
-pub unsafe trait Shared: Sync + 'static {}
-
-// SAFETY: atomics are valid for every bit pattern and Sync.
-unsafe impl Shared for core::sync::atomic::AtomicU32 {}
-// SAFETY: as above.
-unsafe impl Shared for core::sync::atomic::AtomicU64 {}
 
 /// Why a shared-object operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncError {
     /// `CAP_LOOKUP` or `REGION` failed (no such region capability).
     Region(abi::syscall::Error),
-    /// The layout asked for does not fit in the region.
+    /// The statics and slots asked for do not fit in the region.
     TooSmall,
-    /// The region's header is not one this library wrote.
+    /// The region's header is not one this library wrote (or the region
+    /// is not in the shared window).
     BadHeader,
-    /// The region was initialized with another layout.
+    /// The region was initialized with another geometry (statics size,
+    /// slot size or count).
     LayoutMismatch,
+    /// The region was opened (by this task, or initialized by another) as
+    /// other types: one typed view per region.
+    TypeMismatch,
     /// The region's initializer did not finish in time.
     InitTimeout,
-    /// An offset outside the statics area.
-    OutOfRange,
-    /// An offset or address not aligned for the object.
-    Misaligned,
-    /// The type does not fit an Arc slot.
-    TooLarge,
     /// No free Arc slot.
     Full,
     /// This task's registry is full.
@@ -114,6 +88,32 @@ pub enum SyncError {
     NotASlot,
     /// The slot was freed, or reallocated (another generation).
     Stale,
+}
+
+impl core::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SyncError::Region(e) => write!(f, "no such region: {e}"),
+            SyncError::TooSmall => f.write_str("the statics and Arc slots do not fit in the region"),
+            SyncError::BadHeader => f.write_str("the region's header was not written by libtask"),
+            SyncError::LayoutMismatch => f.write_str("the region was initialized with another layout"),
+            SyncError::TypeMismatch => f.write_str("the region was opened as other types"),
+            SyncError::InitTimeout => f.write_str("the region's initializer did not finish in time"),
+            SyncError::Full => f.write_str("no free Arc slot in the region"),
+            SyncError::RegistryFull => f.write_str("this task's registry of held objects is full"),
+            SyncError::NotASlot => f.write_str("not an Arc slot of this region"),
+            SyncError::Stale => f.write_str("the Arc was freed or reallocated"),
+        }
+    }
+}
+
+impl core::error::Error for SyncError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            SyncError::Region(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Called by a commit that made scope `depth` the innermost: performs the

@@ -1,11 +1,13 @@
 //! `Mutex<T>` in shared memory: a futex lock whose holder may fault.
 //!
-//! Layout (`recovery::layout::mutex`; 8-aligned, in a region's statics area):
+//! Layout (`recovery::layout::mutex`; 8-aligned, in a region's statics
+//! struct or in the payload of an `Arc<Mutex<T>>`):
 //! `+0` the lock word — 0 unlocked, else the owner's task id, with
 //! `MUTEX_CONTENDED` (bit 31) set when a task may be sleeping on it; `+4`
-//! the poison word; then the data. Obtain one with
-//! [`Region::get`](super::Region::get): a mutex only works in a region,
-//! because the fault server refuses registry addresses anywhere else.
+//! the poison word; then the data. Declare one as a field of a region's
+//! statics struct ([`Region::statics`](super::Region::statics)) or put one
+//! in an Arc ([`Mutex::new`]): a mutex only works in a region, because the
+//! fault server refuses registry addresses anywhere else.
 //!
 //! * **Lock**: `CAS(0 → me)`; no system call when uncontended. Otherwise
 //!   spin briefly, then set `CONTENDED` and `FUTEX_WAIT` on the word; a task
@@ -45,12 +47,12 @@
 
 use super::futex::{self, Wait};
 use super::registry::{self, Kind};
-use super::{Plain, Shared};
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 use recovery::layout::mutex::{CONTENDED, OWNER_MASK, POISONED};
+use zerocopy::FromBytes;
 
 /// Spins on a held lock before sleeping (on one CPU the holder cannot run
 /// while we spin, so this is short: it only covers a holder on another CPU).
@@ -58,9 +60,12 @@ const SPIN_LIMIT: u32 = 64;
 /// Longest single sleep: a wake lost to a fault costs at most this.
 const WAIT_SLICE_MS: u64 = 100;
 
-/// A mutual-exclusion lock over a `T` in a shared region.
+/// A mutual-exclusion lock over a `T` in a shared region. `FromBytes`
+/// (derived: every bit pattern of its words and of a `FromBytes` `T` is a
+/// value), so it can be a field of a region's statics struct.
+#[derive(FromBytes)]
 #[repr(C, align(8))]
-pub struct Mutex<T: Plain> {
+pub struct Mutex<T> {
     word: AtomicU32,
     poison: AtomicU32,
     data: UnsafeCell<T>,
@@ -69,17 +74,23 @@ pub struct Mutex<T: Plain> {
 const _: () = assert!(core::mem::offset_of!(Mutex<u64>, word) as u64 == recovery::layout::mutex::WORD);
 const _: () = assert!(core::mem::offset_of!(Mutex<u64>, poison) as u64 == recovery::layout::mutex::POISON);
 const _: () = assert!(core::mem::offset_of!(Mutex<u64>, data) as u64 == recovery::layout::mutex::DATA);
+// The derive holds for shared data, and a mutex over it is shared data too
+// (a field of a statics struct, an Arc payload): checked when libtask builds.
+const _: () = {
+    const fn from_bytes<T: FromBytes>() {}
+    from_bytes::<Mutex<u64>>();
+    from_bytes::<Mutex<[u32; 4]>>();
+    from_bytes::<[Mutex<u64>; 2]>();
+};
 
 // SAFETY: the data is only reached through a guard, which exists only while
-// the lock word names this task; `T: Plain` owns nothing.
-unsafe impl<T: Plain> Sync for Mutex<T> {}
-// SAFETY: every bit pattern of the two words and of a `Plain` T is valid;
-// all mutation is atomic or under the lock.
-unsafe impl<T: Plain> Shared for Mutex<T> {}
+// the lock word names this task (std's bound: the data moves between tasks
+// under the lock, so `T: Send`).
+unsafe impl<T: Send> Sync for Mutex<T> {}
 
 /// The lock is held while this lives; dropping it unlocks (or defers the
 /// unlock to the commit of an inner scope; see [`crate::sync`]).
-pub struct MutexGuard<'a, T: Plain> {
+pub struct MutexGuard<'a, T> {
     mutex: &'a Mutex<T>,
     slot: usize,
     /// Not Send: the lock word names this task.
@@ -116,6 +127,15 @@ impl<G> fmt::Display for PoisonError<G> {
     }
 }
 
+impl<G> core::error::Error for PoisonError<G> {}
+
+impl<G> PoisonError<G> {
+    /// A poison error around `guard` (std's constructor).
+    pub fn new(guard: G) -> PoisonError<G> {
+        PoisonError { guard }
+    }
+}
+
 pub type LockResult<G> = Result<G, PoisonError<G>>;
 
 /// Why a `try_lock` did not return a clean guard.
@@ -134,9 +154,33 @@ impl<G> fmt::Debug for TryLockError<G> {
     }
 }
 
+impl<G> fmt::Display for TryLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryLockError::Poisoned(p) => p.fmt(f),
+            TryLockError::WouldBlock => f.write_str("try_lock failed because the operation would block"),
+        }
+    }
+}
+
+impl<G> core::error::Error for TryLockError<G> {}
+
+impl<G> From<PoisonError<G>> for TryLockError<G> {
+    fn from(e: PoisonError<G>) -> TryLockError<G> {
+        TryLockError::Poisoned(e)
+    }
+}
+
 pub type TryLockResult<G> = Result<G, TryLockError<G>>;
 
-impl<T: Plain> Mutex<T> {
+impl<T> Mutex<T> {
+    /// An unlocked, clean mutex over `value`: to put in an Arc
+    /// (`Arc::new_in(&region, Mutex::new(v))`). A mutex in a region's
+    /// statics needs no constructor: the zeroed region holds one already.
+    pub const fn new(value: T) -> Mutex<T> {
+        Mutex { word: AtomicU32::new(0), poison: AtomicU32::new(0), data: UnsafeCell::new(value) }
+    }
+
     /// Its address (what registries and the fault server see).
     pub fn addr(&self) -> u64 {
         self as *const Self as u64
@@ -318,7 +362,7 @@ fn wake(word: &AtomicU32) {
     let _ = futex::wake(word, 1);
 }
 
-impl<T: Plain> Drop for MutexGuard<'_, T> {
+impl<T> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         if registry::is_outer_mutex(self.slot) {
@@ -330,7 +374,7 @@ impl<T: Plain> Drop for MutexGuard<'_, T> {
     }
 }
 
-impl<T: Plain> Deref for MutexGuard<'_, T> {
+impl<T> Deref for MutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard exists only while this task holds the lock.
@@ -338,7 +382,7 @@ impl<T: Plain> Deref for MutexGuard<'_, T> {
     }
 }
 
-impl<T: Plain> DerefMut for MutexGuard<'_, T> {
+impl<T> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as for deref; `&mut self` makes the access exclusive here.
         unsafe { &mut *self.mutex.data.get() }

@@ -1,8 +1,8 @@
 //! The registry's cost on an uncontended lock: `libtask::sync::Mutex`
 //! against a bare spinlock in the same shared region.
 //!
-//! Both locks live in region `shared` (`shared.rs`), the mutex at
-//! `at::LOCK`, the spinlock — one `AtomicU32` — at `at::SPIN`, and role 8
+//! Both locks live in region `shared` (`shared.rs`), the mutex
+//! `Statics::lock`, the spinlock — one `AtomicU32` — `Statics::spin`, and role 8
 //! runs three loops of [`ITERS`] iterations, with nothing else
 //! competing:
 //!
@@ -25,12 +25,12 @@
 //! would write it; both compile to a loop around their atomics.
 
 use crate::measure::{best, report_figure, timed};
-use crate::shared::{LAYOUT, REGION, at};
+use crate::shared::{REGION, SLOTS, SharedRegion};
 use crate::syscall::ROUNDS;
 use core::hint::black_box;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 use libtask::report;
-use libtask::sync::{Mutex, PoisonError, Region};
+use libtask::sync::PoisonError;
 
 /// Lock + unlock pairs per round.
 const ITERS: u64 = 100;
@@ -38,9 +38,8 @@ const ITERS: u64 = 100;
 /// Part of role 8: reports `bench:lock_unlock_spin`, `bench:lock_unlock_mutex`,
 /// `bench:registry_cost`.
 pub fn measure(id: u64) {
-    let got =
-        Region::open(REGION, LAYOUT).and_then(|r| Ok((r.get::<Mutex<u64>>(at::LOCK)?, r.get::<AtomicU32>(at::SPIN)?)));
-    let Ok((mutex, spin)) = got else { return report("bench:lock_unlock_mutex", false, 0) };
+    let Ok(region) = SharedRegion::open_arcs(REGION, SLOTS) else { return report("bench:lock_unlock_mutex", false, 0) };
+    let (mutex, spin) = (&region.statics().lock, &region.statics().spin);
     let me = id as u32;
     drop(mutex.lock().unwrap_or_else(PoisonError::into_inner));
 

@@ -76,13 +76,13 @@
 //! once (`bench:recovered_state`, not ok otherwise, which fails the run).
 
 use crate::measure::{best, report_figure, tsc};
-use crate::shared::{self, LAYOUT, REGION, at};
+use crate::shared::{self, REGION, SLOTS, SharedRegion};
 use crate::syscall::ROUNDS;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libtask::checkpoint::checkpoint;
 use libtask::report;
-use libtask::sync::{Arc, Mutex, MutexGuard, Region};
+use libtask::sync::{Arc, Mutex, MutexGuard};
 
 /// Turns: rounds of each warm variant.
 const WARM_ROUNDS: usize = ROUNDS as usize;
@@ -99,7 +99,7 @@ const DEEPER: u32 = 40;
 
 /// What a round works on.
 struct Ctx {
-    region: Region,
+    region: SharedRegion,
     held_a: &'static Mutex<u64>,
     held_b: &'static Mutex<u64>,
     stamp: &'static AtomicU64,
@@ -178,14 +178,9 @@ fn after_tick<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn setup() -> Option<Ctx> {
-    let region = Region::open(REGION, LAYOUT).ok()?;
-    Some(Ctx {
-        held_a: region.get(at::HELD_A).ok()?,
-        held_b: region.get(at::HELD_B).ok()?,
-        stamp: region.get(at::STAMP).ok()?,
-        pages: shared::pages(MANY_PAGES)?,
-        region,
-    })
+    let region = SharedRegion::open_arcs(REGION, SLOTS).ok()?;
+    let s = region.statics();
+    Some(Ctx { held_a: &s.held_a, held_b: &s.held_b, stamp: &s.stamp, pages: shared::pages(MANY_PAGES)?, region })
 }
 
 /// One fault, from the stamp to the re-run of the scope (see the top):

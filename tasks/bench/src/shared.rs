@@ -7,37 +7,43 @@
 //! faults, the word its TSC stamp is kept in across the rollback (a
 //! rollback restores every register and all *private* memory to the
 //! scope's open, so a stamp anywhere else would be erased), and the two
-//! locks the lock benchmark compares. Offsets are fixed here for every
-//! role that opens it (the statics area is checked against [`LAYOUT`] by
-//! `Region::open`).
+//! locks the lock benchmark compares. They are the fields of [`Statics`],
+//! in the order (and so at the offsets) they always had; every role opens
+//! the region as [`SharedRegion`].
 //!
 //! Private pages come from `MAP`, not the heap or `.bss`: a role maps the
 //! pages it dirties itself, so no other role's address space (and so no
 //! other role's checkpoint open, which walks every page) carries them.
 
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use libtask::abi::layout::PAGE_SIZE;
 use libtask::abi::syscall::map_flags;
-use libtask::sync::Layout;
+use libtask::sync::{FromBytes, Mutex, Region};
 
 /// The region's name in the manifest.
 pub const REGION: &str = "shared";
 
-/// Offsets in the statics area.
-pub mod at {
-    /// `Mutex<u64>`: the first mutex the recovery benchmark holds.
-    pub const HELD_A: u32 = 0;
-    /// `Mutex<u64>`: the second.
-    pub const HELD_B: u32 = 16;
-    /// `AtomicU64`: the TSC just before the fault.
-    pub const STAMP: u32 = 32;
-    /// `AtomicU32`: the bare spinlock.
-    pub const SPIN: u32 = 40;
-    /// `Mutex<u64>`: the registry mutex of the lock benchmark.
-    pub const LOCK: u32 = 48;
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+pub struct Statics {
+    /// The first mutex the recovery benchmark holds.
+    pub held_a: Mutex<u64>,
+    /// The second.
+    pub held_b: Mutex<u64>,
+    /// The TSC just before the fault.
+    pub stamp: AtomicU64,
+    /// The bare spinlock.
+    pub spin: AtomicU32,
+    _pad: u32,
+    /// The registry mutex of the lock benchmark.
+    pub lock: Mutex<u64>,
 }
 
-/// Statics, and four Arc slots of one `u64` (the benchmark holds one).
-pub const LAYOUT: Layout = Layout { statics: 64, slot_payload: 8, slots: 4 };
+/// Statics, and Arc slots of one `u64` (the benchmark holds one).
+pub type SharedRegion = Region<Statics, u64>;
+/// Arc slots of the region.
+pub const SLOTS: u32 = 4;
 
 /// `n` fresh private writable pages, mapped and touched (so that they are
 /// present before any scope opens). `None` if `MAP` refused.

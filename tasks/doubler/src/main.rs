@@ -32,7 +32,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use libtask::checkpoint::checkpoint;
-use libtask::sync::{Layout, Region};
+use libtask::sync::{FromBytes, Region};
 use libtask::{Start, println, report};
 
 libtask::entry!(main);
@@ -42,7 +42,10 @@ pub const ROUNDS: u64 = 40;
 /// Iterations of work per round (~4 guest instructions each).
 const WORK: u64 = 20_000;
 
-const LAYOUT: Layout = Layout { statics: 64, slot_payload: 0, slots: 0 };
+/// The region's statics: a tally per role (index = the role's `arg`).
+#[derive(FromBytes)]
+#[repr(C)]
+struct Tallies([AtomicU64; 8]);
 
 /// Busy work the optimiser cannot remove: where the injections land.
 #[inline(never)]
@@ -55,10 +58,10 @@ fn work(n: u64) -> u64 {
 }
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open_with("doubler", LAYOUT, |_| {}) {
+    let region = match Region::<Tallies>::open("doubler") {
         Ok(r) => r,
         Err(e) => {
-            println!("doubler {}: region: {e:?}", start.id);
+            println!("doubler {}: region: {e}", start.id);
             report("doubler:region", false, 0);
             return 1;
         }
@@ -72,7 +75,7 @@ fn main(start: Start) -> u64 {
             return 2;
         }
     };
-    let tally = region.get::<AtomicU64>(8 * start.arg as u32).expect("a counter per role");
+    let tally = &region.statics().0[start.arg as usize]; // 1..=3: checked above
     for round in 1..=ROUNDS {
         let r = checkpoint(|attempt| {
             if wrong {

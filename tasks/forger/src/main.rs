@@ -1,23 +1,31 @@
 //! `forger`: a task that attacks its fault server from inside a checkpoint
 //! scope, in the way its manifest `arg` selects (`images/forger.toml`,
-//! `qemu-tests/tests/forger.rs`). Each attack must end in a *fresh start*
-//! of this task (an `escalate` event with the reason, a `restart` from its
-//! image) — never a rollback, and never a write to the shared object the
-//! forged entry names. On its second run (`restart_count() > 0`) the task
-//! checks the shared words it set up and reports the check named below.
+//! `qemu-tests/tests/forger.rs`). The registry forgeries (1, 2) must end in
+//! a *fresh start* of this task (an `escalate` event with the reason, a
+//! `restart` from its image) — never a rollback, and never a write to the
+//! shared object the forged entry names; on its second run
+//! (`restart_count() > 0`) the task checks the shared words it set up and
+//! reports the check named below. The stack forgeries (3, 4) must be
+//! *rolled back*: the rollback restores the registers the kernel recorded
+//! at the open, not anything on the stack, so a smashed `rsp` costs the
+//! walk (the report's scope frame is `?`) but not the recovery; the re-run
+//! reports the check, ok.
 //!
 //! | arg | attack | check on the second run (ok = untouched) |
 //! |---|---|---|
 //! | 1 | an **Arc** registry entry naming a poisoned **mutex** (the old planner `FETCH_ADD32`ed its poison word: un-poisoned, counted a free) | `forger:arc-on-mutex` |
 //! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` |
-//! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope (the old walk gate accepted the first frame) | `forger:kernel-rsp` |
-//! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` |
+//! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope | `forger:kernel-rsp` (on the re-run) |
+//! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` (on the re-run) |
+//! | 5 | a *sealed* scope (raw open, `rdi = SEAL`) whose first run flips a bit of `rbx` before the commit | `forger:seal` (the commit faulted, the re-run committed) |
+//! | 6 | the same in an *unsealed* scope: the control | `forger:unsealed` (the commit closed the scope, no fault) |
 //!
 //! Attacks 1 and 2 register a recovery page of their own making
 //! (`SET_RECOVERY`, as any task may) after opening the region, open the
 //! scope with the raw `CHECKPOINT_OPEN` (so libtask's registry stays out of
-//! it), write the forged entry and fault. A rollback of any attack is a
-//! failed check (`forger:rolled-back`) and exit 1.
+//! it), write the forged entry and fault. A rollback of attack 1 or 2 is a
+//! failed check (`forger:rolled-back`) and exit 1; a fresh start of attack
+//! 3 or 4 is a failed check of its name.
 #![no_std]
 #![no_main]
 
@@ -25,14 +33,20 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libtask::abi::checkpoint::{ArcEntry, MutexEntry, RECOVERY_MAGIC, RecoveryPage};
 use libtask::abi::syscall::nr;
-use libtask::sync::{Layout, Mutex, Region};
+use libtask::sync::{FromBytes, Mutex, Region};
 use libtask::{Start, println, report, supervise};
 
 libtask::entry!(main);
 
 /// The region: 64 bytes of statics (a `Mutex<u64>` at 0), 4 Arc slots of 8
 /// payload bytes (the first at +128).
-const LAYOUT: Layout = Layout { statics: 64, slot_payload: 8, slots: 4 };
+#[derive(FromBytes)]
+#[repr(C)]
+struct Statics {
+    mutex: Mutex<u64>,
+    _rest: [u64; 6],
+}
+const SLOTS: u32 = 4;
 const SLOT0: u64 = 128;
 
 #[repr(C, align(4096))]
@@ -43,10 +57,10 @@ unsafe impl Sync for Page {}
 static FORGED: Page = Page(UnsafeCell::new(RecoveryPage::EMPTY));
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("forger", LAYOUT) {
+    let region = match Region::<Statics, u64>::open_arcs("forger", SLOTS) {
         Ok(r) => r,
         Err(e) => {
-            println!("forger {}: region: {e:?}", start.id);
+            println!("forger {}: region: {e}", start.id);
             report("forger:region", false, 0);
             return 2;
         }
@@ -62,7 +76,7 @@ fn main(start: Start) -> u64 {
         let w = |o: u64| unsafe { &*((region.base() + o) as *const AtomicU32) }.load(Ordering::Relaxed);
         (w(36), w(40))
     };
-    let _: &Mutex<u64> = region.get(0).expect("the mutex fits the statics");
+    let _: &Mutex<u64> = &region.statics().mutex;
     let second_run = supervise::restart_count() > 0;
     let id = start.id;
     match start.arg {
@@ -94,8 +108,8 @@ fn main(start: Start) -> u64 {
         3 | 4 => {
             let name = if start.arg == 3 { "forger:kernel-rsp" } else { "forger:caller-rsp" };
             if second_run {
-                report(name, true, 0);
-                return 0;
+                report(name, false, 0);
+                return 1;
             }
             // A buffer in this frame, above the scope's: a stack pointer
             // there is a readable, plausible stack — just not the scope's.
@@ -103,21 +117,22 @@ fn main(start: Start) -> u64 {
             let bad_rsp = if start.arg == 3 { 0xffff_8000_0000_0000 } else { above.as_ptr() as u64 + 256 };
             let r = libtask::checkpoint::checkpoint(|attempt| {
                 if attempt.is_retry() {
+                    report(name, true, attempt.number);
                     return true;
                 }
                 // SAFETY: the task faults at the `ud2` with the bad stack
-                // pointer; nothing runs on it (the fault server restarts
-                // the task from its image).
+                // pointer; nothing runs on it (the fault server rolls the
+                // scope back, which restores the open's `rsp`).
                 unsafe { core::arch::asm!("mov rsp, {0}", "ud2", in(reg) bad_rsp, options(noreturn)) }
             });
             core::hint::black_box(&above);
             if r == Ok(true) {
-                report("forger:rolled-back", false, start.arg);
-                return 1;
+                return 0;
             }
             report(name, false, 1);
             1
         }
+        5 | 6 => seal(start.arg == 5),
         arg => {
             report("forger:arg", false, arg);
             2
@@ -145,4 +160,56 @@ fn forge_and_fault(forge: impl FnOnce(&mut RecoveryPage)) -> u64 {
         forge(&mut *page);
         core::arch::asm!("ud2", options(noreturn))
     }
+}
+
+/// Attacks 5 and 6: a raw scope, sealed or not, whose first run corrupts
+/// `rbx` between the open and the commit — the corruption of a register the
+/// scope's caller relies on, which no fault reveals. Sealed, the kernel must
+/// refuse the commit and fault the task inside the scope (`scope_check`),
+/// so the fault server rolls it back and the re-run (no corruption)
+/// commits: the check is ok with the attempt 1 and `rbx` intact. Unsealed,
+/// the commit closes the scope on the first run: ok with attempt 0 — the
+/// control, showing the seal is what catches it.
+fn seal(sealed: bool) -> u64 {
+    let name = if sealed { "forger:seal" } else { "forger:unsealed" };
+    let (attempt, commit, rbx_kept): (u64, u64, u64);
+    // SAFETY: one asm block opens the scope, may flip rbx, commits, and
+    // restores rbx from its stack copy, so the compiler's rbx is intact
+    // after it whatever happened. The rollback (sealed) returns to the
+    // open with every register and the stack as they were there. rdi,
+    // rcx, r11 (syscall), rax, rdx, rsi are declared clobbered or outputs.
+    unsafe {
+        core::arch::asm!(
+            "push rbx",
+            "sub rsp, 8",
+            "mov rbx, 0x5eed",
+            "syscall",
+            "mov rsi, rax",
+            "test rax, rax",
+            "jnz 2f",
+            "xor rbx, 1",
+            "2:",
+            "mov eax, {commit}",
+            "syscall",
+            "mov rdx, rbx",
+            "add rsp, 8",
+            "pop rbx",
+            commit = const nr::CHECKPOINT_COMMIT,
+            inout("rax") nr::CHECKPOINT_OPEN => commit,
+            inout("rdi") if sealed { libtask::abi::checkpoint::SEAL } else { 0 } => _,
+            out("rsi") attempt,
+            out("rdx") rbx_kept,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    let depth_ok = libtask::checkpoint::kernel_depth() == 0;
+    let ok = if sealed {
+        attempt == 1 && commit == 0 && rbx_kept == 0x5eed && depth_ok
+    } else {
+        attempt == 0 && commit == 0 && rbx_kept == 0x5eed ^ 1 && depth_ok
+    };
+    println!("forger {name}: attempt {attempt}, commit {commit:#x}, rbx {rbx_kept:#x}, depth ok {depth_ok}");
+    report(name, ok, attempt);
+    if ok { 0 } else { 1 }
 }

@@ -22,7 +22,7 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicU32, Ordering};
-use libtask::sync::{Layout, Mutex, Region, TryLockError};
+use libtask::sync::{FromBytes, Mutex, Region, TryLockError};
 use libtask::{Start, println, report, syscall};
 
 libtask::entry!(main);
@@ -30,25 +30,27 @@ libtask::entry!(main);
 /// How long the waiter waits for the hung lock.
 pub const WAIT_MS: u64 = 4000;
 
-mod at {
-    pub const LOCK: u32 = 0; // Mutex<u64>
-    pub const HELD: u32 = 16; // AtomicU32: the hanger holds the lock
-    pub const HUNG: u32 = 20; // AtomicU32: the hanger hung once this boot
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    lock: Mutex<u64>,
+    /// The hanger holds the lock.
+    held: AtomicU32,
+    /// The hanger hung once this boot.
+    hung: AtomicU32,
 }
-const LAYOUT: Layout = Layout { statics: 64, slot_payload: 0, slots: 0 };
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("hung", LAYOUT) {
+    let region = match Region::<Shared>::open("hung") {
         Ok(r) => r,
         Err(e) => {
-            println!("hung-lock {}: region: {e:?}", start.id);
+            println!("hung-lock {}: region: {e}", start.id);
             report("hung-lock:region", false, 0);
             return 1;
         }
     };
-    let m = region.get::<Mutex<u64>>(at::LOCK).expect("lock");
-    let held = region.get::<AtomicU32>(at::HELD).expect("flag");
-    let hung = region.get::<AtomicU32>(at::HUNG).expect("flag");
+    let Shared { lock: m, held, hung } = region.statics();
     match start.arg {
         1 => hanger(m, held, hung),
         2 => waiter(m, held),

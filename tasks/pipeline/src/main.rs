@@ -4,8 +4,9 @@
 //! faults holding one.
 //!
 //! Hand-over without a window: the producer publishes a buffer's address
-//! and generation in a mailbox *and keeps its own reference*; a consumer
-//! takes its own reference ([`Arc::acquire`]) and marks the mailbox taken;
+//! and generation (a [`SharedArc`] token) in a mailbox *and keeps its own
+//! reference*; a consumer
+//! takes its own reference ([`Arc::from_token`]) and marks the mailbox taken;
 //! only then does the producer drop its reference. At no instant is a
 //! buffer referenced by nobody while someone still needs it, and every
 //! reference is in some task's registry. So if a consumer faults after
@@ -30,7 +31,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use libtask::checkpoint::checkpoint;
-use libtask::sync::{Arc, Layout, Mutex, MutexGuard, Plain, Region, SyncError};
+use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, Region, SharedArc, SyncError};
 use libtask::{Start, println, report, syscall};
 
 libtask::entry!(main);
@@ -45,49 +46,48 @@ const EMPTY: u64 = 0;
 const PUBLISHED: u64 = 1;
 const TAKEN: u64 = 2;
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Buf {
     seq: u64,
     data: [u64; 14],
     sum: u64,
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Mailbox {
-    addr: u64,
-    generation: u64,
+    token: SharedArc<Buf>,
     state: u64,
     seq: u64,
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Queue {
     boxes: [Mailbox; MAILBOXES],
 }
 
-// SAFETY: only u64 fields: every bit pattern is valid, nothing owned.
-unsafe impl Plain for Buf {}
-// SAFETY: as above.
-unsafe impl Plain for Mailbox {}
-// SAFETY: as above.
-unsafe impl Plain for Queue {}
-
-/// Offsets in the region's statics area.
-mod at {
-    pub const QUEUE: u32 = 0; // Mutex<Queue>: 8 + 256 bytes
-    pub const CONSUMED: u32 = 272; // AtomicU32
-    pub const INJECTED: u32 = 276; // AtomicU32: the fault happened (once per boot)
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    queue: Mutex<Queue>,
+    consumed: AtomicU32,
+    /// The fault happened (once per boot).
+    injected: AtomicU32,
 }
-const LAYOUT: Layout = Layout { statics: 320, slot_payload: core::mem::size_of::<Buf>() as u32, slots: 16 };
+
+/// Region `pipe`: the statics, and Arc slots of `Buf`.
+type Pipe = Region<Shared, Buf>;
+/// Arc slots of the region.
+const SLOTS: u32 = 16;
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("pipe", LAYOUT) {
+    let region = match Pipe::open_arcs("pipe", SLOTS) {
         Ok(r) => r,
         Err(e) => {
-            println!("pipeline {}: region: {e:?}", start.id);
+            println!("pipeline {}: region: {e}", start.id);
             report("pipeline:region", false, 0);
             return 1;
         }
@@ -131,9 +131,9 @@ fn valid(b: &Buf, seq: u64) -> bool {
     b.seq == seq && b.sum == b.data.iter().fold(seq, |a, &d| a.wrapping_add(d))
 }
 
-fn producer(region: &Region) {
-    let queue = region.get::<Mutex<Queue>>(at::QUEUE).expect("queue");
-    let consumed = region.get::<AtomicU32>(at::CONSUMED).expect("counter");
+fn producer(region: &Pipe) {
+    let queue = &region.statics().queue;
+    let consumed = &region.statics().consumed;
     let mut held: [Option<Arc<Buf>>; MAILBOXES] = [const { None }; MAILBOXES];
     let mut next = 0u32;
     let mut failures = 0u32;
@@ -149,12 +149,7 @@ fn producer(region: &Region) {
                 } else if b.state == EMPTY && held[i].is_none() && next < BUFFERS {
                     match Arc::new_in(region, make(next as u64)) {
                         Ok(a) => {
-                            *b = Mailbox {
-                                addr: Arc::addr(&a),
-                                generation: Arc::generation(&a) as u64,
-                                state: PUBLISHED,
-                                seq: next as u64,
-                            };
+                            *b = Mailbox { token: Arc::share(&a), state: PUBLISHED, seq: next as u64 };
                             held[i] = Some(a);
                             next += 1;
                             progress = true;
@@ -194,10 +189,10 @@ fn producer(region: &Region) {
 
 /// Consumes the buffers whose sequence number has `parity` (so that both
 /// consumers get their share, whichever runs first).
-fn consumer(region: &Region, parity: u64, faulty: bool) {
-    let queue = region.get::<Mutex<Queue>>(at::QUEUE).expect("queue");
-    let consumed = region.get::<AtomicU32>(at::CONSUMED).expect("counter");
-    let injected = region.get::<AtomicU32>(at::INJECTED).expect("flag");
+fn consumer(region: &Pipe, parity: u64, faulty: bool) {
+    let queue = &region.statics().queue;
+    let consumed = &region.statics().consumed;
+    let injected = &region.statics().injected;
     let (mut mine, mut bad) = (0u32, 0u32);
     while consumed.load(Ordering::Acquire) < BUFFERS {
         let got = checkpoint(|attempt| {
@@ -208,7 +203,7 @@ fn consumer(region: &Region, parity: u64, faulty: bool) {
             let mut q = lock_queue(queue);
             let i = q.boxes.iter().position(|b| b.state == PUBLISHED && b.seq % 2 == parity)?;
             let b = q.boxes[i];
-            let arc = match Arc::<Buf>::acquire(region, b.addr, b.generation as u32) {
+            let arc = match Arc::from_token(region, b.token) {
                 Ok(a) => a,
                 Err(e) => {
                     println!("pipeline consumer: mailbox {i}: {e:?}");

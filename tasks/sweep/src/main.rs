@@ -1,7 +1,7 @@
 //! `sweep`: the task side of the crash-window sweep
 //! (`qemu-tests/tests/recovery_acceptance.rs`, issue 6). The test forces a
 //! fault at every instruction of one operation — `Mutex::lock`, unlock (a
-//! guard's drop), `Arc::acquire` (a reference to another task's object),
+//! guard's drop), `Arc::from_token` (a reference to another task's object),
 //! the drop of an Arc's last handle, `Arc::new_in` — by injecting at the
 //! entry of the `#[inline(never)]` wrapper below that performs it, K
 //! single-steps later, one sweeper instance per K. Each sweeper performs
@@ -41,7 +41,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libtask::checkpoint::checkpoint;
-use libtask::sync::{Arc, Layout, LockResult, Mutex, MutexGuard, Plain, PoisonError, Region, SyncError};
+use libtask::sync::{Arc, FromBytes, LockResult, Mutex, MutexGuard, PoisonError, Region, SharedArc, SyncError};
 use libtask::{Start, println, report, syscall};
 
 libtask::entry!(main);
@@ -49,33 +49,40 @@ libtask::entry!(main);
 /// Sweeper/partner pairs a region has room for.
 pub const PAIRS: u32 = 32;
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub struct Obj {
     tag: u64,
     sum: u64,
 }
 
-// SAFETY: only u64 fields: every bit pattern is valid, nothing owned.
-unsafe impl Plain for Obj {}
-
-/// Offsets in the region's statics area.
-mod at {
-    pub const X_ADDR: u32 = 0; // AtomicU64
-    pub const X_GEN: u32 = 8; // AtomicU64
-    pub const READY: u32 = 16; // AtomicU32: X is published
-    pub const DONE: u32 = 20; // AtomicU32: sweepers finished
-    /// Per pair i: four AtomicU32 flags at PAIR + 16 i.
-    pub const PAIR: u32 = 64;
-    pub const S_HOLDING: u32 = 0;
-    pub const Q_WAITING: u32 = 4;
-    pub const Q_HOLDING: u32 = 8;
-    pub const S_DONE: u32 = 12;
-    /// Mutex<u64> of pair i at MUTEX + 16 i.
-    pub const MUTEX: u32 = PAIR + 16 * super::PAIRS;
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+pub struct Shared {
+    /// X's token, as two words (`SharedArc::to_words`).
+    x: [AtomicU64; 2],
+    /// X is published.
+    ready: AtomicU32,
+    /// Sweepers finished.
+    done: AtomicU32,
+    /// Per pair: four flags, indexed by [`at`].
+    pairs: [[AtomicU32; 4]; PAIRS as usize],
+    /// Per pair: its mutex.
+    mutexes: [Mutex<u64>; PAIRS as usize],
 }
-const LAYOUT: Layout =
-    Layout { statics: at::MUTEX + 16 * PAIRS, slot_payload: core::mem::size_of::<Obj>() as u32, slots: 72 };
+
+/// Indices of a pair's flags.
+mod at {
+    pub const S_HOLDING: usize = 0;
+    pub const Q_WAITING: usize = 1;
+    pub const Q_HOLDING: usize = 2;
+    pub const S_DONE: usize = 3;
+}
+
+/// Region `sweep`: the statics, and Arc slots of `Obj`.
+pub type Sweep = Region<Shared, Obj>;
+const SLOTS: u32 = 72;
 
 // ---- the swept operations: one function each, never inlined ----
 
@@ -93,8 +100,8 @@ pub fn sweep_unlock(g: MutexGuard<'_, u64>) {
 
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub fn sweep_acquire(region: &Region, addr: u64, generation: u32) -> Result<Arc<Obj>, SyncError> {
-    Arc::acquire(region, addr, generation)
+pub fn sweep_acquire(region: &Sweep, x: SharedArc<Obj>) -> Result<Arc<Obj>, SyncError> {
+    Arc::from_token(region, x)
 }
 
 #[unsafe(no_mangle)]
@@ -105,15 +112,15 @@ pub fn sweep_drop(x: Arc<Obj>) {
 
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub fn sweep_alloc(region: &Region, value: Obj) -> Result<Arc<Obj>, SyncError> {
+pub fn sweep_alloc(region: &Sweep, value: Obj) -> Result<Arc<Obj>, SyncError> {
     Arc::new_in(region, value)
 }
 
 fn main(start: Start) -> u64 {
-    let region = match Region::open("sweep", LAYOUT) {
+    let region = match Sweep::open_arcs("sweep", SLOTS) {
         Ok(r) => r,
         Err(e) => {
-            println!("sweep {}: region: {e:?}", start.id);
+            println!("sweep {}: region: {e}", start.id);
             report("sweep:region", false, 0);
             return 1;
         }
@@ -138,16 +145,12 @@ fn main(start: Start) -> u64 {
     0
 }
 
-fn word(region: &Region, offset: u32) -> &'static AtomicU32 {
-    region.get::<AtomicU32>(offset).expect("flag in the statics")
+fn pair_flag(region: &Sweep, i: u32, which: usize) -> &'static AtomicU32 {
+    &region.statics().pairs[i as usize][which]
 }
 
-fn pair_flag(region: &Region, i: u32, which: u32) -> &'static AtomicU32 {
-    word(region, at::PAIR + 16 * i + which)
-}
-
-fn mutex(region: &Region, i: u32) -> &'static Mutex<u64> {
-    region.get::<Mutex<u64>>(at::MUTEX + 16 * i).expect("mutex")
+fn mutex(region: &Sweep, i: u32) -> &'static Mutex<u64> {
+    &region.statics().mutexes[i as usize]
 }
 
 /// Waits (sleeping) until `f` is set, at most `ms`; whether it was.
@@ -182,12 +185,12 @@ fn take<'a>(m: &'a Mutex<u64>, r: LockResult<MutexGuard<'a, u64>>) -> MutexGuard
     })
 }
 
-fn done(region: &Region, attempts: Result<u64, libtask::Error>) {
-    word(region, at::DONE).fetch_add(1, Ordering::Release);
+fn done(region: &Sweep, attempts: Result<u64, libtask::Error>) {
+    region.statics().done.fetch_add(1, Ordering::Release);
     report("sweep:done", attempts.is_ok(), attempts.unwrap_or(u64::MAX));
 }
 
-fn lock_sweeper(region: &Region, i: u32) {
+fn lock_sweeper(region: &Sweep, i: u32) {
     let m = mutex(region, i);
     wait_flag(pair_flag(region, i, at::Q_HOLDING), 5000);
     let r = checkpoint(|a| {
@@ -201,7 +204,7 @@ fn lock_sweeper(region: &Region, i: u32) {
     done(region, r);
 }
 
-fn lock_partner(region: &Region, i: u32) {
+fn lock_partner(region: &Sweep, i: u32) {
     let m = mutex(region, i);
     let g = take(m, m.lock());
     pair_flag(region, i, at::Q_HOLDING).store(1, Ordering::Release);
@@ -216,7 +219,7 @@ fn lock_partner(region: &Region, i: u32) {
     report("sweep:lock-free", free, i as u64);
 }
 
-fn unlock_sweeper(region: &Region, i: u32) {
+fn unlock_sweeper(region: &Sweep, i: u32) {
     let m = mutex(region, i);
     let r = checkpoint(|a| {
         let g = take(m, m.lock());
@@ -231,7 +234,7 @@ fn unlock_sweeper(region: &Region, i: u32) {
     done(region, r);
 }
 
-fn unlock_partner(region: &Region, i: u32) {
+fn unlock_partner(region: &Sweep, i: u32) {
     let m = mutex(region, i);
     wait_flag(pair_flag(region, i, at::S_HOLDING), 5000);
     pair_flag(region, i, at::Q_WAITING).store(1, Ordering::Release);
@@ -243,17 +246,16 @@ fn unlock_partner(region: &Region, i: u32) {
     report("sweep:waiter", waited < 90, waited);
 }
 
-fn arc_sweeper(region: &Region, role: u32) {
-    if !wait_flag(word(region, at::READY), 5000) {
+fn arc_sweeper(region: &Sweep, role: u32) {
+    if !wait_flag(&region.statics().ready, 5000) {
         done(region, Err(libtask::Error::Timeout));
         return;
     }
-    let addr = region.get::<AtomicU64>(at::X_ADDR).expect("addr").load(Ordering::Acquire);
-    let generation = region.get::<AtomicU64>(at::X_GEN).expect("gen").load(Ordering::Acquire) as u32;
+    let x = SharedArc::from_words(region.statics().x.each_ref().map(|w| w.load(Ordering::Acquire)));
     let r = checkpoint(|a| {
         let ok = match role {
-            3 => sweep_acquire(region, addr, generation).map(drop),
-            4 => Arc::<Obj>::acquire(region, addr, generation).map(sweep_drop),
+            3 => sweep_acquire(region, x).map(drop),
+            4 => Arc::from_token(region, x).map(sweep_drop),
             _ => sweep_alloc(region, Obj { tag: 5, sum: a.number }).map(drop),
         };
         if let Err(e) = ok {
@@ -265,7 +267,7 @@ fn arc_sweeper(region: &Region, role: u32) {
     done(region, r.map_err(|_| libtask::Error::BadArgument).and_then(|r| r.map_err(|_| libtask::Error::BadArgument)));
 }
 
-fn checker(region: &Region, n: u32) {
+fn checker(region: &Sweep, n: u32) {
     let x = match Arc::new_in(region, Obj { tag: 0x0b1e, sum: 0 }) {
         Ok(x) => x,
         Err(e) => {
@@ -274,11 +276,12 @@ fn checker(region: &Region, n: u32) {
             return;
         }
     };
-    region.get::<AtomicU64>(at::X_ADDR).expect("addr").store(Arc::addr(&x), Ordering::Relaxed);
-    region.get::<AtomicU64>(at::X_GEN).expect("gen").store(Arc::generation(&x) as u64, Ordering::Relaxed);
-    word(region, at::READY).store(1, Ordering::Release);
+    for (w, v) in region.statics().x.iter().zip(Arc::share(&x).to_words()) {
+        w.store(v, Ordering::Relaxed);
+    }
+    region.statics().ready.store(1, Ordering::Release);
     let deadline = syscall::ticks() + 20_000;
-    let done = word(region, at::DONE);
+    let done = &region.statics().done;
     while done.load(Ordering::Acquire) < n && syscall::ticks() < deadline {
         let _ = syscall::sleep(5);
     }

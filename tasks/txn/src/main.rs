@@ -33,48 +33,53 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libtask::abi::fault::FaultKind;
 use libtask::checkpoint::{self, checkpoint};
-use libtask::sync::{Arc, Layout, Mutex, MutexGuard, Plain, PoisonError, Region};
+use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, PoisonError, Region, SharedArc};
 use libtask::{Start, println, report, syscall};
 
 mod stress;
 
 libtask::entry!(main);
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Guarded {
     /// 1 while an update is half done.
     torn: u64,
     value: u64,
 }
 
+#[derive(FromBytes, Clone, Copy)]
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Obj {
     tag: u64,
     data: [u64; 7],
 }
 
-// SAFETY: only u64 fields: every bit pattern is valid, nothing owned.
-unsafe impl Plain for Guarded {}
-// SAFETY: as above.
-unsafe impl Plain for Obj {}
-
-/// Offsets in the region's statics area.
-mod at {
-    pub const LOCK: u32 = 0; // Mutex<Guarded>: 24 bytes
-    pub const READY: u32 = 32; // AtomicU32: the owner published X
-    pub const HOLDING: u32 = 36; // AtomicU32: the holder holds the lock (attempt 0)
-    pub const HOLDER_HAS: u32 = 40; // AtomicU32: the holder kept its X reference
-    pub const OWNER_DROPPED: u32 = 44; // AtomicU32
-    pub const WAITER_DONE: u32 = 48; // AtomicU32
-    pub const X_ADDR: u32 = 56; // AtomicU64
-    pub const X_GEN: u32 = 64; // AtomicU64
-    pub const KLOCK: u32 = 72; // Mutex<u64>: 16 bytes
-    pub const KHOLDING: u32 = 88; // AtomicU32: the killee is in its critical section
-    pub const KDONE: u32 = 92; // AtomicU32: the kill waiter is done
+/// The region's statics.
+#[derive(FromBytes)]
+#[repr(C)]
+struct Shared {
+    lock: Mutex<Guarded>,
+    /// The owner published X.
+    ready: AtomicU32,
+    /// The holder holds the lock (attempt 0).
+    holding: AtomicU32,
+    /// The holder kept its X reference.
+    holder_has: AtomicU32,
+    owner_dropped: AtomicU32,
+    waiter_done: AtomicU32,
+    /// X's token (`SharedArc::to_words`).
+    x: [AtomicU64; 2],
+    klock: Mutex<u64>,
+    /// The killee is in its critical section.
+    kholding: AtomicU32,
+    /// The kill waiter is done.
+    kdone: AtomicU32,
 }
-const LAYOUT: Layout = Layout { statics: 128, slot_payload: core::mem::size_of::<Obj>() as u32, slots: 4 };
+
+/// Region `txn`: the statics, and Arc slots of `Obj`.
+type Txn = Region<Shared, Obj>;
+const SLOTS: u32 = 4;
 
 fn main(start: Start) -> u64 {
     match start.arg {
@@ -83,10 +88,10 @@ fn main(start: Start) -> u64 {
         40 => sleeper(),
         50 => storm_worker(start.id),
         60..=62 => {
-            let region = match Region::open("stress", stress::LAYOUT) {
+            let region = match stress::Stress::open_arcs("stress", stress::SLOTS) {
                 Ok(r) => r,
                 Err(e) => {
-                    println!("txn {}: region stress: {e:?}", start.id);
+                    println!("txn {}: region stress: {e}", start.id);
                     report("stress:region", false, 0);
                     return 1;
                 }
@@ -98,10 +103,10 @@ fn main(start: Start) -> u64 {
             }
         }
         arg => {
-            let region = match Region::open("txn", LAYOUT) {
+            let region = match Txn::open_arcs("txn", SLOTS) {
                 Ok(r) => r,
                 Err(e) => {
-                    println!("txn {}: region: {e:?}", start.id);
+                    println!("txn {}: region: {e}", start.id);
                     report("txn:region", false, 0);
                     return 1;
                 }
@@ -126,10 +131,6 @@ fn main(start: Start) -> u64 {
 fn ud2() {
     // SAFETY: ud2 raises #UD: the fault these tests are about. No memory touched.
     unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
-}
-
-fn flag(region: &Region, offset: u32) -> &'static AtomicU32 {
-    region.get::<AtomicU32>(offset).expect("flag in the statics")
 }
 
 /// Waits (sleeping) until `f` is set, at most `ms`; whether it was.
@@ -197,26 +198,25 @@ fn rollback() {
 
 // ---- args 10, 11, 12: a Mutex and an Arc held at the fault ----
 
-fn ledger(region: &Region) -> &'static Mutex<Guarded> {
-    region.get::<Mutex<Guarded>>(at::LOCK).expect("mutex")
+fn ledger(region: &Txn) -> &'static Mutex<Guarded> {
+    &region.statics().lock
 }
 
-fn holder(region: &Region, with_lock: bool) {
+fn holder(region: &Txn, with_lock: bool) {
     let m = ledger(region);
-    if !wait_flag(flag(region, at::READY), 5000) {
+    if !wait_flag(&region.statics().ready, 5000) {
         report("arc-at-fault:ready", false, 0);
         return;
     }
-    let addr = region.get::<AtomicU64>(at::X_ADDR).expect("addr").load(Ordering::Acquire);
-    let generation = region.get::<AtomicU64>(at::X_GEN).expect("gen").load(Ordering::Acquire) as u32;
+    let token = SharedArc::<Obj>::from_words(region.statics().x.each_ref().map(|w| w.load(Ordering::Acquire)));
     let got = checkpoint(|a| {
         if a.is_retry() && with_lock {
             // The waiter was woken by the release: let it see the poison.
-            wait_flag(flag(region, at::WAITER_DONE), 5000);
+            wait_flag(&region.statics().waiter_done, 5000);
         }
         if !with_lock {
             // Only the reference is held at the fault.
-            let x = Arc::<Obj>::acquire(region, addr, generation).ok()?;
+            let x = Arc::from_token(region, token).ok()?;
             let count = Arc::strong_count(&x);
             if a.number == 0 {
                 println!("txn holder: faulting with a reference (count {count})");
@@ -227,11 +227,11 @@ fn holder(region: &Region, with_lock: bool) {
         let r = m.lock();
         let clean = r.is_ok();
         let mut g = r.unwrap_or_else(PoisonError::into_inner);
-        let x = Arc::<Obj>::acquire(region, addr, generation).ok()?;
+        let x = Arc::from_token(region, token).ok()?;
         let count = Arc::strong_count(&x);
         g.torn = 1;
         if a.number == 0 {
-            flag(region, at::HOLDING).store(1, Ordering::Release);
+            region.statics().holding.store(1, Ordering::Release);
             // Holding both: the waiter blocks on the lock meanwhile.
             let _ = syscall::sleep(50);
             println!("txn holder: faulting with the lock and a reference (count {count})");
@@ -252,8 +252,8 @@ fn holder(region: &Region, with_lock: bool) {
     }
     // The owner's and ours: the faulted attempt's reference was given back.
     report("arc-at-fault:count-on-retry", count == 2, count as u64);
-    flag(region, at::HOLDER_HAS).store(1, Ordering::Release);
-    wait_flag(flag(region, at::OWNER_DROPPED), 5000);
+    region.statics().holder_has.store(1, Ordering::Release);
+    wait_flag(&region.statics().owner_dropped, 5000);
     let s = region.stats();
     let now = Arc::strong_count(&x);
     report("arc-at-fault:held-not-freed", now == 1 && s.frees == 0 && region.live_slots() == 1, now as u64);
@@ -270,7 +270,7 @@ fn holder(region: &Region, with_lock: bool) {
     report("arc-at-fault:freed-once", ok, s.frees as u64);
 }
 
-fn owner(region: &Region) {
+fn owner(region: &Txn) {
     let x = match Arc::new_in(region, Obj { tag: 0x0b1e, data: [1; 7] }) {
         Ok(x) => x,
         Err(e) => {
@@ -279,18 +279,19 @@ fn owner(region: &Region) {
             return;
         }
     };
-    region.get::<AtomicU64>(at::X_ADDR).expect("addr").store(Arc::addr(&x), Ordering::Relaxed);
-    region.get::<AtomicU64>(at::X_GEN).expect("gen").store(Arc::generation(&x) as u64, Ordering::Relaxed);
-    flag(region, at::READY).store(1, Ordering::Release);
-    let waited = wait_flag(flag(region, at::HOLDER_HAS), 10_000);
+    for (w, v) in region.statics().x.iter().zip(Arc::share(&x).to_words()) {
+        w.store(v, Ordering::Relaxed);
+    }
+    region.statics().ready.store(1, Ordering::Release);
+    let waited = wait_flag(&region.statics().holder_has, 10_000);
     drop(x);
-    flag(region, at::OWNER_DROPPED).store(1, Ordering::Release);
+    region.statics().owner_dropped.store(1, Ordering::Release);
     report("arc-at-fault:owner-dropped", waited, 0);
 }
 
-fn waiter(region: &Region) {
+fn waiter(region: &Txn) {
     let m = ledger(region);
-    if !wait_flag(flag(region, at::HOLDING), 5000) {
+    if !wait_flag(&region.statics().holding, 5000) {
         report("mutex-at-fault:waiter-poisoned", false, 0);
         return;
     }
@@ -316,21 +317,21 @@ fn waiter(region: &Region) {
             report("mutex-at-fault:waiter-poisoned", false, syscall::ticks() - t0);
         }
     }
-    flag(region, at::WAITER_DONE).store(1, Ordering::Release);
+    region.statics().waiter_done.store(1, Ordering::Release);
 }
 
 // ---- args 20, 21: a kill in the middle of a critical section ----
 
-fn killee(region: &Region) {
-    let m = region.get::<Mutex<u64>>(at::KLOCK).expect("mutex");
+fn killee(region: &Txn) {
+    let m = &region.statics().klock;
     let got = checkpoint(|a| {
         if a.is_retry() {
-            wait_flag(flag(region, at::KDONE), 5000);
+            wait_flag(&region.statics().kdone, 5000);
         }
         let mut g: MutexGuard<'_, u64> = m.lock().unwrap_or_else(PoisonError::into_inner);
         *g += 1;
         if a.number == 0 {
-            flag(region, at::KHOLDING).store(1, Ordering::Release);
+            region.statics().kholding.store(1, Ordering::Release);
             // A long critical section without a system call (the plan kills
             // us in it); one in a million rounds looks at the clock, so a
             // kill that never comes ends as a failed check, not a hang.
@@ -349,9 +350,9 @@ fn killee(region: &Region) {
     report("kill:retried", got == Ok(1), got.unwrap_or(0));
 }
 
-fn kill_waiter(region: &Region) {
-    let m = region.get::<Mutex<u64>>(at::KLOCK).expect("mutex");
-    if !wait_flag(flag(region, at::KHOLDING), 5000) {
+fn kill_waiter(region: &Txn) {
+    let m = &region.statics().klock;
+    if !wait_flag(&region.statics().kholding, 5000) {
         report("kill:waiter-poisoned", false, 0);
         return;
     }
@@ -366,7 +367,7 @@ fn kill_waiter(region: &Region) {
     };
     println!("txn kill waiter: got the lock after {} ms, poisoned {poisoned}, value {value}", syscall::ticks() - t0);
     report("kill:waiter-poisoned", poisoned && value == 1, value);
-    flag(region, at::KDONE).store(1, Ordering::Release);
+    region.statics().kdone.store(1, Ordering::Release);
 }
 
 // ---- arg 30: nested scopes that fault every time ----

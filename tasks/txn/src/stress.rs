@@ -17,7 +17,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libtask::checkpoint::checkpoint;
-use libtask::sync::{Arc, Layout, Mutex, MutexGuard, Region};
+use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, Region, SharedArc};
 use libtask::{println, report, syscall};
 
 use super::{Guarded, Obj, ud2, wait_flag};
@@ -29,27 +29,23 @@ pub const FAULTS: u64 = 20;
 /// Hammers the owner waits for.
 pub const HAMMERS: u32 = 3;
 
-mod at {
-    pub const A: u32 = 0; // Mutex<Guarded>: 24 bytes
-    pub const B: u32 = 32; // Mutex<Guarded>
-    pub const X_ADDR: u32 = 64; // AtomicU64
-    pub const X_GEN: u32 = 72; // AtomicU64
-    pub const READY: u32 = 80; // AtomicU32: the Arc is published
-    pub const DONE: u32 = 84; // AtomicU32: hammers and faulter finished
-}
-pub const LAYOUT: Layout = Layout { statics: 128, slot_payload: core::mem::size_of::<Obj>() as u32, slots: 4 };
-
-fn mutex(region: &Region, at: u32) -> &'static Mutex<Guarded> {
-    region.get::<Mutex<Guarded>>(at).expect("mutex in the statics")
-}
-
-fn word32(region: &Region, at: u32) -> &'static AtomicU32 {
-    region.get::<AtomicU32>(at).expect("flag in the statics")
+/// The statics of region `stress`.
+#[derive(FromBytes)]
+#[repr(C)]
+pub struct Shared {
+    a: Mutex<Guarded>,
+    b: Mutex<Guarded>,
+    /// The Arc's token (`SharedArc::to_words`).
+    x: [AtomicU64; 2],
+    /// The Arc is published.
+    ready: AtomicU32,
+    /// Hammers and faulter finished.
+    done: AtomicU32,
 }
 
-fn word64(region: &Region, at: u32) -> &'static AtomicU64 {
-    region.get::<AtomicU64>(at).expect("word in the statics")
-}
+/// Region `stress`: the statics, and Arc slots of `Obj`.
+pub type Stress = Region<Shared, Obj>;
+pub const SLOTS: u32 = 4;
 
 /// Locks `m`; a poisoned lock (the faulter died holding it) is repaired:
 /// its torn increment undone, the poison cleared. Returns the guard and
@@ -72,22 +68,22 @@ fn lock_repairing(m: &Mutex<Guarded>) -> (MutexGuard<'_, Guarded>, bool) {
     }
 }
 
-fn published(region: &Region) -> Option<(u64, u32)> {
-    if !wait_flag(word32(region, at::READY), 10_000) {
+fn published(region: &Stress) -> Option<SharedArc<Obj>> {
+    if !wait_flag(&region.statics().ready, 10_000) {
         return None;
     }
-    Some((word64(region, at::X_ADDR).load(Ordering::Acquire), word64(region, at::X_GEN).load(Ordering::Acquire) as u32))
+    Some(SharedArc::<Obj>::from_words(region.statics().x.each_ref().map(|w| w.load(Ordering::Acquire))))
 }
 
-pub fn hammer(region: &Region, id: u64) {
-    let Some((addr, generation)) = published(region) else {
+pub fn hammer(region: &Stress, id: u64) {
+    let Some(token) = published(region) else {
         report("stress:hammer", false, u64::MAX);
         return;
     };
-    let (a, b) = (mutex(region, at::A), mutex(region, at::B));
+    let (a, b) = (&region.statics().a, &region.statics().b);
     let mut broken = 0u64;
     for round in 0..ROUNDS {
-        let Ok(x) = Arc::<Obj>::acquire(region, addr, generation) else {
+        let Ok(x) = Arc::from_token(region, token) else {
             report("stress:hammer-acquire", false, round);
             break;
         };
@@ -103,19 +99,19 @@ pub fn hammer(region: &Region, id: u64) {
     }
     println!("txn hammer {id}: {ROUNDS} rounds, {broken} broken");
     report("stress:hammer", broken == 0, broken);
-    word32(region, at::DONE).fetch_add(1, Ordering::AcqRel);
+    region.statics().done.fetch_add(1, Ordering::AcqRel);
 }
 
-pub fn faulter(region: &Region) {
-    let Some((addr, generation)) = published(region) else {
+pub fn faulter(region: &Stress) {
+    let Some(token) = published(region) else {
         report("stress:faulter", false, u64::MAX);
         return;
     };
-    let a = mutex(region, at::A);
+    let a = &region.statics().a;
     let mut rollbacks = 0;
     for _ in 0..FAULTS {
         let got = checkpoint(|att| {
-            let x = Arc::<Obj>::acquire(region, addr, generation).ok()?;
+            let x = Arc::from_token(region, token).ok()?;
             let (mut g, _) = lock_repairing(a);
             // Torn: the increment is made, the flag says it is not done.
             g.torn = 1;
@@ -138,10 +134,10 @@ pub fn faulter(region: &Region) {
         let _ = syscall::sleep(1);
     }
     report("stress:faulter", rollbacks == FAULTS, rollbacks);
-    word32(region, at::DONE).fetch_add(1, Ordering::AcqRel);
+    region.statics().done.fetch_add(1, Ordering::AcqRel);
 }
 
-pub fn owner(region: &Region) {
+pub fn owner(region: &Stress) {
     let x = match Arc::new_in(region, Obj { tag: 0x57e55, data: [2; 7] }) {
         Ok(x) => x,
         Err(e) => {
@@ -150,19 +146,21 @@ pub fn owner(region: &Region) {
             return;
         }
     };
-    word64(region, at::X_ADDR).store(Arc::addr(&x), Ordering::Relaxed);
-    word64(region, at::X_GEN).store(Arc::generation(&x) as u64, Ordering::Relaxed);
-    word32(region, at::READY).store(1, Ordering::Release);
+    for (w, v) in region.statics().x.iter().zip(Arc::share(&x).to_words()) {
+        w.store(v, Ordering::Relaxed);
+    }
+    region.statics().ready.store(1, Ordering::Release);
+    let done_flag = &region.statics().done;
     let deadline = syscall::ticks() + 60_000;
-    while word32(region, at::DONE).load(Ordering::Acquire) < HAMMERS + 1 && syscall::ticks() < deadline {
+    while done_flag.load(Ordering::Acquire) < HAMMERS + 1 && syscall::ticks() < deadline {
         let _ = syscall::sleep(5);
     }
-    let done = word32(region, at::DONE).load(Ordering::Acquire);
+    let done = done_flag.load(Ordering::Acquire);
     // Every reference the others took was given back, the faulted ones by
     // the fault server: only ours is left.
     let count = Arc::strong_count(&x);
     report("stress:arc-count", done == HAMMERS + 1 && count == 1, count as u64);
-    let (a, b) = (mutex(region, at::A), mutex(region, at::B));
+    let (a, b) = (&region.statics().a, &region.statics().b);
     let free = !a.is_locked() && !b.is_locked() && !a.is_poisoned() && !b.is_poisoned();
     report("stress:locks-free", free, done as u64);
     // Every hammer bumped each lock's value ROUNDS times; the faulter

@@ -98,6 +98,10 @@ pub struct Verdict {
     pub seq: Option<u64>,
     /// Where the task was when it fired.
     pub rip: Option<String>,
+    /// The function of the task's ELF that `rip` lies in (filled by the
+    /// runner, which has the binaries: `Prepared::judge_boot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     pub inject_tsc: Option<u64>,
     pub latency: Option<u64>,
     pub dormant: Option<u64>,
@@ -396,6 +400,7 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 detail,
                 seq: None,
                 rip: open.get(&p.id).and_then(|o| o.rip.clone()),
+                function: None,
                 inject_tsc: open.get(&p.id).map(|o| o.tsc),
                 latency: None,
                 dormant: None,
@@ -430,6 +435,7 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
             detail,
             seq: o.seq,
             rip: o.rip.clone(),
+            function: None,
             inject_tsc: Some(o.tsc),
             latency: if matches!(outcome, Outcome::Recovered | Outcome::Escalated) { o.latency } else { None },
             dormant: if o.seq_from_inject { None } else { o.fault_tsc.map(|t| t.saturating_sub(o.tsc)) },

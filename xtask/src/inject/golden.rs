@@ -394,6 +394,7 @@ mod tests {
             detail: "d".into(),
             seq: None,
             rip: None,
+            function: None,
             inject_tsc: Some(tsc),
             latency: Some(5),
             dormant: None,

@@ -210,6 +210,8 @@ pub(crate) struct Prepared {
     pub tasks: BTreeMap<String, String>,
     pub bins: PathBuf,
     pub out_dir: PathBuf,
+    /// Each binary's functions, loaded on first use (`function_at`).
+    pub functions: Mutex<BTreeMap<String, std::sync::Arc<symbol::Functions>>>,
 }
 
 pub(crate) fn prepare(path: &Path, opts: &Options) -> Result<Prepared> {
@@ -255,7 +257,7 @@ pub(crate) fn prepare(path: &Path, opts: &Options) -> Result<Prepared> {
         bail!("cpus = {cpus}: a boot has 1 to 16 CPUs");
     }
     let machine = run::Machine { kernel, image, wall_timeout: Duration::from_secs(s.run.timeout_secs), cpus };
-    Ok(Prepared { loaded, profile, machine, tasks, bins, out_dir })
+    Ok(Prepared { loaded, profile, machine, tasks, bins, out_dir, functions: Mutex::default() })
 }
 
 impl Prepared {
@@ -323,9 +325,27 @@ impl Prepared {
         Ok(Golden { reference, trace })
     }
 
+    /// The function of task `task`'s binary that `pc` lies in: its name,
+    /// `?` if none (outside every function symbol, or an unknown task).
+    fn function_at(&self, task: &str, pc: u64) -> String {
+        let Some(bin) = self.tasks.get(task) else { return "?".into() };
+        let table = {
+            let mut cache = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .entry(bin.clone())
+                .or_insert_with(|| std::sync::Arc::new(symbol::Functions::load(&self.bins.join(bin))))
+                .clone()
+        };
+        table.name_at(pc).map_or_else(|| "?".into(), str::to_owned)
+    }
+
     /// Classifies one boot, and compares it with its golden run if any.
     pub fn judge_boot(&self, b: &plan::Batch, run: &run::BatchRun, golden: Option<&Golden>) -> Classified {
         let (mut verdicts, mut facts) = classify::classify(&b.injections, &run.events, run.end, &self.rules());
+        for (p, v) in b.injections.iter().zip(verdicts.iter_mut()) {
+            let pc = v.rip.as_deref().and_then(|r| u64::from_str_radix(r.trim_start_matches("0x"), 16).ok());
+            v.function = pc.map(|pc| self.function_at(&p.task, pc));
+        }
         if let Some(g) = golden {
             let faulted = golden::trace(&run.events, &self.golden_filter());
             let divergences = golden::diff(&g.trace, &faulted);

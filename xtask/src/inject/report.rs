@@ -100,6 +100,11 @@ pub struct Summary {
     pub total: Row,
     pub by_kind: BTreeMap<String, Row>,
     pub by_task: BTreeMap<String, Row>,
+    /// Where the injections that fired landed: the function of the task's
+    /// binary its `rip` was in, and how many (the distribution of
+    /// injection points, `docs/campaigns.md`).
+    #[serde(default)]
+    pub by_function: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -171,6 +176,10 @@ pub fn summarize(entries: &[Entry]) -> Summary {
         total: row(entries.iter()),
         by_kind: kinds.iter().map(|k| (k.to_string(), row(entries.iter().filter(|e| e.planned.kind == *k)))).collect(),
         by_task: tasks.iter().map(|t| (t.to_string(), row(entries.iter().filter(|e| e.planned.task == *t)))).collect(),
+        by_function: entries.iter().filter_map(|e| e.verdict.function.clone()).fold(BTreeMap::new(), |mut m, f| {
+            *m.entry(f).or_insert(0) += 1;
+            m
+        }),
     }
 }
 
@@ -229,6 +238,27 @@ pub fn table(s: &Summary) -> String {
     section("kind", s.by_kind.iter().map(|(k, r)| (k.as_str(), r)).chain([("total", &s.total)]).collect());
     section("task", s.by_task.iter().map(|(k, r)| (k.as_str(), r)).chain([("total", &s.total)]).collect());
     out.push_str("latency: guest instructions from the fault to the restart that let the task run again\n");
+    out.push_str(&where_table(&s.by_function, 10));
+    out
+}
+
+/// The `top` functions injections landed in most, with their share.
+pub fn where_table(by_function: &BTreeMap<String, u64>, top: usize) -> String {
+    let total: u64 = by_function.values().sum();
+    if total == 0 {
+        return String::new();
+    }
+    let mut rows: Vec<(&String, &u64)> = by_function.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut out = format!("\nwhere the {total} injections that fired landed (function of the rip, top {top}):\n");
+    for (name, n) in rows.iter().take(top) {
+        let name: String = if name.chars().count() > 90 {
+            name.chars().take(87).chain("...".chars()).collect()
+        } else {
+            name.to_string()
+        };
+        out.push_str(&format!("{:>7} {:>5.1}%  {name}\n", n, **n as f64 * 100.0 / total as f64));
+    }
     out
 }
 
@@ -243,6 +273,16 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), Some(99));
         assert_eq!(percentile(&[7], 99.0), Some(7));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_where_table_lists_the_commonest_functions_first_with_their_share() {
+        let m: BTreeMap<String, u64> = [("a".to_string(), 1), ("b".to_string(), 3)].into_iter().collect();
+        let t = where_table(&m, 1);
+        assert!(t.contains("where the 4 injections"), "{t}");
+        assert!(t.contains("3  75.0%  b"), "{t}");
+        assert!(!t.contains("  a\n"), "{t}");
+        assert_eq!(where_table(&BTreeMap::new(), 5), "");
     }
 
     #[test]

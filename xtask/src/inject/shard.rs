@@ -299,6 +299,7 @@ max_silent_corruptions = 0
                 detail: "why".into(),
                 seq: Some(id),
                 rip: Some("0x1".into()),
+                function: Some(format!("f{}", id % 3)),
                 inject_tsc: Some(id * 10),
                 latency: (outcome == Outcome::Recovered).then_some(1000 + id),
                 dormant: None,

@@ -7,6 +7,9 @@
 //! demangled and without the hash; a name that is not exact may be a
 //! substring, as long as it picks out one function — otherwise the error
 //! lists the candidates, so the script can be made precise.
+//!
+//! The other way round, [`Functions::name_at`] names the function a pc lies
+//! in, for the report's histogram of where injections landed.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -49,5 +52,60 @@ pub fn resolve(elf: &Path, wanted: &str) -> Result<Function> {
                 if many.len() > 10 { "\n  ..." } else { "" }
             )
         }
+    }
+}
+
+/// Every function of a task's ELF, by address: names the function an
+/// injection landed in (the report's `where` histogram).
+#[derive(Clone, Debug, Default)]
+pub struct Functions {
+    sorted: Vec<Function>,
+}
+
+impl Functions {
+    /// The functions of the ELF at `elf` (none if it cannot be read: the
+    /// histogram then says `?`).
+    pub fn load(elf: &Path) -> Functions {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        let Ok(data) = std::fs::read(elf) else { return Functions::default() };
+        let Ok(file) = object::File::parse(&*data) else { return Functions::default() };
+        let mut sorted: Vec<Function> = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+            .filter_map(|s| {
+                let name = format!("{:#}", rustc_demangle::demangle(s.name().ok()?));
+                Some(Function { name, addr: s.address(), size: s.size() })
+            })
+            .collect();
+        sorted.sort_by(|a, b| (a.addr, &a.name).cmp(&(b.addr, &b.name)));
+        sorted.dedup_by(|a, b| a.addr == b.addr);
+        Functions { sorted }
+    }
+
+    /// The function `pc` lies in.
+    pub fn name_at(&self, pc: u64) -> Option<&str> {
+        let i = self.sorted.partition_point(|f| f.addr <= pc);
+        let f = self.sorted.get(i.checked_sub(1)?)?;
+        (pc < f.addr + f.size).then_some(f.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod where_tests {
+    use super::*;
+
+    #[test]
+    fn a_pc_is_named_by_the_function_around_it_and_none_outside() {
+        let f = Functions {
+            sorted: vec![
+                Function { name: "a".into(), addr: 0x1000, size: 0x10 },
+                Function { name: "b".into(), addr: 0x1020, size: 0x10 },
+            ],
+        };
+        assert_eq!(f.name_at(0x1000), Some("a"));
+        assert_eq!(f.name_at(0x100f), Some("a"));
+        assert_eq!(f.name_at(0x1010), None);
+        assert_eq!(f.name_at(0x102f), Some("b"));
+        assert_eq!(f.name_at(0xfff), None);
     }
 }

@@ -489,8 +489,12 @@ fn a_forged_mutex_entry_naming_an_arc_slot_is_refused() {
     // (generation, count) pair if it equalled the task id.
     let p = page(1, &[(AC, 1)], &[]);
     assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AC });
+    // A mutex in a slot's payload (an `Arc<Mutex<T>>`) is one; the slot's
+    // own word pair is not.
     let p = page(1, &[(AD + 0x10, 1)], &[]);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AD + 0x10 });
+    assert_eq!(actions(&p, 0, 1), [unlock(AD + 0x10)]);
+    let p = page(1, &[(AD, 1)], &[]);
+    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AD });
     // The statics area's last 8 bytes hold a mutex word pair; past it, not.
     let p = page(1, &[(BASE + 0x40 + 0xfc0 - 8, 1)], &[]);
     assert_eq!(actions(&p, 0, 1), [unlock(BASE + 0xff8)]);
