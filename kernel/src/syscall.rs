@@ -171,6 +171,12 @@ fn dispatch(s: &mut Scheduler) {
     task.ticks_since_syscall = 0;
     let f = &task.save.frame;
     let (number, a0, a1, a2, a3, a4) = (f.rax, f.rdi, f.rsi, f.rdx, f.r10, f.r8);
+    // A supervisor's next call after it restarted a task (several CPUs):
+    // anything but a `TASK_CTL` lets that task run (`recovery::restart`).
+    if task.holds.is_some() && number != nr::TASK_CTL {
+        release_hold(s);
+    }
+    let task = s.current();
     let result = match number {
         nr::NULL => Ok(0),
         nr::WRITE => write(task, a0, a1),
@@ -231,6 +237,16 @@ fn dispatch(s: &mut Scheduler) {
         Ok(v) => v,
         Err(e) => e.to_raw(),
     };
+}
+
+#[cold]
+#[inline(never)]
+fn release_hold(s: &mut Scheduler) {
+    if let Some(h) = s.current().holds.take()
+        && let Some(t) = s.tasks.get_mut(h)
+    {
+        t.held_until = 0;
+    }
 }
 
 fn bad_pointer(_: SpaceError) -> Error {

@@ -196,6 +196,9 @@ pub struct Task {
     /// once it has. Bounded: an asker that never comes back holds it at
     /// most two ticks.
     pub held_until: u64,
+    /// A task this supervisor restarted and keeps off every CPU until its
+    /// own next system call (several CPUs: `recovery::restart`).
+    pub holds: Option<usize>,
 }
 
 /// [`Task::running_on`] of a task no CPU runs.
@@ -258,6 +261,7 @@ impl Task {
             fpu: crate::arch::fpu::FpuState::INITIAL,
             running_on: NOT_RUNNING,
             held_until: 0,
+            holds: None,
         };
         task.reset_frame(entry);
         task
