@@ -622,7 +622,8 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
                 let faulted = count(|st| matches!(st, State::Faulted { .. }));
                 let stopped = count(|st| matches!(st, State::Stopped));
                 let blocked = count(|st| st.is_alive());
-                drop(s);
+                // The lock stays held to the exit: with several CPUs, the
+                // others idle too and would each report the end again.
                 // Servers waiting forever are normal; anything else blocked
                 // (a fault nobody takes, a call nobody answers) is reported.
                 events::emit(&Event::AllTasksDone {
