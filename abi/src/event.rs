@@ -574,7 +574,7 @@ pub enum Event<'a> {
     },
     /// Application-processor bring-up is over: `cpus` enabled processors
     /// in the MADT, `cpus_online` of them running (the boot CPU included;
-    /// the others parked), the trampoline page (0 if none was needed).
+    /// all of them run tasks), the trampoline page (0 if none was needed).
     Smp {
         cpus: u64,
         cpus_online: u64,
@@ -586,6 +586,30 @@ pub enum Event<'a> {
     CpuFailed {
         apic_id: u64,
         reason: &'a str,
+    },
+    /// `fault` with the CPU the fault happened on (`cpu`, the kernel's CPU
+    /// index: 0 = the boot CPU). Written instead of [`Event::Fault`] by
+    /// the kernel and the fault server; the host writes both as `fault`.
+    FaultV2 {
+        task: u64,
+        name: &'a str,
+        seq: u64,
+        kind: u64,
+        vector: u64,
+        error_code: u64,
+        cr2: u64,
+        #[serde(with = "RegistersDef")]
+        regs: Registers,
+        scopes: u64,
+        fault_tsc: u64,
+        cpu: u64,
+    },
+    /// `task_exit` with the CPU the task ran on when it exited.
+    TaskExitV2 {
+        task: u64,
+        name: &'a str,
+        code: i64,
+        cpu: u64,
     },
 }
 
@@ -651,9 +675,9 @@ impl Event<'_> {
             Event::TaskStart { .. } => "task_start",
             Event::TaskRejected { .. } => "task_rejected",
             Event::ImageRejected { .. } => "image_rejected",
-            Event::TaskExit { .. } => "task_exit",
+            Event::TaskExit { .. } | Event::TaskExitV2 { .. } => "task_exit",
             Event::TaskPanic { .. } => "task_panic",
-            Event::Fault { .. } => "fault",
+            Event::Fault { .. } | Event::FaultV2 { .. } => "fault",
             Event::FaultPending { .. } => "fault_pending",
             Event::Resume { .. } => "resume",
             Event::RestartImage { .. } | Event::RestartCheckpoint { .. } => "restart",
@@ -697,6 +721,7 @@ impl Event<'_> {
                 // The server reports the faults it receives and the
                 // restarts it makes through `RECOVER` itself.
                 | Event::Fault { .. }
+                | Event::FaultV2 { .. }
                 | Event::RestartImage { .. }
                 | Event::RestartCheckpoint { .. }
                 // Core files of the faults it reports.
@@ -711,7 +736,7 @@ impl Event<'_> {
 /// `EMIT`, as a bit mask: `Check` 7, `Fault` 13, `RestartImage` 16,
 /// `RestartCheckpoint` 17, `Escalate` 18, `Backtrace` 30, `Release` 31,
 /// `FaultReport` 32, `RegsCheck` 33, `CoreBegin` 36, `CoreMemory` 37,
-/// `CoreEnd` 38 — exactly [`Event::is_supervisor_kind`]
+/// `CoreEnd` 38, `FaultV2` 41 — exactly [`Event::is_supervisor_kind`]
 /// (`tests::only_supervisor_kinds_pass_the_emit_check`).
 const SUPERVISOR_TAGS: u64 = 1 << 7
     | 1 << 13
@@ -724,7 +749,8 @@ const SUPERVISOR_TAGS: u64 = 1 << 7
     | 1 << 33
     | 1 << 36
     | 1 << 37
-    | 1 << 38;
+    | 1 << 38
+    | 1 << 41;
 
 /// Whether an event whose encoding starts with the varint `tag` is of a
 /// kind a supervisor may `EMIT` (the kernel's check: it decodes no more).

@@ -133,6 +133,8 @@ pub struct FaultMessage {
     pub stack_base: u64,
     /// Bytes of stack carried after the recovery-page copy.
     pub stack_len: u64,
+    /// The CPU the fault happened on (the kernel's CPU index, 0 = boot).
+    pub cpu: u64,
 }
 
 /// Size of [`FaultMessage`] in bytes.

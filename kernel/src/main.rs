@@ -26,7 +26,8 @@
 //! after them can report; then CPU tables, so that a fault is caught and
 //! reported rather than triple-faulting; then the start info, memory, the
 //! platform (ACPI, APICs, timers), then the application processors (started
-//! and parked: `arch::smp`), then the tasks.
+//! and waiting: `arch::smp`), then the tasks, which every CPU then runs
+//! (`sched::start`, `sched::start_ap`).
 #![no_std]
 #![no_main]
 

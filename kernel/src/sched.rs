@@ -5,24 +5,32 @@
 //! its time slice ([`SLICE_TICKS`] timer ticks); then the next runnable task
 //! of the best priority, after it in table order, runs.
 //!
-//! The kernel is not preemptible: it runs with interrupts off, on one kernel
-//! stack, and every entry ends by choosing a save area to return through
-//! ([`next`]). When nothing is runnable the kernel idles *inside* `next`
-//! with `sti; hlt` — the only place where interrupts nest into ring 0; those
-//! nested traps only count ticks and wake sleepers, then return to the idle
-//! loop. When no task is alive any more, the kernel shuts down.
+//! The kernel is not preemptible: it runs with interrupts off, on this
+//! CPU's kernel stack, and every entry ends by choosing a save area to
+//! return through ([`next`], [`next_locked`]). When nothing is runnable the
+//! kernel idles *inside* `next` with `sti; hlt` — the only place where
+//! interrupts nest into ring 0; those nested traps only count ticks, wake
+//! sleepers or end the `hlt`, then return to the idle loop. When no task is
+//! alive any more, the kernel shuts down.
+//!
+//! Several CPUs (DESIGN.md, SMP): one table under one lock, each CPU with
+//! its own current task and slice (`percpu`); a task runs on at most one
+//! CPU (`Task::running_on`), another CPU that must act on it stops it first
+//! ([`Scheduler::stop_remote`]), and an idle CPU is woken for new work by
+//! the reschedule IPI ([`RESCHED_VECTOR`]).
 
 use crate::arch::trap_entry::TrapFrame;
 use crate::arch::{gdt, percpu};
 use crate::events;
 use crate::ipc::{Endpoint, Notification};
 use crate::mem::region::Region;
+use crate::task::NOT_RUNNING;
 use crate::task::{State, Task, TaskId};
 use abi::event::Event;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
-use spin::Mutex;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use spin::{Mutex, MutexGuard};
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{FsBase, KernelGsBase};
@@ -38,9 +46,7 @@ pub struct Scheduler {
     pub endpoints: Vec<Endpoint>,
     pub notifications: Vec<Notification>,
     pub regions: Vec<Region>,
-    current: Option<usize>,
     pub ticks: u64,
-    slice_left: u32,
     next_id: TaskId,
     /// Orders blocked senders (first come, first served).
     order: u64,
@@ -49,6 +55,9 @@ pub struct Scheduler {
     /// What the IPC fastpath needs to know without scanning the table
     /// (valid while [`SUMMARY_VALID`]).
     summary: IpcSummary,
+    /// The system call being handled must run again (`restart_syscall`):
+    /// set and consumed within one critical section.
+    again: bool,
 }
 
 /// A summary of the task table for the IPC fastpath
@@ -96,16 +105,99 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     endpoints: Vec::new(),
     notifications: Vec::new(),
     regions: Vec::new(),
-    current: None,
     ticks: 0,
-    slice_left: SLICE_TICKS,
     next_id: 1,
     // Above every `since` a request handed back by a rollback gets
     // (`ipc::held`: below `MAX_HELD`), which so comes first.
     order: abi::ipc::MAX_HELD as u64,
     fault_seq: 0,
     summary: IpcSummary { others_best: u16::MAX, endpoints: Vec::new() },
+    again: false,
 });
+
+/// Whether several CPUs run tasks (set once by [`start`], before any task
+/// runs). With one CPU the per-CPU bookkeeping below (`running_on`, FPU
+/// hand-over, the idle CR3, wake-up IPIs) is skipped: it could change
+/// nothing, and the single-CPU paths stay what they were.
+static SMP: AtomicBool = AtomicBool::new(false);
+
+/// CPUs idling in `hlt` (bit = CPU index): a CPU that leaves a runnable
+/// task behind wakes one of them with [`RESCHED_VECTOR`].
+static IDLE: AtomicU32 = AtomicU32::new(0);
+
+/// Application processors wait for this before entering the scheduler.
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// The reschedule IPI's vector: "choose again". From ring 3 the CPU
+/// re-enters the scheduler (a task another CPU asked to leave, or a more
+/// urgent one made runnable); in the idle loop it ends the `hlt`.
+pub const RESCHED_VECTOR: u8 = 0xf0;
+
+#[inline(always)]
+pub fn smp() -> bool {
+    SMP.load(Ordering::Relaxed)
+}
+
+/// Locks the scheduler for a kernel entry that is not the IPC fastpath:
+/// task states may change, so the IPC summary is stale (invalidated under
+/// the lock, so that no CPU's recomputation can mark it valid again before
+/// this entry's changes).
+#[inline(always)]
+pub fn lock() -> MutexGuard<'static, Scheduler> {
+    let s = SCHED.lock();
+    invalidate_summary();
+    s
+}
+
+/// This CPU's current task (the one it returns to), if any.
+#[inline(always)]
+fn cur() -> Option<usize> {
+    let c = percpu::get::<{ percpu::CURRENT }>();
+    if c == percpu::NONE { None } else { Some(c as usize) }
+}
+
+#[inline(always)]
+fn set_cur(c: Option<usize>) {
+    percpu::set::<{ percpu::CURRENT }>(c.map_or(percpu::NONE, |c| c as u64));
+}
+
+#[inline(always)]
+fn slice_left() -> u64 {
+    percpu::get::<{ percpu::SLICE_LEFT }>()
+}
+
+#[inline(always)]
+fn set_slice_left(v: u64) {
+    percpu::set::<{ percpu::SLICE_LEFT }>(v);
+}
+
+/// The IPC fastpath switches this CPU to blocked task `t`: no CPU runs it
+/// (a blocked task left its CPU in the critical section in which it
+/// blocked: `next_locked`). A hold another CPU put on it while it ran
+/// (`stop_remote`) is not looked at: that CPU retries its operation, and
+/// a restarted task held for its supervisor is runnable, not blocked.
+#[inline(always)]
+pub fn debug_assert_not_running(t: &Task) {
+    debug_assert!(t.running_on == NOT_RUNNING, "blocked task {} still runs on CPU {}", t.id, t.running_on);
+}
+
+/// This CPU's current task index again, which the caller read before as
+/// `me` (the same value: nothing changed it since; debug-asserted). A
+/// fresh read costs one instruction, keeping `me` alive costs a saved
+/// register in the IPC fastpath.
+#[inline(always)]
+pub fn current_again(me: usize) -> usize {
+    let c = percpu::get::<{ percpu::CURRENT }>() as usize;
+    debug_assert_eq!(c, me);
+    c
+}
+
+/// Sends CPU `cpu` the reschedule IPI.
+fn resched_ipi(cpu: usize) {
+    if let Some(p) = crate::platform::get() {
+        p.send_fixed(percpu::apic_id_of(cpu), RESCHED_VECTOR);
+    }
+}
 
 impl Scheduler {
     pub fn allocate_id(&mut self) -> TaskId {
@@ -144,37 +236,99 @@ impl Scheduler {
         self.tasks.push(Box::new(task));
     }
 
-    /// The task that entered the kernel (valid during a trap from ring 3).
+    /// The task that entered the kernel on this CPU (valid during a trap
+    /// from ring 3).
     pub fn current(&mut self) -> &mut Task {
-        let i = self.current.expect("a trap from ring 3 has a current task");
+        let i = cur().expect("a trap from ring 3 has a current task");
         &mut self.tasks[i]
     }
 
+    /// This CPU's current task.
+    #[inline(always)]
     pub fn current_index(&self) -> Option<usize> {
-        self.current
+        cur()
     }
 
     /// Task `idx` got a new address space while it may be the current one:
     /// make the next switch to it a full one (CR3, RSP0, bases).
     pub fn forget_current(&mut self, idx: usize) {
-        if self.current == Some(idx) {
-            self.current = None;
+        if cur() == Some(idx) {
+            set_cur(None);
         }
     }
 
     /// Whether the current task may simply continue: still runnable, with
     /// time left in its slice.
     pub fn current_keeps_cpu(&self) -> bool {
-        self.slice_left > 0 && self.current.is_some_and(|c| matches!(self.tasks[c].state, State::Runnable))
+        slice_left() > 0 && cur().is_some_and(|c| matches!(self.tasks[c].state, State::Runnable))
+    }
+
+    /// The current task if it may simply continue ([`Self::current_keeps_cpu`]),
+    /// with one read of the per-CPU words and one bounds check (the light
+    /// system calls' path).
+    #[inline(always)]
+    pub fn current_keeping_cpu(&mut self) -> Option<&mut Task> {
+        if slice_left() == 0 {
+            return None;
+        }
+        let t = self.tasks.get_mut(cur()?)?;
+        if matches!(t.state, State::Runnable) { Some(t) } else { None }
     }
 
     /// Makes the current task give up the rest of its slice.
     pub fn yield_current(&mut self) {
-        self.slice_left = 0;
+        set_slice_left(0);
     }
 
-    /// Counts a timer tick: wakes sleepers, charges the running task.
+    /// The system call being handled is to run again from the start: the
+    /// caller's `rip` goes back over its `syscall` (2 bytes) with every
+    /// argument register as it was, and it yields (`syscall::dispatch`
+    /// consumes this). Used when the call must wait for another CPU
+    /// ([`Self::stop_remote`]); nothing of the call may have been done.
+    pub fn restart_syscall(&mut self) {
+        self.again = true;
+    }
+
+    /// Whether the call just handled must run again (and clears it).
+    #[inline(always)]
+    pub fn take_again(&mut self) -> bool {
+        if self.again {
+            self.again = false;
+            return true;
+        }
+        false
+    }
+
+    /// Whether task `idx` may be read and changed from this CPU now: it
+    /// runs on no other CPU. If it does, that CPU is asked to leave it (no
+    /// CPU picks it for the next two ticks; a reschedule IPI makes its
+    /// CPU choose again) and this returns false: the caller backs out
+    /// without a change and retries (`restart_syscall`). So a `TASK_CTL`
+    /// or an injection that reads or writes another task's frame, memory
+    /// or mappings never races with that task running, and its address
+    /// space is then live on no CPU's TLB but this one's (see
+    /// `next`: a CPU that leaves a task loads another root).
+    pub fn stop_remote(&mut self, idx: usize) -> bool {
+        let t = &mut self.tasks[idx];
+        let me = percpu::cpu() as u8;
+        if !smp() || t.running_on == NOT_RUNNING || t.running_on == me {
+            t.held_until = 0;
+            return true;
+        }
+        t.held_until = self.ticks + 2;
+        resched_ipi(t.running_on as usize);
+        false
+    }
+
+    /// Counts a timer tick on this CPU: charges its running task; the boot
+    /// CPU's ticks are the clock (wakes sleepers, timeouts).
     pub fn tick(&mut self, from_user: bool) {
+        if from_user {
+            set_slice_left(slice_left().saturating_sub(1));
+        }
+        if percpu::cpu() != 0 {
+            return;
+        }
         self.ticks += 1;
         let now = self.ticks;
         for t in self.tasks.iter_mut() {
@@ -192,9 +346,6 @@ impl Scheduler {
             }
         }
         crate::ipc::expire_timeouts(self);
-        if from_user {
-            self.slice_left = self.slice_left.saturating_sub(1);
-        }
     }
 
     /// Picks the next task: the best priority among runnable tasks, the
@@ -205,14 +356,16 @@ impl Scheduler {
         // One pass in round-robin order (after the current task, wrapping
         // around to it last): the first runnable task of the best priority.
         let n = self.tasks.len();
-        let mut i = self.current.map_or(0, |c| c + 1);
+        let current = cur();
+        let mut i = current.map_or(0, |c| c + 1);
         let (mut best, mut first) = (u16::MAX, 0);
+        let (me, now, smp) = (percpu::cpu() as u8, self.ticks, smp());
         for _ in 0..n {
             if i >= n {
                 i = 0;
             }
             let t = &self.tasks[i];
-            if matches!(t.state, State::Runnable) && (t.priority as u16) < best {
+            if matches!(t.state, State::Runnable) && (t.priority as u16) < best && (!smp || t.may_run_on(me, now)) {
                 (best, first) = (t.priority as u16, i);
                 if best == 0 {
                     // Nothing is more urgent, and a later task of the same
@@ -227,9 +380,10 @@ impl Scheduler {
         }
         // The current task keeps the CPU while its slice lasts and nothing
         // more urgent is runnable.
-        if let Some(c) = self.current
-            && self.slice_left > 0
+        if let Some(c) = current
+            && slice_left() > 0
             && matches!(self.tasks[c].state, State::Runnable)
+            && (!smp || self.tasks[c].may_run_on(me, now))
             && self.tasks[c].priority as u16 == best
         {
             return Some(c);
@@ -262,9 +416,10 @@ impl Scheduler {
             sum.others_best = u16::MAX;
             sum.endpoints.clear();
             sum.endpoints.resize(self.endpoints.len(), EpSummary::default());
+            let current = cur();
             for (i, t) in self.tasks.iter().enumerate() {
                 match t.state {
-                    State::Runnable if Some(i) != self.current => {
+                    State::Runnable if Some(i) != current => {
                         sum.others_best = sum.others_best.min(t.priority as u16);
                     }
                     State::RecvBlocked { ep, .. } => {
@@ -283,45 +438,112 @@ impl Scheduler {
                     _ => {}
                 }
             }
+            // With several CPUs the fastpath is off (next step of SMP: a
+            // per-CPU summary and run queue): "something more urgent is
+            // runnable" makes every `call`/`reply_recv` take the general
+            // path, which does the per-CPU bookkeeping. This costs the
+            // one-CPU fastpath nothing (no test of its own).
+            if smp() {
+                sum.others_best = 0;
+            }
             SUMMARY_VALID.store(true, Ordering::Relaxed);
         }
     }
 
     /// The IPC fastpath made task `i` the one to run (see [`enter_fast`]):
     /// it is current now, with a fresh slice, as `switch_to` would leave it.
+    /// Returns `frame` (task `i`'s, from `enter_fast`). One CPU only: with
+    /// several the fastpath never switches (see `recompute_summary`), so
+    /// this needs no `running_on` bookkeeping nor a test for it.
     #[inline(always)]
-    pub fn set_current(&mut self, i: usize) {
-        self.slice_left = SLICE_TICKS;
-        self.current = Some(i);
+    pub fn set_current(&mut self, i: usize, frame: *mut TrapFrame) -> *mut TrapFrame {
+        debug_assert!(!smp(), "the IPC fastpath switched tasks with several CPUs");
+        percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
+        set_cur(Some(i));
+        frame
+    }
+
+    /// This CPU now runs task `i` (several CPUs): the task it ran before
+    /// is released (its FPU registers saved, so another CPU can load
+    /// them), `i` marked as running here.
+    fn own(&mut self, i: usize) {
+        let me = percpu::cpu();
+        let owned = percpu::get::<{ percpu::OWNED }>();
+        if owned == i as u64 {
+            return;
+        }
+        if owned != percpu::NONE {
+            self.release(owned as usize);
+        }
+        let t = &mut self.tasks[i];
+        debug_assert!(t.running_on == NOT_RUNNING, "task {} runs on CPU {} already", t.id, t.running_on);
+        t.running_on = me as u8;
+        // Its CR3 is loaded here next (`switch_to`, `enter_fast`).
+        if let Some(space) = t.space.as_mut() {
+            space.live_on = me as u8;
+        }
+        percpu::set::<{ percpu::OWNED }>(i as u64);
+    }
+
+    /// Task `i` leaves this CPU (several CPUs).
+    fn release(&mut self, i: usize) {
+        let t = &mut self.tasks[i];
+        debug_assert_eq!(t.running_on as usize, percpu::cpu());
+        t.running_on = NOT_RUNNING;
+        // SAFETY: the task's own area in its box; the lock is held.
+        unsafe { crate::arch::fpu::release_this_cpu(&mut t.fpu) };
+        if let Some(space) = t.space.as_mut() {
+            space.live_on = crate::mem::space::NOT_LIVE;
+        }
+        percpu::set::<{ percpu::OWNED }>(percpu::NONE);
+    }
+
+    /// Whether another CPU should be woken for a runnable task no CPU runs
+    /// (other than `picked`, which this CPU takes).
+    fn work_for_others(&self, picked: Option<usize>) -> bool {
+        let now = self.ticks;
+        self.tasks.iter().enumerate().any(|(i, t)| {
+            Some(i) != picked
+                && matches!(t.state, State::Runnable)
+                && t.running_on == NOT_RUNNING
+                && t.held_until <= now
+        })
     }
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
     fn switch_to(&mut self, i: usize) -> *mut TrapFrame {
-        if self.current == Some(i) {
+        if cur() == Some(i) {
             // Still the same task: RSP0, the save area, CR3 and the FS/GS
             // bases are already its own (only a supervisor changes another
             // task's bases, and never the running task's). If it was chosen
             // again with its slice used up (nothing else of its priority is
             // runnable), it starts a new one.
-            if self.slice_left == 0 {
-                self.slice_left = SLICE_TICKS;
+            if slice_left() == 0 {
+                percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
             }
             return self.tasks[i].frame_ptr();
         }
-        self.slice_left = SLICE_TICKS;
-        self.current = Some(i);
+        percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
+        let smp = smp();
+        if smp {
+            self.own(i);
+        }
+        set_cur(Some(i));
         let task = &mut self.tasks[i];
         // SAFETY: the task's own area in its box; the lock is held.
         unsafe { crate::arch::fpu::switch_to(&mut task.fpu) };
         let top = task.save_top();
         gdt::set_rsp0(top);
         percpu::set_save_top(top);
-        if let Some(space) = &task.space {
+        if let Some(space) = &mut task.space {
             let (cur, flags) = Cr3::read();
             if cur != space.root() {
                 // SAFETY: the task's PML4 maps the kernel half like every
                 // other space, so the kernel keeps running after the switch.
                 unsafe { Cr3::write(space.root(), flags) };
+            }
+            if smp {
+                space.live_on = percpu::cpu() as u8;
             }
         }
         // The user's FS base now; its GS base goes into KERNEL_GS_BASE,
@@ -373,10 +595,27 @@ fn is_canonical(a: u64) -> bool {
 /// Chooses the frame to return through. Idles while nothing is runnable;
 /// shuts the machine down when no task is alive.
 pub fn next() -> *mut TrapFrame {
+    next_locked(lock())
+}
+
+/// [`next`] with the lock the entry already holds: the task that entered
+/// leaves this CPU (or stays) in the same critical section in which it
+/// blocked, faulted or was stopped, so no other CPU ever sees a blocked
+/// task still marked as running here.
+pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
     loop {
         {
-            let mut s = SCHED.lock();
             if let Some(i) = s.pick() {
+                if smp() {
+                    invalidate_summary();
+                    let me = percpu::cpu();
+                    let idle = IDLE.load(Ordering::Relaxed) & !(1 << me);
+                    if idle != 0 && s.work_for_others(Some(i)) {
+                        let cpu = idle.trailing_zeros();
+                        IDLE.fetch_and(!(1 << cpu), Ordering::Relaxed);
+                        resched_ipi(cpu as usize);
+                    }
+                }
                 return s.switch_to(i);
             }
             if !s.can_progress() {
@@ -385,7 +624,8 @@ pub fn next() -> *mut TrapFrame {
                 let faulted = count(|st| matches!(st, State::Faulted { .. }));
                 let stopped = count(|st| matches!(st, State::Stopped));
                 let blocked = count(|st| st.is_alive());
-                drop(s);
+                // The lock stays held to the exit: with several CPUs, the
+                // others idle too and would each report the end again.
                 // Servers waiting forever are normal; anything else blocked
                 // (a fault nobody takes, a call nobody answers) is reported.
                 events::emit(&Event::AllTasksDone {
@@ -397,19 +637,67 @@ pub fn next() -> *mut TrapFrame {
                 });
                 crate::power::exit(abi::exit::GuestExit::Success);
             }
-            s.current = None;
+            set_cur(None);
+            if smp() {
+                // The task this CPU ran may now run elsewhere: its FPU
+                // registers go to its area, and its page tables leave this
+                // CPU's CR3 (so its TLB entries go too: nothing of a space
+                // stays cached on a CPU that does not run its task).
+                let owned = percpu::get::<{ percpu::OWNED }>();
+                if owned != percpu::NONE {
+                    s.release(owned as usize);
+                }
+                let (root, flags) = Cr3::read();
+                let kernel = crate::mem::space::kernel_root();
+                if root != kernel {
+                    // SAFETY: the kernel's PML4 maps the kernel half, as
+                    // every space does.
+                    unsafe { Cr3::write(kernel, flags) };
+                }
+                invalidate_summary();
+                IDLE.fetch_or(1 << percpu::cpu(), Ordering::Relaxed);
+            }
         }
+        drop(s);
         // Nothing runnable, something sleeping: wait for the next interrupt.
         // `sti; hlt` is atomic (STI's one-instruction shadow).
         // SAFETY: the scheduler lock is released; nested interrupt handlers
         // may take it.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        if smp() {
+            IDLE.fetch_and(!(1 << percpu::cpu()), Ordering::Relaxed);
+        }
+        s = lock();
     }
 }
 
-/// Enters the first task; never returns.
+/// Whether the boot CPU has entered the scheduler (APs wait for it).
+pub fn started() -> bool {
+    GO.load(Ordering::Acquire)
+}
+
+/// Enters the first task on the boot CPU, and lets the application
+/// processors enter the scheduler too; never returns.
 pub fn start() -> ! {
+    if crate::arch::smp::cpus_online() > 1 {
+        SMP.store(true, Ordering::Release);
+    }
+    GO.store(true, Ordering::Release);
+    crate::arch::smp::wake_all(RESCHED_VECTOR);
     let frame = next();
     // SAFETY: `next` made `frame`'s task current (RSP0, CR3, bases).
+    unsafe { crate::arch::trap_entry::resume(frame) }
+}
+
+/// An application processor's way into the scheduler (from `arch::smp`,
+/// once online): waits until the boot CPU has loaded the tasks and entered
+/// the scheduler itself, starts this CPU's timer (the boot CPU's
+/// calibration), and runs tasks; never returns.
+pub fn start_ap() -> ! {
+    if let Some(p) = crate::platform::get() {
+        p.start_timer(TICK_HZ);
+    }
+    let frame = next();
+    // SAFETY: `next` made `frame`'s task current on this CPU.
     unsafe { crate::arch::trap_entry::resume(frame) }
 }

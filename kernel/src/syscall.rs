@@ -105,12 +105,9 @@ pub unsafe extern "C" fn light(frame: *const TrapFrame) -> bool {
     // The stub calls only for these (`LIGHT_CALLS`).
     debug_assert!(is_light(number));
     let mut s = SCHED.lock();
-    if !s.current_keeps_cpu() {
-        return false;
-    }
     // The register-only calls right here; the others out of line.
     let ticks = s.ticks;
-    let task = s.current();
+    let Some(task) = s.current_keeping_cpu() else { return false };
     let value = match number {
         nr::NULL => 0,
         nr::TASK_ID => task.id as u64,
@@ -156,8 +153,7 @@ pub unsafe extern "C" fn full(frame: *mut TrapFrame) -> *mut TrapFrame {
     if !handle(&mut s) {
         return frame;
     }
-    drop(s);
-    crate::sched::next()
+    crate::sched::next_locked(s)
 }
 
 /// Handles the syscall in the current task's frame. Returns whether the
@@ -175,6 +171,12 @@ fn dispatch(s: &mut Scheduler) {
     task.ticks_since_syscall = 0;
     let f = &task.save.frame;
     let (number, a0, a1, a2, a3, a4) = (f.rax, f.rdi, f.rsi, f.rdx, f.r10, f.r8);
+    // A supervisor's next call after it restarted a task (several CPUs):
+    // anything but a `TASK_CTL` lets that task run (`recovery::restart`).
+    if task.holds.is_some() && number != nr::TASK_CTL {
+        release_hold(s);
+    }
+    let task = s.current();
     let result = match number {
         nr::NULL => Ok(0),
         nr::WRITE => write(task, a0, a1),
@@ -236,11 +238,28 @@ fn dispatch(s: &mut Scheduler) {
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
+    if s.take_again() {
+        // The call waits for another CPU (`Scheduler::restart_syscall`):
+        // back over the 2-byte `syscall`, RAX still its number.
+        s.tasks[me].save.frame.rip -= 2;
+        s.yield_current();
+        return;
+    }
     let task = &mut s.tasks[me];
     task.save.frame.rax = match result {
         Ok(v) => v,
         Err(e) => e.to_raw(),
     };
+}
+
+#[cold]
+#[inline(never)]
+fn release_hold(s: &mut Scheduler) {
+    if let Some(h) = s.current().holds.take()
+        && let Some(t) = s.tasks.get_mut(h)
+    {
+        t.held_until = 0;
+    }
 }
 
 fn bad_pointer(_: SpaceError) -> Error {
@@ -278,7 +297,12 @@ pub fn exit(task: &mut Task, code: i64) {
     task.state = State::Exited { code };
     task.space = None;
     task.reply_to = None;
-    events::emit(&Event::TaskExit { task: task.id as u64, name: &task.name, code });
+    events::emit(&Event::TaskExitV2 {
+        task: task.id as u64,
+        name: &task.name,
+        code,
+        cpu: crate::arch::percpu::cpu() as u64,
+    });
 }
 
 fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {

@@ -10,7 +10,7 @@
 use crate::arch::syscall_entry::SYSCALL_VECTOR;
 use crate::arch::trap_entry::TrapFrame;
 use crate::platform::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::sched::{self, SCHED};
+use crate::sched;
 use abi::exit::GuestExit;
 use core::sync::atomic::Ordering;
 
@@ -36,17 +36,28 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
         crate::selftest::smap_probe(f);
     }
     sched::invalidate_summary();
+    // One critical section from the handler to the choice of the next
+    // task (`sched::next_locked`).
     match vector {
         2 | 8 | 18 => crate::fatal::kernel_trap(f, GuestExit::FatalTrap),
-        0..=31 => crate::recovery::fault::user_exception(f),
+        0..=31 => {
+            let mut s = sched::lock();
+            crate::recovery::fault::user_exception(f, &mut s);
+            sched::next_locked(s)
+        }
         v if v == TIMER_VECTOR as u64 => {
             platform::eoi();
-            crate::recovery::fault::user_tick();
+            let mut s = sched::lock();
+            crate::recovery::fault::user_tick(&mut s);
+            sched::next_locked(s)
         }
-        v if v == SPURIOUS_VECTOR as u64 => {}
-        _ => platform::eoi(),
+        v if v == SPURIOUS_VECTOR as u64 => sched::next(),
+        _ => {
+            // The reschedule IPI (`sched::RESCHED_VECTOR`) among them.
+            platform::eoi();
+            sched::next()
+        }
     }
-    sched::next()
 }
 
 /// A trap that interrupted the kernel itself.
@@ -58,7 +69,7 @@ fn kernel_entry(f: &mut TrapFrame, frame: *mut TrapFrame) -> *mut TrapFrame {
     match f.vector {
         v if v == TIMER_VECTOR as u64 => {
             platform::eoi();
-            let mut s = SCHED.lock();
+            let mut s = sched::lock();
             s.tick(false);
             crate::inject::on_tick(&mut s, None);
         }

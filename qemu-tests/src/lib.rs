@@ -67,8 +67,23 @@ pub struct Options {
     pub image: Option<PathBuf>,
     /// Seconds before QEMU is killed (default [`BOOT_TIMEOUT`]).
     pub timeout_secs: Option<u64>,
-    /// Virtual CPUs (`-smp`); 0 or 1: one.
+    /// Virtual CPUs (`-smp`); 0: [`default_cpus`].
     pub cpus: u32,
+}
+
+/// The CPUs a boot gets when its test does not say: `REWIND_TEST_CPUS` if
+/// set, else 4 in a test binary whose name starts with `smp4` (the
+/// representative suites run again on 4 CPUs: `tests/smp4.rs` includes
+/// them as modules), else 1. Boots with more than one CPU this way put
+/// `-cpusN` after their run name, so their files do not replace the
+/// one-CPU runs'.
+pub fn default_cpus() -> u32 {
+    if let Some(n) = std::env::var("REWIND_TEST_CPUS").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_ref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("");
+    if stem.starts_with("smp4") { 4 } else { 1 }
 }
 
 /// Boots image `images/IMAGE.toml`.
@@ -90,6 +105,14 @@ pub fn boot(name: &str, cmdline: &str) -> Run {
 }
 
 pub fn boot_with(name: &str, options: Options) -> Run {
+    let cpus = if options.cpus == 0 { default_cpus() } else { options.cpus };
+    let owned;
+    let name = if options.cpus == 0 && cpus > 1 {
+        owned = format!("{name}-cpus{cpus}");
+        owned.as_str()
+    } else {
+        name
+    };
     let dir = xtask::paths::rewind_dir().join("qemu-tests").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the run directory");
@@ -98,7 +121,7 @@ pub fn boot_with(name: &str, options: Options) -> Run {
     boot.console = Console::File(console_path.clone());
     boot.cmdline = options.cmdline;
     boot.icount = options.icount;
-    boot.cpus = options.cpus.max(1);
+    boot.cpus = cpus.max(1);
     boot.image = options.image;
     boot.timeout = Some(options.timeout_secs.map_or(BOOT_TIMEOUT, Duration::from_secs));
     let outcome = boot.run().unwrap_or_else(|e| panic!("{name}: could not boot QEMU: {e:#}"));

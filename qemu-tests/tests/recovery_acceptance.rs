@@ -249,7 +249,13 @@ fn a_kill_in_a_critical_section_is_recovered_like_a_fault() {
     let releases = by_server(&run, "release", seq);
     assert_eq!(releases.len(), 1, "{releases:#?}");
     assert_eq!((releases[0]["kind"].as_str(), releases[0]["outcome"].as_str()), (Some("mutex"), Some("released")));
-    assert_eq!(releases[0]["woken"], 1, "the waiter was asleep on it");
+    if qemu_tests::default_cpus() == 1 {
+        assert_eq!(releases[0]["woken"], 1, "the waiter was asleep on it");
+    } else {
+        // On several CPUs the waiter runs in parallel: the kill may land
+        // before it got to sleep on the lock (it then finds it poisoned).
+        assert!(releases[0]["woken"].as_u64().is_some_and(|w| w <= 1), "{}", releases[0]);
+    }
     let report = by_server(&run, "fault_report", seq);
     assert_eq!(
         (report[0]["kind"].as_str(), report[0]["action"].as_str()),

@@ -329,6 +329,9 @@ impl<S: SymbolSource> Decoder<S> {
             Event::TaskExit { task, name, code } => {
                 l.u64("task", task).str("name", name).i64("code", code);
             }
+            Event::TaskExitV2 { task, name, code, cpu } => {
+                l.u64("task", task).str("name", name).i64("code", code).u64("cpu", cpu);
+            }
             Event::TaskPanic { task, name, seq, message, file, line } => {
                 l.u64("task", task)
                     .str("name", name)
@@ -354,6 +357,25 @@ impl<S: SymbolSource> Decoder<S> {
                     .regs(regs)
                     .u64("scopes", scopes)
                     .u64("fault_tsc", fault_tsc);
+            }
+            Event::FaultV2 { task, name, seq, kind, vector, error_code, cr2, ref regs, scopes, fault_tsc, cpu } => {
+                self.tasks.insert(task, name.to_owned());
+                let kind_name = FaultKind::from_u64(kind).map_or("?", FaultKind::name);
+                let exception =
+                    if kind == FaultKind::Exception as u64 { exception_name(vector as u8) } else { kind_name };
+                l.u64("task", task)
+                    .str("name", name)
+                    .u64("seq", seq)
+                    .str("kind", kind_name)
+                    .u64("vector", vector)
+                    .str("exception", exception)
+                    .hex("error_code", error_code)
+                    .hex("cr2", cr2)
+                    .hex("rip", regs.rip)
+                    .regs(regs)
+                    .u64("scopes", scopes)
+                    .u64("fault_tsc", fault_tsc)
+                    .u64("cpu", cpu);
             }
             Event::FaultPending { task, name, seq, endpoint } => {
                 l.u64("task", task).str("name", name).u64("seq", seq).str("endpoint", endpoint);

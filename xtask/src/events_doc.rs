@@ -28,7 +28,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The number of `Event` variants ([`variant`] returns `0..VARIANTS`).
-const VARIANTS: usize = 41;
+const VARIANTS: usize = 43;
 
 /// The variant's index. Exhaustive: a new variant must be added here.
 fn variant(e: &Event<'_>) -> usize {
@@ -74,6 +74,8 @@ fn variant(e: &Event<'_>) -> usize {
         Event::CoreEnd { .. } => 38,
         Event::Smp { .. } => 39,
         Event::CpuFailed { .. } => 40,
+        Event::FaultV2 { .. } => 41,
+        Event::TaskExitV2 { .. } => 42,
     }
 }
 
@@ -236,6 +238,20 @@ fn samples() -> Vec<Event<'static>> {
         Event::CoreEnd { task: 6, seq: 4, chunks: 1, bytes: 2, cut: None },
         Event::Smp { cpus: 4, cpus_online: 3, trampoline: 0x3000 },
         Event::CpuFailed { apic_id: 2, reason: "timeout" },
+        Event::FaultV2 {
+            task: 6,
+            name: "t",
+            seq: 3,
+            kind: 1,
+            vector: 14,
+            error_code: 6,
+            cr2: 0x10,
+            regs,
+            scopes: 1,
+            fault_tsc: 2,
+            cpu: 1,
+        },
+        Event::TaskExitV2 { task: 6, name: "t", code: 0, cpu: 2 },
     ];
     for d in [
         Decision::Restart { delay_ms: 1 },

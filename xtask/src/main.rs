@@ -110,8 +110,8 @@ struct RunArgs {
     /// Kernel command line (e.g. `test=page-fault`).
     #[arg(long, default_value = "")]
     append: String,
-    /// Virtual CPUs (QEMU `-smp N`). The kernel starts them all and parks
-    /// all but the boot CPU (tasks run on CPU 0 only, so far).
+    /// Virtual CPUs (QEMU `-smp N`). The kernel starts them all and runs
+    /// tasks on every one (`task_exit` and `fault` events say which).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     cpus: u32,
     /// Kill QEMU after this many seconds.

@@ -83,7 +83,8 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             Event::RegsCheck { task, seq, vector: msg.vector, ok: c.ok, compared: c.compared, first, error: c.error };
         emit(&check, received);
     }
-    let fault = Event::Fault {
+    let fault = Event::FaultV2 {
+        cpu: msg.cpu,
         task,
         name,
         seq,

@@ -5,7 +5,7 @@
 //! or SSE instructions in `asm!`, and those registers are per CPU, not per
 //! task. The kernel itself never touches them (it is soft-float too), so
 //! the state in the FPU always belongs to one task, the *owner*
-//! ([`OWNER`]), or to nobody yet.
+//! ([`owner()`]), or to nobody yet.
 //!
 //! A switch to a task that is not the owner sets CR0.TS (once: a flag
 //! remembers it is set), so that task's first x87/SSE instruction raises
@@ -22,6 +22,7 @@
 //! registers and memory, not x87/SSE registers (no compiled task code uses
 //! them).
 
+use super::percpu;
 use core::ptr::null_mut;
 
 /// One task's x87/MMX/SSE registers in the `fxsave` layout (512 bytes,
@@ -44,25 +45,41 @@ impl FpuState {
     };
 }
 
-/// The state the FPU holds belongs to the task whose `FpuState` this is
-/// (null: nobody's yet). Only the scheduler's switch paths, the #NM
-/// handler and [`reset`] touch it and [`TS_SET`], with the scheduler lock
-/// held and interrupts off.
-static mut OWNER: *mut FpuState = null_mut();
-/// Whether CR0.TS is set (the running task is not the owner).
-static mut TS_SET: bool = false;
+// Per CPU (`percpu::PerCpu::fpu_owner`, `fpu_ts_set`, `gs`-relative):
+// the state this CPU's FPU holds belongs to the task whose `FpuState` the
+// owner is (null: nobody's yet), and whether CR0.TS is set on it (the
+// running task is not the owner). Only this CPU's scheduler switch paths,
+// its #NM handler and [`reset`] touch them, with the scheduler lock held
+// and interrupts off. With several CPUs online a task's registers must be
+// in its `FpuState` before another CPU can run it: [`release_this_cpu`]
+// saves them when the task leaves this CPU (`sched`), so lazy loading
+// stays per CPU and no CPU ever loads a state another still holds.
+#[inline(always)]
+fn owner() -> *mut FpuState {
+    percpu::get::<{ percpu::FPU_OWNER }>() as *mut FpuState
+}
+#[inline(always)]
+fn set_owner(p: *mut FpuState) {
+    percpu::set::<{ percpu::FPU_OWNER }>(p as u64);
+}
+#[inline(always)]
+fn ts_set() -> bool {
+    percpu::get::<{ percpu::FPU_TS_SET }>() != 0
+}
+#[inline(always)]
+fn set_ts_flag(v: bool) {
+    percpu::set::<{ percpu::FPU_TS_SET }>(v as u64);
+}
 
 /// Lets ring 3 use x87 and SSE (CR0.EM clear, CR0.MP set; CR4.OSFXSR and
 /// OSXMMEXCPT set), so that `fxsave`/`fxrstor` cover the XMM registers;
 /// TS is set: the first task to use them takes #NM and becomes the owner.
 pub fn init() {
     init_this_cpu();
-    // SAFETY: boot, one CPU, interrupts off: nothing reads the flag now.
-    unsafe { TS_SET = true };
 }
 
-/// The control bits of [`init`] on the calling CPU only (an application
-/// processor: `TS_SET` is the boot CPU's, which alone runs tasks so far).
+/// The control bits of [`init`] on the calling CPU, TS set in its
+/// per-CPU flag (after `percpu::init` on that CPU).
 pub fn init_this_cpu() {
     use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
     // SAFETY: enabling the FPU and SSE changes nothing the kernel relies
@@ -74,6 +91,8 @@ pub fn init_this_cpu() {
         });
         Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
     }
+    set_owner(null_mut());
+    set_ts_flag(true);
 }
 
 /// Sets CR0.TS (the next x87/SSE instruction raises #NM).
@@ -86,7 +105,7 @@ unsafe fn set_ts() {
     // SAFETY: TS only makes x87/SSE instructions trap; the kernel uses none.
     unsafe {
         Cr0::update(|f| f.insert(Cr0Flags::TASK_SWITCHED));
-        TS_SET = true;
+        set_ts_flag(true);
     }
 }
 
@@ -100,7 +119,7 @@ unsafe fn clear_ts() {
     // operand); per the contract the FPU holds the running task's state.
     unsafe {
         core::arch::asm!("clts", options(nomem, nostack, preserves_flags));
-        TS_SET = false;
+        set_ts_flag(false);
     }
 }
 
@@ -112,17 +131,17 @@ unsafe fn clear_ts() {
 /// `Task` (which never moves nor is freed); the scheduler lock is held.
 #[inline(always)]
 pub unsafe fn switch_to(next: *mut FpuState) {
-    // SAFETY: per the contract, exclusive access to OWNER and TS_SET.
+    // SAFETY: per the contract, exclusive access to owner() and ts_set().
     unsafe {
         // Nobody has used the FPU: TS is set (`init`, `reset`) and stays.
-        if OWNER.is_null() {
+        if owner().is_null() {
             return;
         }
-        if OWNER == next {
-            if TS_SET {
+        if owner() == next {
+            if ts_set() {
                 clear_ts();
             }
-        } else if !TS_SET {
+        } else if !ts_set() {
             set_ts();
         }
     }
@@ -136,13 +155,13 @@ pub unsafe fn switch_to(next: *mut FpuState) {
 /// # Safety
 /// As for [`switch_to`], with `current` the running task's area.
 pub unsafe fn device_not_available(current: *mut FpuState) -> bool {
-    // SAFETY: per the contract; OWNER is null or another live task's area.
+    // SAFETY: per the contract; owner() is null or another live task's area.
     unsafe {
-        if !TS_SET || OWNER == current {
+        if !ts_set() || owner() == current {
             return false;
         }
         clear_ts();
-        let owner = OWNER;
+        let owner = owner();
         if !owner.is_null() {
             // Register contract: reads the FPU/SSE registers, writes the
             // 512 bytes at `owner` (16-aligned); no flags, no other register.
@@ -152,7 +171,7 @@ pub unsafe fn device_not_available(current: *mut FpuState) -> bool {
         // Its MXCSR came from `INITIAL` or an earlier `fxsave` (valid bits
         // only).
         core::arch::asm!("fxrstor64 [{0}]", in(reg) current, options(nostack, preserves_flags, readonly));
-        OWNER = current;
+        set_owner(current);
         true
     }
 }
@@ -168,11 +187,36 @@ pub unsafe fn reset(state: *mut FpuState) {
     // SAFETY: per the contract.
     unsafe {
         *state = FpuState::INITIAL;
-        if OWNER == state {
-            OWNER = null_mut();
-            if !TS_SET {
+        if owner() == state {
+            set_owner(null_mut());
+            if !ts_set() {
                 set_ts();
             }
         }
+    }
+}
+
+/// A task leaves this CPU and may next run on another (several CPUs
+/// online): if this CPU's FPU holds its state, save it into its area and
+/// make nobody the owner (TS set), so whichever CPU runs it next loads it
+/// from there. `leaving` is the task's area.
+///
+/// # Safety
+/// As for [`switch_to`]: `leaving` is the area of the task this CPU ran
+/// last, the lock is held.
+pub unsafe fn release_this_cpu(leaving: *mut FpuState) {
+    if owner() != leaving || leaving.is_null() {
+        return;
+    }
+    // SAFETY: per the contract; clearing TS first lets `fxsave64` run.
+    unsafe {
+        if ts_set() {
+            clear_ts();
+        }
+        // Register contract: reads the FPU/SSE registers, writes the 512
+        // bytes at `leaving` (16-aligned); no flags, no other register.
+        core::arch::asm!("fxsave64 [{0}]", in(reg) leaving, options(nostack, preserves_flags));
+        set_owner(null_mut());
+        set_ts();
     }
 }

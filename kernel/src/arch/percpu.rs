@@ -32,7 +32,28 @@ pub struct PerCpu {
     /// This CPU's TSS, inside its block so that `gdt::set_rsp0` is one
     /// `gs`-relative store, as cheap as the single static TSS it replaced.
     pub tss: TaskStateSegment,
+    /// The scheduler's state for this CPU (`sched`), `gs`-relative so that
+    /// the single-CPU hot paths cost what the fields of the one scheduler
+    /// did: the task this CPU returns to (its index, [`NONE`] if none)...
+    pub current: u64,
+    /// ... the task whose `running_on` names this CPU (the one whose save
+    /// area, CR3 and FPU state this CPU may hold: `sched::switch_to`)...
+    pub owned: u64,
+    /// ... and the ticks left in the current task's slice.
+    pub slice_left: u64,
+    /// `arch::fpu`: whose x87/SSE state this CPU's registers hold (a
+    /// `*mut FpuState`, 0 for nobody) and whether CR0.TS is set.
+    pub fpu_owner: u64,
+    pub fpu_ts_set: u64,
 }
+
+/// No task (in [`PerCpu::current`] and [`PerCpu::owned`]).
+pub const NONE: u64 = u64::MAX;
+pub const CURRENT: usize = offset_of!(PerCpu, current);
+pub const OWNED: usize = offset_of!(PerCpu, owned);
+pub const SLICE_LEFT: usize = offset_of!(PerCpu, slice_left);
+pub const FPU_OWNER: usize = offset_of!(PerCpu, fpu_owner);
+pub const FPU_TS_SET: usize = offset_of!(PerCpu, fpu_ts_set);
 
 pub const SAVE_TOP: usize = 0;
 pub const USER_RSP: usize = 8;
@@ -49,7 +70,19 @@ const _: () = assert!(offset_of!(PerCpu, tss) == TSS);
 const _: () = assert!(offset_of!(TaskStateSegment, privilege_stack_table) == 4);
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
-    PerCpu { save_top: 0, user_rsp: 0, kernel_stack_top: 0, cpu: 0, apic_id: 0, tss: TaskStateSegment::new() }
+    PerCpu {
+        save_top: 0,
+        user_rsp: 0,
+        kernel_stack_top: 0,
+        cpu: 0,
+        apic_id: 0,
+        tss: TaskStateSegment::new(),
+        current: NONE,
+        owned: NONE,
+        slice_left: 0,
+        fpu_owner: 0,
+        fpu_ts_set: 0,
+    }
 }; MAX_CPUS];
 
 /// TSS `cpu`, for `gdt::init_cpu` to fill and describe in its GDT.
@@ -115,4 +148,54 @@ pub fn set_rsp0(top: u64) {
         core::arch::asm!("mov qword ptr gs:[{off}], {top}", off = const TSS_RSP0, top = in(reg) top,
             options(nostack, preserves_flags));
     }
+}
+
+/// Reads this CPU's per-CPU word at byte offset `OFF` (one of the consts
+/// above: `CURRENT`, `OWNED`, `SLICE_LEFT`, `FPU_OWNER`, `FPU_TS_SET`).
+///
+/// Those fields are read and written only through [`get`] and [`set`]
+/// (never through a Rust reference to the block), so both can say
+/// `nomem`: to the compiler they touch no memory it knows, and a write
+/// here does not make it reload everything else (which cost the IPC round
+/// trip 24 instructions). Neither is `pure`, so each runs where written
+/// and in order with the other.
+#[inline(always)]
+pub fn get<const OFF: usize>() -> u64 {
+    let v: u64;
+    // SAFETY: as in `set_save_top`: GS reaches this CPU's block in the
+    // kernel; `OFF` is the offset of a `u64` field of it.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) v, off = const OFF,
+            options(nostack, preserves_flags, nomem));
+    }
+    v
+}
+
+/// Writes this CPU's per-CPU word at byte offset `OFF`.
+#[inline(always)]
+pub fn set<const OFF: usize>(v: u64) {
+    // SAFETY: as in `get`; only this CPU writes its own block (with
+    // interrupts off in the kernel), so the store races with nothing.
+    unsafe {
+        core::arch::asm!("mov qword ptr gs:[{off}], {v}", off = const OFF, v = in(reg) v,
+            options(nostack, preserves_flags, nomem));
+    }
+}
+
+/// Writes the constant `V` into this CPU's per-CPU word at byte offset
+/// `OFF`: one store of an immediate (as [`set`], without the register).
+#[inline(always)]
+pub fn set_const<const OFF: usize, const V: i32>() {
+    // SAFETY: as in `set`.
+    unsafe {
+        core::arch::asm!("mov qword ptr gs:[{off}], {v}", off = const OFF, v = const V,
+            options(nostack, preserves_flags, nomem));
+    }
+}
+
+/// CPU `cpu`'s local APIC id (0 for a CPU never brought up).
+pub fn apic_id_of(cpu: usize) -> u32 {
+    // SAFETY: a plain read of a word written once by `init` on that CPU
+    // before it reported online (`smp::start` waits for that report).
+    unsafe { core::ptr::addr_of!(PERCPU[cpu % MAX_CPUS].apic_id).read_volatile() as u32 }
 }

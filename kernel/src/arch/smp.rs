@@ -1,6 +1,7 @@
 //! Application-processor bring-up: INIT–SIPI–SIPI, a real-mode trampoline,
-//! and each AP's own CPU tables. The APs then **park**: no task runs on
-//! them yet (per-CPU run queues and finer locks are the next step of SMP).
+//! and each AP's own CPU tables. The APs then wait for the tasks to be
+//! loaded and run them (`sched`: one scheduler under one lock, per-CPU
+//! current task; per-CPU run queues and finer locks are the next step).
 //!
 //! # Sequence ([`start`], on the boot CPU, interrupts off, before any task)
 //!
@@ -28,7 +29,9 @@
 //! IDT, its `PerCpu` block in GS, the `syscall` MSRs, SMEP/SMAP and the
 //! FPU control bits, its local APIC (same setup as the boot CPU's, checked
 //! against the APIC id it was started as); then it marks itself online and
-//! halts with interrupts off. Only INIT or NMI wakes it.
+//! halts until the boot CPU has loaded the tasks ([`wake_all`]), and
+//! enters the scheduler (`sched::start_ap`: its own LAPIC timer, idle
+//! loop and current task). An AP whose LAPIC is wrong parks for good.
 //!
 //! # The trampoline's register contract
 //!
@@ -267,7 +270,7 @@ pub fn start(platform: &'static Platform, info: &StartInfo) {
         }
     }
     let online = cpus_online();
-    kprintln!("  SMP: {online} of {} CPU(s) online, the others parked (trampoline at {trampoline:#x})", platform.cpus);
+    kprintln!("  SMP: {online} of {} CPU(s) online (trampoline at {trampoline:#x})", platform.cpus);
     events::emit(&Event::Smp { cpus: u64::from(platform.cpus), cpus_online: u64::from(online), trampoline });
 }
 
@@ -440,7 +443,27 @@ extern "C" fn ap_main(cpu: u64) -> ! {
         _ => BAD_LAPIC,
     };
     slot.state.store(state, Ordering::Release);
-    park()
+    if state != ONLINE {
+        park();
+    }
+    // Halted until the boot CPU has loaded the tasks (it sends every AP
+    // the reschedule IPI then: `wake_all`), then into the scheduler.
+    while !crate::sched::started() {
+        // SAFETY: `sti; hlt` is atomic (STI's shadow), so an IPI sent
+        // after the check above ends the `hlt`; the handler it runs
+        // (`trap::kernel_entry`) only acknowledges it.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    }
+    crate::sched::start_ap()
+}
+
+/// Sends every other online CPU `vector` (the boot CPU, when the tasks
+/// are loaded: the APs leave their wait for the scheduler).
+pub fn wake_all(vector: u8) {
+    let Some(p) = crate::platform::get() else { return };
+    for cpu in 1..cpus_online() as usize {
+        p.send_fixed(percpu::apic_id_of(cpu), vector);
+    }
 }
 
 /// Interrupts off, `hlt` forever: only INIT or NMI wakes this CPU.

@@ -282,6 +282,12 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         if !anywhere && follows_syscall(&s.tasks[target]) {
             continue;
         }
+        // "Wherever it is" stops at another CPU: a task running there is
+        // asked to leave it, and the injection fires at a later tick
+        // (`Scheduler::stop_remote`); its frame is not read before.
+        if current != Some(target) && !s.stop_remote(target) {
+            continue;
+        }
         // Nor at a task that has not run its first instruction yet (at
         // boot, or just restarted from its image): there is nothing of it
         // to hit — a kill there is a restart of a task that never ran —

@@ -213,6 +213,10 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         return None;
     }
     let r = e.first_receiver;
+    // `me` read again (one `gs` load) rather than kept in a register
+    // across the checks above: the one-CPU fastpath then saves no more
+    // registers than before per-CPU state (IPC round trip).
+    let me = sched::current_again(me);
     let [caller, receiver] = disjoint(tasks, me, r)?;
     let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
     // The summary is exact while valid; checked anyway, so that a stale one
@@ -226,6 +230,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if receiver.priority as u16 >= others_best || !receiver.scopes.is_empty() {
         return None;
     }
+    sched::debug_assert_not_running(receiver);
 
     // Committed: the same changes as `send(call = true)`.
     e.receivers -= 1;
@@ -242,8 +247,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
     let frame = sched::enter_fast(receiver, live);
-    s.set_current(r);
-    Some(frame)
+    Some(s.set_current(r, frame))
 }
 
 /// `reply_recv` with a caller waiting for the reply: the reply goes register
@@ -266,6 +270,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if e.senders != 0 {
         return None;
     }
+    let me = sched::current_again(me);
     let [server, caller] = disjoint(tasks, me, c)?;
     let (server, caller): (&mut Task, &mut Task) = (server, caller);
     if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
@@ -275,6 +280,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if caller.priority as u16 >= sum.others_best || !server.scopes.is_empty() {
         return None;
     }
+    sched::debug_assert_not_running(caller);
 
     // Committed: the same changes as `reply`, then `recv` finding no sender.
     if e.receivers == 0 || me < e.first_receiver {
@@ -290,8 +296,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
     let frame = sched::enter_fast(caller, live);
-    s.set_current(c);
-    Some(frame)
+    Some(s.set_current(c, frame))
 }
 
 /// The current task `me` and another task `other`, both mutable: `None`

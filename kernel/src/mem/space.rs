@@ -102,7 +102,19 @@ pub struct AddressSpace {
     /// Bytes of `records` capacity charged to the kernel-wide record budget
     /// (`recovery/versions.rs` `RECORD_BUDGET`), given back on drop.
     pub(crate) records_charged: usize,
+    /// The CPU whose CR3 holds this space ([`NOT_LIVE`]: none), with
+    /// several CPUs (`sched`). Tasks are single-threaded, so a space is
+    /// live on at most the CPU its task runs on, and a CPU that leaves a
+    /// task loads another root (flushing the space's TLB entries there):
+    /// TLB shootdown reduces to "a space changes only where it is live, or
+    /// where it is live nowhere" — a change made from another CPU first
+    /// stops the task (`Scheduler::stop_remote`). Checked by
+    /// [`Self::assert_changes_here`] on every mapping change and flush.
+    pub live_on: u8,
 }
+
+/// [`AddressSpace::live_on`] of a space no CPU has loaded.
+pub const NOT_LIVE: u8 = u8::MAX;
 
 /// The frame allocator for a space's page tables: each table is charged to
 /// the space, and refused past `max` (a map then fails with `OutOfMemory`).
@@ -148,6 +160,7 @@ impl AddressSpace {
             max_frames: usize::MAX,
             max_records: abi::image::DEFAULT_MAX_RECORDS as usize,
             records_charged: 0,
+            live_on: NOT_LIVE,
         })
     }
 
@@ -236,6 +249,7 @@ impl AddressSpace {
         // the frame belongs to this space from now on.
         match unsafe { mapper.map_to_with_table_flags(page, frame, flags, parent, &mut tables) } {
             Ok(flush) => {
+                self.assert_changes_here();
                 flush.flush();
                 Ok(())
             }
@@ -275,6 +289,7 @@ impl AddressSpace {
         }
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let Ok((frame, flush)) = self.mapper().unmap(page) else { return Ok(()) };
+        self.assert_changes_here();
         flush.flush();
         if !flags.contains(SHARED) && !self.keep_unmapped(vaddr, frame, flags) {
             self.free_charged(frame);
@@ -288,6 +303,7 @@ impl AddressSpace {
         let Some(flags) = self.leaf(vaddr).map(|e| e.flags()) else { return };
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         if let Ok((frame, flush)) = self.mapper().unmap(page) {
+            self.assert_changes_here();
             flush.flush();
             if !flags.contains(SHARED) {
                 self.free_charged(frame);
@@ -295,8 +311,23 @@ impl AddressSpace {
         }
     }
 
+    /// A mapping of this space changes on this CPU: the space must be live
+    /// here or nowhere (see [`Self::live_on`]), or another CPU's TLB could
+    /// keep the old translation (there is no shootdown IPI to send: the
+    /// design makes it unnecessary, and this proves it in debug builds).
+    #[inline(always)]
+    pub(crate) fn assert_changes_here(&self) {
+        debug_assert!(
+            self.live_on == NOT_LIVE || self.live_on as usize == crate::arch::percpu::cpu(),
+            "a mapping of a space live on CPU {} changes on CPU {}",
+            self.live_on,
+            crate::arch::percpu::cpu()
+        );
+    }
+
     /// Flushes this space's TLB entries (if it is the current space).
     pub(crate) fn flush(&self) {
+        self.assert_changes_here();
         let (current, flags) = Cr3::read();
         if current == self.pml4 {
             // SAFETY: reloading the same root only drops stale translations.
@@ -305,6 +336,7 @@ impl AddressSpace {
     }
 
     pub(crate) fn flush_page(&self, vaddr: u64) {
+        self.assert_changes_here();
         x86_64::instructions::tlb::flush(VirtAddr::new(vaddr));
     }
 

@@ -153,6 +153,12 @@ impl Lapic {
         self.send_ipi(apic_id, icr::DELIVERY_STARTUP | icr::ASSERT | u32::from(page))
     }
 
+    /// Sends interrupt `vector` (fixed delivery) to `apic_id`: the
+    /// reschedule IPI (`sched::RESCHED_VECTOR`).
+    pub fn send_fixed(&self, apic_id: u32, vector: u8) -> bool {
+        self.send_ipi(apic_id, icr::ASSERT | u32::from(vector))
+    }
+
     /// Writes the ICR (high half first: writing the low half sends) and
     /// waits, bounded, for the delivery status to clear.
     fn send_ipi(&self, apic_id: u32, low: u32) -> bool {

@@ -111,6 +111,13 @@ impl Platform {
         self.lapic.send_startup(apic_id, page)
     }
 
+    /// Sends interrupt `vector` to the CPU with local APIC id `apic_id`
+    /// (from the calling CPU's LAPIC: the register page's address is the
+    /// same on every CPU, each reaching its own).
+    pub fn send_fixed(&self, apic_id: u32, vector: u8) -> bool {
+        self.lapic.send_fixed(apic_id, vector)
+    }
+
     /// Enables the calling application processor's local APIC (the same
     /// setup as the boot CPU's: every local interrupt masked, spurious
     /// vector set) and returns its APIC id.

@@ -17,7 +17,7 @@ use super::window::{Dest, Source};
 use crate::arch::trap_entry::TrapFrame;
 use crate::events;
 use crate::ipc::message::{self, Outgoing, Payload};
-use crate::sched::{SCHED, Scheduler};
+use crate::sched::Scheduler;
 use crate::task::{PendingFault, State};
 use abi::event::Event;
 use abi::fault::FaultKind;
@@ -29,10 +29,9 @@ use abi::trap::exception_name;
 /// is not a fault: the page is preserved and the task goes on. Anything
 /// else is a fault (`ipc::fault::fault`): reported, delivered to the task's
 /// fault endpoint; every other task keeps running.
-pub fn user_exception(f: &TrapFrame) {
-    let mut s = SCHED.lock();
+pub fn user_exception(f: &TrapFrame, s: &mut Scheduler) {
     let Some(me) = s.current_index() else { return };
-    if matches!(f.vector, 1 | 3) && crate::inject::on_debug_trap(&mut s, me, f.vector) {
+    if matches!(f.vector, 1 | 3) && crate::inject::on_debug_trap(s, me, f.vector) {
         return;
     }
     // x87/SSE used by a task that does not own the FPU state: switched
@@ -63,16 +62,15 @@ pub fn user_exception(f: &TrapFrame) {
         seq,
         ..PendingFault::default()
     };
-    self::fault(&mut s, me, fault);
+    self::fault(s, me, fault);
 }
 
 /// A timer tick while a task ran: charge it, and let the watchdog stop a
 /// task that ran past its budget without a system call.
-pub fn user_tick() {
-    let mut s = SCHED.lock();
+pub fn user_tick(s: &mut Scheduler) {
     s.tick(true);
     let Some(me) = s.current_index() else { return };
-    crate::inject::on_tick(&mut s, Some(me));
+    crate::inject::on_tick(s, Some(me));
     let t = &mut s.tasks[me];
     t.ticks_since_syscall += 1;
     let budget = t.spec.watchdog_ms as u64;
@@ -80,7 +78,7 @@ pub fn user_tick() {
         t.ticks_since_syscall = 0;
         let seq = s.next_fault_seq();
         let fault = PendingFault { kind: FaultKind::Watchdog as u64, seq, ..PendingFault::default() };
-        self::fault(&mut s, me, fault);
+        self::fault(s, me, fault);
     }
 }
 
@@ -93,6 +91,7 @@ pub fn user_tick() {
 /// reports and restarts at once, handing it back the faults it held.
 pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
     fault.tsc = crate::arch::rdtsc();
+    fault.cpu = crate::arch::percpu::cpu() as u64;
     s.tasks[idx].faults += 1;
     // A task an injection sent spinning is reported where it really was.
     if let Some(rip) = s.tasks[idx].hang_rip.take() {
@@ -122,7 +121,8 @@ fn report(s: &Scheduler, idx: usize, fault: &PendingFault) {
     let kind = FaultKind::from_u64(fault.kind).map_or("?", FaultKind::name);
     let exception = if fault.kind == FaultKind::Exception as u64 { exception_name(fault.vector as u8) } else { kind };
     crate::kprintln!("task {} ({}) fault {}: {} at {:#x}", t.id, t.name, fault.seq, exception, f.rip);
-    events::emit(&Event::Fault {
+    events::emit(&Event::FaultV2 {
+        cpu: fault.cpu,
         task: t.id as u64,
         name: &t.name,
         seq: fault.seq,
@@ -147,6 +147,7 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
     }
     if fault.tsc == 0 {
         fault.tsc = crate::arch::rdtsc();
+        fault.cpu = crate::arch::percpu::cpu() as u64;
     }
     let since = s.next_order();
     let task = &mut s.tasks[idx];
@@ -273,6 +274,7 @@ fn fill(
     m.regs = t.save.frame.registers();
     m.fault_tsc = fault.tsc;
     m.fault_ticks = ticks;
+    m.cpu = fault.cpu;
     m.name = [0; abi::image::NAME_LEN];
     let n = t.name.len().min(m.name.len());
     m.name[..n].copy_from_slice(&t.name.as_bytes()[..n]);

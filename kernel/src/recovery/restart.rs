@@ -20,6 +20,9 @@ const QUICK_RESTART_MS: u64 = 1000;
 const FREE_QUICK_RESTARTS: u32 = 3;
 const FIRST_BACKOFF_MS: u64 = 10;
 const MAX_BACKOFF_MS: u64 = 1000;
+/// Longest a task restarted by its supervisor waits for the supervisor's
+/// next system call (several CPUs; see `restart_from_image`).
+pub const HOLD_MAX_TICKS: u64 = 50;
 
 /// How long a supervisor that faulted or panicked waits before its restart:
 /// at once, unless it keeps failing right after restarts — then backing
@@ -81,6 +84,20 @@ pub fn restart_from_image(
     let t = &mut s.tasks[idx];
     t.state =
         if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+    // With several CPUs, another CPU would run it at once, before its
+    // supervisor's next call: the restart count it writes into the task
+    // right after (`REWIND_RESTARTS`, the fault server's README) would come
+    // too late — one CPU gave the same order by priority. So the task
+    // waits for the supervisor's next system call: a `TASK_CTL` on it
+    // clears the hold (`Scheduler::stop_remote`), any other call releases
+    // it (`syscall::dispatch`); [`HOLD_MAX_TICKS`] at most, should the
+    // supervisor make none.
+    if redeliver.is_none() && crate::sched::smp() {
+        t.held_until = now.saturating_add(HOLD_MAX_TICKS);
+        if let Some(me) = s.current_index() {
+            s.tasks[me].holds = Some(idx);
+        }
+    }
     s.forget_current(idx);
     s.map_regions(idx);
     let mut redelivered = 0;

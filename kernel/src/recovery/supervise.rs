@@ -58,6 +58,15 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
     if !s.tasks[target].fault_endpoint().is_some_and(|ep| s.tasks[me].receives_on(ep)) {
         return Err(Error::Denied);
     }
+    // Every operation that reads or writes the target's registers, memory
+    // or state needs it off every other CPU first: if it runs elsewhere,
+    // that CPU is asked to leave it and this call runs again (nothing was
+    // done). Those that read only what the kernel keeps under its lock
+    // (image, info, regions, scope registers) do not disturb it.
+    if !matches!(operation, op::READ_IMAGE | op::TASK_INFO | op::REGIONS | op::SCOPE_REGS) && !s.stop_remote(target) {
+        s.restart_syscall();
+        return Ok(0);
+    }
     match operation {
         op::GET_REGS => {
             if s.tasks[target].state != State::FaultHeld {

@@ -113,13 +113,15 @@ pub struct PendingFault {
     pub seq: u64,
     /// Guest TSC when the fault was taken (0 until `recovery::fault::fault`).
     pub tsc: u64,
+    /// The CPU it happened on (set with `tsc`).
+    pub cpu: u64,
     pub text: [u8; 256],
     pub text_len: usize,
 }
 
 impl Default for PendingFault {
     fn default() -> Self {
-        PendingFault { kind: 0, vector: 0, error_code: 0, cr2: 0, seq: 0, tsc: 0, text: [0; 256], text_len: 0 }
+        PendingFault { kind: 0, vector: 0, error_code: 0, cr2: 0, seq: 0, tsc: 0, cpu: 0, text: [0; 256], text_len: 0 }
     }
 }
 
@@ -186,6 +188,32 @@ pub struct Task {
     pub injected_at: Option<(u64, u64, u64)>,
     /// Its x87/SSE registers while another task owns the FPU (`arch::fpu`).
     pub fpu: crate::arch::fpu::FpuState,
+    /// The CPU it runs on ([`NOT_RUNNING`]: none). Set by that CPU's
+    /// scheduler when it makes the task current and cleared when it picks
+    /// another or idles, all under the scheduler lock: a task runs on at
+    /// most one CPU, and another CPU never resumes it nor touches its
+    /// frame, memory or mappings while it is set (`sched::stop_remote`).
+    pub running_on: u8,
+    /// While the tick clock is below this, no CPU picks it: another CPU
+    /// asked it to leave its CPU (`sched::stop_remote`) and acts on it
+    /// once it has. Bounded: an asker that never comes back holds it at
+    /// most two ticks.
+    pub held_until: u64,
+    /// A task this supervisor restarted and keeps off every CPU until its
+    /// own next system call (several CPUs: `recovery::restart`).
+    pub holds: Option<usize>,
+}
+
+/// [`Task::running_on`] of a task no CPU runs.
+pub const NOT_RUNNING: u8 = u8::MAX;
+
+impl Task {
+    /// Whether CPU `cpu` may pick it (if runnable) at tick `now`: no other
+    /// CPU runs it, and no CPU asked it to leave its CPU.
+    #[inline(always)]
+    pub fn may_run_on(&self, cpu: u8, now: u64) -> bool {
+        (self.running_on == NOT_RUNNING || self.running_on == cpu) && self.held_until <= now
+    }
 }
 
 /// An open checkpoint scope's registers (its memory versions live in the
@@ -238,6 +266,9 @@ impl Task {
             faults: 0,
             injected_at: None,
             fpu: crate::arch::fpu::FpuState::INITIAL,
+            running_on: NOT_RUNNING,
+            held_until: 0,
+            holds: None,
         };
         task.reset_frame(entry);
         task

@@ -17,6 +17,8 @@
 //! | 40 | sleeper: sleeps 3 s inside a scope on attempt 0 (the plan kills it there) | `pending:retried` (value = the fault's seq) |
 //! | 50 | storm worker: [`STORM_ROUNDS`] scopes, each sleeping 1 ms, spinning ~0.5 ms (no system call) and faulting on its attempt 0 — `ud2`, a null read, a `div` by zero or `hlt` (#GP), by task id and round — so many instances keep the fault server busy while a plan injects more | `storm:retry` (at each retry, value = the seq of the fault that rolled it back), `storm:done` (value = rollbacks seen since the task's last start) |
 //!
+//! | 60, 61, 62 | SMP stress (`stress.rs`): hammers, a faulter, the owner who checks | `stress:*` |
+//!
 //! Roles 10 to 21 need `txn:map` (region `txn`, 8 KiB); the others need
 //! nothing. Every wait on another task is bounded, so a broken recovery
 //! shows up as a failed check, never as a hung test.
@@ -33,6 +35,8 @@ use libtask::abi::fault::FaultKind;
 use libtask::checkpoint::{self, checkpoint};
 use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, PoisonError, Region, SharedArc};
 use libtask::{Start, println, report, syscall};
+
+mod stress;
 
 libtask::entry!(main);
 
@@ -83,6 +87,21 @@ fn main(start: Start) -> u64 {
         30 => escalator(),
         40 => sleeper(),
         50 => storm_worker(start.id),
+        60..=62 => {
+            let region = match stress::Stress::open_arcs("stress", stress::SLOTS) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("txn {}: region stress: {e}", start.id);
+                    report("stress:region", false, 0);
+                    return 1;
+                }
+            };
+            match start.arg {
+                60 => stress::hammer(&region, start.id),
+                61 => stress::faulter(&region),
+                _ => stress::owner(&region),
+            }
+        }
         arg => {
             let region = match Txn::open_arcs("txn", SLOTS) {
                 Ok(r) => r,

@@ -65,6 +65,9 @@ pub struct InjectArgs {
     /// Seed of the campaign (default: the script's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Virtual CPUs per boot (default: the script's `[run] cpus`, else 1).
+    #[arg(long, conflicts_with = "replay")]
+    pub cpus: Option<u32>,
     /// QEMU instances at once (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -103,6 +106,8 @@ pub struct Options {
     /// Pre-built kernel and task binaries (default: build them).
     pub kernel: Option<PathBuf>,
     pub bins: Option<PathBuf>,
+    /// Virtual CPUs per boot, instead of the script's `[run] cpus`.
+    pub cpus: Option<u32>,
     /// Where reports go (default `target/rewind/inject`).
     pub out_dir: Option<PathBuf>,
     /// Draw a progress bar (terminals only; indicatif hides it otherwise).
@@ -152,6 +157,7 @@ pub fn main(args: InjectArgs) -> Result<ExitCode> {
     let Some(script) = &args.script else { bail!("name a script (faults/*.toml), or --replay REPORT#ID") };
     let opts = Options {
         seed: args.seed,
+        cpus: args.cpus,
         jobs: args.jobs,
         progress: true,
         kernel: args.kernel.clone(),
@@ -246,7 +252,11 @@ pub(crate) fn prepare(path: &Path, opts: &Options) -> Result<Prepared> {
     if run::marker_collides(tasks.keys()) {
         bail!("the image has a task named {:?}, which the runner reserves", plan::MARKER_TASK);
     }
-    let machine = run::Machine { kernel, image, wall_timeout: Duration::from_secs(s.run.timeout_secs) };
+    let cpus = opts.cpus.unwrap_or(s.run.cpus);
+    if !(1..=16).contains(&cpus) {
+        bail!("cpus = {cpus}: a boot has 1 to 16 CPUs");
+    }
+    let machine = run::Machine { kernel, image, wall_timeout: Duration::from_secs(s.run.timeout_secs), cpus };
     Ok(Prepared { loaded, profile, machine, tasks, bins, out_dir, functions: Mutex::default() })
 }
 

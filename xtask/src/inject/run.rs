@@ -64,6 +64,8 @@ pub struct Machine {
     /// The packed image without a plan.
     pub image: Vec<u8>,
     pub wall_timeout: Duration,
+    /// Virtual CPUs per boot.
+    pub cpus: u32,
 }
 
 /// The image bytes with `plan` appended (`abi::image::plan` finds it).
@@ -100,6 +102,7 @@ pub fn boot_named(machine: &Machine, name: &str, plan: &str, dir: &Path) -> Resu
     qemu.image = Some(image_path.clone());
     qemu.console = Console::File(stem.with_extension("console.log"));
     qemu.icount = true;
+    qemu.cpus = machine.cpus;
     let stderr = std::fs::File::create(stem.with_extension("qemu.log")).context("creating the QEMU log")?;
     let mut child = Command::new(QEMU)
         .args(qemu.args())

@@ -127,6 +127,10 @@ pub struct RunConfig {
     /// Wall-clock seconds a boot may take before it is killed (a backstop:
     /// the guest-time deadline normally ends a hung boot first).
     pub timeout_secs: u64,
+    /// Virtual CPUs per boot (QEMU `-smp`; 1..=16). Under `-icount` QEMU
+    /// runs them round-robin on one host thread, so a run stays
+    /// reproducible from its seed (DESIGN.md, SMP).
+    pub cpus: u32,
 }
 
 impl Default for RunConfig {
@@ -138,6 +142,7 @@ impl Default for RunConfig {
             fault_server: "fault-server".into(),
             servers: vec!["fault-server".into()],
             timeout_secs: 600,
+            cpus: 1,
         }
     }
 }
