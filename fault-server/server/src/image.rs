@@ -44,20 +44,37 @@ pub struct TaskImage {
     pub regcheck: Option<u64>,
     /// `REWIND_RESTARTS` (the restart counter), if the task has one, 8 bytes.
     pub restarts: Option<u64>,
-    /// `[start, end)` of libtask's scope function (`is_checkpoint_symbol`;
-    /// one, unless a task links two copies of libtask), sorted: the recovery's walk must end in one of
+    /// `[start, end)` of the scope functions (`is_checkpoint_symbol`: the
+    /// asm function and every `scope_body` instance), sorted: the recovery's walk must end in one of
     /// these frames (`recover::walk_to_scope`). Empty for a stripped image.
     pub checkpoints: Vec<(u64, u64)>,
 }
 
-/// Whether `name` is the symbol of a scope's frame: libtask's
-/// `__rewind_checkpoint_scope`, the asm function that opens a sealed scope,
-/// calls its body and commits it (`libtask/src/checkpoint.rs`), so the
-/// activation whose stack pointer the kernel recorded at the open. The
-/// Rust function `libtask::checkpoint::checkpoint` that calls it is not
-/// the scope's frame (its stack pointer is another).
+/// Whether `name` is the symbol of a scope's frame: an instance of
+/// `libtask::checkpoint::scope_body` — the function libtask's
+/// `__rewind_checkpoint_scope` calls right after the open, whose CFA is the
+/// stack pointer the kernel recorded there — or that asm function itself
+/// (the frame of a fault in it: its own `rsp` is the recorded one). Mangled
+/// v0 (`_RINvNtCs<hash>_7libtask10checkpoint10scope_body...` for a generic
+/// instance) or legacy (`_ZN7libtask10checkpoint10scope_body17h...`); a
+/// closure or another item *inside* it is not the function.
 pub fn is_checkpoint_symbol(name: &[u8]) -> bool {
-    name == b"__rewind_checkpoint_scope"
+    const PATH: &[u8] = b"7libtask10checkpoint10scope_body";
+    if name == b"__rewind_checkpoint_scope" {
+        return true;
+    }
+    if let Some(rest) = name.strip_prefix(b"_ZN".as_slice()) {
+        return rest.strip_prefix(PATH).is_some_and(|r| r.starts_with(b"17h"));
+    }
+    let Some(rest) = name.strip_prefix(b"_RINvNtCs".as_slice()).or_else(|| name.strip_prefix(b"_RNvNtCs".as_slice()))
+    else {
+        return false;
+    };
+    // The crate's disambiguator: base-62 digits, then `_`.
+    match rest.iter().position(|&c| c == b'_') {
+        Some(i) => rest[i + 1..].starts_with(PATH),
+        None => false,
+    }
 }
 
 fn read_exact(task: TaskId, offset: u64, len: u64) -> Result<Vec<u8>, &'static str> {
@@ -218,23 +235,24 @@ impl Unwinder {
     }
 
     /// The walk to a scope's frame: from `regs` (the fault) to the first
-    /// frame whose CFA is above `above`, at most `max` frames, recording
-    /// the frames before it (see `walker::Walker::walk_to_cfa`).
+    /// frame whose CFA is at least `at_least`, at most `max` frames,
+    /// recording the frames before it (see `walker::Walker::walk_to_cfa`).
+    #[allow(clippy::type_complexity)]
     pub fn walk_to_cfa<M>(
         &self,
         regs: walker::Regs,
         mem: &M,
         max: usize,
-        above: u64,
+        at_least: u64,
         record: &mut [(u64, bool)],
-    ) -> Result<Result<(usize, u64, bool, walker::WalkState), walker::Stop>, &'static str>
+    ) -> Result<Result<(usize, u64, bool, u64, walker::WalkState), walker::Stop>, &'static str>
     where
         M: walker::Memory + ?Sized,
     {
         let eh = self.eh.as_ref().map_err(|e| *e)?;
         let mut w = self.walker.borrow_mut();
         w.max_depth = max;
-        Ok(w.walk_to_cfa(eh, regs, mem, above, record))
+        Ok(w.walk_to_cfa(eh, regs, mem, at_least, record))
     }
 
     /// A walk resumed at a frame an earlier walk showed (`from`): that

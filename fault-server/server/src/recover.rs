@@ -9,14 +9,15 @@
 //!    in `restart_window_ms`), then the one around it, and so on; past the
 //!    outermost scope, a fresh start of the task from its image (depth 0).
 //! 2. **Walk** from the faulting registers to the target scope's frame
-//!    ([`walk_to_scope`]): the first frame whose CFA lies above the stack
-//!    pointer the kernel recorded when the scope opened (also in the
+//!    ([`walk_to_scope`]): the first frame whose CFA is at least the
+//!    stack pointer the kernel recorded when the scope opened (also in the
 //!    message). That frame must *be* the scope's: its pc inside an
-//!    instance of `libtask::checkpoint::checkpoint` (ranges found once per
-//!    image in its symbol table) and its own stack pointer (its callee's
-//!    CFA) exactly the recorded one — so every frame from the fault up to
-//!    it was unwound by the image's CFI with each CFA above the last, and
-//!    the chain lands on the very activation that opened the scope. The
+//!    instance of `libtask::checkpoint::scope_body` (or libtask's asm
+//!    scope function, for a fault in it; ranges found once per image in
+//!    its symbol table) and its CFA (or, in the asm function, its own stack
+//!    pointer) exactly the recorded one — so every frame from the fault up
+//!    to it was unwound by the image's CFI with each CFA above the last,
+//!    and the chain lands on the very activation the scope's open called. The
 //!    stack comes with the message, so the walk makes no system call. A
 //!    walk that cannot get there (no unwind info, unreadable stack, a
 //!    loop, a frame that is not the scope's: a flipped `rip` or `rsp`, a
@@ -246,18 +247,18 @@ impl ScopeWalk {
 
 /// Walks from the fault to the frame of scope `depth` and checks that it
 /// is that scope's frame. The walk goes up to the first frame whose CFA is
-/// above the scope's saved stack pointer (the kernel's record of `rsp` at
-/// the scope's `CHECKPOINT_OPEN`); every step on the way was the image's
-/// CFI with CFAs strictly increasing (the walker checks). The frame it
-/// stops at is accepted only if
+/// at least the scope's saved stack pointer (the kernel's record of `rsp`
+/// at the scope's `CHECKPOINT_OPEN`); every step on the way was the
+/// image's CFI with CFAs strictly increasing (the walker checks). The
+/// frame it stops at is accepted only if
 /// * its pc (the return address less one, or the faulting pc for the
-///   first frame) lies in an instance of `libtask::checkpoint::checkpoint`
-///   (skipped, and said so in DESIGN.md, for an image without a symbol
-///   table), and
-/// * its stack pointer — its callee's CFA, or the faulting `rsp` for the
-///   first frame — equals the recorded one: `checkpoint` does not move
-///   `rsp` between its `CHECKPOINT_OPEN` and its calls (its frame is set up
-///   in the prologue), so its live activation has exactly that `rsp`.
+///   first frame) lies in an instance of `libtask::checkpoint::scope_body`
+///   or in `__rewind_checkpoint_scope` (skipped, and said so in DESIGN.md,
+///   for an image without a symbol table), and
+/// * its CFA equals the recorded stack pointer — `scope_body`, which the
+///   asm function calls right after the open without moving `rsp` — or
+///   its own stack pointer does (the asm function's frame, for a fault in
+///   it). One frame fewer to unwind than stopping at the asm function's.
 ///
 /// Fills `out` (in place: it is a few hundred bytes).
 pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64, out: &mut ScopeWalk) -> Result<(), &'static str> {
@@ -266,13 +267,16 @@ pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64, out: &mut 
     let found = unwinder.walk_to_cfa(fault_regs(&p.msg), &memory, 64, target, &mut out.frames)?;
     out.pages_read = memory.pages_read();
     match found {
-        Ok((index, pc, exact, resume)) => {
+        Ok((index, pc, exact, cfa, resume)) => {
             let pc = if exact { pc } else { pc.saturating_sub(1) };
-            if resume.regs().sp() != Some(target) {
-                return Err("the frame above the scope's stack pointer is not the scope's (its rsp differs)");
+            // `scope_body`'s activation has the recorded rsp as its CFA
+            // (the asm function called it from there); a fault in the asm
+            // function itself stops at its frame, whose own rsp it is.
+            if cfa != target && resume.regs().sp() != Some(target) {
+                return Err("the frame at the scope's stack pointer is not the scope's (neither its CFA nor its rsp is)");
             }
             if unwinder.in_checkpoint(pc) == Some(false) {
-                return Err("the frame above the scope's stack pointer is not a checkpoint frame");
+                return Err("the frame at the scope's stack pointer is not a checkpoint frame");
             }
             out.index = index;
             out.pc = pc;

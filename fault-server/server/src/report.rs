@@ -351,18 +351,11 @@ pub fn emit(event: &Event<'_>, at: u64) {
     }
 }
 
-/// The pc a rollback's report names as the scope's frame: the frame right
-/// below the scope's own (`__rewind_checkpoint_scope`, the same function for
-/// every scope) — the scope's body, `libtask::checkpoint::scope_body::<R,
-/// F>`, whose name carries the user's closure — or the scope's frame itself
-/// when the fault was in it (a seal check at the commit). `None` when the
+/// The pc a rollback's report names as the scope's frame: the frame the
+/// walk stopped at — the scope's body, `libtask::checkpoint::scope_body::<R,
+/// F>`, whose name carries the user's closure, or libtask's asm scope
+/// function for a fault in it (a seal check at the commit). `None` when the
 /// walk did not reach the scope's frame.
 fn named_scope_frame(rec: &Recovered) -> Option<u64> {
-    let (index, pc) = rec.scope_frame?;
-    let below = index.checked_sub(1).and_then(|i| rec.walked.as_ref()?.frames.get(i).copied());
-    Some(match below {
-        Some((pc, true)) => pc,
-        Some((ret, false)) => ret.saturating_sub(1),
-        None => pc,
-    })
+    rec.scope_frame.map(|(_, pc)| pc)
 }

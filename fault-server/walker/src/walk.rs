@@ -250,22 +250,22 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
         walk_with(self, image, start, max, mem, visit)
     }
 
-    /// Walks from `regs` to the first frame whose CFA is above `above`
-    /// (a checkpoint scope's saved stack pointer: that frame is the
-    /// scope's), writing `(pc, exact_pc)` of the frames before it into
-    /// `record` (as many as fit). Returns that frame's index, pc and exact
-    /// flag and where a walk may resume at it ([`Self::walk_from`]), or why
-    /// the walk ended first. The same walk as [`Self::walk_until`] with
-    /// `|f| f.cfa > above`, made for the fault server's recovery path: no
-    /// visitor state outside the loop.
+    /// Walks from `regs` to the first frame whose CFA is at least
+    /// `at_least` (a checkpoint scope's saved stack pointer: that frame is
+    /// the scope's), writing `(pc, exact_pc)` of the frames before it into
+    /// `record` (as many as fit). Returns that frame's index, pc, exact
+    /// flag and CFA and where a walk may resume at it
+    /// ([`Self::walk_from`]), or why the walk ended first. The same walk as
+    /// [`Self::walk_until`] with `|f| f.cfa >= at_least`, made for the
+    /// fault server's recovery path: no visitor state outside the loop.
     pub fn walk_to_cfa<M>(
         &mut self,
         image: &Image<'a>,
         regs: Regs,
         mem: &M,
-        above: u64,
+        at_least: u64,
         record: &mut [(u64, bool)],
-    ) -> Result<(usize, u64, bool, WalkState), Stop>
+    ) -> Result<(usize, u64, bool, u64, WalkState), Stop>
     where
         M: Memory + ?Sized,
     {
@@ -275,7 +275,7 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
         let slow = self.slow;
         let mut n = 0usize;
         let mut stop = Stop::DepthLimit;
-        let mut visit = |f: &Frame| f.cfa <= above;
+        let mut visit = |f: &Frame| f.cfa < at_least;
         // Frame `n` is the walk's `n`-th step; a step that succeeded leaves
         // the frame's pc in `cur.pc` (it turned only the registers into
         // the caller's).
@@ -298,7 +298,7 @@ impl<'a, const ROWS: usize, const FDES: usize, const FDE_ROWS: usize> Walker<'a,
         }
         // The visitor refused `cur`: it is the frame, not yet unwound.
         let resume = WalkState::at(&cur);
-        Ok((n, cur.pc, cur.exact_pc, resume))
+        Ok((n, cur.pc, cur.exact_pc, cur.cfa, resume))
     }
 
     /// Walks until `until` holds for a frame, and returns that frame and
