@@ -273,7 +273,9 @@ pub fn walk_to_scope(unwinder: &Unwinder, p: &Parsed<'_>, depth: u64, out: &mut 
             // (the asm function called it from there); a fault in the asm
             // function itself stops at its frame, whose own rsp it is.
             if cfa != target && resume.regs().sp() != Some(target) {
-                return Err("the frame at the scope's stack pointer is not the scope's (neither its CFA nor its rsp is)");
+                return Err(
+                    "the frame at the scope's stack pointer is not the scope's (neither its CFA nor its rsp is)",
+                );
             }
             if unwinder.in_checkpoint(pc) == Some(false) {
                 return Err("the frame at the scope's stack pointer is not a checkpoint frame");
