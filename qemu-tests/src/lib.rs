@@ -99,6 +99,25 @@ pub fn boot_tasks(name: &str, tasks: &[abi::image::TaskSpec<'_>]) -> Run {
     boot_with(name, Options { image: Some(dir), ..Options::default() })
 }
 
+/// Packs `manifest` (TOML, `images/*.toml` format) into
+/// `target/rewind/qemu-tests/<dir>/<name>.img`, appends the injection
+/// `plan` (the injector's language; empty: none) and boots it under
+/// `-icount`.
+pub fn boot_plan(dir: &str, name: &str, manifest: &str, plan: &str) -> Run {
+    let dir = xtask::paths::rewind_dir().join("qemu-tests").join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(&toml, manifest).unwrap();
+    let m = xtask::images::Manifest::load(toml.to_str().unwrap()).unwrap_or_else(|e| panic!("{name}: manifest: {e:#}"));
+    let mut bytes = m.pack(&task_bins()).unwrap_or_else(|e| panic!("{name}: packing: {e:#}"));
+    if !plan.is_empty() {
+        bytes = xtask::inject::with_plan(&bytes, plan);
+    }
+    let img = dir.join(format!("{name}.img"));
+    std::fs::write(&img, bytes).unwrap();
+    boot_with(name, Options { image: Some(img), icount: true, ..Options::default() })
+}
+
 /// Boots the kernel with `cmdline` and waits for the verdict.
 pub fn boot(name: &str, cmdline: &str) -> Run {
     boot_with(name, Options { cmdline: cmdline.into(), ..Options::default() })

@@ -14,26 +14,12 @@
 
 use abi::exit::GuestExit;
 use abi::syscall::Error;
-use qemu_tests::{Options, Run, boot_with, task_bins};
+use qemu_tests::Run;
 use serde_json::Value;
 
 /// Packs `manifest`, appends the injection `plan` and boots it under `-icount`.
 fn boot_plan(name: &str, manifest: &str, plan: &str) -> Run {
-    let dir = xtask::paths::rewind_dir().join("qemu-tests").join("ipc-faults");
-    std::fs::create_dir_all(&dir).unwrap();
-    let toml = dir.join(format!("{name}.toml"));
-    std::fs::write(&toml, manifest).unwrap();
-    let m = xtask::images::Manifest::load(toml.to_str().unwrap()).unwrap_or_else(|e| panic!("{name}: manifest: {e:#}"));
-    let mut bytes = m.pack(&task_bins()).unwrap_or_else(|e| panic!("{name}: packing: {e:#}"));
-    if !plan.is_empty() {
-        bytes.resize(bytes.len().next_multiple_of(8), 0);
-        bytes.extend_from_slice(&abi::image::PLAN_MAGIC);
-        bytes.extend_from_slice(&(plan.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(plan.as_bytes());
-    }
-    let img = dir.join(format!("{name}.img"));
-    std::fs::write(&img, bytes).unwrap();
-    boot_with(name, Options { image: Some(img), icount: true, ..Options::default() })
+    qemu_tests::boot_plan("ipc-faults", name, manifest, plan)
 }
 
 const FAULT_SERVER: &str = "endpoints = [\"faults\", \"svc\"]\n\n[[task]]\nname = \"fault-server\"\nbin = \"fault-server\"\npriority = 0\nstack_kib = 128\ncaps = [\"faults:recv\", \"supervisor\"]\n";

@@ -20,27 +20,12 @@
 //! request), the fault and the fault server's decision, the exit.
 
 use abi::exit::GuestExit;
-use qemu_tests::{Options, Run, boot_with, task_bins};
+use qemu_tests::Run;
 use serde_json::Value;
 
-/// Packs manifest `manifest` (text), appends the injection `plan` and
-/// boots it under `-icount`.
+/// Packs `manifest`, appends the injection `plan` and boots it under `-icount`.
 fn boot_plan(name: &str, manifest: &str, plan: &str) -> Run {
-    let dir = xtask::paths::rewind_dir().join("qemu-tests").join("txipc");
-    std::fs::create_dir_all(&dir).unwrap();
-    let toml = dir.join(format!("{name}.toml"));
-    std::fs::write(&toml, manifest).unwrap();
-    let m = xtask::images::Manifest::load(toml.to_str().unwrap()).unwrap_or_else(|e| panic!("{name}: manifest: {e:#}"));
-    let mut bytes = m.pack(&task_bins()).unwrap_or_else(|e| panic!("{name}: packing: {e:#}"));
-    if !plan.is_empty() {
-        bytes.resize(bytes.len().next_multiple_of(8), 0);
-        bytes.extend_from_slice(&abi::image::PLAN_MAGIC);
-        bytes.extend_from_slice(&(plan.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(plan.as_bytes());
-    }
-    let img = dir.join(format!("{name}.img"));
-    std::fs::write(&img, bytes).unwrap();
-    boot_with(name, Options { image: Some(img), icount: true, ..Options::default() })
+    qemu_tests::boot_plan("txipc", name, manifest, plan)
 }
 
 /// `images/kv.toml` as it is in the tree.

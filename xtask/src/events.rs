@@ -342,37 +342,13 @@ impl<S: SymbolSource> Decoder<S> {
             }
             Event::Fault { task, name, seq, kind, vector, error_code, cr2, ref regs, scopes, fault_tsc } => {
                 self.tasks.insert(task, name.to_owned());
-                let kind_name = FaultKind::from_u64(kind).map_or("?", FaultKind::name);
-                let exception =
-                    if kind == FaultKind::Exception as u64 { exception_name(vector as u8) } else { kind_name };
-                l.u64("task", task)
-                    .str("name", name)
-                    .u64("seq", seq)
-                    .str("kind", kind_name)
-                    .u64("vector", vector)
-                    .str("exception", exception)
-                    .hex("error_code", error_code)
-                    .hex("cr2", cr2)
-                    .hex("rip", regs.rip)
-                    .regs(regs)
+                fault_fields(&mut l, task, name, seq, kind, vector, error_code, cr2, regs)
                     .u64("scopes", scopes)
                     .u64("fault_tsc", fault_tsc);
             }
             Event::FaultV2 { task, name, seq, kind, vector, error_code, cr2, ref regs, scopes, fault_tsc, cpu } => {
                 self.tasks.insert(task, name.to_owned());
-                let kind_name = FaultKind::from_u64(kind).map_or("?", FaultKind::name);
-                let exception =
-                    if kind == FaultKind::Exception as u64 { exception_name(vector as u8) } else { kind_name };
-                l.u64("task", task)
-                    .str("name", name)
-                    .u64("seq", seq)
-                    .str("kind", kind_name)
-                    .u64("vector", vector)
-                    .str("exception", exception)
-                    .hex("error_code", error_code)
-                    .hex("cr2", cr2)
-                    .hex("rip", regs.rip)
-                    .regs(regs)
+                fault_fields(&mut l, task, name, seq, kind, vector, error_code, cr2, regs)
                     .u64("scopes", scopes)
                     .u64("fault_tsc", fault_tsc)
                     .u64("cpu", cpu);
@@ -630,6 +606,33 @@ impl<S: SymbolSource> Decoder<S> {
 }
 
 /// The common fields of a `fault_report` (the fault server's `describe`).
+/// The fields every version of the `fault` event has, in their order.
+#[allow(clippy::too_many_arguments)]
+fn fault_fields<'l>(
+    l: &'l mut Line,
+    task: u64,
+    name: &str,
+    seq: u64,
+    kind: u64,
+    vector: u64,
+    error_code: u64,
+    cr2: u64,
+    regs: &Registers,
+) -> &'l mut Line {
+    let kind_name = FaultKind::from_u64(kind).map_or("?", FaultKind::name);
+    let exception = if kind == FaultKind::Exception as u64 { exception_name(vector as u8) } else { kind_name };
+    l.u64("task", task)
+        .str("name", name)
+        .u64("seq", seq)
+        .str("kind", kind_name)
+        .u64("vector", vector)
+        .str("exception", exception)
+        .hex("error_code", error_code)
+        .hex("cr2", cr2)
+        .hex("rip", regs.rip)
+        .regs(regs)
+}
+
 fn describe(l: &mut Line, f: &FaultSummary) {
     let kind = FaultKind::from_u64(f.kind);
     l.str("kind", kind.map_or("unknown", FaultKind::name)).hex("rip", f.rip).u64("restarts", f.restarts);

@@ -36,6 +36,9 @@ mod script;
 pub mod shard;
 mod symbol;
 
+/// The packed image with an injection plan appended (tests boot these).
+pub use run::with_plan;
+
 pub use classify::Outcome;
 pub use report::Report;
 
