@@ -119,8 +119,21 @@ pub mod nr {
     /// lets a task check that, and costs no more than `TASK_ID`.
     pub const CHECKPOINT_DEPTH: u64 = 29;
 
+    /// `checkpoint_renew() -> attempt`: `CHECKPOINT_COMMIT` of the innermost
+    /// scope and `CHECKPOINT_OPEN` of a new one at the same depth, here, in
+    /// one call — so no instruction of the task runs outside a scope
+    /// between the two (libtask's `checkpoint::repeat`: one scope per
+    /// iteration of a loop, chained). Like the commit, it first checks a
+    /// sealed scope's seal (else the task faults inside the old scope) and
+    /// delivers held replies at an outermost commit; like the open, it
+    /// returns 0, and the attempt number (1, 2, ...) when the task resumes
+    /// here after a rollback of the new scope; `rdx` = `SEAL` seals it.
+    /// If the commit succeeds and the open fails (`NoMemory`), the old
+    /// scope stays committed and no new one is open.
+    pub const CHECKPOINT_RENEW: u64 = 30;
+
     /// One past the highest call number.
-    pub const COUNT: u64 = 30;
+    pub const COUNT: u64 = 31;
 }
 
 /// `SET_PRIORITY` argument: back to the manifest priority.

@@ -44,6 +44,7 @@ const fn may_reschedule(number: u64) -> bool {
             | nr::EMIT
             | nr::CHECKPOINT_OPEN
             | nr::CHECKPOINT_COMMIT
+            | nr::CHECKPOINT_RENEW
             | nr::SET_RECOVERY
             | nr::REGION
             | nr::CHECKPOINT_DEPTH
@@ -214,20 +215,14 @@ fn dispatch(s: &mut Scheduler) {
         nr::EMIT => emit(task, a0, a1),
         nr::CHECKPOINT_OPEN => crate::recovery::checkpoint::open(task),
         nr::CHECKPOINT_COMMIT => match crate::recovery::checkpoint::seal_broken(task) {
-            None => {
-                // The scope closes; what it held of IPC goes to its parent
-                // or, at the outermost commit, its held replies are
-                // delivered (`ipc::held`). `task` is the current task.
-                let n = task.scopes.len();
-                let r = crate::recovery::checkpoint::commit(task);
-                if r.is_ok()
-                    && !task.held.is_empty()
-                    && let Some(me) = s.current_index()
-                {
-                    ipc::held::on_commit(s, me, n);
-                }
-                r
-            }
+            None => commit(s),
+            Some(broken) => return seal_fault(s, broken),
+        },
+        nr::CHECKPOINT_RENEW => match crate::recovery::checkpoint::seal_broken(task) {
+            // Commit, then open at the same depth from this very frame: the
+            // kernel is not preemptible, so nothing of the task runs
+            // between the two.
+            None => commit(s).and_then(|_| crate::recovery::checkpoint::open(s.current())),
             Some(broken) => return seal_fault(s, broken),
         },
         nr::FUTEX_WAIT => ipc::futex::wait(s),
@@ -250,6 +245,23 @@ fn dispatch(s: &mut Scheduler) {
         Ok(v) => v,
         Err(e) => e.to_raw(),
     };
+}
+
+/// `CHECKPOINT_COMMIT` (and the first half of `CHECKPOINT_RENEW`) of the
+/// current task's innermost scope, its seal checked: the scope closes;
+/// what it held of IPC goes to its parent or, at the outermost commit,
+/// its held replies are delivered (`ipc::held`).
+fn commit(s: &mut Scheduler) -> Result<u64, Error> {
+    let task = s.current();
+    let n = task.scopes.len();
+    let r = crate::recovery::checkpoint::commit(task);
+    if r.is_ok()
+        && !task.held.is_empty()
+        && let Some(me) = s.current_index()
+    {
+        ipc::held::on_commit(s, me, n);
+    }
+    r
 }
 
 #[cold]

@@ -111,6 +111,7 @@
 use crate::sync::registry;
 use abi::fault::FaultKind;
 use abi::syscall::{Error, nr};
+use core::ops::ControlFlow;
 
 /// The fault that caused a rollback, as the kernel recorded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,15 +165,7 @@ pub fn kernel_depth() -> usize {
 /// kernel opened nothing and `body` did not run.
 #[inline(never)]
 pub fn checkpoint<R, F: FnOnce(Attempt) -> R>(body: F) -> Result<R, Error> {
-    let mut ctx = Scope {
-        magic: SCOPE_MAGIC,
-        body: Some(body),
-        result: None,
-        parent: registry::depth(),
-        depth: 0,
-        opened: false,
-        open_raw: 0,
-    };
+    let mut ctx = Scope::new(Once { body: Some(body), result: None });
     let mut raw = run_scope(&mut ctx);
     if !ctx.opened {
         // The kernel opened nothing: it refused (scopes full, no memory),
@@ -180,31 +173,150 @@ pub fn checkpoint<R, F: FnOnce(Attempt) -> R>(body: F) -> Result<R, Error> {
         let first = ctx.open_raw;
         raw = run_scope(&mut ctx);
         if !ctx.opened {
-            return Err(Error::decode(ctx.open_raw).err().or(Error::decode(first).err()).unwrap_or(Error::BadArgument));
+            return Err(refusal(ctx.open_raw, first));
         }
     }
-    let depth = ctx.depth;
+    committed(ctx.depth, raw);
+    match ctx.run.result.take() {
+        Some(r) => Ok(r),
+        // `scope_body` stores the result before it lets the commit happen.
+        None => panic!("checkpoint: scope {} committed without a result", ctx.depth),
+    }
+}
+
+/// Runs `body` again and again, each run in a checkpoint scope of its
+/// own, until it returns `ControlFlow::Break(b)`; returns `b`. A fault in
+/// a run rolls back that run only — to the state the previous run
+/// committed — and runs it again (`attempt.number > 0`).
+///
+/// ```ignore
+/// let mut served = 0;
+/// let total = checkpoint::repeat(|_attempt| {
+///     served += handle(next_request()?);
+///     if served == N { ControlFlow::Break(served) } else { ControlFlow::Continue(()) }
+/// })?;
+/// ```
+///
+/// What it adds to a loop of [`checkpoint`]s: **no instruction of the
+/// task runs outside a scope between two runs.** One run's commit and the
+/// next run's open are one system call (`CHECKPOINT_RENEW`), so a fault,
+/// kill or hang that lands "between iterations" — in a loop of
+/// `checkpoint`s, the commit's tail and the next open, outside any scope,
+/// hence a restart from the image with all private state lost — lands in
+/// a scope and is rolled back like any other. A task whose work is one
+/// `repeat` is inside a scope from its first open to its last commit,
+/// blocked or running (block, sleep and yield *inside* `body`).
+///
+/// Two exceptions, both after a commit and before the next open: a run
+/// that released (dropped) a lock guard or an `Arc` handle an *earlier*
+/// run took — its release waits for the commit (`crate::sync`) — is
+/// committed with `CHECKPOINT_COMMIT`, the release made, and the next run
+/// opened afresh; and a renew whose open the kernel refused (`NoMemory`)
+/// is opened again the same way. Errors: as [`checkpoint`]'s, when the
+/// kernel refused the first open twice (`body` then did not run).
+#[inline(never)]
+pub fn repeat<B, F: FnMut(Attempt) -> ControlFlow<B>>(mut body: F) -> Result<B, Error> {
+    let mut refused: Option<u64> = None;
+    loop {
+        let mut ctx = Scope::new(Repeat { body: &mut body, result: None, ran: false });
+        let raw = run_repeat(&mut ctx);
+        if ctx.opened {
+            committed(ctx.depth, raw);
+            if let Some(b) = ctx.run.result.take() {
+                return Ok(b);
+            }
+            // Committed for a deferred release (made by `committed`):
+            // the next run opens afresh.
+            continue;
+        }
+        if ctx.run.ran {
+            // A renew committed the last run but could not open the next.
+            continue;
+        }
+        match refused {
+            Some(first) => return Err(refusal(ctx.open_raw, first)),
+            None => refused = Some(ctx.open_raw),
+        }
+    }
+}
+
+/// The error of an open the kernel refused twice (`raw`, `first`: the
+/// two opens' results).
+fn refusal(raw: u64, first: u64) -> Error {
+    Error::decode(raw).err().or(Error::decode(first).err()).unwrap_or(Error::BadArgument)
+}
+
+/// After the commit of scope `depth` (`raw`: the commit's `rax`): checks
+/// what the kernel did, then makes the releases inner scopes deferred to
+/// it.
+fn committed(depth: u64, raw: u64) {
     if raw != 0 || registry::depth() != depth - 1 {
         recommit(depth, raw);
     }
     registry::note_commit(depth - 1);
     crate::sync::release_deferred(depth - 1);
-    match ctx.result.take() {
-        Some(r) => Ok(r),
-        // `scope_body` stores the result before it lets the commit happen.
-        None => panic!("checkpoint: scope {depth} committed without a result"),
+}
+
+/// What a scope runs: once ([`checkpoint`]) or until done ([`repeat`]).
+trait Run {
+    /// Whether the body has produced its result (a run after that — a
+    /// skipped branch that renewed instead of committing — commits).
+    fn done(&self) -> bool;
+    /// Runs the body once; whether it is done.
+    fn run(&mut self, attempt: Attempt) -> bool;
+}
+
+/// [`checkpoint`]'s body.
+struct Once<F, R> {
+    body: Option<F>,
+    result: Option<R>,
+}
+
+impl<R, F: FnOnce(Attempt) -> R> Run for Once<F, R> {
+    fn done(&self) -> bool {
+        self.result.is_some()
+    }
+    fn run(&mut self, attempt: Attempt) -> bool {
+        let Some(body) = self.body.take() else { panic!("checkpoint: the scope has no body") };
+        self.result = Some(body(attempt));
+        true
     }
 }
 
-/// One scope's state, in the `checkpoint` frame (private memory: a
-/// rollback restores it as it was at the open, `body` unconsumed).
-struct Scope<F, R> {
+/// [`repeat`]'s body.
+struct Repeat<'a, F, B> {
+    body: &'a mut F,
+    result: Option<B>,
+    /// A run happened in this call of the asm function (so a later
+    /// refused open is a renew's).
+    ran: bool,
+}
+
+impl<B, F: FnMut(Attempt) -> ControlFlow<B>> Run for Repeat<'_, F, B> {
+    fn done(&self) -> bool {
+        self.result.is_some()
+    }
+    fn run(&mut self, attempt: Attempt) -> bool {
+        self.ran = true;
+        match (self.body)(attempt) {
+            ControlFlow::Break(b) => {
+                self.result = Some(b);
+                true
+            }
+            ControlFlow::Continue(()) => false,
+        }
+    }
+}
+
+/// One scope's state, in the `checkpoint` (or `repeat`) frame (private
+/// memory: a rollback restores it as it was at the open, `body`
+/// unconsumed).
+struct Scope<C> {
     /// [`SCOPE_MAGIC`]: `scope_body` checks it before it writes anything
     /// through the pointer it was handed (a flipped `rdi` must not make it
     /// write `None` into some other memory — shared memory, even).
     magic: u64,
-    body: Option<F>,
-    result: Option<R>,
+    run: C,
     /// The page's depth before the open.
     parent: u64,
     /// The scope's depth, once opened.
@@ -215,37 +327,57 @@ struct Scope<F, R> {
     open_raw: u64,
 }
 
+impl<C: Run> Scope<C> {
+    fn new(run: C) -> Self {
+        Scope { magic: SCOPE_MAGIC, run, parent: registry::depth(), depth: 0, opened: false, open_raw: 0 }
+    }
+}
+
 /// [`Scope::magic`].
 const SCOPE_MAGIC: u64 = 0x5c0e_5c0e_0b5e_55ed;
 
 /// Opens a sealed scope, runs [`scope_body`] in it and commits it, all in
 /// `__rewind_checkpoint_scope`; returns the commit's `rax` (meaningless if
 /// `ctx.opened` is false: then nothing was committed).
-fn run_scope<F: FnOnce(Attempt) -> R, R>(ctx: &mut Scope<F, R>) -> u64 {
+fn run_scope<C: Run>(ctx: &mut Scope<C>) -> u64 {
     // SAFETY: the asm function's contract (at its definition): `ctx` is
-    // valid for `scope_body::<F, R>` for the whole call. It returns twice
+    // valid for `scope_body::<C>` for the whole call. It returns twice
     // or more (after rollbacks) from its `CHECKPOINT_OPEN`, each time with
     // all registers and all private memory as at that instruction —
     // `ctx` included: sound, see the module documentation.
-    unsafe { __rewind_checkpoint_scope((ctx as *mut Scope<F, R>).cast(), scope_body::<F, R>) }
+    unsafe { __rewind_checkpoint_scope((ctx as *mut Scope<C>).cast(), scope_body::<C>) }
 }
 
-/// Inside the scope (called by `__rewind_checkpoint_scope` right after its
-/// open, with the open's `rax`): checks the open from the page, runs the
-/// body, checks the page before the commit. Returns 1 to have the scope
-/// committed, 0 if the kernel opened none (nothing to commit).
-extern "C" fn scope_body<F: FnOnce(Attempt) -> R, R>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
+/// As [`run_scope`], through `__rewind_checkpoint_repeat`: [`scope_body`]
+/// again after each renew, until it asks for a commit (or opened nothing).
+fn run_repeat<C: Run>(ctx: &mut Scope<C>) -> u64 {
+    // SAFETY: as for `run_scope`; the asm function also returns to its
+    // `CHECKPOINT_RENEW`s after rollbacks, in the same way.
+    unsafe { __rewind_checkpoint_repeat((ctx as *mut Scope<C>).cast(), scope_body::<C>) }
+}
+
+/// [`scope_body`]'s answers to the asm functions.
+const NOT_OPENED: u64 = 0;
+const COMMIT: u64 = 1;
+const RENEW: u64 = 2;
+
+/// Inside the scope (called by the asm function right after its open or
+/// renew, with that call's `rax`): checks the open from the page, runs the
+/// body, checks the page before the commit. Returns [`COMMIT`] to have the
+/// scope committed, [`RENEW`] to have it committed and the next run's
+/// opened ([`repeat`]), [`NOT_OPENED`] if the kernel opened none.
+extern "C" fn scope_body<C: Run>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
     // A read first: the pointer came through `rdi` across the open, where a
     // flipped bit would make every write below land elsewhere.
-    // SAFETY: `run_scope` passes its `&mut Scope<F, R>`, valid and aligned
-    // (a corrupted pointer faults here or fails the check: a panic inside
-    // the scope, rolled back, then escalated by the policy).
-    if unsafe { core::ptr::read_volatile(&raw const (*ctx.cast::<Scope<F, R>>()).magic) } != SCOPE_MAGIC {
+    // SAFETY: the asm functions pass their `&mut Scope<C>`, valid and
+    // aligned (a corrupted pointer faults here or fails the check: a panic
+    // inside the scope, rolled back, then escalated by the policy).
+    if unsafe { core::ptr::read_volatile(&raw const (*ctx.cast::<Scope<C>>()).magic) } != SCOPE_MAGIC {
         panic!("checkpoint: the scope's context at {ctx:p} is not one");
     }
     // SAFETY: as above; no other reference to it is used until the asm
     // function returns.
-    let ctx = unsafe { &mut *ctx.cast::<Scope<F, R>>() };
+    let ctx = unsafe { &mut *ctx.cast::<Scope<C>>() };
     let parent = ctx.parent;
     // Whether the kernel opened the scope is what the page's `depth` says
     // (the kernel writes it as part of the open, and only then), not what
@@ -257,29 +389,36 @@ extern "C" fn scope_body<F: FnOnce(Attempt) -> R, R>(ctx: *mut u8, _body: u64, r
             Some(d) => d,
             None => {
                 ctx.open_raw = raw;
-                return 0;
+                return NOT_OPENED;
             }
         };
     }
-    // The attempt number and the last fault, from the scope's record in the
-    // page, which the kernel cleared at the open and fills at a rollback.
-    let record = registry::scope_record(depth);
-    let attempt = record.attempt;
-    let last_fault = if attempt == 0 {
-        None
-    } else {
-        Some(FaultInfo { kind_raw: record.fault_kind, seq: record.fault_seq, pc: record.fault_pc })
-    };
-    // The mutex registry's size at this open, for the unlock's scope check
-    // (libtask's private bookkeeping next to the page; also after a
-    // rollback, which restored it to before this point).
-    registry::note_open(depth);
-    let Some(body) = ctx.body.take() else { panic!("checkpoint: scope {depth} has no body") };
-    ctx.result = Some(body(Attempt { number: attempt, last_fault }));
-    precommit(depth);
+    if !ctx.run.done() {
+        // The attempt number and the last fault, from the scope's record in
+        // the page, which the kernel cleared at the open and fills at a
+        // rollback.
+        let record = registry::scope_record(depth);
+        let attempt = record.attempt;
+        let last_fault = if attempt == 0 {
+            None
+        } else {
+            Some(FaultInfo { kind_raw: record.fault_kind, seq: record.fault_seq, pc: record.fault_pc })
+        };
+        // The mutex registry's size at this open, for the unlock's scope
+        // check (libtask's private bookkeeping next to the page; also after
+        // a rollback, which restored it to before this point).
+        registry::note_open(depth);
+        let done = ctx.run.run(Attempt { number: attempt, last_fault });
+        precommit(depth);
+        // A release an earlier run's entry waits for is made after a real
+        // commit (`repeat`'s documentation), not inside the next run.
+        if !done && !registry::deferred_any(depth - 1) {
+            return RENEW;
+        }
+    }
     ctx.depth = depth;
     ctx.opened = true;
-    1
+    COMMIT
 }
 
 /// The open did not leave the page at `parent + 1` (the fast path's check):
@@ -330,6 +469,8 @@ fn precommit(depth: u64) {
 unsafe extern "C" {
     /// `u64 __rewind_checkpoint_scope(u8 *ctx, u64 (*body)(u8 *ctx, u64 body, u64 open_rax))`.
     fn __rewind_checkpoint_scope(ctx: *mut u8, body: extern "C" fn(*mut u8, u64, u64) -> u64) -> u64;
+    /// As `__rewind_checkpoint_scope`, renewing while `body` returns 2.
+    fn __rewind_checkpoint_repeat(ctx: *mut u8, body: extern "C" fn(*mut u8, u64, u64) -> u64) -> u64;
 }
 
 // __rewind_checkpoint_scope(rdi = ctx, rsi = body): a C-ABI function, the
@@ -380,6 +521,73 @@ core::arch::global_asm!(
     ".size __rewind_checkpoint_scope, . - __rewind_checkpoint_scope",
     seal = const abi::checkpoint::SEAL,
     open = const nr::CHECKPOINT_OPEN,
+    commit = const nr::CHECKPOINT_COMMIT,
+);
+
+// __rewind_checkpoint_repeat(rdi = ctx, rsi = body): as
+// `__rewind_checkpoint_scope`, for `repeat`: body(ctx, body, rax) returns
+// 2 to have the run committed and the next one opened in the same call
+// (`CHECKPOINT_RENEW`, sealed as the open), after which body is called
+// again; 1 to commit and return; 0 (nothing opened) to return. ctx and
+// body live in rbx and r12 across the calls — callee-saved, so body hands
+// them back; saved and restored for the caller around the whole loop; and
+// between the open and the last commit they are part of the seal the
+// kernel checks at every renew and commit, and restored with the frame at
+// a rollback (which resumes right after the open or renew it returns to).
+// The two pushes and the call number's keep the stack 16-byte aligned at
+// `call r12`. CFI for every instruction (`.cfi_offset` for the saved
+// registers), so the fault server's walk finds the frame from anywhere in
+// it; its symbol is how the server recognises it.
+core::arch::global_asm!(
+    ".section .text.__rewind_checkpoint_repeat, \"ax\", @progbits",
+    ".global __rewind_checkpoint_repeat",
+    ".type __rewind_checkpoint_repeat, @function",
+    "__rewind_checkpoint_repeat:",
+    ".cfi_startproc",
+    "    push rbx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_offset rbx, -16",
+    "    push r12",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_offset r12, -24",
+    "    mov rbx, rdi",
+    "    mov r12, rsi",
+    "    push {open}",
+    ".cfi_adjust_cfa_offset 8",
+    "    movabs rdx, {seal}",
+    "    mov rax, [rsp]",
+    "    syscall",
+    "3:",
+    "    mov rdx, rax",
+    "    mov rdi, rbx",
+    "    mov rsi, r12",
+    "    call r12",
+    "    cmp rax, 2",
+    "    jne 4f",
+    "    movabs rdx, {seal}",
+    "    mov eax, {renew}",
+    "    syscall",
+    "    jmp 3b",
+    "4:",
+    "    test rax, rax",
+    "    jz 2f",
+    "    mov eax, {commit}",
+    "    syscall",
+    "2:",
+    "    add rsp, 8",
+    ".cfi_adjust_cfa_offset -8",
+    "    pop r12",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore r12",
+    "    pop rbx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore rbx",
+    "    ret",
+    ".cfi_endproc",
+    ".size __rewind_checkpoint_repeat, . - __rewind_checkpoint_repeat",
+    seal = const abi::checkpoint::SEAL,
+    open = const nr::CHECKPOINT_OPEN,
+    renew = const nr::CHECKPOINT_RENEW,
     commit = const nr::CHECKPOINT_COMMIT,
 );
 

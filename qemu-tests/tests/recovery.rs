@@ -77,6 +77,11 @@ fn checkpoint_scopes_commit_nest_and_defer_releases() {
     ok(&run, "checkpoint:deferred-unlock");
     ok(&run, "checkpoint:relock-deferred");
     ok(&run, "checkpoint:guard-escapes");
+    // `repeat`: runs chained by renews, each a depth-1 scope of the kernel
+    // too; a run that drops an earlier run's guard commits for real (the
+    // unlock waits for it) and the next run opens afresh.
+    assert_eq!(ok(&run, "checkpoint:repeat")["value"], 5);
+    ok(&run, "checkpoint:repeat-deferred");
     no_failed_checks(&run);
     assert!(run.events_of("fault").is_empty(), "no fault expected");
     assert!(run.events_of("task_panic").is_empty(), "no panic expected");

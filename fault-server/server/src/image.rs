@@ -60,7 +60,7 @@ pub struct TaskImage {
 /// closure or another item *inside* it is not the function.
 pub fn is_checkpoint_symbol(name: &[u8]) -> bool {
     const PATH: &[u8] = b"7libtask10checkpoint10scope_body";
-    if name == b"__rewind_checkpoint_scope" {
+    if name == b"__rewind_checkpoint_scope" || name == b"__rewind_checkpoint_repeat" {
         return true;
     }
     if let Some(rest) = name.strip_prefix(b"_ZN".as_slice()) {

@@ -416,6 +416,12 @@ pub(crate) fn deferred_at(kind: Kind, depth: u64) -> Option<usize> {
     (0..t.count()).rev().find(|&i| get(t.addr_ptr(i)) != 0 && get(t.scope_ptr(i)) == depth && is_deferred(kind, i))
 }
 
+/// Whether any release waits for scope `depth` to become the innermost
+/// (`crate::sync::release_deferred`).
+pub(crate) fn deferred_any(depth: u64) -> bool {
+    deferred_at(Kind::Mutex, depth).is_some() || deferred_at(Kind::Arc, depth).is_some()
+}
+
 /// Whether the mutex entry in `slot` may belong to a scope outside the
 /// innermost one, so that its release must be deferred (see
 /// [`crate::sync`]): whether it lies below the registry's `count` at the

@@ -31,6 +31,7 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU32, Ordering};
 use libtask::checkpoint::{self, checkpoint};
 use libtask::sync::{FromBytes, Mutex, MutexGuard, PoisonError, Region};
@@ -320,6 +321,40 @@ fn selftest(region: &Bank) {
     let held = m.is_locked();
     drop(g);
     report("checkpoint:guard-escapes", held && !m.is_locked(), 0);
+
+    // `repeat`: five runs, each in a scope of its own at depth 1 (the
+    // kernel says so too), chained by renews; nothing open after it.
+    let (mut runs, mut inside) = (0u64, true);
+    let r = checkpoint::repeat(|a| {
+        runs += 1;
+        inside &= a.number == 0 && checkpoint::depth() == 1 && checkpoint::kernel_depth() == 1;
+        if runs == 5 { ControlFlow::Break(runs) } else { ControlFlow::Continue(()) }
+    });
+    let closed = checkpoint::depth() == 0 && checkpoint::kernel_depth() == 0;
+    report("checkpoint:repeat", r == Ok(5) && inside && closed, runs);
+
+    // A guard one run takes and the next drops: the drop's unlock waits
+    // for a real commit (still locked in that run), after which `repeat`
+    // opens the next run afresh (unlocked there).
+    let mut g = None;
+    let (mut runs, mut locked_after_drop, mut free_next_run) = (0u64, 0u64, 0u64);
+    let r = checkpoint::repeat(|_| {
+        runs += 1;
+        if runs % 2 == 1 && runs > 1 && g.is_none() && !m.is_locked() {
+            free_next_run += 1;
+        }
+        match g.take() {
+            None => g = Some(lock(m)),
+            Some(guard) => {
+                drop(guard);
+                locked_after_drop += m.is_locked() as u64;
+            }
+        }
+        if runs == 8 { ControlFlow::Break(m.is_locked()) } else { ControlFlow::Continue(()) }
+    });
+    let closed = checkpoint::depth() == 0 && checkpoint::kernel_depth() == 0;
+    let ok = r == Ok(true) && locked_after_drop == 4 && free_next_run == 3 && closed && !m.is_locked();
+    report("checkpoint:repeat-deferred", ok, locked_after_drop << 8 | free_next_run);
 }
 
 fn holder(region: &Bank) {

@@ -18,6 +18,7 @@
 #![no_std]
 #![no_main]
 
+use core::ops::ControlFlow;
 use libtask::{Start, println, report};
 
 /// Iterations between two reports (2 instructions each).
@@ -28,22 +29,18 @@ const REPORTS: u64 = 50;
 libtask::entry!(main);
 
 fn main(start: Start) {
-    let mut count = 0;
-    for n in 1..=REPORTS {
-        // Each chunk of work is a checkpoint scope: a fault anywhere in it
-        // (a fault-injection campaign's) rolls the chunk back and re-runs
-        // it; the report goes out after the commit, so it is never repeated.
-        let done = libtask::checkpoint(|_attempt| {
-            spin(REPORT_EVERY);
-            count + REPORT_EVERY
-        });
-        count = match done {
-            Ok(c) => c,
-            Err(e) => {
-                println!("spinner {}: checkpoint refused: {}", start.id, e.name());
-                count + REPORT_EVERY
-            }
-        };
+    let (mut count, mut n) = (0, 0);
+    // The whole run is one chain of checkpoint scopes, one per chunk of
+    // work (`checkpoint::repeat`): a fault anywhere in a chunk — or in its
+    // report, or while the spinner waits for the CPU — rolls the chunk
+    // back to the previous chunk's commit and re-runs it. `count` and `n`
+    // are private memory, rolled back with it; a report the failed run
+    // made is made again (the same value: the golden-run comparison of
+    // `cargo xtask inject` reads it as a rewind).
+    let ran = libtask::checkpoint::repeat(|_attempt| {
+        spin(REPORT_EVERY);
+        count += REPORT_EVERY;
+        n += 1;
         // Every report is an event; the console gets the first, the half
         // way and the last, so that a demo's fault story is not buried
         // under progress lines.
@@ -51,6 +48,10 @@ fn main(start: Start) {
             println!("spinner {} (arg {}): report {}/{}, {} iterations", start.id, start.arg, n, REPORTS, count);
         }
         report("progress", true, count);
+        if n == REPORTS { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    if let Err(e) = ran {
+        println!("spinner {}: checkpoint refused: {}", start.id, e.name());
     }
 }
 
