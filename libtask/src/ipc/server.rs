@@ -27,8 +27,9 @@
 //! before the commit, and the re-run would answer again.
 
 use super::{Cap, Message, Received, Timeout, ipc_detail, recv, reply};
-use crate::checkpoint::{Attempt, checkpoint};
+use crate::checkpoint::{Attempt, checkpoint, repeat};
 use abi::syscall::{Error, nr};
+use core::ops::ControlFlow;
 
 /// A request, as the handler sees it.
 #[derive(Clone, Copy, Debug)]
@@ -67,26 +68,51 @@ impl Server {
     /// by enclosing scopes), or the scope's (`checkpoint`'s).
     pub fn next(&mut self, handler: &mut impl FnMut(&Request) -> Message) -> Result<Served, Error> {
         let ep = self.ep;
-        checkpoint(|attempt| {
-            let got: Received = recv(ep, Timeout::Forever)?;
-            let answer = handler(&Request { badge: got.badge, msg: got.msg, attempt });
-            match reply(&answer) {
-                Ok(()) => Ok(Served::Replied),
-                Err(Error::NoCaller) => Ok(Served::CallerGone),
-                Err(e) => Err(e),
-            }
+        checkpoint(|attempt| one(ep, handler, attempt))?
+    }
+
+    /// Serves requests until `done()` — asked inside each request's scope,
+    /// after its handler — says so, each request in a checkpoint scope of
+    /// its own as with [`Server::next`], chained (`checkpoint::repeat`):
+    /// one request's commit (which delivers its reply) and the next one's
+    /// open are one system call, so the server is inside a scope from the
+    /// first `recv` to the last reply — a fault, kill or hang *between*
+    /// two requests is rolled back like one inside a request, never a
+    /// restart that loses the private store. Errors: as [`Server::next`]'s;
+    /// the scope of the request whose `recv` or `reply` failed commits
+    /// (there was no fault to roll back) and the error is returned.
+    pub fn serve_until(
+        &mut self,
+        handler: &mut impl FnMut(&Request) -> Message,
+        mut done: impl FnMut() -> bool,
+    ) -> Result<(), Error> {
+        let ep = self.ep;
+        repeat(|attempt| match one(ep, handler, attempt) {
+            Ok(_) if done() => ControlFlow::Break(Ok(())),
+            Ok(_) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(Err(e)),
         })?
     }
 }
 
-/// Serves endpoint `ep` forever with `handler`, one scope per request
-/// ([`Server::next`]); returns only the error that stopped it.
+/// One request, inside its scope: `recv`, the handler, `reply`.
+fn one(ep: Cap, handler: &mut impl FnMut(&Request) -> Message, attempt: Attempt) -> Result<Served, Error> {
+    let got: Received = recv(ep, Timeout::Forever)?;
+    let answer = handler(&Request { badge: got.badge, msg: got.msg, attempt });
+    match reply(&answer) {
+        Ok(()) => Ok(Served::Replied),
+        Err(Error::NoCaller) => Ok(Served::CallerGone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Serves endpoint `ep` forever with `handler`, one scope per request,
+/// chained ([`Server::serve_until`]); returns only the error that stopped
+/// it.
 pub fn serve(ep: Cap, mut handler: impl FnMut(&Request) -> Message) -> Error {
-    let mut server = Server::new(ep);
-    loop {
-        if let Err(e) = server.next(&mut handler) {
-            return e;
-        }
+    match Server::new(ep).serve_until(&mut handler, || false) {
+        Ok(()) => unreachable!("`done` never says so"),
+        Err(e) => e,
     }
 }
 

@@ -19,6 +19,7 @@
 //! | arg | role | checks |
 //! |---|---|---|
 //! | 1 | teller: [`TRANSFERS`] transfers between pseudo-random accounts | `bank:teller-done` |
+//! | 2 | teller of [`LONG_TRANSFERS`] transfers (the mixed campaign's) | as 1 |
 //! | 101 | teller that faults (`ud2`) once per boot, mid-transfer, holding the lock | `bank:teller-done`; `bank:retried` (value = fault seq) when its scope is re-run; `bank:repaired` by whoever repairs |
 //! | 200 + n | auditor: waits for n tellers, then checks the total | `bank:tellers-done`, `bank:total` (value = the sum) |
 //! | 300 | checkpoint self-test (no shared data needed but the region) | `checkpoint:*` |
@@ -44,6 +45,8 @@ const OPENING: u64 = 1000;
 const TOTAL: u64 = ACCOUNTS as u64 * OPENING;
 /// Transfers per teller.
 pub const TRANSFERS: u64 = 200;
+/// Transfers per long-running teller (`faults/campaign-10k.toml`).
+pub const LONG_TRANSFERS: u64 = 1000;
 /// The faulty teller faults in this transfer.
 const FAULT_AT: u64 = 37;
 /// Iterations of a teller's work per transfer (~4 guest instructions each).
@@ -105,8 +108,9 @@ fn main(start: Start) -> u64 {
         }
     };
     match start.arg {
-        1 => teller(&region, start.id, false),
-        101 => teller(&region, start.id, true),
+        1 => teller(&region, start.id, TRANSFERS, false),
+        2 => teller(&region, start.id, LONG_TRANSFERS, false),
+        101 => teller(&region, start.id, TRANSFERS, true),
         a @ 201..=299 => auditor(&region, (a - 200) as u32),
         300 => selftest(&region),
         301 => holder(&region),
@@ -187,7 +191,7 @@ fn transfer(l: &mut Ledger, from: usize, to: usize, amount: u64, fault: bool) ->
     true
 }
 
-fn teller(region: &Bank, id: u64, faulty: bool) {
+fn teller(region: &Bank, id: u64, transfers: u64, faulty: bool) {
     // The statics are reached through `region` inside the scope, not kept
     // in a local across it: `faults/checkpoint-sweep.toml` skips 2 bytes
     // into `checkpoint`'s first `cmp`, which then decodes as garbage
@@ -199,43 +203,53 @@ fn teller(region: &Bank, id: u64, faulty: bool) {
     // recovery: any shared pointer live in a register at that instant
     // would do the same.)
     let mut rng = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for n in 0..TRANSFERS {
+    let mut n = 0;
+    // One transfer per run of a `repeat`: each run is a checkpoint scope,
+    // chained to the next by one system call, so the teller is inside a
+    // scope from its first transfer to its last — working, waiting for
+    // the lock, or yielding the CPU (inside the run too) — and any fault,
+    // kill or hang there rolls back one transfer, never restarts the
+    // teller. `rng` and `n` are private: rolled back with the run.
+    let ran = checkpoint::repeat(|attempt| {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let (from, to, amount) = ((rng % 8) as usize, ((rng >> 8) % 8) as usize, (rng >> 16) % 50 + 1);
-        let moved = checkpoint(|attempt| {
-            // A teller's work before it takes the lock: ~0.1 ms of guest
-            // time per transfer, inside the scope, so that time-scheduled
-            // injections (`faults/bank-storm.toml`, the acceptance tests)
-            // land in scopes, and a teller lives as long however cheap
-            // scopes get.
-            work(TELLER_WORK);
-            if let Some(f) = attempt.last_fault {
-                println!(
-                    "bank teller {id}: transfer {n} re-run (attempt {}) after fault {} at {:#x}",
-                    attempt.number, f.seq, f.pc
-                );
-                report("bank:retried", true, f.seq);
-            }
-            let shared = region.statics();
-            let mut g = lock_ledger(&shared.ledger);
-            let fault = faulty && n == FAULT_AT && shared.injected.swap(1, Ordering::Relaxed) == 0;
-            transfer(&mut g, from, to, amount, fault)
-        });
-        if moved.is_err() {
-            report("bank:checkpoint", false, n);
+        // A teller's work before it takes the lock: ~0.1 ms of guest time
+        // per transfer, inside the scope, so that time-scheduled injections
+        // (`faults/bank-storm.toml`, the acceptance tests) land in scopes,
+        // and a teller lives as long however cheap scopes get.
+        work(TELLER_WORK);
+        if let Some(f) = attempt.last_fault {
+            println!(
+                "bank teller {id}: transfer {n} re-run (attempt {}) after fault {} at {:#x}",
+                attempt.number, f.seq, f.pc
+            );
+            report("bank:retried", true, f.seq);
+        }
+        let shared = region.statics();
+        let mut g = lock_ledger(&shared.ledger);
+        let fault = faulty && n == FAULT_AT && shared.injected.swap(1, Ordering::Relaxed) == 0;
+        transfer(&mut g, from, to, amount, fault);
+        drop(g);
+        n += 1;
+        if n == transfers {
+            return ControlFlow::Break(());
         }
         if n % 8 == 0 {
             syscall::yield_now();
         }
+        ControlFlow::Continue(())
+    });
+    if ran.is_err() {
+        report("bank:checkpoint", false, n);
     }
     // Out of every scope: the recovery page and the kernel must both say 0
     // (the checkpoint sweeps' count check).
     let (page, kernel) = (checkpoint::depth(), checkpoint::kernel_depth());
     report("bank:depth", page == 0 && kernel == 0, (page as u64) << 32 | kernel as u64);
     region.statics().done.fetch_add(1, Ordering::Release);
-    report("bank:teller-done", true, TRANSFERS);
+    report("bank:teller-done", true, transfers);
 }
 
 fn auditor(region: &Bank, tellers: u32) {

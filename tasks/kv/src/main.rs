@@ -42,16 +42,26 @@
 //! | `kv:client` | each client | every call answered once, each reply for its own `seq`, every counter and value as expected | calls answered |
 //! | `kv:call-error` | a client | never (a call failed; the client stops calling) | the error code |
 //! | `kv:generation` | a client whose call failed with `Restarted`/`Stopped` | always | the server's generation the error carried |
-//! | `kv:sequence` | server, at the audit | each client's requests arrived exactly in order 1, 2, 3 ... (a doubled or lost request breaks it) | violations |
-//! | `kv:answered` | server | requests answered (committed; the audit not counted) = clients × [`ROUNDS`] | answered |
+//! | `kv:sequence` | server, at the audit | each client's requests arrived exactly in order 1, 2, 3 ... (a lost or doubled request breaks it; a retry of the last one is answered from the cache) | violations |
+//! | `kv:answered` | server | requests applied and answered (committed; the audit and retries not counted) = clients × calls each | answered |
 //! | `kv:total` | server | the accounts' total is conserved | the total |
-//! | `kv:ledger` | server | the shared ledger applied each client's requests exactly [`ROUNDS`] times | applied, all clients |
+//! | `kv:ledger` | server | the shared ledger applied each client's requests exactly once each | applied, all clients |
 //! | `kv:arcs` | server | live Arc slots in the region = the values held (none leaked, none lost) | live slots |
 //! | `kv:audit` | the last client | the audit call was answered with 1 | the result |
 //!
+//! The server serves with `Server::serve_until`: one scope per request,
+//! chained, so it is inside a scope between requests too. Each client
+//! makes each call in a scope of its own (`checkpoint::repeat`): a client
+//! rolled back after its call went out makes the same call again, and the
+//! server answers a retry of the request it applied last with the reply
+//! it gave (kept per client in the rolled-back store), applying nothing.
+//!
 //! Roles (`arg`): 1 server; `10 + n` client of `n` clients (its client
 //! number from its task id order: `arg` 10+n, `count` n); `20 + n` the
-//! same client without the pause (`faults/kv-storm.toml`). Clients make
+//! same client without the pause (`faults/kv-storm.toml`); `30 + n` a
+//! client of [`LONG_ROUNDS`] calls without the pause (the mixed
+//! `faults/campaign-10k.toml`). The last client's audit tells the server
+//! how many calls each client made. Clients make
 //! [`ROUNDS`] calls; after the first half they all sleep until tick
 //! [`PAUSE_UNTIL`], so the server sits idle in `recv` inside its scope
 //! there (where a test kills it).
@@ -61,6 +71,7 @@
 extern crate alloc;
 
 use core::cell::RefCell;
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU32, Ordering};
 use libtask::ipc::{self, CallError, Message, Request, Server};
 use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, Region};
@@ -70,6 +81,8 @@ libtask::entry!(main);
 
 /// Calls per client.
 pub const ROUNDS: u64 = 100;
+/// Calls per client of the mixed campaign (`faults/campaign-10k.toml`).
+pub const LONG_ROUNDS: u64 = 1500;
 /// Clients sleep after `ROUNDS / 2` calls until this tick (ms).
 pub const PAUSE_UNTIL: u64 = 700;
 /// Most clients.
@@ -139,8 +152,9 @@ fn main(start: Start) -> u64 {
     };
     match start.arg {
         1 => server(&region),
-        a @ 11..=18 => client(&region, start.id, a - 10, true),
-        a @ 21..=28 => client(&region, start.id, a - 20, false),
+        a @ 11..=18 => client(&region, start.id, a - 10, ROUNDS, true),
+        a @ 21..=28 => client(&region, start.id, a - 20, ROUNDS, false),
+        a @ 31..=38 => client(&region, start.id, a - 30, LONG_ROUNDS, false),
         other => {
             println!("kv: unknown role {other}");
             2
@@ -166,9 +180,16 @@ struct Store {
     counters: [u64; MAX_CLIENTS],
     values: [Option<Arc<Value>>; MAX_CLIENTS],
     next_seq: [u64; MAX_CLIENTS],
+    /// The reply to each client's last request, for its retry.
+    last_reply: [Message; MAX_CLIENTS],
+    /// Retries answered from `last_reply` (a client rolled back after its
+    /// call went out asks again, with the same `seq`).
+    retries: u64,
     violations: u64,
     answered: u64,
     clients: u64,
+    /// Calls per client, as the audit said.
+    rounds: u64,
     audited: bool,
 }
 
@@ -183,37 +204,33 @@ fn server(region: &Kv) -> u64 {
         counters: [0; MAX_CLIENTS],
         values: [const { None }; MAX_CLIENTS],
         next_seq: [1; MAX_CLIENTS],
+        last_reply: [Message::default(); MAX_CLIENTS],
+        retries: 0,
         violations: 0,
         answered: 0,
         clients: 0,
+        rounds: 0,
         audited: false,
     });
     let mut handler = |req: &Request| handle(&mut store.borrow_mut(), ledger, region, req);
-    let mut server = Server::new(ep);
-    loop {
-        match server.next(&mut handler) {
-            Ok(_) => {}
-            Err(e) => {
-                println!("kv: serving failed: {e:?}");
-                report("kv:serve", false, e as u64);
-                return 1;
-            }
-        }
-        if store.borrow().audited {
-            break;
-        }
+    // Every request in a scope of its own, chained: the server is inside a
+    // scope from its first `recv` to the audit's reply.
+    if let Err(e) = Server::new(ep).serve_until(&mut handler, || store.borrow().audited) {
+        println!("kv: serving failed: {e:?}");
+        report("kv:serve", false, e as u64);
+        return 1;
     }
     // Reported after the audit's scope committed: a report is console and
     // event output, which no rollback takes back.
     let s = store.borrow();
-    let want = s.clients * ROUNDS;
+    let want = s.clients * s.rounds;
     report("kv:sequence", s.violations == 0, s.violations);
     report("kv:answered", s.answered == want, s.answered);
     let total: u64 = s.accounts.iter().sum();
     report("kv:total", total == ACCOUNTS as u64 * OPENING, total);
     let l = lock_ledger(ledger);
     let applied: u64 = l.applied.iter().sum();
-    let each = l.applied[..s.clients as usize].iter().all(|&a| a == ROUNDS);
+    let each = l.applied[..s.clients as usize].iter().all(|&a| a == s.rounds);
     report("kv:ledger", each && applied == want, applied);
     drop(l);
     let held = s.values.iter().filter(|v| v.is_some()).count() as u32;
@@ -229,10 +246,17 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     let answer = |result: u64| Message { label, words: [seq, result, 0, 0] };
     if label == op::AUDIT {
         s.audited = true;
+        s.rounds = a;
         return answer(1);
     }
     if c >= MAX_CLIENTS || !(op::INCR..=op::GET).contains(&label) {
         return answer(u64::MAX);
+    }
+    // A client rolled back after its call went out asks again: the same
+    // request, answered as before, applied once.
+    if seq + 1 == s.next_seq[c] && label == s.last_reply[c].label {
+        s.retries += 1;
+        return s.last_reply[c];
     }
     // Exactly once, in order: a doubled or lost request shows here.
     if seq != s.next_seq[c] {
@@ -267,7 +291,8 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     };
     apply_once(ledger, client, seq);
     s.answered += 1;
-    answer(result)
+    s.last_reply[c] = answer(result);
+    s.last_reply[c]
 }
 
 /// Counts request `seq` of `client` in the shared ledger, once: shared
@@ -317,7 +342,10 @@ fn set(place: &mut u64, value: u64) {
 
 // ---- the clients ----
 
-fn client(region: &Kv, id: u64, clients: u64, pause: bool) -> u64 {
+fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
+    // The long-running clients of the mixed campaign retry what a fault of
+    // their own made go wrong (below); the others report it.
+    let retry_wrong = rounds == LONG_ROUNDS;
     let Ok(kv) = ipc::cap("kv") else {
         report("kv:caps", false, 0);
         return 1;
@@ -326,8 +354,16 @@ fn client(region: &Kv, id: u64, clients: u64, pause: bool) -> u64 {
     let me = (id - 1) % clients.max(1);
     let done = &region.statics().done;
     let (mut counter, mut value, mut answered, mut wrong) = (0u64, 0u64, 0u64, 0u64);
-    for seq in 1..=ROUNDS {
-        if pause && seq == ROUNDS / 2 + 1 {
+    let mut seq = 0;
+    // One call per run of a `repeat`: a fault, kill or hang of the client
+    // anywhere — blocked in the call included — rolls back to the previous
+    // call's commit, and the re-run makes the same call (same `seq`) again;
+    // the server answers a retry of a request it already applied with the
+    // same reply ([`handle`]). The client's tallies are private memory,
+    // rolled back with the run.
+    let failed = libtask::checkpoint::repeat(|_| {
+        seq += 1;
+        if pause && seq == rounds / 2 + 1 {
             while syscall::ticks() < PAUSE_UNTIL {
                 let _ = syscall::sleep(PAUSE_UNTIL - syscall::ticks());
             }
@@ -358,17 +394,35 @@ fn client(region: &Kv, id: u64, clients: u64, pause: bool) -> u64 {
                 if r.msg.label != label || r.msg.words[0] != seq || expected.is_some_and(|e| e != result) {
                     wrong += 1;
                     println!("kv client {me}: seq {seq}: reply {:?}, expected {expected:?}", r.msg);
+                    // A reply that cannot be right: a bit flipped on the
+                    // way (in this client's registers or buffers, say).
+                    // Inside the call's scope a panic is a fault like any
+                    // other — rolled back, and the call made again, which
+                    // the server answers from its cache — so the client
+                    // checks, and lets recovery retry.
+                    if retry_wrong {
+                        panic!("kv client {me}: seq {seq}: a wrong reply");
+                    }
                 }
             }
-            Err(e) => {
-                report("kv:call-error", false, code(e));
-                break;
-            }
+            // The server is gone (restarted or stopped): reported, the end.
+            Err(e @ (CallError::Restarted { .. } | CallError::Stopped { .. })) => return ControlFlow::Break(Some(e)),
+            // Anything else is this client's own fault (a flipped register
+            // or a skipped instruction made the call malformed): retried,
+            // as above.
+            Err(CallError::Other(e)) if retry_wrong => panic!("kv client {me}: seq {seq}: call failed: {}", e.name()),
+            Err(e) => return ControlFlow::Break(Some(e)),
         }
+        if seq == rounds { ControlFlow::Break(None) } else { ControlFlow::Continue(()) }
+    });
+    match failed {
+        Ok(Some(e)) => report("kv:call-error", false, code(e)),
+        Ok(None) => {}
+        Err(e) => report("kv:checkpoint", false, e as u64),
     }
-    report("kv:client", answered == ROUNDS && wrong == 0, answered);
+    report("kv:client", answered == rounds && wrong == 0, answered);
     if done.fetch_add(1, Ordering::AcqRel) + 1 == clients as u32 {
-        let r = ipc::call_server(kv, &Message { label: op::AUDIT, words: [me, 0, 0, 0] });
+        let r = ipc::call_server(kv, &Message { label: op::AUDIT, words: [me, 0, rounds, 0] });
         let result = r.map_or(0, |r| r.msg.words[1]);
         report("kv:audit", result == 1, result);
     }

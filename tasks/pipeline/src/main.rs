@@ -29,8 +29,9 @@
 #![no_std]
 #![no_main]
 
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU32, Ordering};
-use libtask::checkpoint::checkpoint;
+use libtask::checkpoint::{self, checkpoint};
 use libtask::sync::{Arc, FromBytes, Mutex, MutexGuard, Region, SharedArc, SyncError};
 use libtask::{Start, println, report, syscall};
 
@@ -38,6 +39,8 @@ libtask::entry!(main);
 
 /// Buffers the producer makes.
 pub const BUFFERS: u32 = 200;
+/// Buffers of the long-running roles (the mixed `faults/campaign-10k.toml`).
+pub const LONG_BUFFERS: u32 = 600;
 const MAILBOXES: usize = 8;
 /// The faulty consumer faults while taking this buffer (its own count).
 const FAULT_AT: u32 = 11;
@@ -73,7 +76,8 @@ struct Queue {
 #[repr(C)]
 struct Shared {
     queue: Mutex<Queue>,
-    consumed: AtomicU32,
+    /// Buffers consumed, by the even and the odd consumer.
+    consumed: [AtomicU32; 2],
     /// The fault happened (once per boot).
     injected: AtomicU32,
 }
@@ -93,10 +97,13 @@ fn main(start: Start) -> u64 {
         }
     };
     match start.arg {
-        1 => producer(&region),
-        2 => consumer(&region, 0, false),
-        3 => consumer(&region, 1, false),
-        103 => consumer(&region, 1, true),
+        1 => producer(&region, BUFFERS),
+        2 => consumer(&region, 0, BUFFERS, false),
+        3 => consumer(&region, 1, BUFFERS, false),
+        103 => consumer(&region, 1, BUFFERS, true),
+        11 => producer(&region, LONG_BUFFERS),
+        12 => consumer(&region, 0, LONG_BUFFERS, false),
+        13 => consumer(&region, 1, LONG_BUFFERS, false),
         other => {
             println!("pipeline: unknown role {other}");
             return 2;
@@ -131,26 +138,56 @@ fn valid(b: &Buf, seq: u64) -> bool {
     b.seq == seq && b.sum == b.data.iter().fold(seq, |a, &d| a.wrapping_add(d))
 }
 
-fn producer(region: &Pipe) {
+/// What the producer knows of mailbox `i`, privately (rolled back with a
+/// run). A buffer is allocated in one run and published in the next, so
+/// that when a run is rolled back, every buffer it published is one an
+/// *earlier* run allocated — whose reference the rollback keeps (its
+/// registry entry belongs to that earlier, committed run) — and the re-run
+/// publishes the same token again: publishing is idempotent, and no
+/// mailbox ever holds the token of a buffer the fault server freed.
+#[derive(Clone, Copy)]
+enum Slot<A> {
+    Free,
+    /// Allocated in an earlier run, not yet in the mailbox.
+    Pending(A, u64),
+    /// In the mailbox (as of the run that published it).
+    Published(A, u64),
+}
+
+fn producer(region: &Pipe, buffers: u32) {
     let queue = &region.statics().queue;
-    let consumed = &region.statics().consumed;
-    let mut held: [Option<Arc<Buf>>; MAILBOXES] = [const { None }; MAILBOXES];
+    let mut slots: [Slot<Arc<Buf>>; MAILBOXES] = [const { Slot::Free }; MAILBOXES];
     let mut next = 0u32;
     let mut failures = 0u32;
-    while next < BUFFERS || held.iter().any(Option::is_some) {
+    let deadline = syscall::ticks() + 30_000;
+    // The producer's whole life, production and audit wait, is one chain of
+    // scopes (`checkpoint::repeat`): a fault, kill or hang anywhere rolls
+    // back one pass over the mailboxes.
+    let ran = checkpoint::repeat(|_| {
         let mut progress = false;
         {
             let mut q = lock_queue(queue);
-            for (i, b) in q.boxes.iter_mut().enumerate() {
-                if b.state == TAKEN {
-                    held[i] = None; // the consumer has its own reference now
-                    b.state = EMPTY;
-                    progress = true;
-                } else if b.state == EMPTY && held[i].is_none() && next < BUFFERS {
-                    match Arc::new_in(region, make(next as u64)) {
+            for (slot, b) in slots.iter_mut().zip(q.boxes.iter_mut()) {
+                match core::mem::replace(slot, Slot::Free) {
+                    Slot::Published(a, seq) => {
+                        if b.seq == seq && b.state == PUBLISHED {
+                            *slot = Slot::Published(a, seq);
+                        } else {
+                            // TAKEN: the consumer has its own reference
+                            // now; or EMPTY: a rolled-back run saw that.
+                            b.state = EMPTY;
+                            drop(a);
+                            progress = true;
+                        }
+                    }
+                    Slot::Pending(a, seq) => {
+                        *b = Mailbox { token: Arc::share(&a), state: PUBLISHED, seq };
+                        *slot = Slot::Published(a, seq);
+                        progress = true;
+                    }
+                    Slot::Free if b.state == EMPTY && next < buffers => match Arc::new_in(region, make(next as u64)) {
                         Ok(a) => {
-                            *b = Mailbox { token: Arc::share(&a), state: PUBLISHED, seq: next as u64 };
-                            held[i] = Some(a);
+                            *slot = Slot::Pending(a, next as u64);
                             next += 1;
                             progress = true;
                         }
@@ -159,87 +196,127 @@ fn producer(region: &Pipe) {
                             failures += 1;
                             println!("pipeline producer: allocation failed: {e:?}");
                         }
-                    }
+                    },
+                    Slot::Free => {}
                 }
             }
         }
-        if !progress {
-            let _ = syscall::sleep(1);
+        let producing = next < buffers || slots.iter().any(|s| !matches!(s, Slot::Free));
+        if !producing && (consumed(region) >= buffers || syscall::ticks() >= deadline) {
+            return ControlFlow::Break(());
         }
+        if !progress {
+            let _ = syscall::sleep(if producing { 1 } else { 5 });
+        }
+        ControlFlow::Continue(())
+    });
+    if let Err(e) = ran {
+        report("pipeline:checkpoint", false, e as u64);
     }
     report("pipeline:produced", failures == 0, next as u64);
     // The audit: once every buffer is consumed, every slot must be free.
-    let deadline = syscall::ticks() + 30_000;
-    while consumed.load(Ordering::Acquire) < BUFFERS && syscall::ticks() < deadline {
-        let _ = syscall::sleep(5);
-    }
     let s = region.stats();
     let live = region.live_slots();
-    let n = consumed.load(Ordering::Acquire);
+    let n = consumed(region);
     println!(
-        "pipeline: consumed {n}/{BUFFERS}; allocs {} frees {} double frees {} live slots {live}",
+        "pipeline: consumed {n}/{buffers}; allocs {} frees {} double frees {} live slots {live}",
         s.allocs, s.frees, s.double_frees
     );
-    report(
-        "pipeline:freed-once",
-        n == BUFFERS && s.allocs == BUFFERS && s.frees == s.allocs && s.double_frees == 0 && live == 0,
-        s.frees as u64,
-    );
+    // `allocs` may exceed the buffers made: an allocation a rolled-back run
+    // made was given back by the fault server (a free) and made again.
+    report("pipeline:freed-once", n == buffers && s.frees == s.allocs && s.double_frees == 0 && live == 0, n as u64);
+}
+
+/// Buffers consumed, all consumers: each publishes its own count (a store,
+/// so a re-run after a rollback stores the same value again).
+fn consumed(region: &Pipe) -> u32 {
+    region.statics().consumed.iter().map(|c| c.load(Ordering::Acquire)).sum()
 }
 
 /// Consumes the buffers whose sequence number has `parity` (so that both
 /// consumers get their share, whichever runs first).
-fn consumer(region: &Pipe, parity: u64, faulty: bool) {
+///
+/// One chain of scopes (`checkpoint::repeat`). A run acquires a buffer's
+/// reference from its mailbox; the *next* run marks the mailbox taken,
+/// checks the buffer, drops it and publishes the count. So a rollback of
+/// the acquiring run gives the reference back (the fault server releases
+/// it: it belongs to the failed run) with the mailbox still published for
+/// the re-run, and a rollback of the consuming run keeps it (it belongs
+/// to the committed run before) for the re-run to consume again.
+fn consumer(region: &Pipe, parity: u64, buffers: u32, faulty: bool) {
     let queue = &region.statics().queue;
-    let consumed = &region.statics().consumed;
+    let count = &region.statics().consumed[parity as usize];
     let injected = &region.statics().injected;
     let (mut mine, mut bad) = (0u32, 0u32);
-    while consumed.load(Ordering::Acquire) < BUFFERS {
-        let got = checkpoint(|attempt| {
-            if let Some(f) = attempt.last_fault {
-                println!("pipeline consumer: re-run after fault {} at {:#x}", f.seq, f.pc);
-                report("pipeline:retried", true, f.seq);
-            }
-            let mut q = lock_queue(queue);
-            let i = q.boxes.iter().position(|b| b.state == PUBLISHED && b.seq % 2 == parity)?;
-            let b = q.boxes[i];
-            let arc = match Arc::from_token(region, b.token) {
-                Ok(a) => a,
-                Err(e) => {
-                    println!("pipeline consumer: mailbox {i}: {e:?}");
-                    report("pipeline:acquire", false, b.seq);
-                    return None;
-                }
-            };
-            if faulty && mine == FAULT_AT && injected.swap(1, Ordering::Relaxed) == 0 {
-                println!("pipeline consumer: faulting with buffer {} and the queue lock held", b.seq);
-                // SAFETY: ud2 raises #UD: the fault the demo is about.
-                unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
-            }
-            q.boxes[i].state = TAKEN;
-            Some((arc, b.seq))
-        });
-        let Ok(Some((arc, seq))) = got else {
-            let _ = syscall::sleep(1);
-            continue;
-        };
-        if seq % 10 == 0 {
-            // The last handle of a reference the outer scope registered,
-            // dropped inside an inner scope: given back at the commit.
-            let ok = checkpoint(move |_| {
-                let copy = arc.clone();
-                drop(arc);
-                valid(&copy, seq)
-            });
-            bad += (ok != Ok(true)) as u32;
-        } else {
-            bad += !valid(&arc, seq) as u32;
-            drop(arc);
+    let mut held: Option<(Arc<Buf>, usize, u64)> = None;
+    let ran = checkpoint::repeat(|attempt| {
+        if let Some(f) = attempt.last_fault {
+            println!("pipeline consumer: re-run after fault {} at {:#x}", f.seq, f.pc);
+            report("pipeline:retried", true, f.seq);
         }
-        mine += 1;
-        // Counted after the drop: when the count is full, no consumer
-        // holds a buffer any more (the producer's audit relies on it).
-        consumed.fetch_add(1, Ordering::Release);
+        if let Some((arc, i, seq)) = held.take() {
+            {
+                let mut q = lock_queue(queue);
+                if q.boxes[i].seq == seq && q.boxes[i].state == PUBLISHED {
+                    q.boxes[i].state = TAKEN;
+                }
+            }
+            if seq % 10 == 0 {
+                // The last handle of a reference an earlier run registered,
+                // dropped inside an inner scope: given back at the commit.
+                let ok = checkpoint(move |_| {
+                    let copy = arc.clone();
+                    drop(arc);
+                    valid(&copy, seq)
+                });
+                bad += (ok != Ok(true)) as u32;
+            } else {
+                bad += !valid(&arc, seq) as u32;
+                drop(arc);
+            }
+            mine += 1;
+            // After the drop: when the counts add up, no consumer holds a
+            // buffer any more (the producer's audit relies on it).
+            count.store(mine, Ordering::Release);
+            return ControlFlow::Continue(());
+        }
+        if consumed(region) >= buffers {
+            return ControlFlow::Break(());
+        }
+        let got = {
+            let q = lock_queue(queue);
+            match q.boxes.iter().position(|b| b.state == PUBLISHED && b.seq % 2 == parity) {
+                None => None,
+                Some(i) => {
+                    let b = q.boxes[i];
+                    match Arc::from_token(region, b.token) {
+                        Ok(a) => {
+                            if faulty && mine == FAULT_AT && injected.swap(1, Ordering::Relaxed) == 0 {
+                                println!("pipeline consumer: faulting with buffer {} and the queue lock held", b.seq);
+                                // SAFETY: ud2 raises #UD: the fault the demo is about.
+                                unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+                            }
+                            Some((a, i, b.seq))
+                        }
+                        Err(e) => {
+                            println!("pipeline consumer: mailbox {i}: {e:?}");
+                            report("pipeline:acquire", false, b.seq);
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        match got {
+            Some(h) => held = Some(h),
+            None => {
+                let _ = syscall::sleep(1);
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Err(e) = ran {
+        report("pipeline:checkpoint", false, e as u64);
     }
     report("pipeline:consumed", true, mine as u64);
     report("pipeline:checksums", bad == 0, bad as u64);
