@@ -361,7 +361,11 @@ fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
     // the server answers a retry of a request it already applied with the
     // same reply ([`handle`]). The client's tallies are private memory,
     // rolled back with the run.
-    let failed = libtask::checkpoint::repeat(|_| {
+    let failed = libtask::checkpoint::repeat(|attempt| {
+        // Retried once: a second wrong reply to the same call is not this
+        // client's doing (the server's cached reply is wrong), and is
+        // reported, not retried forever.
+        let retry = retry_wrong && attempt.number == 0;
         seq += 1;
         if pause && seq == rounds / 2 + 1 {
             while syscall::ticks() < PAUSE_UNTIL {
@@ -400,7 +404,7 @@ fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
                     // other — rolled back, and the call made again, which
                     // the server answers from its cache — so the client
                     // checks, and lets recovery retry.
-                    if retry_wrong {
+                    if retry {
                         panic!("kv client {me}: seq {seq}: a wrong reply");
                     }
                 }
@@ -410,7 +414,7 @@ fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
             // Anything else is this client's own fault (a flipped register
             // or a skipped instruction made the call malformed): retried,
             // as above.
-            Err(CallError::Other(e)) if retry_wrong => panic!("kv client {me}: seq {seq}: call failed: {}", e.name()),
+            Err(CallError::Other(e)) if retry => panic!("kv client {me}: seq {seq}: call failed: {}", e.name()),
             Err(e) => return ControlFlow::Break(Some(e)),
         }
         if seq == rounds { ControlFlow::Break(None) } else { ControlFlow::Continue(()) }

@@ -76,8 +76,12 @@ struct Queue {
 #[repr(C)]
 struct Shared {
     queue: Mutex<Queue>,
-    /// Buffers consumed, by the even and the odd consumer.
+    /// Buffers consumed, by the even and the odd consumer (each consumer's
+    /// own count, stored: where a restarted consumer resumes from).
     consumed: [AtomicU32; 2],
+    /// Buffers published (the highest published `seq` + 1): where a
+    /// restarted producer resumes from.
+    published: AtomicU32,
     /// The fault happened (once per boot).
     injected: AtomicU32,
 }
@@ -157,8 +161,8 @@ enum Slot<A> {
 fn producer(region: &Pipe, buffers: u32) {
     let queue = &region.statics().queue;
     let mut slots: [Slot<Arc<Buf>>; MAILBOXES] = [const { Slot::Free }; MAILBOXES];
-    let mut next = 0u32;
     let mut failures = 0u32;
+    let mut next = resume(region, &mut slots);
     let deadline = syscall::ticks() + 30_000;
     // The producer's whole life, production and audit wait, is one chain of
     // scopes (`checkpoint::repeat`): a fault, kill or hang anywhere rolls
@@ -183,6 +187,8 @@ fn producer(region: &Pipe, buffers: u32) {
                     Slot::Pending(a, seq) => {
                         *b = Mailbox { token: Arc::share(&a), state: PUBLISHED, seq };
                         *slot = Slot::Published(a, seq);
+                        // Pending buffers are published in `seq` order.
+                        region.statics().published.store(seq as u32 + 1, Ordering::Release);
                         progress = true;
                     }
                     Slot::Free if b.state == EMPTY && next < buffers => match Arc::new_in(region, make(next as u64)) {
@@ -227,6 +233,38 @@ fn producer(region: &Pipe, buffers: u32) {
     report("pipeline:freed-once", n == buffers && s.frees == s.allocs && s.double_frees == 0 && live == 0, n as u64);
 }
 
+/// Where the producer starts: 0 at boot, or — restarted from its image,
+/// its private state and its references gone (the fault server gave them
+/// back) — what the queue says. A published buffer a consumer has not
+/// taken yet is referenced again from its token, or made again (same
+/// `seq`, same contents) if the restart freed it; a taken one's mailbox is
+/// emptied; production resumes after the last published buffer. (A
+/// buffer allocated but not yet published was freed by the restart and
+/// is simply made again.)
+fn resume(region: &Pipe, slots: &mut [Slot<Arc<Buf>>; MAILBOXES]) -> u32 {
+    let statics = region.statics();
+    let next = statics.published.load(Ordering::Acquire);
+    if next == 0 {
+        return 0;
+    }
+    let mut q = lock_queue(&statics.queue);
+    for (slot, b) in slots.iter_mut().zip(q.boxes.iter_mut()) {
+        match b.state {
+            PUBLISHED => match Arc::from_token(region, b.token) {
+                Ok(a) => *slot = Slot::Published(a, b.seq),
+                Err(_) => match Arc::new_in(region, make(b.seq)) {
+                    Ok(a) => *slot = Slot::Pending(a, b.seq),
+                    Err(e) => println!("pipeline producer: cannot make buffer {} again: {e:?}", b.seq),
+                },
+            },
+            TAKEN => b.state = EMPTY,
+            _ => {}
+        }
+    }
+    report("pipeline:resumed", true, next as u64);
+    next
+}
+
 /// Buffers consumed, all consumers: each publishes its own count (a store,
 /// so a re-run after a rollback stores the same value again).
 fn consumed(region: &Pipe) -> u32 {
@@ -247,7 +285,10 @@ fn consumer(region: &Pipe, parity: u64, buffers: u32, faulty: bool) {
     let queue = &region.statics().queue;
     let count = &region.statics().consumed[parity as usize];
     let injected = &region.statics().injected;
-    let (mut mine, mut bad) = (0u32, 0u32);
+    // 0 at boot; a consumer restarted from its image resumes from its
+    // stored count (the buffer it held was given back by the restart, and
+    // is still published for it to take again).
+    let (mut mine, mut bad) = (count.load(Ordering::Acquire), 0u32);
     let mut held: Option<(Arc<Buf>, usize, u64)> = None;
     let ran = checkpoint::repeat(|attempt| {
         if let Some(f) = attempt.last_fault {
@@ -298,6 +339,9 @@ fn consumer(region: &Pipe, parity: u64, buffers: u32, faulty: bool) {
                             }
                             Some((a, i, b.seq))
                         }
+                        // Freed under its token: the producer was
+                        // restarted and makes it again (`resume`).
+                        Err(SyncError::Stale) => None,
                         Err(e) => {
                             println!("pipeline consumer: mailbox {i}: {e:?}");
                             report("pipeline:acquire", false, b.seq);
