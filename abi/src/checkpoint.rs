@@ -124,9 +124,22 @@ pub struct Intent {
 pub struct MutexEntry {
     /// Address of the mutex word in a shared region.
     pub addr: u64,
-    /// Scope depth that owns the entry (0 = outside any scope).
+    /// Scope depth that owns the entry (0 = outside any scope), with
+    /// [`RELEASE_AT_COMMIT`] possibly set.
     pub scope: u64,
 }
+
+/// Set in a registry entry's `scope` (over the owning depth, kept in the
+/// low bits): the task dropped the object in a later scope than the one
+/// owning it, and the kernel gives it back — a mutex unlocked, an Arc
+/// reference decremented, exactly as libtask would — and clears the entry
+/// at the next `CHECKPOINT_COMMIT` / `CHECKPOINT_RENEW`, inside that call.
+/// libtask marks such releases right before `CHECKPOINT_RENEW`
+/// (`checkpoint::repeat`), which leaves no instruction of the task between
+/// the release and the commit that makes it final. Anyone else reading
+/// the entry masks the bit off: the entry is still held, by its depth,
+/// until then. Only untagged mutex entries and Arc entries are marked.
+pub const RELEASE_AT_COMMIT: u64 = 1 << 63;
 
 /// A held Arc reference.
 #[repr(C)]

@@ -252,14 +252,20 @@ fn dispatch(s: &mut Scheduler) {
 /// what it held of IPC goes to its parent or, at the outermost commit,
 /// its held replies are delivered (`ipc::held`).
 fn commit(s: &mut Scheduler) -> Result<u64, Error> {
+    let mut marked = crate::recovery::checkpoint::Marked::new();
     let task = s.current();
     let n = task.scopes.len();
-    let r = crate::recovery::checkpoint::commit(task);
+    let r = crate::recovery::checkpoint::commit(task, &mut marked);
+    let held = !task.held.is_empty();
     if r.is_ok()
-        && !task.held.is_empty()
         && let Some(me) = s.current_index()
     {
-        ipc::held::on_commit(s, me, n);
+        if !marked.is_empty() {
+            crate::recovery::checkpoint::release_marked(s, me, &marked);
+        }
+        if held {
+            ipc::held::on_commit(s, me, n);
+        }
     }
     r
 }

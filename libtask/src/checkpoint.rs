@@ -207,12 +207,15 @@ pub fn checkpoint<R, F: FnOnce(Attempt) -> R>(body: F) -> Result<R, Error> {
 /// `repeat` is inside a scope from its first open to its last commit,
 /// blocked or running (block, sleep and yield *inside* `body`).
 ///
-/// Two exceptions, both after a commit and before the next open: a run
-/// that released (dropped) a lock guard or an `Arc` handle an *earlier*
-/// run took — its release waits for the commit (`crate::sync`) — is
-/// committed with `CHECKPOINT_COMMIT`, the release made, and the next run
-/// opened afresh; and a renew whose open the kernel refused (`NoMemory`)
-/// is opened again the same way. Errors: as [`checkpoint`]'s, when the
+/// A run that released (dropped) a `Mutex` guard or an `Arc` handle an
+/// *earlier* run took — a release that must wait for a commit
+/// (`crate::sync`) — hands it to the kernel, which makes it inside the
+/// renew (`abi::checkpoint::RELEASE_AT_COMMIT`): no instruction of the
+/// task runs between the release and the commit either. Two exceptions,
+/// both after a commit and before the next open: such a release of an
+/// `RwLock` guard or a `Once` is made by libtask after a real commit
+/// (`CHECKPOINT_COMMIT`), the next run opened afresh; and a renew whose
+/// open the kernel refused (`NoMemory`) is opened again the same way. Errors: as [`checkpoint`]'s, when the
 /// kernel refused the first open twice (`body` then did not run).
 #[inline(never)]
 pub fn repeat<B, F: FnMut(Attempt) -> ControlFlow<B>>(mut body: F) -> Result<B, Error> {
@@ -325,11 +328,22 @@ struct Scope<C> {
     opened: bool,
     /// The open's `rax`, for the error when the kernel refused.
     open_raw: u64,
+    /// This run handed releases to the kernel for the renew
+    /// (`registry::mark_for_commit`).
+    marked: bool,
 }
 
 impl<C: Run> Scope<C> {
     fn new(run: C) -> Self {
-        Scope { magic: SCOPE_MAGIC, run, parent: registry::depth(), depth: 0, opened: false, open_raw: 0 }
+        Scope {
+            magic: SCOPE_MAGIC,
+            run,
+            parent: registry::depth(),
+            depth: 0,
+            opened: false,
+            open_raw: 0,
+            marked: false,
+        }
     }
 }
 
@@ -393,6 +407,13 @@ extern "C" fn scope_body<C: Run>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
             }
         };
     }
+    if ctx.marked {
+        // The previous run handed releases to its renew: the kernel made
+        // them and took the entries out of the page — unless the renew did
+        // not happen (a skipped `syscall`), which leaves them marked.
+        ctx.marked = false;
+        registry::unmark(depth - 1);
+    }
     if !ctx.run.done() {
         // The attempt number and the last fault, from the scope's record in
         // the page, which the kernel cleared at the open and fills at a
@@ -410,10 +431,20 @@ extern "C" fn scope_body<C: Run>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
         registry::note_open(depth);
         let done = ctx.run.run(Attempt { number: attempt, last_fault });
         precommit(depth);
-        // A release an earlier run's entry waits for is made after a real
-        // commit (`repeat`'s documentation), not inside the next run.
-        if !done && !registry::deferred_any(depth - 1) {
-            return RENEW;
+        // A release an earlier run's entry waits for is made by the kernel
+        // inside the renew (`RELEASE_AT_COMMIT`): never inside the next run,
+        // whose rollback would revive the entry, nor between a commit and
+        // the next open, outside every scope. Only an `RwLock`'s or
+        // `Once`'s waiting release makes it a real commit
+        // (`repeat`'s documentation).
+        if !done {
+            if !registry::deferred_any(depth - 1) {
+                return RENEW;
+            }
+            if registry::mark_for_commit(depth - 1) {
+                ctx.marked = true;
+                return RENEW;
+            }
         }
     }
     ctx.depth = depth;

@@ -78,8 +78,8 @@ fn checkpoint_scopes_commit_nest_and_defer_releases() {
     ok(&run, "checkpoint:relock-deferred");
     ok(&run, "checkpoint:guard-escapes");
     // `repeat`: runs chained by renews, each a depth-1 scope of the kernel
-    // too; a run that drops an earlier run's guard commits for real (the
-    // unlock waits for it) and the next run opens afresh.
+    // too; a run that drops an earlier run's guard leaves it locked until
+    // the renew, which unlocks it (the kernel, `RELEASE_AT_COMMIT`).
     assert_eq!(ok(&run, "checkpoint:repeat")["value"], 5);
     ok(&run, "checkpoint:repeat-deferred");
     no_failed_checks(&run);

@@ -215,6 +215,35 @@ fn release_reads<O: SharedOps>(addr: u64, keep: u64, task: u64, ops: &mut O) -> 
 
 /// `WAKE`: how many waiters a release wakes (a mutex's one; all for the
 /// `RwLock` writer word and the `Once` state, where everyone sleeps).
+/// A plain unlock of the mutex at `addr` held by `task` — libtask's own
+/// `MutexGuard` drop (swap the owner word to 0, wake one waiter if it said
+/// `CONTENDED`), no poison: what the kernel does for a mutex release
+/// marked `RELEASE_AT_COMMIT`. The owner word is changed only if it names
+/// `task` (a `CAS64` keeping the poison word as found, retried as
+/// [`Action::PoisonAndUnlockMutex`]'s); otherwise nothing is done.
+pub fn unlock<O: SharedOps>(addr: u64, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
+    let me = task as u32;
+    if task > mutex::OWNER_MASK as u64 || me == 0 {
+        return Ok(Outcome::MutexNotHeld { owner: 0, woken: 0 });
+    }
+    let mut old = me as u64;
+    for _ in 0..MUTEX_CAS_TRIES {
+        let new = old & !0xffff_ffff;
+        let found = ops.cas64(addr + mutex::WORD, old, new)?;
+        if found == old {
+            let contended = found as u32 & mutex::CONTENDED != 0;
+            let woken = if contended { ops.futex_wake(addr + mutex::WORD, 1)? } else { 0 };
+            return Ok(Outcome::MutexReleased { contended, woken });
+        }
+        let owner = found as u32 & mutex::OWNER_MASK;
+        if owner != me {
+            return Ok(Outcome::MutexNotHeld { owner, woken: 0 });
+        }
+        old = found;
+    }
+    Ok(Outcome::MutexContested)
+}
+
 fn poison_and_unlock<O: SharedOps, const WAKE: u64>(addr: u64, task: u64, ops: &mut O) -> Result<Outcome, O::Error> {
     let me = task as u32;
     let released = (mutex::POISONED as u64) << 32;
@@ -254,7 +283,11 @@ fn poison_and_unlock<O: SharedOps, const WAKE: u64>(addr: u64, task: u64, ops: &
     })
 }
 
-fn arc_decrement<O: SharedOps>(addr: u64, base: u64, ops: &mut O) -> Result<Outcome, O::Error> {
+/// Gives back one reference to the Arc slot at `addr` (region at `base`):
+/// [`Action::ArcDecrement`]'s operations, which are exactly libtask's own
+/// release (`libtask::sync::arc`) — also what the kernel does for a
+/// release marked `RELEASE_AT_COMMIT`.
+pub fn arc_decrement<O: SharedOps>(addr: u64, base: u64, ops: &mut O) -> Result<Outcome, O::Error> {
     let old = ops.fetch_add32(addr + arc::COUNT, -1)?;
     match old {
         0 => {
@@ -327,6 +360,27 @@ mod tests {
     }
 
     const M: u64 = BASE + 0x40;
+
+    #[test]
+    fn plain_unlock_keeps_the_poison_word_and_wakes_only_when_contended() {
+        // Held by 7, poisoned earlier (a repaired mutex stays flagged), nobody waiting.
+        let mut m = Mem::new();
+        m.set32(M, 7);
+        m.set32(M + 4, mutex::POISONED);
+        assert_eq!(unlock(M, 7, &mut m), Ok(Outcome::MutexReleased { contended: false, woken: 0 }));
+        assert_eq!((m.u32(M), m.u32(M + 4)), (0, mutex::POISONED));
+        assert!(m.wakes.is_empty());
+        // Contended: unlocked and one waiter woken.
+        m.set32(M, 7 | mutex::CONTENDED);
+        assert_eq!(unlock(M, 7, &mut m), Ok(Outcome::MutexReleased { contended: true, woken: 0 }));
+        assert_eq!(m.u32(M), 0);
+        assert_eq!(m.wakes, [(M, 1)]);
+        // Someone else's (or nobody's): untouched.
+        m.set32(M, 9);
+        assert_eq!(unlock(M, 7, &mut m), Ok(Outcome::MutexNotHeld { owner: 9, woken: 0 }));
+        assert_eq!(m.u32(M), 9);
+        assert_eq!(unlock(M, 0, &mut m), Ok(Outcome::MutexNotHeld { owner: 0, woken: 0 }));
+    }
 
     #[test]
     fn outcomes_and_actions_round_trip_through_recover_words() {

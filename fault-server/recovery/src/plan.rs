@@ -85,7 +85,8 @@
 
 use crate::layout::{OBJECT_ALIGN, REGION_HEADER_SIZE, RegionLayout};
 use abi::checkpoint::{
-    ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RecoveryPage, RegionInfo, intent, lock_tag,
+    ArcBlocks, MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, RECOVERY_MAGIC, RELEASE_AT_COMMIT, RecoveryPage, RegionInfo, intent,
+    lock_tag,
 };
 use abi::trap::Registers;
 
@@ -483,11 +484,14 @@ pub fn plan_into(
     let mut any_tagged = false;
     live_entries(
         p.mutexes[..p.mutex_count as usize].iter().map(|e| {
+            // A release marked for the next commit is still held by its
+            // depth until the kernel makes it (`RELEASE_AT_COMMIT`).
+            let scope = e.scope & !RELEASE_AT_COMMIT;
             if e.addr & lock_tag::MASK == 0 {
-                (e.addr, e.scope)
+                (e.addr, scope)
             } else {
                 any_tagged = true;
-                (0, e.scope)
+                (0, scope)
             }
         }),
         p.depth,
@@ -497,7 +501,7 @@ pub fn plan_into(
         &mut mutexes,
     )?;
     live_entries(
-        p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope)),
+        p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope & !RELEASE_AT_COMMIT)),
         p.depth,
         regions,
         layouts,

@@ -12,7 +12,7 @@
 use crate::events;
 use crate::mem::space::AddressSpace;
 use crate::task::{Scope, State, Task};
-use abi::checkpoint::{MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RecoveryPage, ScopeRecord};
+use abi::checkpoint::{MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RELEASE_AT_COMMIT, RecoveryPage, ScopeRecord};
 use abi::event::Event;
 use abi::layout::PAGE_SIZE;
 use abi::syscall::Error;
@@ -106,7 +106,11 @@ fn depth_of(recovery: u64) -> u64 {
 /// fault, skip or flipped register in the task can fall between the
 /// kernel's close and the page's record of it: the page's `depth` is the
 /// kernel's scope count at every user instruction (`docs/recovery.md`).
-pub fn commit(task: &mut Task) -> Result<u64, Error> {
+///
+/// Entries libtask marked [`RELEASE_AT_COMMIT`] are taken out of the page
+/// here too, and listed in `marked` for the caller to give back
+/// ([`release_marked`]) in the same system call.
+pub fn commit(task: &mut Task, marked: &mut Marked) -> Result<u64, Error> {
     let n = task.scopes.len() as u64;
     let recovery = task.recovery;
     let space = task.space.as_mut().ok_or(Error::BadTask)?;
@@ -120,23 +124,69 @@ pub fn commit(task: &mut Task) -> Result<u64, Error> {
         // fault then. Then the writes below are plain stores, or, inside
         // a parent scope, preserved in it like any write of the task.
         space.unprotect(recovery);
-        hand_to_parent(space, recovery, n);
+        hand_to_parent(space, recovery, n, marked);
     }
     Ok(0)
+}
+
+/// Releases marked [`RELEASE_AT_COMMIT`] that a commit took out of the
+/// page: `(is a mutex, address)`.
+pub type Marked = heapless::Vec<(bool, u64), { MAX_MUTEXES + MAX_ARCS }>;
+
+/// Gives back what a commit of task `me` took out of its page marked
+/// [`RELEASE_AT_COMMIT`] (`marked`): a mutex unlocked, an Arc reference
+/// decremented, with the very operations libtask's own release makes
+/// (`recovery::execute::unlock`, `recovery::execute::arc_decrement`, on
+/// the task's own memory through `KernelOps`). libtask marks such releases
+/// right before `CHECKPOINT_RENEW`, so a release and the commit that makes
+/// it final happen in one system call, with no instruction of the task
+/// between them (`checkpoint::repeat`). An address that is no mapped,
+/// writable word of the task, or an Arc outside its regions, is skipped:
+/// the page is the task's, and nothing of another task is at stake.
+pub fn release_marked(s: &mut crate::sched::Scheduler, me: usize, marked: &Marked) {
+    let task_id = s.tasks[me].id as u64;
+    for &(is_mutex, addr) in marked {
+        if is_mutex {
+            let mut ops = crate::recovery::supervise::KernelOps::new(s, me);
+            let _ = recovery::execute::unlock(addr, task_id, &mut ops);
+        } else if let Some(base) = region_base(s, me, addr) {
+            let mut ops = crate::recovery::supervise::KernelOps::new(s, me);
+            let _ = recovery::execute::arc_decrement(addr, base, &mut ops);
+        }
+    }
+}
+
+/// The base of the shared region of task `me` that holds `addr`.
+fn region_base(s: &crate::sched::Scheduler, me: usize, addr: u64) -> Option<u64> {
+    s.tasks[me]
+        .caps
+        .iter()
+        .filter(|c| c.kind == abi::ipc::CapKind::Region)
+        .filter_map(|c| s.regions.get(c.object as usize))
+        .find(|r| addr >= r.base && addr - r.base < r.size())
+        .map(|r| r.base)
 }
 
 /// The page's part of closing scope `n` (see [`commit`]). The page is the
 /// task's: a word that cannot be read or written is skipped (the fault
 /// server validates the page before it trusts any of it).
-fn hand_to_parent(space: &mut AddressSpace, recovery: u64, n: u64) {
+fn hand_to_parent(space: &mut AddressSpace, recovery: u64, n: u64, marked: &mut Marked) {
     if let Some(page) = page_in_place(space, recovery) {
         let mutexes = (page.mutex_count as usize).min(MAX_MUTEXES);
-        for e in page.mutexes[..mutexes].iter_mut().filter(|e| e.addr != 0 && e.scope == n) {
-            e.scope = n - 1;
+        for e in page.mutexes[..mutexes].iter_mut().filter(|e| e.addr != 0) {
+            if e.scope & RELEASE_AT_COMMIT != 0 {
+                take_marked(true, &mut e.addr, &mut e.scope, marked);
+            } else if e.scope == n {
+                e.scope = n - 1;
+            }
         }
         let arcs = (page.arc_count as usize).min(MAX_ARCS);
-        for e in page.arcs[..arcs].iter_mut().filter(|e| e.addr != 0 && e.scope == n) {
-            e.scope = n - 1;
+        for e in page.arcs[..arcs].iter_mut().filter(|e| e.addr != 0) {
+            if e.scope & RELEASE_AT_COMMIT != 0 {
+                take_marked(false, &mut e.addr, &mut e.scope, marked);
+            } else if e.scope == n {
+                e.scope = n - 1;
+            }
         }
         page.depth = n - 1;
         return;
@@ -157,12 +207,33 @@ fn hand_to_parent(space: &mut AddressSpace, recovery: u64, n: u64) {
         for i in 0..count {
             // `MutexEntry` and `ArcEntry` are both `{addr, scope}` words.
             let entry = recovery + (entries_at + i as usize * size_of::<MutexEntry>()) as u64;
-            if word(space, entry).is_some_and(|a| a != 0) && word(space, entry + 8) == Some(n) {
-                put(space, entry + 8, n - 1);
+            let Some(mut addr) = word(space, entry).filter(|&a| a != 0) else { continue };
+            match word(space, entry + 8) {
+                Some(mut scope) if scope & RELEASE_AT_COMMIT != 0 => {
+                    take_marked(entries_at == offset_of!(RecoveryPage, mutexes), &mut addr, &mut scope, marked);
+                    put(space, entry, addr);
+                    put(space, entry + 8, scope);
+                }
+                Some(scope) if scope == n => put(space, entry + 8, n - 1),
+                _ => {}
             }
         }
     }
     put(space, depth_of(recovery), n - 1);
+}
+
+/// An entry marked [`RELEASE_AT_COMMIT`]: listed in `marked` (an untagged
+/// mutex or an Arc; libtask marks no other) and cleared, or, a tagged lock
+/// entry — which no libtask marks: the page was written over — unmarked
+/// and left held.
+fn take_marked(is_mutex: bool, addr: &mut u64, scope: &mut u64, marked: &mut Marked) {
+    if is_mutex && *addr & abi::checkpoint::lock_tag::MASK != 0 {
+        *scope &= !RELEASE_AT_COMMIT;
+        return;
+    }
+    if marked.push((is_mutex, *addr)).is_ok() {
+        (*addr, *scope) = (0, 0);
+    }
 }
 
 /// The recovery page at `recovery`, seen in place through the direct map,

@@ -374,7 +374,7 @@ fn request_in_place(space: &mut crate::mem::space::AddressSpace, req: u64) -> Op
 /// every holder, so the faulted task's addresses are the ones used. The
 /// last page translated is kept: a release's operations (a mutex's CAS and
 /// its wake, an Arc's count) mostly touch one page.
-struct KernelOps<'a> {
+pub(crate) struct KernelOps<'a> {
     s: &'a mut Scheduler,
     target: usize,
     /// `(page, its frame's direct-map address, user-writable)`.
@@ -382,7 +382,7 @@ struct KernelOps<'a> {
 }
 
 impl<'a> KernelOps<'a> {
-    fn new(s: &'a mut Scheduler, target: usize) -> KernelOps<'a> {
+    pub(crate) fn new(s: &'a mut Scheduler, target: usize) -> KernelOps<'a> {
         KernelOps { s, target, last: None }
     }
 

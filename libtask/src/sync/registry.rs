@@ -416,6 +416,51 @@ pub(crate) fn deferred_at(kind: Kind, depth: u64) -> Option<usize> {
     (0..t.count()).rev().find(|&i| get(t.addr_ptr(i)) != 0 && get(t.scope_ptr(i)) == depth && is_deferred(kind, i))
 }
 
+/// Hands the releases waiting for scope `depth` (see [`deferred_any`]) to
+/// the kernel, to make at the next commit or renew: each such entry's
+/// `scope` gets `abi::checkpoint::RELEASE_AT_COMMIT` and loses its private
+/// deferred flag. All or nothing: `false`, with nothing marked, if one of
+/// them is a tagged lock entry (an `RwLock`'s, a `Once`'s), whose release
+/// only libtask makes. The marks are private memory: a rollback to before
+/// them undoes them; [`unmark`] undoes them when the commit did not happen.
+pub(crate) fn mark_for_commit(depth: u64) -> bool {
+    use abi::checkpoint::{RELEASE_AT_COMMIT, lock_tag};
+    let waiting = |kind: Kind, i: usize| {
+        let t = table(kind);
+        get(t.addr_ptr(i)) != 0 && get(t.scope_ptr(i)) == depth && is_deferred(kind, i)
+    };
+    let m = table(Kind::Mutex);
+    if (0..m.count()).any(|i| waiting(Kind::Mutex, i) && get(m.addr_ptr(i)) & lock_tag::MASK != 0) {
+        return false;
+    }
+    for kind in [Kind::Mutex, Kind::Arc] {
+        let t = table(kind);
+        for i in 0..t.count() {
+            if waiting(kind, i) {
+                put(t.scope_ptr(i), depth | RELEASE_AT_COMMIT);
+                set_deferred(kind, i, false);
+            }
+        }
+    }
+    true
+}
+
+/// Undoes [`mark_for_commit`]`(depth)` for the marks still in the page —
+/// the commit they were for did not happen (a skipped `syscall`): the
+/// releases wait again, privately.
+pub(crate) fn unmark(depth: u64) {
+    use abi::checkpoint::RELEASE_AT_COMMIT;
+    for kind in [Kind::Mutex, Kind::Arc] {
+        let t = table(kind);
+        for i in 0..t.count() {
+            if get(t.addr_ptr(i)) != 0 && get(t.scope_ptr(i)) == depth | RELEASE_AT_COMMIT {
+                put(t.scope_ptr(i), depth);
+                set_deferred(kind, i, true);
+            }
+        }
+    }
+}
+
 /// Whether any release waits for scope `depth` to become the innermost
 /// (`crate::sync::release_deferred`).
 pub(crate) fn deferred_any(depth: u64) -> bool {

@@ -348,8 +348,8 @@ fn selftest(region: &Bank) {
     report("checkpoint:repeat", r == Ok(5) && inside && closed, runs);
 
     // A guard one run takes and the next drops: the drop's unlock waits
-    // for a real commit (still locked in that run), after which `repeat`
-    // opens the next run afresh (unlocked there).
+    // for the commit (still locked in that run) and is made by the kernel
+    // inside the renew (`RELEASE_AT_COMMIT`): unlocked in the next run.
     let mut g = None;
     let (mut runs, mut locked_after_drop, mut free_next_run) = (0u64, 0u64, 0u64);
     let r = checkpoint::repeat(|_| {

@@ -111,6 +111,20 @@ fn only_the_rolled_back_scopes_are_released_in_reverse_order() {
 }
 
 #[test]
+fn a_release_marked_for_the_commit_is_held_by_its_depth_until_then() {
+    // B and D were dropped in scope 2 and marked for the kernel to give
+    // back at scope 2's renew (`RELEASE_AT_COMMIT`): a rollback of scope 2
+    // restores them held (the marking is undone with it), so it must not
+    // release them; a rollback of scope 1 (their owner) does.
+    let f = abi::checkpoint::RELEASE_AT_COMMIT;
+    let p = page(2, &[(MB, 1 | f)], &[(AC, 2), (AD, 1 | f)]);
+    assert_eq!(actions(&p, 0, 2), [dec(AC)]);
+    assert_eq!(actions(&p, 0, 1), [unlock(MB), dec(AD), dec(AC)]);
+    let r = run(&p, 0, 1).unwrap();
+    assert_eq!((r[0].origin, r[0].scope), (Origin::Mutex(0), 1));
+}
+
+#[test]
 fn tombstones_and_stale_slots_are_ignored() {
     let mut p = page(1, &[(0, 0), (MB, 1)], &[]);
     // Beyond the count: garbage that must not be looked at.
