@@ -246,8 +246,9 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     caller.ticks_since_syscall = 0;
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
+    let priority = receiver.priority;
     let frame = sched::enter_fast(receiver, live);
-    Some(s.set_current(r, frame))
+    Some(s.set_current(r, priority, frame))
 }
 
 /// `reply_recv` with a caller waiting for the reply: the reply goes register
@@ -295,8 +296,9 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     server.ticks_since_syscall = 0;
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
+    let priority = caller.priority;
     let frame = sched::enter_fast(caller, live);
-    Some(s.set_current(c, frame))
+    Some(s.set_current(c, priority, frame))
 }
 
 /// The current task `me` and another task `other`, both mutable: `None`
