@@ -1,5 +1,5 @@
 //! `ping`: IPC ping-pong between two tasks of one binary, told apart by
-//! their manifest `arg` (`images/ipc.toml`).
+//! their manifest `arg` (`images/ipc.toml`, `images/ipc-fair.toml`).
 //!
 //! Why one binary: both sides must agree on the message formulas below,
 //! and one source file is the simplest way to keep them agreeing.
