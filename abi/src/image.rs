@@ -132,8 +132,8 @@ pub struct CapSpec<'a> {
     /// Index of the task that holds it.
     pub task: u16,
     pub kind: CapKind,
-    /// `ipc::rights` bits.
-    pub rights: u8,
+    /// Its rights (one byte in the image: [`crate::ipc::Rights`]' bits).
+    pub rights: crate::ipc::Rights,
     /// Index of the endpoint or notification (0 for supervisor).
     pub object: u32,
     /// Badge delivered with messages sent through it.
@@ -375,7 +375,7 @@ impl<'a> Image<'a> {
         let bad = Some(Err(ImageError::BadCap { index }));
         let task = u16::from_le_bytes([raw[0], raw[1]]);
         let Some(kind) = CapKind::from_u8(raw[2]) else { return bad };
-        let rights = raw[3];
+        let Some(rights) = crate::ipc::Rights::from_bits(raw[3]) else { return bad };
         let object = u32_at(raw, 4);
         let badge = u64_at(raw, 8);
         let Some(name) = name_at(&raw[16..16 + NAME_LEN]) else { return bad };
@@ -385,11 +385,7 @@ impl<'a> Image<'a> {
             CapKind::Supervisor => object == 0,
             CapKind::Region => (object as usize) < self.regions,
         };
-        if task as usize >= self.count
-            || !object_ok
-            || rights & !crate::ipc::rights::ALL != 0
-            || badge > crate::ipc::MAX_BADGE
-        {
+        if task as usize >= self.count || !object_ok || badge > crate::ipc::MAX_BADGE {
             return bad;
         }
         Some(Ok(CapSpec { task, kind, rights, object, badge, name }))
@@ -515,7 +511,7 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         let mut rec = [0u8; CAP_SIZE];
         rec[0..2].copy_from_slice(&c.task.to_le_bytes());
         rec[2] = c.kind as u8;
-        rec[3] = c.rights;
+        rec[3] = c.rights.bits();
         rec[4..8].copy_from_slice(&c.object.to_le_bytes());
         rec[8..16].copy_from_slice(&c.badge.to_le_bytes());
         rec[16..16 + NAME_LEN].copy_from_slice(&name_field(c.name));
@@ -586,7 +582,7 @@ mod tests {
             CapSpec {
                 task: 0,
                 kind: CapKind::Endpoint,
-                rights: crate::ipc::rights::RECV,
+                rights: crate::ipc::Rights::RECV,
                 object: 0,
                 badge: 0,
                 name: "ping",
@@ -594,12 +590,19 @@ mod tests {
             CapSpec {
                 task: 1,
                 kind: CapKind::Endpoint,
-                rights: crate::ipc::rights::SEND,
+                rights: crate::ipc::Rights::SEND,
                 object: 0,
                 badge: 42,
                 name: "ping",
             },
-            CapSpec { task: 0, kind: CapKind::Supervisor, rights: 0, object: 0, badge: 0, name: "supervisor" },
+            CapSpec {
+                task: 0,
+                kind: CapKind::Supervisor,
+                rights: crate::ipc::Rights::empty(),
+                object: 0,
+                badge: 0,
+                name: "supervisor",
+            },
         ];
         let regions = [RegionSpec { name: "bank", size: 8192 }];
         let bytes = write(&ImageSpec {
@@ -624,13 +627,34 @@ mod tests {
     fn bad_caps_are_rejected_one_by_one() {
         let tasks = [spec("a", b"elf")];
         let caps = [
-            CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "ok" },
-            CapSpec { task: 0, kind: CapKind::Endpoint, rights: 1, object: 5, badge: 0, name: "no-such-object" },
-            CapSpec { task: 9, kind: CapKind::Endpoint, rights: 1, object: 0, badge: 0, name: "no-such-task" },
             CapSpec {
                 task: 0,
                 kind: CapKind::Endpoint,
-                rights: 1,
+                rights: crate::ipc::Rights::SEND,
+                object: 0,
+                badge: 0,
+                name: "ok",
+            },
+            CapSpec {
+                task: 0,
+                kind: CapKind::Endpoint,
+                rights: crate::ipc::Rights::SEND,
+                object: 5,
+                badge: 0,
+                name: "no-such-object",
+            },
+            CapSpec {
+                task: 9,
+                kind: CapKind::Endpoint,
+                rights: crate::ipc::Rights::SEND,
+                object: 0,
+                badge: 0,
+                name: "no-such-task",
+            },
+            CapSpec {
+                task: 0,
+                kind: CapKind::Endpoint,
+                rights: crate::ipc::Rights::SEND,
                 object: 0,
                 badge: crate::ipc::FAULT_BADGE,
                 name: "forged",
@@ -641,6 +665,35 @@ mod tests {
         assert!(image.cap(0).unwrap().is_ok());
         for i in 1..4 {
             assert_eq!(image.cap(i), Some(Err(ImageError::BadCap { index: i })), "cap {i}");
+        }
+    }
+
+    /// A rights byte with a bit outside `ipc::Rights` is refused (the
+    /// bits a manifest can grant read back as they were written).
+    #[test]
+    fn unknown_rights_bits_are_rejected() {
+        let tasks = [spec("a", b"elf")];
+        let caps = [CapSpec {
+            task: 0,
+            kind: CapKind::Endpoint,
+            rights: crate::ipc::Rights::all(),
+            object: 0,
+            badge: 1,
+            name: "the-cap",
+        }];
+        let mut bytes = write(&ImageSpec { tasks: &tasks, endpoints: &["e"], caps: &caps, ..ImageSpec::default() });
+        let name = bytes.windows(7).position(|w| w == b"the-cap").unwrap();
+        let at = name - 16 + 3;
+        assert_eq!(bytes[at], 0b11, "SEND | RECV: the bits of the format");
+        for (raw, ok) in [(0b01, true), (0b10, true), (0, true), (0b100, false), (0x80, false), (0xff, false)] {
+            bytes[at] = raw;
+            let image = parse(&bytes).unwrap();
+            match image.cap(0) {
+                Some(Ok(c)) => assert!(ok && c.rights.bits() == raw, "rights {raw:#x} read as {:?}", c.rights),
+                other => {
+                    assert!(!ok && other == Some(Err(ImageError::BadCap { index: 0 })), "rights {raw:#x}: {other:?}")
+                }
+            }
         }
     }
 
@@ -693,8 +746,14 @@ mod tests {
     /// flipped, truncated or extended, and pure noise.
     #[test]
     fn random_and_mutated_images_never_panic_the_parser() {
-        let caps =
-            [CapSpec { task: 0, kind: crate::ipc::CapKind::Endpoint, rights: 3, object: 0, badge: 1, name: "ep" }];
+        let caps = [CapSpec {
+            task: 0,
+            kind: crate::ipc::CapKind::Endpoint,
+            rights: crate::ipc::Rights::all(),
+            object: 0,
+            badge: 1,
+            name: "ep",
+        }];
         let tasks = [spec("server", b"elf1elf1"), TaskSpec { fault_endpoint: Some(0), ..spec("client", b"elf2") }];
         let regions = [RegionSpec { name: "r", size: 8192 }];
         let good = write(&ImageSpec {

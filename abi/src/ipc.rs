@@ -79,13 +79,20 @@ impl CapKind {
     }
 }
 
-/// Rights bits of a capability.
-pub mod rights {
-    /// Endpoint: `send` and `call`. Notification: `signal`.
-    pub const SEND: u8 = 1 << 0;
-    /// Endpoint: `recv`. Notification: `wait`.
-    pub const RECV: u8 = 1 << 1;
-    pub const ALL: u8 = SEND | RECV;
+bitflags::bitflags! {
+    /// The rights of a capability (one byte of its boot-image record,
+    /// `crate::image::CapSpec`; the bits are the format). An image whose
+    /// capability has a bit outside these is refused when it is read
+    /// ([`crate::image::ImageError::BadCap`]). A system call that needs a
+    /// right the capability lacks fails with
+    /// [`crate::syscall::Error::Denied`].
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Rights: u8 {
+        /// Endpoint: `send` and `call`. Notification: `signal`.
+        const SEND = 1 << 0;
+        /// Endpoint: `recv`. Notification: `wait`.
+        const RECV = 1 << 1;
+    }
 }
 
 /// A message: a label and four words (plus an optional buffer, passed

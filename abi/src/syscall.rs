@@ -31,7 +31,8 @@ pub mod nr {
     pub const CLOCK: u64 = 6;
     /// `map(hint, len, flags)`: maps `len` bytes (rounded up to pages) of
     /// zeroed anonymous memory; at `hint` if nonzero (page-aligned, free),
-    /// else where the kernel chooses. Returns the address. See [`map_flags`].
+    /// else where the kernel chooses. Returns the address. `flags`:
+    /// [`super::MapFlags`]; an unknown bit is `BadArgument`.
     pub const MAP: u64 = 7;
     /// `unmap(addr, len)`: unmaps pages previously returned by `map`.
     pub const UNMAP: u64 = 8;
@@ -144,14 +145,18 @@ pub const PRIORITY_LOWEST: u8 = u8::MAX;
 /// Ticks a task stays below its manifest priority (`SET_PRIORITY`).
 pub const LOWERED_MAX_TICKS: u64 = 2;
 
-/// Flags of [`nr::MAP`].
-pub mod map_flags {
-    /// Writable (default: read-only).
-    pub const WRITE: u64 = 1 << 0;
-    /// Executable (default: no-execute).
-    pub const EXEC: u64 = 1 << 1;
-    /// All known flags.
-    pub const ALL: u64 = WRITE | EXEC;
+bitflags::bitflags! {
+    /// Flags of [`nr::MAP`] (its third argument, `rdx`; the bits are the
+    /// ABI). The kernel refuses a bit it does not know with
+    /// [`Error::BadArgument`] and maps nothing; it refuses `WRITE | EXEC`
+    /// (W^X) the same way.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct MapFlags: u64 {
+        /// Writable (default: read-only).
+        const WRITE = 1 << 0;
+        /// Executable (default: no-execute).
+        const EXEC = 1 << 1;
+    }
 }
 
 /// Error codes, returned as `-(code)`.
@@ -287,6 +292,22 @@ mod tests {
             let shown = e.to_string();
             assert!(shown.starts_with(e.name()) && shown.len() > e.name().len() + 2, "{shown}");
             let _: &dyn core::error::Error = &e;
+        }
+    }
+
+    /// The flag and rights bits are the ABI: they keep the values the
+    /// integer constants had, and a bit outside them does not convert.
+    #[test]
+    fn map_flags_and_rights_keep_their_bits() {
+        assert_eq!((MapFlags::WRITE.bits(), MapFlags::EXEC.bits(), MapFlags::all().bits()), (1, 2, 3));
+        assert_eq!(MapFlags::from_bits(0), Some(MapFlags::empty()));
+        for unknown in [1 << 2, 1 << 63, 0b101, u64::MAX] {
+            assert_eq!(MapFlags::from_bits(unknown), None, "{unknown:#x}");
+        }
+        use crate::ipc::Rights;
+        assert_eq!((Rights::SEND.bits(), Rights::RECV.bits(), Rights::all().bits()), (1, 2, 3));
+        for unknown in [1 << 2, 0x80, 0xff] {
+            assert_eq!(Rights::from_bits(unknown), None, "{unknown:#x}");
         }
     }
 

@@ -2,8 +2,20 @@
 //!
 //! Policy: strict priorities (0 most urgent), round robin within a priority.
 //! A running task keeps the CPU until it blocks, exits, faults or uses up
-//! its time slice ([`SLICE_TICKS`] timer ticks); then the next runnable task
-//! of the best priority, after it in table order, runs.
+//! its time slice ([`SLICE_TICKS`] timer ticks); then the best priority's
+//! next runnable task runs: the first, in table order, after the task last
+//! picked *at that priority* (wrapping around). The position is kept per
+//! priority ([`Scheduler::last`]), not taken from the task that ran last:
+//! when a more urgent server blocks after answering one of several
+//! equal-priority clients, the next client in turn runs, not the first
+//! after the server every time (`docs/ipc.md`, "Scheduling"). One scan
+//! after the current task finds the best priority; only when another
+//! priority ran since that priority's last turn and several of its tasks
+//! are runnable does a second scan start after its position. Priority 0
+//! takes turns after the current task, which is round robin there (with one
+//! CPU no task of another priority runs while one of priority 0 is
+//! runnable), and stops the scan at its first runnable task
+//! ([`Scheduler::pick`]).
 //!
 //! The kernel is not preemptible: it runs with interrupts off, on this
 //! CPU's kernel stack, and every entry ends by choosing a save area to
@@ -58,7 +70,15 @@ pub struct Scheduler {
     /// The system call being handled must run again (`restart_syscall`):
     /// set and consumed within one critical section.
     again: bool,
+    /// Per priority, the table index of the task last picked at it
+    /// (`usize::MAX`: none yet): round robin goes on after it. Shared by
+    /// every CPU, like the table.
+    last: [usize; PRIORITIES],
 }
+
+/// Priorities are a task's `u8`: 0 (most urgent) to
+/// `abi::syscall::PRIORITY_LOWEST`.
+const PRIORITIES: usize = abi::syscall::PRIORITY_LOWEST as usize + 1;
 
 /// A summary of the task table for the IPC fastpath
 /// (`ipc::endpoint::fastpath`), so that a `call` or `reply_recv` finds its
@@ -113,6 +133,7 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     fault_seq: 0,
     summary: IpcSummary { others_best: u16::MAX, endpoints: Vec::new() },
     again: false,
+    last: [usize::MAX; PRIORITIES],
 });
 
 /// Whether several CPUs run tasks (set once by [`start`], before any task
@@ -348,29 +369,43 @@ impl Scheduler {
         crate::ipc::expire_timeouts(self);
     }
 
-    /// Picks the next task: the best priority among runnable tasks, the
-    /// first after the current one in table order (round robin). The
+    /// Picks the next task and records it as the last picked at its
+    /// priority ([`Scheduler::last`]): the best priority among runnable
+    /// tasks, and at it the first after the task last picked at that
+    /// priority in table order, wrapping around (round robin per
+    /// priority; priority 0: after the current task, see below). The
     /// current task stays if its slice is not used up and nothing more
     /// urgent is runnable.
-    fn pick(&self) -> Option<usize> {
-        // One pass in round-robin order (after the current task, wrapping
-        // around to it last): the first runnable task of the best priority.
+    fn pick(&mut self) -> Option<usize> {
+        // One pass in round-robin order after the current task (wrapping
+        // around to it last): the best priority, its first runnable task
+        // in that order, and whether it has more than one.
         let n = self.tasks.len();
         let current = cur();
         let mut i = current.map_or(0, |c| c + 1);
-        let (mut best, mut first) = (u16::MAX, 0);
+        let (mut best, mut first, mut several) = (u16::MAX, 0, false);
         let (me, now, smp) = (percpu::cpu() as u8, self.ticks, smp());
         for _ in 0..n {
             if i >= n {
                 i = 0;
             }
             let t = &self.tasks[i];
-            if matches!(t.state, State::Runnable) && (t.priority as u16) < best && (!smp || t.may_run_on(me, now)) {
-                (best, first) = (t.priority as u16, i);
-                if best == 0 {
-                    // Nothing is more urgent, and a later task of the same
-                    // priority would not replace it: the scan can stop.
-                    break;
+            let p = t.priority as u16;
+            if matches!(t.state, State::Runnable) && p <= best && (!smp || t.may_run_on(me, now)) {
+                if p < best {
+                    (best, first, several) = (p, i, false);
+                    if best == 0 {
+                        // Nothing is more urgent, and a later task of the
+                        // same priority would not replace it: the scan can
+                        // stop. At priority 0 "after the current task" is
+                        // round robin already: with one CPU, no task of
+                        // another priority is current while one of
+                        // priority 0 is runnable. The stop keeps the fault
+                        // path (a fault server at 0) as cheap as before.
+                        break;
+                    }
+                } else {
+                    several = true;
                 }
             }
             i += 1;
@@ -378,17 +413,48 @@ impl Scheduler {
         if best == u16::MAX {
             return None;
         }
-        // The current task keeps the CPU while its slice lasts and nothing
-        // more urgent is runnable.
-        if let Some(c) = current
-            && slice_left() > 0
-            && matches!(self.tasks[c].state, State::Runnable)
-            && (!smp || self.tasks[c].may_run_on(me, now))
-            && self.tasks[c].priority as u16 == best
-        {
-            return Some(c);
-        }
-        Some(first)
+        // A priority is a `u8` (`best` is wider only for its sentinel): no
+        // bounds check on `last`.
+        let slot = best as u8 as usize;
+        let last = self.last[slot];
+        let picked = match current {
+            // The current task keeps the CPU while its slice lasts and
+            // nothing more urgent is runnable.
+            Some(c)
+                if slice_left() > 0
+                    && matches!(self.tasks[c].state, State::Runnable)
+                    && (!smp || self.tasks[c].may_run_on(me, now))
+                    && self.tasks[c].priority as u16 == best =>
+            {
+                c
+            }
+            // The current task is the one last picked at `best` (the usual
+            // case: it yields, blocks or used up its slice), or there is
+            // no choice: the scan's order was the round-robin order.
+            Some(c) if c == last => first,
+            _ if !several => first,
+            // Another priority ran since `best` last had its turn (a more
+            // urgent server answered one of several clients): go on after
+            // the task last picked at `best`.
+            _ => self.first_after(last, best, me, now).unwrap_or(first),
+        };
+        self.last[slot] = picked;
+        Some(picked)
+    }
+
+    /// The first runnable task of priority `p` (that this CPU may run)
+    /// after index `last` in table order, wrapping around (from the start
+    /// if `last` is none).
+    #[cold]
+    #[inline(never)]
+    fn first_after(&self, last: usize, p: u16, me: u8, now: u64) -> Option<usize> {
+        let n = self.tasks.len();
+        let smp = smp();
+        let start = if last < n { last + 1 } else { 0 };
+        (start..n).chain(0..start).find(|&i| {
+            let t = &self.tasks[i];
+            matches!(t.state, State::Runnable) && t.priority as u16 == p && (!smp || t.may_run_on(me, now))
+        })
     }
 
     /// Whether anything can still happen: a task is runnable, or will be
@@ -450,14 +516,18 @@ impl Scheduler {
         }
     }
 
-    /// The IPC fastpath made task `i` the one to run (see [`enter_fast`]):
-    /// it is current now, with a fresh slice, as `switch_to` would leave it.
-    /// Returns `frame` (task `i`'s, from `enter_fast`). One CPU only: with
+    /// The IPC fastpath made task `i`, of priority `priority`, the one to
+    /// run (see [`enter_fast`]): it is current now, with a fresh slice, as
+    /// `switch_to` would leave it, and the last picked at its priority, as
+    /// `pick` would record it (the fastpath's task is the only runnable one
+    /// of the best priority, so `pick` would choose it). Returns `frame`
+    /// (task `i`'s, from `enter_fast`). One CPU only: with
     /// several the fastpath never switches (see `recompute_summary`), so
     /// this needs no `running_on` bookkeeping nor a test for it.
     #[inline(always)]
-    pub fn set_current(&mut self, i: usize, frame: *mut TrapFrame) -> *mut TrapFrame {
+    pub fn set_current(&mut self, i: usize, priority: u8, frame: *mut TrapFrame) -> *mut TrapFrame {
         debug_assert!(!smp(), "the IPC fastpath switched tasks with several CPUs");
+        self.last[priority as usize] = i;
         percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
         set_cur(Some(i));
         frame

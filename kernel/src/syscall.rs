@@ -14,7 +14,7 @@ use crate::task::{PendingFault, State, Task};
 use abi::event::Event;
 use abi::fault::FaultKind;
 use abi::layout::{PAGE_SIZE, SHARED_BASE, USER_MAP_BASE, is_user_range};
-use abi::syscall::{Error, map_flags, nr};
+use abi::syscall::{Error, MapFlags, nr};
 use core::mem::MaybeUninit;
 
 /// Largest write accepted in one call (longer writes are cut: the return
@@ -324,10 +324,12 @@ pub fn exit(task: &mut Task, code: i64) {
 }
 
 fn map(task: &mut Task, hint: u64, len: u64, flags: u64) -> SysResult {
-    if len == 0 || len > MAX_MAP || flags & !map_flags::ALL != 0 {
+    // A flag bit the ABI does not define is refused, not ignored.
+    let Some(flags) = MapFlags::from_bits(flags) else { return Err(Error::BadArgument) };
+    if len == 0 || len > MAX_MAP {
         return Err(Error::BadArgument);
     }
-    let perm = Perm { write: flags & map_flags::WRITE != 0, exec: flags & map_flags::EXEC != 0 };
+    let perm = Perm { write: flags.contains(MapFlags::WRITE), exec: flags.contains(MapFlags::EXEC) };
     if perm.write && perm.exec {
         return Err(Error::BadArgument); // W^X
     }
@@ -388,7 +390,7 @@ fn report(task: &Task, name_ptr: u64, name_len: u64, ok: u64, value: u64) -> Sys
 
 fn region(s: &mut Scheduler, cap: u64) -> SysResult {
     let me = s.current_index().ok_or(Error::BadTask)?;
-    let object = s.tasks[me].cap(cap, abi::ipc::CapKind::Region, 0)?.object as usize;
+    let object = s.tasks[me].cap(cap, abi::ipc::CapKind::Region, abi::ipc::Rights::empty())?.object as usize;
     let r = s.regions.get(object).ok_or(Error::BadCapability)?;
     let (base, size) = (r.base, r.size());
     s.tasks[me].save.frame.rdx = size;

@@ -20,7 +20,7 @@
 
 use crate::syscall;
 use abi::layout::PAGE_SIZE;
-use abi::syscall::map_flags;
+use abi::syscall::MapFlags;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use talc::base::Talc;
@@ -67,9 +67,9 @@ unsafe impl Source for MapSource {
         let size = grow_size::<B>(layout);
         let hint = talc.source.mapped_end;
         // Right after the current heap if possible, else anywhere.
-        let base = match syscall::map(hint as u64, size as u64, map_flags::WRITE) {
+        let base = match syscall::map(hint as u64, size as u64, MapFlags::WRITE) {
             Ok(base) => base,
-            Err(_) if hint != 0 => syscall::map(0, size as u64, map_flags::WRITE).map_err(drop)?,
+            Err(_) if hint != 0 => syscall::map(0, size as u64, MapFlags::WRITE).map_err(drop)?,
             Err(_) => return Err(()),
         };
         let new_end = base as usize + size;

@@ -102,14 +102,15 @@ pub fn restore_priority() -> Result<(), Error> {
 }
 
 /// `MAP`: maps `len` bytes (rounded up to pages) of zeroed memory, at `hint`
-/// if nonzero, else where the kernel chooses; `flags` from
-/// `abi::syscall::map_flags`. Returns the address of the first byte.
+/// if nonzero, else where the kernel chooses; `flags`: writable or
+/// executable (`abi::syscall::MapFlags`; not both). Returns the address of
+/// the first byte.
 ///
 /// Safe: the kernel only maps free addresses (a hint over existing memory,
 /// or outside user space, is an error), so no memory Rust uses can change.
-pub fn map(hint: u64, len: u64, flags: u64) -> Result<*mut u8, Error> {
+pub fn map(hint: u64, len: u64, flags: abi::syscall::MapFlags) -> Result<*mut u8, Error> {
     // SAFETY: MAP only adds memory at addresses nothing uses yet.
-    decode(unsafe { raw::syscall3(nr::MAP, hint, len, flags) }).map(|a| a as *mut u8)
+    decode(unsafe { raw::syscall3(nr::MAP, hint, len, flags.bits()) }).map(|a| a as *mut u8)
 }
 
 /// `UNMAP`: unmaps `len` bytes at `addr`, pages earlier returned by [`map`].

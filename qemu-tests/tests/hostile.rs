@@ -57,9 +57,19 @@ fn kernel_and_fault_server_survive_every_attack() {
     assert_eq!(restarts.len(), 1, "{restarts:#?}");
     assert_eq!(restarts[0]["by"], server, "the fault server rolled it back");
     // Every hostile task ended on its own.
-    for task in
-        ["map-unmap", "hog-0", "hog-1", "hog-2", "served", "big-commit", "wx", "smap", "fpu-holder", "fpu-snooper"]
-    {
+    for task in [
+        "map-unmap",
+        "hog-0",
+        "hog-1",
+        "hog-2",
+        "served",
+        "big-commit",
+        "wx",
+        "smap",
+        "fpu-holder",
+        "fpu-snooper",
+        "flags",
+    ] {
         let exits = run.task_events("task_exit", task);
         assert_eq!(exits.len(), 1, "{task}: {exits:#?}");
         assert_eq!(exits[0]["code"], 0, "{task}: {}", exits[0]);
@@ -114,6 +124,23 @@ fn the_bystander_stays_on_time() {
     // nothing): the big commit reported between its first and last report.
     let commit = run.checks("big_commit")[0]["tsc"].as_u64().unwrap();
     assert!(tsc[0] < commit && commit < tsc[tsc.len() - 1], "the big commit ran while the bystander did");
+}
+
+/// Issue 13 item 6: `MAP` with a flag bit outside `abi::syscall::MapFlags`
+/// is refused with `BadArgument` (the raw `rax` the task got back), and maps
+/// nothing: the same address then takes a `WRITE` mapping.
+#[test]
+fn map_refuses_unknown_flag_bits() {
+    let run = run();
+    let refused: Vec<&Value> =
+        run.checks("map_unknown_bits").into_iter().filter(|c| c["task_name"] == "flags").collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}\nconsole:\n{}", run.console);
+    for c in &refused {
+        assert_eq!(c["value"], abi::syscall::Error::BadArgument.to_raw(), "{c}");
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    let mapped = ok_check(run, "map_known_bits", "flags");
+    assert_eq!(mapped["value"], abi::layout::USER_MAP_BASE + 0x0800_0000_0000);
 }
 
 /// Item 3: W^X holds through a rollback: the executable page an unmap in

@@ -163,7 +163,7 @@ pub struct TaskEntry {
 pub struct CapString {
     pub kind: abi::ipc::CapKind,
     pub object: u32,
-    pub rights: u8,
+    pub rights: abi::ipc::Rights,
     pub badge: Option<u64>,
     pub name: String,
 }
@@ -314,7 +314,7 @@ impl Manifest {
                 }
                 if c.kind == abi::ipc::CapKind::Endpoint
                     && c.name == DEFAULT_FAULT_ENDPOINT
-                    && c.rights & abi::ipc::rights::RECV != 0
+                    && c.rights.contains(abi::ipc::Rights::RECV)
                 {
                     fault_receivers.push((t.name.clone(), t.count));
                 }
@@ -394,9 +394,15 @@ impl Manifest {
 
     /// Parses `OBJECT:RIGHTS[@BADGE]` or `supervisor`.
     pub fn parse_cap(&self, text: &str) -> Result<CapString> {
-        use abi::ipc::{CapKind, rights};
+        use abi::ipc::{CapKind, Rights};
         if text == "supervisor" {
-            return Ok(CapString { kind: CapKind::Supervisor, object: 0, rights: 0, badge: None, name: text.into() });
+            return Ok(CapString {
+                kind: CapKind::Supervisor,
+                object: 0,
+                rights: Rights::empty(),
+                badge: None,
+                name: text.into(),
+            });
         }
         let (object, rest) =
             text.split_once(':').with_context(|| format!("capability {text:?} is not OBJECT:RIGHTS"))?;
@@ -421,22 +427,22 @@ impl Manifest {
             return Ok(CapString {
                 kind: CapKind::Region,
                 object: i as u32,
-                rights: 0,
+                rights: Rights::empty(),
                 badge: None,
                 name: object.to_string(),
             });
         } else {
             bail!("capability {text:?}: no endpoint or notification named {object:?}");
         };
-        let mut bits = 0;
+        let mut bits = Rights::empty();
         for r in rights_text.split('+') {
             bits |= match r {
-                r if r == names[0] => rights::SEND,
-                r if r == names[1] => rights::RECV,
+                r if r == names[0] => Rights::SEND,
+                r if r == names[1] => Rights::RECV,
                 _ => bail!("capability {text:?}: unknown right {r:?} (expected {} or {})", names[0], names[1]),
             };
         }
-        if badge.is_some() && (kind != CapKind::Endpoint || bits & rights::SEND == 0) {
+        if badge.is_some() && (kind != CapKind::Endpoint || !bits.contains(Rights::SEND)) {
             bail!("capability {text:?}: only endpoint send rights carry a badge");
         }
         Ok(CapString { kind, object: index as u32, rights: bits, badge, name: object.to_string() })
@@ -496,7 +502,7 @@ impl Manifest {
             let receives_faults = parsed.iter().any(|c| {
                 Some(c.object as usize) == fault_ep
                     && c.kind == abi::ipc::CapKind::Endpoint
-                    && c.rights & abi::ipc::rights::RECV != 0
+                    && c.rights.contains(abi::ipc::Rights::RECV)
             });
             let fault_endpoint = match &t.fault_endpoint {
                 Some(ep) => self.endpoints.iter().position(|e| e == ep).map(|i| i as u16),
@@ -521,7 +527,7 @@ impl Manifest {
                     instance,
                 });
                 for c in &parsed {
-                    let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights & abi::ipc::rights::SEND != 0 {
+                    let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights.contains(abi::ipc::Rights::SEND) {
                         c.badge.unwrap_or(n as u64 + 1)
                     } else {
                         0

@@ -17,7 +17,7 @@ use crate::arch::trap_entry::TrapFrame;
 use crate::recovery::fault;
 use crate::sched::{self, Scheduler};
 use crate::task::{State, Task, TaskId};
-use abi::ipc::{CapKind, POLL, rights};
+use abi::ipc::{CapKind, POLL, Rights};
 use abi::syscall::{Error, nr};
 use alloc::boxed::Box;
 
@@ -27,7 +27,7 @@ type SysResult = Result<u64, Error>;
 pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
     let me = s.current_index().ok_or(Error::BadTask)?;
     let task = &s.tasks[me];
-    let cap = task.cap(task.save.frame.rdi, CapKind::Endpoint, rights::SEND)?;
+    let cap = task.cap(task.save.frame.rdi, CapKind::Endpoint, Rights::SEND)?;
     let (ep, badge) = (cap.object as u16, cap.badge);
     if call {
         check_receive_buffer(task)?;
@@ -65,7 +65,7 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
 pub fn recv(s: &mut Scheduler) -> SysResult {
     let me = s.current_index().ok_or(Error::BadTask)?;
     let task = &s.tasks[me];
-    let ep = task.cap(task.save.frame.rdi, CapKind::Endpoint, rights::RECV)?.object as u16;
+    let ep = task.cap(task.save.frame.rdi, CapKind::Endpoint, Rights::RECV)?.object as u16;
     check_receive_buffer(task)?;
     held::check_room(task)?;
     let timeout = task.save.frame.rbx;
@@ -206,7 +206,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     let others_best = sum.others_best;
     // SAFETY: `me` is the current task's index (see `fastpath`).
     let caller = unsafe { tasks.get_unchecked(me) };
-    let cap = caller.cap(caller.save.frame.rdi, CapKind::Endpoint, rights::SEND).ok()?;
+    let cap = caller.cap(caller.save.frame.rdi, CapKind::Endpoint, Rights::SEND).ok()?;
     let (ep, badge) = (cap.object as usize, cap.badge);
     let e = sum.endpoints.get_mut(ep)?;
     if e.receivers == 0 {
@@ -246,8 +246,9 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     caller.ticks_since_syscall = 0;
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
+    let priority = receiver.priority;
     let frame = sched::enter_fast(receiver, live);
-    Some(s.set_current(r, frame))
+    Some(s.set_current(r, priority, frame))
 }
 
 /// `reply_recv` with a caller waiting for the reply: the reply goes register
@@ -264,7 +265,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
         return None;
     }
     let caller_id = server.reply_to?;
-    let ep = server.cap(f.rdi, CapKind::Endpoint, rights::RECV).ok()?.object as usize;
+    let ep = server.cap(f.rdi, CapKind::Endpoint, Rights::RECV).ok()?.object as usize;
     let c = task_index(tasks, caller_id)?;
     let e = sum.endpoints.get_mut(ep)?;
     if e.senders != 0 {
@@ -295,8 +296,9 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     server.ticks_since_syscall = 0;
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
+    let priority = caller.priority;
     let frame = sched::enter_fast(caller, live);
-    Some(s.set_current(c, frame))
+    Some(s.set_current(c, priority, frame))
 }
 
 /// The current task `me` and another task `other`, both mutable: `None`

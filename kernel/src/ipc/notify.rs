@@ -7,7 +7,7 @@
 use super::deadline;
 use crate::sched::Scheduler;
 use crate::task::State;
-use abi::ipc::{CapKind, POLL, rights};
+use abi::ipc::{CapKind, POLL, Rights};
 use abi::syscall::Error;
 
 /// `signal(cap, bits)` by the current task.
@@ -15,7 +15,7 @@ pub fn signal(s: &mut Scheduler) -> Result<u64, Error> {
     let me = s.current_index().ok_or(Error::BadTask)?;
     let f = &s.tasks[me].save.frame;
     let bits = f.rsi;
-    let n = s.tasks[me].cap(f.rdi, CapKind::Notification, rights::SEND)?.object as u16;
+    let n = s.tasks[me].cap(f.rdi, CapKind::Notification, Rights::SEND)?.object as u16;
     if bits & abi::ipc::NOTIFY_RESERVED_BIT != 0 {
         return Err(Error::BadArgument);
     }
@@ -36,7 +36,7 @@ pub fn wait(s: &mut Scheduler) -> Result<u64, Error> {
     let me = s.current_index().ok_or(Error::BadTask)?;
     let f = &s.tasks[me].save.frame;
     let timeout = f.rbx;
-    let n = s.tasks[me].cap(f.rdi, CapKind::Notification, rights::RECV)?.object as u16;
+    let n = s.tasks[me].cap(f.rdi, CapKind::Notification, Rights::RECV)?.object as u16;
     let bits = core::mem::take(&mut s.notifications[n as usize].bits);
     if bits != 0 {
         return Ok(bits);

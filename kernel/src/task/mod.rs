@@ -98,7 +98,7 @@ impl State {
 pub struct Cap {
     pub name: heapless::String<{ abi::image::NAME_LEN }>,
     pub kind: abi::ipc::CapKind,
-    pub rights: u8,
+    pub rights: abi::ipc::Rights,
     pub object: u32,
     pub badge: u64,
 }
@@ -310,12 +310,17 @@ impl Task {
     }
 
     /// The capability at `index`, if it is of `kind` and has `rights`.
-    pub fn cap(&self, index: u64, kind: abi::ipc::CapKind, rights: u8) -> Result<&Cap, abi::syscall::Error> {
+    pub fn cap(
+        &self,
+        index: u64,
+        kind: abi::ipc::CapKind,
+        rights: abi::ipc::Rights,
+    ) -> Result<&Cap, abi::syscall::Error> {
         let cap = self.caps.get(index as usize).ok_or(abi::syscall::Error::BadCapability)?;
         if cap.kind != kind {
             return Err(abi::syscall::Error::BadCapability);
         }
-        if cap.rights & rights != rights {
+        if !cap.rights.contains(rights) {
             return Err(abi::syscall::Error::Denied);
         }
         Ok(cap)
@@ -329,7 +334,7 @@ impl Task {
     /// Whether it may receive on endpoint `ep`.
     pub fn receives_on(&self, ep: u16) -> bool {
         self.caps.iter().any(|c| {
-            c.kind == abi::ipc::CapKind::Endpoint && c.object == ep as u32 && c.rights & abi::ipc::rights::RECV != 0
+            c.kind == abi::ipc::CapKind::Endpoint && c.object == ep as u32 && c.rights.contains(abi::ipc::Rights::RECV)
         })
     }
 

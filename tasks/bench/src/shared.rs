@@ -17,7 +17,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 use libtask::abi::layout::PAGE_SIZE;
-use libtask::abi::syscall::map_flags;
+use libtask::abi::syscall::MapFlags;
 use libtask::sync::{FromBytes, Mutex, Region};
 
 /// The region's name in the manifest.
@@ -48,7 +48,7 @@ pub const SLOTS: u32 = 4;
 /// `n` fresh private writable pages, mapped and touched (so that they are
 /// present before any scope opens). `None` if `MAP` refused.
 pub fn pages(n: u64) -> Option<*mut u8> {
-    let base = libtask::syscall::map(0, n * PAGE_SIZE, map_flags::WRITE).ok()?;
+    let base = libtask::syscall::map(0, n * PAGE_SIZE, MapFlags::WRITE).ok()?;
     for i in 0..n {
         // SAFETY: inside the `n` pages just mapped, writable, used by nothing.
         unsafe { core::ptr::write_volatile(base.add((i * PAGE_SIZE) as usize), 0) };

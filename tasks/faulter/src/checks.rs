@@ -3,7 +3,7 @@
 //! failing test says which case it was (bit n = case n, in listing order).
 
 use libtask::abi::layout::{PAGE_SIZE, USER_END, USER_STACK_TOP};
-use libtask::abi::syscall::{Error, map_flags};
+use libtask::abi::syscall::{Error, MapFlags};
 use libtask::{println, report, syscall};
 
 /// 10: `WRITE` with pointers the kernel must refuse with `BadPointer`.
@@ -37,7 +37,7 @@ pub fn map_kernel_pages() -> u64 {
     ];
     let mut wrong = 0u64;
     for (n, (what, hint, len)) in cases.into_iter().enumerate() {
-        let result = syscall::map(hint, len, map_flags::WRITE);
+        let result = syscall::map(hint, len, MapFlags::WRITE);
         let ok = result.is_err();
         println!("faulter: MAP({hint:#x}, {len}) [{what}] -> {result:?} {}", if ok { "refused, ok" } else { "WRONG" });
         if !ok {

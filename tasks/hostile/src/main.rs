@@ -15,6 +15,7 @@
 //! | 7 | sets RFLAGS.AC with `popf`, then a copy-on-write fault, a system call and a timer tick with AC set (the kernel's `probe=smap` checks each entry); then RFLAGS.NT, a system call and a tick (the kernel must not `iretq` with NT set); `SIGNAL` with bit 63 | `smap_done`, `nt_done`, `signal_bit63` (ok: `BadArgument`) |
 //! | 8 | FPU holder: a secret in `xmm0` and x87 `st0`, then 20 yields | `fpu_kept` (ok: both still hold it) |
 //! | 9 | FPU snooper: 20 yields, reading `xmm0` and `st0` after each | `fpu_isolated` (ok: never the holder's secret) |
+//! | 14 | `MAP` with flag bits the ABI does not define (`WRITE` plus bit 2, bit 63, every bit), each at one fixed address; then `MAP` `WRITE` there | `map_unknown_bits` ×3 (ok: `BadArgument`; value: the raw `rax`), `map_known_bits` (ok: mapped at that address, so the refused calls mapped nothing; value: the address) |
 //! | 13 | a supervisor that panics at each of its first 7 starts (count in region `flag`), then serves | `crash_loop_over` |
 //! | 10 | a supervisor on `faults` that panics on its first fault message (flag in region `flag`), then, restarted by the kernel, resumes the redelivered fault | `sup_scoped` (GET_REGS on a task of another fault endpoint: `Denied`), `sup_not_held` (GET_REGS on a running task: `BadTask`), `sup_resumed` |
 //! | 11 | its client: `ud2` once (resumed past it) | `client_resumed` |
@@ -23,7 +24,7 @@
 #![no_main]
 
 use libtask::abi::layout::{PAGE_SIZE, USER_MAP_BASE};
-use libtask::abi::syscall::{Error, map_flags, nr};
+use libtask::abi::syscall::{Error, MapFlags, nr};
 use libtask::ipc::{self, Timeout};
 use libtask::syscall::{self, raw};
 use libtask::{Start, checkpoint, println, report, supervise};
@@ -55,6 +56,7 @@ fn main(start: Start) -> u64 {
         10 => supervisor(start.id),
         11 => client(),
         13 => crash_looping_supervisor(),
+        14 => map_unknown_bits(),
         12 => {
             let _ = syscall::sleep(100);
         }
@@ -79,7 +81,7 @@ fn bystander() {
 
 /// One `MAP` of `pages` at `hint` (0: anywhere) and its `UNMAP`.
 fn map_unmap_once(hint: u64, pages: u64) -> Result<(), Error> {
-    let p = syscall::map(hint, pages * PAGE_SIZE, map_flags::WRITE)?;
+    let p = syscall::map(hint, pages * PAGE_SIZE, MapFlags::WRITE)?;
     // SAFETY: `p` is the mapping just made, of `pages` pages, unused.
     unsafe { syscall::unmap(p, pages * PAGE_SIZE) }
 }
@@ -119,7 +121,7 @@ fn hog() {
     const CHUNK: u64 = 4 << 20;
     let mut bytes = 0;
     let error = loop {
-        match syscall::map(0, CHUNK, map_flags::WRITE) {
+        match syscall::map(0, CHUNK, MapFlags::WRITE) {
             Ok(_) => bytes += CHUNK,
             Err(e) => break e,
         }
@@ -171,7 +173,7 @@ fn big_commit() {
 
 fn wx_rollback() {
     let page = FIXED;
-    if syscall::map(page, PAGE_SIZE, map_flags::EXEC).is_err() {
+    if syscall::map(page, PAGE_SIZE, MapFlags::EXEC).is_err() {
         report("wx_rollback", false, u64::MAX);
         return;
     }
@@ -307,6 +309,21 @@ fn fpu_snooper() {
         last = xmm;
     }
     report("fpu_isolated", !seen, last);
+}
+
+/// `MAP` with flag bits outside `MapFlags`: refused with `BadArgument`,
+/// nothing mapped (the same address is free afterwards).
+fn map_unknown_bits() {
+    let hint = FIXED;
+    for flags in [MapFlags::WRITE.bits() | 1 << 2, 1 << 63, u64::MAX] {
+        // SAFETY: MAP adds memory at an address nothing uses (if the kernel
+        // accepted the call at all); it touches none of ours.
+        let raw = unsafe { raw::syscall3(nr::MAP, hint, PAGE_SIZE, flags) };
+        println!("hostile flags: MAP with flags {flags:#x}: rax {raw:#x}");
+        report("map_unknown_bits", raw == Error::BadArgument.to_raw(), raw);
+    }
+    let mapped = syscall::map(hint, PAGE_SIZE, MapFlags::WRITE);
+    report("map_known_bits", mapped == Ok(hint as *mut u8), mapped.map_or(0, |p| p as u64));
 }
 
 /// The `flag` region's first word, through `REGION` (it survives restarts).

@@ -9,7 +9,7 @@
 #![no_main]
 
 use libtask::abi::layout::{PAGE_SIZE, USER_MAP_BASE};
-use libtask::abi::syscall::map_flags;
+use libtask::abi::syscall::MapFlags;
 use libtask::{Start, println, report, syscall};
 
 /// The page only this task maps.
@@ -22,7 +22,7 @@ const STAY_MS: u64 = 200;
 libtask::entry!(main);
 
 fn main(start: Start) -> u64 {
-    let page = match syscall::map(SHARED_LOOKING, PAGE_SIZE, map_flags::WRITE) {
+    let page = match syscall::map(SHARED_LOOKING, PAGE_SIZE, MapFlags::WRITE) {
         Ok(page) if page as u64 == SHARED_LOOKING => page.cast::<u64>(),
         other => {
             println!("owner: map at {SHARED_LOOKING:#x} failed: {other:?}");

@@ -1,5 +1,5 @@
 //! `ping`: IPC ping-pong between two tasks of one binary, told apart by
-//! their manifest `arg` (`images/ipc.toml`).
+//! their manifest `arg` (`images/ipc.toml`, `images/ipc-fair.toml`).
 //!
 //! Why one binary: both sides must agree on the message formulas below,
 //! and one source file is the simplest way to keep them agreeing.
@@ -20,6 +20,18 @@
 //! number of correct round trips), `ipc-round-trip` (pinger; value = mean
 //! TSC ticks per word-only round trip: guest instructions under icount),
 //! `pong-served` (ponger; value = calls answered).
+//!
+//! Fair service (`images/ipc-fair.toml`):
+//!
+//! * `arg = 3`, the **fair server**: holds `fair:recv`, runs more urgently
+//!   than its clients, answers [`FAIR_CALLS`] × [`FAIR_CLIENTS`] calls
+//!   (reply with [`answer`]) recording the badge of each caller in the
+//!   order it served them, then reports that order: one check `fair-served`
+//!   per call, in order, value = the caller's badge.
+//! * `arg = 4`, a **fair client** (`count = 3`, one priority): makes
+//!   [`FAIR_CALLS`] calls on `fair` back to back, nothing in between, and
+//!   verifies every reply: check `fair-calls` (ok when all were right;
+//!   value = correct replies).
 #![no_std]
 #![no_main]
 
@@ -36,6 +48,10 @@ const BUFFER_EVERY: u64 = 100;
 const STOP: u64 = 0x5709;
 /// Label of an ordinary request.
 const PING: u64 = 0x9196;
+/// Calls each fair client makes.
+const FAIR_CALLS: u64 = 30;
+/// Fair clients in `images/ipc-fair.toml`.
+const FAIR_CLIENTS: u64 = 3;
 
 /// The reply to request `m`: label + 1, each word mixed with its index.
 fn answer(m: &Message) -> Message {
@@ -55,6 +71,8 @@ fn main(start: Start) -> u64 {
     match start.arg {
         1 => ponger(),
         2 => pinger(),
+        3 => fair_server(),
+        4 => fair_client(),
         other => {
             report("ping-arg", false, other);
             2
@@ -157,4 +175,52 @@ fn pinger() -> u64 {
     let ok = good == ROUNDS && stopped && timeouts_ok;
     report("ping-pong", ok, good);
     if ok { 0 } else { 1 }
+}
+
+fn fair_server() -> u64 {
+    let Ok(ep) = ipc::cap("fair") else {
+        report("fair-caps", false, 0);
+        return 1;
+    };
+    let mut order = [0u64; (FAIR_CALLS * FAIR_CLIENTS) as usize];
+    let mut next = ipc::recv(ep, Timeout::Forever);
+    for k in 0..order.len() {
+        let got = match next {
+            Ok(got) => got,
+            Err(e) => {
+                println!("fair server: recv failed after {k} calls: {}", e.name());
+                report("fair-served", false, k as u64);
+                return 1;
+            }
+        };
+        order[k] = got.badge;
+        let reply = answer(&got.msg);
+        if k + 1 == order.len() {
+            let _ = ipc::reply(&reply);
+            break;
+        }
+        next = ipc::reply_recv(ep, &reply, Timeout::Forever);
+    }
+    // Reported after the last reply, so that the reports change nothing in
+    // the order they report.
+    for badge in order {
+        report("fair-served", true, badge);
+    }
+    0
+}
+
+fn fair_client() -> u64 {
+    let Ok(ep) = ipc::cap("fair") else {
+        report("fair-caps", false, 0);
+        return 1;
+    };
+    let mut good = 0;
+    for i in 0..FAIR_CALLS {
+        let req = request(i);
+        if matches!(ipc::call(ep, &req), Ok(r) if r.msg == answer(&req)) {
+            good += 1;
+        }
+    }
+    report("fair-calls", good == FAIR_CALLS, good);
+    if good == FAIR_CALLS { 0 } else { 1 }
 }

@@ -33,7 +33,7 @@
 #![no_main]
 
 use libtask::abi::layout::{PAGE_SIZE, USER_STACK_TOP};
-use libtask::abi::syscall::map_flags;
+use libtask::abi::syscall::MapFlags;
 use libtask::{Start, println, report, supervise, syscall};
 
 libtask::entry!(main);
@@ -87,7 +87,7 @@ fn main(start: Start) -> u64 {
         2 => (14, 0b100, Some(0)),
         3 => (14, 0b111, Some(&READ_ONLY as *const u64 as u64)),
         4 => {
-            let page = match syscall::map(0, PAGE_SIZE, map_flags::WRITE) {
+            let page = match syscall::map(0, PAGE_SIZE, MapFlags::WRITE) {
                 Ok(p) => p as u64,
                 Err(e) => {
                     report("regcheck-map", false, e as u64);
