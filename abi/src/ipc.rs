@@ -232,6 +232,9 @@ pub mod recover {
         pub tsc_done: u64,
         /// [`LOWER_CALLER`] and nothing else.
         pub flags: u64,
+        /// Out: the CPU the kernel performed the request on (the kernel's
+        /// CPU index; the `restart` event's `cpu`).
+        pub cpu: u64,
     }
 
     /// [`Header::flags`]: once done, run the caller at the lowest priority

@@ -475,8 +475,12 @@ impl Scheduler {
         if owned != percpu::NONE {
             self.release(owned as usize);
         }
-        let t = &mut self.tasks[i];
+        let Self { tasks, endpoints, .. } = self;
+        let t = &mut tasks[i];
         debug_assert!(t.running_on == NOT_RUNNING, "task {} runs on CPU {} already", t.id, t.running_on);
+        if !t.started {
+            t.start_event(endpoints, me);
+        }
         t.running_on = me as u8;
         // Its CR3 is loaded here next (`switch_to`, `enter_fast`).
         if let Some(space) = t.space.as_mut() {
@@ -498,16 +502,41 @@ impl Scheduler {
         percpu::set::<{ percpu::OWNED }>(percpu::NONE);
     }
 
-    /// Whether another CPU should be woken for a runnable task no CPU runs
-    /// (other than `picked`, which this CPU takes).
-    fn work_for_others(&self, picked: Option<usize>) -> bool {
+    /// The CPUs that could take a runnable task no CPU runs (other than
+    /// `picked`, which this CPU takes), as a bit mask: every CPU for a task
+    /// of any CPU, its own for a task with an affinity.
+    fn cpus_wanted(&self, picked: Option<usize>) -> u32 {
         let now = self.ticks;
-        self.tasks.iter().enumerate().any(|(i, t)| {
-            Some(i) != picked
+        let mut want = 0;
+        for (i, t) in self.tasks.iter().enumerate() {
+            if Some(i) != picked
                 && matches!(t.state, State::Runnable)
                 && t.running_on == NOT_RUNNING
                 && t.held_until <= now
-        })
+            {
+                want |= t.cpu_mask();
+                if want == u32::MAX {
+                    break;
+                }
+            }
+        }
+        want
+    }
+
+    /// Wakes one idle CPU (not this one) that may run a runnable task no
+    /// CPU runs, if there is one (several CPUs; `picked` is the task this
+    /// CPU takes, if any).
+    fn wake_idle_for_others(&self, picked: Option<usize>) {
+        let idle = IDLE.load(Ordering::Relaxed) & !(1 << percpu::cpu());
+        if idle == 0 {
+            return;
+        }
+        let wake = idle & self.cpus_wanted(picked);
+        if wake != 0 {
+            let cpu = wake.trailing_zeros();
+            IDLE.fetch_and(!(1 << cpu), Ordering::Relaxed);
+            resched_ipi(cpu as usize);
+        }
     }
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
@@ -608,13 +637,7 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
             if let Some(i) = s.pick() {
                 if smp() {
                     invalidate_summary();
-                    let me = percpu::cpu();
-                    let idle = IDLE.load(Ordering::Relaxed) & !(1 << me);
-                    if idle != 0 && s.work_for_others(Some(i)) {
-                        let cpu = idle.trailing_zeros();
-                        IDLE.fetch_and(!(1 << cpu), Ordering::Relaxed);
-                        resched_ipi(cpu as usize);
-                    }
+                    s.wake_idle_for_others(Some(i));
                 }
                 return s.switch_to(i);
             }
@@ -655,6 +678,9 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
                     unsafe { Cr3::write(kernel, flags) };
                 }
                 invalidate_summary();
+                // A task this CPU may not run (its affinity names another)
+                // may have been made runnable here: its CPU is woken.
+                s.wake_idle_for_others(None);
                 IDLE.fetch_or(1 << percpu::cpu(), Ordering::Relaxed);
             }
         }

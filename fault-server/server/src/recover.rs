@@ -93,11 +93,12 @@ pub enum Escalation {
 /// What happened to the task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Done {
-    /// Rolled back to scope `depth`: `pages` restored, the re-run is
-    /// attempt `attempt`.
-    Rollback { depth: u64, pages: u64, attempt: u64 },
-    /// Restarted from its image after `delay_ms` (`restarts` so far).
-    Restart { delay_ms: u64, restarts: u64 },
+    /// Rolled back to scope `depth` on CPU `cpu`: `pages` restored, the
+    /// re-run is attempt `attempt`.
+    Rollback { depth: u64, pages: u64, attempt: u64, cpu: u64 },
+    /// Restarted from its image on CPU `cpu`, to run after `delay_ms`
+    /// (`restarts` so far).
+    Restart { delay_ms: u64, restarts: u64, cpu: u64 },
     /// Stopped for good: too many restarts in the window.
     Stop { restarts_in_window: u64, restarts: u64 },
     /// The kernel refused the request (`error`): the task is still held.
@@ -497,8 +498,10 @@ impl Recovery {
         let h = &req.header;
         let done = match (result, action) {
             (Err(e), _) => Done::Refused { error: e.name() },
-            (Ok(()), FinalAction::Rollback { depth }) => Done::Rollback { depth, pages: h.result, attempt: h.attempt },
-            (Ok(()), FinalAction::Restart { delay_ms }) => Done::Restart { delay_ms, restarts: h.result },
+            (Ok(()), FinalAction::Rollback { depth }) => {
+                Done::Rollback { depth, pages: h.result, attempt: h.attempt, cpu: h.cpu }
+            }
+            (Ok(()), FinalAction::Restart { delay_ms }) => Done::Restart { delay_ms, restarts: h.result, cpu: h.cpu },
             (Ok(()), FinalAction::Stop { .. }) => {
                 let n = self.policy.restarts_in_window(msg.task);
                 self.policy.forget(msg.task);

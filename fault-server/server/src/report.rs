@@ -162,7 +162,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
     }
     let cost = Some(cost(rep, rec, msg, p.stack.len()));
     match rec.done {
-        Done::Rollback { depth, pages, attempt } => {
+        Done::Rollback { depth, pages, attempt, cpu } => {
             let pc = named_scope_frame(rec);
             if let Some(why) = rec.unwalked {
                 // Rolled back all the same (`recover.rs`, step 2).
@@ -187,12 +187,12 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
                 None => line.s("?"),
             };
             line.s("), ").d(rec.releases.len() as u64).s(" released, ").d(pages).s(" pages").print();
-            let restart = Event::RestartCheckpoint { task, name, seq, scope: depth, attempt, pages };
+            let restart = Event::RestartCheckpointV2 { task, name, seq, scope: depth, attempt, pages, cpu };
             emit(&restart, recovered);
             let releases = rec.releases.len() as u64;
             report(Decision::Rollback { scope: depth, frame, releases, pages }, None, cost, recovered);
         }
-        Done::Restart { delay_ms, restarts } => {
+        Done::Restart { delay_ms, restarts, cpu } => {
             crate::console::Line::new()
                 .s("fault-server: task ")
                 .d(task)
@@ -209,7 +209,8 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             // Dated when the kernel began the restart (its releases done):
             // the delay counts from there, not from the end of the image
             // reload, which can take a while on a loaded host.
-            let restart = Event::RestartImage { task, name, seq, delay_ms, restarts, reason: None, redelivered: None };
+            let restart =
+                Event::RestartImageV2 { task, name, seq, delay_ms, restarts, reason: None, redelivered: None, cpu };
             emit(&restart, released);
             report(Decision::Restart { delay_ms }, text, cost, recovered);
         }

@@ -116,7 +116,7 @@ pub fn restart_from_image(
         return true;
     }
     let t = &s.tasks[idx];
-    crate::events::emit(&Event::RestartImage {
+    crate::events::emit(&Event::RestartImageV2 {
         task: id as u64,
         name: &t.name,
         seq,
@@ -124,6 +124,7 @@ pub fn restart_from_image(
         restarts: t.restarts,
         reason: redeliver,
         redelivered: redeliver.map(|_| redelivered),
+        cpu: crate::arch::percpu::cpu() as u64,
     });
     true
 }
