@@ -93,12 +93,11 @@ pub enum Escalation {
 /// What happened to the task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Done {
-    /// Rolled back to scope `depth` on CPU `cpu`: `pages` restored, the
-    /// re-run is attempt `attempt`.
-    Rollback { depth: u64, pages: u64, attempt: u64, cpu: u64 },
-    /// Restarted from its image on CPU `cpu`, to run after `delay_ms`
-    /// (`restarts` so far).
-    Restart { delay_ms: u64, restarts: u64, cpu: u64 },
+    /// Rolled back to scope `depth`: `pages` restored, the re-run is
+    /// attempt `attempt`.
+    Rollback { depth: u64, pages: u64, attempt: u64 },
+    /// Restarted from its image after `delay_ms` (`restarts` so far).
+    Restart { delay_ms: u64, restarts: u64 },
     /// Stopped for good: too many restarts in the window.
     Stop { restarts_in_window: u64, restarts: u64 },
     /// The kernel refused the request (`error`): the task is still held.
@@ -410,6 +409,11 @@ impl Recovery {
 }
 
 impl Recovery {
+    /// The CPU the kernel did the last `RECOVER` on (its answer's `cpu`).
+    pub fn restart_cpu(&self) -> u64 {
+        self.req.header.cpu as u64
+    }
+
     /// Recovers the held task of fault `p`: rollback if a scope may take
     /// it, else a fresh start or a stop, releasing what it held either way.
     /// `image` is `None` if the task's ELF is unreadable (no rollback then:
@@ -498,10 +502,8 @@ impl Recovery {
         let h = &req.header;
         let done = match (result, action) {
             (Err(e), _) => Done::Refused { error: e.name() },
-            (Ok(()), FinalAction::Rollback { depth }) => {
-                Done::Rollback { depth, pages: h.result, attempt: h.attempt, cpu: h.cpu }
-            }
-            (Ok(()), FinalAction::Restart { delay_ms }) => Done::Restart { delay_ms, restarts: h.result, cpu: h.cpu },
+            (Ok(()), FinalAction::Rollback { depth }) => Done::Rollback { depth, pages: h.result, attempt: h.attempt },
+            (Ok(()), FinalAction::Restart { delay_ms }) => Done::Restart { delay_ms, restarts: h.result },
             (Ok(()), FinalAction::Stop { .. }) => {
                 let n = self.policy.restarts_in_window(msg.task);
                 self.policy.forget(msg.task);

@@ -58,6 +58,9 @@ pub struct Report {
     /// How many reports so far were emitted before a recovery because the
     /// backlog was full.
     pub late: u64,
+    /// The CPU the kernel did the recovery's restart or rollback on (the
+    /// `RECOVER` answer's `cpu`).
+    pub cpu: u64,
 }
 
 /// Emits the events (one `EMIT` for all: `batch`) and the console line of
@@ -116,6 +119,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
         emit(&Event::FaultReport { task, seq, fault: summary, message, action, cost }, at);
     };
     let what = what(msg);
+    let cpu = rep.cpu;
     let rec = match &rep.outcome {
         Outcome::Resumed { rip, at } => {
             println!("fault-server: task {task} asked to be resumed: resumed at {rip:#x}");
@@ -162,7 +166,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
     }
     let cost = Some(cost(rep, rec, msg, p.stack.len()));
     match rec.done {
-        Done::Rollback { depth, pages, attempt, cpu } => {
+        Done::Rollback { depth, pages, attempt } => {
             let pc = named_scope_frame(rec);
             if let Some(why) = rec.unwalked {
                 // Rolled back all the same (`recover.rs`, step 2).
@@ -192,7 +196,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             let releases = rec.releases.len() as u64;
             report(Decision::Rollback { scope: depth, frame, releases, pages }, None, cost, recovered);
         }
-        Done::Restart { delay_ms, restarts, cpu } => {
+        Done::Restart { delay_ms, restarts } => {
             crate::console::Line::new()
                 .s("fault-server: task ")
                 .d(task)

@@ -278,7 +278,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     let (head, rest) = raw.split_at_mut(r::HEADER_SIZE);
     let h: &mut Header = bytemuck::try_from_bytes_mut(head).map_err(|_| Error::BadPointer)?;
     h.tsc_entered = entered;
-    h.cpu = crate::arch::percpu::cpu() as u64;
+    h.cpu = crate::arch::percpu::cpu() as u32;
     let count = h.count as usize;
     let len = r::HEADER_SIZE + count * r::OP_SIZE;
     if count > r::MAX_RELEASE_OPS || count * r::OP_SIZE > rest.len() {

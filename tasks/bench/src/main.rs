@@ -32,6 +32,7 @@
 //! | 6 | `fault::faulter`           | `fault_to_resume` |
 //! | 7 | `fault::supervisor`        | `fault_to_server` |
 //! | 8 | `scope::measure`, then `lock::measure`, then `recover::measure` | `checkpoint_open_commit`, `checkpoint_pages`, `first_write_in_scope`; `lock_unlock_spin`, `lock_unlock_mutex`, `registry_cost`; `fault_to_checkpoint` (and `_cold`, `_64_pages`, `_20_frames`, `_40_frames`), `rollback_per_page`, `walk_per_frame` |
+//! | 9–13 | `placed.rs`: the two-CPU rows (`images/bench-smp.toml`) | `ipc_call_reply_same_cpu`, `ipc_call_reply_cross_cpu`, `fault_to_checkpoint_same_cpu`, `fault_to_checkpoint_cross_cpu` |
 //!
 //! Role 8 is one task for three groups of figures because every task of an
 //! image costs the others: the scheduler's pick scans the whole task table
@@ -62,12 +63,13 @@ mod fault;
 mod ipc;
 mod lock;
 mod measure;
+mod placed;
 mod recover;
 mod scope;
 mod shared;
 mod syscall;
 
-use libtask::{Start, report};
+use libtask::Start;
 
 libtask::entry!(main);
 
@@ -85,6 +87,8 @@ fn main(start: Start) {
             lock::measure(start.id);
             recover::measure();
         }
-        other => report("bench:unknown_role", false, other),
+        // The two-CPU rows, out of line: the roles above keep the
+        // stack and code they were measured with.
+        other => placed::role(other),
     }
 }
