@@ -29,7 +29,7 @@ use crate::task::{State, Task, TaskId};
 use abi::event::Event;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::{Mutex, MutexGuard};
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
@@ -114,6 +114,33 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     summary: IpcSummary { others_best: u16::MAX, endpoints: Vec::new() },
     again: false,
 });
+
+/// The earliest tick at which a task may need the clock (a sleep ends, a
+/// timeout expires, a lowered priority is given back): [`Scheduler::tick`]
+/// scans the table only from then. Every place that sets such a deadline
+/// lowers it ([`arm`]); one woken early leaves it early, which costs one
+/// scan that finds the real next one. Written under the scheduler lock
+/// only (plain loads and stores, no read-modify-write needed). 0 at boot:
+/// the first tick scans.
+static WAKE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// A task may need the clock at tick `deadline` (see [`WAKE_AT`]; the
+/// caller holds the scheduler lock).
+#[inline(always)]
+pub fn arm(deadline: u64) {
+    if deadline < WAKE_AT.load(Ordering::Relaxed) {
+        WAKE_AT.store(deadline, Ordering::Relaxed);
+    }
+}
+
+/// A task may need the clock soon (a priority lowered: it is given back
+/// [`abi::syscall::LOWERED_MAX_TICKS`] ticks later): the next tick scans
+/// and finds when. One store — the `RECOVER` that lowers the fault server
+/// is on the fault path.
+#[inline(always)]
+pub fn arm_next_tick() {
+    WAKE_AT.store(0, Ordering::Relaxed);
+}
 
 /// Whether several CPUs run tasks (set once by [`start`], before any task
 /// runs). With one CPU the per-CPU bookkeeping below (`running_on`, FPU
@@ -321,7 +348,11 @@ impl Scheduler {
     }
 
     /// Counts a timer tick on this CPU: charges its running task; the boot
-    /// CPU's ticks are the clock (wakes sleepers, timeouts).
+    /// CPU's ticks are the clock (wakes sleepers, timeouts, gives lowered
+    /// tasks their priority back). The table is scanned only on a tick at
+    /// or past the earliest such deadline ([`WAKE_AT`], which every
+    /// deadline set lowers: [`arm`]), not on every tick; the scan finds
+    /// the next one.
     pub fn tick(&mut self, from_user: bool) {
         if from_user {
             set_slice_left(slice_left().saturating_sub(1));
@@ -331,6 +362,14 @@ impl Scheduler {
         }
         self.ticks += 1;
         let now = self.ticks;
+        if now < WAKE_AT.load(Ordering::Relaxed) {
+            debug_assert!(
+                self.tasks.iter().all(|t| t.clock_deadline().is_none_or(|d| d > now)),
+                "a deadline at or before tick {now} was not armed"
+            );
+            return;
+        }
+        let mut next = u64::MAX;
         for t in self.tasks.iter_mut() {
             if let State::Sleeping { until_tick } = t.state
                 && until_tick <= now
@@ -344,8 +383,12 @@ impl Scheduler {
                 t.restore_priority();
                 t.lowered_since = None;
             }
+            crate::ipc::expire_timeout(t, now);
+            if let Some(d) = t.clock_deadline() {
+                next = next.min(d);
+            }
         }
-        crate::ipc::expire_timeouts(self);
+        WAKE_AT.store(next, Ordering::Relaxed);
     }
 
     /// Picks the next task: the best priority among runnable tasks, the
@@ -525,7 +568,8 @@ impl Scheduler {
 
     /// Wakes one idle CPU (not this one) that may run a runnable task no
     /// CPU runs, if there is one (several CPUs; `picked` is the task this
-    /// CPU takes, if any).
+    /// CPU takes, if any). Out of line: several CPUs only.
+    #[inline(never)]
     fn wake_idle_for_others(&self, picked: Option<usize>) {
         let idle = IDLE.load(Ordering::Relaxed) & !(1 << percpu::cpu());
         if idle == 0 {

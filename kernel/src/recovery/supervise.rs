@@ -338,8 +338,9 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     }
     if flags & r::LOWER_CALLER != 0 {
         caller.priority = abi::syscall::PRIORITY_LOWEST.max(caller.spec.priority);
-        if caller.is_lowered() {
-            caller.lowered_since.get_or_insert(now);
+        if caller.is_lowered() && caller.lowered_since.is_none() {
+            caller.lowered_since = Some(now);
+            crate::sched::arm_next_tick();
         }
     }
     Ok(0)

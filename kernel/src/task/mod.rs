@@ -230,6 +230,24 @@ impl Task {
             && (self.affinity == ANY_CPU || self.affinity == cpu)
     }
 
+    /// The tick at which the clock alone changes something of it: its
+    /// sleep ends, its timeout expires, or its lowered priority is given
+    /// back (`sched::Scheduler::tick`).
+    pub fn clock_deadline(&self) -> Option<u64> {
+        let state = match self.state {
+            State::Sleeping { until_tick } => Some(until_tick),
+            State::RecvBlocked { deadline, .. }
+            | State::WaitBlocked { deadline, .. }
+            | State::FutexWait { deadline, .. } => (deadline != 0).then_some(deadline),
+            _ => None,
+        };
+        let lowered = self.lowered_since.map(|since| since.saturating_add(abi::syscall::LOWERED_MAX_TICKS));
+        match (state, lowered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The CPUs it may run on, as a bit mask (bit = CPU index).
     #[inline(always)]
     pub fn cpu_mask(&self) -> u32 {
@@ -300,6 +318,8 @@ impl Task {
 
     /// Writes its `task_start` event, with `cpu` the CPU that runs it
     /// first, and marks it started.
+    #[cold]
+    #[inline(never)]
     pub fn start_event(&mut self, endpoints: &[crate::ipc::Endpoint], cpu: usize) {
         self.started = true;
         let ep = self.spec.fault_endpoint.and_then(|ep| endpoints.get(ep as usize));
