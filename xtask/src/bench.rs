@@ -87,6 +87,7 @@ const fn fig(name: &'static str, label: &'static str, target: Option<u64>, linux
 /// the figure above it.
 pub const FIGURES: &[Figure] = &[
     fig("null_syscall", "null syscall", Some(100), Some(335)),
+    fig("timer_tick", "timer tick of the boot CPU (interrupt, clock, scheduler pass every slice)", None, None),
     fig("context_switch", "context switch (yield, two address spaces)", None, None),
     fig("ipc_call_reply", "IPC call + reply round trip", Some(400), Some(10_102)),
     fig(

@@ -24,7 +24,7 @@
 //!
 //! | arg | role | figure reported (check `bench:<figure>`) |
 //! |---|---|---|
-//! | 1 | `syscall::null`            | `null_syscall` |
+//! | 1 | `syscall::null`, then `tick::measure` | `null_syscall`, `timer_tick` |
 //! | 2 | `syscall::switch_measure`  | `context_switch` (yield ping-pong with arg 3) |
 //! | 3 | `syscall::switch_partner`  | — |
 //! | 4 | `ipc::server`              | — (answers arg 5 with `reply_recv`, then request-scoped) |
@@ -68,6 +68,7 @@ mod recover;
 mod scope;
 mod shared;
 mod syscall;
+mod tick;
 
 use libtask::Start;
 
