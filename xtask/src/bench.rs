@@ -158,7 +158,7 @@ pub const SMP_FIGURES: &[Figure] = &[
     fig("fault_to_recovered_same_cpu", "  fault -> rolled back (RECOVER done), the same", None, None),
     fig(
         "fault_to_checkpoint_cross_cpu",
-        "fault -> running at the checkpoint, fault server on the other CPU (its report included, see below)",
+        "fault -> running at the checkpoint, fault server on the other CPU (+ its report)",
         None,
         None,
     ),
