@@ -611,6 +611,44 @@ pub enum Event<'a> {
         code: i64,
         cpu: u64,
     },
+    /// `task_start` with the CPU that runs the task first (`cpu`). With
+    /// several CPUs it is written when that CPU first takes the task; with
+    /// one, at load (the one CPU runs it). The host writes it as
+    /// `task_start`.
+    TaskStartV2 {
+        task: u64,
+        name: &'a str,
+        priority: u64,
+        arg: u64,
+        entry: u64,
+        image_bytes: u64,
+        fault_endpoint: Option<&'a str>,
+        cpu: u64,
+    },
+    /// `restart` with `from: image` and the CPU the kernel restarted the
+    /// task on (`cpu`: the one that ran the `RECOVER` or the kernel's own
+    /// restart; the task may then run on any CPU its affinity allows).
+    RestartImageV2 {
+        task: u64,
+        name: &'a str,
+        seq: u64,
+        delay_ms: u64,
+        restarts: u64,
+        reason: Option<&'a str>,
+        redelivered: Option<u64>,
+        cpu: u64,
+    },
+    /// `restart` with `from: checkpoint` and the CPU that rolled the task
+    /// back (`cpu`, as in [`Event::RestartImageV2`]).
+    RestartCheckpointV2 {
+        task: u64,
+        name: &'a str,
+        seq: u64,
+        scope: u64,
+        attempt: u64,
+        pages: u64,
+        cpu: u64,
+    },
 }
 
 /// Bytes carried as postcard's byte string (a length, then the bytes),
@@ -672,7 +710,7 @@ impl Event<'_> {
             Event::KernelPanic { .. } => "kernel_panic",
             Event::BacktraceFrame { .. } => "backtrace_frame",
             Event::Check { .. } | Event::RegsCheck { .. } => "check",
-            Event::TaskStart { .. } => "task_start",
+            Event::TaskStart { .. } | Event::TaskStartV2 { .. } => "task_start",
             Event::TaskRejected { .. } => "task_rejected",
             Event::ImageRejected { .. } => "image_rejected",
             Event::TaskExit { .. } | Event::TaskExitV2 { .. } => "task_exit",
@@ -680,7 +718,10 @@ impl Event<'_> {
             Event::Fault { .. } | Event::FaultV2 { .. } => "fault",
             Event::FaultPending { .. } => "fault_pending",
             Event::Resume { .. } => "resume",
-            Event::RestartImage { .. } | Event::RestartCheckpoint { .. } => "restart",
+            Event::RestartImage { .. }
+            | Event::RestartCheckpoint { .. }
+            | Event::RestartImageV2 { .. }
+            | Event::RestartCheckpointV2 { .. } => "restart",
             Event::Escalate { .. } => "escalate",
             Event::Object { .. } => "object",
             Event::CapRejected { .. } => "cap_rejected",
@@ -724,6 +765,8 @@ impl Event<'_> {
                 | Event::FaultV2 { .. }
                 | Event::RestartImage { .. }
                 | Event::RestartCheckpoint { .. }
+                | Event::RestartImageV2 { .. }
+                | Event::RestartCheckpointV2 { .. }
                 // Core files of the faults it reports.
                 | Event::CoreBegin { .. }
                 | Event::CoreMemory { .. }
@@ -736,7 +779,8 @@ impl Event<'_> {
 /// `EMIT`, as a bit mask: `Check` 7, `Fault` 13, `RestartImage` 16,
 /// `RestartCheckpoint` 17, `Escalate` 18, `Backtrace` 30, `Release` 31,
 /// `FaultReport` 32, `RegsCheck` 33, `CoreBegin` 36, `CoreMemory` 37,
-/// `CoreEnd` 38, `FaultV2` 41 — exactly [`Event::is_supervisor_kind`]
+/// `CoreEnd` 38, `FaultV2` 41, `RestartImageV2` 44, `RestartCheckpointV2`
+/// 45 — exactly [`Event::is_supervisor_kind`]
 /// (`tests::only_supervisor_kinds_pass_the_emit_check`).
 const SUPERVISOR_TAGS: u64 = 1 << 7
     | 1 << 13
@@ -750,7 +794,9 @@ const SUPERVISOR_TAGS: u64 = 1 << 7
     | 1 << 36
     | 1 << 37
     | 1 << 38
-    | 1 << 41;
+    | 1 << 41
+    | 1 << 44
+    | 1 << 45;
 
 /// Whether an event whose encoding starts with the varint `tag` is of a
 /// kind a supervisor may `EMIT` (the kernel's check: it decodes no more).

@@ -4,7 +4,8 @@
 //! ```text
 //! Header          magic "RWNDIMG1", version, counts, total size
 //! Entry[tasks]    one fixed-size record per task (name, where its ELF is,
-//!                 scheduling and recovery parameters, fault endpoint)
+//!                 scheduling and recovery parameters, fault endpoint,
+//!                 CPU affinity)
 //! Name[endpoints] the names of the endpoints the image declares
 //! Name[notifs]    the names of its notifications
 //! Region[regions] shared memory regions (name, size)
@@ -58,7 +59,7 @@ const NO_ENDPOINT: u16 = u16::MAX;
 use crate::ipc::CapKind;
 
 /// One task as the manifest describes it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskSpec<'a> {
     pub name: &'a str,
     /// The task's ELF file.
@@ -96,6 +97,38 @@ pub struct TaskSpec<'a> {
     /// Which instance of its manifest entry this task is (0 .. `count`;
     /// 0 for `count = 1`): passed at start in `rdx`.
     pub instance: u32,
+    /// The CPU it may run on ([`ANY_CPU`]: every CPU; else the kernel's CPU
+    /// index, 0 = the boot CPU, below [`MAX_CPUS`]). Entry bytes 92..96
+    /// hold it plus one, so the zeros of an image packed before this field
+    /// existed mean "any CPU", as they did.
+    pub cpu: u32,
+}
+
+/// [`TaskSpec::cpu`] of a task that may run on every CPU.
+pub const ANY_CPU: u32 = u32::MAX;
+/// Most CPUs the kernel runs (its CPU indices are 0..MAX_CPUS).
+pub const MAX_CPUS: u32 = 16;
+
+impl Default for TaskSpec<'_> {
+    fn default() -> Self {
+        TaskSpec {
+            name: "",
+            elf: &[],
+            priority: 0,
+            stack_bytes: 0,
+            flags: 0,
+            arg: 0,
+            fault_endpoint: None,
+            watchdog_ms: 0,
+            max_restarts: 0,
+            restart_window_ms: 0,
+            max_frames: 0,
+            max_records: 0,
+            core_dumps: 0,
+            instance: 0,
+            cpu: ANY_CPU,
+        }
+    }
 }
 
 /// Frames a task may hold when its manifest says nothing: 32 MiB.
@@ -199,6 +232,10 @@ pub enum ImageError {
     BadQuota {
         index: usize,
     },
+    /// Entry `index` names a CPU at or above [`MAX_CPUS`].
+    BadCpu {
+        index: usize,
+    },
 }
 
 impl ImageError {
@@ -217,6 +254,7 @@ impl ImageError {
             ImageError::BadCap { .. } => "malformed capability",
             ImageError::BadRegion { .. } => "malformed shared region",
             ImageError::BadQuota { .. } => "page-record quota above the limit",
+            ImageError::BadCpu { .. } => "cpu affinity above the most CPUs the kernel runs",
         }
     }
 }
@@ -414,6 +452,11 @@ impl<'a> Image<'a> {
         }
         let core_dumps = u32_at(raw, 84);
         let instance = u32_at(raw, 88);
+        let cpu = match u32_at(raw, 92) {
+            0 => ANY_CPU,
+            n if n - 1 < MAX_CPUS => n - 1,
+            _ => return Some(Err(ImageError::BadCpu { index })),
+        };
         let fault_endpoint = match u16::from_le_bytes([raw[50], raw[51]]) {
             NO_ENDPOINT => None,
             e if (e as usize) < self.endpoints => Some(e),
@@ -445,6 +488,7 @@ impl<'a> Image<'a> {
             max_records,
             core_dumps,
             instance,
+            cpu,
         }))
     }
 }
@@ -498,6 +542,9 @@ pub fn write(spec: &ImageSpec<'_>) -> alloc::vec::Vec<u8> {
         entry[80..84].copy_from_slice(&t.max_records.to_le_bytes());
         entry[84..88].copy_from_slice(&t.core_dumps.to_le_bytes());
         entry[88..92].copy_from_slice(&t.instance.to_le_bytes());
+        // 0 = any CPU (what an entry packed before the field holds).
+        let cpu = if t.cpu == ANY_CPU { 0 } else { t.cpu.wrapping_add(1) };
+        entry[92..96].copy_from_slice(&cpu.to_le_bytes());
         tables.extend_from_slice(&entry);
     }
     for name in spec.endpoints.iter().chain(spec.notifications) {
@@ -706,6 +753,26 @@ mod tests {
         assert_eq!(image.task(0), Some(Ok(tasks[0])));
         assert_eq!(image.task(1), Some(Ok(tasks[1])));
         assert_eq!(image.task(2), None);
+    }
+
+    #[test]
+    fn cpu_affinity_round_trips_and_zero_means_any() {
+        let tasks =
+            [spec("any", b"e"), TaskSpec { cpu: 0, ..spec("boot", b"e") }, TaskSpec { cpu: 3, ..spec("three", b"e") }];
+        let mut bytes = write_tasks(&tasks);
+        let image = parse(&bytes).unwrap();
+        for (i, t) in tasks.iter().enumerate() {
+            assert_eq!(image.task(i), Some(Ok(*t)));
+        }
+        // An entry packed before the field existed holds zeros there: any CPU.
+        let e0 = HEADER_SIZE;
+        assert_eq!(bytes[e0 + 92..e0 + 96], [0; 4]);
+        // Past the most CPUs: that entry alone is rejected.
+        let e2 = HEADER_SIZE + 2 * ENTRY_SIZE;
+        bytes[e2 + 92..e2 + 96].copy_from_slice(&(MAX_CPUS + 1).to_le_bytes());
+        let image = parse(&bytes).unwrap();
+        assert_eq!(image.task(2), Some(Err(ImageError::BadCpu { index: 2 })));
+        assert!(image.task(1).unwrap().is_ok());
     }
 
     #[test]

@@ -238,14 +238,18 @@ pub mod recover {
         /// Out: guest TSC when the final action was done.
         pub tsc_done: u64,
         /// [`LOWER_CALLER`] and nothing else.
-        pub flags: u64,
+        pub flags: u32,
+        /// Out: the CPU the kernel performed the request on (the kernel's
+        /// CPU index; the `restart` event's `cpu`). In the upper half of
+        /// what was one `u64` of flags: the header keeps its size.
+        pub cpu: u32,
     }
 
     /// [`Header::flags`]: once done, run the caller at the lowest priority
     /// (as `SET_PRIORITY` would, with the same way back): the recovered
     /// task runs at once, and the supervisor's own bookkeeping and report
     /// wait for a free CPU, without a second system call on the way.
-    pub const LOWER_CALLER: u64 = 1;
+    pub const LOWER_CALLER: u32 = 1;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]

@@ -41,7 +41,7 @@ use crate::task::{State, Task, TaskId};
 use abi::event::Event;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::{Mutex, MutexGuard};
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
@@ -135,6 +135,33 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     again: false,
     last: [usize::MAX; PRIORITIES],
 });
+
+/// The earliest tick at which a task may need the clock (a sleep ends, a
+/// timeout expires, a lowered priority is given back): [`Scheduler::tick`]
+/// scans the table only from then. Every place that sets such a deadline
+/// lowers it ([`arm`]); one woken early leaves it early, which costs one
+/// scan that finds the real next one. Written under the scheduler lock
+/// only (plain loads and stores, no read-modify-write needed). 0 at boot:
+/// the first tick scans.
+static WAKE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// A task may need the clock at tick `deadline` (see [`WAKE_AT`]; the
+/// caller holds the scheduler lock).
+#[inline(always)]
+pub fn arm(deadline: u64) {
+    if deadline < WAKE_AT.load(Ordering::Relaxed) {
+        WAKE_AT.store(deadline, Ordering::Relaxed);
+    }
+}
+
+/// A task may need the clock soon (a priority lowered: it is given back
+/// [`abi::syscall::LOWERED_MAX_TICKS`] ticks later): the next tick scans
+/// and finds when. One store — the `RECOVER` that lowers the fault server
+/// is on the fault path.
+#[inline(always)]
+pub fn arm_next_tick() {
+    WAKE_AT.store(0, Ordering::Relaxed);
+}
 
 /// Whether several CPUs run tasks (set once by [`start`], before any task
 /// runs). With one CPU the per-CPU bookkeeping below (`running_on`, FPU
@@ -342,7 +369,11 @@ impl Scheduler {
     }
 
     /// Counts a timer tick on this CPU: charges its running task; the boot
-    /// CPU's ticks are the clock (wakes sleepers, timeouts).
+    /// CPU's ticks are the clock (wakes sleepers, timeouts, gives lowered
+    /// tasks their priority back). The table is scanned only on a tick at
+    /// or past the earliest such deadline ([`WAKE_AT`], which every
+    /// deadline set lowers: [`arm`]), not on every tick; the scan finds
+    /// the next one.
     pub fn tick(&mut self, from_user: bool) {
         if from_user {
             set_slice_left(slice_left().saturating_sub(1));
@@ -352,6 +383,14 @@ impl Scheduler {
         }
         self.ticks += 1;
         let now = self.ticks;
+        if now < WAKE_AT.load(Ordering::Relaxed) {
+            debug_assert!(
+                self.tasks.iter().all(|t| t.clock_deadline().is_none_or(|d| d > now)),
+                "a deadline at or before tick {now} was not armed"
+            );
+            return;
+        }
+        let mut next = u64::MAX;
         for t in self.tasks.iter_mut() {
             if let State::Sleeping { until_tick } = t.state
                 && until_tick <= now
@@ -365,8 +404,12 @@ impl Scheduler {
                 t.restore_priority();
                 t.lowered_since = None;
             }
+            crate::ipc::expire_timeout(t, now);
+            if let Some(d) = t.clock_deadline() {
+                next = next.min(d);
+            }
         }
-        crate::ipc::expire_timeouts(self);
+        WAKE_AT.store(next, Ordering::Relaxed);
     }
 
     /// Picks the next task and records it as the last picked at its
@@ -545,8 +588,12 @@ impl Scheduler {
         if owned != percpu::NONE {
             self.release(owned as usize);
         }
-        let t = &mut self.tasks[i];
+        let Self { tasks, endpoints, .. } = self;
+        let t = &mut tasks[i];
         debug_assert!(t.running_on == NOT_RUNNING, "task {} runs on CPU {} already", t.id, t.running_on);
+        if !t.started {
+            t.start_event(endpoints, me);
+        }
         t.running_on = me as u8;
         // Its CR3 is loaded here next (`switch_to`, `enter_fast`).
         if let Some(space) = t.space.as_mut() {
@@ -568,16 +615,42 @@ impl Scheduler {
         percpu::set::<{ percpu::OWNED }>(percpu::NONE);
     }
 
-    /// Whether another CPU should be woken for a runnable task no CPU runs
-    /// (other than `picked`, which this CPU takes).
-    fn work_for_others(&self, picked: Option<usize>) -> bool {
+    /// The CPUs that could take a runnable task no CPU runs (other than
+    /// `picked`, which this CPU takes), as a bit mask: every CPU for a task
+    /// of any CPU, its own for a task with an affinity.
+    fn cpus_wanted(&self, picked: Option<usize>) -> u32 {
         let now = self.ticks;
-        self.tasks.iter().enumerate().any(|(i, t)| {
-            Some(i) != picked
+        let mut want = 0;
+        for (i, t) in self.tasks.iter().enumerate() {
+            if Some(i) != picked
                 && matches!(t.state, State::Runnable)
                 && t.running_on == NOT_RUNNING
                 && t.held_until <= now
-        })
+            {
+                want |= t.cpu_mask();
+                if want == u32::MAX {
+                    break;
+                }
+            }
+        }
+        want
+    }
+
+    /// Wakes one idle CPU (not this one) that may run a runnable task no
+    /// CPU runs, if there is one (several CPUs; `picked` is the task this
+    /// CPU takes, if any). Out of line: several CPUs only.
+    #[inline(never)]
+    fn wake_idle_for_others(&self, picked: Option<usize>) {
+        let idle = IDLE.load(Ordering::Relaxed) & !(1 << percpu::cpu());
+        if idle == 0 {
+            return;
+        }
+        let wake = idle & self.cpus_wanted(picked);
+        if wake != 0 {
+            let cpu = wake.trailing_zeros();
+            IDLE.fetch_and(!(1 << cpu), Ordering::Relaxed);
+            resched_ipi(cpu as usize);
+        }
     }
 
     /// Makes task `i` the one the CPU returns to; returns its frame.
@@ -678,13 +751,7 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
             if let Some(i) = s.pick() {
                 if smp() {
                     invalidate_summary();
-                    let me = percpu::cpu();
-                    let idle = IDLE.load(Ordering::Relaxed) & !(1 << me);
-                    if idle != 0 && s.work_for_others(Some(i)) {
-                        let cpu = idle.trailing_zeros();
-                        IDLE.fetch_and(!(1 << cpu), Ordering::Relaxed);
-                        resched_ipi(cpu as usize);
-                    }
+                    s.wake_idle_for_others(Some(i));
                 }
                 return s.switch_to(i);
             }
@@ -725,6 +792,9 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
                     unsafe { Cr3::write(kernel, flags) };
                 }
                 invalidate_summary();
+                // A task this CPU may not run (its affinity names another)
+                // may have been made runnable here: its CPU is woken.
+                s.wake_idle_for_others(None);
                 IDLE.fetch_or(1 << percpu::cpu(), Ordering::Relaxed);
             }
         }

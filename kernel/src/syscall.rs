@@ -186,7 +186,9 @@ fn dispatch(s: &mut Scheduler) {
             Ok(0)
         }
         nr::SLEEP => {
-            task.state = State::Sleeping { until_tick: ticks.saturating_add(a0.max(1)) };
+            let until_tick = ticks.saturating_add(a0.max(1));
+            crate::sched::arm(until_tick);
+            task.state = State::Sleeping { until_tick };
             Ok(0)
         }
         nr::EXIT => {
@@ -410,7 +412,10 @@ fn set_priority(task: &mut Task, priority: u64, now: u64) -> SysResult {
     }
     task.priority = priority as u8;
     if task.is_lowered() {
-        task.lowered_since.get_or_insert(now);
+        if task.lowered_since.is_none() {
+            task.lowered_since = Some(now);
+            crate::sched::arm_next_tick();
+        }
     } else {
         task.lowered_since = None;
     }

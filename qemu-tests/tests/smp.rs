@@ -35,6 +35,18 @@ fn four_cpus_come_online_and_the_demo_exits_cleanly() {
     let cpus: BTreeSet<u64> = exits.iter().map(|e| num(e, "cpu")).collect();
     assert!(cpus.len() >= 2, "every task ended on CPU(s) {cpus:?}: {exits:#?}");
     assert!(cpus.iter().all(|&c| c < 4), "{cpus:?}");
+    // Each task started once, on the CPU that first ran it: several CPUs.
+    let starts = run.events_of("task_start");
+    let names: BTreeSet<&str> = starts.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names.len(), starts.len(), "one task_start per task: {starts:#?}");
+    let start_cpus: BTreeSet<u64> = starts.iter().map(|e| num(e, "cpu")).collect();
+    assert!(start_cpus.len() >= 2, "every task started on CPU(s) {start_cpus:?}: {starts:#?}");
+    assert!(start_cpus.iter().all(|&c| c < 4), "{start_cpus:?}");
+    // The crasher's restart and the teller's rollback name the CPU that
+    // did them.
+    let restarts = run.events_of("restart");
+    assert!(restarts.len() >= 2, "{restarts:#?}");
+    assert!(restarts.iter().all(|r| num(r, "cpu") < 4), "{restarts:#?}");
     // The demo's story holds whatever CPU did what: the crasher restarted
     // once (its restart count arrived before it ran again), the teller
     // rolled back, the total conserved, nothing failed.
@@ -153,6 +165,96 @@ fn shared_mutexes_and_arcs_survive_a_faulting_holder_on_four_cpus() {
     let exit_cpus: BTreeSet<u64> = run.events_of("task_exit").iter().map(|e| num(e, "cpu")).collect();
     assert!(exit_cpus.len() >= 2, "all tasks ended on {exit_cpus:?}");
     eprintln!("smp-stress: tasks ended on CPUs {exit_cpus:?}, the faulter faulted on CPUs {fault_cpus:?}");
+}
+
+/// The demo's tasks, each pinned to a CPU by its manifest's `cpu` key,
+/// the fault server on the last one.
+const PINNED: &str = r#"description = "the demo's tasks pinned to CPUs"
+endpoints = ["faults"]
+
+[[task]]
+name = "fault-server"
+bin = "fault-server"
+priority = 0
+stack_kib = 128
+caps = ["faults:recv", "supervisor"]
+cpu = 3
+
+[[task]]
+name = "hello"
+bin = "hello"
+cpu = 2
+
+[[task]]
+name = "spinner-a"
+bin = "spinner"
+arg = 1
+cpu = 0
+
+[[task]]
+name = "spinner-b"
+bin = "spinner"
+arg = 2
+cpu = 2
+
+[[task]]
+name = "crasher"
+bin = "crasher"
+arg = 3
+cpu = 1
+
+[[task]]
+name = "free"
+bin = "hello"
+"#;
+
+/// A task with a `cpu` runs there and nowhere else: it starts, faults and
+/// exits on that CPU (the events say so), and the restart the fault server
+/// makes through `RECOVER` is done on the server's CPU.
+#[test]
+fn pinned_tasks_run_only_on_their_cpu() {
+    let run = boot_manifest("smp-pinned", PINNED, 4);
+    run.expect_exit(GuestExit::Success);
+    let failed: Vec<_> = run.events_of("check").into_iter().filter(|c| c["ok"] != true).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for (name, cpu) in [("hello", 2), ("spinner-a", 0), ("spinner-b", 2), ("crasher", 1), ("fault-server", 3)] {
+        let starts = run.task_events("task_start", name);
+        assert_eq!(starts.len(), 1, "{name}: {starts:#?}");
+        assert_eq!(num(starts[0], "cpu"), cpu, "{name} started on another CPU: {}", starts[0]);
+        for e in run.task_events("task_exit", name) {
+            assert_eq!(num(e, "cpu"), cpu, "{name} exited on another CPU: {e}");
+        }
+    }
+    let free = num(run.task_events("task_start", "free")[0], "cpu");
+    assert!(free < 4, "{free}");
+    // The crasher faulted on its CPU, ran twice, and its restart was done
+    // by the fault server's CPU.
+    let runs: Vec<u64> = run.checks("crasher-run").iter().map(|c| num(c, "value")).collect();
+    assert_eq!(runs, [0, 1], "crasher runs");
+    let faults = run.task_events("fault", "crasher");
+    assert_eq!(faults.len(), 1, "{faults:#?}");
+    assert_eq!(num(faults[0], "cpu"), 1, "{}", faults[0]);
+    let restarts = run.task_events("restart", "crasher");
+    assert_eq!(restarts.len(), 1, "{restarts:#?}");
+    assert_eq!((restarts[0]["from"].as_str(), num(restarts[0], "cpu")), (Some("image"), 3), "{}", restarts[0]);
+    assert_eq!(run.task_events("task_exit", "crasher").len(), 1);
+}
+
+/// A manifest that pins a task to a CPU the machine does not have: that
+/// task is refused at boot with a reason (`task_rejected`), the others run.
+#[test]
+fn a_cpu_that_is_not_online_refuses_the_task() {
+    let manifest =
+        "[[task]]\nname = \"far\"\nbin = \"hello\"\ncpu = 3\n\n[[task]]\nname = \"near\"\nbin = \"hello\"\ncpu = 1\n";
+    let run = boot_manifest("smp-offline-cpu", manifest, 2);
+    run.expect_exit(GuestExit::Success);
+    let rejected = run.events_of("task_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["name"], "far");
+    assert!(rejected[0]["reason"].as_str().unwrap_or_default().contains("not online"), "{}", rejected[0]);
+    assert!(run.task_events("task_start", "far").is_empty());
+    assert_eq!(num(run.task_events("task_start", "near")[0], "cpu"), 1);
+    assert_eq!(run.checks("hello").len(), 1);
 }
 
 #[test]

@@ -25,6 +25,13 @@
 //! Nothing here judges speed: the table shows the targets, it does not
 //! enforce them (the project measures performance, it never asserts it).
 //!
+//! With the default image, a second boot measures the two-CPU rows
+//! ([`SMP_FIGURES`]: image [`SMP_IMAGE`] on [`SMP_CPUS`] CPUs, every task
+//! pinned), printed as a second table with what they count ([`SMP_NOTE`])
+//! and written under `smp` in `bench.json`; [`parse_smp`] also checks, from
+//! the `task_start` and `fault` events' `cpu`, that each pair ran where
+//! its row says.
+//!
 //! A new figure is one more row in [`FIGURES`] and one more report in the
 //! benchmark task; the table, the JSON and the determinism test
 //! (`qemu-tests/tests/bench.rs`) pick it up from there. A figure is a count
@@ -80,6 +87,7 @@ const fn fig(name: &'static str, label: &'static str, target: Option<u64>, linux
 /// the figure above it.
 pub const FIGURES: &[Figure] = &[
     fig("null_syscall", "null syscall", Some(100), Some(335)),
+    fig("timer_tick", "timer tick of the boot CPU (interrupt, clock, scheduler pass every slice)", None, None),
     fig("context_switch", "context switch (yield, two address spaces)", None, None),
     fig("ipc_call_reply", "IPC call + reply round trip", Some(400), Some(10_102)),
     fig(
@@ -133,6 +141,53 @@ pub const FIGURES: &[Figure] = &[
     fig("registry_cost", "registry cost on lock + unlock (Mutex - spinlock)", Some(30), None),
 ];
 
+/// The image of the two-CPU rows (`cargo xtask bench` boots it after the
+/// default image, with [`SMP_CPUS`] CPUs).
+pub const SMP_IMAGE: &str = "bench-smp";
+/// The CPUs of the two-CPU rows.
+pub const SMP_CPUS: u32 = 2;
+
+/// The two-CPU rows (`images/bench-smp.toml`, `tasks/bench/src/placed.rs`):
+/// the IPC round trip and fault -> checkpoint with both parties on one CPU
+/// and on two. Not comparable with the one-CPU rows above them (other
+/// kernel paths, and the TSC counts both CPUs' instructions: [`SMP_NOTE`]).
+pub const SMP_FIGURES: &[Figure] = &[
+    fig("ipc_call_reply_same_cpu", "IPC call + reply round trip, client and server on the same CPU", None, None),
+    fig("ipc_call_reply_cross_cpu", "IPC call + reply round trip, client and server on different CPUs", None, None),
+    fig("fault_to_checkpoint_same_cpu", "fault -> running at the checkpoint, fault server on the same CPU", None, None),
+    fig("fault_to_recovered_same_cpu", "  fault -> rolled back (RECOVER done), the same", None, None),
+    fig(
+        "fault_to_checkpoint_cross_cpu",
+        "fault -> running at the checkpoint, fault server on the other CPU (+ its report)",
+        None,
+        None,
+    ),
+    fig("fault_to_recovered_cross_cpu", "  fault -> rolled back (RECOVER done), the same", None, None),
+];
+
+/// Where the two parties of each two-CPU row must have run: the figure,
+/// the task that reports it, its peer, and whether they share a CPU.
+/// `cargo xtask bench` checks it against the `task_start` events' `cpu`.
+const PLACEMENT: &[(&str, &str, &str, bool)] = &[
+    ("ipc_call_reply_same_cpu", "bench-ipc-same", "bench-ipc-server", true),
+    ("ipc_call_reply_cross_cpu", "bench-ipc-cross", "bench-ipc-server", false),
+    ("fault_to_checkpoint_same_cpu", "bench-fault-same", "fault-server", true),
+    ("fault_to_checkpoint_cross_cpu", "bench-fault-cross", "fault-server", false),
+];
+
+/// What the two-CPU rows count.
+const SMP_NOTE: &str = "Two-CPU rows: under -icount QEMU runs both vCPUs round-robin on one host thread and the TSC \
+                        advances with the instructions of whichever runs, so a figure is the sum of both CPUs' \
+                        instructions between the two TSC reads; it switches vCPUs when one halts (or at a timer \
+                        deadline), not when an IPI is sent. So the cross-CPU IPC round trip is the work of both \
+                        sides, the IPIs and the two wake-ups from hlt included; with a fault server on the other \
+                        CPU, that CPU finishes the server's deferred report before the faulted task's CPU runs \
+                        again, so the 'running at the checkpoint' row includes the report and the 'rolled back' \
+                        row (the kernel's RECOVER done, from the fault's fault_report phases) is the recovery's \
+                        own cost. With several CPUs the kernel takes the general IPC path (the fastpath is \
+                        one-CPU only): the same-CPU rows measure other paths than the one-CPU rows \
+                        (DESIGN.md, SMP)";
+
 /// What the Linux column compares against (DESIGN.md, "Targets").
 const LINUX_NOTE: &str = "Linux 6.1 column: measured in the same QEMU the same way (DESIGN.md); the IPC row \
                           compares a futex ping-pong between two threads, the two fault rows SIGSEGV -> handler -> \
@@ -153,7 +208,22 @@ pub struct Measured {
 /// or a figure of [`FIGURES`] is missing. Unknown `bench:` checks that are
 /// ok are ignored (a newer task against an older table).
 pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
-    let mut values: Vec<Option<u64>> = vec![None; FIGURES.len()];
+    parse_set(lines, FIGURES, derive)
+}
+
+/// [`parse`] for the two-CPU image ([`SMP_FIGURES`]); also fails when a
+/// pair did not run where its row says ([`PLACEMENT`]) or a task other
+/// than the faulting roles faulted.
+pub fn parse_smp(lines: &[String]) -> Result<Vec<Measured>> {
+    let results = parse_set(lines, SMP_FIGURES, derive_smp)?;
+    check_placement(lines)?;
+    Ok(results)
+}
+
+type Derive = fn(&[String], &[Option<u64>]) -> Result<Vec<(&'static str, u64)>>;
+
+fn parse_set(lines: &[String], figures: &'static [Figure], derive: Derive) -> Result<Vec<Measured>> {
+    let mut values: Vec<Option<u64>> = vec![None; figures.len()];
     let mut failures = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -174,7 +244,7 @@ pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
             ));
             continue;
         }
-        let Some(slot) = FIGURES.iter().position(|f| f.name == name) else { continue };
+        let Some(slot) = figures.iter().position(|f| f.name == name) else { continue };
         let value = value.with_context(|| format!("{CHECK_PREFIX}{name} has no numeric value: {line}"))?;
         if values[slot].replace(value).is_some() {
             bail!("{CHECK_PREFIX}{name} was reported twice");
@@ -184,15 +254,80 @@ pub fn parse(lines: &[String]) -> Result<Vec<Measured>> {
         bail!("benchmarks reported failure: {}", failures.join(", "));
     }
     for (name, value) in derive(lines, &values)? {
-        if let Some(slot) = FIGURES.iter().position(|f| f.name == name) {
+        if let Some(slot) = figures.iter().position(|f| f.name == name) {
             values[slot] = Some(value);
         }
     }
-    let missing: Vec<&str> = FIGURES.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(f, _)| f.name).collect();
+    let missing: Vec<&str> = figures.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(f, _)| f.name).collect();
     if !missing.is_empty() {
         bail!("benchmarks did not report: {}", missing.join(", "));
     }
-    Ok(FIGURES.iter().zip(values).map(|(figure, v)| Measured { figure, value: v.unwrap_or_default() }).collect())
+    Ok(figures.iter().zip(values).map(|(figure, v)| Measured { figure, value: v.unwrap_or_default() }).collect())
+}
+
+/// The recovery phases of fault `seq` (delivery .. rollback, the
+/// `fault_report`'s `phases`): the fault taken to the kernel's `RECOVER`
+/// done.
+fn phases_of(events: &[Value], seq: u64) -> Result<Vec<(&'static str, u64)>> {
+    let report = events
+        .iter()
+        .find(|e| e["ev"] == "fault_report" && e["seq"].as_u64() == Some(seq) && e.get("by").is_some())
+        .with_context(|| format!("no fault_report for the benchmark's fault {seq}"))?;
+    let p = &report["phases"];
+    ["delivery", "decision", "walk", "plan", "request", "releases", "rollback"]
+        .into_iter()
+        .map(|k| Ok((k, p[k].as_u64().with_context(|| format!("fault_report {seq} has no phase {k}"))?)))
+        .collect()
+}
+
+/// The two-CPU rows read off the events: fault -> rolled back, the sum of
+/// the phases of each faulting role's best round (the round's `seq` is
+/// the check `bench:<figure>_seq`).
+fn derive_smp(lines: &[String], _values: &[Option<u64>]) -> Result<Vec<(&'static str, u64)>> {
+    let events: Vec<Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let mut out = Vec::new();
+    for (seq_check, figure) in [
+        ("bench:fault_to_checkpoint_same_cpu_seq", "fault_to_recovered_same_cpu"),
+        ("bench:fault_to_checkpoint_cross_cpu_seq", "fault_to_recovered_cross_cpu"),
+    ] {
+        let seq =
+            events.iter().find(|e| e["ev"] == "check" && e["name"] == seq_check).and_then(|e| e["value"].as_u64());
+        if let Some(seq) = seq {
+            out.push((figure, phases_of(&events, seq)?.iter().map(|(_, v)| v).sum()));
+        }
+    }
+    Ok(out)
+}
+
+/// Each pair of [`PLACEMENT`] ran on one CPU or on two, as its row says
+/// (the CPU each task started on: every task of the image is pinned), the
+/// faulting roles faulted on their own CPU, and nothing else faulted.
+fn check_placement(lines: &[String]) -> Result<()> {
+    let events: Vec<Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let cpu_of = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["ev"] == "task_start" && e["name"] == name)
+            .and_then(|e| e["cpu"].as_u64())
+            .with_context(|| format!("no task_start with a cpu for {name}"))
+    };
+    for &(figure, reporter, peer, same) in PLACEMENT {
+        let (a, b) = (cpu_of(reporter)?, cpu_of(peer)?);
+        if (a == b) != same {
+            bail!("{figure}: {reporter} ran on CPU {a} and {peer} on CPU {b}, not as the row says");
+        }
+    }
+    for f in events.iter().filter(|e| e["ev"] == "fault" && e.get("by").is_none()) {
+        let name = f["name"].as_str().unwrap_or("?");
+        let faulting = PLACEMENT.iter().any(|&(fig, r, _, _)| r == name && fig.starts_with("fault_"));
+        if !faulting {
+            bail!("task {name} faulted: {f}");
+        }
+        if f["cpu"].as_u64() != Some(cpu_of(name)?) {
+            bail!("{name} faulted on another CPU than its own: {f}");
+        }
+    }
+    Ok(())
 }
 
 /// The figures read off the events of the benchmark's faults rather than
@@ -214,15 +349,8 @@ fn derive(lines: &[String], values: &[Option<u64>]) -> Result<Vec<(&'static str,
     let of_seq = |seq: u64| events.iter().filter(move |e| e["seq"].as_u64() == Some(seq) && e.get("by").is_some());
     let mut out = Vec::new();
     if let Some(seq) = check("bench:fault_to_checkpoint_seq") {
-        let report = of_seq(seq)
-            .find(|e| e["ev"] == "fault_report")
-            .with_context(|| format!("no fault_report for the benchmark's fault {seq}"))?;
-        let p = &report["phases"];
-        let phase = |k: &str| p[k].as_u64().with_context(|| format!("fault_report {seq} has no phase {k}"));
-        let names = ["delivery", "decision", "walk", "plan", "request", "releases", "rollback"];
         let mut sum = 0;
-        for k in names {
-            let v = phase(k)?;
+        for (k, v) in phases_of(&events, seq)? {
             sum += v;
             out.push((FIGURES.iter().find(|f| f.name == format!("phase_{k}")).map_or("", |f| f.name), v));
         }
@@ -321,32 +449,62 @@ pub struct BenchArgs {
     /// Kill QEMU after this many seconds.
     #[arg(long, default_value_t = 300.0)]
     pub timeout: f64,
+    /// Only the one-CPU table (skip the two-CPU rows of image `bench-smp`).
+    #[arg(long)]
+    pub one_cpu: bool,
 }
 
-/// `cargo xtask bench`.
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    let profile = if args.debug { Profile::Debug } else { Profile::Release };
-    let (kernel, image) = build::system(profile, &args.image)?;
-    let dir = paths::rewind_dir().join("bench");
+/// Boots `image` on `cpus` CPUs under icount and returns its event lines
+/// (the run's console and events in `target/rewind/<dir>/`).
+fn boot_bench(
+    profile: Profile,
+    image: &str,
+    cpus: u32,
+    dir: &str,
+    timeout: f64,
+) -> Result<(Vec<String>, PathBuf, f64)> {
+    let (kernel, packed) = build::system(profile, image)?;
+    let dir = paths::rewind_dir().join(dir);
     let console = dir.join("console.log");
     let mut boot = Boot::new(&kernel, dir.join("events.jsonl"));
-    boot.image = Some(image);
+    boot.image = Some(packed);
     boot.icount = true;
+    boot.cpus = cpus;
     boot.console = Console::File(console.clone());
-    boot.timeout = Some(Duration::from_secs_f64(args.timeout));
+    boot.timeout = Some(Duration::from_secs_f64(timeout));
     let outcome = boot.run()?;
     if outcome.verdict != Verdict::Guest(abi::exit::GuestExit::Success) {
         bail!(
-            "the benchmark guest did not shut down cleanly: {}\n{}console: {}, events: {}",
+            "the benchmark guest ({image}, {cpus} CPU(s)) did not shut down cleanly: {}\n{}console: {}, events: {}",
             outcome.verdict.describe(),
             tail(&console, 20),
             console.display(),
             outcome.events.display()
         );
     }
-    let results = parse(&outcome.event_lines()?).with_context(|| format!("in {}", outcome.events.display()))?;
+    Ok((outcome.event_lines()?, outcome.events.clone(), outcome.wall.as_secs_f64()))
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let profile = if args.debug { Profile::Debug } else { Profile::Release };
+    let (lines, events, wall) = boot_bench(profile, &args.image, 1, "bench", args.timeout)?;
+    let results = parse(&lines).with_context(|| format!("in {}", events.display()))?;
+    // The two-CPU rows come with the default image only (another image
+    // is a table of its own).
+    let smp = if args.image == DEFAULT_IMAGE && !args.one_cpu {
+        let (lines, events, wall) = boot_bench(profile, SMP_IMAGE, SMP_CPUS, "bench-smp", args.timeout)?;
+        Some((parse_smp(&lines).with_context(|| format!("in {}", events.display()))?, wall))
+    } else {
+        None
+    };
     let json_path = args.json.unwrap_or_else(|| paths::rewind_dir().join("bench.json"));
-    let text = serde_json::to_string_pretty(&to_json(&results, profile, &args.image))? + "\n";
+    let mut json = to_json(&results, profile, &args.image);
+    if let Some((smp, _)) = &smp {
+        json["smp"] = to_json(smp, profile, SMP_IMAGE);
+        json["smp"]["cpus"] = json!(SMP_CPUS);
+    }
+    let text = serde_json::to_string_pretty(&json)? + "\n";
     if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -361,7 +519,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     println!("{}", table(&results));
     println!();
     println!("{LINUX_NOTE}.");
-    eprintln!("xtask: figures in {}; guest run {:.2} s", json_path.display(), outcome.wall.as_secs_f64());
+    let mut walls = format!("{wall:.2} s");
+    if let Some((smp, wall)) = &smp {
+        println!();
+        println!("On {SMP_CPUS} CPUs: image {SMP_IMAGE}, --cpus {SMP_CPUS}, every task pinned (manifest `cpu`)");
+        println!();
+        println!("{}", table(smp));
+        println!();
+        println!("{SMP_NOTE}.");
+        walls.push_str(&format!(" + {wall:.2} s"));
+    }
+    eprintln!("xtask: figures in {}; guest runs {walls}", json_path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -431,6 +599,54 @@ mod tests {
         let json = to_json(&results, Profile::Release, "bench");
         assert_eq!(json["figures"][FIGURES[i].name]["unit"], PAGES);
         assert!(json["figures"]["null_syscall"].get("unit").is_none());
+    }
+
+    /// The two-CPU image's events: every figure, the best rounds' faults
+    /// with their phases, each task started on `cpus` (by name).
+    fn smp_lines(cpus: &[(&str, u64)]) -> Vec<String> {
+        let mut lines: Vec<String> = cpus
+            .iter()
+            .map(|(name, cpu)| format!(r#"{{"ev":"task_start","tsc":1,"task":1,"name":"{name}","cpu":{cpu}}}"#))
+            .collect();
+        for (i, f) in SMP_FIGURES.iter().enumerate() {
+            lines.push(check(&format!("bench:{}", f.name), true, 1000 + i as u64));
+        }
+        for (seq, which) in [(7, "same"), (9, "cross")] {
+            lines.push(check(&format!("bench:fault_to_checkpoint_{which}_cpu_seq"), true, seq));
+            lines.push(format!(
+                r#"{{"ev":"fault_report","tsc":1,"by":6,"seq":{seq},"phases":{{"delivery":1,"decision":2,"walk":3,"plan":4,"request":5,"releases":6,"rollback":{seq}}}}}"#
+            ));
+        }
+        lines
+    }
+
+    const PLACED: [(&str, u64); 5] = [
+        ("bench-ipc-server", 0),
+        ("bench-ipc-same", 0),
+        ("bench-ipc-cross", 1),
+        ("bench-fault-same", 0),
+        ("bench-fault-cross", 1),
+    ];
+
+    #[test]
+    fn smp_rows_are_checked_against_where_the_tasks_ran() {
+        let mut cpus = PLACED.to_vec();
+        cpus.push(("fault-server", 0));
+        let results = parse_smp(&smp_lines(&cpus)).unwrap();
+        let value = |n: &str| results.iter().find(|m| m.figure.name == n).unwrap().value;
+        // Fault -> rolled back is the sum of the best round's phases.
+        assert_eq!(value("fault_to_recovered_same_cpu"), 1 + 2 + 3 + 4 + 5 + 6 + 7);
+        assert_eq!(value("fault_to_recovered_cross_cpu"), 1 + 2 + 3 + 4 + 5 + 6 + 9);
+        // The fault server on CPU 1: the "same CPU" fault row is not.
+        cpus.pop();
+        cpus.push(("fault-server", 1));
+        let e = parse_smp(&smp_lines(&cpus)).unwrap_err().to_string();
+        assert!(e.contains("fault_to_checkpoint_same_cpu") && e.contains("not as the row says"), "{e}");
+        // A task that is not a faulting role faulted.
+        let mut lines = smp_lines(&[PLACED.as_slice(), &[("fault-server", 0)]].concat());
+        lines.push(r#"{"ev":"fault","tsc":1,"task":2,"name":"bench-ipc-same","cpu":0}"#.into());
+        let e = parse_smp(&lines).unwrap_err().to_string();
+        assert!(e.contains("bench-ipc-same faulted"), "{e}");
     }
 
     #[test]

@@ -320,6 +320,17 @@ impl<S: SymbolSource> Decoder<S> {
                     .u64("image_bytes", image_bytes)
                     .opt_str("fault_endpoint", fault_endpoint);
             }
+            Event::TaskStartV2 { task, name, priority, arg, entry, image_bytes, fault_endpoint, cpu } => {
+                self.tasks.insert(task, name.to_owned());
+                l.u64("task", task)
+                    .str("name", name)
+                    .u64("priority", priority)
+                    .u64("arg", arg)
+                    .hex("entry", entry)
+                    .u64("image_bytes", image_bytes)
+                    .opt_str("fault_endpoint", fault_endpoint)
+                    .u64("cpu", cpu);
+            }
             Event::TaskRejected { index, name, reason } => {
                 l.u64("index", index).str("name", name).str("reason", reason);
             }
@@ -378,6 +389,28 @@ impl<S: SymbolSource> Decoder<S> {
                     .u64("scope", scope)
                     .u64("attempt", attempt)
                     .u64("pages", pages);
+            }
+            Event::RestartImageV2 { task, name, seq, delay_ms, restarts, reason, redelivered, cpu } => {
+                self.tasks.insert(task, name.to_owned());
+                l.u64("task", task)
+                    .str("name", name)
+                    .u64("seq", seq)
+                    .str("from", "image")
+                    .u64("delay_ms", delay_ms)
+                    .u64("restarts", restarts)
+                    .opt_str("reason", reason)
+                    .opt_u64("redelivered", redelivered)
+                    .u64("cpu", cpu);
+            }
+            Event::RestartCheckpointV2 { task, name, seq, scope, attempt, pages, cpu } => {
+                l.u64("task", task)
+                    .str("name", name)
+                    .u64("seq", seq)
+                    .str("from", "checkpoint")
+                    .u64("scope", scope)
+                    .u64("attempt", attempt)
+                    .u64("pages", pages)
+                    .u64("cpu", cpu);
             }
             Event::Escalate {
                 task,

@@ -28,7 +28,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The number of `Event` variants ([`variant`] returns `0..VARIANTS`).
-const VARIANTS: usize = 43;
+const VARIANTS: usize = 46;
 
 /// The variant's index. Exhaustive: a new variant must be added here.
 fn variant(e: &Event<'_>) -> usize {
@@ -76,6 +76,9 @@ fn variant(e: &Event<'_>) -> usize {
         Event::CpuFailed { .. } => 40,
         Event::FaultV2 { .. } => 41,
         Event::TaskExitV2 { .. } => 42,
+        Event::TaskStartV2 { .. } => 43,
+        Event::RestartImageV2 { .. } => 44,
+        Event::RestartCheckpointV2 { .. } => 45,
     }
 }
 
@@ -252,6 +255,27 @@ fn samples() -> Vec<Event<'static>> {
             cpu: 1,
         },
         Event::TaskExitV2 { task: 6, name: "t", code: 0, cpu: 2 },
+        Event::TaskStartV2 {
+            task: 6,
+            name: "t",
+            priority: 2,
+            arg: 0,
+            entry: 0x400000,
+            image_bytes: 9,
+            fault_endpoint: Some("faults"),
+            cpu: 1,
+        },
+        Event::RestartImageV2 {
+            task: 6,
+            name: "t",
+            seq: 3,
+            delay_ms: 0,
+            restarts: 1,
+            reason: Some("r"),
+            redelivered: Some(0),
+            cpu: 1,
+        },
+        Event::RestartCheckpointV2 { task: 6, name: "t", seq: 3, scope: 1, attempt: 1, pages: 2, cpu: 1 },
     ];
     for d in [
         Decision::Restart { delay_ms: 1 },

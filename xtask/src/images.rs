@@ -31,6 +31,7 @@
 //! max_scope_records = 16384  # most page records its checkpoint scopes hold (default 16 Ki, at most 64 Ki)
 //! core_dumps = 4     # core files of its faults: at most 4 a minute, or
 //!                    # true (= 4) / false (= 0); default: the image's
+//! cpu = 1            # runs on CPU 1 only (0 = the boot CPU; default: any CPU)
 //! ```
 //!
 //! `path` and `package` say where a task's binary comes from; only the
@@ -156,6 +157,10 @@ pub struct TaskEntry {
     /// Overrides the manifest's `core_dumps` for this task.
     #[serde(default)]
     pub core_dumps: Option<CoreDumps>,
+    /// The one CPU it may run on (kernel CPU index, 0 = the boot CPU);
+    /// absent: any CPU.
+    #[serde(default)]
+    pub cpu: Option<u32>,
 }
 
 /// A parsed capability string.
@@ -256,6 +261,15 @@ impl Manifest {
                 }
             }
             self.check_source(t)?;
+            if let Some(cpu) = t.cpu
+                && cpu >= abi::image::MAX_CPUS
+            {
+                bail!(
+                    "task {:?}: `cpu` = {cpu} is out of range: CPUs are numbered 0..={} (0 = the boot CPU)",
+                    t.name,
+                    abi::image::MAX_CPUS - 1
+                );
+            }
             let max_kib = abi::layout::MAX_STACK_BYTES / 1024;
             if t.stack_kib == 0 || t.stack_kib > max_kib || t.stack_kib % 4 != 0 {
                 bail!("task {:?}: `stack_kib` = {} must be a multiple of 4 in 4..={max_kib}", t.name, t.stack_kib);
@@ -525,6 +539,7 @@ impl Manifest {
                     max_records: t.max_scope_records,
                     core_dumps: t.core_dumps.or(self.core_dumps).map_or(0, CoreDumps::per_minute),
                     instance,
+                    cpu: t.cpu.unwrap_or(abi::image::ANY_CPU),
                 });
                 for c in &parsed {
                     let badge = if c.kind == abi::ipc::CapKind::Endpoint && c.rights.contains(abi::ipc::Rights::SEND) {
@@ -619,6 +634,19 @@ mod tests {
             "[[task]]\nname = \"a\"\nbin = \"hello\"\ncount = 60\n[[task]]\nname = \"b\"\nbin = \"hello\"\ncount = 60\n",
         );
         assert!(e.contains("120 tasks"), "{e}");
+    }
+
+    #[test]
+    fn a_cpu_out_of_range_is_an_error() {
+        let e = error("[[task]]\nname = \"pinned\"\nbin = \"hello\"\ncpu = 16\n");
+        assert!(e.contains("\"pinned\"") && e.contains("`cpu` = 16") && e.contains("0..=15"), "{e}");
+        let e = error("[[task]]\nname = \"neg\"\nbin = \"hello\"\ncpu = -1\n");
+        assert!(e.contains("cpu"), "{e}");
+        let m = manifest(
+            "[[task]]\nname = \"pinned\"\nbin = \"hello\"\ncpu = 15\n[[task]]\nname = \"any\"\nbin = \"hello\"\n",
+        )
+        .unwrap();
+        assert_eq!((m.tasks[0].cpu, m.tasks[1].cpu), (Some(15), None));
     }
 
     #[test]

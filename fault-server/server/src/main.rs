@@ -289,6 +289,7 @@ impl Server {
             regcheck,
             backlog: self.backlog.len() + 1,
             late: self.late,
+            cpu: self.recovery.restart_cpu(),
         });
         // Let the task we just recovered run before we report it (a
         // successful `RECOVER` already lowered us, and the task ran).

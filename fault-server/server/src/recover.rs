@@ -409,6 +409,11 @@ impl Recovery {
 }
 
 impl Recovery {
+    /// The CPU the kernel did the last `RECOVER` on (its answer's `cpu`).
+    pub fn restart_cpu(&self) -> u64 {
+        self.req.header.cpu as u64
+    }
+
     /// Recovers the held task of fault `p`: rollback if a scope may take
     /// it, else a fresh start or a stop, releasing what it held either way.
     /// `image` is `None` if the task's ELF is unreadable (no rollback then:

@@ -58,6 +58,9 @@ pub struct Report {
     /// How many reports so far were emitted before a recovery because the
     /// backlog was full.
     pub late: u64,
+    /// The CPU the kernel did the recovery's restart or rollback on (the
+    /// `RECOVER` answer's `cpu`).
+    pub cpu: u64,
 }
 
 /// Emits the events (one `EMIT` for all: `batch`) and the console line of
@@ -116,6 +119,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
         emit(&Event::FaultReport { task, seq, fault: summary, message, action, cost }, at);
     };
     let what = what(msg);
+    let cpu = rep.cpu;
     let rec = match &rep.outcome {
         Outcome::Resumed { rip, at } => {
             println!("fault-server: task {task} asked to be resumed: resumed at {rip:#x}");
@@ -187,7 +191,7 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
                 None => line.s("?"),
             };
             line.s("), ").d(rec.releases.len() as u64).s(" released, ").d(pages).s(" pages").print();
-            let restart = Event::RestartCheckpoint { task, name, seq, scope: depth, attempt, pages };
+            let restart = Event::RestartCheckpointV2 { task, name, seq, scope: depth, attempt, pages, cpu };
             emit(&restart, recovered);
             let releases = rec.releases.len() as u64;
             report(Decision::Rollback { scope: depth, frame, releases, pages }, None, cost, recovered);
@@ -209,7 +213,8 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             // Dated when the kernel began the restart (its releases done):
             // the delay counts from there, not from the end of the image
             // reload, which can take a while on a loaded host.
-            let restart = Event::RestartImage { task, name, seq, delay_ms, restarts, reason: None, redelivered: None };
+            let restart =
+                Event::RestartImageV2 { task, name, seq, delay_ms, restarts, reason: None, redelivered: None, cpu };
             emit(&restart, released);
             report(Decision::Restart { delay_ms }, text, cost, recovered);
         }

@@ -59,25 +59,31 @@ impl Notification {
     }
 }
 
-/// Tick deadline for a timeout in ms (`rbx`): 0 = none.
+/// The tick deadline of a timeout of `timeout_ms` (`rbx`) from `now` (0: none, for
+/// [`abi::ipc::WAIT_FOREVER`]); one that is set is armed in the clock
+/// (`sched::arm`).
 pub fn deadline(now: u64, timeout_ms: u64) -> u64 {
-    if timeout_ms == abi::ipc::WAIT_FOREVER { 0 } else { now.saturating_add(timeout_ms).max(1) }
+    if timeout_ms == abi::ipc::WAIT_FOREVER {
+        0
+    } else {
+        let d = now.saturating_add(timeout_ms).max(1);
+        crate::sched::arm(d);
+        d
+    }
 }
 
-/// Wakes tasks whose receive or wait timed out (called every tick).
-pub fn expire_timeouts(s: &mut Scheduler) {
-    let now = s.ticks;
-    for t in s.tasks.iter_mut() {
-        let expired = match t.state {
-            State::RecvBlocked { deadline, .. }
-            | State::WaitBlocked { deadline, .. }
-            | State::FutexWait { deadline, .. } => deadline != 0 && deadline <= now,
-            _ => false,
-        };
-        if expired {
-            t.state = State::Runnable;
-            t.save.frame.rax = Error::Timeout.to_raw();
-        }
+/// Wakes task `t` if its receive or wait timed out at tick `now` (from
+/// `sched::Scheduler::tick`).
+pub fn expire_timeout(t: &mut crate::task::Task, now: u64) {
+    let expired = match t.state {
+        State::RecvBlocked { deadline, .. }
+        | State::WaitBlocked { deadline, .. }
+        | State::FutexWait { deadline, .. } => deadline != 0 && deadline <= now,
+        _ => false,
+    };
+    if expired {
+        t.state = State::Runnable;
+        t.save.frame.rax = Error::Timeout.to_raw();
     }
 }
 

@@ -308,13 +308,14 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
     if !emit {
         return Ok((pages, attempt));
     }
-    events::emit(&Event::RestartCheckpoint {
+    events::emit(&Event::RestartCheckpointV2 {
         task: task.id as u64,
         name: &task.name,
         seq,
         scope: depth as u64,
         attempt,
         pages: pages as u64,
+        cpu: crate::arch::percpu::cpu() as u64,
     });
     Ok((pages, attempt))
 }

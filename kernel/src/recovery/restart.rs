@@ -82,8 +82,13 @@ pub fn restart_from_image(
     // Its callers learn of the new generation (the one just counted).
     abandon(s, id, Gone::Restarted);
     let t = &mut s.tasks[idx];
-    t.state =
-        if delay_ms == 0 { State::Runnable } else { State::Sleeping { until_tick: now.saturating_add(delay_ms) } };
+    t.state = if delay_ms == 0 {
+        State::Runnable
+    } else {
+        let until_tick = now.saturating_add(delay_ms);
+        crate::sched::arm(until_tick);
+        State::Sleeping { until_tick }
+    };
     // With several CPUs, another CPU would run it at once, before its
     // supervisor's next call: the restart count it writes into the task
     // right after (`REWIND_RESTARTS`, the fault server's README) would come
@@ -116,7 +121,7 @@ pub fn restart_from_image(
         return true;
     }
     let t = &s.tasks[idx];
-    crate::events::emit(&Event::RestartImage {
+    crate::events::emit(&Event::RestartImageV2 {
         task: id as u64,
         name: &t.name,
         seq,
@@ -124,6 +129,7 @@ pub fn restart_from_image(
         restarts: t.restarts,
         reason: redeliver,
         redelivered: redeliver.map(|_| redelivered),
+        cpu: crate::arch::percpu::cpu() as u64,
     });
     true
 }

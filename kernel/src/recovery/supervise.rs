@@ -278,6 +278,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     let (head, rest) = raw.split_at_mut(r::HEADER_SIZE);
     let h: &mut Header = bytemuck::try_from_bytes_mut(head).map_err(|_| Error::BadPointer)?;
     h.tsc_entered = entered;
+    h.cpu = crate::arch::percpu::cpu() as u32;
     let count = h.count as usize;
     let len = r::HEADER_SIZE + count * r::OP_SIZE;
     if count > r::MAX_RELEASE_OPS || count * r::OP_SIZE > rest.len() {
@@ -337,8 +338,9 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     }
     if flags & r::LOWER_CALLER != 0 {
         caller.priority = abi::syscall::PRIORITY_LOWEST.max(caller.spec.priority);
-        if caller.is_lowered() {
-            caller.lowered_since.get_or_insert(now);
+        if caller.is_lowered() && caller.lowered_since.is_none() {
+            caller.lowered_since = Some(now);
+            crate::sched::arm_next_tick();
         }
     }
     Ok(0)

@@ -64,6 +64,7 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
     // Image task index -> scheduler slot, for the capabilities.
     let mut slots = [None; abi::image::MAX_TASKS];
     let mut started = 0;
+    let online = crate::arch::smp::cpus_online();
     for index in 0..image.len() {
         let spec = match image.task(index) {
             Some(Ok(spec)) => spec,
@@ -73,20 +74,24 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
             }
             None => break,
         };
+        // An affinity for a CPU that is not online: the task could never
+        // run. Refused like any bad entry (the image's others still load).
+        if spec.cpu != abi::image::ANY_CPU && spec.cpu >= online {
+            reject(index, spec.name, "cpu affinity names a CPU that is not online");
+            continue;
+        }
         match loader::load(&spec) {
             Ok(loaded) => {
                 let id = s.allocate_id();
-                events::emit(&Event::TaskStart {
-                    task: id as u64,
-                    name: spec.name,
-                    priority: spec.priority as u64,
-                    arg: spec.arg,
-                    entry: loaded.entry,
-                    image_bytes: spec.elf.len() as u64,
-                    fault_endpoint: spec.fault_endpoint.map(|ep| image.endpoint_name(ep as usize)),
-                });
+                let mut task = Task::new(id, spec, loaded);
+                // With one CPU it runs there: its `task_start` says so now.
+                // With several, the CPU that first takes it writes it
+                // (`sched::Scheduler::own`).
+                if online == 1 {
+                    task.start_event(&s.endpoints, 0);
+                }
                 slots[index] = Some(s.tasks.len());
-                s.add(Task::new(id, spec, loaded));
+                s.add(task);
                 started += 1;
             }
             Err(e) => reject(index, spec.name, e.reason()),

@@ -202,17 +202,56 @@ pub struct Task {
     /// A task this supervisor restarted and keeps off every CPU until its
     /// own next system call (several CPUs: `recovery::restart`).
     pub holds: Option<usize>,
+    /// The one CPU it may run on (its manifest's `cpu`), or [`ANY_CPU`].
+    pub affinity: u8,
+    /// Its entry point, for the `task_start` event of its first run.
+    pub entry: u64,
+    /// Whether a CPU ran it yet (several CPUs: its `task_start` event is
+    /// written by the CPU that runs it first, `sched::Scheduler::own`;
+    /// with one CPU at load, where that CPU is known).
+    pub started: bool,
 }
+
+/// [`Task::affinity`] of a task every CPU may run.
+pub const ANY_CPU: u8 = u8::MAX;
 
 /// [`Task::running_on`] of a task no CPU runs.
 pub const NOT_RUNNING: u8 = u8::MAX;
 
 impl Task {
-    /// Whether CPU `cpu` may pick it (if runnable) at tick `now`: no other
-    /// CPU runs it, and no CPU asked it to leave its CPU.
+    /// Whether CPU `cpu` may pick it (if runnable) at tick `now`: its
+    /// affinity allows that CPU, no other CPU runs it, and no CPU asked it
+    /// to leave its CPU. (Several CPUs only: with one, every task loaded
+    /// may run on it — an affinity for another CPU is refused at load.)
     #[inline(always)]
     pub fn may_run_on(&self, cpu: u8, now: u64) -> bool {
-        (self.running_on == NOT_RUNNING || self.running_on == cpu) && self.held_until <= now
+        (self.running_on == NOT_RUNNING || self.running_on == cpu)
+            && self.held_until <= now
+            && (self.affinity == ANY_CPU || self.affinity == cpu)
+    }
+
+    /// The tick at which the clock alone changes something of it: its
+    /// sleep ends, its timeout expires, or its lowered priority is given
+    /// back (`sched::Scheduler::tick`).
+    pub fn clock_deadline(&self) -> Option<u64> {
+        let state = match self.state {
+            State::Sleeping { until_tick } => Some(until_tick),
+            State::RecvBlocked { deadline, .. }
+            | State::WaitBlocked { deadline, .. }
+            | State::FutexWait { deadline, .. } => (deadline != 0).then_some(deadline),
+            _ => None,
+        };
+        let lowered = self.lowered_since.map(|since| since.saturating_add(abi::syscall::LOWERED_MAX_TICKS));
+        match (state, lowered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The CPUs it may run on, as a bit mask (bit = CPU index).
+    #[inline(always)]
+    pub fn cpu_mask(&self) -> u32 {
+        if self.affinity == ANY_CPU { u32::MAX } else { 1 << self.affinity }
     }
 }
 
@@ -269,9 +308,31 @@ impl Task {
             running_on: NOT_RUNNING,
             held_until: 0,
             holds: None,
+            affinity: if spec.cpu == abi::image::ANY_CPU { ANY_CPU } else { spec.cpu as u8 },
+            entry,
+            started: false,
         };
         task.reset_frame(entry);
         task
+    }
+
+    /// Writes its `task_start` event, with `cpu` the CPU that runs it
+    /// first, and marks it started.
+    #[cold]
+    #[inline(never)]
+    pub fn start_event(&mut self, endpoints: &[crate::ipc::Endpoint], cpu: usize) {
+        self.started = true;
+        let ep = self.spec.fault_endpoint.and_then(|ep| endpoints.get(ep as usize));
+        crate::events::emit(&abi::event::Event::TaskStartV2 {
+            task: self.id as u64,
+            name: &self.name,
+            priority: self.spec.priority as u64,
+            arg: self.spec.arg,
+            entry: self.entry,
+            image_bytes: self.spec.elf.len() as u64,
+            fault_endpoint: ep.map(|e| e.name.as_str()),
+            cpu: cpu as u64,
+        });
     }
 
     /// Puts the start registers in the frame (also for a restart).

@@ -79,6 +79,35 @@ pub fn client() {
     report_figure("bench:ipc_request_in_scope", if stopped.is_ok() { scoped } else { 0 }, empty, ITERS);
 }
 
+/// The `reply_recv` round trip alone (the two-CPU rows, `placed.rs`):
+/// reports figure `figure` like `ipc_call_reply`, then ends its part of
+/// the server's loop with [`STOP`].
+pub fn client_only(figure: &str) {
+    let Ok(ep) = cap(ENDPOINT) else { return report(figure, false, 0) };
+    if let Err(e) = libtask::ipc::call(ep, &Message::default()) {
+        return report(figure, false, e as u64);
+    }
+    let ep = ep.index();
+    let empty = best(ROUNDS, || timed(|| call_loop::<false>(ep, ITERS)));
+    call_loop::<true>(ep, WARMUP);
+    let total = best(ROUNDS, || timed(|| call_loop::<true>(ep, ITERS)));
+    let stop = Message { label: STOP, ..Message::default() };
+    let stopped = libtask::ipc::call(libtask::ipc::Cap::from_index(ep), &stop);
+    report_figure(figure, if stopped.is_ok() { total } else { 0 }, 2 * empty, ITERS);
+}
+
+/// Role 9: the server of [`client_only`]'s calls from `clients` callers,
+/// one after the other: `reply_recv` until each has sent [`STOP`].
+pub fn server_for(clients: u32) {
+    let Ok(ep) = cap(ENDPOINT) else { return report("bench:ipc_server", false, 0) };
+    for _ in 0..clients {
+        serve(ep.index());
+        if let Err(e) = libtask::ipc::reply(&Message::default()) {
+            return report("bench:ipc_server", false, e as u64);
+        }
+    }
+}
+
 /// Role 4: answers calls until one carries [`STOP`].
 pub fn server() {
     let Ok(ep) = cap(ENDPOINT) else { return report("bench:ipc_server", false, 0) };

@@ -24,7 +24,7 @@
 //!
 //! | arg | role | figure reported (check `bench:<figure>`) |
 //! |---|---|---|
-//! | 1 | `syscall::null`            | `null_syscall` |
+//! | 1 | `syscall::null`, then `tick::measure` | `null_syscall`, `timer_tick` |
 //! | 2 | `syscall::switch_measure`  | `context_switch` (yield ping-pong with arg 3) |
 //! | 3 | `syscall::switch_partner`  | — |
 //! | 4 | `ipc::server`              | — (answers arg 5 with `reply_recv`, then request-scoped) |
@@ -32,6 +32,7 @@
 //! | 6 | `fault::faulter`           | `fault_to_resume` |
 //! | 7 | `fault::supervisor`        | `fault_to_server` |
 //! | 8 | `scope::measure`, then `lock::measure`, then `recover::measure` | `checkpoint_open_commit`, `checkpoint_pages`, `first_write_in_scope`; `lock_unlock_spin`, `lock_unlock_mutex`, `registry_cost`; `fault_to_checkpoint` (and `_cold`, `_64_pages`, `_20_frames`, `_40_frames`), `rollback_per_page`, `walk_per_frame` |
+//! | 9–13 | `placed.rs`: the two-CPU rows (`images/bench-smp.toml`) | `ipc_call_reply_same_cpu`, `ipc_call_reply_cross_cpu`, `fault_to_checkpoint_same_cpu`, `fault_to_checkpoint_cross_cpu` |
 //!
 //! Role 8 is one task for three groups of figures because every task of an
 //! image costs the others: the scheduler's pick scans the whole task table
@@ -62,12 +63,14 @@ mod fault;
 mod ipc;
 mod lock;
 mod measure;
+mod placed;
 mod recover;
 mod scope;
 mod shared;
 mod syscall;
+mod tick;
 
-use libtask::{Start, report};
+use libtask::Start;
 
 libtask::entry!(main);
 
@@ -85,6 +88,8 @@ fn main(start: Start) {
             lock::measure(start.id);
             recover::measure();
         }
-        other => report("bench:unknown_role", false, other),
+        // The two-CPU rows, out of line: the roles above keep the
+        // stack and code they were measured with.
+        other => placed::role(other),
     }
 }

@@ -37,11 +37,12 @@ const SWITCH_ITERS: u64 = 50;
 /// Yields before measuring.
 const WARMUP: u64 = 4;
 
-/// Role 1: reports `bench:null_syscall`.
+/// Role 1: reports `bench:null_syscall`, then `bench:timer_tick` (`tick.rs`).
 pub fn null() {
     let empty = best(ROUNDS, || timed(|| null_loop::<false>(NULL_ITERS)));
     let total = best(ROUNDS, || timed(|| null_loop::<true>(NULL_ITERS)));
     report_figure("bench:null_syscall", total, empty, NULL_ITERS);
+    crate::tick::measure();
 }
 
 /// Role 2: reports `bench:context_switch`.
