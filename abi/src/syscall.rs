@@ -125,8 +125,9 @@ pub mod nr {
     /// one call — so no instruction of the task runs outside a scope
     /// between the two (libtask's `checkpoint::repeat`: one scope per
     /// iteration of a loop, chained). Like the commit, it first checks a
-    /// sealed scope's seal (else the task faults inside the old scope) and
-    /// delivers held replies at an outermost commit; like the open, it
+    /// sealed scope's seal (else the task faults inside the old scope),
+    /// makes the releases the page marks `checkpoint::RELEASE_AT_COMMIT`
+    /// and delivers held replies at an outermost commit; like the open, it
     /// returns 0, and the attempt number (1, 2, ...) when the task resumes
     /// here after a rollback of the new scope; `rdx` = `SEAL` seals it.
     /// If the commit succeeds and the open fails (`NoMemory`), the old

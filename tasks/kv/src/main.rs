@@ -47,7 +47,7 @@
 //! | `kv:total` | server | the accounts' total is conserved | the total |
 //! | `kv:ledger` | server | the shared ledger applied each client's requests exactly once each | applied, all clients |
 //! | `kv:arcs` | server | live Arc slots in the region = the values held (none leaked, none lost) | live slots |
-//! | `kv:audit` | the last client | the audit call was answered with 1 | the result |
+//! | `kv:audit` | the last client by number, once every client is done | the audit call was answered with 1 | the result |
 //!
 //! The server serves with `Server::serve_until`: one scope per request,
 //! chained, so it is inside a scope between requests too. Each client
@@ -436,7 +436,20 @@ fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
         Err(e) => report("kv:checkpoint", false, e as u64),
     }
     report("kv:client", answered == rounds && wrong == 0, answered);
-    if done.fetch_add(1, Ordering::AcqRel) + 1 == clients as u32 {
+    done.fetch_add(1, Ordering::AcqRel);
+    // The last client by number audits, once every client is done: always
+    // the same one, so that which client reports `kv:audit` does not
+    // depend on who happened to finish last (a golden-run comparison
+    // would see that as a difference). It waits in scopes, like its calls.
+    if me + 1 == clients {
+        let deadline = syscall::ticks() + 30_000;
+        let _ = libtask::checkpoint::repeat(|_| {
+            if done.load(Ordering::Acquire) >= clients as u32 || syscall::ticks() >= deadline {
+                return ControlFlow::Break(());
+            }
+            let _ = syscall::sleep(1);
+            ControlFlow::Continue(())
+        });
         let r = ipc::call_server(kv, &Message { label: op::AUDIT, words: [me, 0, rounds, 0] });
         let result = r.map_or(0, |r| r.msg.words[1]);
         report("kv:audit", result == 1, result);

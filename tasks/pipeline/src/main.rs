@@ -40,7 +40,7 @@ libtask::entry!(main);
 /// Buffers the producer makes.
 pub const BUFFERS: u32 = 200;
 /// Buffers of the long-running roles (the mixed `faults/campaign-10k.toml`).
-pub const LONG_BUFFERS: u32 = 600;
+pub const LONG_BUFFERS: u32 = 900;
 const MAILBOXES: usize = 8;
 /// The faulty consumer faults while taking this buffer (its own count).
 const FAULT_AT: u32 = 11;
