@@ -68,7 +68,7 @@ fn checkpoint_sweep_long() {
         "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip",
         "rsp", "rflags",
     ];
-    for symbol in ["checkpoint::<bool, bank::teller", "libtask::checkpoint::precommit"] {
+    for symbol in ["scope_body::<libtask::checkpoint::Repeat<bank::teller", "libtask::checkpoint::precommit"] {
         let common = format!(
             "[[sweep]]\ntargets = [\"teller-0\", \"teller-1\", \"teller-faulty\"]\nsymbol = \"{symbol}\"\nsteps = [0, 59]\n"
         );
