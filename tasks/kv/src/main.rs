@@ -56,7 +56,9 @@
 //! server answers a retry of the request it applied last with the reply
 //! it gave (kept per client in the rolled-back store), applying nothing.
 //!
-//! Roles (`arg`): 1 server; `10 + n` client of `n` clients (its client
+//! Roles (`arg`): 1 server; 2 the checking server (an out-of-order
+//! request is first taken for a fault of the server's own and retried: the
+//! mixed campaign's); `10 + n` client of `n` clients (its client
 //! number from its task id order: `arg` 10+n, `count` n); `20 + n` the
 //! same client without the pause (`faults/kv-storm.toml`); `30 + n` a
 //! client of [`LONG_ROUNDS`] calls without the pause (the mixed
@@ -151,7 +153,8 @@ fn main(start: Start) -> u64 {
         }
     };
     match start.arg {
-        1 => server(&region),
+        1 => server(&region, false),
+        2 => server(&region, true),
         a @ 11..=18 => client(&region, start.id, a - 10, ROUNDS, true),
         a @ 21..=28 => client(&region, start.id, a - 20, ROUNDS, false),
         a @ 31..=38 => client(&region, start.id, a - 30, LONG_ROUNDS, false),
@@ -190,10 +193,12 @@ struct Store {
     clients: u64,
     /// Calls per client, as the audit said.
     rounds: u64,
+    /// Retry an out-of-order request once before counting it (role 2).
+    checking: bool,
     audited: bool,
 }
 
-fn server(region: &Kv) -> u64 {
+fn server(region: &Kv, checking: bool) -> u64 {
     let Ok(ep) = ipc::cap("kv") else {
         report("kv:caps", false, 0);
         return 1;
@@ -210,6 +215,7 @@ fn server(region: &Kv) -> u64 {
         answered: 0,
         clients: 0,
         rounds: 0,
+        checking,
         audited: false,
     });
     let mut handler = |req: &Request| handle(&mut store.borrow_mut(), ledger, region, req);
@@ -260,6 +266,14 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     }
     // Exactly once, in order: a doubled or lost request shows here.
     if seq != s.next_seq[c] {
+        // The checking server (the mixed campaign's) first takes it for a
+        // fault of its own — a flipped register holding `seq` or the
+        // client — and panics inside the request's scope: the rollback
+        // restores its registers and the kernel hands it the same request
+        // again. Only a retry that still disagrees is the client's doing.
+        if s.checking && req.attempt.number == 0 {
+            panic!("kv: request {seq} of client {c}, expected {}", s.next_seq[c]);
+        }
         s.violations += 1;
     }
     s.next_seq[c] = seq + 1;
@@ -295,21 +309,23 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     s.last_reply[c]
 }
 
-/// Counts request `seq` of `client` in the shared ledger, once: shared
-/// memory is not rolled back, so a re-run of the request finds it applied.
+/// Records request `seq` of `client` in the shared ledger. Requests are
+/// numbered 1, 2, ... per client, so after request `seq` the client has
+/// `seq` applied: the ledger stores that absolute value, never an
+/// increment. Shared memory is not rolled back, so the update must be
+/// idempotent — a re-run of the request after a rollback stores the same
+/// values again — and a value a fault corrupted (a flipped register
+/// stored through) is overwritten by the client's next request, instead
+/// of stopping every later one at a "newer than this" check.
 fn apply_once(ledger: &Mutex<Ledger>, client: u64, seq: u64) {
     let mut g = lock_ledger(ledger);
     let c = client as usize;
-    if g.last_seq[c] >= seq {
-        return;
-    }
-    let applied = g.applied[c] + 1;
     set(&mut g.journal.client, client);
     set(&mut g.journal.seq, seq);
-    set(&mut g.journal.applied, applied);
+    set(&mut g.journal.applied, seq);
     set(&mut g.journal.active, 1);
     work(REQUEST_WORK / 4); // holding the lock: faults land here too
-    set(&mut g.applied[c], applied);
+    set(&mut g.applied[c], seq);
     set(&mut g.last_seq[c], seq);
     set(&mut g.journal.active, 0);
 }

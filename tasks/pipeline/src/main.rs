@@ -332,6 +332,16 @@ fn consumer(region: &Pipe, parity: u64, buffers: u32, faulty: bool) {
                     let b = q.boxes[i];
                     match Arc::from_token(region, b.token) {
                         Ok(a) => {
+                            // A second look at the parity, from another
+                            // source than the search's (which slot of
+                            // `consumed` this consumer counts in): a
+                            // flipped register that made the search take
+                            // the other consumer's buffer is caught here,
+                            // inside the run, and rolled back.
+                            let mine_parity = core::ptr::eq(count, &region.statics().consumed[1]) as u64;
+                            if b.seq % 2 != mine_parity {
+                                panic!("pipeline consumer: took buffer {} of the other parity", b.seq);
+                            }
                             if faulty && mine == FAULT_AT && injected.swap(1, Ordering::Relaxed) == 0 {
                                 println!("pipeline consumer: faulting with buffer {} and the queue lock held", b.seq);
                                 // SAFETY: ud2 raises #UD: the fault the demo is about.
