@@ -126,8 +126,8 @@ fn arc_buffers_are_allocated_and_freed_exactly_once() {
     all_ok(&run, "pipeline:checksums", 2);
     let shares: u64 = run.checks("pipeline:consumed").iter().map(|c| c["value"].as_u64().unwrap()).sum();
     assert_eq!(shares, 200);
-    // allocs == frees == 200, no double free, no slot still counted —
-    // including the references dropped inside a nested scope (deferred).
+    // All 200 consumed, no double free, no slot still counted — including
+    // the references dropped inside a nested scope (deferred).
     assert_eq!(ok(&run, "pipeline:freed-once")["value"], 200);
     no_failed_checks(&run);
 }
