@@ -349,7 +349,8 @@ impl Scheduler {
 
     /// Whether task `idx` may be read and changed from this CPU now: it
     /// runs on no other CPU. If it does, that CPU is asked to leave it (no
-    /// CPU picks it for the next two ticks; a reschedule IPI makes its
+    /// CPU picks it for the next two ticks — `TASK_CTL` extends that to
+    /// its caller's retry; a reschedule IPI makes its
     /// CPU choose again) and this returns false: the caller backs out
     /// without a change and retries (`restart_syscall`). So a `TASK_CTL`
     /// or an injection that reads or writes another task's frame, memory

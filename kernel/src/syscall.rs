@@ -237,9 +237,16 @@ fn dispatch(s: &mut Scheduler) {
     let Some(me) = s.current_index() else { return };
     if s.take_again() {
         // The call waits for another CPU (`Scheduler::restart_syscall`):
-        // back over the 2-byte `syscall`, RAX still its number.
+        // back over the 2-byte `syscall`, RAX still its number — after a
+        // tick's sleep, not at once: a caller that retried at once kept
+        // its CPU busy (QEMU's icount runs the vCPUs round-robin and moves
+        // on only at a halt or a timer deadline), and the other CPU had
+        // not left the task before its hold ran out (the mixed campaign on
+        // 4 CPUs: a fault server retrying `READ_MEM` 600,000 times).
         s.tasks[me].save.frame.rip -= 2;
-        s.yield_current();
+        let until = ticks.saturating_add(1);
+        s.tasks[me].state = State::Sleeping { until_tick: until };
+        crate::sched::arm(until);
         return;
     }
     let task = &mut s.tasks[me];

@@ -64,6 +64,13 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
     // done). Those that read only what the kernel keeps under its lock
     // (image, info, regions, scope registers) do not disturb it.
     if !matches!(operation, op::READ_IMAGE | op::TASK_INFO | op::REGIONS | op::SCOPE_REGS) && !s.stop_remote(target) {
+        // Off every CPU until this caller's retry — its next system call
+        // (`syscall::dispatch` releases the hold, the retried `TASK_CTL`
+        // clears it) — not just the two ticks of `stop_remote`, which ran
+        // out before a busy or sleeping caller came back. Bounded like a
+        // restart's hold.
+        s.tasks[target].held_until = s.ticks.saturating_add(crate::recovery::restart::HOLD_MAX_TICKS);
+        s.tasks[me].holds = Some(target);
         s.restart_syscall();
         return Ok(0);
     }

@@ -197,7 +197,8 @@ pub struct Task {
     /// While the tick clock is below this, no CPU picks it: another CPU
     /// asked it to leave its CPU (`sched::stop_remote`) and acts on it
     /// once it has. Bounded: an asker that never comes back holds it at
-    /// most two ticks.
+    /// most two ticks — a `TASK_CTL` caller, `recovery::restart::HOLD_MAX_TICKS`
+    /// (its retry, which clears it, may come a tick or more later).
     pub held_until: u64,
     /// A task this supervisor restarted and keeps off every CPU until its
     /// own next system call (several CPUs: `recovery::restart`).
