@@ -222,7 +222,7 @@ pub fn repeat<B, F: FnMut(Attempt) -> ControlFlow<B>>(mut body: F) -> Result<B, 
     let mut refused: Option<u64> = None;
     loop {
         let mut ctx = Scope::new(Repeat { body: &mut body, result: None, ran: false });
-        let raw = run_repeat(&mut ctx);
+        let raw = run_scope(&mut ctx);
         if ctx.opened {
             committed(ctx.depth, raw);
             if let Some(b) = ctx.run.result.take() {
@@ -350,40 +350,34 @@ impl<C: Run> Scope<C> {
 /// [`Scope::magic`].
 const SCOPE_MAGIC: u64 = 0x5c0e_5c0e_0b5e_55ed;
 
-/// Opens a sealed scope, runs [`scope_body`] in it and commits it, all in
+/// Opens a sealed scope, runs [`scope_body`] in it — again after each
+/// renew it asks for ([`repeat`]) — and commits it, all in
 /// `__rewind_checkpoint_scope`; returns the commit's `rax` (meaningless if
 /// `ctx.opened` is false: then nothing was committed).
 fn run_scope<C: Run>(ctx: &mut Scope<C>) -> u64 {
     // SAFETY: the asm function's contract (at its definition): `ctx` is
     // valid for `scope_body::<C>` for the whole call. It returns twice
-    // or more (after rollbacks) from its `CHECKPOINT_OPEN`, each time with
-    // all registers and all private memory as at that instruction —
-    // `ctx` included: sound, see the module documentation.
+    // or more (after rollbacks) from its `CHECKPOINT_OPEN` and
+    // `CHECKPOINT_RENEW`s, each time with all registers and all private
+    // memory as at that instruction — `ctx` included: sound, see the
+    // module documentation.
     unsafe { __rewind_checkpoint_scope((ctx as *mut Scope<C>).cast(), scope_body::<C>) }
 }
 
-/// As [`run_scope`], through `__rewind_checkpoint_repeat`: [`scope_body`]
-/// again after each renew, until it asks for a commit (or opened nothing).
-fn run_repeat<C: Run>(ctx: &mut Scope<C>) -> u64 {
-    // SAFETY: as for `run_scope`; the asm function also returns to its
-    // `CHECKPOINT_RENEW`s after rollbacks, in the same way.
-    unsafe { __rewind_checkpoint_repeat((ctx as *mut Scope<C>).cast(), scope_body::<C>) }
-}
-
-/// [`scope_body`]'s answers to the asm functions.
+/// [`scope_body`]'s answers to `__rewind_checkpoint_scope`.
 const NOT_OPENED: u64 = 0;
 const COMMIT: u64 = 1;
 const RENEW: u64 = 2;
 
-/// Inside the scope (called by the asm function right after its open or
-/// renew, with that call's `rax`): checks the open from the page, runs the
+/// Inside the scope (called by `__rewind_checkpoint_scope` right after
+/// its open or renew, with that call's `rax`): checks the open from the page, runs the
 /// body, checks the page before the commit. Returns [`COMMIT`] to have the
 /// scope committed, [`RENEW`] to have it committed and the next run's
 /// opened ([`repeat`]), [`NOT_OPENED`] if the kernel opened none.
 extern "C" fn scope_body<C: Run>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
     // A read first: the pointer came through `rdi` across the open, where a
     // flipped bit would make every write below land elsewhere.
-    // SAFETY: the asm functions pass their `&mut Scope<C>`, valid and
+    // SAFETY: the asm function passes its `&mut Scope<C>`, valid and
     // aligned (a corrupted pointer faults here or fails the check: a panic
     // inside the scope, rolled back, then escalated by the policy).
     if unsafe { core::ptr::read_volatile(&raw const (*ctx.cast::<Scope<C>>()).magic) } != SCOPE_MAGIC {
@@ -500,80 +494,44 @@ fn precommit(depth: u64) {
 unsafe extern "C" {
     /// `u64 __rewind_checkpoint_scope(u8 *ctx, u64 (*body)(u8 *ctx, u64 body, u64 open_rax))`.
     fn __rewind_checkpoint_scope(ctx: *mut u8, body: extern "C" fn(*mut u8, u64, u64) -> u64) -> u64;
-    /// As `__rewind_checkpoint_scope`, renewing while `body` returns 2.
-    fn __rewind_checkpoint_repeat(ctx: *mut u8, body: extern "C" fn(*mut u8, u64, u64) -> u64) -> u64;
 }
 
 // __rewind_checkpoint_scope(rdi = ctx, rsi = body): a C-ABI function, the
-// scope's own frame. Opens a *sealed* scope (`rdx` = SEAL), calls
-// body(ctx, body, open's rax) and, if body returns non-zero, commits.
-// Between the two `syscall`s it writes none of rbx, rbp, r12-r15 and does
-// not move rsp, and body must hand them back as it found them (SysV ABI):
-// so at the commit they are what the kernel recorded at the open — the
-// seal the kernel checks — unless something corrupted them inside the
-// scope. Returns the commit's rax (body's 0 when there was no commit).
-// Clobbers the caller-saved registers.
+// scope's own frame, for `checkpoint` and `repeat` alike. Opens a *sealed*
+// scope (`rdx` = SEAL) and calls body(ctx, body, open's rax); body returns
+// 2 to have the run committed and the next one opened in the same call
+// (`CHECKPOINT_RENEW`, sealed as the open), after which body is called
+// again; 1 to commit and return; 0 (nothing opened) to return. Returns
+// the last call's rax (body's 0 when there was no commit). Clobbers the
+// caller-saved registers.
 //
-// ctx and body stay in rdi and rsi, which the kernel preserves across the
-// `syscall` and restores at a rollback (it resumes right after the open
-// with the open's registers and rax = the attempt): no memory slot whose
+// ctx and body live in rbx and r12 from before the open to the last
+// commit: callee-saved, so body hands them back; saved for the caller on
+// the stack around the whole function; preserved by the kernel across
+// each `syscall` and restored with the frame at a rollback (which resumes
+// right after the open or renew it returns to) — no memory slot whose
 // store a skipped instruction could leave stale (the sweeps of
 // `faults/checkpoint-sweep.toml` found one: a stale slot read as the
 // context pointer, and its writes landed in a shared region's header).
-// What precedes the open is chosen so that a skipped instruction faults
-// or is caught rather than writes: the call number comes from the stack
-// word the aligning push left (`mov eax, imm32`'s zero bytes would decode
-// as `add [rax], al`), and the seal's bytes are `ud2`s. CFI for every
-// instruction, so the fault server's walk finds the scope's frame (this
-// function: its symbol is how the server recognises it) from a fault
-// anywhere in it.
+// Between the open and the last commit it writes none of rbx, rbp,
+// r12-r15 and does not move rsp, and body must hand them back as it found
+// them (SysV ABI): so at every renew and commit they are what the kernel
+// recorded at the open or renew before — the seal it checks — unless
+// something corrupted them inside the scope; the caller's own rbx and r12
+// wait in memory meanwhile. What precedes the open is chosen so that a
+// skipped instruction faults or is caught rather than writes: the call
+// number comes from the stack word the aligning push left (`mov eax,
+// imm32`'s zero bytes would decode as `add [rax], al`), and the seal's
+// bytes are `ud2`s. The two pushes and the call number's keep the stack
+// 16-byte aligned at `call r12`. CFI for every instruction (`.cfi_offset`
+// for the saved registers), so the fault server's walk finds the scope's
+// frame (this function: its symbol is how the server recognises it) from
+// a fault anywhere in it.
 core::arch::global_asm!(
     ".section .text.__rewind_checkpoint_scope, \"ax\", @progbits",
     ".global __rewind_checkpoint_scope",
     ".type __rewind_checkpoint_scope, @function",
     "__rewind_checkpoint_scope:",
-    ".cfi_startproc",
-    "    push {open}",
-    ".cfi_adjust_cfa_offset 8",
-    "    movabs rdx, {seal}",
-    "    mov rax, [rsp]",
-    "    syscall",
-    "    mov rdx, rax",
-    "    call rsi",
-    "    test rax, rax",
-    "    jz 2f",
-    "    mov eax, {commit}",
-    "    syscall",
-    "2:",
-    "    add rsp, 8",
-    ".cfi_adjust_cfa_offset -8",
-    "    ret",
-    ".cfi_endproc",
-    ".size __rewind_checkpoint_scope, . - __rewind_checkpoint_scope",
-    seal = const abi::checkpoint::SEAL,
-    open = const nr::CHECKPOINT_OPEN,
-    commit = const nr::CHECKPOINT_COMMIT,
-);
-
-// __rewind_checkpoint_repeat(rdi = ctx, rsi = body): as
-// `__rewind_checkpoint_scope`, for `repeat`: body(ctx, body, rax) returns
-// 2 to have the run committed and the next one opened in the same call
-// (`CHECKPOINT_RENEW`, sealed as the open), after which body is called
-// again; 1 to commit and return; 0 (nothing opened) to return. ctx and
-// body live in rbx and r12 across the calls — callee-saved, so body hands
-// them back; saved and restored for the caller around the whole loop; and
-// between the open and the last commit they are part of the seal the
-// kernel checks at every renew and commit, and restored with the frame at
-// a rollback (which resumes right after the open or renew it returns to).
-// The two pushes and the call number's keep the stack 16-byte aligned at
-// `call r12`. CFI for every instruction (`.cfi_offset` for the saved
-// registers), so the fault server's walk finds the frame from anywhere in
-// it; its symbol is how the server recognises it.
-core::arch::global_asm!(
-    ".section .text.__rewind_checkpoint_repeat, \"ax\", @progbits",
-    ".global __rewind_checkpoint_repeat",
-    ".type __rewind_checkpoint_repeat, @function",
-    "__rewind_checkpoint_repeat:",
     ".cfi_startproc",
     "    push rbx",
     ".cfi_adjust_cfa_offset 8",
@@ -615,7 +573,7 @@ core::arch::global_asm!(
     ".cfi_restore rbx",
     "    ret",
     ".cfi_endproc",
-    ".size __rewind_checkpoint_repeat, . - __rewind_checkpoint_repeat",
+    ".size __rewind_checkpoint_scope, . - __rewind_checkpoint_scope",
     seal = const abi::checkpoint::SEAL,
     open = const nr::CHECKPOINT_OPEN,
     renew = const nr::CHECKPOINT_RENEW,

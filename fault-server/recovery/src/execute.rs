@@ -305,66 +305,15 @@ pub fn arc_decrement<O: SharedOps>(addr: u64, base: u64, ops: &mut O) -> Result<
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
-    use std::vec::Vec;
-
-    /// Memory at `BASE..BASE + len`, with a log of futex wakes.
-    struct Mem {
-        bytes: Vec<u8>,
-        wakes: Vec<(u64, u64)>,
-    }
-
-    const BASE: u64 = 0x2000_0000_0000;
-
-    impl Mem {
-        fn new() -> Mem {
-            Mem { bytes: std::vec![0; 4096], wakes: Vec::new() }
-        }
-        fn at(&self, addr: u64) -> usize {
-            (addr - BASE) as usize
-        }
-        fn u32(&self, addr: u64) -> u32 {
-            let i = self.at(addr);
-            u32::from_le_bytes(self.bytes[i..i + 4].try_into().unwrap())
-        }
-        fn set32(&mut self, addr: u64, v: u32) {
-            let i = self.at(addr);
-            self.bytes[i..i + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        fn u64(&self, addr: u64) -> u64 {
-            let i = self.at(addr);
-            u64::from_le_bytes(self.bytes[i..i + 8].try_into().unwrap())
-        }
-    }
-
-    impl SharedOps for Mem {
-        type Error = ();
-        fn cas64(&mut self, addr: u64, old: u64, new: u64) -> Result<u64, ()> {
-            let found = self.u64(addr);
-            if found == old {
-                let i = self.at(addr);
-                self.bytes[i..i + 8].copy_from_slice(&new.to_le_bytes());
-            }
-            Ok(found)
-        }
-        fn fetch_add32(&mut self, addr: u64, delta: i32) -> Result<u32, ()> {
-            let old = self.u32(addr);
-            self.set32(addr, old.wrapping_add(delta as u32));
-            Ok(old)
-        }
-        fn futex_wake(&mut self, addr: u64, n: u64) -> Result<u64, ()> {
-            self.wakes.push((addr, n));
-            Ok(0)
-        }
-    }
+    use crate::fake::{BASE, Mem};
 
     const M: u64 = BASE + 0x40;
 
     #[test]
     fn plain_unlock_keeps_the_poison_word_and_wakes_only_when_contended() {
         // Held by 7, poisoned earlier (a repaired mutex stays flagged), nobody waiting.
-        let mut m = Mem::new();
+        let mut m = Mem::new(4096);
         m.set32(M, 7);
         m.set32(M + 4, mutex::POISONED);
         assert_eq!(unlock(M, 7, &mut m), Ok(Outcome::MutexReleased { contended: false, woken: 0 }));
@@ -404,7 +353,7 @@ mod tests {
 
     #[test]
     fn held_mutex_is_poisoned_unlocked_and_woken() {
-        let mut mem = Mem::new();
+        let mut mem = Mem::new(4096);
         mem.set32(M, 7 | mutex::CONTENDED);
         let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, 7, &mut mem).unwrap();
         assert_eq!(out, Outcome::MutexReleased { contended: true, woken: 0 });
@@ -415,7 +364,7 @@ mod tests {
     #[test]
     fn mutex_of_another_task_is_left_alone() {
         for word in [0, 8, 8 | mutex::CONTENDED] {
-            let mut mem = Mem::new();
+            let mut mem = Mem::new(4096);
             mem.set32(M, word);
             let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, 7, &mut mem).unwrap();
             assert_eq!(out, Outcome::MutexNotHeld { owner: word & mutex::OWNER_MASK, woken: 0 });
@@ -426,7 +375,7 @@ mod tests {
 
     #[test]
     fn already_poisoned_mutex_is_released_too() {
-        let mut mem = Mem::new();
+        let mut mem = Mem::new(4096);
         mem.set32(M, 7);
         mem.set32(M + 4, mutex::POISONED);
         let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, 7, &mut mem).unwrap();
@@ -436,7 +385,7 @@ mod tests {
 
     #[test]
     fn impossible_task_ids_never_match_an_owner() {
-        let mut mem = Mem::new();
+        let mut mem = Mem::new(4096);
         mem.set32(M, 0);
         let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, 0, &mut mem).unwrap();
         assert!(matches!(out, Outcome::MutexNotHeld { .. }));
@@ -449,7 +398,7 @@ mod tests {
     #[test]
     fn a_word_pair_that_is_no_mutex_is_left_alone() {
         // Low word = our id, high word neither 0 nor POISONED: not a mutex.
-        let mut mem = Mem::new();
+        let mut mem = Mem::new(4096);
         mem.set32(M, 7);
         mem.set32(M + 4, 0x1234);
         let out = execute(&Action::PoisonAndUnlockMutex { addr: M }, 7, &mut mem).unwrap();
@@ -461,7 +410,7 @@ mod tests {
 
     #[test]
     fn arc_decrement_frees_at_zero_and_counts() {
-        let mut mem = Mem::new();
+        let mut mem = Mem::new(4096);
         mem.set32(SLOT + 4, 2);
         let act = Action::ArcDecrement { addr: SLOT, region_base: BASE };
         assert_eq!(execute(&act, 7, &mut mem), Ok(Outcome::ArcDecremented { count: 1, freed: false }));
@@ -477,53 +426,18 @@ mod tests {
 #[cfg(test)]
 mod lock_tests {
     //! The RwLock and Once releases on a byte array.
-    extern crate std;
     use super::*;
+    use crate::fake::{BASE, Mem};
     use crate::layout::{once, rwlock};
-    use std::vec::Vec;
-
-    const BASE: u64 = 0x2000_0000_0000;
     const L: u64 = BASE + 0x40;
 
-    struct Mem(Vec<u8>, Vec<(u64, u64)>);
-
-    impl Mem {
-        fn u32(&self, a: u64) -> u32 {
-            let i = (a - BASE) as usize;
-            u32::from_le_bytes(self.0[i..i + 4].try_into().unwrap())
-        }
-        fn set32(&mut self, a: u64, v: u32) {
-            let i = (a - BASE) as usize;
-            self.0[i..i + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        fn slot(&self, i: u64) -> u32 {
-            self.u32(L + rwlock::READER_SLOTS + 4 * i)
-        }
-    }
-
-    impl SharedOps for Mem {
-        type Error = ();
-        fn cas64(&mut self, a: u64, old: u64, new: u64) -> Result<u64, ()> {
-            let found = self.u32(a) as u64 | (self.u32(a + 4) as u64) << 32;
-            if found == old {
-                self.set32(a, new as u32);
-                self.set32(a + 4, (new >> 32) as u32);
-            }
-            Ok(found)
-        }
-        fn fetch_add32(&mut self, a: u64, d: i32) -> Result<u32, ()> {
-            let old = self.u32(a);
-            self.set32(a, old.wrapping_add(d as u32));
-            Ok(old)
-        }
-        fn futex_wake(&mut self, a: u64, n: u64) -> Result<u64, ()> {
-            self.1.push((a, n));
-            Ok(0)
-        }
-    }
-
     fn mem() -> Mem {
-        Mem(std::vec![0; 0x200], Vec::new())
+        Mem::new(0x200)
+    }
+
+    /// Reader slot `i` of the RwLock at `L`.
+    fn slot(m: &Mem, i: u64) -> u32 {
+        m.u32(L + rwlock::READER_SLOTS + 4 * i)
     }
 
     #[test]
@@ -534,15 +448,15 @@ mod lock_tests {
         }
         let out = execute(&Action::ReleaseRwLockReads { addr: L, keep: 1 }, 7, &mut m).unwrap();
         assert_eq!(out, Outcome::ReadsReleased { released: 3, held: 4 });
-        assert_eq!((0..16).filter(|&i| m.slot(i) == 7).count(), 1);
-        assert_eq!(m.slot(1), 9, "another task's read is untouched");
+        assert_eq!((0..16).filter(|&i| slot(&m, i) == 7).count(), 1);
+        assert_eq!(slot(&m, 1), 9, "another task's read is untouched");
         assert_eq!(m.u32(L + rwlock::DRAIN), rwlock::DRAIN_STEP);
-        assert_eq!(m.1, [(L + rwlock::DRAIN, WAKE_ALL)]);
+        assert_eq!(m.wakes, [(L + rwlock::DRAIN, WAKE_ALL)]);
         // Nothing (more) to give back: still the drain bump and the wake.
         let out = execute(&Action::ReleaseRwLockReads { addr: L, keep: 1 }, 7, &mut m).unwrap();
         assert_eq!(out, Outcome::ReadsReleased { released: 0, held: 1 });
         assert_eq!(out.name(), "not_held");
-        assert_eq!(m.1.len(), 2);
+        assert_eq!(m.wakes.len(), 2);
         // Impossible ids own no slot.
         let out = execute(&Action::ReleaseRwLockReads { addr: L, keep: 0 }, 0, &mut m).unwrap();
         assert_eq!(out, Outcome::ReadsReleased { released: 0, held: 0 });
@@ -555,7 +469,7 @@ mod lock_tests {
         let out = execute(&Action::PoisonAndUnlockRwLock { addr: L }, 7, &mut m).unwrap();
         assert_eq!(out, Outcome::MutexReleased { contended: true, woken: 0 });
         assert_eq!((m.u32(L), m.u32(L + rwlock::POISON)), (0, rwlock::POISONED));
-        assert_eq!(m.1, [(L, WAKE_ALL)]);
+        assert_eq!(m.wakes, [(L, WAKE_ALL)]);
         // Another task's writer word: untouched (the wake is owed anyway).
         m.set32(L, 8);
         let out = execute(&Action::PoisonAndUnlockRwLock { addr: L }, 7, &mut m).unwrap();
@@ -570,7 +484,7 @@ mod lock_tests {
         let out = execute(&Action::ResetOnce { addr: L }, 7, &mut m).unwrap();
         assert!(out.poisoned());
         assert_eq!((m.u32(L), m.u32(L + once::POISON)), (0, once::POISONED), "incomplete, poisoned: re-runnable");
-        assert_eq!(m.1, [(L, WAKE_ALL)]);
+        assert_eq!(m.wakes, [(L, WAKE_ALL)]);
         let mut m = mem();
         m.set32(L + once::STATE, once::COMPLETE);
         let out = execute(&Action::ResetOnce { addr: L }, 7, &mut m).unwrap();

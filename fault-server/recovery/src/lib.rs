@@ -46,6 +46,8 @@
 #![no_std]
 
 pub mod execute;
+#[cfg(test)]
+mod fake;
 pub mod layout;
 pub mod plan;
 

@@ -52,15 +52,15 @@ pub struct TaskImage {
 
 /// Whether `name` is the symbol of a scope's frame: an instance of
 /// `libtask::checkpoint::scope_body` — the function libtask's
-/// `__rewind_checkpoint_scope` calls right after the open, whose CFA is the
-/// stack pointer the kernel recorded there — or that asm function itself
+/// `__rewind_checkpoint_scope` calls right after the open or a renew, whose
+/// CFA is the stack pointer the kernel recorded there — or that asm function itself
 /// (the frame of a fault in it: its own `rsp` is the recorded one). Mangled
 /// v0 (`_RINvNtCs<hash>_7libtask10checkpoint10scope_body...` for a generic
 /// instance) or legacy (`_ZN7libtask10checkpoint10scope_body17h...`); a
 /// closure or another item *inside* it is not the function.
 pub fn is_checkpoint_symbol(name: &[u8]) -> bool {
     const PATH: &[u8] = b"7libtask10checkpoint10scope_body";
-    if name == b"__rewind_checkpoint_scope" || name == b"__rewind_checkpoint_repeat" {
+    if name == b"__rewind_checkpoint_scope" {
         return true;
     }
     if let Some(rest) = name.strip_prefix(b"_ZN".as_slice()) {

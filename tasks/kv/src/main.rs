@@ -61,7 +61,8 @@
 //! mixed campaign's); `10 + n` client of `n` clients (its client
 //! number from its task id order: `arg` 10+n, `count` n); `20 + n` the
 //! same client without the pause (`faults/kv-storm.toml`); `30 + n` a
-//! client of [`LONG_ROUNDS`] calls without the pause (the mixed
+//! checking client of [`LONG_ROUNDS`] calls without the pause (it retries
+//! a wrong reply or a malformed call once: the mixed
 //! `faults/campaign-10k.toml`). The last client's audit tells the server
 //! how many calls each client made. Clients make
 //! [`ROUNDS`] calls; after the first half they all sleep until tick
@@ -155,9 +156,9 @@ fn main(start: Start) -> u64 {
     match start.arg {
         1 => server(&region, false),
         2 => server(&region, true),
-        a @ 11..=18 => client(&region, start.id, a - 10, ROUNDS, true),
-        a @ 21..=28 => client(&region, start.id, a - 20, ROUNDS, false),
-        a @ 31..=38 => client(&region, start.id, a - 30, LONG_ROUNDS, false),
+        a @ 11..=18 => client(&region, start.id, a - 10, ROUNDS, true, false),
+        a @ 21..=28 => client(&region, start.id, a - 20, ROUNDS, false, false),
+        a @ 31..=38 => client(&region, start.id, a - 30, LONG_ROUNDS, false, true),
         other => {
             println!("kv: unknown role {other}");
             2
@@ -358,10 +359,10 @@ fn set(place: &mut u64, value: u64) {
 
 // ---- the clients ----
 
-fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
-    // The long-running clients of the mixed campaign retry what a fault of
-    // their own made go wrong (below); the others report it.
-    let retry_wrong = rounds == LONG_ROUNDS;
+/// `checking`: retry once what a fault of its own may have made go wrong —
+/// a wrong reply, a malformed call (below; the mixed campaign's clients);
+/// otherwise report it.
+fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool, checking: bool) -> u64 {
     let Ok(kv) = ipc::cap("kv") else {
         report("kv:caps", false, 0);
         return 1;
@@ -381,7 +382,7 @@ fn client(region: &Kv, id: u64, clients: u64, rounds: u64, pause: bool) -> u64 {
         // Retried once: a second wrong reply to the same call is not this
         // client's doing (the server's cached reply is wrong), and is
         // reported, not retried forever.
-        let retry = retry_wrong && attempt.number == 0;
+        let retry = checking && attempt.number == 0;
         seq += 1;
         if pause && seq == rounds / 2 + 1 {
             while syscall::ticks() < PAUSE_UNTIL {

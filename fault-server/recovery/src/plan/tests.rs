@@ -680,40 +680,6 @@ fn hostile_tagged_entries_are_refused() {
     assert!(out.is_empty());
 }
 
-/// Memory for [`crate::execute`] at `BASE..BASE + 0x100`.
-struct Shm(Vec<u8>);
-
-impl Shm {
-    fn u32(&self, a: u64) -> u32 {
-        let i = (a - BASE) as usize;
-        u32::from_le_bytes(self.0[i..i + 4].try_into().unwrap())
-    }
-    fn set32(&mut self, a: u64, v: u32) {
-        let i = (a - BASE) as usize;
-        self.0[i..i + 4].copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-impl crate::SharedOps for Shm {
-    type Error = ();
-    fn cas64(&mut self, a: u64, old: u64, new: u64) -> Result<u64, ()> {
-        let found = self.u32(a) as u64 | (self.u32(a + 4) as u64) << 32;
-        if found == old {
-            self.set32(a, new as u32);
-            self.set32(a + 4, (new >> 32) as u32);
-        }
-        Ok(found)
-    }
-    fn fetch_add32(&mut self, a: u64, d: i32) -> Result<u32, ()> {
-        let old = self.u32(a);
-        self.set32(a, old.wrapping_add(d as u32));
-        Ok(old)
-    }
-    fn futex_wake(&mut self, _: u64, _: u64) -> Result<u64, ()> {
-        Ok(0)
-    }
-}
-
 /// `libtask::sync::rwlock`'s read protocol, replayed store by store, for a
 /// task (id 7) that holds one read of scope 1 and takes (then gives back)
 /// a second one in scope 2, next to another task's read (id 9): lock =
@@ -740,7 +706,7 @@ fn rwlock_read_protocol_is_exact_at_every_store() {
         (with(None), false),              // entry removed
     ];
     for (k, (p, taken)) in states.iter().enumerate() {
-        let mut shm = Shm(std::vec![0; 0x100]);
+        let mut shm = crate::fake::Mem::new(0x100);
         shm.set32(slot(0), 7);
         shm.set32(slot(1), 9);
         if *taken {
