@@ -1,10 +1,11 @@
 //! Forger tasks against the fault server (`images/forger.toml`,
 //! `tasks/forger/`): forged registry entries naming the wrong kind of
 //! shared object, and stack pointers that are not the scope's. Each forged
-//! registry entry must end in a fresh start of its task — an `escalate`
-//! event whose reason names the check that refused it, a `restart` from the
-//! image, no rollback — and the shared words the forged entry named must be
-//! as the task left them (the task checks them on its second run). A forged
+//! registry entry names no object of its kind, so it must be left out — a
+//! `release` event with outcome `ignored` whose `error` names the check,
+//! no release done — and the task rolled back, and the shared words the
+//! forged entry named must be as the task left them (the task checks them
+//! on its re-run). A forged
 //! stack pointer must end in a rollback all the same (the rollback does not
 //! rest on the stack), with the scope's frame reported as unknown. The
 //! kernel and the fault server stay up, and the spinner finishes.
@@ -33,9 +34,11 @@ fn of_task<'r>(run: &'r Run, ev: &str, id: u64) -> Vec<&'r Value> {
     run.events_of(ev).into_iter().filter(|e| e["task"] == id).collect()
 }
 
-/// The attack of task `name` ended in one fresh start, escalated for a
-/// reason containing `reason`, and its second run's check `check` is ok.
-fn fresh_start_for(name: &str, reason: &str, check: &str) {
+/// The attack of task `name` ended in one rollback of scope 1 with its
+/// forged entry of registry `origin` left out for a reason containing
+/// `reason` (and nothing released, nothing escalated), and the re-run's
+/// check `check` is ok: the named shared words are untouched.
+fn left_out_for(name: &str, origin: &str, reason: &str, check: &str) {
     let run = run();
     let id = task_id(run, name);
     let faults = of_task(run, "fault", id);
@@ -43,33 +46,31 @@ fn fresh_start_for(name: &str, reason: &str, check: &str) {
     let seq = &faults[0]["seq"];
     let restarts = of_task(run, "restart", id);
     assert_eq!(restarts.len(), 1, "{name}: {restarts:#?}");
-    assert_eq!(restarts[0]["from"], "image", "{name}: a fresh start, not a rollback: {restarts:#?}");
+    assert_eq!(restarts[0]["from"], "checkpoint", "{name}: a rollback, not a fresh start: {restarts:#?}");
     assert_eq!(&restarts[0]["seq"], seq);
-    let escalations = of_task(run, "escalate", id);
-    assert!(
-        escalations
-            .iter()
-            .any(|e| e["action"] == "fresh_start" && e["reason"].as_str().is_some_and(|r| r.contains(reason))),
-        "{name}: no fresh_start escalation for {reason:?}: {escalations:#?}"
-    );
-    // Nothing was released for the forged page.
-    assert!(of_task(run, "release", id).is_empty(), "{name}: {:#?}", of_task(run, "release", id));
+    assert!(of_task(run, "escalate", id).is_empty(), "{name}: {:#?}", of_task(run, "escalate", id));
+    // One `release` event: the forged entry, ignored, with the reason.
+    let releases = of_task(run, "release", id);
+    assert_eq!(releases.len(), 1, "{name}: {releases:#?}");
+    let r = releases[0];
+    assert_eq!((&r["outcome"], &r["origin"], &r["seq"]), (&"ignored".into(), &origin.into(), seq), "{name}: {r:#?}");
+    assert!(r["error"].as_str().is_some_and(|e| e.contains(reason)), "{name}: {r:#?}");
     let checks: Vec<&Value> = run.checks(check).into_iter().filter(|c| c["task"] == id).collect();
     assert!(checks.len() == 1 && checks[0]["ok"] == true, "{name}: {checks:#?}\nconsole:\n{}", run.console);
-    assert!(run.checks("forger:rolled-back").is_empty(), "a forged registry was rolled back");
     let exits = run.task_events("task_exit", name);
     assert!(exits.len() == 1 && exits[0]["code"] == 0, "{name}: {exits:#?}");
 }
 
 #[test]
-fn an_arc_entry_naming_a_mutex_releases_nothing() {
-    fresh_start_for("arc-on-mutex", "arc entry not at an arc slot start", "forger:arc-on-mutex");
+fn an_arc_entry_naming_a_mutex_is_left_out_and_releases_nothing() {
+    left_out_for("arc-on-mutex", "arc_registry", "arc entry not at an arc slot start", "forger:arc-on-mutex");
 }
 
 #[test]
-fn a_mutex_entry_naming_an_arc_slot_releases_nothing() {
-    fresh_start_for(
+fn a_mutex_entry_naming_an_arc_slot_is_left_out_and_releases_nothing() {
+    left_out_for(
         "mutex-on-slot",
+        "mutex_registry",
         "mutex entry outside the region's statics area and Arc payloads",
         "forger:mutex-on-slot",
     );

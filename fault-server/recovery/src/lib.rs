@@ -35,7 +35,10 @@
 //! the intent slot
 //! and its consistency with the registries; any violation is an
 //! [`Invalid`] error, which means "escalate to a fresh start" — never a
-//! partial or guessed list of releases. The objects' own words (mutex
+//! guessed list of releases. The two exceptions leave out only what
+//! provably names nothing shared — an entry whose address holds no object
+//! of its kind, and the slots past a corrupt mutex count, read as stale
+//! listings — and say so ([`plan::Salvage`]). The objects' own words (mutex
 //! owner, Arc count) are read at execution time with atomic operations
 //! whose outcome depends only on what is there, so a stale or racing value
 //! cannot turn into a wrong release either (see [`execute`]).
@@ -53,4 +56,4 @@ pub mod plan;
 
 pub use execute::{Outcome, SharedOps, execute};
 pub use layout::RegionLayout;
-pub use plan::{Action, Invalid, MAX_ARC_BLOCK, Origin, Plan, Release, plan, plan_into};
+pub use plan::{Action, Invalid, MAX_ARC_BLOCK, Origin, Plan, Release, Salvage, plan, plan_into};

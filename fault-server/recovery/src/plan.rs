@@ -5,6 +5,34 @@
 //! server then escalates to a fresh start of the task, whose shared holdings
 //! it cannot know — the one case where a lock may stay held, and a loud one).
 //!
+//! ## Salvage: corruption that says nothing about shared memory
+//!
+//! A flipped register in libtask's own registry code (the fault model's
+//! `regflip`) leaves two kinds of corruption that do not make the rest of
+//! the page untrustworthy, and refusing the page for them would leak
+//! everything the task really holds. The plan leaves them out instead and
+//! notes each ([`Plan::salvaged`]; the fault server reports them):
+//!
+//! * **an entry (or the intent) whose address names no object of its
+//!   kind** in the task's shared regions ([`Invalid::names_no_object`]: the
+//!   mutex address was flipped before the push stored it). Other tasks can
+//!   only reach objects where the layouts put them, so such an entry stands
+//!   for nothing the task could hold from them: leaving it out loses no
+//!   release, and what it would have done (a `CAS` or an add on a word that
+//!   is not such an object) is exactly what the checks exist to prevent;
+//! * **a mutex count past the array** (the count's register flipped
+//!   between the push's load and store): every slot is read. The slots past
+//!   the true count are stale listings of mutexes the task let go or holds
+//!   through a live listing; a mutex release is decided by the owner word
+//!   and made only for the outermost listing, so a stale one adds nothing
+//!   wrong (a stale scope deeper than the page's counts as the innermost).
+//!   Not for a page with tagged entries, nor for the Arc count: a stale
+//!   read lock or reference would be given back twice.
+//!
+//! Everything else — an unknown layout, a scope deeper than the page, a
+//! duplicate Arc, an intent that contradicts the registries — still
+//! refuses the page: those say the page's bookkeeping itself is wrong.
+//!
 //! ## Which entries
 //!
 //! Every registry entry carries the scope depth that owns it (`libtask`
@@ -198,10 +226,29 @@ pub struct Release {
     pub scope: u64,
 }
 
+/// A part of the page the plan left out, and why; the fault server
+/// reports each one (module note, "Salvage").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Salvage {
+    /// A registry entry (or the intent) whose address names no object of
+    /// its kind in the task's shared regions ([`Invalid::names_no_object`]):
+    /// nothing shared can be held there, so it owes no release.
+    Entry { origin: Origin, addr: u64, scope: u64, why: Invalid },
+    /// The mutex registry's `count` was past its capacity: every slot was
+    /// read instead (stale slots included, which a mutex release, decided
+    /// by the owner word, makes harmless).
+    MutexCount { count: u64 },
+}
+
+/// Most salvage notes one plan can hold: every slot of both registries,
+/// the intent and the count.
+pub const MAX_SALVAGED: usize = MAX_RELEASES + 1;
+
 /// The releases a rollback owes, in the order to perform them.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     releases: heapless::Vec<Release, MAX_RELEASES>,
+    salvaged: heapless::Vec<Salvage, MAX_SALVAGED>,
     /// Scopes open according to the page.
     pub page_depth: u64,
 }
@@ -211,6 +258,12 @@ impl Plan {
         &self.releases
     }
 
+    /// What the plan left out of the page, and why (empty for an intact
+    /// page).
+    pub fn salvaged(&self) -> &[Salvage] {
+        &self.salvaged
+    }
+
     pub fn is_empty(&self) -> bool {
         self.releases.is_empty()
     }
@@ -218,7 +271,13 @@ impl Plan {
     /// Empties the plan, in place.
     pub fn clear(&mut self) {
         self.releases.clear();
+        self.salvaged.clear();
         self.page_depth = 0;
+    }
+
+    fn note(&mut self, s: Salvage) {
+        // Capacity is one per slot, the intent and the count: cannot overflow.
+        let _ = self.salvaged.push(s);
     }
 
     fn push(&mut self, r: Release) {
@@ -227,8 +286,12 @@ impl Plan {
     }
 }
 
-/// Why a page was refused. Every variant means: do not release anything
-/// from this page; escalate to a fresh start.
+/// Why a page was refused, or an entry left out. Every variant means: do
+/// not release anything from this page; escalate to a fresh start —
+/// except those of [`Invalid::names_no_object`] on a registry entry or
+/// the intent, which leave out only that entry ([`Salvage::Entry`]), and
+/// [`Invalid::TooManyMutexes`] on a page without tagged entries
+/// ([`Salvage::MutexCount`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalid {
     /// Fewer bytes than a `RecoveryPage`.
@@ -312,6 +375,24 @@ pub enum Invalid {
 }
 
 impl Invalid {
+    /// Whether this says of an address that it names no object of the
+    /// entry's kind in the task's shared regions — misaligned, outside
+    /// them, in a header, where the layout puts no such object — rather
+    /// than something about the page's structure. Such an entry cannot
+    /// stand for anything the task holds in shared memory (other tasks
+    /// reach only the objects the layouts place), so leaving it out loses
+    /// no release, while refusing the page would lose them all.
+    pub const fn names_no_object(&self) -> bool {
+        matches!(
+            self,
+            Invalid::Misaligned { .. }
+                | Invalid::OutsideRegions { .. }
+                | Invalid::InRegionHeader { .. }
+                | Invalid::NotAMutex { .. }
+                | Invalid::NotAnArcSlot { .. }
+        )
+    }
+
     /// Short reason, for `escalate` events.
     pub const fn reason(&self) -> &'static str {
         match self {
@@ -392,21 +473,39 @@ struct Live {
 
 /// Validates the live entries `(addr, scope)` of one registry of `kind`
 /// into `out`. An address listed twice is [`Invalid::Duplicate`], unless
-/// a mutex: then it is one entry, of the outermost scope listing it.
+/// a mutex: then it is one entry, of the outermost scope listing it. An
+/// entry that names no object of its kind is left out, noted in `plan`.
+/// `stale_scopes`: the slots read may include stale ones (a corrupt mutex
+/// count), whose scope may be deeper than the page's: such a listing is
+/// taken as the innermost scope's.
+#[allow(clippy::too_many_arguments)]
 fn live_entries<const N: usize>(
     entries: impl Iterator<Item = (u64, u64)>,
     depth: u64,
     regions: &[RegionInfo],
     layouts: &[RegionLayout],
     kind: Kind,
+    stale_scopes: bool,
     out: &mut heapless::Vec<Live, N>,
+    plan: &mut Plan,
 ) -> Result<(), Invalid> {
     let merge = kind == Kind::Mutex;
-    for (slot, (addr, scope)) in entries.enumerate() {
+    for (slot, (addr, mut scope)) in entries.enumerate() {
         if addr == 0 {
             continue; // a released slot (libtask's tombstone)
         }
-        let base = object_at(addr, kind, regions, layouts)?;
+        let base = match object_at(addr, kind, regions, layouts) {
+            Ok(base) => base,
+            Err(why) if why.names_no_object() => {
+                let origin = if kind == Kind::Mutex { Origin::Mutex(slot) } else { Origin::Arc(slot) };
+                plan.note(Salvage::Entry { origin, addr, scope, why });
+                continue;
+            }
+            Err(why) => return Err(why),
+        };
+        if scope > depth && stale_scopes {
+            scope = depth;
+        }
         if scope > depth {
             return Err(Invalid::BadScope { addr, scope, depth });
         }
@@ -471,19 +570,51 @@ pub fn plan_into(
     if depth > MAX_SCOPES as u64 || depth > p.depth + 1 {
         return Err(Invalid::BadTarget { target: depth, page_depth: p.depth });
     }
-    if p.mutex_count > MAX_MUTEXES as u64 {
-        return Err(Invalid::TooManyMutexes { count: p.mutex_count });
+    // A mutex count past the array (a flipped register in the push that
+    // raises it): every slot is read. Stale slots past the true count
+    // name mutexes the task let go, or holds through a live listing; a
+    // release is decided by the owner word and only for the outermost
+    // listing, so they add nothing wrong. Not so for counted objects: a
+    // stale read lock or Arc reference would be given back twice.
+    let mut mutex_count = p.mutex_count;
+    let stale = mutex_count > MAX_MUTEXES as u64;
+    if stale {
+        if p.mutexes.iter().any(|e| e.addr & lock_tag::MASK != 0) {
+            return Err(Invalid::TooManyMutexes { count: mutex_count });
+        }
+        out.note(Salvage::MutexCount { count: mutex_count });
+        mutex_count = MAX_MUTEXES as u64;
     }
     if p.arc_count > MAX_ARCS as u64 {
+        out.clear();
         return Err(Invalid::TooManyArcs { count: p.arc_count });
     }
+    let result = plan_valid(p, mutex_count as usize, stale, regions, layouts, regs, depth, out);
+    if result.is_err() {
+        out.clear();
+    }
+    result
+}
+
+/// [`plan_into`] once the page's header and counts are checked.
+#[allow(clippy::too_many_arguments)]
+fn plan_valid(
+    p: &RecoveryPage,
+    mutex_count: usize,
+    stale: bool,
+    regions: &[RegionInfo],
+    layouts: &[RegionLayout],
+    regs: &Registers,
+    depth: u64,
+    out: &mut Plan,
+) -> Result<(), Invalid> {
     let mut mutexes: heapless::Vec<Live, MAX_MUTEXES> = heapless::Vec::new();
     let mut arcs: heapless::Vec<Live, MAX_ARCS> = heapless::Vec::new();
     // Tagged entries (RwLock, Once: `locks`) are left to their own pass,
     // which pages without any (most) skip.
     let mut any_tagged = false;
     live_entries(
-        p.mutexes[..p.mutex_count as usize].iter().map(|e| {
+        p.mutexes[..mutex_count].iter().map(|e| {
             // A release marked for the next commit is still held by its
             // depth until the kernel makes it (`RELEASE_AT_COMMIT`).
             let scope = e.scope & !RELEASE_AT_COMMIT;
@@ -498,7 +629,9 @@ pub fn plan_into(
         regions,
         layouts,
         Kind::Mutex,
+        stale,
         &mut mutexes,
+        out,
     )?;
     live_entries(
         p.arcs[..p.arc_count as usize].iter().map(|e| (e.addr, e.scope & !RELEASE_AT_COMMIT)),
@@ -506,7 +639,9 @@ pub fn plan_into(
         regions,
         layouts,
         Kind::Arc,
+        false,
         &mut arcs,
+        out,
     )?;
     if let Some(m) = mutexes.iter().find(|m| arcs.iter().any(|a| a.addr == m.addr)) {
         return Err(Invalid::Duplicate { addr: m.addr });
@@ -514,10 +649,10 @@ pub fn plan_into(
 
     let mut tagged = locks::Objects::new();
     if any_tagged {
-        let live = &p.mutexes[..p.mutex_count as usize];
-        locks::validate(live, p.depth, depth, regions, layouts, &mutexes, &mut tagged)?;
+        let live = &p.mutexes[..mutex_count];
+        locks::validate(live, p.depth, depth, regions, layouts, &mutexes, &mut tagged, out)?;
     }
-    let intent = intent_release(p, regions, layouts, regs.rip, depth, &mutexes, &arcs)?;
+    let intent = intent_release(p, regions, layouts, regs.rip, depth, &mutexes, &arcs, out)?;
     out.page_depth = p.depth;
     if let Some(release) = intent {
         out.push(release);
@@ -542,7 +677,10 @@ pub fn plan_into(
     Ok(())
 }
 
-/// What the intent slot adds (the module's table), after its checks.
+/// What the intent slot adds (the module's table), after its checks. An
+/// intent on an address that names no object of its kind is left out
+/// (noted in `plan`): the operation in flight touched nothing shared.
+#[allow(clippy::too_many_arguments)]
 fn intent_release(
     p: &RecoveryPage,
     regions: &[RegionInfo],
@@ -551,6 +689,7 @@ fn intent_release(
     depth: u64,
     mutexes: &[Live],
     arcs: &[Live],
+    plan: &mut Plan,
 ) -> Result<Option<Release>, Invalid> {
     let it = p.intent;
     if it.op == intent::NONE {
@@ -561,7 +700,14 @@ fn intent_release(
     }
     let addr = it.addr;
     let is_mutex = matches!(it.op, intent::LOCK | intent::UNLOCK);
-    let base = object_at(addr, if is_mutex { Kind::Mutex } else { Kind::Arc }, regions, layouts)?;
+    let base = match object_at(addr, if is_mutex { Kind::Mutex } else { Kind::Arc }, regions, layouts) {
+        Ok(base) => base,
+        Err(why) if why.names_no_object() => {
+            plan.note(Salvage::Entry { origin: Origin::Intent, addr, scope: it.scope, why });
+            return Ok(None);
+        }
+        Err(why) => return Err(why),
+    };
     // An intent is written and cleared within one operation, at the depth
     // of the moment: it belongs to a scope being rolled back (or to a task
     // starting afresh). One of a surviving scope cannot exist.

@@ -35,7 +35,12 @@
 //!    regions' layouts (`recovery::layout::RegionLayout`: each region's
 //!    header, read with one `READ_MEM` the first time a page names an
 //!    object in it, then kept). A page that fails any check releases
-//!    nothing and escalates to a fresh start — never a wrong release.
+//!    nothing and escalates to a fresh start — never a wrong release. What
+//!    provably names nothing shared (an entry whose address holds no object
+//!    of its kind, the slots past a corrupt mutex count) is left out of the
+//!    plan instead, and reported (`recovery::Salvage`), so one flipped
+//!    register in libtask's bookkeeping does not cost the rollback and
+//!    every other release.
 //! 4. **Recover**: one `TASK_CTL RECOVER` carries the releases and the
 //!    rollback (or the fresh start, or the stop) to the kernel, which does
 //!    all of it under its lock and writes each outcome back. A server that
@@ -65,6 +70,11 @@ use libtask::supervise::{self, FinalAction, RecoverRequest, TaskId};
 use libtask::syscall;
 use recovery::layout::RegionLayout;
 use walker::{Regs, Stop};
+
+/// Most salvage notes a report lists; a page with more (every slot
+/// garbage) lists these and says how many it left out in all
+/// (`Recovered::salvaged_total`).
+pub const MAX_SALVAGE_NOTES: usize = 8;
 
 /// Default restart policy when the manifest gives none.
 pub const DEFAULT_MAX_RETRIES: u64 = 5;
@@ -146,6 +156,11 @@ pub struct Recovered {
     pub walked: Option<Box<ScopeWalk>>,
     /// From [`Recovery`]'s pool (empty, without capacity, if it was empty).
     pub releases: Vec<Released>,
+    /// What the plan left out of the recovery page, and why
+    /// (`recovery::Salvage`; empty for an intact page, the usual case, so
+    /// the copy costs one length store). Each becomes an event.
+    pub salvaged: heapless::Vec<recovery::Salvage, MAX_SALVAGE_NOTES>,
+    pub salvaged_total: usize,
     pub done: Done,
     pub phases: Phases,
 }
@@ -513,7 +528,10 @@ impl Recovery {
         if !matches!(done, Done::Rollback { .. }) {
             self.scopes.forget(msg.task);
         }
+        let notes = plan.salvaged();
         Recovered {
+            salvaged: notes.iter().take(MAX_SALVAGE_NOTES).copied().collect(),
+            salvaged_total: notes.len(),
             lowered: lower && matches!(done, Done::Rollback { .. }),
             escalations,
             unwalked: if matches!(done, Done::Rollback { .. }) { unwalked } else { None },

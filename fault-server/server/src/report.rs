@@ -156,11 +156,34 @@ pub fn emit_report(rep: &Report, unwinder: Option<&Unwinder>, batch: &mut EventB
             }
             Escalation::NothingReleased { why } => {
                 println!("fault-server: task {task}: registry refused ({why}): nothing released");
-                escalate("fresh_start", Some(why), None, recovered);
+                escalate("nothing_released", Some(why), None, recovered);
             }
         }
     }
     let frame = named_scope_frame(rec).map_or(Sym::Name("?"), Sym::Addr);
+    for note in &rec.salvaged {
+        match *note {
+            recovery::Salvage::MutexCount { count } => {
+                println!(
+                    "fault-server: task {task} fault {seq}: mutex registry count {count} is corrupt: read every slot"
+                );
+                escalate("read_all_slots", Some(recovery::Invalid::TooManyMutexes { count }.reason()), None, released);
+            }
+            recovery::Salvage::Entry { origin, addr, scope, why } => {
+                println!(
+                    "fault-server: task {task} fault {seq}: registry entry {addr:#x} left out ({}): names no shared object",
+                    why.reason()
+                );
+                emit(&ignored_event(task, seq, origin, addr, scope, why, frame), released);
+            }
+        }
+    }
+    if rec.salvaged_total > rec.salvaged.len() {
+        println!(
+            "fault-server: task {task} fault {seq}: {} more registry entries left out",
+            rec.salvaged_total - rec.salvaged.len()
+        );
+    }
     for rel in &rec.releases {
         emit(&release_event(task, seq, rel, frame), released);
     }
@@ -278,13 +301,51 @@ fn cost(rep: &Report, rec: &Recovered, msg: &FaultMessage, stack: usize) -> Reco
     }
 }
 
-fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame: Sym<'a>) -> Event<'a> {
-    let (release, op) = (&rel.release, &rel.op);
-    let origin = match release.origin {
+fn origin_name(origin: recovery::Origin) -> &'static str {
+    match origin {
         recovery::Origin::Intent => "intent",
         recovery::Origin::Mutex(_) => "mutex_registry",
         recovery::Origin::Arc(_) => "arc_registry",
+    }
+}
+
+/// The `release` event of a registry entry the plan left out
+/// (`recovery::Salvage::Entry`): outcome `ignored`, `error` says why. Its
+/// `kind` is the registry's (an intent's: `intent`), since the entry names
+/// no object of that kind.
+fn ignored_event<'a>(
+    task: u64,
+    seq: u64,
+    origin: recovery::Origin,
+    addr: u64,
+    scope: u64,
+    why: recovery::Invalid,
+    frame: Sym<'a>,
+) -> Event<'a> {
+    let kind = match origin {
+        recovery::Origin::Intent => "intent",
+        recovery::Origin::Mutex(_) => "mutex",
+        recovery::Origin::Arc(_) => "arc",
     };
+    Event::Release {
+        task,
+        seq,
+        kind,
+        addr,
+        scope,
+        origin: origin_name(origin),
+        frame,
+        outcome: "ignored",
+        woken: None,
+        count: None,
+        error: Some(why.reason()),
+        poisoned: false,
+    }
+}
+
+fn release_event<'a>(task: u64, seq: u64, rel: &crate::recover::Released, frame: Sym<'a>) -> Event<'a> {
+    let (release, op) = (&rel.release, &rel.op);
+    let origin = origin_name(release.origin);
     let (mut outcome, mut woken, mut count, mut error, mut poisoned) = ("not_done", None, None, None, false);
     match recovery::Outcome::from_words(op.outcome, op.value, op.extra) {
         Some(o) => {

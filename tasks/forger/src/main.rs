@@ -1,11 +1,12 @@
 //! `forger`: a task that attacks its fault server from inside a checkpoint
 //! scope, in the way its manifest `arg` selects (`images/forger.toml`,
-//! `qemu-tests/tests/forger.rs`). The registry forgeries (1, 2) must end in
-//! a *fresh start* of this task (an `escalate` event with the reason, a
-//! `restart` from its image) — never a rollback, and never a write to the
-//! shared object the forged entry names; on its second run
-//! (`restart_count() > 0`) the task checks the shared words it set up and
-//! reports the check named below. The stack forgeries (3, 4) must be
+//! `qemu-tests/tests/forger.rs`). The registry forgeries (1, 2) name no
+//! object of their entry's kind, so the fault server must leave the entry
+//! out (a `release` event with outcome `ignored` and the reason) and roll
+//! the task back — never write to the shared object the forged entry
+//! names; on the re-run (the open returns a nonzero attempt) the task
+//! checks the shared words it set up and reports the check named below. A
+//! fresh start of them is a failed check. The stack forgeries (3, 4) must be
 //! *rolled back*: the rollback restores the registers the kernel recorded
 //! at the open, not anything on the stack, so a smashed `rsp` costs the
 //! walk (the report's scope frame is `?`) but not the recovery; the re-run
@@ -13,8 +14,8 @@
 //!
 //! | arg | attack | check on the second run (ok = untouched) |
 //! |---|---|---|
-//! | 1 | an **Arc** registry entry naming a poisoned **mutex** (the old planner `FETCH_ADD32`ed its poison word: un-poisoned, counted a free) | `forger:arc-on-mutex` |
-//! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` |
+//! | 1 | an **Arc** registry entry naming a poisoned **mutex** (the old planner `FETCH_ADD32`ed its poison word: un-poisoned, counted a free) | `forger:arc-on-mutex` (on the re-run) |
+//! | 2 | a **mutex** registry entry naming an Arc slot whose `(generation, count)` word pair equals the task id (the old `CAS64` "released" it into a phantom allocation) | `forger:mutex-on-slot` (on the re-run) |
 //! | 3 | `rsp` set to a kernel address, then `ud2`, in the scope | `forger:kernel-rsp` (on the re-run) |
 //! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` (on the re-run) |
 //! | 5 | a *sealed* scope (raw open, `rdx = SEAL`) whose first run flips a bit of `rbx` before the commit | `forger:seal` (the commit faulted, the re-run committed) |
@@ -23,9 +24,8 @@
 //! Attacks 1 and 2 register a recovery page of their own making
 //! (`SET_RECOVERY`, as any task may) after opening the region, open the
 //! scope with the raw `CHECKPOINT_OPEN` (so libtask's registry stays out of
-//! it), write the forged entry and fault. A rollback of attack 1 or 2 is a
-//! failed check (`forger:rolled-back`) and exit 1; a fresh start of attack
-//! 3 or 4 is a failed check of its name.
+//! it), write the forged entry and fault. A fresh start of any attack is a
+//! failed check of its name.
 #![no_std]
 #![no_main]
 
@@ -80,27 +80,30 @@ fn main(start: Start) -> u64 {
     let second_run = supervise::restart_count() > 0;
     let id = start.id;
     match start.arg {
+        1 | 2 if second_run => {
+            let name = if start.arg == 1 { "forger:arc-on-mutex" } else { "forger:mutex-on-slot" };
+            report(name, false, 0);
+            1
+        }
         1 => {
             let poisoned = 1u64 << 32; // unlocked, poisoned
-            if second_run {
-                let ok = mutex_pair.load(Ordering::Relaxed) == poisoned && frees() == (0, 0);
-                report("forger:arc-on-mutex", ok, mutex_pair.load(Ordering::Relaxed));
-                return 0;
-            }
             mutex_pair.store(poisoned, Ordering::Relaxed);
-            forge_and_fault(|p| {
+            let untouched = || {
+                let v = mutex_pair.load(Ordering::Relaxed);
+                (v == poisoned && frees() == (0, 0), v)
+            };
+            forge_and_fault("forger:arc-on-mutex", untouched, |p| {
                 p.arc_count = 1;
                 p.arcs[0] = ArcEntry { addr: mutex, scope: 1 };
             })
         }
         2 => {
-            if second_run {
-                let ok = slot_pair.load(Ordering::Relaxed) == id && frees() == (0, 0);
-                report("forger:mutex-on-slot", ok, slot_pair.load(Ordering::Relaxed));
-                return 0;
-            }
             slot_pair.store(id, Ordering::Relaxed); // generation = id, count 0 (free)
-            forge_and_fault(|p| {
+            let untouched = || {
+                let v = slot_pair.load(Ordering::Relaxed);
+                (v == id && frees() == (0, 0), v)
+            };
+            forge_and_fault("forger:mutex-on-slot", untouched, |p| {
                 p.mutex_count = 1;
                 p.mutexes[0] = MutexEntry { addr: slot, scope: 1 };
             })
@@ -141,9 +144,11 @@ fn main(start: Start) -> u64 {
 }
 
 /// Registers [`FORGED`] as the recovery page, opens a scope (raw), lets
-/// `forge` fill the page's registries, and faults. A rollback lands back
-/// after the open with `rax` = the attempt: reported and exit 1.
-fn forge_and_fault(forge: impl FnOnce(&mut RecoveryPage)) -> u64 {
+/// `forge` fill the page's registries, and faults. The rollback lands back
+/// after the open with `rax` = the attempt (the page as it was at the
+/// open: the forgery undone): `untouched` says whether the shared words
+/// are as the task left them, reported as check `name`; exit 0 if so.
+fn forge_and_fault(name: &str, untouched: impl FnOnce() -> (bool, u64), forge: impl FnOnce(&mut RecoveryPage)) -> u64 {
     let page = FORGED.0.get();
     // SAFETY: the static is page-aligned memory of this task; SET_RECOVERY
     // records its address, CHECKPOINT_OPEN writes its depth and scope
@@ -153,8 +158,9 @@ fn forge_and_fault(forge: impl FnOnce(&mut RecoveryPage)) -> u64 {
         let _ = libtask::syscall::raw::syscall1(nr::SET_RECOVERY, page as u64);
         let attempt = libtask::syscall::raw::syscall0(nr::CHECKPOINT_OPEN);
         if attempt != 0 {
-            report("forger:rolled-back", false, attempt);
-            libtask::syscall::exit(1);
+            let (ok, value) = untouched();
+            report(name, ok, value);
+            libtask::syscall::exit(if ok { 0 } else { 1 });
         }
         (*page).depth = 1;
         forge(&mut *page);

@@ -26,11 +26,11 @@
 //!
 //! Every address passes the checks of a mutex address (inside a region,
 //! past its header, in its statics area, the whole object's header
-//! included); an unknown tag, an object in a region without a layout, a
-//! scope deeper than the page, or one address under two kinds is
-//! [`Invalid`].
+//! included), or is left out as naming no object (`plan`'s "Salvage"); an
+//! unknown tag, an object in a region without a layout, a scope deeper
+//! than the page, or one address under two kinds is [`Invalid`].
 
-use super::{Action, Invalid, Live, Origin, Plan, Release, region_of};
+use super::{Action, Invalid, Live, Origin, Plan, Release, Salvage, region_of};
 use crate::layout::{RegionLayout, once, rwlock};
 use abi::checkpoint::RegionInfo;
 use abi::checkpoint::{MAX_MUTEXES, MutexEntry, lock_tag};
@@ -59,7 +59,9 @@ pub(super) type Objects = heapless::Vec<Tagged, MAX_MUTEXES>;
 
 /// Validates the tagged entries of `entries` (the live part of the mutex
 /// registry) for a rollback to `depth` into `objects`. `untagged` are the
-/// plain mutex entries (an address may not be both).
+/// plain mutex entries (an address may not be both). An entry that names
+/// no object is left out and noted in `plan`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn validate(
     entries: &[MutexEntry],
     page_depth: u64,
@@ -68,6 +70,7 @@ pub(super) fn validate(
     layouts: &[RegionLayout],
     untagged: &[Live],
     objects: &mut Objects,
+    plan: &mut Plan,
 ) -> Result<(), Invalid> {
     objects.clear();
     for (slot, e) in entries.iter().enumerate() {
@@ -78,11 +81,20 @@ pub(super) fn validate(
         if !matches!(tag, lock_tag::RWLOCK_WRITE | lock_tag::RWLOCK_READ | lock_tag::ONCE) {
             return Err(Invalid::BadLockTag { addr: e.addr });
         }
-        let base = region_of(addr, regions)?;
-        let l = layouts.iter().find(|l| l.base == base).ok_or(Invalid::NoLayout { addr })?;
-        if !l.is_static_object(addr, size_of(tag)) {
-            return Err(Invalid::NotAMutex { addr });
-        }
+        let placed = region_of(addr, regions).and_then(|base| {
+            let l = layouts.iter().find(|l| l.base == base).ok_or(Invalid::NoLayout { addr })?;
+            if l.is_static_object(addr, size_of(tag)) { Ok(base) } else { Err(Invalid::NotAMutex { addr }) }
+        });
+        let base = match placed {
+            Ok(base) => base,
+            // Names no such object: left out, noted (the module note of
+            // `plan`, "Salvage").
+            Err(why) if why.names_no_object() => {
+                plan.note(Salvage::Entry { origin: Origin::Mutex(slot), addr: e.addr, scope: e.scope, why });
+                continue;
+            }
+            Err(why) => return Err(why),
+        };
         if e.scope > page_depth {
             return Err(Invalid::BadScope { addr, scope: e.scope, depth: page_depth });
         }

@@ -84,6 +84,21 @@ fn actions(p: &RecoveryPage, pc: u64, depth: u64) -> Vec<Action> {
     run(p, pc, depth).unwrap().iter().map(|r| r.action).collect()
 }
 
+/// The releases and the salvage notes of an accepted page.
+fn salvaged(p: &RecoveryPage, pc: u64, depth: u64) -> (Vec<Action>, Vec<Salvage>) {
+    let pl = plan(&bytes(p), &REGIONS, &LAYOUTS, &at(pc), depth).expect("a salvageable page is accepted");
+    (pl.releases().iter().map(|r| r.action).collect(), pl.salvaged().to_vec())
+}
+
+/// The one note of a page with one entry left out: its origin and reason.
+fn left_out(p: &RecoveryPage, pc: u64, depth: u64) -> (Vec<Action>, Origin, Invalid) {
+    let (actions, notes) = salvaged(p, pc, depth);
+    match notes[..] {
+        [Salvage::Entry { origin, why, .. }] => (actions, origin, why),
+        _ => panic!("expected one entry left out, got {notes:?}"),
+    }
+}
+
 fn unlock(addr: u64) -> Action {
     Action::PoisonAndUnlockMutex { addr }
 }
@@ -201,7 +216,8 @@ fn short_page_and_bad_magic() {
 #[test]
 fn huge_counts_and_depths() {
     for count in [MAX_MUTEXES as u64 + 1, u64::MAX, 1 << 40] {
-        let mut p = page(0, &[], &[]);
+        // With tagged entries (counted reads): refused.
+        let mut p = page(0, &[(MA | lock_tag::RWLOCK_READ, 0)], &[]);
         p.mutex_count = count;
         assert_eq!(refused(&p, 0, 0), Invalid::TooManyMutexes { count });
     }
@@ -218,8 +234,37 @@ fn huge_counts_and_depths() {
     assert!(matches!(refused(&page(8, &[], &[]), 0, 9), Invalid::BadTarget { .. }));
 }
 
+/// A mutex count past the array (a flipped register in the push): every
+/// slot is read, stale ones included, and the count is noted.
 #[test]
-fn addresses_outside_regions_misaligned_or_in_headers() {
+fn a_corrupt_mutex_count_reads_every_slot() {
+    // Live: MA (scope 1); stale beyond the true count of 1: MB of scope 2
+    // (a scope since committed or rolled back: deeper than the page), and
+    // MA again of scope 1.
+    let mut p = page(1, &[(MA, 1)], &[(AC, 1)]);
+    p.mutexes[3] = MutexEntry { addr: MB, scope: 2 };
+    p.mutexes[7] = MutexEntry { addr: MA, scope: 1 };
+    for count in [MAX_MUTEXES as u64 + 1, 1 | 1 << 50, u64::MAX] {
+        p.mutex_count = count;
+        let (actions, notes) = salvaged(&p, 0, 1);
+        // MB's release is decided by its owner word at execution (a stale
+        // listing of a mutex the task let go releases nothing); MA once.
+        assert_eq!(actions, [unlock(MB), unlock(MA), dec(AC)]);
+        assert_eq!(notes, [Salvage::MutexCount { count }]);
+    }
+    // A stale listing never releases what an outer listing keeps held.
+    let mut p = page(2, &[(MA, 1), (MB, 2)], &[]);
+    p.mutexes[9] = MutexEntry { addr: MA, scope: 2 };
+    p.mutex_count = 1 << 40;
+    assert_eq!(salvaged(&p, 0, 2).0, [unlock(MB)]);
+    // The Arc count is not salvaged: a stale reference would be given back twice.
+    let mut p = page(1, &[(MA, 1)], &[]);
+    p.arc_count = MAX_ARCS as u64 + 1;
+    assert_eq!(refused(&p, 0, 1), Invalid::TooManyArcs { count: MAX_ARCS as u64 + 1 });
+}
+
+#[test]
+fn addresses_outside_regions_misaligned_or_in_headers_are_left_out() {
     let bad = [
         (0x40_1000, "the task's image"),
         (BASE - 8, "just below a region"),
@@ -234,23 +279,24 @@ fn addresses_outside_regions_misaligned_or_in_headers() {
         (BASE + 0x38, "the region header's last word"),
     ];
     for (addr, what) in bad {
-        let p = page(1, &[(addr, 1)], &[]);
-        let e = refused(&p, 0, 1);
-        assert!(
-            matches!(
-                e,
-                Invalid::OutsideRegions { .. }
-                    | Invalid::Misaligned { .. }
-                    | Invalid::InRegionHeader { .. }
-                    | Invalid::BadLockTag { .. }
-            ),
-            "{what}: {e:?}"
-        );
-        let p = page(1, &[], &[(addr, 1)]);
-        refused(&p, 0, 1);
-        // Even for an entry that the rollback would keep.
+        // Next to an honest entry, which is still released.
+        let p = page(1, &[(MB, 1), (addr, 1)], &[]);
+        if (4..8).contains(&(addr & lock_tag::MASK)) {
+            // Low bits that name no lock kind: the bookkeeping is wrong.
+            assert!(matches!(refused(&p, 0, 1), Invalid::BadLockTag { .. }), "{what}");
+            continue;
+        }
+        let (actions, origin, why) = left_out(&p, 0, 1);
+        assert_eq!(actions, [unlock(MB)], "{what}");
+        assert_eq!(origin, Origin::Mutex(1), "{what}");
+        assert!(why.names_no_object(), "{what}: {why:?}");
+        let p = page(1, &[], &[(AC, 1), (addr, 1)]);
+        let (actions, origin, why) = left_out(&p, 0, 1);
+        assert_eq!((actions, origin), (std::vec![dec(AC)], Origin::Arc(1)), "{what}");
+        assert!(why.names_no_object(), "{what}: {why:?}");
+        // Also an entry that the rollback would keep.
         let p = page(1, &[(addr, 0)], &[]);
-        refused(&p, 0, 1);
+        assert_eq!(left_out(&p, 0, 1).0, [], "{what}");
     }
 }
 
@@ -258,8 +304,12 @@ fn addresses_outside_regions_misaligned_or_in_headers() {
 fn regions_that_wrap_do_not_contain_anything() {
     let wrapping = [RegionInfo { base: u64::MAX - 0xfff, size: 0x2000 }];
     let p = page(0, &[(u64::MAX - 0xfff + 0x40, 0)], &[]);
-    assert!(plan(&bytes(&p), &wrapping, &LAYOUTS, &at(0), 0).is_err());
-    assert!(plan(&bytes(&p), &[], &[], &at(0), 0).is_err(), "no regions: nothing is valid");
+    for (regions, layouts) in [(&wrapping[..], &LAYOUTS[..]), (&[][..], &[][..])] {
+        // Nothing is inside: the entry names no shared object.
+        let pl = plan(&bytes(&p), regions, layouts, &at(0), 0).unwrap();
+        assert!(pl.is_empty());
+        assert!(matches!(pl.salvaged(), [Salvage::Entry { why: Invalid::OutsideRegions { .. }, .. }]));
+    }
 }
 
 #[test]
@@ -281,9 +331,11 @@ fn duplicates() {
     assert_eq!(actions(&p, 0, 1), [unlock(MA)]);
     assert_eq!(refused(&page(1, &[], &[(AC, 1), (AC, 1)]), 0, 1), Invalid::Duplicate { addr: AC });
     // One address in both registries: the layout says what it is, and the
-    // other listing is refused as the wrong kind of object.
-    assert_eq!(refused(&page(1, &[(MA, 1)], &[(MA, 1)]), 0, 1), Invalid::NotAnArcSlot { addr: MA });
-    assert_eq!(refused(&page(1, &[(AC, 1)], &[(AC, 1)]), 0, 1), Invalid::NotAMutex { addr: AC });
+    // other listing is left out as naming no object of its kind.
+    let p = page(1, &[(MA, 1)], &[(MA, 1)]);
+    assert_eq!(left_out(&p, 0, 1), (std::vec![unlock(MA)], Origin::Arc(0), Invalid::NotAnArcSlot { addr: MA }));
+    let p = page(1, &[(AC, 1)], &[(AC, 1)]);
+    assert_eq!(left_out(&p, 0, 1), (std::vec![dec(AC)], Origin::Mutex(0), Invalid::NotAMutex { addr: AC }));
 }
 
 #[test]
@@ -293,20 +345,24 @@ fn hostile_intents() {
     for op in [5, 99, u64::MAX] {
         assert_eq!(refused(&with_intent(base, op, MA, 1), 0, 1), Invalid::BadIntent { op });
     }
-    // On a foreign address, for every operation.
+    // On a foreign address, for every operation: the operation in flight
+    // touched nothing shared; the registries are still released.
     for op in [intent::LOCK, intent::UNLOCK, intent::ARC_CLONE, intent::ARC_DROP] {
         for addr in [0, 0x40_1000, BASE + 8, MA + 2, BASE + SIZE] {
-            refused(&with_intent(base, op, addr, 1), 0x40_5000, 1);
+            let (actions, origin, _) = left_out(&with_intent(base, op, addr, 1), 0x40_5000, 1);
+            assert_eq!((actions, origin), (std::vec![unlock(MB), dec(AD)], Origin::Intent), "{op} {addr:#x}");
         }
-        // Scope beyond the page, or of a scope the rollback keeps.
-        refused(&with_intent(base, op, MA, 2), 0x40_5000, 1);
-        refused(&with_intent(page(2, &[], &[]), op, MA, 1), 0x40_5000, 2);
+        // Scope beyond the page, or of a scope the rollback keeps (on an
+        // object of the operation's kind).
+        let obj = if matches!(op, intent::LOCK | intent::UNLOCK) { MA } else { AC };
+        assert!(matches!(refused(&with_intent(base, op, obj, 2), 0x40_5000, 1), Invalid::BadScope { .. }));
+        assert!(matches!(refused(&with_intent(page(2, &[], &[]), op, obj, 1), 0x40_5000, 2), Invalid::BadScope { .. }));
     }
     // A mutex operation on an Arc's address, and the reverse: the layout
-    // refuses them before the registries are compared.
-    assert_eq!(refused(&with_intent(base, intent::LOCK, AD, 1), 0, 1), Invalid::NotAMutex { addr: AD });
+    // leaves them out before the registries are compared.
+    assert_eq!(left_out(&with_intent(base, intent::LOCK, AD, 1), 0, 1).2, Invalid::NotAMutex { addr: AD });
     assert_eq!(
-        refused(&with_intent(base, intent::ARC_DROP, MB, 1), SYMS.dec_start, 1),
+        left_out(&with_intent(base, intent::ARC_DROP, MB, 1), SYMS.dec_start, 1).2,
         Invalid::NotAnArcSlot { addr: MB }
     );
     // Entry and intent of different scopes.
@@ -485,47 +541,44 @@ fn random_pages_never_yield_a_wild_release() {
 // ---- entries checked against the region's layout (type and slot bounds) ----
 
 #[test]
-fn a_forged_arc_entry_naming_a_mutex_is_refused() {
+fn a_forged_arc_entry_naming_a_mutex_is_never_decremented() {
     // The attack: an Arc entry on a mutex made the server FETCH_ADD32 its
-    // poison word (+4, the "count" of a slot).
+    // poison word (+4, the "count" of a slot). It is left out, noted.
     let p = page(1, &[], &[(MA, 1)]);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAnArcSlot { addr: MA });
-    // Also when the rollback keeps it: the page as a whole is corrupt.
+    assert_eq!(left_out(&p, 0, 1), (std::vec![], Origin::Arc(0), Invalid::NotAnArcSlot { addr: MA }));
     let p = page(1, &[], &[(MA, 0)]);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAnArcSlot { addr: MA });
+    assert_eq!(left_out(&p, 0, 1).2, Invalid::NotAnArcSlot { addr: MA });
 }
 
 #[test]
-fn a_forged_arc_entry_inside_a_slot_or_past_the_last_one_is_refused() {
+fn a_forged_arc_entry_inside_a_slot_or_past_the_last_one_is_left_out() {
     for addr in [AC + 8, AC + 0x38, BASE + 0x1000 + 0x40 * 0x3c0 - 8, BASE + 0xff8] {
         let p = page(1, &[], &[(addr, 1)]);
-        assert!(
-            matches!(refused(&p, 0, 1), Invalid::NotAnArcSlot { .. } | Invalid::OutsideRegions { .. }),
-            "{addr:#x}"
-        );
+        let (actions, _, why) = left_out(&p, 0, 1);
+        assert!(actions.is_empty());
+        assert!(matches!(why, Invalid::NotAnArcSlot { .. } | Invalid::OutsideRegions { .. }), "{addr:#x}");
     }
     // A region whose slot area ends before the region does.
     let short = [RegionLayout { slot_count: 2, ..LAYOUTS[0] }, LAYOUTS[1]];
     let p = page(1, &[], &[(BASE + 0x1000 + 0x80, 1)]);
-    assert_eq!(
-        plan(&bytes(&p), &REGIONS, &short, &at(0), 1).unwrap_err(),
-        Invalid::NotAnArcSlot { addr: BASE + 0x1080 }
-    );
+    let pl = plan(&bytes(&p), &REGIONS, &short, &at(0), 1).unwrap();
+    assert!(pl.is_empty());
+    assert!(matches!(pl.salvaged(), [Salvage::Entry { why: Invalid::NotAnArcSlot { addr: 0x2000_0000_1080 }, .. }]));
     assert_eq!(actions(&p, 0, 1), [dec(BASE + 0x1080)], "a slot under the full layout");
 }
 
 #[test]
-fn a_forged_mutex_entry_naming_an_arc_slot_is_refused() {
+fn a_forged_mutex_entry_naming_an_arc_slot_is_never_unlocked() {
     // The CAS of a poison-and-unlock would have freed the slot's
     // (generation, count) pair if it equalled the task id.
     let p = page(1, &[(AC, 1)], &[]);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AC });
+    assert_eq!(left_out(&p, 0, 1), (std::vec![], Origin::Mutex(0), Invalid::NotAMutex { addr: AC }));
     // A mutex in a slot's payload (an `Arc<Mutex<T>>`) is one; the slot's
     // own word pair is not.
     let p = page(1, &[(AD + 0x10, 1)], &[]);
     assert_eq!(actions(&p, 0, 1), [unlock(AD + 0x10)]);
     let p = page(1, &[(AD, 1)], &[]);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AD });
+    assert_eq!(left_out(&p, 0, 1).2, Invalid::NotAMutex { addr: AD });
     // The statics area's last 8 bytes hold a mutex word pair; past it, not.
     let p = page(1, &[(BASE + 0x40 + 0xfc0 - 8, 1)], &[]);
     assert_eq!(actions(&p, 0, 1), [unlock(BASE + 0xff8)]);
@@ -534,11 +587,11 @@ fn a_forged_mutex_entry_naming_an_arc_slot_is_refused() {
 #[test]
 fn forged_intents_are_checked_against_the_layout_too() {
     let p = with_intent(page(1, &[], &[]), intent::LOCK, AC, 1);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAMutex { addr: AC });
+    assert_eq!(left_out(&p, 0, 1), (std::vec![], Origin::Intent, Invalid::NotAMutex { addr: AC }));
     let p = with_intent(page(1, &[], &[]), intent::ARC_DROP, MA, 1);
-    assert_eq!(refused(&p, SYMS.dec_start, 1), Invalid::NotAnArcSlot { addr: MA });
+    assert_eq!(left_out(&p, SYMS.dec_start, 1).2, Invalid::NotAnArcSlot { addr: MA });
     let p = with_intent(page(1, &[], &[]), intent::ARC_CLONE, AC + 4 * 8, 1);
-    assert_eq!(refused(&p, 0, 1), Invalid::NotAnArcSlot { addr: AC + 32 });
+    assert_eq!(left_out(&p, 0, 1).2, Invalid::NotAnArcSlot { addr: AC + 32 });
 }
 
 #[test]
@@ -557,7 +610,8 @@ fn a_region_without_a_validated_layout_holds_nothing() {
     // A layout of a region the task does not hold vouches for nothing.
     let elsewhere = [RegionLayout { base: 0x3000_0000_0000, ..LAYOUTS[0] }];
     let p = page(1, &[(MA, 1)], &[]);
-    assert!(plan(&bytes(&p), &[RegionInfo { base: 0x3000_0000_0000, size: SIZE }], &LAYOUTS, &at(0), 1).is_err());
+    let other = [RegionInfo { base: 0x3000_0000_0000, size: SIZE }];
+    assert!(plan(&bytes(&p), &other, &LAYOUTS, &at(0), 1).unwrap().is_empty(), "MA is not in the task's regions");
     assert_eq!(plan(&bytes(&p), &REGIONS, &elsewhere, &at(0), 1).unwrap_err(), Invalid::NoLayout { addr: MA });
 }
 
@@ -659,11 +713,15 @@ fn hostile_tagged_entries_are_refused() {
     }
     // An RwLock needs its 80-byte header inside the statics area (which
     // ends at +0x1000); a Once needs 8 bytes.
+    // Where no such object fits, a tagged entry is left out (noted).
     let near_end = BASE + 0x1000 - 0x40;
-    assert!(matches!(refused(&page(1, &[(near_end | W, 1)], &[]), 0, 1), Invalid::NotAMutex { .. }));
+    assert!(matches!(
+        left_out(&page(1, &[(near_end | W, 1)], &[]), 0, 1),
+        (_, Origin::Mutex(0), Invalid::NotAMutex { .. })
+    ));
     assert_eq!(actions(&page(1, &[(near_end | O, 1)], &[]), 0, 1), [Action::ResetOnce { addr: near_end }]);
-    assert!(matches!(refused(&page(1, &[(AC | R, 1)], &[]), 0, 1), Invalid::NotAMutex { .. }), "an Arc slot");
-    assert!(matches!(refused(&page(1, &[(BASE | W, 1)], &[]), 0, 1), Invalid::InRegionHeader { .. }));
+    assert!(matches!(left_out(&page(1, &[(AC | R, 1)], &[]), 0, 1).2, Invalid::NotAMutex { .. }), "an Arc slot");
+    assert!(matches!(left_out(&page(1, &[(BASE | W, 1)], &[]), 0, 1).2, Invalid::InRegionHeader { .. }));
     assert!(matches!(refused(&page(1, &[(MA | R, 2)], &[]), 0, 1), Invalid::BadScope { .. }));
     // One address, two kinds of object.
     assert_eq!(refused(&page(1, &[(MA, 1), (MA | W, 1)], &[]), 0, 1), Invalid::Duplicate { addr: MA });
