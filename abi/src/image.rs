@@ -40,6 +40,11 @@ pub const VERSION: u32 = 4;
 pub const NAME_LEN: usize = 24;
 /// Most tasks in one image.
 pub const MAX_TASKS: usize = 64;
+/// The largest task id: the kernel numbers an image's tasks from 1 as it
+/// loads them and never makes another (a restart keeps its id), so an id
+/// above this names no task — what libtask checks a mutex word's owner
+/// against before it waits on it.
+pub const MAX_TASK_ID: u32 = MAX_TASKS as u32;
 
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 40;

@@ -250,6 +250,7 @@ fn resched_ipi(cpu: usize) {
 impl Scheduler {
     pub fn allocate_id(&mut self) -> TaskId {
         let id = self.next_id;
+        debug_assert!(id <= abi::image::MAX_TASK_ID, "task id {id} past abi::image::MAX_TASK_ID");
         self.next_id += 1;
         id
     }

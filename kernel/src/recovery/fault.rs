@@ -40,6 +40,7 @@ pub fn user_exception(f: &TrapFrame, s: &mut Scheduler) {
         let task = &mut s.tasks[me];
         // SAFETY: the running task's own area in its box; the lock is held.
         if unsafe { crate::arch::fpu::device_not_available(&mut task.fpu) } {
+            task.resumed_at = f.rip;
             return;
         }
     }
@@ -49,6 +50,7 @@ pub fn user_exception(f: &TrapFrame, s: &mut Scheduler) {
         && let Some(space) = s.tasks[me].space.as_mut()
         && space.preserve_on_write(f.cr2)
     {
+        s.tasks[me].resumed_at = f.rip;
         return;
     }
     let seq = s.next_fault_seq();
@@ -72,6 +74,8 @@ pub fn user_tick(s: &mut Scheduler) {
     let Some(me) = s.current_index() else { return };
     crate::inject::on_tick(s, Some(me));
     let t = &mut s.tasks[me];
+    // The next tick finds it past the exception it was resumed from.
+    t.resumed_at = 0;
     t.ticks_since_syscall += 1;
     let budget = t.spec.watchdog_ms as u64;
     if budget != 0 && t.state == State::Runnable && t.ticks_since_syscall > budget {

@@ -176,6 +176,13 @@ pub struct Task {
     pub scopes: heapless::Vec<Scope, { abi::checkpoint::MAX_SCOPES }>,
     /// Timer ticks it has run since its last system call (the watchdog).
     pub ticks_since_syscall: u64,
+    /// The user pc the kernel last resumed the task at after handling one
+    /// of its exceptions itself (a copy-on-write preserve, a lazy FPU
+    /// switch), until its next timer tick in user mode (0: none). A tick
+    /// that finds the task still there expired during that exception:
+    /// fault injection passes it over (`inject::on_tick`), as it does a
+    /// tick right after a `syscall`.
+    pub resumed_at: u64,
     /// Set by a `hang` injection: the pc it really was at (it now spins on
     /// the hang page); faults report this pc.
     pub hang_rip: Option<u64>,
@@ -302,6 +309,7 @@ impl Task {
             recovery: 0,
             scopes: heapless::Vec::new(),
             ticks_since_syscall: 0,
+            resumed_at: 0,
             hang_rip: None,
             faults: 0,
             injected_at: None,

@@ -302,6 +302,13 @@ impl<T> Mutex<T> {
                 }
                 continue;
             }
+            if w & OWNER_MASK > abi::image::MAX_TASK_ID {
+                // No task has that id: this is not a mutex word (a pointer
+                // a fault corrupted, or a stray write over the mutex).
+                // Waiting on it would wait for nobody, for ever; a panic is
+                // a fault, which a scope rolls back.
+                panic!("Mutex at {:#x}: word {w:#x} names no task: not a mutex", self.addr());
+            }
             if w & OWNER_MASK == me {
                 // Ours by id but not in our registry: an earlier run of this
                 // task held it and nobody released it. Its data is suspect.
