@@ -436,6 +436,14 @@ extern "C" fn scope_body<C: Run>(ctx: *mut u8, _body: u64, raw: u64) -> u64 {
                 return RENEW;
             }
             if registry::mark_for_commit(depth - 1) {
+                // Checked, not trusted: a skipped or flipped store in the
+                // marking leaves a release unmarked, which no renew would
+                // ever make (a reference or lock leaked for good; the mixed
+                // campaign found it). Still inside the run: a panic rolls
+                // it back, and the re-run drops and marks again.
+                if registry::deferred_any(depth - 1) {
+                    panic!("checkpoint: a release of scope {} was left unmarked", depth - 1);
+                }
                 ctx.marked = true;
                 return RENEW;
             }

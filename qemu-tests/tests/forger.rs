@@ -76,6 +76,29 @@ fn a_mutex_entry_naming_an_arc_slot_is_left_out_and_releases_nothing() {
     );
 }
 
+/// Attack 7: a mutex whose word names no task (a stray write) is not
+/// waited on for ever — `lock` panics inside the scope, the scope is
+/// rolled back, and the re-run (word repaired) locks it.
+#[test]
+fn a_mutex_word_naming_no_task_faults_instead_of_waiting_for_ever() {
+    let run = run();
+    let id = task_id(run, "not-a-mutex");
+    let faults = of_task(run, "fault", id);
+    assert_eq!(faults.len(), 1, "{faults:#?}\nconsole:\n{}", run.console);
+    assert_eq!(faults[0]["kind"], "panic", "{faults:#?}");
+    let panics = of_task(run, "task_panic", id);
+    assert!(
+        panics.len() == 1 && panics[0]["message"].as_str().is_some_and(|m| m.contains("names no task")),
+        "{panics:#?}"
+    );
+    let restarts = of_task(run, "restart", id);
+    assert!(restarts.len() == 1 && restarts[0]["from"] == "checkpoint", "{restarts:#?}");
+    let checks: Vec<&Value> = run.checks("forger:not-a-mutex").into_iter().filter(|c| c["task"] == id).collect();
+    assert!(checks.len() == 1 && checks[0]["ok"] == true && checks[0]["value"] == 1, "{checks:#?}");
+    let exits = run.task_events("task_exit", "not-a-mutex");
+    assert!(exits.len() == 1 && exits[0]["code"] == 0, "{exits:#?}");
+}
+
 /// The attack of task `name` (a smashed stack pointer in its scope) ended
 /// in one rollback of scope 1, with nothing released and the scope's frame
 /// reported as unknown (the walk could not reach it), and the re-run's

@@ -20,6 +20,7 @@
 //! | 4 | `rsp` moved into the caller's frame (above the scope's), then `ud2` | `forger:caller-rsp` (on the re-run) |
 //! | 5 | a *sealed* scope (raw open, `rdx = SEAL`) whose first run flips a bit of `rbx` before the commit | `forger:seal` (the commit faulted, the re-run committed) |
 //! | 6 | the same in an *unsealed* scope: the control | `forger:unsealed` (the commit closed the scope, no fault) |
+//! | 7 | a stray write makes a mutex's word name no task (`0xdeadbeef`), then `lock` in a scope: libtask must panic (a fault, rolled back) rather than wait for nobody for ever | `forger:not-a-mutex` (the re-run repairs the word and locks; value = the attempt) |
 //!
 //! Attacks 1 and 2 register a recovery page of their own making
 //! (`SET_RECOVERY`, as any task may) after opening the region, open the
@@ -44,7 +45,9 @@ libtask::entry!(main);
 #[repr(C)]
 struct Statics {
     mutex: Mutex<u64>,
-    _rest: [u64; 6],
+    /// Attack 7's: a stray write makes its word name no task.
+    stray: Mutex<u64>,
+    _rest: [u64; 4],
 }
 const SLOTS: u32 = 4;
 const SLOT0: u64 = 128;
@@ -136,6 +139,29 @@ fn main(start: Start) -> u64 {
             1
         }
         5 | 6 => seal(start.arg == 5),
+        7 => {
+            let stray = &region.statics().stray;
+            // SAFETY: the mutex's word pair, an 8-aligned word of the
+            // mapped region (what a stray write through a bad pointer does).
+            let word = unsafe { &*(stray as *const Mutex<u64> as *const AtomicU64) };
+            word.store(0xdead_beef, Ordering::Relaxed);
+            let r = libtask::checkpoint::checkpoint(|attempt| {
+                if attempt.is_retry() {
+                    word.store(0, Ordering::Relaxed); // repaired
+                    let ok = stray.lock().is_ok();
+                    report("forger:not-a-mutex", ok, attempt.number);
+                    return ok;
+                }
+                // Must fault (a panic), not wait: the word names no task.
+                let _g = stray.lock();
+                false
+            });
+            if r == Ok(true) {
+                return 0;
+            }
+            report("forger:not-a-mutex", false, 0);
+            1
+        }
         arg => {
             report("forger:arg", false, arg);
             2

@@ -57,8 +57,9 @@
 //! it gave (kept per client in the rolled-back store), applying nothing.
 //!
 //! Roles (`arg`): 1 server; 2 the checking server (an out-of-order
-//! request is first taken for a fault of the server's own and retried: the
-//! mixed campaign's); `10 + n` client of `n` clients (its client
+//! request is first taken for a fault of the server's own and retried, and
+//! each request's run checks what it commits before it does, [`self_check`]:
+//! the mixed campaign's); `10 + n` client of `n` clients (its client
 //! number from its task id order: `arg` 10+n, `count` n); `20 + n` the
 //! same client without the pause (`faults/kv-storm.toml`); `30 + n` a
 //! checking client of [`LONG_ROUNDS`] calls without the pause (it retries
@@ -307,7 +308,41 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     apply_once(ledger, client, seq);
     s.answered += 1;
     s.last_reply[c] = answer(result);
+    if s.checking {
+        self_check(s, req);
+    }
     s.last_reply[c]
+}
+
+/// The checking server's check of what the request's run is about to
+/// commit, recomputed from the request as it lies in memory — not from
+/// the registers that computed it, which a fault may have flipped
+/// (`docs/recovery.md`, "Limits": a value computed from a flipped register
+/// and committed is silent unless the task checks it before the commit).
+/// A failure panics inside the request's scope: rolled back, and the
+/// kernel hands the same request to the re-run.
+#[inline(never)]
+fn self_check(s: &Store, req: &Request) {
+    // Read again through an opaque pointer: the compiler may not reuse the
+    // registers that held these words during the handling.
+    let req = core::hint::black_box(req);
+    let [client, seq, a, _] = req.msg.words;
+    let c = client as usize;
+    let ok = c < MAX_CLIENTS
+        && s.next_seq[c] == seq.wrapping_add(1)
+        && s.last_reply[c].label == req.msg.label
+        && s.last_reply[c].words[0] == seq
+        && s.accounts.iter().sum::<u64>() == ACCOUNTS as u64 * OPENING
+        && match req.msg.label {
+            op::INCR => s.counters[c] == s.last_reply[c].words[1],
+            // (A full region answers `u64::MAX` and keeps the old value.)
+            op::PUT => s.last_reply[c].words[1] == u64::MAX || s.values[c].as_ref().is_some_and(|v| v.v == a),
+            op::GET => s.last_reply[c].words[1] == s.values[c].as_ref().map_or(0, |v| v.v),
+            _ => true,
+        };
+    if !ok {
+        panic!("kv: self-check of request {seq} of client {client} failed");
+    }
 }
 
 /// Records request `seq` of `client` in the shared ledger. Requests are
