@@ -84,6 +84,9 @@ pub struct Rules<'a> {
     pub fault_server: &'a str,
     pub servers: &'a [String],
     pub ignore_checks: &'a [String],
+    /// Symptoms a bisection blamed (`blame.rs`): they count against no
+    /// injection here; the bisection's culprit gets them.
+    pub excused: &'a [super::blame::Symptom],
 }
 
 /// One injection's verdict.
@@ -135,6 +138,10 @@ pub struct Facts {
     /// Golden-run divergences no injection fired before (`golden.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unattributed_divergences: Vec<String>,
+    /// The batch's failures bisected to the injection each appeared with
+    /// (`blame.rs`); absent when there was nothing to bisect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bisected: Vec<super::blame::Bisected>,
 }
 
 #[derive(Default, Clone)]
@@ -344,6 +351,9 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
                 }
                 let who = e["task_name"].as_str().unwrap_or("kernel").to_string();
                 facts.failed_checks.push((check.clone(), who.clone(), n));
+                if rules.excused.contains(&super::blame::Symptom::Check { name: check.clone(), task: who.clone() }) {
+                    continue;
+                }
                 let into_task = order.iter().rev().find(|id| wanted[*id].task == who && !open[*id].missed);
                 let culprit = into_task.or_else(|| order.iter().rev().find(|id| !open[*id].missed)).copied();
                 if let Some(id) = culprit {
@@ -416,7 +426,13 @@ pub fn classify(planned: &[Planned], events: &[u8], end: End, rules: &Rules) -> 
             (Outcome::SystemFailure, why, n)
         } else if o.seq.is_some() && o.outcome.is_none() {
             (Outcome::Hang, format!("fault seq {} never answered ({})", o.seq.unwrap_or(0), end.describe()), last_line)
-        } else if o.seq.is_none() && !o.ended && o.corrupt.is_none() && !server && (timed_out || clean) {
+        } else if o.seq.is_none()
+            && !o.ended
+            && o.corrupt.is_none()
+            && !server
+            && (timed_out || clean)
+            && !rules.excused.contains(&super::blame::Symptom::Unfinished { task: p.task.clone() })
+        {
             (Outcome::Hang, format!("{} never finished ({})", p.task, end.describe()), last_line)
         } else if let Some((why, n)) = &o.corrupt {
             (Outcome::SilentCorruption, why.clone(), *n)
@@ -458,7 +474,7 @@ mod tests {
 
     fn rules() -> Rules<'static> {
         static SERVERS: [String; 0] = [];
-        Rules { fault_server: "fault-server", servers: &SERVERS, ignore_checks: &SERVERS }
+        Rules { fault_server: "fault-server", servers: &SERVERS, ignore_checks: &SERVERS, excused: &[] }
     }
 
     const CLEAN: End = End::Exit(Exit::Guest(abi::exit::GuestExit::Success));

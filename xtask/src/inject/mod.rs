@@ -24,6 +24,7 @@
 //! `golden-<deadline>.jsonl`) in `target/rewind/inject/<script>-<seed>/`; a
 //! shard writes `<script>-<seed>.shard-I-of-N.json` and its own folder.
 
+mod blame;
 mod chart;
 mod classify;
 mod expect;
@@ -266,7 +267,12 @@ pub(crate) fn prepare(path: &Path, opts: &Options) -> Result<Prepared> {
 impl Prepared {
     pub fn rules(&self) -> classify::Rules<'_> {
         let s = &self.loaded.script;
-        classify::Rules { fault_server: &s.run.fault_server, servers: &s.run.servers, ignore_checks: &s.checks.ignore }
+        classify::Rules {
+            fault_server: &s.run.fault_server,
+            servers: &s.run.servers,
+            ignore_checks: &s.checks.ignore,
+            excused: &[],
+        }
     }
 
     /// Boots a private copy of the kernel: others may rebuild the tree
@@ -344,7 +350,22 @@ impl Prepared {
 
     /// Classifies one boot, and compares it with its golden run if any.
     pub fn judge_boot(&self, b: &plan::Batch, run: &run::BatchRun, golden: Option<&Golden>) -> Classified {
-        let (mut verdicts, mut facts) = classify::classify(&b.injections, &run.events, run.end, &self.rules());
+        self.judge_bisected(b, run, golden, &[])
+    }
+
+    /// [`Prepared::judge_boot`], with the blame of a bisection of the boot's
+    /// failures (`blame.rs`): each bisected symptom counts against the
+    /// injection it appeared with, not the one timing picks.
+    pub fn judge_bisected(
+        &self,
+        b: &plan::Batch,
+        run: &run::BatchRun,
+        golden: Option<&Golden>,
+        found: &[blame::Bisected],
+    ) -> Classified {
+        let excused = blame::excused(found);
+        let rules = classify::Rules { excused: &excused, ..self.rules() };
+        let (mut verdicts, mut facts) = classify::classify(&b.injections, &run.events, run.end, &rules);
         for (p, v) in b.injections.iter().zip(verdicts.iter_mut()) {
             let pc = v.rip.as_deref().and_then(|r| u64::from_str_radix(r.trim_start_matches("0x"), 16).ok());
             v.function = pc.map(|pc| self.function_at(&p.task, pc));
@@ -354,7 +375,33 @@ impl Prepared {
             let divergences = golden::diff(&g.trace, &faulted);
             facts.unattributed_divergences = golden::apply(&b.injections, &mut verdicts, &divergences, &run.events);
         }
+        blame::charge(&mut verdicts, found);
+        facts.bisected = found.to_vec();
         (verdicts, facts)
+    }
+
+    /// Judges a boot of batch `b`, bisecting its failures when the script
+    /// asks (`[run] bisect`, the default): the prefix boots go to
+    /// `dir/batch-N-prefix-K.*`.
+    fn judge_and_bisect(
+        &self,
+        b: &plan::Batch,
+        run: &run::BatchRun,
+        golden: Option<&Golden>,
+        dir: &Path,
+    ) -> Result<Classified> {
+        let classified = self.judge_boot(b, run, golden);
+        if !self.loaded.script.run.bisect {
+            return Ok(classified);
+        }
+        let found = blame::bisect(b, &classified.0, &run.events, run.end, &self.rules(), |k, plan| {
+            let r = run::boot_named(&self.machine, &format!("batch-{}-prefix-{k}", b.index), plan, dir)?;
+            Ok((r.events, r.end))
+        })?;
+        if found.is_empty() {
+            return Ok(classified);
+        }
+        Ok(self.judge_bisected(b, run, golden, &found))
     }
 }
 
@@ -480,7 +527,9 @@ pub(crate) fn execute(
     pool(jobs, batches.len(), |i| {
         let b = &batches[i];
         let r = run::boot(&prep.machine, b, dir).with_context(|| format!("booting batch {}", b.index))?;
-        let classified = prep.judge_boot(b, &r, goldens.get(&b.deadline_ms));
+        let classified = prep
+            .judge_and_bisect(b, &r, goldens.get(&b.deadline_ms), dir)
+            .with_context(|| format!("bisecting batch {}", b.index))?;
         progress.boot_done(&format!("batch {}", b.index), b.injections.len(), Some(&classified.0));
         results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(classified);
         Ok(())

@@ -75,7 +75,8 @@ pub fn replay(report: &Report, report_path: &Path, id: u64, opts: &Options) -> R
         None => None,
     };
     let b = Batch { index: batch.index, seed: batch.seed, deadline_ms: batch.deadline_ms, injections: planned };
-    let (verdicts, facts) = prep.judge_boot(&b, &boot, golden.as_ref());
+    // The report's bisection applied again (its prefix boots are not).
+    let (verdicts, facts) = prep.judge_bisected(&b, &boot, golden.as_ref(), &batch.facts.bisected);
     let v = verdicts.iter().find(|v| v.id == id).context("the replayed batch lost the injection")?;
 
     text.push_str(&format!("injection {id}: {}\n", entry.planned.line));

@@ -131,6 +131,9 @@ pub struct RunConfig {
     /// runs them round-robin on one host thread, so a run stays
     /// reproducible from its seed (DESIGN.md, SMP).
     pub cpus: u32,
+    /// Bisect a batch's failures to the injection each appeared with
+    /// (`blame.rs`): a few prefix boots per failing batch.
+    pub bisect: bool,
 }
 
 impl Default for RunConfig {
@@ -143,6 +146,7 @@ impl Default for RunConfig {
             servers: vec!["fault-server".into()],
             timeout_secs: 600,
             cpus: 1,
+            bisect: true,
         }
     }
 }
