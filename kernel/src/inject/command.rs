@@ -1,7 +1,7 @@
 //! The injection command language, one command per line (ASCII):
 //!
 //! ```text
-//! seed 42
+//! seed 42 18446744073709551615
 //! inject id=1 task=bank-0 at=tick:120 kind=ud
 //! inject id=2 task=* at=tsc:5000000 kind=regflip reg=rax bit=3
 //! inject id=3 task=bank-0 at=pc:0x401234 steps=5 kind=kill
@@ -13,6 +13,16 @@
 //! same plan gives the same run under `-icount`) or, interactively, from the
 //! host on COM2. Both are parsed here, and a bad line is an error naming the
 //! problem — never a guess.
+//!
+//! `seed S [ENABLED]`: the generator's seed, and which of the plan's
+//! `inject` lines may act (bit i: the i-th, in plan order; default all).
+//! A line whose bit is clear is armed and followed exactly like the others
+//! — the kernel does the same work for it tick by tick — up to the instant
+//! it would act, where it is dropped without a trace. The runner writes
+//! the mask as 20 digits in every plan, so the plan parses at the same cost
+//! whatever it holds: that is what lets it boot a batch with only its first
+//! k injections enabled and get, instruction for instruction, the full
+//! run's boot up to the (k + 1)-th (`xtask/src/inject/blame.rs`).
 
 /// What to inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +102,7 @@ pub struct Spec {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Inject(Spec),
-    Seed(u64),
+    Seed { seed: u64, enabled: u64 },
     List,
     Stats,
 }
@@ -114,7 +124,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, &'static str> {
     match words.next() {
         Some("list") => return Ok(Some(Command::List)),
         Some("stats") => return Ok(Some(Command::Stats)),
-        Some("seed") => return Ok(Some(Command::Seed(number(words.next().ok_or("seed needs a number")?)?))),
+        Some("seed") => {
+            let seed = number(words.next().ok_or("seed needs a number")?)?;
+            let enabled = words.next().map(number).transpose()?.unwrap_or(u64::MAX);
+            return Ok(Some(Command::Seed { seed, enabled }));
+        }
         Some("inject") => {}
         _ => return Err("unknown command (inject, seed, list, stats)"),
     }

@@ -41,6 +41,9 @@ struct Breakpoint {
 
 struct Injector {
     pending: heapless::Vec<(Spec, bool), MAX_PENDING>,
+    /// Which pending injections may act (bit i: `pending[i]`; `seed`'s
+    /// second number). A cleared one is dropped when it would act.
+    enabled: u64,
     breakpoints: heapless::Vec<Breakpoint, MAX_PENDING>,
     rng: u64,
     line: heapless::String<256>,
@@ -49,6 +52,7 @@ struct Injector {
 
 static INJECTOR: Mutex<Injector> = Mutex::new(Injector {
     pending: heapless::Vec::new(),
+    enabled: u64::MAX,
     breakpoints: heapless::Vec::new(),
     rng: 0x9e37_79b9_7f4a_7c15,
     line: heapless::String::new(),
@@ -56,6 +60,11 @@ static INJECTOR: Mutex<Injector> = Mutex::new(Injector {
 });
 
 impl Injector {
+    /// Whether `pending[i]` may act (the plan's mask; see `command`).
+    fn may_act(&self, i: usize) -> bool {
+        i >= 64 || self.enabled & (1 << i) != 0
+    }
+
     /// xorshift64*: deterministic for a given seed.
     fn next(&mut self) -> u64 {
         let mut x = self.rng;
@@ -84,7 +93,11 @@ fn execute_line(s: &mut Scheduler, line: &str) {
 
 fn execute(s: &mut Scheduler, cmd: Command) {
     match cmd {
-        Command::Seed(seed) => INJECTOR.lock().rng = seed.max(1),
+        Command::Seed { seed, enabled } => {
+            let mut inj = INJECTOR.lock();
+            inj.rng = seed.max(1);
+            inj.enabled = enabled;
+        }
         Command::Inject(spec) => {
             let mut inj = INJECTOR.lock();
             if inj.pending.push((spec.clone(), false)).is_err() {
@@ -306,6 +319,9 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
             continue;
         }
         inj.pending[i].1 = true;
+        if !inj.may_act(i) {
+            continue; // disabled by the plan: dropped here, without a trace
+        }
         inj.injected += 1;
         let rand = inj.next();
         drop(inj);
@@ -364,6 +380,9 @@ pub fn on_debug_trap(s: &mut Scheduler, current: usize, vector: u64) -> bool {
     }
     let (spec, _) = inj.pending[spec_index].clone();
     inj.pending[spec_index].1 = true;
+    if !inj.may_act(spec_index) {
+        return true; // disabled by the plan: the trap was ours, nothing acts
+    }
     inj.injected += 1;
     let rand = inj.next();
     drop(inj);

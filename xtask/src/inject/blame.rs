@@ -17,13 +17,15 @@
 //! again with only the first k injections enabled, in the order they came
 //! due in the full run, and searches for the smallest k whose boot shows
 //! the symptom: the k-th injection is the one the failure appeared with
-//! (the boot with k − 1 is clean of it, the boot with k is not). A
-//! disabled injection keeps its plan line's length — its task name
-//! becomes dots, a task no image has (`disabled`) — so the kernel parses
-//! the same bytes' worth of plan and every enabled injection fires at the
-//! same instant as in the full run; each prefix boot is checked for that
-//! (`faithful`), and a bisection whose prefix boots drift is reported as
-//! unreliable and changes no blame. About log2(injections) boots per
+//! (the boot with k − 1 is clean of it, the boot with k is not). The
+//! prefix plan is the full plan's text but for the mask on its `seed`
+//! line (`prefix_plan`), and the kernel follows a disabled injection
+//! exactly like an enabled one up to the instant it would act: so the
+//! prefix boot is, instruction for instruction, the full run's up to the
+//! first disabled injection's instant, which comes after every enabled
+//! one's. Each prefix boot is checked for that (`faithful`: every enabled
+//! injection came due at the same guest instant), and a bisection whose
+//! prefix boot drifts is reported as unreliable and changes no blame. About log2(injections) boots per
 //! symptom, only for batches with a failure.
 //!
 //! The result is recorded in the batch's facts (`Bisected`), and the
@@ -128,29 +130,18 @@ fn due_times(events: &[u8], ids: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
     out
 }
 
-/// Plan line `line` with its injection disabled: `task=NAME` becomes as
-/// many dots (a name no image has; the kernel answers `inject_missed`),
-/// every other byte kept. `None` if the line names no task.
-pub fn disabled(line: &str) -> Option<String> {
-    let start = line.find(" task=")? + " task=".len();
-    let len = line[start..].find(' ').unwrap_or(line.len() - start);
-    if len == 0 {
+/// The batch's plan with only the injections in `enabled` able to act:
+/// the same text but the `seed` line's mask (`Batch::plan_text_enabled`),
+/// so the kernel does the same work for every injection, tick by tick, up
+/// to the instant a disabled one would act.
+fn prefix_plan(b: &Batch, enabled: &BTreeSet<u64>) -> Option<String> {
+    if b.injections.len() >= 64 {
         return None;
     }
-    let mut out = String::with_capacity(line.len());
-    out.push_str(&line[..start]);
-    out.extend(std::iter::repeat_n('.', len));
-    out.push_str(&line[start + len..]);
-    Some(out)
-}
-
-/// The batch's plan with only the injections in `enabled` armed.
-fn prefix_plan(b: &Batch, enabled: &BTreeSet<u64>) -> Option<String> {
-    let mut injections = b.injections.clone();
-    for p in injections.iter_mut().filter(|p| !enabled.contains(&p.id)) {
-        p.line = disabled(&p.line)?;
-    }
-    Some(Batch { injections, ..b.clone() }.plan_text())
+    let mask =
+        b.injections.iter().enumerate().filter(|(_, p)| enabled.contains(&p.id)).fold(0u64, |m, (i, _)| m | 1 << i);
+    // The deadline marker, after the injections, stays enabled.
+    Some(b.plan_text_enabled(mask | !((1u64 << b.injections.len()) - 1)))
 }
 
 /// Bisects every symptom of a boot (`events`, `end`) of batch `b` that
@@ -266,12 +257,22 @@ mod tests {
     }
 
     #[test]
-    fn a_disabled_line_keeps_its_length_and_names_no_task() {
-        let line = "inject id=17 task=spin-3 at=tick:212 kind=regflip reg=rcx bit=40";
-        let d = disabled(line).unwrap();
-        assert_eq!(d, "inject id=17 task=...... at=tick:212 kind=regflip reg=rcx bit=40");
-        assert_eq!(d.len(), line.len());
-        assert_eq!(disabled("inject id=1 at=tick:5 kind=kill"), None, "a random target is not disabled by name");
+    fn a_prefix_plan_differs_from_the_full_one_only_in_its_mask() {
+        let p = |id: u64| Planned {
+            id,
+            batch: 0,
+            source: "test".into(),
+            kind: "ud".into(),
+            task: "a".into(),
+            line: format!("inject id={id} task=a at=tick:{id} kind=ud"),
+        };
+        let b = Batch { index: 0, seed: 3, deadline_ms: 100, injections: vec![p(4), p(7), p(9)] };
+        let full = b.plan_text();
+        let prefix = prefix_plan(&b, &[4, 9].into()).unwrap();
+        assert_eq!(prefix.len(), full.len());
+        let mask = 0b101 | !0b111u64;
+        assert_eq!(prefix.lines().next().unwrap(), format!("seed 3 {mask:020}"));
+        assert_eq!(prefix.lines().skip(1).collect::<Vec<_>>(), full.lines().skip(1).collect::<Vec<_>>());
     }
 
     #[test]
@@ -311,12 +312,9 @@ mod tests {
             let mut ev = String::from("{\"ev\":\"task_start\",\"tsc\":1,\"task\":2,\"name\":\"p\"}\n");
             ev.push_str("{\"ev\":\"task_start\",\"tsc\":1,\"task\":3,\"name\":\"c\"}\n");
             for (id, tsc, task) in [(1, 10, "c"), (3, 30, "c"), (5, 50, "p")] {
+                // A disabled injection is dropped without a trace.
                 if enabled.contains(&id) {
                     ev.push_str(&format!("{{\"ev\":\"inject\",\"tsc\":{tsc},\"id\":{id},\"name\":\"{task}\",\"kind\":\"skip\",\"rip\":\"0x1\"}}\n"));
-                } else {
-                    ev.push_str(&format!(
-                        "{{\"ev\":\"inject_missed\",\"tsc\":{tsc},\"id\":{id},\"reason\":\"no such task\"}}\n"
-                    ));
                 }
             }
             let ok = !enabled.contains(&3);
@@ -332,7 +330,9 @@ mod tests {
         let mut booted = Vec::new();
         let found = bisect(&b, &verdicts, &full, End::Deadline, &rules(), |k, plan| {
             booted.push(k);
-            let enabled: Vec<u64> = b.injections.iter().filter(|p| plan.contains(&p.line)).map(|p| p.id).collect();
+            let mask: u64 = plan.lines().next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+            let enabled: Vec<u64> =
+                b.injections.iter().enumerate().filter(|(i, _)| mask & 1 << i != 0).map(|(_, p)| p.id).collect();
             Ok((boot_events(&enabled), End::Deadline))
         })
         .unwrap();
