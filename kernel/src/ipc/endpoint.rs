@@ -15,7 +15,7 @@ use super::message::{Outgoing, check_receive_buffer, deliver};
 use super::{deadline, held};
 use crate::arch::trap_entry::TrapFrame;
 use crate::recovery::fault;
-use crate::sched::table::{self, TaskTable};
+use crate::sched::table;
 use crate::sched::{self, Scheduler};
 use crate::task::{State, Task, TaskId};
 use abi::ipc::{CapKind, POLL, Rights};
@@ -221,8 +221,11 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     // across the checks above: the one-CPU fastpath then saves no more
     // registers than before per-CPU state (IPC round trip).
     let me = sched::current_again(me);
-    let [caller, receiver] = disjoint(&mut s.tasks, me, r)?;
-    let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
+    // The masks hold table indices only, and the caller (current, so
+    // runnable) is in no receiver mask: no bounds or aliasing check.
+    debug_assert!(r < s.tasks.len() && r != me);
+    // SAFETY: as just said.
+    let receiver = unsafe { s.tasks.get_unchecked(r) };
     debug_assert!(matches!(receiver.state(), State::RecvBlocked { ep: e, .. } if e as usize == ep));
     // A receiver inside a checkpoint scope holds what it receives
     // (`held`): the general path.
@@ -231,7 +234,14 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     }
     sched::debug_assert_not_running(receiver);
 
-    // Committed: the same changes as `send(call = true)`.
+    // Committed: the same changes as `send(call = true)`. The states and
+    // masks first, so that nothing of the checks stays live in registers
+    // across the copy.
+    // SAFETY: `me` and `r` are in the table (above), and `r` is in `ep`'s
+    // receiver mask, so `ep` is an endpoint.
+    unsafe { s.tasks.fast_call_switch(me, r, ep) };
+    // SAFETY: as above; they differ.
+    let [caller, receiver] = unsafe { s.tasks.disjoint_unchecked_mut(me, r) };
     let f = &caller.save.frame;
     deliver_registers(&mut receiver.save.frame, badge, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
     receiver.reply_to = Some(caller.id);
@@ -239,9 +249,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
     let priority = receiver.priority();
-    s.tasks.fast_call_switch(me, r, ep);
-    // SAFETY: `r` was bounds-checked by `disjoint`.
-    let frame = sched::enter_fast(unsafe { s.tasks.get_unchecked_mut(r) }, live);
+    let frame = sched::enter_fast(receiver, live);
     Some(s.set_current(r, priority, frame))
 }
 
@@ -266,8 +274,9 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     }
     let others_best = s.tasks.best_ready();
     let me = sched::current_again(me);
-    let [server, caller] = disjoint(&mut s.tasks, me, c)?;
-    let (server, caller): (&mut Task, &mut Task) = (server, caller);
+    // SAFETY: `me` is the current index, `c` was checked by `task_index`.
+    let (server, caller) = unsafe { (s.tasks.get_unchecked(me), s.tasks.get_unchecked(c)) };
+    // Blocked on this task's reply: so not this task (which runs).
     if !matches!(caller.state(), State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
@@ -277,7 +286,13 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     }
     sched::debug_assert_not_running(caller);
 
-    // Committed: the same changes as `reply`, then `recv` finding no sender.
+    // Committed: the same changes as `reply`, then `recv` finding no sender
+    // (states and masks first, as in `fast_call`).
+    // SAFETY: `me` and `c` are in the table (above); `ep` is an endpoint
+    // (`senders_on` found it).
+    unsafe { s.tasks.fast_reply_recv_switch(me, c, ep, deadline(now, timeout)) };
+    // SAFETY: as above; they differ (`c` is blocked, `me` runs).
+    let [server, caller] = unsafe { s.tasks.disjoint_unchecked_mut(me, c) };
     let f = &server.save.frame;
     deliver_registers(&mut caller.save.frame, 0, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
     server.reply_to = None;
@@ -285,23 +300,8 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
     let priority = caller.priority();
-    s.tasks.fast_reply_recv_switch(me, c, ep, deadline(now, timeout));
-    // SAFETY: `c` was bounds-checked by `disjoint`.
-    let frame = sched::enter_fast(unsafe { s.tasks.get_unchecked_mut(c) }, live);
+    let frame = sched::enter_fast(caller, live);
     Some(s.set_current(c, priority, frame))
-}
-
-/// The current task `me` and another task `other`, both mutable: `None`
-/// if `other` is out of the table or is `me`. `me` is not bounds-checked:
-/// it is the current index (see `fastpath`).
-#[inline(always)]
-fn disjoint(tasks: &mut TaskTable, me: usize, other: usize) -> Option<[&mut Task; 2]> {
-    if other >= tasks.len() || other == me {
-        return None;
-    }
-    // SAFETY: `me` is in bounds (the current index), `other` was checked
-    // above, and they differ, so the two references do not alias.
-    Some(unsafe { tasks.disjoint_unchecked_mut(me, other) })
 }
 
 /// What `message::deliver` writes for a message without a payload.

@@ -197,14 +197,14 @@ pub fn on_rollback(s: &mut Scheduler, idx: usize, depth: usize) {
     }
     let kept_callers = &kept_callers[..kept_n];
     for i in 0..s.tasks.len() {
-        // Requests received outside any scope are lost with the rolled-back run.
-        if s.tasks[i].state() == (State::ReplyBlocked { server: id }) && !kept_callers.contains(&s.tasks[i].id) {
-            s.tasks.set_state(i, State::Runnable);
-            s.tasks[i].save.frame.rax = Error::BadTask.to_raw();
-        }
         let t = &mut s.tasks[i];
         if t.reply_to == Some(id) {
             t.reply_to = None;
+        }
+        // Requests received outside any scope are lost with the rolled-back run.
+        if t.state() == (State::ReplyBlocked { server: id }) && !kept_callers.contains(&t.id) {
+            t.save.frame.rax = Error::BadTask.to_raw();
+            s.tasks.set_state(i, State::Runnable);
         }
     }
 }

@@ -166,14 +166,6 @@ impl TaskTable {
         self.tasks.get_mut(i).map(|t| &mut **t)
     }
 
-    /// # Safety
-    /// `i` is in bounds.
-    #[inline(always)]
-    pub unsafe fn get_unchecked_mut(&mut self, i: usize) -> &mut Task {
-        // SAFETY: per the contract.
-        unsafe { self.tasks.get_unchecked_mut(i) }
-    }
-
     /// Task `a` to read and task `b` to write (two different tasks).
     pub fn read_write(&mut self, a: usize, b: usize) -> (&Task, &mut Task) {
         assert_ne!(a, b);
@@ -245,14 +237,20 @@ impl TaskTable {
     /// current one.
     #[inline(always)]
     pub fn best_ready(&self) -> u16 {
-        let w = self.nonempty[0];
-        if w != 0 { w.trailing_zeros() as u16 } else { self.best_ready_above_63() }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn best_ready_above_63(&self) -> u16 {
-        self.next_ready_priority(64)
+        // Unrolled, without a call (the IPC fastpath calls this: a call
+        // would make it save registers around it).
+        let n = &self.nonempty;
+        if n[0] != 0 {
+            n[0].trailing_zeros() as u16
+        } else if n[1] != 0 {
+            64 + n[1].trailing_zeros() as u16
+        } else if n[2] != 0 {
+            128 + n[2].trailing_zeros() as u16
+        } else if n[3] != 0 {
+            192 + n[3].trailing_zeros() as u16
+        } else {
+            u16::MAX
+        }
     }
 
     /// The first priority at or after `from` (0..=256) with ready tasks
@@ -334,6 +332,7 @@ impl TaskTable {
         self.index_state(i, new, p);
     }
 
+    #[inline(always)]
     fn unindex_state(&mut self, i: usize, old: State, p: u8) {
         let b = !bit(i);
         match old {
@@ -364,6 +363,7 @@ impl TaskTable {
         }
     }
 
+    #[inline(always)]
     fn index_state(&mut self, i: usize, new: State, p: u8) {
         let b = bit(i);
         if new.has_deadline() {
@@ -518,13 +518,19 @@ impl TaskTable {
 
     /// `call`: current task `me` waits for the reply of receiver `r`,
     /// which was in `recv` on `ep` and is current now.
+    ///
+    /// # Safety
+    /// `me` and `r` are tasks of the table, `ep` an endpoint (`r` is in
+    /// its receiver mask).
     #[inline(always)]
-    pub fn fast_call_switch(&mut self, me: usize, r: usize, ep: usize) {
-        let server = self.tasks[r].id;
-        self.tasks[me].put_state(State::ReplyBlocked { server }, Key(()));
-        self.tasks[r].put_state(State::Runnable, Key(()));
-        if let Some(m) = self.recv.get_mut(ep) {
-            *m &= !bit(r);
+    pub unsafe fn fast_call_switch(&mut self, me: usize, r: usize, ep: usize) {
+        // SAFETY: per the contract (no bounds checks: registers are
+        // scarce on the fastpath).
+        unsafe {
+            let server = self.tasks.get_unchecked(r).id;
+            self.tasks.get_unchecked_mut(me).put_state(State::ReplyBlocked { server }, Key(()));
+            self.tasks.get_unchecked_mut(r).put_state(State::Runnable, Key(()));
+            *self.recv.get_unchecked_mut(ep) &= !bit(r);
         }
         self.timed &= !bit(r);
         self.on_cpu = (self.on_cpu & !bit(me)) | bit(r);
@@ -533,12 +539,16 @@ impl TaskTable {
 
     /// `reply_recv`: current task `me` waits in `recv` on `ep` (until
     /// `deadline`), its caller `c` got the reply and is current now.
+    ///
+    /// # Safety
+    /// `me` and `c` are tasks of the table, `ep` an endpoint.
     #[inline(always)]
-    pub fn fast_reply_recv_switch(&mut self, me: usize, c: usize, ep: usize, deadline: u64) {
-        self.tasks[me].put_state(State::RecvBlocked { ep: ep as u16, deadline }, Key(()));
-        self.tasks[c].put_state(State::Runnable, Key(()));
-        if let Some(m) = self.recv.get_mut(ep) {
-            *m |= bit(me);
+    pub unsafe fn fast_reply_recv_switch(&mut self, me: usize, c: usize, ep: usize, deadline: u64) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.tasks.get_unchecked_mut(me).put_state(State::RecvBlocked { ep: ep as u16, deadline }, Key(()));
+            self.tasks.get_unchecked_mut(c).put_state(State::Runnable, Key(()));
+            *self.recv.get_unchecked_mut(ep) |= bit(me);
         }
         if deadline != 0 {
             self.timed |= bit(me);
