@@ -731,6 +731,7 @@ pub fn started() -> bool {
 pub fn start() -> ! {
     if crate::arch::smp::cpus_online() > 1 {
         SMP.store(true, Ordering::Release);
+        SCHED.lock().tasks.close_fastpath();
     }
     GO.store(true, Ordering::Release);
     crate::arch::smp::wake_all(RESCHED_VECTOR);

@@ -176,13 +176,12 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
 /// Partners are found through the task table's masks (who waits on which
 /// endpoint, the best priority queued: `sched::table`) and the reply
 /// right's task id, not by scanning the task table. With several CPUs the
-/// fastpath is off (one test): the general path does the per-CPU
-/// bookkeeping (`running_on`) the fastpath's switch leaves out.
+/// fastpath is off (`table::TaskTable::fast_best_ready` says "priority 0
+/// is runnable", so no partner is urgent enough; no test of its own): the
+/// general path does the per-CPU bookkeeping (`running_on`) the
+/// fastpath's switch leaves out.
 #[inline(always)]
 pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
-    if sched::smp() {
-        return None;
-    }
     let me = s.current_index()?;
     // SAFETY (here and in `fast_call`/`fast_reply_recv`): the current index
     // names a task — it is set only to indices of the table, which never
@@ -216,7 +215,7 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     let r = receivers.trailing_zeros() as usize;
     // The best priority runnable other than the caller: with one CPU the
     // queued tasks are every runnable task but the current one.
-    let others_best = s.tasks.best_ready();
+    let others_best = s.tasks.fast_best_ready();
     // `me` read again (one `gs` load) rather than kept in a register
     // across the checks above: the one-CPU fastpath then saves no more
     // registers than before per-CPU state (IPC round trip).
@@ -272,7 +271,7 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     if s.tasks.senders_on(ep)? != 0 {
         return None;
     }
-    let others_best = s.tasks.best_ready();
+    let others_best = s.tasks.fast_best_ready();
     let me = sched::current_again(me);
     // SAFETY: `me` is the current index, `c` was checked by `task_index`.
     let (server, caller) = unsafe { (s.tasks.get_unchecked(me), s.tasks.get_unchecked(c)) };

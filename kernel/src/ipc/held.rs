@@ -196,15 +196,18 @@ pub fn on_rollback(s: &mut Scheduler, idx: usize, depth: usize) {
         t.held = kept;
     }
     let kept_callers = &kept_callers[..kept_n];
-    for i in 0..s.tasks.len() {
-        let t = &mut s.tasks[i];
-        if t.reply_to == Some(id) {
-            t.reply_to = None;
-        }
+    let mut lost = 0u64;
+    for (i, t) in s.tasks.iter_mut().enumerate() {
         // Requests received outside any scope are lost with the rolled-back run.
         if t.state() == (State::ReplyBlocked { server: id }) && !kept_callers.contains(&t.id) {
             t.save.frame.rax = Error::BadTask.to_raw();
-            s.tasks.set_state(i, State::Runnable);
+            lost |= 1 << i;
         }
+        if t.reply_to == Some(id) {
+            t.reply_to = None;
+        }
+    }
+    for i in crate::sched::table::bits(lost) {
+        s.tasks.set_state(i, State::Runnable);
     }
 }

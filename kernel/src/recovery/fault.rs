@@ -151,11 +151,16 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
     }
     let since = s.next_order();
     s.tasks[idx].fault = Some(fault);
-    s.tasks.set_state(idx, State::FaultPending { ep, since });
-    // The first receiver in table order.
+    // The first receiver in table order takes it at once: the task goes
+    // straight to `FaultHeld` (`deliver`), never queued.
     let receivers = s.tasks.receivers(ep as usize);
-    match receivers {
-        0 => {
+    if receivers != 0 {
+        deliver(s, idx, receivers.trailing_zeros() as usize);
+        return true;
+    }
+    s.tasks.set_state(idx, State::FaultPending { ep, since });
+    {
+        {
             // A receiver deferring work at a lower priority takes it at once:
             // no need to say the fault waits. (Only the tasks running below
             // their priority are looked at.)
@@ -177,7 +182,6 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
                 endpoint: &s.endpoints[ep as usize].name,
             });
         }
-        r => deliver(s, idx, r.trailing_zeros() as usize),
     }
     true
 }

@@ -68,6 +68,10 @@ pub struct TaskTable {
     timed: u64,
     lowered: u64,
     below: u64,
+    /// Bit 0 set with several CPUs: the IPC fastpath, which reads the best
+    /// queued priority through [`TaskTable::fast_best_ready`], then sees
+    /// priority 0 taken and never switches (no test of its own).
+    fast_gate: u64,
 }
 
 #[inline(always)]
@@ -147,7 +151,21 @@ impl TaskTable {
             timed: 0,
             lowered: 0,
             below: 0,
+            fast_gate: 0,
         }
+    }
+
+    /// Several CPUs run tasks: the IPC fastpath stays off
+    /// ([`Self::fast_best_ready`]).
+    pub fn close_fastpath(&mut self) {
+        self.fast_gate = 1;
+    }
+
+    /// [`Self::best_ready`] for the IPC fastpath: 0 with several CPUs.
+    #[inline(always)]
+    pub fn fast_best_ready(&self) -> u16 {
+        let w = self.nonempty[0] | self.fast_gate;
+        if w != 0 { w.trailing_zeros() as u16 } else { self.best_ready() }
     }
 
     /// Sizes the per-object masks (at boot, once the image's endpoints and
@@ -395,6 +413,9 @@ impl TaskTable {
     pub fn set_priority(&mut self, i: usize, p: u8) {
         let t = &mut self.tasks[i];
         let old = t.priority();
+        if old == p {
+            return;
+        }
         t.put_priority(p, Key(()));
         let below = t.is_lowered();
         if t.state() == State::Runnable && self.on_cpu & bit(i) == 0 {
