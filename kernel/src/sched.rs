@@ -270,7 +270,8 @@ impl Scheduler {
         if slice_left() == 0 {
             return None;
         }
-        let t = self.tasks.get_mut(cur()?)?;
+        // No task is `percpu::NONE`, beyond every index: one bounds check.
+        let t = self.tasks.get_mut(percpu::get::<{ percpu::CURRENT }>() as usize)?;
         if matches!(t.state(), State::Runnable) { Some(t) } else { None }
     }
 

@@ -8,7 +8,7 @@
 //! | mask | tasks in it |
 //! |------|-------------|
 //! | `ready[p]` (+ `nonempty`, 256 bits) | runnable at priority `p`, current on no CPU |
-//! | `on_cpu` | the current task of some CPU (`percpu::CURRENT`) |
+//! | `on_cpu` | several CPUs: the current task of some CPU (`percpu::CURRENT`) |
 //! | `running` | `running_on` set (several CPUs: owned by a CPU) |
 //! | `held` | `held_until` set (expired holds are dropped lazily) |
 //! | `any_cpu`, `pinned[c]` | by affinity (fixed at load) |
@@ -155,8 +155,8 @@ impl TaskTable {
         }
     }
 
-    /// Several CPUs run tasks: the IPC fastpath stays off
-    /// ([`Self::fast_best_ready`]).
+    /// Several CPUs run tasks (before any runs): the IPC fastpath stays
+    /// off ([`Self::fast_best_ready`]) and `on_cpu` is kept.
     pub fn close_fastpath(&mut self) {
         self.fast_gate = 1;
     }
@@ -299,7 +299,9 @@ impl TaskTable {
 
     /// Whether some task is runnable (queued, or current on a CPU).
     pub fn any_runnable(&self) -> bool {
-        self.nonempty.iter().any(|&w| w != 0) || bits(self.on_cpu).any(|i| self.tasks[i].state() == State::Runnable)
+        let cur = percpu::get::<{ percpu::CURRENT }>();
+        let on_cpu = if cur == percpu::NONE { self.on_cpu } else { self.on_cpu | bit(cur as usize) };
+        self.nonempty.iter().any(|&w| w != 0) || bits(on_cpu).any(|i| self.tasks[i].state() == State::Runnable)
     }
 
     /// The tasks CPU `cpu` may run by affinity.
@@ -388,7 +390,7 @@ impl TaskTable {
             self.timed |= b;
         }
         match new {
-            State::Runnable if self.on_cpu & b == 0 => self.enqueue(p, i),
+            State::Runnable if !self.is_current(i) => self.enqueue(p, i),
             State::SendBlocked { ep, .. } | State::FaultPending { ep, .. } => {
                 if let Some(m) = self.send.get_mut(ep as usize) {
                     *m |= b;
@@ -418,7 +420,8 @@ impl TaskTable {
         }
         t.put_priority(p, Key(()));
         let below = t.is_lowered();
-        if t.state() == State::Runnable && self.on_cpu & bit(i) == 0 {
+        let runnable = t.state() == State::Runnable;
+        if runnable && !self.is_current(i) {
             self.dequeue(old, i);
             self.enqueue(p, i);
         }
@@ -462,14 +465,26 @@ impl TaskTable {
         }
     }
 
+    /// Whether task `i` is the current task of some CPU: this one's
+    /// (`percpu::CURRENT`), or with several CPUs another's (`on_cpu`; with
+    /// one CPU it stays empty, so that the IPC fastpath, one-CPU only,
+    /// need not keep it).
+    #[inline(always)]
+    fn is_current(&self, i: usize) -> bool {
+        percpu::get::<{ percpu::CURRENT }>() == i as u64 || self.on_cpu & bit(i) != 0
+    }
+
     /// This CPU's current task becomes `c` (`percpu::CURRENT`): the one it
     /// leaves goes back to its run queue if runnable, `c` leaves it.
     #[inline(always)]
     pub fn set_cur(&mut self, c: Option<usize>) {
         let old = percpu::get::<{ percpu::CURRENT }>();
+        let several = self.fast_gate != 0;
         if old != percpu::NONE {
             let o = old as usize;
-            self.on_cpu &= !bit(o);
+            if several {
+                self.on_cpu &= !bit(o);
+            }
             let t = &self.tasks[o];
             if t.state() == State::Runnable {
                 let p = t.priority();
@@ -477,7 +492,9 @@ impl TaskTable {
             }
         }
         if let Some(c) = c {
-            self.on_cpu |= bit(c);
+            if several {
+                self.on_cpu |= bit(c);
+            }
             let p = self.tasks[c].priority();
             self.dequeue(p, c);
         }
@@ -554,7 +571,7 @@ impl TaskTable {
             *self.recv.get_unchecked_mut(ep) &= !bit(r);
         }
         self.timed &= !bit(r);
-        self.on_cpu = (self.on_cpu & !bit(me)) | bit(r);
+        debug_assert!(self.fast_gate == 0 && self.on_cpu == 0);
         percpu::set::<{ percpu::CURRENT }>(r as u64);
     }
 
@@ -574,7 +591,7 @@ impl TaskTable {
         if deadline != 0 {
             self.timed |= bit(me);
         }
-        self.on_cpu = (self.on_cpu & !bit(me)) | bit(c);
+        debug_assert!(self.fast_gate == 0 && self.on_cpu == 0);
         percpu::set::<{ percpu::CURRENT }>(c as u64);
     }
 
@@ -587,7 +604,7 @@ impl TaskTable {
         m.set_objects(self.recv.len(), self.wait.len());
         let cur = percpu::get::<{ percpu::CURRENT }>();
         if !smp {
-            assert_eq!(self.on_cpu, if cur == percpu::NONE { 0 } else { bit(cur as usize) }, "on_cpu mask");
+            assert_eq!(self.on_cpu, 0, "on_cpu mask with one CPU");
         } else {
             assert!(cur == percpu::NONE || self.on_cpu & bit(cur as usize) != 0, "on_cpu mask misses this CPU's task");
             assert!(self.on_cpu & !self.running == 0, "a current task no CPU owns");
