@@ -310,10 +310,11 @@ impl Scheduler {
     /// space is then live on no CPU's TLB but this one's (see
     /// `next`: a CPU that leaves a task loads another root).
     pub fn stop_remote(&mut self, idx: usize) -> bool {
-        let on = self.tasks[idx].running_on();
+        let t = &self.tasks[idx];
+        let (on, held) = (t.running_on(), t.held_until());
         let me = percpu::cpu() as u8;
         if !smp() || on == NOT_RUNNING || on == me {
-            if self.tasks[idx].held_until() != 0 {
+            if held != 0 {
                 self.tasks.set_held_until(idx, 0);
             }
             return true;

@@ -185,6 +185,7 @@ impl TaskTable {
     }
 
     /// Task `a` to read and task `b` to write (two different tasks).
+    #[inline(always)]
     pub fn read_write(&mut self, a: usize, b: usize) -> (&Task, &mut Task) {
         assert_ne!(a, b);
         if a < b {
@@ -411,7 +412,9 @@ impl TaskTable {
         }
     }
 
-    /// Task `i` runs at priority `p` now.
+    /// Task `i` runs at priority `p` now. (On the fault path: the fault
+    /// server lowers itself and takes its priority back once per fault.)
+    #[inline(always)]
     pub fn set_priority(&mut self, i: usize, p: u8) {
         let t = &mut self.tasks[i];
         let old = t.priority();
@@ -419,16 +422,12 @@ impl TaskTable {
             return;
         }
         t.put_priority(p, Key(()));
-        let below = t.is_lowered();
-        let runnable = t.state() == State::Runnable;
-        if runnable && !self.is_current(i) {
+        let b = bit(i);
+        self.below = if t.is_lowered() { self.below | b } else { self.below & !b };
+        // Queued exactly if in its old priority's queue.
+        if self.ready[old as usize] & b != 0 {
             self.dequeue(old, i);
             self.enqueue(p, i);
-        }
-        if below {
-            self.below |= bit(i);
-        } else {
-            self.below &= !bit(i);
         }
     }
 
@@ -438,6 +437,7 @@ impl TaskTable {
         self.set_priority(i, p);
     }
 
+    #[inline(always)]
     pub fn set_lowered_since(&mut self, i: usize, since: Option<u64>) {
         self.tasks[i].put_lowered_since(since, Key(()));
         if since.is_some() {
