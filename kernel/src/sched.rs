@@ -310,10 +310,15 @@ impl Scheduler {
     /// space is then live on no CPU's TLB but this one's (see
     /// `next`: a CPU that leaves a task loads another root).
     pub fn stop_remote(&mut self, idx: usize) -> bool {
+        // One CPU: nothing is ever held (only this function and the
+        // several-CPU paths set a hold), nothing to clear.
+        if !smp() {
+            return true;
+        }
         let t = &self.tasks[idx];
         let (on, held) = (t.running_on(), t.held_until());
         let me = percpu::cpu() as u8;
-        if !smp() || on == NOT_RUNNING || on == me {
+        if on == NOT_RUNNING || on == me {
             if held != 0 {
                 self.tasks.set_held_until(idx, 0);
             }
@@ -385,37 +390,27 @@ impl Scheduler {
     /// table made before the masks, task for task.
     fn pick(&mut self) -> Option<usize> {
         let current = cur();
-        let smp = smp();
-        // The tasks this CPU may take from the queues: all of them with
-        // one CPU; with several, those its affinity allows, no other CPU
-        // owns, and no CPU holds.
-        let view = if smp { self.smp_view() } else { u64::MAX };
-        // This CPU's current task, if it is a candidate (runnable, and with
-        // several CPUs not held and allowed here).
-        let mine = match current {
-            Some(c) if self.tasks[c].state() == State::Runnable && (!smp || view & (1 << c) != 0) => 1u64 << c,
-            _ => 0,
-        };
-        let mut best = self.tasks.best_ready();
-        let mut queued = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) & view };
-        while queued == 0 && best != u16::MAX {
-            // Several CPUs: nothing this CPU may take at `best`.
-            best = self.tasks.next_ready_priority(best as usize + 1);
-            queued = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) & view };
-        }
-        let candidates = match current {
-            Some(c) if mine != 0 => {
-                let p = self.tasks[c].priority() as u16;
-                if p < best {
-                    best = p;
-                    mine
-                } else if p == best {
-                    queued | mine
-                } else {
-                    queued
+        // The candidates: the best priority's queue this CPU may take
+        // from, with this CPU's current task if runnable there.
+        let (candidates, best, mine) = if smp() {
+            self.smp_candidates(current)
+        } else {
+            let mut best = self.tasks.best_ready();
+            let mut candidates = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) };
+            let mut mine = 0;
+            if let Some(c) = current {
+                let t = &self.tasks[c];
+                if t.state() == State::Runnable {
+                    mine = 1u64 << c;
+                    let p = t.priority() as u16;
+                    if p < best {
+                        (best, candidates) = (p, mine);
+                    } else if p == best {
+                        candidates |= mine;
+                    }
                 }
             }
-            _ => queued,
+            (candidates, best, mine)
         };
         if candidates == 0 {
             return None;
@@ -450,6 +445,41 @@ impl Scheduler {
         };
         self.last[slot] = picked;
         Some(picked)
+    }
+
+    /// [`Self::pick`]'s candidates with several CPUs: the queues seen
+    /// through [`Self::smp_view`] (a priority whose queued tasks this CPU
+    /// may not take is skipped), and the current task if runnable, not
+    /// held and allowed here. Returns the candidates, their priority and
+    /// the current task's bit if it is one.
+    #[inline(never)]
+    fn smp_candidates(&mut self, current: Option<usize>) -> (u64, u16, u64) {
+        let view = self.smp_view();
+        let mine = match current {
+            Some(c) if self.tasks[c].state() == State::Runnable && view & (1 << c) != 0 => 1u64 << c,
+            _ => 0,
+        };
+        let mut best = self.tasks.best_ready();
+        let mut queued = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) & view };
+        while queued == 0 && best != u16::MAX {
+            best = self.tasks.next_ready_priority(best as usize + 1);
+            queued = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) & view };
+        }
+        let candidates = match current {
+            Some(c) if mine != 0 => {
+                let p = self.tasks[c].priority() as u16;
+                if p < best {
+                    best = p;
+                    mine
+                } else if p == best {
+                    queued | mine
+                } else {
+                    queued
+                }
+            }
+            _ => queued,
+        };
+        (candidates, best, mine)
     }
 
     /// Several CPUs: the tasks this CPU may take from the run queues — its

@@ -187,7 +187,7 @@ fn dispatch(s: &mut Scheduler) {
             let until_tick = ticks.saturating_add(a0.max(1));
             crate::sched::arm(until_tick);
             let me = current_index(s);
-            s.tasks.set_state(me, State::Sleeping { until_tick });
+            s.tasks.set_state_unqueued(me, State::Sleeping { until_tick });
             Ok(0)
         }
         nr::EXIT => {
@@ -245,7 +245,7 @@ fn dispatch(s: &mut Scheduler) {
         // 4 CPUs: a fault server retrying `READ_MEM` 600,000 times).
         s.tasks[me].save.frame.rip -= 2;
         let until = ticks.saturating_add(1);
-        s.tasks.set_state(me, State::Sleeping { until_tick: until });
+        s.tasks.set_state_unqueued(me, State::Sleeping { until_tick: until });
         crate::sched::arm(until);
         return;
     }
@@ -326,7 +326,7 @@ fn current_index(s: &Scheduler) -> usize {
 }
 
 pub fn exit(s: &mut Scheduler, me: usize, code: i64) {
-    s.tasks.set_state(me, State::Exited { code });
+    s.tasks.set_state_unqueued(me, State::Exited { code });
     let task = &mut s.tasks[me];
     task.space = None;
     task.reply_to = None;

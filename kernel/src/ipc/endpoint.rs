@@ -47,7 +47,7 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
                 let my_id = s.tasks[me].id;
                 s.tasks[r].reply_to = Some(my_id);
                 let server = s.tasks[r].id;
-                s.tasks.set_state(me, State::ReplyBlocked { server });
+                s.tasks.set_state_unqueued(me, State::ReplyBlocked { server });
                 held::on_receive(s, r, me, ep, badge);
             }
         }
@@ -58,7 +58,7 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
         }
         None => {
             let since = s.next_order();
-            s.tasks.set_state(me, State::SendBlocked { ep, call, badge, since });
+            s.tasks.set_state_unqueued(me, State::SendBlocked { ep, call, badge, since });
         }
     }
     Ok(0)
@@ -90,7 +90,7 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
         None if timeout == POLL => Err(Error::Timeout),
         None => {
             let deadline = deadline(s.ticks, timeout);
-            s.tasks.set_state(me, State::RecvBlocked { ep, deadline });
+            s.tasks.set_state_unqueued(me, State::RecvBlocked { ep, deadline });
             Ok(0)
         }
     }
@@ -136,7 +136,7 @@ pub fn reply(s: &mut Scheduler) -> SysResult {
         .ok_or(Error::NoCaller)?;
     let msg = Outgoing::from_task(&s.tasks[me], 0)?;
     deliver(s, &msg, Some(me), caller);
-    s.tasks.set_state(caller, State::Runnable);
+    s.tasks.set_state_unqueued(caller, State::Runnable);
     Ok(0)
 }
 

@@ -52,7 +52,7 @@ pub fn wait(s: &mut Scheduler) -> Result<u64, Error> {
     }
     let since = s.next_order();
     let deadline = deadline(s.ticks, timeout);
-    s.tasks.set_state(me, State::FutexWait { key, deadline, since });
+    s.tasks.set_state_unqueued(me, State::FutexWait { key, deadline, since });
     Ok(0)
 }
 

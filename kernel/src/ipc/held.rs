@@ -142,11 +142,11 @@ pub fn on_commit(s: &mut Scheduler, me: usize, n: usize) {
             Some(r) => {
                 let msg = Outgoing { badge: 0, label: r.label, words: r.words, payload: Payload::None };
                 deliver(s, &msg, None, c);
-                s.tasks.set_state(c, State::Runnable);
+                s.tasks.set_state_unqueued(c, State::Runnable);
             }
             None if reply_to == Some(h.caller) => {}
             None => {
-                s.tasks.set_state(c, State::Runnable);
+                s.tasks.set_state_unqueued(c, State::Runnable);
                 s.tasks[c].save.frame.rax = Error::BadTask.to_raw();
             }
         }
@@ -208,6 +208,6 @@ pub fn on_rollback(s: &mut Scheduler, idx: usize, depth: usize) {
         }
     }
     for i in crate::sched::table::bits(lost) {
-        s.tasks.set_state(i, State::Runnable);
+        s.tasks.set_state_unqueued(i, State::Runnable);
     }
 }

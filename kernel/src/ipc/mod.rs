@@ -116,7 +116,7 @@ pub fn abandon(s: &mut Scheduler, id: TaskId, gone: Gone) {
     };
     for i in 0..s.tasks.len() {
         if s.tasks[i].state() == (State::ReplyBlocked { server: id }) {
-            s.tasks.set_state(i, State::Runnable);
+            s.tasks.set_state_unqueued(i, State::Runnable);
             let f = &mut s.tasks[i].save.frame;
             f.rax = error.to_raw();
             f.rdx = generation;

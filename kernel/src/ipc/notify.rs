@@ -46,6 +46,6 @@ pub fn wait(s: &mut Scheduler) -> Result<u64, Error> {
         return Err(Error::Timeout);
     }
     let deadline = deadline(s.ticks, timeout);
-    s.tasks.set_state(me, State::WaitBlocked { n, deadline });
+    s.tasks.set_state_unqueued(me, State::WaitBlocked { n, deadline });
     Ok(0)
 }

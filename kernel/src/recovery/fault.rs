@@ -205,8 +205,17 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     };
     message::deliver(s, &msg, None, to);
     let (buf, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15);
-    s.tasks.set_state(to, State::Runnable);
-    s.tasks.set_state(from, State::FaultHeld);
+    // The receiver: blocked in `recv`, or this CPU's current task taking
+    // the fault in its own `recv` (already runnable, in no queue).
+    if !s.tasks.is_current(to) {
+        s.tasks.set_state(to, State::Runnable);
+    }
+    if s.tasks.is_current(from) {
+        // The faulted task itself (a fault it took, not a kill).
+        s.tasks.set_state_unqueued(from, State::FaultHeld);
+    } else {
+        s.tasks.set_state(from, State::FaultHeld);
+    }
     let ticks = s.ticks;
     let Scheduler { tasks, regions, .. } = s;
     let (t, receiver) = tasks.read_write(from, to);

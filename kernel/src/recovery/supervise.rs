@@ -122,7 +122,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             if s.tasks[target].state() != State::FaultHeld {
                 return Err(Error::BadTask);
             }
-            s.tasks.set_state(target, State::Runnable);
+            s.tasks.set_state_unqueued(target, State::Runnable);
             let t = &mut s.tasks[target];
             let seq = t.fault.take().map_or(0, |f| f.seq);
             events::emit(&Event::Resume { task: t.id as u64, name: &t.name, seq, rip: t.save.frame.rip });
@@ -149,7 +149,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             }
             let (kind, seq) = t.fault.map_or((0, 0), |f| (f.kind, f.seq));
             let (pages, _) = super::checkpoint::rollback(t, depth, kind, seq, true)?;
-            s.tasks.set_state(target, State::Runnable);
+            s.tasks.set_state_unqueued(target, State::Runnable);
             held::on_rollback(s, target, depth);
             Ok(pages as u64)
         }
@@ -317,7 +317,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     match h.action {
         r::ROLLBACK => {
             let (pages, attempt) = super::checkpoint::rollback(&mut s.tasks[target], h.arg as usize, kind, seq, false)?;
-            s.tasks.set_state(target, State::Runnable);
+            s.tasks.set_state_unqueued(target, State::Runnable);
             held::on_rollback(s, target, h.arg as usize);
             (h.result, h.attempt) = (pages as u64, attempt);
         }

@@ -353,6 +353,28 @@ impl TaskTable {
         self.index_state(i, new, p);
     }
 
+    /// [`Self::set_state`] for a task in no mask now: the current task of
+    /// this CPU (runnable, and so in no run queue), or one blocked for a
+    /// reply or a fault decision — the usual ways into and out of the
+    /// kernel's hot paths, which so skip clearing the old state's bit
+    /// (debug-asserted).
+    #[inline(always)]
+    pub fn set_state_unqueued(&mut self, i: usize, new: State) {
+        debug_assert!(
+            match self.tasks[i].state() {
+                State::Runnable => self.is_current(i),
+                old => matches!(old, State::ReplyBlocked { .. } | State::FaultHeld),
+            },
+            "task {} is in a mask ({:?})",
+            self.tasks[i].id,
+            self.tasks[i].state()
+        );
+        let t = &mut self.tasks[i];
+        let p = t.priority();
+        t.put_state(new, Key(()));
+        self.index_state(i, new, p);
+    }
+
     #[inline(always)]
     fn unindex_state(&mut self, i: usize, old: State, p: u8) {
         let b = !bit(i);
@@ -470,7 +492,7 @@ impl TaskTable {
     /// one CPU it stays empty, so that the IPC fastpath, one-CPU only,
     /// need not keep it).
     #[inline(always)]
-    fn is_current(&self, i: usize) -> bool {
+    pub fn is_current(&self, i: usize) -> bool {
         percpu::get::<{ percpu::CURRENT }>() == i as u64 || self.on_cpu & bit(i) != 0
     }
 
