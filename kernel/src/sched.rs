@@ -431,7 +431,7 @@ impl Scheduler {
         let picked = match current {
             // The current task keeps the CPU while its slice lasts and
             // nothing more urgent is runnable.
-            Some(c) if slice_left() > 0 && candidates & mine != 0 => c,
+            Some(c) if candidates & mine != 0 && slice_left() > 0 => c,
             // The current task is the one last picked at `best` (the usual
             // case: it yields, blocks or used up its slice), or there is
             // no choice: the order after the current task was the
