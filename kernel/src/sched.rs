@@ -8,14 +8,13 @@
 //! priority ([`Scheduler::last`]), not taken from the task that ran last:
 //! when a more urgent server blocks after answering one of several
 //! equal-priority clients, the next client in turn runs, not the first
-//! after the server every time (`docs/ipc.md`, "Scheduling"). One scan
-//! after the current task finds the best priority; only when another
-//! priority ran since that priority's last turn and several of its tasks
-//! are runnable does a second scan start after its position. Priority 0
+//! after the server every time (`docs/ipc.md`, "Scheduling"). Priority 0
 //! takes turns after the current task, which is round robin there (with one
 //! CPU no task of another priority runs while one of priority 0 is
-//! runnable), and stops the scan at its first runnable task
-//! ([`Scheduler::pick`]).
+//! runnable) ([`Scheduler::pick`]). Nothing scans the task table: the run
+//! queues, waiters and timed tasks are bitmaps over table indices
+//! ([`table`]), the best priority is the lowest bit of a 256-bit map, and
+//! "the first after index `k`, wrapping" is a masked `trailing_zeros`.
 //!
 //! The kernel is not preemptible: it runs with interrupts off, on this
 //! CPU's kernel stack, and every entry ends by choosing a save area to
@@ -25,9 +24,11 @@
 //! sleepers or end the `hlt`, then return to the idle loop. When no task is
 //! alive any more, the kernel shuts down.
 //!
-//! Several CPUs (DESIGN.md, SMP): one table under one lock, each CPU with
-//! its own current task and slice (`percpu`); a task runs on at most one
-//! CPU (`Task::running_on`), another CPU that must act on it stops it first
+//! Several CPUs (DESIGN.md, SMP): one table under one lock, kept short by
+//! the masks; each CPU with its own current task and slice (`percpu`) and
+//! its own view of the run queues (its affinity's tasks no other CPU owns
+//! nor holds: [`Scheduler::pick`]); a task runs on at most one CPU
+//! (`Task::running_on`), another CPU that must act on it stops it first
 //! ([`Scheduler::stop_remote`]), and an idle CPU is woken for new work by
 //! the reschedule IPI ([`RESCHED_VECTOR`]).
 
@@ -98,7 +99,7 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
 
 /// The earliest tick at which a task may need the clock (a sleep ends, a
 /// timeout expires, a lowered priority is given back): [`Scheduler::tick`]
-/// scans the table only from then. Every place that sets such a deadline
+/// walks the timed tasks only from then. Every place that sets such a deadline
 /// lowers it ([`arm`]); one woken early leaves it early, which costs one
 /// scan that finds the real next one. Written under the scheduler lock
 /// only (plain loads and stores, no read-modify-write needed). 0 at boot:
@@ -230,8 +231,8 @@ impl Scheduler {
         }
     }
 
-    /// Adds a task; gives it back if the table is full.
-    pub fn add(&mut self, task: Task) -> Result<usize, Task> {
+    /// Adds a task; `None` if the table is full.
+    pub fn add(&mut self, task: Task) -> Option<usize> {
         self.tasks.add(task)
     }
 
@@ -331,10 +332,10 @@ impl Scheduler {
 
     /// Counts a timer tick on this CPU: charges its running task; the boot
     /// CPU's ticks are the clock (wakes sleepers, timeouts, gives lowered
-    /// tasks their priority back). The table is scanned only on a tick at
-    /// or past the earliest such deadline ([`WAKE_AT`], which every
-    /// deadline set lowers: [`arm`]), not on every tick; the scan finds
-    /// the next one.
+    /// tasks their priority back). The tasks with a deadline are walked
+    /// (not the table) only on a tick at or past the earliest such deadline
+    /// ([`WAKE_AT`], which every deadline set lowers: [`arm`]), not on
+    /// every tick; the walk finds the next one.
     pub fn tick(&mut self, from_user: bool) {
         if from_user {
             set_slice_left(slice_left().saturating_sub(1));

@@ -3,7 +3,7 @@
 //! A rendezvous happens in whichever call comes second: `send` finds a task
 //! blocked in `recv` on the endpoint, or `recv` finds the longest-waiting
 //! sender (a task in `send`/`call`, or a faulted task whose fault message is
-//! pending). A received `call` leaves its caller `ReplyBlocked` and gives
+//! pending) — both from the endpoint's masks in the task table, not a scan. A received `call` leaves its caller `ReplyBlocked` and gives
 //! the receiver a one-shot reply right (`reply_to`).
 //!
 //! [`fastpath`] is the seL4-style shortcut for the two calls of a

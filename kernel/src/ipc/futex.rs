@@ -10,7 +10,8 @@
 //! supervisor, `TASK_CTL FUTEX_WAKE`) can name its private words. `wait`
 //! blocks only if the word still holds the expected value (checked under
 //! the kernel lock, so a wake between the task's check and its wait is not
-//! lost); `wake` readies the longest waiters first.
+//! lost); `wake` readies the longest waiters first, found among the
+//! waiters of the key's hash bucket (`sched::table`), not by a scan.
 
 use super::deadline;
 use crate::mem::phys_to_virt;

@@ -5,7 +5,8 @@
 //! not preemptible and runs with one lock over all task and IPC state
 //! (`sched::SCHED`), so every operation here is a plain state change on
 //! [`Scheduler`]: a rendezvous moves a message from one task's saved
-//! registers (and buffer) to the other's, and sets their states. A blocked
+//! registers (and buffer) to the other's, and sets their states (through
+//! the task table, which keeps its waiter masks exact: `sched::table`). A blocked
 //! sender's message stays in its own saved registers until a receiver
 //! comes: nothing is queued, nothing is copied twice.
 //!
@@ -37,7 +38,8 @@ fn name(text: &str) -> Name {
     n
 }
 
-/// An endpoint. Its queues are implicit: the tasks whose state names it.
+/// An endpoint. Its queues are implicit: the tasks whose state names it,
+/// found through the task table's receiver and sender masks.
 pub struct Endpoint {
     pub name: Name,
 }

@@ -314,4 +314,3 @@ fn fill(
     m.recovery_len = 0;
     m.stack_len = 0;
 }
-

@@ -209,12 +209,12 @@ impl TaskTable {
     }
 
     /// Adds a task (runnable, as `Task::new` makes it); returns its index,
-    /// or gives it back if the table is full ([`MAX_TASKS`]: the masks
-    /// have one bit per task).
-    pub fn add(&mut self, task: Task) -> Result<usize, Task> {
+    /// or `None` (the task dropped) if the table is full ([`MAX_TASKS`]:
+    /// the masks have one bit per task).
+    pub fn add(&mut self, task: Task) -> Option<usize> {
         let i = self.tasks.len();
         if i >= MAX_TASKS {
-            return Err(task);
+            return None;
         }
         debug_assert!(task.state() == State::Runnable && task.lowered_since().is_none() && !task.is_lowered());
         match task.affinity() {
@@ -224,7 +224,7 @@ impl TaskTable {
         let p = task.priority();
         self.tasks.push(Box::new(task));
         self.enqueue(p, i);
-        Ok(i)
+        Some(i)
     }
 
     // --- The run queues.

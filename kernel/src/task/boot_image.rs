@@ -93,12 +93,12 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
                     task.start_event(&s.endpoints, 0);
                 }
                 match s.add(task) {
-                    Ok(slot) => {
+                    Some(slot) => {
                         slots[index] = Some(slot);
                         started += 1;
                     }
                     // One bit per task in the scheduler's masks.
-                    Err(_) => reject(index, spec.name, "too many tasks"),
+                    None => reject(index, spec.name, "too many tasks"),
                 }
             }
             Err(e) => reject(index, spec.name, e.reason()),

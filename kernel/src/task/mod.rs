@@ -14,9 +14,9 @@ pub mod loader;
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
 use crate::arch::trap_entry::TrapFrame;
 use crate::mem::space::AddressSpace;
+use crate::sched::table::Key;
 use abi::image::TaskSpec;
 use abi::layout::{USER_MAP_BASE, USER_STACK_TOP};
-use crate::sched::table::Key;
 
 pub type TaskId = u32;
 
