@@ -8,14 +8,13 @@
 //! priority ([`Scheduler::last`]), not taken from the task that ran last:
 //! when a more urgent server blocks after answering one of several
 //! equal-priority clients, the next client in turn runs, not the first
-//! after the server every time (`docs/ipc.md`, "Scheduling"). One scan
-//! after the current task finds the best priority; only when another
-//! priority ran since that priority's last turn and several of its tasks
-//! are runnable does a second scan start after its position. Priority 0
+//! after the server every time (`docs/ipc.md`, "Scheduling"). Priority 0
 //! takes turns after the current task, which is round robin there (with one
 //! CPU no task of another priority runs while one of priority 0 is
-//! runnable), and stops the scan at its first runnable task
-//! ([`Scheduler::pick`]).
+//! runnable) ([`Scheduler::pick`]). Nothing scans the task table: the run
+//! queues, waiters and timed tasks are bitmaps over table indices
+//! ([`table`]), the best priority is the lowest bit of a 256-bit map, and
+//! "the first after index `k`, wrapping" is a masked `trailing_zeros`.
 //!
 //! The kernel is not preemptible: it runs with interrupts off, on this
 //! CPU's kernel stack, and every entry ends by choosing a save area to
@@ -25,9 +24,11 @@
 //! sleepers or end the `hlt`, then return to the idle loop. When no task is
 //! alive any more, the kernel shuts down.
 //!
-//! Several CPUs (DESIGN.md, SMP): one table under one lock, each CPU with
-//! its own current task and slice (`percpu`); a task runs on at most one
-//! CPU (`Task::running_on`), another CPU that must act on it stops it first
+//! Several CPUs (DESIGN.md, SMP): one table under one lock, kept short by
+//! the masks; each CPU with its own current task and slice (`percpu`) and
+//! its own view of the run queues (its affinity's tasks no other CPU owns
+//! nor holds: [`Scheduler::pick`]); a task runs on at most one CPU
+//! (`Task::running_on`), another CPU that must act on it stops it first
 //! ([`Scheduler::stop_remote`]), and an idle CPU is woken for new work by
 //! the reschedule IPI ([`RESCHED_VECTOR`]).
 
@@ -39,10 +40,12 @@ use crate::mem::region::Region;
 use crate::task::NOT_RUNNING;
 use crate::task::{State, Task, TaskId};
 use abi::event::Event;
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::{Mutex, MutexGuard};
+use table::TaskTable;
+
+pub mod table;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{FsBase, KernelGsBase};
@@ -54,7 +57,8 @@ pub const SLICE_TICKS: u32 = 10;
 
 /// All task and IPC state, under one lock (the kernel is not preemptible).
 pub struct Scheduler {
-    pub tasks: Vec<Box<Task>>,
+    /// The tasks, and the masks that find them without a scan (`table`).
+    pub tasks: TaskTable,
     pub endpoints: Vec<Endpoint>,
     pub notifications: Vec<Notification>,
     pub regions: Vec<Region>,
@@ -64,9 +68,6 @@ pub struct Scheduler {
     order: u64,
     /// The last fault sequence number handed out.
     fault_seq: u64,
-    /// What the IPC fastpath needs to know without scanning the table
-    /// (valid while [`SUMMARY_VALID`]).
-    summary: IpcSummary,
     /// The system call being handled must run again (`restart_syscall`):
     /// set and consumed within one critical section.
     again: bool,
@@ -79,49 +80,10 @@ pub struct Scheduler {
 /// Priorities are a task's `u8`: 0 (most urgent) to
 /// `abi::syscall::PRIORITY_LOWEST`.
 const PRIORITIES: usize = abi::syscall::PRIORITY_LOWEST as usize + 1;
-
-/// A summary of the task table for the IPC fastpath
-/// (`ipc::endpoint::fastpath`), so that a `call` or `reply_recv` finds its
-/// partner and knows that the partner is the task the scheduler would run
-/// next, without a linear scan.
-///
-/// It is computed by one scan when the fastpath finds it invalid, kept up
-/// to date by the fastpath's own state changes, and invalidated by every
-/// other kernel entry (`trap::dispatch`, before it changes anything), since
-/// those change task states in many places. So it is exact whenever it is
-/// valid; in a steady call/reply exchange it stays valid, and a timer tick
-/// costs one rescan at the next fastpath.
-pub struct IpcSummary {
-    /// The most urgent priority (smallest number) among runnable tasks
-    /// other than the current one; `u16::MAX` if there is none.
-    pub others_best: u16,
-    /// Per endpoint.
-    pub endpoints: Vec<EpSummary>,
-}
-
-/// Who waits on an endpoint (see [`IpcSummary`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EpSummary {
-    /// Tasks blocked in `recv` on it, and the first of them in table order
-    /// (the one `send` would choose).
-    pub receivers: u32,
-    pub first_receiver: usize,
-    /// Tasks blocked sending on it, or with a fault pending on it.
-    pub senders: u32,
-}
-
-/// Whether `Scheduler::summary` is up to date. Cleared, without the lock,
-/// by every kernel entry that is not the IPC fastpath (one store).
-static SUMMARY_VALID: AtomicBool = AtomicBool::new(false);
-
-/// Task states may change from here on: the IPC summary is stale.
-#[inline(always)]
-pub fn invalidate_summary() {
-    SUMMARY_VALID.store(false, Ordering::Relaxed);
-}
+const _: () = assert!(PRIORITIES == table::PRIORITIES);
 
 pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
-    tasks: Vec::new(),
+    tasks: TaskTable::new(),
     endpoints: Vec::new(),
     notifications: Vec::new(),
     regions: Vec::new(),
@@ -131,14 +93,13 @@ pub static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     // (`ipc::held`: below `MAX_HELD`), which so comes first.
     order: abi::ipc::MAX_HELD as u64,
     fault_seq: 0,
-    summary: IpcSummary { others_best: u16::MAX, endpoints: Vec::new() },
     again: false,
     last: [usize::MAX; PRIORITIES],
 });
 
 /// The earliest tick at which a task may need the clock (a sleep ends, a
 /// timeout expires, a lowered priority is given back): [`Scheduler::tick`]
-/// scans the table only from then. Every place that sets such a deadline
+/// walks the timed tasks only from then. Every place that sets such a deadline
 /// lowers it ([`arm`]); one woken early leaves it early, which costs one
 /// scan that finds the real next one. Written under the scheduler lock
 /// only (plain loads and stores, no read-modify-write needed). 0 at boot:
@@ -186,15 +147,10 @@ pub fn smp() -> bool {
     SMP.load(Ordering::Relaxed)
 }
 
-/// Locks the scheduler for a kernel entry that is not the IPC fastpath:
-/// task states may change, so the IPC summary is stale (invalidated under
-/// the lock, so that no CPU's recomputation can mark it valid again before
-/// this entry's changes).
+/// Locks the scheduler (every kernel entry that may change task state).
 #[inline(always)]
 pub fn lock() -> MutexGuard<'static, Scheduler> {
-    let s = SCHED.lock();
-    invalidate_summary();
-    s
+    SCHED.lock()
 }
 
 /// This CPU's current task (the one it returns to), if any.
@@ -202,11 +158,6 @@ pub fn lock() -> MutexGuard<'static, Scheduler> {
 fn cur() -> Option<usize> {
     let c = percpu::get::<{ percpu::CURRENT }>();
     if c == percpu::NONE { None } else { Some(c as usize) }
-}
-
-#[inline(always)]
-fn set_cur(c: Option<usize>) {
-    percpu::set::<{ percpu::CURRENT }>(c.map_or(percpu::NONE, |c| c as u64));
 }
 
 #[inline(always)]
@@ -226,7 +177,7 @@ fn set_slice_left(v: u64) {
 /// a restarted task held for its supervisor is runnable, not blocked.
 #[inline(always)]
 pub fn debug_assert_not_running(t: &Task) {
-    debug_assert!(t.running_on == NOT_RUNNING, "blocked task {} still runs on CPU {}", t.id, t.running_on);
+    debug_assert!(t.running_on() == NOT_RUNNING, "blocked task {} still runs on CPU {}", t.id, t.running_on());
 }
 
 /// This CPU's current task index again, which the caller read before as
@@ -281,8 +232,9 @@ impl Scheduler {
         }
     }
 
-    pub fn add(&mut self, task: Task) {
-        self.tasks.push(Box::new(task));
+    /// Adds a task; `None` if the table is full.
+    pub fn add(&mut self, task: Task) -> Option<usize> {
+        self.tasks.add(task)
     }
 
     /// The task that entered the kernel on this CPU (valid during a trap
@@ -302,14 +254,14 @@ impl Scheduler {
     /// make the next switch to it a full one (CR3, RSP0, bases).
     pub fn forget_current(&mut self, idx: usize) {
         if cur() == Some(idx) {
-            set_cur(None);
+            self.tasks.set_cur(None);
         }
     }
 
     /// Whether the current task may simply continue: still runnable, with
     /// time left in its slice.
     pub fn current_keeps_cpu(&self) -> bool {
-        slice_left() > 0 && cur().is_some_and(|c| matches!(self.tasks[c].state, State::Runnable))
+        slice_left() > 0 && cur().is_some_and(|c| matches!(self.tasks[c].state(), State::Runnable))
     }
 
     /// The current task if it may simply continue ([`Self::current_keeps_cpu`]),
@@ -320,8 +272,9 @@ impl Scheduler {
         if slice_left() == 0 {
             return None;
         }
-        let t = self.tasks.get_mut(cur()?)?;
-        if matches!(t.state, State::Runnable) { Some(t) } else { None }
+        // No task is `percpu::NONE`, beyond every index: one bounds check.
+        let t = self.tasks.get_mut(percpu::get::<{ percpu::CURRENT }>() as usize)?;
+        if matches!(t.state(), State::Runnable) { Some(t) } else { None }
     }
 
     /// Makes the current task give up the rest of its slice.
@@ -359,23 +312,31 @@ impl Scheduler {
     /// space is then live on no CPU's TLB but this one's (see
     /// `next`: a CPU that leaves a task loads another root).
     pub fn stop_remote(&mut self, idx: usize) -> bool {
-        let t = &mut self.tasks[idx];
-        let me = percpu::cpu() as u8;
-        if !smp() || t.running_on == NOT_RUNNING || t.running_on == me {
-            t.held_until = 0;
+        // One CPU: nothing is ever held (only this function and the
+        // several-CPU paths set a hold), nothing to clear.
+        if !smp() {
             return true;
         }
-        t.held_until = self.ticks + 2;
-        resched_ipi(t.running_on as usize);
+        let t = &self.tasks[idx];
+        let (on, held) = (t.running_on(), t.held_until());
+        let me = percpu::cpu() as u8;
+        if on == NOT_RUNNING || on == me {
+            if held != 0 {
+                self.tasks.set_held_until(idx, 0);
+            }
+            return true;
+        }
+        self.tasks.set_held_until(idx, self.ticks + 2);
+        resched_ipi(on as usize);
         false
     }
 
     /// Counts a timer tick on this CPU: charges its running task; the boot
     /// CPU's ticks are the clock (wakes sleepers, timeouts, gives lowered
-    /// tasks their priority back). The table is scanned only on a tick at
-    /// or past the earliest such deadline ([`WAKE_AT`], which every
-    /// deadline set lowers: [`arm`]), not on every tick; the scan finds
-    /// the next one.
+    /// tasks their priority back). The tasks with a deadline are walked
+    /// (not the table) only on a tick at or past the earliest such deadline
+    /// ([`WAKE_AT`], which every deadline set lowers: [`arm`]), not on
+    /// every tick; the walk finds the next one.
     pub fn tick(&mut self, from_user: bool) {
         if from_user {
             set_slice_left(slice_left().saturating_sub(1));
@@ -392,22 +353,23 @@ impl Scheduler {
             );
             return;
         }
+        // Only the tasks with a deadline (`table::TaskTable::timed`).
         let mut next = u64::MAX;
-        for t in self.tasks.iter_mut() {
-            if let State::Sleeping { until_tick } = t.state
+        for i in table::bits(self.tasks.timed()) {
+            if let State::Sleeping { until_tick } = self.tasks[i].state()
                 && until_tick <= now
             {
-                t.state = State::Runnable;
+                self.tasks.set_state(i, State::Runnable);
             }
             // Deferred work (`SET_PRIORITY`) is late, never starved.
-            if let Some(since) = t.lowered_since
+            if let Some(since) = self.tasks[i].lowered_since()
                 && now.saturating_sub(since) >= abi::syscall::LOWERED_MAX_TICKS
             {
-                t.restore_priority();
-                t.lowered_since = None;
+                self.tasks.restore_priority(i);
+                self.tasks.set_lowered_since(i, None);
             }
-            crate::ipc::expire_timeout(t, now);
-            if let Some(d) = t.clock_deadline() {
+            crate::ipc::expire_timeout(&mut self.tasks, i, now);
+            if let Some(d) = self.tasks[i].clock_deadline() {
                 next = next.min(d);
             }
         }
@@ -421,43 +383,49 @@ impl Scheduler {
     /// priority; priority 0: after the current task, see below). The
     /// current task stays if its slice is not used up and nothing more
     /// urgent is runnable.
+    ///
+    /// No scan: the candidates at a priority are a mask, this CPU's run
+    /// queue (`table`: the queued tasks it may run, plus its current task
+    /// if that is runnable), and "the first after index `k` in table
+    /// order, wrapping" is a masked `trailing_zeros`
+    /// ([`table::first_from`]). The choice is the one the scan of the
+    /// table made before the masks, task for task.
     fn pick(&mut self) -> Option<usize> {
-        // One pass in round-robin order after the current task (wrapping
-        // around to it last): the best priority, its first runnable task
-        // in that order, and whether it has more than one.
-        let n = self.tasks.len();
         let current = cur();
-        let mut i = current.map_or(0, |c| c + 1);
-        let (mut best, mut first, mut several) = (u16::MAX, 0, false);
-        let (me, now, smp) = (percpu::cpu() as u8, self.ticks, smp());
-        for _ in 0..n {
-            if i >= n {
-                i = 0;
-            }
-            let t = &self.tasks[i];
-            let p = t.priority as u16;
-            if matches!(t.state, State::Runnable) && p <= best && (!smp || t.may_run_on(me, now)) {
-                if p < best {
-                    (best, first, several) = (p, i, false);
-                    if best == 0 {
-                        // Nothing is more urgent, and a later task of the
-                        // same priority would not replace it: the scan can
-                        // stop. At priority 0 "after the current task" is
-                        // round robin already: with one CPU, no task of
-                        // another priority is current while one of
-                        // priority 0 is runnable. The stop keeps the fault
-                        // path (a fault server at 0) as cheap as before.
-                        break;
+        // The candidates: the best priority's queue this CPU may take
+        // from, with this CPU's current task if runnable there.
+        let (candidates, best, mine) = if smp() {
+            self.smp_candidates(current)
+        } else {
+            let mut best = self.tasks.best_ready();
+            let mut candidates = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) };
+            let mut mine = 0;
+            if let Some(c) = current {
+                let t = &self.tasks[c];
+                if t.state() == State::Runnable {
+                    mine = 1u64 << c;
+                    let p = t.priority() as u16;
+                    if p < best {
+                        (best, candidates) = (p, mine);
+                    } else if p == best {
+                        candidates |= mine;
                     }
-                } else {
-                    several = true;
                 }
             }
-            i += 1;
-        }
-        if best == u16::MAX {
+            (candidates, best, mine)
+        };
+        if candidates == 0 {
             return None;
         }
+        // The first candidate in round-robin order after the current task
+        // (it comes last), and whether there are several. At priority 0
+        // "after the current task" is round robin already (with one CPU
+        // no task of another priority is current while one of priority 0
+        // is runnable): the first is taken without looking at `last`,
+        // which kept the fault path (a fault server at 0) cheap when this
+        // was a scan that stopped there.
+        let first = table::first_from(candidates, current.map_or(0, |c| c + 1)).unwrap_or(0);
+        let several = best != 0 && candidates & (candidates - 1) != 0;
         // A priority is a `u8` (`best` is wider only for its sentinel): no
         // bounds check on `last`.
         let slot = best as u8 as usize;
@@ -465,116 +433,93 @@ impl Scheduler {
         let picked = match current {
             // The current task keeps the CPU while its slice lasts and
             // nothing more urgent is runnable.
-            Some(c)
-                if slice_left() > 0
-                    && matches!(self.tasks[c].state, State::Runnable)
-                    && (!smp || self.tasks[c].may_run_on(me, now))
-                    && self.tasks[c].priority as u16 == best =>
-            {
-                c
-            }
+            Some(c) if candidates & mine != 0 && slice_left() > 0 => c,
             // The current task is the one last picked at `best` (the usual
             // case: it yields, blocks or used up its slice), or there is
-            // no choice: the scan's order was the round-robin order.
+            // no choice: the order after the current task was the
+            // round-robin order.
             Some(c) if c == last => first,
             _ if !several => first,
             // Another priority ran since `best` last had its turn (a more
             // urgent server answered one of several clients): go on after
             // the task last picked at `best`.
-            _ => self.first_after(last, best, me, now).unwrap_or(first),
+            _ => table::first_from(candidates, last.wrapping_add(1)).unwrap_or(first),
         };
         self.last[slot] = picked;
         Some(picked)
     }
 
-    /// The first runnable task of priority `p` (that this CPU may run)
-    /// after index `last` in table order, wrapping around (from the start
-    /// if `last` is none).
-    #[cold]
+    /// [`Self::pick`]'s candidates with several CPUs: the queues seen
+    /// through [`Self::smp_view`] (a priority whose queued tasks this CPU
+    /// may not take is skipped), and the current task if runnable, not
+    /// held and allowed here. Returns the candidates, their priority and
+    /// the current task's bit if it is one.
     #[inline(never)]
-    fn first_after(&self, last: usize, p: u16, me: u8, now: u64) -> Option<usize> {
-        let n = self.tasks.len();
-        let smp = smp();
-        let start = if last < n { last + 1 } else { 0 };
-        (start..n).chain(0..start).find(|&i| {
-            let t = &self.tasks[i];
-            matches!(t.state, State::Runnable) && t.priority as u16 == p && (!smp || t.may_run_on(me, now))
-        })
+    fn smp_candidates(&mut self, current: Option<usize>) -> (u64, u16, u64) {
+        let view = self.smp_view();
+        let mine = match current {
+            Some(c) if self.tasks[c].state() == State::Runnable && view & (1 << c) != 0 => 1u64 << c,
+            _ => 0,
+        };
+        let mut best = self.tasks.best_ready();
+        let mut queued = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) & view };
+        while queued == 0 && best != u16::MAX {
+            best = self.tasks.next_ready_priority(best as usize + 1);
+            queued = if best == u16::MAX { 0 } else { self.tasks.ready(best as u8) & view };
+        }
+        let candidates = match current {
+            Some(c) if mine != 0 => {
+                let p = self.tasks[c].priority() as u16;
+                if p < best {
+                    best = p;
+                    mine
+                } else if p == best {
+                    queued | mine
+                } else {
+                    queued
+                }
+            }
+            _ => queued,
+        };
+        (candidates, best, mine)
+    }
+
+    /// Several CPUs: the tasks this CPU may take from the run queues — its
+    /// affinity's, minus those another CPU owns and those held (an
+    /// expired hold is dropped on the way). Out of line: several CPUs only.
+    #[inline(never)]
+    fn smp_view(&mut self) -> u64 {
+        let me = percpu::cpu();
+        let owned = percpu::get::<{ percpu::OWNED }>();
+        let mine = if owned == percpu::NONE { 0 } else { 1u64 << owned };
+        let held = self.tasks.held_at(self.ticks);
+        self.tasks.allowed(me) & !(self.tasks.running() & !mine) & !held
     }
 
     /// Whether anything can still happen: a task is runnable, or will be
     /// woken by the clock. (Tasks blocked in IPC with no timeout can only be
     /// woken by another task; if none can run, none ever will.)
     fn can_progress(&self) -> bool {
-        self.tasks.iter().any(|t| matches!(t.state, State::Runnable) || t.state.has_deadline())
-    }
-
-    /// The task table and the IPC summary, brought up to date (one scan)
-    /// if it is stale.
-    #[inline(always)]
-    pub fn tasks_and_summary(&mut self) -> (&mut [Box<Task>], &mut IpcSummary) {
-        if !SUMMARY_VALID.load(Ordering::Relaxed) {
-            self.recompute_summary();
-        }
-        (&mut self.tasks, &mut self.summary)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn recompute_summary(&mut self) {
-        {
-            let sum = &mut self.summary;
-            sum.others_best = u16::MAX;
-            sum.endpoints.clear();
-            sum.endpoints.resize(self.endpoints.len(), EpSummary::default());
-            let current = cur();
-            for (i, t) in self.tasks.iter().enumerate() {
-                match t.state {
-                    State::Runnable if Some(i) != current => {
-                        sum.others_best = sum.others_best.min(t.priority as u16);
-                    }
-                    State::RecvBlocked { ep, .. } => {
-                        if let Some(e) = sum.endpoints.get_mut(ep as usize) {
-                            if e.receivers == 0 {
-                                e.first_receiver = i;
-                            }
-                            e.receivers += 1;
-                        }
-                    }
-                    State::SendBlocked { ep, .. } | State::FaultPending { ep, .. } => {
-                        if let Some(e) = sum.endpoints.get_mut(ep as usize) {
-                            e.senders += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            // With several CPUs the fastpath is off (next step of SMP: a
-            // per-CPU summary and run queue): "something more urgent is
-            // runnable" makes every `call`/`reply_recv` take the general
-            // path, which does the per-CPU bookkeeping. This costs the
-            // one-CPU fastpath nothing (no test of its own).
-            if smp() {
-                sum.others_best = 0;
-            }
-            SUMMARY_VALID.store(true, Ordering::Relaxed);
-        }
+        self.tasks.any_runnable() || self.tasks.state_timed() != 0
     }
 
     /// The IPC fastpath made task `i`, of priority `priority`, the one to
-    /// run (see [`enter_fast`]): it is current now, with a fresh slice, as
-    /// `switch_to` would leave it, and the last picked at its priority, as
-    /// `pick` would record it (the fastpath's task is the only runnable one
-    /// of the best priority, so `pick` would choose it). Returns `frame`
-    /// (task `i`'s, from `enter_fast`). One CPU only: with
-    /// several the fastpath never switches (see `recompute_summary`), so
-    /// this needs no `running_on` bookkeeping nor a test for it.
+    /// run (see [`enter_fast`]): it is current now (the fastpath's
+    /// `table::TaskTable::fast_call_switch` and the like recorded it),
+    /// with a fresh slice, as `switch_to` would leave it, and the last
+    /// picked at its priority, as `pick` would record it (the fastpath's
+    /// task is the only runnable one of the best priority, so `pick` would
+    /// choose it). Returns `frame` (task `i`'s, from `enter_fast`). One
+    /// CPU only: with several the fastpath never switches (see
+    /// `ipc::endpoint::fastpath`), so this needs no `running_on`
+    /// bookkeeping nor a test for it.
     #[inline(always)]
     pub fn set_current(&mut self, i: usize, priority: u8, frame: *mut TrapFrame) -> *mut TrapFrame {
         debug_assert!(!smp(), "the IPC fastpath switched tasks with several CPUs");
         self.last[priority as usize] = i;
         percpu::set_const::<{ percpu::SLICE_LEFT }, { SLICE_TICKS as i32 }>();
-        set_cur(Some(i));
+        #[cfg(debug_assertions)]
+        self.tasks.verify(false);
         frame
     }
 
@@ -590,13 +535,14 @@ impl Scheduler {
         if owned != percpu::NONE {
             self.release(owned as usize);
         }
+        let on = self.tasks[i].running_on();
+        debug_assert!(on == NOT_RUNNING, "task {} runs on CPU {} already", self.tasks[i].id, on);
+        self.tasks.set_running_on(i, me as u8);
         let Self { tasks, endpoints, .. } = self;
         let t = &mut tasks[i];
-        debug_assert!(t.running_on == NOT_RUNNING, "task {} runs on CPU {} already", t.id, t.running_on);
         if !t.started {
             t.start_event(endpoints, me);
         }
-        t.running_on = me as u8;
         // Its CR3 is loaded here next (`switch_to`, `enter_fast`).
         if let Some(space) = t.space.as_mut() {
             space.live_on = me as u8;
@@ -606,9 +552,9 @@ impl Scheduler {
 
     /// Task `i` leaves this CPU (several CPUs).
     fn release(&mut self, i: usize) {
+        debug_assert_eq!(self.tasks[i].running_on() as usize, percpu::cpu());
+        self.tasks.set_running_on(i, NOT_RUNNING);
         let t = &mut self.tasks[i];
-        debug_assert_eq!(t.running_on as usize, percpu::cpu());
-        t.running_on = NOT_RUNNING;
         // SAFETY: the task's own area in its box; the lock is held.
         unsafe { crate::arch::fpu::release_this_cpu(&mut t.fpu) };
         if let Some(space) = t.space.as_mut() {
@@ -619,30 +565,26 @@ impl Scheduler {
 
     /// The CPUs that could take a runnable task no CPU runs (other than
     /// `picked`, which this CPU takes), as a bit mask: every CPU for a task
-    /// of any CPU, its own for a task with an affinity.
-    fn cpus_wanted(&self, picked: Option<usize>) -> u32 {
-        let now = self.ticks;
-        let mut want = 0;
-        for (i, t) in self.tasks.iter().enumerate() {
-            if Some(i) != picked
-                && matches!(t.state, State::Runnable)
-                && t.running_on == NOT_RUNNING
-                && t.held_until <= now
-            {
-                want |= t.cpu_mask();
-                if want == u32::MAX {
-                    break;
-                }
-            }
+    /// of any CPU, its own for a task with an affinity. From the masks:
+    /// one word per priority in use and per CPU, no scan of the table.
+    fn cpus_wanted(&mut self, picked: Option<usize>) -> u32 {
+        let held = self.tasks.held_at(self.ticks);
+        let picked = picked.map_or(0, |p| 1u64 << p);
+        let waiting = self.tasks.all_ready() & !self.tasks.running() & !held & !picked;
+        if waiting == 0 {
+            return 0;
         }
-        want
+        if waiting & self.tasks.any_cpu() != 0 {
+            return u32::MAX;
+        }
+        (0..percpu::MAX_CPUS).filter(|&c| waiting & self.tasks.pinned(c) != 0).fold(0, |want, c| want | 1 << c)
     }
 
     /// Wakes one idle CPU (not this one) that may run a runnable task no
     /// CPU runs, if there is one (several CPUs; `picked` is the task this
     /// CPU takes, if any). Out of line: several CPUs only.
     #[inline(never)]
-    fn wake_idle_for_others(&self, picked: Option<usize>) {
+    fn wake_idle_for_others(&mut self, picked: Option<usize>) {
         let idle = IDLE.load(Ordering::Relaxed) & !(1 << percpu::cpu());
         if idle == 0 {
             return;
@@ -673,7 +615,7 @@ impl Scheduler {
         if smp {
             self.own(i);
         }
-        set_cur(Some(i));
+        self.tasks.set_cur(Some(i));
         let task = &mut self.tasks[i];
         // SAFETY: the task's own area in its box; the lock is held.
         unsafe { crate::arch::fpu::switch_to(&mut task.fpu) };
@@ -750,15 +692,16 @@ pub fn next() -> *mut TrapFrame {
 pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
     loop {
         {
+            #[cfg(debug_assertions)]
+            s.tasks.verify(smp());
             if let Some(i) = s.pick() {
                 if smp() {
-                    invalidate_summary();
                     s.wake_idle_for_others(Some(i));
                 }
                 return s.switch_to(i);
             }
             if !s.can_progress() {
-                let count = |f: fn(&State) -> bool| s.tasks.iter().filter(|t| f(&t.state)).count() as u64;
+                let count = |f: fn(&State) -> bool| s.tasks.iter().filter(|t| f(&t.state())).count() as u64;
                 let exited = count(|st| matches!(st, State::Exited { .. }));
                 let faulted = count(|st| matches!(st, State::Faulted { .. }));
                 let stopped = count(|st| matches!(st, State::Stopped));
@@ -776,7 +719,7 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
                 });
                 crate::power::exit(abi::exit::GuestExit::Success);
             }
-            set_cur(None);
+            s.tasks.set_cur(None);
             if smp() {
                 // The task this CPU ran may now run elsewhere: its FPU
                 // registers go to its area, and its page tables leave this
@@ -793,7 +736,6 @@ pub fn next_locked(mut s: MutexGuard<'static, Scheduler>) -> *mut TrapFrame {
                     // every space does.
                     unsafe { Cr3::write(kernel, flags) };
                 }
-                invalidate_summary();
                 // A task this CPU may not run (its affinity names another)
                 // may have been made runnable here: its CPU is woken.
                 s.wake_idle_for_others(None);
@@ -823,6 +765,7 @@ pub fn started() -> bool {
 pub fn start() -> ! {
     if crate::arch::smp::cpus_online() > 1 {
         SMP.store(true, Ordering::Release);
+        SCHED.lock().tasks.close_fastpath();
     }
     GO.store(true, Ordering::Release);
     crate::arch::smp::wake_all(RESCHED_VECTOR);

@@ -147,8 +147,6 @@ pub unsafe extern "C" fn full(frame: *mut TrapFrame) -> *mut TrapFrame {
         crate::selftest::smap_probe(unsafe { &*frame });
         s = SCHED.lock();
     }
-    // From here on task states may change anywhere.
-    crate::sched::invalidate_summary();
     // Most calls return to the caller; the frame is its save area, already
     // current (RSP0, CR3, bases).
     if !handle(&mut s) {
@@ -188,12 +186,14 @@ fn dispatch(s: &mut Scheduler) {
         nr::SLEEP => {
             let until_tick = ticks.saturating_add(a0.max(1));
             crate::sched::arm(until_tick);
-            task.state = State::Sleeping { until_tick };
+            let me = current_index(s);
+            s.tasks.set_state_unqueued(me, State::Sleeping { until_tick });
             Ok(0)
         }
         nr::EXIT => {
             let id = task.id;
-            exit(task, a0 as i64);
+            let me = current_index(s);
+            exit(s, me, a0 as i64);
             ipc::abandon(s, id, ipc::Gone::Ended);
             Ok(0)
         }
@@ -231,7 +231,7 @@ fn dispatch(s: &mut Scheduler) {
         nr::FUTEX_WAKE => ipc::futex::wake(s),
         nr::SET_RECOVERY => set_recovery(task, a0),
         nr::REGION => region(s, a0),
-        nr::SET_PRIORITY => set_priority(task, a0, ticks),
+        nr::SET_PRIORITY => set_priority(s, a0, ticks),
         _ => Err(Error::NoSuchCall),
     };
     let Some(me) = s.current_index() else { return };
@@ -245,7 +245,7 @@ fn dispatch(s: &mut Scheduler) {
         // 4 CPUs: a fault server retrying `READ_MEM` 600,000 times).
         s.tasks[me].save.frame.rip -= 2;
         let until = ticks.saturating_add(1);
-        s.tasks[me].state = State::Sleeping { until_tick: until };
+        s.tasks.set_state_unqueued(me, State::Sleeping { until_tick: until });
         crate::sched::arm(until);
         return;
     }
@@ -283,9 +283,9 @@ fn commit(s: &mut Scheduler) -> Result<u64, Error> {
 #[inline(never)]
 fn release_hold(s: &mut Scheduler) {
     if let Some(h) = s.current().holds.take()
-        && let Some(t) = s.tasks.get_mut(h)
+        && h < s.tasks.len()
     {
-        t.held_until = 0;
+        s.tasks.set_held_until(h, 0);
     }
 }
 
@@ -320,8 +320,14 @@ fn write(task: &Task, ptr: u64, len: u64) -> SysResult {
     Ok(len)
 }
 
-pub fn exit(task: &mut Task, code: i64) {
-    task.state = State::Exited { code };
+/// This CPU's current task (the caller of a system call).
+fn current_index(s: &Scheduler) -> usize {
+    s.current_index().expect("a system call has a current task")
+}
+
+pub fn exit(s: &mut Scheduler, me: usize, code: i64) {
+    s.tasks.set_state_unqueued(me, State::Exited { code });
+    let task = &mut s.tasks[me];
     task.space = None;
     task.reply_to = None;
     events::emit(&Event::TaskExitV2 {
@@ -408,23 +414,24 @@ fn region(s: &mut Scheduler, cap: u64) -> SysResult {
 
 /// `SET_PRIORITY`: a task may run less urgently than its manifest says (to
 /// defer work), or return to its own priority; never more urgently.
-fn set_priority(task: &mut Task, priority: u64, now: u64) -> SysResult {
+fn set_priority(s: &mut Scheduler, priority: u64, now: u64) -> SysResult {
+    let me = current_index(s);
     if priority == abi::syscall::PRIORITY_OWN {
-        task.restore_priority();
-        task.lowered_since = None;
+        s.tasks.restore_priority(me);
+        s.tasks.set_lowered_since(me, None);
         return Ok(0);
     }
-    if priority > u8::MAX as u64 || priority < task.spec.priority as u64 {
+    if priority > u8::MAX as u64 || priority < s.tasks[me].spec.priority as u64 {
         return Err(Error::BadArgument);
     }
-    task.priority = priority as u8;
-    if task.is_lowered() {
-        if task.lowered_since.is_none() {
-            task.lowered_since = Some(now);
+    s.tasks.set_priority(me, priority as u8);
+    if s.tasks[me].is_lowered() {
+        if s.tasks[me].lowered_since().is_none() {
+            s.tasks.set_lowered_since(me, Some(now));
             crate::sched::arm_next_tick();
         }
     } else {
-        task.lowered_since = None;
+        s.tasks.set_lowered_since(me, None);
     }
     Ok(0)
 }
@@ -529,5 +536,5 @@ fn panic(s: &mut Scheduler, msg: u64, msg_len: u64, file: u64, file_len: u64, li
         crate::recovery::restart::restart_from_image(s, me, seq, delay, Some("supervisor panicked"), true);
         return;
     }
-    exit(&mut s.tasks[me], 101);
+    exit(s, me, 101);
 }

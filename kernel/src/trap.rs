@@ -24,7 +24,6 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
     let f = unsafe { &mut *frame };
     let vector = f.vector;
     if !f.from_user() {
-        sched::invalidate_summary();
         return kernel_entry(f, frame);
     }
     if vector == SYSCALL_VECTOR {
@@ -35,7 +34,6 @@ pub unsafe extern "C" fn dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
     if f.rflags & crate::arch::RFLAGS_AC != 0 && crate::selftest::SMAP_PROBE.load(Ordering::Relaxed) {
         crate::selftest::smap_probe(f);
     }
-    sched::invalidate_summary();
     // One critical section from the handler to the choice of the next
     // task (`sched::next_locked`).
     match vector {

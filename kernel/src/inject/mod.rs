@@ -113,7 +113,7 @@ fn execute(s: &mut Scheduler, cmd: Command) {
         }
         Command::List => {
             for t in s.tasks.iter() {
-                let state = events::text::<128>(format_args!("{:?}", t.state));
+                let state = events::text::<128>(format_args!("{:?}", t.state()));
                 events::emit(&Event::TaskInfo {
                     task: t.id as u64,
                     name: &t.name,
@@ -124,7 +124,7 @@ fn execute(s: &mut Scheduler, cmd: Command) {
             }
         }
         Command::Stats => {
-            let alive = s.tasks.iter().filter(|t| t.state.is_alive()).count() as u64;
+            let alive = s.tasks.iter().filter(|t| t.state().is_alive()).count() as u64;
             let inj = INJECTOR.lock();
             events::emit(&Event::Stats {
                 ticks: s.ticks,
@@ -249,7 +249,7 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
                     .tasks
                     .iter()
                     .enumerate()
-                    .filter(|(_, t)| t.state.is_alive() && !t.is_supervisor())
+                    .filter(|(_, t)| t.state().is_alive() && !t.is_supervisor())
                     .map(|(i, _)| i)
                     .collect();
                 if live.is_empty() { None } else { Some(live[(inj.next() % live.len() as u64) as usize]) }
@@ -261,7 +261,7 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
             continue;
         };
         let t = &s.tasks[target];
-        if !t.state.is_alive() {
+        if !t.state().is_alive() {
             inj.pending[i].1 = true;
             events::emit(&Event::InjectMissed { id: spec.id, reason: "task not alive" });
             continue;
@@ -280,7 +280,7 @@ pub fn on_tick(s: &mut Scheduler, current: Option<usize>) {
         // Asynchronous kinds act on a task wherever it is; the others need it
         // interrupted in user mode, i.e. running right now.
         let anywhere = matches!(spec.kind, Kind::Kill | Kind::MemFlip | Kind::SharedFlip);
-        let ok_state = !matches!(t.state, State::FaultPending { .. } | State::FaultHeld);
+        let ok_state = !matches!(t.state(), State::FaultPending { .. } | State::FaultHeld);
         if !ok_state || !(anywhere || current == Some(target)) {
             continue;
         }

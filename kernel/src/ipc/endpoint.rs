@@ -3,7 +3,7 @@
 //! A rendezvous happens in whichever call comes second: `send` finds a task
 //! blocked in `recv` on the endpoint, or `recv` finds the longest-waiting
 //! sender (a task in `send`/`call`, or a faulted task whose fault message is
-//! pending). A received `call` leaves its caller `ReplyBlocked` and gives
+//! pending) — both from the endpoint's masks in the task table, not a scan. A received `call` leaves its caller `ReplyBlocked` and gives
 //! the receiver a one-shot reply right (`reply_to`).
 //!
 //! [`fastpath`] is the seL4-style shortcut for the two calls of a
@@ -15,6 +15,7 @@ use super::message::{Outgoing, check_receive_buffer, deliver};
 use super::{deadline, held};
 use crate::arch::trap_entry::TrapFrame;
 use crate::recovery::fault;
+use crate::sched::table;
 use crate::sched::{self, Scheduler};
 use crate::task::{State, Task, TaskId};
 use abi::ipc::{CapKind, POLL, Rights};
@@ -35,16 +36,18 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
     // Validate the message now, so the error goes to the sender.
     let msg = Outgoing::from_task(task, badge)?;
 
-    let receiver = s.tasks.iter().position(|t| matches!(t.state, State::RecvBlocked { ep: e, .. } if e == ep));
+    // The first receiver in table order.
+    let receivers = s.tasks.receivers(ep as usize);
+    let receiver = (receivers != 0).then(|| receivers.trailing_zeros() as usize);
     match receiver {
         Some(r) => {
             deliver(s, &msg, Some(me), r);
-            s.tasks[r].state = State::Runnable;
+            s.tasks.set_state(r, State::Runnable);
             if call {
                 let my_id = s.tasks[me].id;
                 s.tasks[r].reply_to = Some(my_id);
                 let server = s.tasks[r].id;
-                s.tasks[me].state = State::ReplyBlocked { server };
+                s.tasks.set_state_unqueued(me, State::ReplyBlocked { server });
                 held::on_receive(s, r, me, ep, badge);
             }
         }
@@ -55,7 +58,7 @@ pub fn send(s: &mut Scheduler, call: bool) -> SysResult {
         }
         None => {
             let since = s.next_order();
-            s.tasks[me].state = State::SendBlocked { ep, call, badge, since };
+            s.tasks.set_state_unqueued(me, State::SendBlocked { ep, call, badge, since });
         }
     }
     Ok(0)
@@ -70,15 +73,11 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
     held::check_room(task)?;
     let timeout = task.save.frame.rbx;
 
-    // The longest-waiting sender: normal messages and pending faults alike.
-    let sender = s
-        .tasks
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| match t.state {
-            State::SendBlocked { ep: e, since, .. } | State::FaultPending { ep: e, since } if e == ep => {
-                Some((since, i))
-            }
+    // The longest-waiting sender: normal messages and pending faults alike,
+    // among those queued on the endpoint (`table::TaskTable::senders`).
+    let sender = table::bits(s.tasks.senders(ep as usize))
+        .filter_map(|i| match s.tasks[i].state() {
+            State::SendBlocked { since, .. } | State::FaultPending { since, .. } => Some((since, i)),
             _ => None,
         })
         .min()
@@ -91,7 +90,7 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
         None if timeout == POLL => Err(Error::Timeout),
         None => {
             let deadline = deadline(s.ticks, timeout);
-            s.tasks[me].state = State::RecvBlocked { ep, deadline };
+            s.tasks.set_state_unqueued(me, State::RecvBlocked { ep, deadline });
             Ok(0)
         }
     }
@@ -99,7 +98,7 @@ pub fn recv(s: &mut Scheduler) -> SysResult {
 
 /// Moves the message of blocked sender `from` to receiver `to`.
 pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
-    match s.tasks[from].state {
+    match s.tasks[from].state() {
         State::FaultPending { .. } => fault::deliver(s, from, to),
         State::SendBlocked { call, badge, ep, .. } => {
             // The sender's buffer may have gone bad while it waited: then
@@ -107,14 +106,14 @@ pub fn take_from(s: &mut Scheduler, from: usize, to: usize) {
             let msg = Outgoing::from_task(&s.tasks[from], badge)
                 .unwrap_or_else(|_| Outgoing::registers_of(&s.tasks[from], badge));
             deliver(s, &msg, Some(from), to);
-            s.tasks[to].state = State::Runnable;
+            s.tasks.set_state(to, State::Runnable);
             if call {
                 let (caller, server) = (s.tasks[from].id, s.tasks[to].id);
                 s.tasks[to].reply_to = Some(caller);
-                s.tasks[from].state = State::ReplyBlocked { server };
+                s.tasks.set_state(from, State::ReplyBlocked { server });
                 held::on_receive(s, to, from, ep, badge);
             } else {
-                s.tasks[from].state = State::Runnable;
+                s.tasks.set_state(from, State::Runnable);
                 s.tasks[from].save.frame.rax = 0;
             }
         }
@@ -132,14 +131,12 @@ pub fn reply(s: &mut Scheduler) -> SysResult {
     }
     s.tasks[me].reply_to = None;
     let my_id = s.tasks[me].id;
-    let caller = s
-        .tasks
-        .iter()
-        .position(|t| t.id == caller_id && t.state == (State::ReplyBlocked { server: my_id }))
+    let caller = task_index(&s.tasks, caller_id)
+        .filter(|&c| s.tasks[c].state() == (State::ReplyBlocked { server: my_id }))
         .ok_or(Error::NoCaller)?;
     let msg = Outgoing::from_task(&s.tasks[me], 0)?;
     deliver(s, &msg, Some(me), caller);
-    s.tasks[caller].state = State::Runnable;
+    s.tasks.set_state_unqueued(caller, State::Runnable);
     Ok(0)
 }
 
@@ -176,9 +173,13 @@ pub fn reply_recv(s: &mut Scheduler) -> SysResult {
 /// partner that was faulted, killed or restarted is no longer blocked in
 /// IPC, so the fastpath does not see it.
 ///
-/// Partners are found through the scheduler's [`sched::IpcSummary`] (who
-/// waits on which endpoint, the best other runnable priority) and the
-/// reply right's task id, not by scanning the task table.
+/// Partners are found through the task table's masks (who waits on which
+/// endpoint, the best priority queued: `sched::table`) and the reply
+/// right's task id, not by scanning the task table. With several CPUs the
+/// fastpath is off (`table::TaskTable::fast_best_ready` says "priority 0
+/// is runnable", so no partner is urgent enough; no test of its own): the
+/// general path does the per-CPU bookkeeping (`running_on`) the
+/// fastpath's switch leaves out.
 #[inline(always)]
 pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
     let me = s.current_index()?;
@@ -202,51 +203,51 @@ pub fn fastpath(s: &mut Scheduler) -> Option<*mut TrapFrame> {
 /// for the reply.
 #[inline(always)]
 fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
-    let (tasks, sum) = s.tasks_and_summary();
-    let others_best = sum.others_best;
     // SAFETY: `me` is the current task's index (see `fastpath`).
-    let caller = unsafe { tasks.get_unchecked(me) };
+    let caller = unsafe { s.tasks.get_unchecked(me) };
     let cap = caller.cap(caller.save.frame.rdi, CapKind::Endpoint, Rights::SEND).ok()?;
     let (ep, badge) = (cap.object as usize, cap.badge);
-    let e = sum.endpoints.get_mut(ep)?;
-    if e.receivers == 0 {
+    // The first receiver in table order, the one `send` would choose.
+    let receivers = s.tasks.receivers(ep);
+    if receivers == 0 {
         return None;
     }
-    let r = e.first_receiver;
+    let r = receivers.trailing_zeros() as usize;
+    // The best priority runnable other than the caller: with one CPU the
+    // queued tasks are every runnable task but the current one.
+    let others_best = s.tasks.fast_best_ready();
     // `me` read again (one `gs` load) rather than kept in a register
     // across the checks above: the one-CPU fastpath then saves no more
     // registers than before per-CPU state (IPC round trip).
     let me = sched::current_again(me);
-    let [caller, receiver] = disjoint(tasks, me, r)?;
-    let (caller, receiver): (&mut Task, &mut Task) = (caller, receiver);
-    // The summary is exact while valid; checked anyway, so that a stale one
-    // can only cost speed, never a wrong delivery.
-    if !matches!(receiver.state, State::RecvBlocked { ep: e, .. } if e as usize == ep) || receiver.space.is_none() {
-        sched::invalidate_summary();
-        return None;
-    }
+    // The masks hold table indices only, and the caller (current, so
+    // runnable) is in no receiver mask: no bounds or aliasing check.
+    debug_assert!(r < s.tasks.len() && r != me);
+    // SAFETY: as just said.
+    let receiver = unsafe { s.tasks.get_unchecked(r) };
+    debug_assert!(matches!(receiver.state(), State::RecvBlocked { ep: e, .. } if e as usize == ep));
     // A receiver inside a checkpoint scope holds what it receives
     // (`held`): the general path.
-    if receiver.priority as u16 >= others_best || !receiver.scopes.is_empty() {
+    if receiver.space.is_none() || receiver.priority() as u16 >= others_best || !receiver.scopes.is_empty() {
         return None;
     }
     sched::debug_assert_not_running(receiver);
 
-    // Committed: the same changes as `send(call = true)`.
-    e.receivers -= 1;
-    if e.receivers > 0 {
-        // The next receiver in table order is unknown without a scan.
-        sched::invalidate_summary();
-    }
+    // Committed: the same changes as `send(call = true)`. The states and
+    // masks first, so that nothing of the checks stays live in registers
+    // across the copy.
+    // SAFETY: `me` and `r` are in the table (above), and `r` is in `ep`'s
+    // receiver mask, so `ep` is an endpoint.
+    unsafe { s.tasks.fast_call_switch(me, r, ep) };
+    // SAFETY: as above; they differ.
+    let [caller, receiver] = unsafe { s.tasks.disjoint_unchecked_mut(me, r) };
     let f = &caller.save.frame;
     deliver_registers(&mut receiver.save.frame, badge, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
-    receiver.state = State::Runnable;
     receiver.reply_to = Some(caller.id);
-    caller.state = State::ReplyBlocked { server: receiver.id };
     caller.ticks_since_syscall = 0;
     caller.save.frame.rax = 0;
     let live = (caller.save.frame.fs_base, caller.save.frame.gs_base);
-    let priority = receiver.priority;
+    let priority = receiver.priority();
     let frame = sched::enter_fast(receiver, live);
     Some(s.set_current(r, priority, frame))
 }
@@ -256,9 +257,8 @@ fn fast_call(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
 #[inline(always)]
 fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     let now = s.ticks;
-    let (tasks, sum) = s.tasks_and_summary();
     // SAFETY: `me` is the current task's index (see `fastpath`).
-    let server = unsafe { tasks.get_unchecked(me) };
+    let server = unsafe { s.tasks.get_unchecked(me) };
     let f = &server.save.frame;
     let timeout = f.rbx;
     if timeout == POLL {
@@ -266,53 +266,41 @@ fn fast_reply_recv(s: &mut Scheduler, me: usize) -> Option<*mut TrapFrame> {
     }
     let caller_id = server.reply_to?;
     let ep = server.cap(f.rdi, CapKind::Endpoint, Rights::RECV).ok()?.object as usize;
-    let c = task_index(tasks, caller_id)?;
-    let e = sum.endpoints.get_mut(ep)?;
-    if e.senders != 0 {
+    let c = task_index(&s.tasks, caller_id)?;
+    // A queued sender or pending fault: the receive would take it.
+    if s.tasks.senders_on(ep)? != 0 {
         return None;
     }
+    let others_best = s.tasks.fast_best_ready();
     let me = sched::current_again(me);
-    let [server, caller] = disjoint(tasks, me, c)?;
-    let (server, caller): (&mut Task, &mut Task) = (server, caller);
-    if !matches!(caller.state, State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
+    // SAFETY: `me` is the current index, `c` was checked by `task_index`.
+    let (server, caller) = unsafe { (s.tasks.get_unchecked(me), s.tasks.get_unchecked(c)) };
+    // Blocked on this task's reply: so not this task (which runs).
+    if !matches!(caller.state(), State::ReplyBlocked { server: id } if id == server.id) || caller.space.is_none() {
         return None;
     }
     // A server inside a scope holds its reply until the commit (`held`).
-    if caller.priority as u16 >= sum.others_best || !server.scopes.is_empty() {
+    if caller.priority() as u16 >= others_best || !server.scopes.is_empty() {
         return None;
     }
     sched::debug_assert_not_running(caller);
 
-    // Committed: the same changes as `reply`, then `recv` finding no sender.
-    if e.receivers == 0 || me < e.first_receiver {
-        e.first_receiver = me;
-    }
-    e.receivers += 1;
+    // Committed: the same changes as `reply`, then `recv` finding no sender
+    // (states and masks first, as in `fast_call`).
+    // SAFETY: `me` and `c` are in the table (above); `ep` is an endpoint
+    // (`senders_on` found it).
+    unsafe { s.tasks.fast_reply_recv_switch(me, c, ep, deadline(now, timeout)) };
+    // SAFETY: as above; they differ (`c` is blocked, `me` runs).
+    let [server, caller] = unsafe { s.tasks.disjoint_unchecked_mut(me, c) };
     let f = &server.save.frame;
     deliver_registers(&mut caller.save.frame, 0, f.rsi, [f.rdx, f.r10, f.r8, f.r9]);
-    caller.state = State::Runnable;
     server.reply_to = None;
-    server.state = State::RecvBlocked { ep: ep as u16, deadline: deadline(now, timeout) };
     server.ticks_since_syscall = 0;
     server.save.frame.rax = 0;
     let live = (server.save.frame.fs_base, server.save.frame.gs_base);
-    let priority = caller.priority;
+    let priority = caller.priority();
     let frame = sched::enter_fast(caller, live);
     Some(s.set_current(c, priority, frame))
-}
-
-/// The current task `me` and another task `other`, both mutable: `None`
-/// if `other` is out of the table or is `me`. `me` is not bounds-checked:
-/// it is the current index (see `fastpath`).
-#[inline(always)]
-fn disjoint(tasks: &mut [Box<Task>], me: usize, other: usize) -> Option<[&mut Task; 2]> {
-    if other >= tasks.len() || other == me {
-        return None;
-    }
-    // SAFETY: `me` is in bounds (the current index), `other` was checked
-    // above, and they differ, so the two references do not alias.
-    let [a, b] = unsafe { tasks.get_disjoint_unchecked_mut([me, other]) };
-    Some([&mut **a, &mut **b])
 }
 
 /// What `message::deliver` writes for a message without a payload.

@@ -10,12 +10,13 @@
 //! supervisor, `TASK_CTL FUTEX_WAKE`) can name its private words. `wait`
 //! blocks only if the word still holds the expected value (checked under
 //! the kernel lock, so a wake between the task's check and its wait is not
-//! lost); `wake` readies the longest waiters first.
+//! lost); `wake` readies the longest waiters first, found among the
+//! waiters of the key's hash bucket (`sched::table`), not by a scan.
 
 use super::deadline;
 use crate::mem::phys_to_virt;
 use crate::recovery::versions::SHARED;
-use crate::sched::Scheduler;
+use crate::sched::{Scheduler, table};
 use crate::task::{State, Task};
 use abi::syscall::Error;
 
@@ -52,25 +53,25 @@ pub fn wait(s: &mut Scheduler) -> Result<u64, Error> {
     }
     let since = s.next_order();
     let deadline = deadline(s.ticks, timeout);
-    s.tasks[me].state = State::FutexWait { key, deadline, since };
+    s.tasks.set_state_unqueued(me, State::FutexWait { key, deadline, since });
     Ok(0)
 }
 
-/// Wakes up to `n` waiters on the word of key `key`; returns how many.
+/// Wakes up to `n` waiters on the word of key `key`, longest waiting
+/// first; returns how many. The waiters are those of the key's hash
+/// bucket (`table::TaskTable::futex_waiters`) whose key matches: no scan
+/// of the table.
 pub fn wake_key(s: &mut Scheduler, key: u64, n: u64) -> u64 {
     let mut woken = 0;
     while woken < n {
-        let next = s
-            .tasks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| match t.state {
+        let next = table::bits(s.tasks.futex_waiters(key))
+            .filter_map(|i| match s.tasks[i].state() {
                 State::FutexWait { key: k, since, .. } if k == key => Some((since, i)),
                 _ => None,
             })
             .min();
         let Some((_, i)) = next else { break };
-        s.tasks[i].state = State::Runnable;
+        s.tasks.set_state(i, State::Runnable);
         s.tasks[i].save.frame.rax = 0;
         woken += 1;
     }

@@ -63,7 +63,7 @@ fn stamp(t: &Task) -> (u64, u64) {
 fn waiting(s: &Scheduler, server: TaskId, h: &Held) -> Option<usize> {
     let i = super::endpoint::task_index(&s.tasks, h.caller)?;
     let c = &s.tasks[i];
-    (c.state == (State::ReplyBlocked { server }) && stamp(c) == h.stamp).then_some(i)
+    (c.state() == (State::ReplyBlocked { server }) && stamp(c) == h.stamp).then_some(i)
 }
 
 /// Whether `task` may receive now: inside a scope, only with room to hold
@@ -142,11 +142,11 @@ pub fn on_commit(s: &mut Scheduler, me: usize, n: usize) {
             Some(r) => {
                 let msg = Outgoing { badge: 0, label: r.label, words: r.words, payload: Payload::None };
                 deliver(s, &msg, None, c);
-                s.tasks[c].state = State::Runnable;
+                s.tasks.set_state_unqueued(c, State::Runnable);
             }
             None if reply_to == Some(h.caller) => {}
             None => {
-                s.tasks[c].state = State::Runnable;
+                s.tasks.set_state_unqueued(c, State::Runnable);
                 s.tasks[c].save.frame.rax = Error::BadTask.to_raw();
             }
         }
@@ -180,7 +180,7 @@ pub fn on_rollback(s: &mut Scheduler, idx: usize, depth: usize) {
             if h.depth >= depth {
                 // `since` below every real order (`Scheduler::order` starts
                 // at `MAX_HELD`): first in line, in the order received.
-                s.tasks[c].state = State::SendBlocked { ep: h.ep, call: true, badge: h.badge, since: requeued };
+                s.tasks.set_state(c, State::SendBlocked { ep: h.ep, call: true, badge: h.badge, since: requeued });
                 requeued += 1;
             } else {
                 if h.reply.is_some_and(|r| r.depth >= depth) {
@@ -196,14 +196,18 @@ pub fn on_rollback(s: &mut Scheduler, idx: usize, depth: usize) {
         t.held = kept;
     }
     let kept_callers = &kept_callers[..kept_n];
-    for t in s.tasks.iter_mut() {
+    let mut lost = 0u64;
+    for (i, t) in s.tasks.iter_mut().enumerate() {
         // Requests received outside any scope are lost with the rolled-back run.
-        if t.state == (State::ReplyBlocked { server: id }) && !kept_callers.contains(&t.id) {
-            t.state = State::Runnable;
+        if t.state() == (State::ReplyBlocked { server: id }) && !kept_callers.contains(&t.id) {
             t.save.frame.rax = Error::BadTask.to_raw();
+            lost |= 1 << i;
         }
         if t.reply_to == Some(id) {
             t.reply_to = None;
         }
+    }
+    for i in crate::sched::table::bits(lost) {
+        s.tasks.set_state_unqueued(i, State::Runnable);
     }
 }

@@ -5,7 +5,8 @@
 //! not preemptible and runs with one lock over all task and IPC state
 //! (`sched::SCHED`), so every operation here is a plain state change on
 //! [`Scheduler`]: a rendezvous moves a message from one task's saved
-//! registers (and buffer) to the other's, and sets their states. A blocked
+//! registers (and buffer) to the other's, and sets their states (through
+//! the task table, which keeps its waiter masks exact: `sched::table`). A blocked
 //! sender's message stays in its own saved registers until a receiver
 //! comes: nothing is queued, nothing is copied twice.
 //!
@@ -25,6 +26,7 @@ pub mod message;
 pub mod notify;
 
 use crate::sched::Scheduler;
+use crate::sched::table::TaskTable;
 use crate::task::{State, TaskId};
 use abi::syscall::Error;
 
@@ -36,7 +38,8 @@ fn name(text: &str) -> Name {
     n
 }
 
-/// An endpoint. Its queues are implicit: the tasks whose state names it.
+/// An endpoint. Its queues are implicit: the tasks whose state names it,
+/// found through the task table's receiver and sender masks.
 pub struct Endpoint {
     pub name: Name,
 }
@@ -72,18 +75,18 @@ pub fn deadline(now: u64, timeout_ms: u64) -> u64 {
     }
 }
 
-/// Wakes task `t` if its receive or wait timed out at tick `now` (from
+/// Wakes task `i` if its receive or wait timed out at tick `now` (from
 /// `sched::Scheduler::tick`).
-pub fn expire_timeout(t: &mut crate::task::Task, now: u64) {
-    let expired = match t.state {
+pub fn expire_timeout(tasks: &mut TaskTable, i: usize, now: u64) {
+    let expired = match tasks[i].state() {
         State::RecvBlocked { deadline, .. }
         | State::WaitBlocked { deadline, .. }
         | State::FutexWait { deadline, .. } => deadline != 0 && deadline <= now,
         _ => false,
     };
     if expired {
-        t.state = State::Runnable;
-        t.save.frame.rax = Error::Timeout.to_raw();
+        tasks.set_state(i, State::Runnable);
+        tasks[i].save.frame.rax = Error::Timeout.to_raw();
     }
 }
 
@@ -113,11 +116,12 @@ pub fn abandon(s: &mut Scheduler, id: TaskId, gone: Gone) {
         Gone::Restarted => (Error::Restarted, s.tasks[idx].restarts),
         Gone::Ended => (Error::Stopped, s.tasks[idx].restarts),
     };
-    for t in s.tasks.iter_mut() {
-        if t.state == (State::ReplyBlocked { server: id }) {
-            t.state = State::Runnable;
-            t.save.frame.rax = error.to_raw();
-            t.save.frame.rdx = generation;
+    for i in 0..s.tasks.len() {
+        if s.tasks[i].state() == (State::ReplyBlocked { server: id }) {
+            s.tasks.set_state_unqueued(i, State::Runnable);
+            let f = &mut s.tasks[i].save.frame;
+            f.rax = error.to_raw();
+            f.rdx = generation;
         }
     }
     drop_rights_to(s, id);
@@ -148,11 +152,11 @@ fn drop_rights_to(s: &mut Scheduler, id: TaskId) {
 fn fail_orphaned_senders(s: &mut Scheduler, idx: usize, generation: u64) {
     let id = s.tasks[idx].id;
     for i in 0..s.tasks.len() {
-        let State::SendBlocked { ep, .. } = s.tasks[i].state else { continue };
+        let State::SendBlocked { ep, .. } = s.tasks[i].state() else { continue };
         if !s.tasks[idx].receives_on(ep) || live_receiver(s, ep, Some(id)) {
             continue;
         }
-        s.tasks[i].state = State::Runnable;
+        s.tasks.set_state(i, State::Runnable);
         s.tasks[i].save.frame.rax = Error::Stopped.to_raw();
         s.tasks[i].save.frame.rdx = generation;
     }
@@ -160,7 +164,7 @@ fn fail_orphaned_senders(s: &mut Scheduler, idx: usize, generation: u64) {
 
 /// Whether a live task other than `except` may receive on endpoint `ep`.
 pub fn live_receiver(s: &Scheduler, ep: u16, except: Option<TaskId>) -> bool {
-    s.tasks.iter().any(|t| Some(t.id) != except && t.state.is_alive() && t.receives_on(ep))
+    s.tasks.iter().any(|t| Some(t.id) != except && t.state().is_alive() && t.receives_on(ep))
 }
 
 /// The generation to report for endpoint `ep` when no live task may

@@ -21,11 +21,12 @@ pub fn signal(s: &mut Scheduler) -> Result<u64, Error> {
     }
     let word = &mut s.notifications[n as usize].bits;
     *word |= bits;
-    if *word != 0
-        && let Some(w) = s.tasks.iter().position(|t| matches!(t.state, State::WaitBlocked { n: m, .. } if m == n))
-    {
+    // The first waiter in table order (`table::TaskTable::waiters`).
+    let waiters = s.tasks.waiters(n as usize);
+    if *word != 0 && waiters != 0 {
+        let w = waiters.trailing_zeros() as usize;
         let taken = core::mem::take(&mut s.notifications[n as usize].bits);
-        s.tasks[w].state = State::Runnable;
+        s.tasks.set_state(w, State::Runnable);
         s.tasks[w].save.frame.rax = taken;
     }
     Ok(0)
@@ -45,6 +46,6 @@ pub fn wait(s: &mut Scheduler) -> Result<u64, Error> {
         return Err(Error::Timeout);
     }
     let deadline = deadline(s.ticks, timeout);
-    s.tasks[me].state = State::WaitBlocked { n, deadline };
+    s.tasks.set_state_unqueued(me, State::WaitBlocked { n, deadline });
     Ok(0)
 }

@@ -11,7 +11,7 @@
 
 use crate::events;
 use crate::mem::space::AddressSpace;
-use crate::task::{Scope, State, Task};
+use crate::task::{Scope, Task};
 use abi::checkpoint::{MAX_ARCS, MAX_MUTEXES, MAX_SCOPES, MutexEntry, RELEASE_AT_COMMIT, RecoveryPage, ScopeRecord};
 use abi::event::Event;
 use abi::layout::PAGE_SIZE;
@@ -263,8 +263,8 @@ fn page_in_place(space: &mut AddressSpace, recovery: u64) -> Option<&'static mut
     Some(unsafe { &mut *(crate::mem::phys_to_virt(phys.as_u64()) as *mut RecoveryPage) })
 }
 
-/// Rolls `task` back to scope `depth` (1 = outermost) and makes it
-/// runnable there. Returns the number of pages restored and the attempt
+/// Rolls `task` back to scope `depth` (1 = outermost), ready to run
+/// there (the caller makes it runnable: `sched::table::TaskTable::set_state`). Returns the number of pages restored and the attempt
 /// number the re-run sees. Emits `restart` if `emit` (the single
 /// `ROLLBACK` operation); a batched `RECOVER` leaves the report to the
 /// supervisor.
@@ -288,7 +288,6 @@ pub fn rollback(task: &mut Task, depth: usize, fault_kind: u64, seq: u64, emit: 
     let attempt = scope.attempt;
     task.save.frame = scope.frame;
     task.save.frame.rax = attempt;
-    task.state = State::Runnable;
     task.fault = None;
     task.ticks_since_syscall = 0;
     task.hang_rip = None;

@@ -17,7 +17,7 @@ use super::window::{Dest, Source};
 use crate::arch::trap_entry::TrapFrame;
 use crate::events;
 use crate::ipc::message::{self, Outgoing, Payload};
-use crate::sched::Scheduler;
+use crate::sched::{Scheduler, table};
 use crate::task::{PendingFault, State};
 use abi::event::Event;
 use abi::fault::FaultKind;
@@ -78,7 +78,7 @@ pub fn user_tick(s: &mut Scheduler) {
     t.resumed_at = 0;
     t.ticks_since_syscall += 1;
     let budget = t.spec.watchdog_ms as u64;
-    if budget != 0 && t.state == State::Runnable && t.ticks_since_syscall > budget {
+    if budget != 0 && t.state() == State::Runnable && t.ticks_since_syscall > budget {
         t.ticks_since_syscall = 0;
         let seq = s.next_fault_seq();
         let fault = PendingFault { kind: FaultKind::Watchdog as u64, seq, ..PendingFault::default() };
@@ -110,8 +110,8 @@ pub fn fault(s: &mut Scheduler, idx: usize, mut fault: PendingFault) {
         super::restart::restart_from_image(s, idx, fault.seq, delay, Some("fault server faulted"), true);
         return;
     }
+    s.tasks.set_state(idx, State::Faulted { vector: fault.vector as u8 });
     let task = &mut s.tasks[idx];
-    task.state = State::Faulted { vector: fault.vector as u8 };
     task.space = None;
     let id = task.id;
     crate::ipc::abandon(s, id, crate::ipc::Gone::Ended);
@@ -154,19 +154,26 @@ pub fn raise(s: &mut Scheduler, idx: usize, mut fault: PendingFault) -> bool {
         fault.cpu = crate::arch::percpu::cpu() as u64;
     }
     let since = s.next_order();
-    let task = &mut s.tasks[idx];
-    task.fault = Some(fault);
-    task.state = State::FaultPending { ep, since };
-    let receiver = s.tasks.iter().position(|t| matches!(t.state, State::RecvBlocked { ep: e, .. } if e == ep));
-    match receiver {
-        Some(r) => deliver(s, idx, r),
-        None => {
+    s.tasks[idx].fault = Some(fault);
+    // The first receiver in table order takes it at once: the task goes
+    // straight to `FaultHeld` (`deliver`), never queued.
+    let receivers = s.tasks.receivers(ep as usize);
+    if receivers != 0 {
+        deliver(s, idx, receivers.trailing_zeros() as usize);
+        return true;
+    }
+    s.tasks.set_state(idx, State::FaultPending { ep, since });
+    {
+        {
             // A receiver deferring work at a lower priority takes it at once:
-            // no need to say the fault waits.
+            // no need to say the fault waits. (Only the tasks running below
+            // their priority are looked at.)
             let mut boosted = false;
-            for t in s.tasks.iter_mut().filter(|t| t.is_lowered() && t.receives_on(ep)) {
-                t.restore_priority();
-                boosted = true;
+            for i in table::bits(s.tasks.below()) {
+                if s.tasks[i].receives_on(ep) {
+                    s.tasks.restore_priority(i);
+                    boosted = true;
+                }
             }
             if boosted {
                 return true;
@@ -202,11 +209,20 @@ pub fn deliver(s: &mut Scheduler, from: usize, to: usize) {
     };
     message::deliver(s, &msg, None, to);
     let (buf, cap) = (s.tasks[to].save.frame.r14, s.tasks[to].save.frame.r15);
-    s.tasks[to].state = State::Runnable;
-    s.tasks[from].state = State::FaultHeld;
+    // The receiver: blocked in `recv`, or this CPU's current task taking
+    // the fault in its own `recv` (already runnable, in no queue).
+    if !s.tasks.is_current(to) {
+        s.tasks.set_state(to, State::Runnable);
+    }
+    if s.tasks.is_current(from) {
+        // The faulted task itself (a fault it took, not a kill).
+        s.tasks.set_state_unqueued(from, State::FaultHeld);
+    } else {
+        s.tasks.set_state(from, State::FaultHeld);
+    }
     let ticks = s.ticks;
     let Scheduler { tasks, regions, .. } = s;
-    let (t, receiver) = two_tasks(tasks, from, to);
+    let (t, receiver) = tasks.read_write(from, to);
     let (Some(src), Some(dst)) = (t.space.as_ref(), receiver.space.as_mut()) else {
         // Nothing to copy from or into: an empty message (the server
         // refuses it as malformed and stops the task).
@@ -301,19 +317,4 @@ fn fill(
     m.stack_base = t.save.frame.rsp;
     m.recovery_len = 0;
     m.stack_len = 0;
-}
-
-/// Task `a` to read and task `b` to write (`a != b`).
-fn two_tasks(
-    tasks: &mut [alloc::boxed::Box<crate::task::Task>],
-    a: usize,
-    b: usize,
-) -> (&crate::task::Task, &mut crate::task::Task) {
-    if a < b {
-        let (lo, hi) = tasks.split_at_mut(b);
-        (&lo[a], &mut hi[0])
-    } else {
-        let (lo, hi) = tasks.split_at_mut(a);
-        (&hi[0], &mut lo[b])
-    }
 }

@@ -61,7 +61,7 @@ pub fn restart_from_image(
     t.space = None;
     t.fault = None;
     if let Err(e) = t.reload() {
-        t.state = State::Stopped;
+        s.tasks.set_state(idx, State::Stopped);
         abandon(s, id, Gone::Ended);
         let t = &s.tasks[idx];
         crate::events::emit(&Event::Escalate {
@@ -79,16 +79,19 @@ pub fn restart_from_image(
         return false;
     }
     t.restarts += 1;
+    // A fresh instance runs at its manifest priority, deferring nothing.
+    s.tasks.restore_priority(idx);
+    s.tasks.set_lowered_since(idx, None);
     // Its callers learn of the new generation (the one just counted).
     abandon(s, id, Gone::Restarted);
-    let t = &mut s.tasks[idx];
-    t.state = if delay_ms == 0 {
+    let state = if delay_ms == 0 {
         State::Runnable
     } else {
         let until_tick = now.saturating_add(delay_ms);
         crate::sched::arm(until_tick);
         State::Sleeping { until_tick }
     };
+    s.tasks.set_state(idx, state);
     // With several CPUs, another CPU would run it at once, before its
     // supervisor's next call: the restart count it writes into the task
     // right after (`REWIND_RESTARTS`, the fault server's README) would come
@@ -98,7 +101,7 @@ pub fn restart_from_image(
     // it (`syscall::dispatch`); [`HOLD_MAX_TICKS`] at most, should the
     // supervisor make none.
     if redeliver.is_none() && crate::sched::smp() {
-        t.held_until = now.saturating_add(HOLD_MAX_TICKS);
+        s.tasks.set_held_until(idx, now.saturating_add(HOLD_MAX_TICKS));
         if let Some(me) = s.current_index() {
             s.tasks[me].holds = Some(idx);
         }
@@ -108,11 +111,11 @@ pub fn restart_from_image(
     let mut redelivered = 0;
     if redeliver.is_some() {
         for i in 0..s.tasks.len() {
-            if s.tasks[i].state == State::FaultHeld
+            if s.tasks[i].state() == State::FaultHeld
                 && let Some(ep) = s.tasks[i].fault_endpoint()
             {
                 let since = s.next_order();
-                s.tasks[i].state = State::FaultPending { ep, since };
+                s.tasks.set_state(i, State::FaultPending { ep, since });
                 redelivered += 1;
             }
         }

@@ -69,14 +69,15 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
         // clears it) — not just the two ticks of `stop_remote`, which ran
         // out before a busy or sleeping caller came back. Bounded like a
         // restart's hold.
-        s.tasks[target].held_until = s.ticks.saturating_add(crate::recovery::restart::HOLD_MAX_TICKS);
+        let until = s.ticks.saturating_add(crate::recovery::restart::HOLD_MAX_TICKS);
+        s.tasks.set_held_until(target, until);
         s.tasks[me].holds = Some(target);
         s.restart_syscall();
         return Ok(0);
     }
     match operation {
         op::GET_REGS => {
-            if s.tasks[target].state != State::FaultHeld {
+            if s.tasks[target].state() != State::FaultHeld {
                 return Err(Error::BadTask);
             }
             let regs = s.tasks[target].save.frame.registers();
@@ -86,7 +87,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             Ok(0)
         }
         op::SET_REGS => {
-            if s.tasks[target].state != State::FaultHeld {
+            if s.tasks[target].state() != State::FaultHeld {
                 return Err(Error::BadTask);
             }
             let mut bytes = [0u8; REGISTERS_BYTES];
@@ -104,13 +105,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             let (src_addr, dst_addr) = if operation == op::READ_MEM { (addr, buf) } else { (buf, addr) };
             // Straight from one space to the other (no bounce buffer); `me`
             // and `target` differ (checked above), so the borrows are disjoint.
-            let (src_task, dst_task) = if src < dst {
-                let (low, high) = s.tasks.split_at_mut(dst);
-                (&low[src], &mut high[0])
-            } else {
-                let (low, high) = s.tasks.split_at_mut(src);
-                (&high[0], &mut low[dst])
-            };
+            let (src_task, dst_task) = s.tasks.read_write(src, dst);
             let from = src_task.space.as_ref().ok_or(Error::BadTask)?;
             let to = dst_task.space.as_mut().ok_or(Error::BadTask)?;
             AddressSpace::copy_between(from, src_addr, to, dst_addr, len as u64).map_err(|_| Error::BadPointer)?;
@@ -124,12 +119,12 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             Ok(chunk.len() as u64)
         }
         op::RESUME => {
-            let t = &mut s.tasks[target];
-            if t.state != State::FaultHeld {
+            if s.tasks[target].state() != State::FaultHeld {
                 return Err(Error::BadTask);
             }
+            s.tasks.set_state_unqueued(target, State::Runnable);
+            let t = &mut s.tasks[target];
             let seq = t.fault.take().map_or(0, |f| f.seq);
-            t.state = State::Runnable;
             events::emit(&Event::Resume { task: t.id as u64, name: &t.name, seq, rip: t.save.frame.rip });
             Ok(0)
         }
@@ -149,17 +144,18 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
         op::ROLLBACK => {
             let depth = a as usize;
             let t = &mut s.tasks[target];
-            if t.state != State::FaultHeld {
+            if t.state() != State::FaultHeld {
                 return Err(Error::BadTask);
             }
             let (kind, seq) = t.fault.map_or((0, 0), |f| (f.kind, f.seq));
             let (pages, _) = super::checkpoint::rollback(t, depth, kind, seq, true)?;
+            s.tasks.set_state_unqueued(target, State::Runnable);
             held::on_rollback(s, target, depth);
             Ok(pages as u64)
         }
         op::KILL => {
             let t = &s.tasks[target];
-            if !t.state.is_alive() || matches!(t.state, State::FaultPending { .. } | State::FaultHeld) {
+            if !t.state().is_alive() || matches!(t.state(), State::FaultPending { .. } | State::FaultHeld) {
                 return Err(Error::BadTask);
             }
             let seq = s.next_fault_seq();
@@ -222,7 +218,7 @@ pub fn task_ctl(s: &mut Scheduler) -> SysResult {
             name[..t.name.len()].copy_from_slice(t.name.as_bytes());
             let info = abi::ipc::TaskInfo {
                 id: t.id as u64,
-                priority: t.priority as u64,
+                priority: t.priority() as u64,
                 watchdog_ms: t.spec.watchdog_ms as u64,
                 max_restarts: t.spec.max_restarts as u64,
                 restart_window_ms: t.spec.restart_window_ms as u64,
@@ -295,7 +291,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
         bytemuck::try_cast_slice_mut(&mut rest[..count * r::OP_SIZE]).map_err(|_| Error::BadPointer)?;
     let t = &s.tasks[target];
     let (kind, seq) = match t.fault {
-        Some(f) if t.state == State::FaultHeld && f.seq == h.seq => (f.kind, f.seq),
+        Some(f) if t.state() == State::FaultHeld && f.seq == h.seq => (f.kind, f.seq),
         _ => return Err(Error::BadTask),
     };
     match h.action {
@@ -321,6 +317,7 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
     match h.action {
         r::ROLLBACK => {
             let (pages, attempt) = super::checkpoint::rollback(&mut s.tasks[target], h.arg as usize, kind, seq, false)?;
+            s.tasks.set_state_unqueued(target, State::Runnable);
             held::on_rollback(s, target, h.arg as usize);
             (h.result, h.attempt) = (pages as u64, attempt);
         }
@@ -344,9 +341,9 @@ fn recover(s: &mut Scheduler, target: usize, req: u64) -> SysResult {
         caller.space.as_mut().ok_or(Error::BadPointer)?.write(req, &raw[..len]).map_err(|_| Error::BadPointer)?;
     }
     if flags & r::LOWER_CALLER != 0 {
-        caller.priority = abi::syscall::PRIORITY_LOWEST.max(caller.spec.priority);
-        if caller.is_lowered() && caller.lowered_since.is_none() {
-            caller.lowered_since = Some(now);
+        s.tasks.set_priority(me, abi::syscall::PRIORITY_LOWEST.max(s.tasks[me].spec.priority));
+        if s.tasks[me].is_lowered() && s.tasks[me].lowered_since().is_none() {
+            s.tasks.set_lowered_since(me, Some(now));
             crate::sched::arm_next_tick();
         }
     }
@@ -475,8 +472,8 @@ fn stop(s: &mut Scheduler, target: usize, reason: u64, emit: bool) {
     let seq = s.tasks[target].fault.take().map_or(0, |f| f.seq);
     let id = s.tasks[target].id;
     abandon(s, id, Gone::Ended);
+    s.tasks.set_state(target, State::Stopped);
     let t = &mut s.tasks[target];
-    t.state = State::Stopped;
     t.space = None;
     if !emit {
         return;

@@ -32,6 +32,8 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
     for i in 0..image.notification_count() {
         s.notifications.push(Notification::new(image.notification_name(i)));
     }
+    let (endpoints, notifications) = (s.endpoints.len(), s.notifications.len());
+    s.tasks.set_objects(endpoints, notifications);
     for i in 0..image.region_count() {
         let region = match image.region(i) {
             Some(Ok(spec)) => Region::new(i, spec.name, spec.size),
@@ -90,9 +92,14 @@ pub fn start_tasks(bytes: &'static [u8]) -> usize {
                 if online == 1 {
                     task.start_event(&s.endpoints, 0);
                 }
-                slots[index] = Some(s.tasks.len());
-                s.add(task);
-                started += 1;
+                match s.add(task) {
+                    Some(slot) => {
+                        slots[index] = Some(slot);
+                        started += 1;
+                    }
+                    // One bit per task in the scheduler's masks.
+                    None => reject(index, spec.name, "too many tasks"),
+                }
             }
             Err(e) => reject(index, spec.name, e.reason()),
         }

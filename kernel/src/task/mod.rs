@@ -14,6 +14,7 @@ pub mod loader;
 use crate::arch::syscall_entry::{USER_CS, USER_SS};
 use crate::arch::trap_entry::TrapFrame;
 use crate::mem::space::AddressSpace;
+use crate::sched::table::Key;
 use abi::image::TaskSpec;
 use abi::layout::{USER_MAP_BASE, USER_STACK_TOP};
 
@@ -142,13 +143,18 @@ pub struct Task {
     pub name: heapless::String<{ abi::image::NAME_LEN }>,
     /// The priority it runs at now: its manifest's (`spec.priority`), or
     /// less urgent while it defers work (`SET_PRIORITY`).
-    pub priority: u8,
+    priority: u8,
     /// The tick it first lowered its priority at since it last had nothing
     /// to defer (`SET_PRIORITY`; see `sched::tick`). A fault that gives it
     /// its priority back does not reset it: deferred work that keeps being
     /// interrupted by faults still ages.
-    pub lowered_since: Option<u64>,
-    pub state: State,
+    lowered_since: Option<u64>,
+    /// Private, like the priority, the deferral tick, `running_on`,
+    /// `held_until` and the affinity: the scheduler's masks
+    /// (`sched::table`) are functions of them, so every write goes
+    /// through the table, which keeps the masks exact (the setters below
+    /// take its [`Key`]).
+    state: State,
     pub space: Option<AddressSpace>,
     /// Next address `map` hands out when the task gives no hint.
     pub map_next: u64,
@@ -200,18 +206,18 @@ pub struct Task {
     /// another or idles, all under the scheduler lock: a task runs on at
     /// most one CPU, and another CPU never resumes it nor touches its
     /// frame, memory or mappings while it is set (`sched::stop_remote`).
-    pub running_on: u8,
+    running_on: u8,
     /// While the tick clock is below this, no CPU picks it: another CPU
     /// asked it to leave its CPU (`sched::stop_remote`) and acts on it
     /// once it has. Bounded: an asker that never comes back holds it at
     /// most two ticks — a `TASK_CTL` caller, `recovery::restart::HOLD_MAX_TICKS`
     /// (its retry, which clears it, may come a tick or more later).
-    pub held_until: u64,
+    held_until: u64,
     /// A task this supervisor restarted and keeps off every CPU until its
     /// own next system call (several CPUs: `recovery::restart`).
     pub holds: Option<usize>,
     /// The one CPU it may run on (its manifest's `cpu`), or [`ANY_CPU`].
-    pub affinity: u8,
+    affinity: u8,
     /// Its entry point, for the `task_start` event of its first run.
     pub entry: u64,
     /// Whether a CPU ran it yet (several CPUs: its `task_start` event is
@@ -227,15 +233,62 @@ pub const ANY_CPU: u8 = u8::MAX;
 pub const NOT_RUNNING: u8 = u8::MAX;
 
 impl Task {
-    /// Whether CPU `cpu` may pick it (if runnable) at tick `now`: its
-    /// affinity allows that CPU, no other CPU runs it, and no CPU asked it
-    /// to leave its CPU. (Several CPUs only: with one, every task loaded
-    /// may run on it — an affinity for another CPU is refused at load.)
     #[inline(always)]
-    pub fn may_run_on(&self, cpu: u8, now: u64) -> bool {
-        (self.running_on == NOT_RUNNING || self.running_on == cpu)
-            && self.held_until <= now
-            && (self.affinity == ANY_CPU || self.affinity == cpu)
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    #[inline(always)]
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    #[inline(always)]
+    pub fn lowered_since(&self) -> Option<u64> {
+        self.lowered_since
+    }
+
+    #[inline(always)]
+    pub fn running_on(&self) -> u8 {
+        self.running_on
+    }
+
+    #[inline(always)]
+    pub fn held_until(&self) -> u64 {
+        self.held_until
+    }
+
+    /// The one CPU it may run on, or [`ANY_CPU`] (fixed at load).
+    #[inline(always)]
+    pub fn affinity(&self) -> u8 {
+        self.affinity
+    }
+
+    // The setters: only the task table (`sched::table`) holds a `Key`.
+
+    #[inline(always)]
+    pub fn put_state(&mut self, state: State, _: Key) {
+        self.state = state;
+    }
+
+    #[inline(always)]
+    pub fn put_priority(&mut self, priority: u8, _: Key) {
+        self.priority = priority;
+    }
+
+    #[inline(always)]
+    pub fn put_lowered_since(&mut self, since: Option<u64>, _: Key) {
+        self.lowered_since = since;
+    }
+
+    #[inline(always)]
+    pub fn put_running_on(&mut self, cpu: u8, _: Key) {
+        self.running_on = cpu;
+    }
+
+    #[inline(always)]
+    pub fn put_held_until(&mut self, tick: u64, _: Key) {
+        self.held_until = tick;
     }
 
     /// The tick at which the clock alone changes something of it: its
@@ -254,12 +307,6 @@ impl Task {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// The CPUs it may run on, as a bit mask (bit = CPU index).
-    #[inline(always)]
-    pub fn cpu_mask(&self) -> u32 {
-        if self.affinity == ANY_CPU { u32::MAX } else { 1 << self.affinity }
     }
 }
 
@@ -360,12 +407,12 @@ impl Task {
         f.rdx = instance as u64;
     }
 
-    /// Reloads the task from its image: fresh memory, start registers.
+    /// Reloads the task from its image: fresh memory, start registers
+    /// (its priority and deferral are the table's to reset:
+    /// `recovery::restart`).
     pub fn reload(&mut self) -> Result<(), loader::LoadError> {
         let loaded = loader::load(&self.spec)?;
         self.map_next = USER_MAP_BASE;
-        self.priority = self.spec.priority;
-        self.lowered_since = None;
         self.eh_frame_hdr = loaded.eh_frame_hdr;
         self.recovery = 0;
         self.scopes.clear();
@@ -406,11 +453,6 @@ impl Task {
         self.caps.iter().any(|c| {
             c.kind == abi::ipc::CapKind::Endpoint && c.object == ep as u32 && c.rights.contains(abi::ipc::Rights::RECV)
         })
-    }
-
-    /// Gives a task that lowered itself (`SET_PRIORITY`) its own priority back.
-    pub fn restore_priority(&mut self) {
-        self.priority = self.spec.priority;
     }
 
     /// Whether it runs below its manifest priority now.
