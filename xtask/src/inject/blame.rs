@@ -225,6 +225,21 @@ pub fn excused(found: &[Bisected]) -> Vec<Symptom> {
     found.iter().filter(|f| f.culprit.is_some()).map(|f| f.symptom.clone()).collect()
 }
 
+/// The tasks a bisection pinned a failure of on an injection, with it:
+/// their golden-run divergences are that failure again
+/// (`golden::apply`).
+pub fn explained(found: &[Bisected]) -> Vec<(String, u64)> {
+    found
+        .iter()
+        .filter_map(|f| {
+            let task = match &f.symptom {
+                Symptom::Check { task, .. } | Symptom::Unfinished { task } => task.clone(),
+            };
+            f.culprit.map(|c| (task, c))
+        })
+        .collect()
+}
+
 /// Charges each bisected symptom to its culprit, in verdicts classified
 /// with the symptoms excused: silent corruption for a failed check, a
 /// hang for a task that never finished; the worse outcome wins.

@@ -260,9 +260,27 @@ fn walk(g: &TaskTrace, f: &TaskTrace) -> Option<(String, (usize, u64))> {
 /// diffs to their verdicts, and turns outcomes that showed no harm
 /// (not manifested, recovered, escalated) into silent corruption. Returns
 /// the divergences no injection explains.
-pub fn apply(planned: &[Planned], verdicts: &mut [Verdict], divergences: &[Divergence], events: &[u8]) -> Vec<String> {
+///
+/// `explained`: tasks whose failure a bisection pinned on an injection
+/// (`blame.rs`), with that injection: a divergence of such a task is the
+/// same failure seen again (a failed check is a report the golden run has
+/// not), so it goes with the bisection's culprit, as information, and
+/// makes nothing else silent corruption.
+pub fn apply(
+    planned: &[Planned],
+    verdicts: &mut [Verdict],
+    divergences: &[Divergence],
+    events: &[u8],
+    explained: &[(String, u64)],
+) -> Vec<String> {
     let mut unattributed = Vec::new();
     for d in divergences {
+        if let Some((_, culprit)) = explained.iter().find(|(task, _)| *task == d.task) {
+            if let Some(v) = verdicts.iter_mut().find(|v| v.id == *culprit) {
+                v.golden_diff.push(d.show());
+            }
+            continue;
+        }
         let fired = |p: &&Planned| {
             verdicts
                 .iter()
@@ -412,7 +430,7 @@ mod tests {
         let d = |task: &str, tsc| Divergence { task: task.into(), detail: "x".into(), line: 3, tsc };
         // Into a at 30: injection 1 (3 fired later). Into c at 25: the
         // latest of any, 2 (a hang stays a hang). Before anything: nobody.
-        let left = apply(&p, &mut v, &[d("a", 30), d("c", 25), d("c", 5)], b"1\n2\n3\n");
+        let left = apply(&p, &mut v, &[d("a", 30), d("c", 25), d("c", 5)], b"1\n2\n3\n", &[]);
         assert_eq!(left, ["c: x (event line 3)"]);
         assert_eq!(v[0].outcome, Outcome::SilentCorruption);
         assert_eq!(v[0].excerpt_lines, Some([1, 3]));
@@ -420,5 +438,16 @@ mod tests {
         assert_eq!(v[1].outcome, Outcome::Hang);
         assert_eq!(v[1].golden_diff, ["c: x (event line 3)"]);
         assert_eq!(v[2].outcome, Outcome::Recovered);
+    }
+
+    #[test]
+    fn a_divergence_a_bisection_explained_goes_with_its_culprit_and_blames_nobody_else() {
+        let p = [planned(1, "a"), planned(2, "b")];
+        let mut v = vec![verdict(1, Outcome::Recovered, 10), verdict(2, Outcome::SilentCorruption, 5)];
+        let d = Divergence { task: "a".into(), detail: "x".into(), line: 3, tsc: 30 };
+        let left = apply(&p, &mut v, &[d], b"1\n2\n3\n", &[("a".into(), 2)]);
+        assert!(left.is_empty());
+        assert_eq!(v[0].outcome, Outcome::Recovered, "timing would have blamed 1");
+        assert_eq!(v[1].golden_diff, ["a: x (event line 3)"]);
     }
 }

@@ -373,7 +373,9 @@ impl Prepared {
         if let Some(g) = golden {
             let faulted = golden::trace(&run.events, &self.golden_filter());
             let divergences = golden::diff(&g.trace, &faulted);
-            facts.unattributed_divergences = golden::apply(&b.injections, &mut verdicts, &divergences, &run.events);
+            let explained = blame::explained(found);
+            facts.unattributed_divergences =
+                golden::apply(&b.injections, &mut verdicts, &divergences, &run.events, &explained);
         }
         blame::charge(&mut verdicts, found);
         facts.bisected = found.to_vec();
