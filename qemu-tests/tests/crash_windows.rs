@@ -7,6 +7,8 @@
 //! also check the sweeps reached the code: some injections manifested
 //! and were rolled back, and every teller reported its depth check.
 //!
+//! Both sweeps also run with 4 CPUs (issue 14).
+//!
 //! Issue 13: a #UD at every instruction of the typed Arc's `from_token`,
 //! `clone` and `drop` (`faults/arc-sweep.toml`, tasks/arcs sweepers on one
 //! `Arc<Mutex<Account>>`): 0 hangs, 0 silent corruption, and the count,
@@ -21,18 +23,23 @@ fn dir() -> PathBuf {
     d
 }
 
-fn options(out: &str) -> Options {
+fn options(out: &str, cpus: Option<u32>) -> Options {
     Options {
         kernel: Some(qemu_tests::kernel()),
         bins: Some(qemu_tests::task_bins()),
         out_dir: Some(dir().join(out)),
         jobs: Some(1),
+        cpus,
         ..Options::default()
     }
 }
 
 fn check(path: &std::path::Path, out: &str) {
-    let done = run_script(path, &options(out)).expect("the runner runs");
+    check_on(path, out, None)
+}
+
+fn check_on(path: &std::path::Path, out: &str, cpus: Option<u32>) {
+    let done = run_script(path, &options(out, cpus)).expect("the runner runs");
     let count = |o: Outcome| done.report.injections.iter().filter(|e| e.verdict.outcome == o).count();
     assert_eq!(count(Outcome::SilentCorruption), 0, "{:?}", done.failures());
     assert_eq!(count(Outcome::Hang), 0, "{:?}", done.failures());
@@ -48,6 +55,16 @@ fn checkpoint_sweep_short() {
 #[test]
 fn arc_sweep() {
     check(&xtask::paths::root().join("faults").join("arc-sweep.toml"), "arc");
+}
+
+/// Issue 14: the same two sweeps with 4 CPUs (`--cpus 4`): the fault server,
+/// the swept task and the other holders of its mutexes and Arcs on
+/// different CPUs at once. The same expectations.
+#[test]
+fn crash_window_sweeps_on_four_cpus() {
+    let faults = xtask::paths::root().join("faults");
+    check_on(&faults.join("checkpoint-sweep.toml"), "short-cpus4", Some(4));
+    check_on(&faults.join("arc-sweep.toml"), "arc-cpus4", Some(4));
 }
 
 /// Every register the injector flips (the 15 GPRs, rip, rsp, rflags; a low
