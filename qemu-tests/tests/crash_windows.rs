@@ -7,7 +7,7 @@
 //! also check the sweeps reached the code: some injections manifested
 //! and were rolled back, and every teller reported its depth check.
 //!
-//! Both sweeps also run with 4 CPUs (issue 14).
+//! Both sweeps also run with 4 CPUs (issue 14; ignored: long).
 //!
 //! Issue 13: a #UD at every instruction of the typed Arc's `from_token`,
 //! `clone` and `drop` (`faults/arc-sweep.toml`, tasks/arcs sweepers on one
@@ -59,8 +59,13 @@ fn arc_sweep() {
 
 /// Issue 14: the same two sweeps with 4 CPUs (`--cpus 4`): the fault server,
 /// the swept task and the other holders of its mutexes and Arcs on
-/// different CPUs at once. The same expectations.
+/// different CPUs at once. The same expectations. Long (about 7 minutes
+/// here: four vCPUs share one host thread under icount), so ignored: after
+/// `cargo xtask build`, `cargo test -p qemu-tests --test crash_windows --
+/// --ignored crash_window_sweeps_on_four_cpus` (or
+/// `cargo xtask inject faults/checkpoint-sweep.toml --cpus 4`).
 #[test]
+#[ignore]
 fn crash_window_sweeps_on_four_cpus() {
     let faults = xtask::paths::root().join("faults");
     check_on(&faults.join("checkpoint-sweep.toml"), "short-cpus4", Some(4));
