@@ -280,6 +280,9 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     }
     s.next_seq[c] = seq + 1;
     s.clients = s.clients.max(client + 1);
+    // What the operation starts from, for the self-check's recomputation.
+    let before =
+        Before { counter: s.counters[c], from: s.accounts[(b % 8) as usize], to: s.accounts[((b / 8) % 8) as usize] };
     work(REQUEST_WORK);
     let result = match label {
         op::INCR => {
@@ -309,9 +312,17 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
     s.answered += 1;
     s.last_reply[c] = answer(result);
     if s.checking {
-        self_check(s, req);
+        self_check(s, req, core::hint::black_box(before));
     }
     s.last_reply[c]
+}
+
+/// A request's starting values, taken before its work (`self_check`).
+#[derive(Clone, Copy)]
+struct Before {
+    counter: u64,
+    from: u64,
+    to: u64,
 }
 
 /// The checking server's check of what the request's run is about to
@@ -322,19 +333,26 @@ fn handle(s: &mut Store, ledger: &Mutex<Ledger>, region: &Kv, req: &Request) -> 
 /// A failure panics inside the request's scope: rolled back, and the
 /// kernel hands the same request to the re-run.
 #[inline(never)]
-fn self_check(s: &Store, req: &Request) {
+fn self_check(s: &Store, req: &Request, before: Before) {
     // Read again through an opaque pointer: the compiler may not reuse the
     // registers that held these words during the handling.
     let req = core::hint::black_box(req);
-    let [client, seq, a, _] = req.msg.words;
+    let [client, seq, a, b] = req.msg.words;
     let c = client as usize;
+    let (from, to) = ((b % 8) as usize, ((b / 8) % 8) as usize);
+    let moved = s.last_reply[c.min(MAX_CLIENTS - 1)].words[1] == 1;
     let ok = c < MAX_CLIENTS
         && s.next_seq[c] == seq.wrapping_add(1)
         && s.last_reply[c].label == req.msg.label
         && s.last_reply[c].words[0] == seq
         && s.accounts.iter().sum::<u64>() == ACCOUNTS as u64 * OPENING
         && match req.msg.label {
-            op::INCR => s.counters[c] == s.last_reply[c].words[1],
+            // The operand as the request has it, not as a register held it.
+            op::INCR => s.counters[c] == s.last_reply[c].words[1] && s.counters[c] == before.counter.wrapping_add(a),
+            op::TRANSFER if moved => {
+                s.accounts[from] == before.from.wrapping_sub(a) && s.accounts[to] == before.to.wrapping_add(a)
+            }
+            op::TRANSFER => s.accounts[from] == before.from && s.accounts[to] == before.to,
             // (A full region answers `u64::MAX` and keeps the old value.)
             op::PUT => s.last_reply[c].words[1] == u64::MAX || s.values[c].as_ref().is_some_and(|v| v.v == a),
             op::GET => s.last_reply[c].words[1] == s.values[c].as_ref().map_or(0, |v| v.v),

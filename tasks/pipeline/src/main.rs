@@ -201,6 +201,15 @@ fn producer(region: &Pipe, buffers: u32) {
                     }
                     Slot::Free if b.state == EMPTY && next < buffers => match Arc::new_in(region, make(next as u64)) {
                         Ok(a) => {
+                            // Checked before it can be published, read back
+                            // from the shared slot: a fault in `make` (a
+                            // skipped or flipped instruction) computes wrong
+                            // contents that no rollback would see once a
+                            // consumer has them. A panic here rolls the run
+                            // back; the fault server gives the slot back.
+                            if !valid(&a, next as u64) {
+                                panic!("pipeline producer: buffer {next} made wrong");
+                            }
                             *slot = Slot::Pending(a, next as u64);
                             next += 1;
                             progress = true;
