@@ -576,6 +576,9 @@ pub fn plan_into(
     // release is decided by the owner word and only for the outermost
     // listing, so they add nothing wrong. Not so for counted objects: a
     // stale read lock or Arc reference would be given back twice.
+    if p.arc_count > MAX_ARCS as u64 {
+        return Err(Invalid::TooManyArcs { count: p.arc_count });
+    }
     let mut mutex_count = p.mutex_count;
     let stale = mutex_count > MAX_MUTEXES as u64;
     if stale {
@@ -584,10 +587,6 @@ pub fn plan_into(
         }
         out.note(Salvage::MutexCount { count: mutex_count });
         mutex_count = MAX_MUTEXES as u64;
-    }
-    if p.arc_count > MAX_ARCS as u64 {
-        out.clear();
-        return Err(Invalid::TooManyArcs { count: p.arc_count });
     }
     let result = plan_valid(p, mutex_count as usize, stale, regions, layouts, regs, depth, out);
     if result.is_err() {

@@ -134,14 +134,15 @@ fn due_times(events: &[u8], ids: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
 /// the same text but the `seed` line's mask (`Batch::plan_text_enabled`),
 /// so the kernel does the same work for every injection, tick by tick, up
 /// to the instant a disabled one would act.
-fn prefix_plan(b: &Batch, enabled: &BTreeSet<u64>) -> Option<String> {
-    if b.injections.len() >= 64 {
-        return None;
-    }
+/// A batch holds at most `MAX_BATCH` injections, so the mask's 64 bits
+/// cover them and the deadline marker after them.
+const _: () = assert!(super::script::MAX_BATCH < 64);
+
+fn prefix_plan(b: &Batch, enabled: &BTreeSet<u64>) -> String {
     let mask =
         b.injections.iter().enumerate().filter(|(_, p)| enabled.contains(&p.id)).fold(0u64, |m, (i, _)| m | 1 << i);
     // The deadline marker, after the injections, stays enabled.
-    Some(b.plan_text_enabled(mask | !((1u64 << b.injections.len()) - 1)))
+    b.plan_text_enabled(mask | !((1u64 << b.injections.len()) - 1))
 }
 
 /// Bisects every symptom of a boot (`events`, `end`) of batch `b` that
@@ -176,18 +177,12 @@ pub fn bisect(
             let mid = (lo + hi) / 2;
             if let std::collections::btree_map::Entry::Vacant(slot) = cache.entry(mid) {
                 let enabled: BTreeSet<u64> = order[..mid].iter().copied().collect();
-                let shown = match prefix_plan(b, &enabled) {
-                    Some(plan) => {
-                        let (ev, e) = boot(mid, &plan)?;
-                        // Faithful: every enabled injection came due when it
-                        // did in the full run.
-                        let prefix_due = due_times(&ev, &enabled);
-                        let faithful = enabled.iter().all(|id| prefix_due.get(id) == due.get(id));
-                        faithful.then(|| symptoms(&ev, e, rules))
-                    }
-                    None => None,
-                };
-                slot.insert(shown);
+                let (ev, e) = boot(mid, &prefix_plan(b, &enabled))?;
+                // Faithful: every enabled injection came due when it did in
+                // the full run.
+                let prefix_due = due_times(&ev, &enabled);
+                let faithful = enabled.iter().all(|id| prefix_due.get(id) == due.get(id));
+                slot.insert(faithful.then(|| symptoms(&ev, e, rules)));
             }
             match &cache[&mid] {
                 Some(s) => {
@@ -283,7 +278,7 @@ mod tests {
         };
         let b = Batch { index: 0, seed: 3, deadline_ms: 100, injections: vec![p(4), p(7), p(9)] };
         let full = b.plan_text();
-        let prefix = prefix_plan(&b, &[4, 9].into()).unwrap();
+        let prefix = prefix_plan(&b, &[4, 9].into());
         assert_eq!(prefix.len(), full.len());
         let mask = 0b101 | !0b111u64;
         assert_eq!(prefix.lines().next().unwrap(), format!("seed 3 {mask:020}"));
